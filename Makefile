@@ -1,0 +1,40 @@
+# kvm-warden: `make test` and `make demo` set up everything they need (Debian 12, root).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo bench lint typecheck unit deps venv clean
+
+deps:
+	@scripts/install-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: deps $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check controller probes reconcilers tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv lint typecheck
+	$(BIN)/python -m pytest tests
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+demo: venv
+	$(BIN)/kvm-warden run --simulate
+
+bench: venv
+	$(BIN)/python bench/observe.py
+	$(BIN)/python bench/plan.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

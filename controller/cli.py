@@ -1,0 +1,165 @@
+"""`kvm-warden` entry point: parses arguments and calls one function per command.
+
+Errors a user can act on (bad files, failing tools) are printed as one line and exit 1;
+tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from controller.errors import DesiredStateError, WardenError
+
+
+def _cmd_observe(args: argparse.Namespace) -> int:
+    from controller.views import observe_document, observe_summary
+    from probes.pacemaker.crm_mon import parse_crm_mon
+    from probes.pacemaker.read import read_both, read_status
+
+    cib = None
+    if args.crm_mon_xml:
+        try:
+            with open(args.crm_mon_xml, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise WardenError(f"{args.crm_mon_xml}: cannot read: {exc.strerror}") from None
+        status = parse_crm_mon(data, source=args.crm_mon_xml)
+    elif args.cib:
+        status, cib = read_both(args.cib)
+    else:
+        status = read_status()
+    if args.json:
+        json.dump(observe_document(status, cib), sys.stdout, separators=(",", ":"))
+        sys.stdout.write("\n")
+    else:
+        print(observe_summary(status, cib))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from controller.desired import load_desired
+
+    try:
+        desired = load_desired(args.file)
+    except DesiredStateError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
+    print(
+        f"{args.file}: valid (version {desired.version}: {len(desired.vms)} VMs, "
+        f"{len(desired.storage)} storage, {len(desired.cluster.properties)} properties, "
+        f"dry_run={'on' if desired.policy.dry_run else 'off'})"
+    )
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from controller.desired import desired_json_schema
+
+    json.dump(desired_json_schema(), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from controller.planning import plan_command
+
+    return plan_command(
+        desired_path=args.desired, cib_file=args.cib, as_json=args.json, apply=args.apply
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from controller.service import run_service
+
+    return run_service(
+        desired_path=args.desired,
+        cib_file=args.cib,
+        libvirt_uri=args.libvirt_uri,
+        http_port=args.http_port,
+        http_host=args.http_host,
+        simulate=args.simulate,
+        passes=args.passes,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kvm-warden",
+        description="Keeps a Pacemaker/Corosync KVM cluster (GFS2 shared storage) in the state "
+        "its operators declared, acting only through Pacemaker.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    o = sub.add_parser(
+        "observe",
+        help="print the cluster as kvm-warden observes it",
+        description="Read the cluster through crm_mon (live, or a CIB file with CIB_file=, or "
+        "saved crm_mon XML) and print it; --json prints the documented observe document.",
+    )
+    src = o.add_mutually_exclusive_group()
+    src.add_argument("--crm-mon-xml", metavar="FILE", help="saved `crm_mon --output-as=xml`")
+    src.add_argument("--cib", metavar="FILE", help="a CIB file: runs crm_mon with CIB_file=FILE")
+    o.add_argument("--json", action="store_true", help="print the observe JSON document")
+    o.set_defaults(func=_cmd_observe)
+
+    v = sub.add_parser(
+        "validate",
+        help="check a desired-state file",
+        description="Validate a desired-state YAML file; every problem is printed as "
+        "file:line: field: message. Exit 0 when valid, 1 otherwise.",
+    )
+    v.add_argument("file")
+    v.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("schema", help="print the desired-state JSON schema")
+    s.set_defaults(func=_cmd_schema)
+
+    pl = sub.add_parser(
+        "plan",
+        help="show the changes kvm-warden would make",
+        description="Compare the cluster with a desired-state file and print the actions, "
+        "grouped by reconciler, with the guard's verdict. Exit 0: nothing to do; 2: changes "
+        "pending; 1: error. --apply makes the admitted changes (one CIB patch).",
+    )
+    pl.add_argument("--desired", required=True, metavar="FILE")
+    pl.add_argument("--cib", metavar="FILE", help="work on a CIB file (CIB_file=), like pcs -f")
+    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--apply", action="store_true", help="apply the admitted actions")
+    pl.set_defaults(func=_cmd_plan)
+
+    r = sub.add_parser(
+        "run",
+        help="run the controller (observe, plan, guard, apply, metrics) until Ctrl-C",
+        description="Run the reconcile loop. With --simulate (what `make demo` uses) it runs "
+        "against an embedded 3-node CIB copied to a work directory, through Pacemaker's real "
+        "tools with CIB_file=, and libvirt's test:/// driver.",
+    )
+    r.add_argument("--desired", metavar="FILE", help="desired-state file (hot reloaded)")
+    r.add_argument("--cib", metavar="FILE", help="work on a CIB file instead of the live cluster")
+    r.add_argument("--simulate", action="store_true", help="use the embedded simulated cluster")
+    r.add_argument("--libvirt-uri", default=None, help="libvirt URI (default: qemu:///system)")
+    r.add_argument("--http-host", default="127.0.0.1")
+    r.add_argument("--http-port", type=int, default=9810, help="metrics/health port (0: off)")
+    r.add_argument("--passes", type=int, default=0, help="stop after N passes (0: run forever)")
+    r.set_defaults(func=_cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except WardenError as exc:
+        print(f"kvm-warden: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

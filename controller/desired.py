@@ -1,0 +1,339 @@
+"""The desired-state file (format version 1): YAML in, a frozen DesiredState out.
+
+Validation is strict and complete: every problem in the file is reported at once as
+`file:line: field: message`, and a file with any problem is rejected whole, so the caller
+keeps the last good one in force. PyYAML's composer gives each node its line; pydantic
+checks types; cross-references (VM -> storage, VM -> VM, node lists) are checked here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
+
+from controller.errors import DesiredStateError
+from controller.names import DOMAIN_NAME, NODE_NAME, RESOURCE_ID
+
+ResourceId = Annotated[str, Field(pattern=RESOURCE_ID.pattern, strict=True)]
+NodeName = Annotated[str, Field(pattern=NODE_NAME.pattern, strict=True)]
+DomainName = Annotated[str, Field(pattern=DOMAIN_NAME.pattern, strict=True)]
+Name = Annotated[str, Field(pattern=RESOURCE_ID.pattern, strict=True)]
+AbsPath = Annotated[str, Field(pattern=r"^/[^\x00\n]*$", strict=True)]
+
+_PATTERN_WORDS = {
+    RESOURCE_ID.pattern: "not a valid Pacemaker id (a letter or '_' first, then letters, "
+    "digits, '_', '-', '.')",
+    NODE_NAME.pattern: "not a valid node name",
+    DOMAIN_NAME.pattern: "not a valid libvirt domain name",
+    r"^/[^\x00\n]*$": "must be an absolute path",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Placement(_Strict):
+    allowed: tuple[NodeName, ...] | None = None
+    prefer: NodeName | None = None
+
+
+class Vm(_Strict):
+    name: DomainName
+    resource: ResourceId | None = None
+    state: Literal["running", "stopped"] = "running"
+    placement: Placement = Placement()
+    storage: tuple[Name, ...] = ()
+    anti_affinity: tuple[DomainName, ...] = ()
+
+    @property
+    def resource_id(self) -> str:
+        return self.resource or f"vm-{self.name}"
+
+
+class Storage(_Strict):
+    name: Name
+    resource: ResourceId
+    mountpoint: AbsPath
+    requires: tuple[ResourceId, ...] = ()
+
+
+class Cluster(_Strict):
+    properties: dict[str, str] = {}
+    # Extension of v1 (optional): the cluster's node names, so that node references are checked.
+    nodes: tuple[NodeName, ...] | None = None
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _pacemaker_strings(cls, value: Any) -> Any:
+        # YAML turns `stonith-enabled: true` into a bool; Pacemaker stores every property as text.
+        if isinstance(value, dict):
+            return {
+                k: ("true" if v else "false") if isinstance(v, bool) else
+                (str(v) if isinstance(v, int) else v)
+                for k, v in value.items()
+            }
+        return value
+
+
+class Policy(_Strict):
+    dry_run: StrictBool = False
+    resync_seconds: Annotated[StrictInt, Field(ge=1, le=86400)] = 30
+    max_actions_per_minute: Annotated[StrictInt, Field(ge=1)] = 20
+    max_concurrent_migrations: Annotated[StrictInt, Field(ge=1)] = 2
+    prefer_score: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] = 1000
+    clear_move_leftovers: StrictBool = True
+
+
+class DesiredState(_Strict):
+    version: Literal[1]
+    cluster: Cluster = Cluster()
+    storage: tuple[Storage, ...] = ()
+    vms: tuple[Vm, ...] = ()
+    policy: Policy = Policy()
+
+    def storage_by_name(self) -> dict[str, Storage]:
+        return {s.name: s for s in self.storage}
+
+    def vm_by_name(self) -> dict[str, Vm]:
+        return {v.name: v for v in self.vms}
+
+
+Path_ = tuple[str | int, ...]
+
+
+def load_desired(path: str | Path) -> DesiredState:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DesiredStateError([f"{p}: cannot read: {exc}"]) from None
+    return parse_desired(text, source=str(p))
+
+
+def parse_desired(text: str, *, source: str = "<desired>") -> DesiredState:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise DesiredStateError([f"{source}:{line}: (document): {exc.problem or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise DesiredStateError([f"{source}:1: (document): {exc}"]) from None
+    if node is None:
+        raise DesiredStateError([f"{source}:1: (document): the file is empty"])
+
+    lines: dict[Path_, int] = {}
+    problems: list[tuple[int, str]] = []
+    data = _to_python(node, (), lines, problems, source)
+    if not isinstance(data, dict):
+        problems.append((node.start_mark.line + 1, "(document): expected a mapping at the top"))
+        raise DesiredStateError(_format(problems, source))
+
+    result: DesiredState | None = None
+    try:
+        result = DesiredState.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            problems.append((_line_for(loc, lines), f"{_field(loc)}: {_message(err)}"))
+    problems.extend(
+        (_line_for(loc, lines), f"{_field(loc)}: {msg}") for loc, msg in _cross_check(data)
+    )
+    if problems or result is None:
+        raise DesiredStateError(_format(problems, source))
+    return result
+
+
+def _format(problems: list[tuple[int, str]], source: str) -> list[str]:
+    seen: set[tuple[int, str]] = set()
+    out = []
+    for line, msg in sorted(problems):
+        if (line, msg) not in seen:
+            seen.add((line, msg))
+            out.append(f"{source}:{line}: {msg}")
+    return out
+
+
+def _to_python(
+    node: yaml.Node, path: Path_, lines: dict[Path_, int], problems: list[tuple[int, str]],
+    source: str,
+) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            kline = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                problems.append((kline, f"{_field(path) or '(document)'}: keys must be strings"))
+                continue
+            if key in out:
+                problems.append((kline, f"{_field((*path, key))}: duplicate key"))
+                continue
+            out[key] = _to_python(value_node, (*path, key), lines, problems, source)
+            lines[(*path, key)] = kline
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _to_python(item, (*path, i), lines, problems, source) for i, item in enumerate(node.value)
+        ]
+    return _scalar(node)
+
+
+_constructor = yaml.SafeLoader("")
+
+
+def _scalar(node: yaml.Node) -> Any:
+    # Alias/anchor handling is done by compose; this resolves the tag (int, bool, null, str).
+    return _constructor.construct_object(node, deep=True)
+
+
+def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _field(loc: Path_) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error" and err["loc"] == ("version",):
+        return f"unsupported format version {err.get('input')!r} (this kvm-warden reads version 1)"
+    if kind == "string_pattern_mismatch":
+        pattern = err.get("ctx", {}).get("pattern", "")
+        return _PATTERN_WORDS.get(pattern, str(err["msg"]))
+    if kind in ("string_type", "int_type", "bool_type", "dict_type", "tuple_type", "list_type"):
+        wanted = kind.split("_")[0].replace("tuple", "list").replace("dict", "mapping")
+        got = type(err.get("input")).__name__.replace("NoneType", "null").replace("dict", "mapping")
+        return f"expected a {wanted}, got {got}"
+    return str(err["msg"])
+
+
+def _items(data: Any, key: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    seq = data.get(key) if isinstance(data, dict) else None
+    if isinstance(seq, list):
+        for i, item in enumerate(seq):
+            if isinstance(item, dict):
+                yield i, item
+
+
+def _strs(value: Any) -> list[tuple[int, str]]:
+    if isinstance(value, list):
+        return [(i, v) for i, v in enumerate(value) if isinstance(v, str)]
+    return []
+
+
+def _cross_check(data: dict[str, Any]) -> list[tuple[Path_, str]]:
+    """References inside the file: names unique, every name used is declared, no contradictions."""
+    out: list[tuple[Path_, str]] = []
+    storage_names: set[str] = set()
+    resource_ids: dict[str, Path_] = {}
+
+    def claim_resource(rid: Any, loc: Path_) -> None:
+        if isinstance(rid, str):
+            if rid in resource_ids:
+                out.append((loc, f"resource {rid!r} is already used at {_field(resource_ids[rid])}"))
+            else:
+                resource_ids[rid] = loc
+
+    for i, st in _items(data, "storage"):
+        name = st.get("name")
+        if isinstance(name, str):
+            if name in storage_names:
+                out.append((("storage", i, "name"), f"duplicate storage name {name!r}"))
+            storage_names.add(name)
+        claim_resource(st.get("resource"), ("storage", i, "resource"))
+
+    vm_names: set[str] = set()
+    allowed_of: dict[str, tuple[Path_, frozenset[str]]] = {}
+    for i, vm in _items(data, "vms"):
+        name = vm.get("name")
+        if isinstance(name, str):
+            if name in vm_names:
+                out.append((("vms", i, "name"), f"duplicate VM name {name!r}"))
+            vm_names.add(name)
+            rid = vm.get("resource", f"vm-{name}")
+            claim_resource(rid, ("vms", i, "resource" if "resource" in vm else "name"))
+
+    cluster = data.get("cluster")
+    nodes = cluster.get("nodes") if isinstance(cluster, dict) else None
+    known_nodes = {n for _, n in _strs(nodes)} if isinstance(nodes, list) else None
+
+    for i, vm in _items(data, "vms"):
+        name = vm.get("name")
+        for j, ref in _strs(vm.get("storage")):
+            if ref not in storage_names:
+                out.append((("vms", i, "storage", j), f"unknown storage {ref!r}"))
+        for j, ref in _strs(vm.get("anti_affinity")):
+            if ref == name:
+                out.append((("vms", i, "anti_affinity", j), "a VM cannot be anti-affine to itself"))
+            elif ref not in vm_names:
+                out.append((("vms", i, "anti_affinity", j), f"unknown VM {ref!r}"))
+        placement = vm.get("placement")
+        if not isinstance(placement, dict):
+            continue
+        allowed = [n for _, n in _strs(placement.get("allowed"))]
+        prefer = placement.get("prefer")
+        if isinstance(prefer, str) and "allowed" in placement and allowed and prefer not in allowed:
+            out.append(
+                (("vms", i, "placement", "prefer"), f"node {prefer!r} is not in placement.allowed")
+            )
+        if isinstance(placement.get("allowed"), list) and not placement["allowed"]:
+            out.append((("vms", i, "placement", "allowed"), "must name at least one node"))
+        if known_nodes is not None:
+            for j, n in _strs(placement.get("allowed")):
+                if n not in known_nodes:
+                    out.append((("vms", i, "placement", "allowed", j), f"unknown node {n!r}"))
+            if isinstance(prefer, str) and prefer not in known_nodes:
+                out.append((("vms", i, "placement", "prefer"), f"unknown node {prefer!r}"))
+        if isinstance(name, str) and allowed:
+            allowed_of[name] = (("vms", i, "placement", "allowed"), frozenset(allowed))
+
+    # Two anti-affine VMs that may only run on the same single node can never both run.
+    for i, vm in _items(data, "vms"):
+        name = vm.get("name")
+        if not isinstance(name, str) or name not in allowed_of:
+            continue
+        for j, ref in _strs(vm.get("anti_affinity")):
+            if ref in allowed_of and ref != name:
+                mine, theirs = allowed_of[name][1], allowed_of[ref][1]
+                if len(mine | theirs) == 1:
+                    out.append(
+                        (
+                            ("vms", i, "anti_affinity", j),
+                            f"conflict: {name!r} and {ref!r} are anti-affine but both may only "
+                            f"run on {next(iter(mine))!r}",
+                        )
+                    )
+    return out
+
+
+def desired_json_schema() -> dict[str, Any]:
+    schema = DesiredState.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "kvm-warden desired state, version 1"
+    return schema

@@ -1,0 +1,192 @@
+"""The observed cluster, as immutable typed values.
+
+Names follow Pacemaker's own vocabulary (crm_mon's XML API and the CIB schema) so that a
+field can be looked up in `/usr/share/pacemaker/api/crm_mon-*.rng` or `pacemaker-*.rng`.
+Frozen structs make "did anything change?" an equality check and keep folds pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+
+class Node(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    id: str | None = None
+    online: bool = False
+    standby: bool = False
+    standby_onfail: bool = False
+    maintenance: bool = False
+    pending: bool = False
+    unclean: bool = False
+    shutdown: bool = False
+    expected_up: bool = False
+    is_dc: bool = False
+    resources_running: int = 0
+    type: str = "member"
+
+
+class Resource(msgspec.Struct, frozen=True, kw_only=True):
+    """One `<resource>` element of crm_mon: a primitive, or one instance of a clone/bundle.
+
+    Anonymous clone instances repeat with the same id, as crm_mon prints them.
+    """
+
+    id: str
+    parent: str | None = None
+    agent: str = ""
+    role: str = "Stopped"
+    target_role: str | None = None
+    active: bool = False
+    orphaned: bool = False
+    blocked: bool = False
+    managed: bool = True
+    failed: bool = False
+    failure_ignored: bool = False
+    pending: str | None = None
+    nodes: tuple[str, ...] = ()
+
+
+class Collective(msgspec.Struct, frozen=True, kw_only=True):
+    """A clone, group or bundle: the containers crm_mon nests resources in."""
+
+    id: str
+    kind: str  # "clone" | "group" | "bundle"
+    parent: str | None = None
+    promotable: bool = False
+    unique: bool = False
+    managed: bool = True
+    disabled: bool = False
+    failed: bool = False
+    target_role: str | None = None
+
+
+class Failure(msgspec.Struct, frozen=True, kw_only=True):
+    resource: str
+    node: str
+    task: str | None
+    rc: int
+    status: str
+    exitreason: str = ""
+    interval_ms: int | None = None
+    call: int | None = None
+    last_rc_change: str | None = None
+
+
+class OpHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """A resource's history on one node (crm_mon's node_history)."""
+
+    node: str
+    resource: str
+    fail_count: int = 0
+    migration_threshold: int | None = None
+    last_failure: str | None = None
+    tasks: tuple[str, ...] = ()
+
+
+class ResourceSet(msgspec.Struct, frozen=True, kw_only=True):
+    id: str | None
+    resources: tuple[str, ...]
+    sequential: bool | None = None
+    role: str | None = None
+
+
+class LocationConstraint(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    rsc: str | None = None
+    rsc_pattern: str | None = None
+    node: str | None = None
+    score: str | None = None
+    role: str | None = None
+    rule: bool = False
+    sets: tuple[ResourceSet, ...] = ()
+
+
+class OrderConstraint(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    first: str | None = None
+    then: str | None = None
+    first_action: str | None = None
+    then_action: str | None = None
+    kind: str | None = None
+    symmetrical: bool | None = None
+    sets: tuple[ResourceSet, ...] = ()
+
+
+class ColocationConstraint(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    rsc: str | None = None
+    with_rsc: str | None = None
+    score: str | None = None
+    rsc_role: str | None = None
+    with_rsc_role: str | None = None
+    sets: tuple[ResourceSet, ...] = ()
+
+
+class Constraints(msgspec.Struct, frozen=True, kw_only=True):
+    location: tuple[LocationConstraint, ...] = ()
+    order: tuple[OrderConstraint, ...] = ()
+    colocation: tuple[ColocationConstraint, ...] = ()
+
+
+class ResourceConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """A resource as configured in the CIB (what crm_mon does not print)."""
+
+    id: str
+    kind: str  # primitive | clone | master | group | bundle
+    parent: str | None = None
+    agent: str | None = None  # class:provider:type for primitives
+    params: Mapping[str, str] = msgspec.field(default_factory=dict)
+    meta: Mapping[str, str] = msgspec.field(default_factory=dict)
+    utilization: Mapping[str, str] = msgspec.field(default_factory=dict)
+
+
+class CibConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The configuration section of a CIB, with its version counters."""
+
+    epoch: int = 0
+    admin_epoch: int = 0
+    num_updates: int = 0
+    properties: Mapping[str, str] = msgspec.field(default_factory=dict)
+    nodes: tuple[str, ...] = ()
+    resources: Mapping[str, ResourceConfig] = msgspec.field(default_factory=dict)
+    constraints: Constraints = msgspec.field(default_factory=Constraints)
+
+
+class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What one run of `crm_mon --output-as=xml` says."""
+
+    dc: str | None = None
+    with_quorum: bool = False
+    properties: Mapping[str, str] = msgspec.field(default_factory=dict)
+    nodes: Mapping[str, Node] = msgspec.field(default_factory=dict)
+    resources: tuple[Resource, ...] = ()
+    collectives: Mapping[str, Collective] = msgspec.field(default_factory=dict)
+    failures: tuple[Failure, ...] = ()
+    history: tuple[OpHistory, ...] = ()
+
+    def instances(self, resource_id: str) -> tuple[Resource, ...]:
+        """Every crm_mon entry for a resource id (clone instances repeat)."""
+        return tuple(r for r in self.resources if r.id == resource_id)
+
+
+class Domain(msgspec.Struct, frozen=True, kw_only=True):
+    """A libvirt domain as one node's libvirtd reports it."""
+
+    name: str
+    uuid: str = ""
+    state: str = "unknown"
+    disks: tuple[str, ...] = ()
+    vnc_port: int | None = None
+    vnc_listen: str | None = None
+
+
+class ObservedState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the controller knows, folded from its sources."""
+
+    status: ClusterStatus = msgspec.field(default_factory=ClusterStatus)
+    cib: CibConfig | None = None
+    domains: Mapping[str, Mapping[str, Domain]] = msgspec.field(default_factory=dict)
+    observed_at: Mapping[str, float] = msgspec.field(default_factory=dict)

@@ -1,0 +1,36 @@
+"""Validation of every name that can reach a command line or a CIB id.
+
+Pacemaker ids are XML IDs (NCName: a letter or '_' first, then letters, digits, '_', '-', '.').
+Node names are host names. libvirt domain names may be freer, but we only accept a safe subset
+so that no name can look like an option (a leading '-') or carry a path or a newline.
+"""
+
+from __future__ import annotations
+
+import re
+
+RESOURCE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62})$")
+DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
+
+
+class InvalidName(ValueError):
+    pass
+
+
+def check(kind: str, value: str, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidName(f"invalid {kind} name: {value!r}")
+    return value
+
+
+def resource_id(value: str) -> str:
+    return check("resource", value, RESOURCE_ID)
+
+
+def node_name(value: str) -> str:
+    return check("node", value, NODE_NAME)
+
+
+def domain_name(value: str) -> str:
+    return check("domain", value, DOMAIN_NAME)

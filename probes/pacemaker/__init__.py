@@ -1,0 +1,1 @@
+"""Pacemaker's view: crm_mon status and CIB configuration, parsed into controller.model."""

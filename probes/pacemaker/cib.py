@@ -1,0 +1,192 @@
+"""Parse the CIB (`cibadmin --query`, or a CIB file) into configuration values.
+
+The configuration section holds what crm_mon does not print: cluster properties as set,
+resource params/meta/utilization (VirtualDomain's `config`), and every constraint by id,
+which is how kvm-warden tells its own constraints (`warden-...`) from everybody else's.
+Schema: /usr/share/pacemaker/pacemaker-3.*.rng (constraints-3.*.rng, resources-3.*.rng).
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from controller.errors import ParseError
+from controller.model import (
+    CibConfig,
+    ColocationConstraint,
+    Constraints,
+    LocationConstraint,
+    OrderConstraint,
+    ResourceConfig,
+    ResourceSet,
+)
+from probes.pacemaker.xmlutil import opt_bool, parse_document, required, to_int
+
+_CONTAINERS = frozenset({"clone", "master", "group", "bundle"})
+
+
+def _children(el: etree._Element) -> list[etree._Element]:
+    return [c for c in el if isinstance(c.tag, str)]
+
+
+def parse_cib(data: bytes, *, source: str = "cib") -> CibConfig:
+    root = parse_document(data, source=source)
+    if root.tag != "cib":
+        raise ParseError("not a CIB (expected <cib>)", source=source, element=str(root.tag))
+    try:
+        return parse_cib_element(root, source=source)
+    except ParseError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ParseError(f"malformed CIB: {exc}", source=source) from None
+
+
+def parse_cib_element(root: etree._Element, *, source: str = "cib") -> CibConfig:
+    config = None
+    for c in _children(root):
+        if c.tag == "configuration":
+            config = c
+            break
+    if config is None:
+        raise ParseError("missing <configuration>", source=source, element="cib")
+    properties: dict[str, str] = {}
+    nodes: list[str] = []
+    resources: dict[str, ResourceConfig] = {}
+    constraints = Constraints()
+    for section in _children(config):
+        if section.tag == "crm_config":
+            for ps in _children(section):
+                if ps.tag == "cluster_property_set":
+                    properties.update(_nvpairs(ps))
+        elif section.tag == "nodes":
+            nodes = [
+                n.get("uname") or required(n, "id", source=source)
+                for n in _children(section)
+                if n.tag == "node"
+            ]
+        elif section.tag == "resources":
+            _walk_resources(section, None, resources, source)
+        elif section.tag == "constraints":
+            constraints = _parse_constraints(section, source)
+    return CibConfig(
+        epoch=_counter(root, "epoch", source),
+        admin_epoch=_counter(root, "admin_epoch", source),
+        num_updates=_counter(root, "num_updates", source),
+        properties=properties,
+        nodes=tuple(nodes),
+        resources=resources,
+        constraints=constraints,
+    )
+
+
+def _counter(root: etree._Element, name: str, source: str) -> int:
+    value = root.get(name)
+    return 0 if value is None else to_int(value, element="cib", attribute=name, source=source)
+
+
+def _nvpairs(block: etree._Element) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for nv in _children(block):
+        if nv.tag == "nvpair":
+            name = nv.get("name")
+            if name is not None:  # an id-ref nvpair has no name of its own
+                out[name] = nv.get("value", "")
+    return out
+
+
+def _walk_resources(
+    container: etree._Element, parent: str | None, out: dict[str, ResourceConfig], source: str
+) -> None:
+    for el in _children(container):
+        tag = el.tag
+        if tag != "primitive" and tag not in _CONTAINERS:
+            continue
+        rid = required(el, "id", source=source)
+        params: dict[str, str] = {}
+        meta: dict[str, str] = {}
+        utilization: dict[str, str] = {}
+        for block in _children(el):
+            if block.tag == "instance_attributes":
+                params.update(_nvpairs(block))
+            elif block.tag == "meta_attributes":
+                meta.update(_nvpairs(block))
+            elif block.tag == "utilization":
+                utilization.update(_nvpairs(block))
+        agent = None
+        if tag == "primitive":
+            cls, prov, typ = el.get("class"), el.get("provider"), el.get("type")
+            agent = ":".join(p for p in (cls, prov, typ) if p) or el.get("template")
+        out[rid] = ResourceConfig(
+            id=rid,
+            kind=str(tag),
+            parent=parent,
+            agent=agent,
+            params=params,
+            meta=meta,
+            utilization=utilization,
+        )
+        if tag in _CONTAINERS:
+            _walk_resources(el, rid, out, source)
+
+
+def _sets(el: etree._Element, source: str) -> tuple[ResourceSet, ...]:
+    return tuple(
+        ResourceSet(
+            id=s.get("id"),
+            resources=tuple(
+                required(r, "id", source=source) for r in _children(s) if r.tag == "resource_ref"
+            ),
+            sequential=opt_bool(s.get("sequential")),
+            role=s.get("role"),
+        )
+        for s in _children(el)
+        if s.tag == "resource_set"
+    )
+
+
+def _parse_constraints(section: etree._Element, source: str) -> Constraints:
+    location: list[LocationConstraint] = []
+    order: list[OrderConstraint] = []
+    colocation: list[ColocationConstraint] = []
+    for el in _children(section):
+        tag = el.tag
+        if tag == "rsc_location":
+            has_rule = any(c.tag == "rule" for c in _children(el))
+            location.append(
+                LocationConstraint(
+                    id=required(el, "id", source=source),
+                    rsc=el.get("rsc"),
+                    rsc_pattern=el.get("rsc-pattern"),
+                    node=None if has_rule else el.get("node"),
+                    score=el.get("score") or el.get("score-attribute"),
+                    role=el.get("role"),
+                    rule=has_rule,
+                    sets=_sets(el, source),
+                )
+            )
+        elif tag == "rsc_order":
+            order.append(
+                OrderConstraint(
+                    id=required(el, "id", source=source),
+                    first=el.get("first"),
+                    then=el.get("then"),
+                    first_action=el.get("first-action"),
+                    then_action=el.get("then-action"),
+                    kind=el.get("kind"),
+                    symmetrical=opt_bool(el.get("symmetrical")),
+                    sets=_sets(el, source),
+                )
+            )
+        elif tag == "rsc_colocation":
+            colocation.append(
+                ColocationConstraint(
+                    id=required(el, "id", source=source),
+                    rsc=el.get("rsc"),
+                    with_rsc=el.get("with-rsc"),
+                    score=el.get("score"),
+                    rsc_role=el.get("rsc-role"),
+                    with_rsc_role=el.get("with-rsc-role"),
+                    sets=_sets(el, source),
+                )
+            )
+    return Constraints(location=tuple(location), order=tuple(order), colocation=tuple(colocation))

@@ -1,0 +1,111 @@
+"""crm_mon XML parsing over saved real outputs (see tests/fixtures/regen.sh for the commands)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.errors import ParseError
+from probes.pacemaker.cib import parse_cib
+from probes.pacemaker.crm_mon import parse_crm_mon
+
+FIX = Path(__file__).parent.parent / "fixtures"
+SEED = (FIX / "crm_mon" / "seed-3node.xml").read_bytes()
+FAILED = (FIX / "crm_mon" / "seed-failed.xml").read_bytes()
+SEED_CIB = (FIX / "seed-settled.cib.xml").read_bytes()
+
+
+def test_seed_cluster_has_three_online_nodes_and_a_dc() -> None:
+    s = parse_crm_mon(SEED)
+    assert s.dc == "kvm1" and s.with_quorum
+    assert sorted(s.nodes) == ["kvm1", "kvm2", "kvm3"]
+    assert all(n.online for n in s.nodes.values())
+    assert s.nodes["kvm1"].is_dc and not s.nodes["kvm2"].is_dc
+
+
+def test_clone_instances_repeat_with_the_clone_as_parent() -> None:
+    s = parse_crm_mon(SEED)
+    gfs2 = s.instances("gfs2_res01")
+    assert len(gfs2) == 3 and {r.parent for r in gfs2} == {"gfs2_res01-clone"}
+    assert s.collectives["gfs2_res01-clone"].kind == "clone"
+
+
+def test_failed_monitor_is_a_failure_with_resource_task_and_rc() -> None:
+    s = parse_crm_mon(FAILED)
+    (f,) = s.failures
+    assert (f.resource, f.node, f.task, f.rc, f.interval_ms) == ("vm-web01", "kvm1", "monitor", 7,
+                                                                 10000)
+    hist = {(h.resource, h.node): h for h in s.history}
+    assert hist[("vm-web01", "kvm1")].fail_count == 1
+
+
+def test_crm_mon_without_a_cluster_is_a_parse_error_with_its_message() -> None:
+    data = (FIX / "crm_mon" / "not-connected.xml").read_bytes()
+    with pytest.raises(ParseError, match="status 102.*Connection refused"):
+        parse_crm_mon(data)
+
+
+def test_unknown_elements_and_attributes_are_tolerated() -> None:
+    data = SEED.replace(b"<nodes>", b"<future_section x='1'/><nodes newattr='y'>", 1)
+    assert sorted(parse_crm_mon(data).nodes) == ["kvm1", "kvm2", "kvm3"]
+
+
+def test_legacy_crm_mon_root_is_accepted() -> None:
+    legacy = (
+        b'<crm_mon version="1.1.23"><summary><current_dc present="true" name="n1" '
+        b'with_quorum="true"/></summary><nodes><node name="n1" online="true" '
+        b'resources_running="0"/></nodes></crm_mon>'
+    )
+    assert parse_crm_mon(legacy).dc == "n1"
+
+
+def test_a_document_that_is_not_crm_mon_names_its_root() -> None:
+    with pytest.raises(ParseError, match=r"<cib>: not crm_mon XML"):
+        parse_crm_mon(SEED_CIB)
+
+
+def test_non_integer_resources_running_is_a_parse_error() -> None:
+    bad = SEED.replace(b'resources_running="', b'resources_running="x', 1)
+    with pytest.raises(ParseError, match="resources_running"):
+        parse_crm_mon(bad)
+
+
+def test_cib_constraints_and_params_are_read() -> None:
+    cfg = parse_cib(SEED_CIB)
+    assert cfg.resources["vm-web01"].params["config"] == "/kvm/storage/xml/web01.xml"
+    assert cfg.resources["vm-web01"].meta["allow-migrate"] == "true"
+    assert cfg.resources["dlm"].parent == "dlm-clone"
+    assert any(c.id == "cli-ban-vm-web02-on-kvm3" and c.score == "-INFINITY"
+               for c in cfg.constraints.location)
+    assert cfg.properties["no-quorum-policy"] == "stop"
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=len(SEED)))
+def test_truncated_crm_mon_xml_raises_only_parse_error(cut: int) -> None:
+    with contextlib.suppress(ParseError):
+        parse_crm_mon(SEED[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pos=st.integers(min_value=0, max_value=len(SEED) - 1),
+    junk=st.binary(min_size=1, max_size=8),
+)
+def test_mutated_crm_mon_xml_raises_only_parse_error(pos: int, junk: bytes) -> None:
+    with contextlib.suppress(ParseError):
+        parse_crm_mon(SEED[:pos] + junk + SEED[pos + len(junk):])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pos=st.integers(min_value=0, max_value=len(SEED_CIB) - 1),
+    junk=st.binary(min_size=1, max_size=8),
+)
+def test_mutated_cib_raises_only_parse_error(pos: int, junk: bytes) -> None:
+    with contextlib.suppress(ParseError):
+        parse_cib(SEED_CIB[:pos] + junk + SEED_CIB[pos + len(junk):])

@@ -1,0 +1,157 @@
+"""The desired-state file: every error class is reported as file:line: field: message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.desired import desired_json_schema, load_desired, parse_desired
+from controller.errors import DesiredStateError
+
+ROOT = Path(__file__).parent.parent.parent
+EXAMPLE = ROOT / "config" / "desired-state.example.yaml"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(DesiredStateError) as exc:
+        parse_desired(text, source="d.yaml")
+    return list(exc.value.problems)
+
+
+def test_the_example_file_is_valid_and_keeps_the_v1_fields() -> None:
+    d = load_desired(EXAMPLE)
+    web01 = d.vm_by_name()["web01"]
+    assert web01.resource_id == "vm-web01" and web01.state == "running"
+    assert web01.placement.allowed == ("kvm1", "kvm2") and web01.placement.prefer == "kvm2"
+    assert web01.storage == ("gfs2_storage",) and web01.anti_affinity == ("web02",)
+    assert d.vm_by_name()["db01"].resource_id == "vm-db01"
+    assert d.storage[0].requires == ("clvmd-clone", "dlm-clone")
+    assert d.cluster.properties == {"no-quorum-policy": "freeze", "stonith-enabled": "true"}
+    assert d.policy.prefer_score == 1000 and d.policy.clear_move_leftovers is True
+
+
+def test_committed_json_schema_matches_the_loader() -> None:
+    committed = json.loads((ROOT / "config" / "desired-state.schema.json").read_text())
+    assert committed == desired_json_schema()
+
+
+def test_unknown_key() -> None:
+    assert problems("version: 1\nvms:\n  - name: a\n    stat: running\n") == [
+        "d.yaml:4: vms[0].stat: unknown field"
+    ]
+
+
+def test_wrong_type() -> None:
+    assert problems("version: 1\npolicy:\n  dry_run: 'no'\n") == [
+        "d.yaml:3: policy.dry_run: expected a bool, got str"
+    ]
+
+
+def test_wrong_enum_value() -> None:
+    assert problems("version: 1\nvms:\n  - name: a\n    state: paused\n") == [
+        "d.yaml:4: vms[0].state: Input should be 'running' or 'stopped'"
+    ]
+
+
+def test_missing_required_field() -> None:
+    assert problems("version: 1\nstorage:\n  - name: s\n    mountpoint: /x\n") == [
+        "d.yaml:3: storage[0].resource: required field is missing"
+    ]
+
+
+def test_unsupported_version() -> None:
+    assert problems("version: 2\n") == [
+        "d.yaml:1: version: unsupported format version 2 (this kvm-warden reads version 1)"
+    ]
+
+
+def test_invalid_names_cannot_reach_a_command_line() -> None:
+    assert problems("version: 1\nvms:\n  - name: a\n    resource: '-rf'\n") == [
+        "d.yaml:4: vms[0].resource: not a valid Pacemaker id (a letter or '_' first, then "
+        "letters, digits, '_', '-', '.')"
+    ]
+
+
+def test_relative_mountpoint() -> None:
+    assert problems(
+        "version: 1\nstorage:\n  - {name: s, resource: r, mountpoint: kvm/storage}\n"
+    ) == ["d.yaml:3: storage[0].mountpoint: must be an absolute path"]
+
+
+def test_duplicate_vm_names_and_resources() -> None:
+    assert problems("version: 1\nvms:\n  - name: a\n  - name: a\n") == [
+        "d.yaml:4: vms[1].name: duplicate VM name 'a'",
+        "d.yaml:4: vms[1].name: resource 'vm-a' is already used at vms[0].name",
+    ]
+
+
+def test_duplicate_yaml_key() -> None:
+    assert problems("version: 1\npolicy:\n  dry_run: true\n  dry_run: false\n") == [
+        "d.yaml:4: policy.dry_run: duplicate key"
+    ]
+
+
+def test_unknown_references() -> None:
+    text = (
+        "version: 1\ncluster:\n  nodes: [kvm1, kvm2]\nvms:\n  - name: a\n"
+        "    storage: [nope]\n    anti_affinity: [ghost]\n"
+        "    placement: {allowed: [kvm1, kvm9], prefer: kvm2}\n"
+    )
+    assert problems(text) == [
+        "d.yaml:6: vms[0].storage[0]: unknown storage 'nope'",
+        "d.yaml:7: vms[0].anti_affinity[0]: unknown VM 'ghost'",
+        "d.yaml:8: vms[0].placement.allowed[1]: unknown node 'kvm9'",
+        "d.yaml:8: vms[0].placement.prefer: node 'kvm2' is not in placement.allowed",
+    ]
+
+
+def test_anti_affine_vms_pinned_to_one_node_is_a_conflict() -> None:
+    text = (
+        "version: 1\nvms:\n  - name: a\n    placement: {allowed: [kvm1]}\n"
+        "    anti_affinity: [b]\n  - name: b\n    placement: {allowed: [kvm1]}\n"
+    )
+    assert problems(text) == [
+        "d.yaml:5: vms[0].anti_affinity[0]: conflict: 'a' and 'b' are anti-affine but both may "
+        "only run on 'kvm1'"
+    ]
+
+
+def test_yaml_syntax_error() -> None:
+    assert problems("version: 1\nvms: [\n  - name: a\n") == [
+        "d.yaml:3: (document): expected the node content, but found '-'"  # PyYAML's words
+    ]
+
+
+def test_empty_file_and_non_mapping() -> None:
+    assert problems("") == ["d.yaml:1: (document): the file is empty"]
+    assert problems("- 1\n") == ["d.yaml:1: (document): expected a mapping at the top"]
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    text = "version: 1\nbogus: 1\npolicy:\n  resync_seconds: 0\nvms:\n  - name: a\n    x: 1\n"
+    assert problems(text) == [
+        "d.yaml:2: bogus: unknown field",
+        "d.yaml:4: policy.resync_seconds: Input should be greater than or equal to 1",
+        "d.yaml:7: vms[0].x: unknown field",
+    ]
+
+
+def test_unquoted_boolean_property_becomes_pacemaker_text() -> None:
+    d = parse_desired("version: 1\ncluster:\n  properties: {stonith-enabled: true}\n")
+    assert d.cluster.properties == {"stonith-enabled": "true"}
+
+
+def test_validate_command_exit_codes(tmp_path: Path) -> None:
+    good = subprocess.run([sys.executable, "-m", "controller.cli", "validate", str(EXAMPLE)],
+                          capture_output=True, text=True, timeout=30)
+    assert good.returncode == 0 and "valid" in good.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nvms:\n  - name: a\n    stat: x\n")
+    out = subprocess.run([sys.executable, "-m", "controller.cli", "validate", str(bad)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"{bad}:4: vms[0].stat: unknown field"
