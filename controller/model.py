@@ -93,6 +93,21 @@ class ResourceSet(msgspec.Struct, frozen=True, kw_only=True):
     role: str | None = None
 
 
+class Expression(msgspec.Struct, frozen=True, kw_only=True):
+    attribute: str
+    operation: str
+    value: str | None = None
+
+
+class Rule(msgspec.Struct, frozen=True, kw_only=True):
+    """A location rule (only node-attribute expressions are kept; date rules are opaque)."""
+
+    score: str | None = None
+    boolean_op: str = "and"
+    expressions: tuple[Expression, ...] = ()
+    opaque: bool = False  # has date or nested rules kvm-warden does not interpret
+
+
 class LocationConstraint(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     rsc: str | None = None
@@ -101,6 +116,7 @@ class LocationConstraint(msgspec.Struct, frozen=True, kw_only=True):
     score: str | None = None
     role: str | None = None
     rule: bool = False
+    rules: tuple[Rule, ...] = ()
     sets: tuple[ResourceSet, ...] = ()
 
 

@@ -1,0 +1,1 @@
+"""The decisions: pure planners, observed x desired -> actions and findings."""

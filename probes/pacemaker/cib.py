@@ -15,10 +15,12 @@ from controller.model import (
     CibConfig,
     ColocationConstraint,
     Constraints,
+    Expression,
     LocationConstraint,
     OrderConstraint,
     ResourceConfig,
     ResourceSet,
+    Rule,
 )
 from probes.pacemaker.xmlutil import opt_bool, parse_document, required, to_int
 
@@ -144,6 +146,25 @@ def _sets(el: etree._Element, source: str) -> tuple[ResourceSet, ...]:
     )
 
 
+def _rule(el: etree._Element) -> Rule:
+    exprs: list[Expression] = []
+    opaque = False
+    for c in _children(el):
+        if c.tag == "expression" and c.get("attribute") and c.get("operation"):
+            exprs.append(
+                Expression(attribute=str(c.get("attribute")), operation=str(c.get("operation")),
+                           value=c.get("value"))
+            )
+        else:
+            opaque = True
+    return Rule(
+        score=el.get("score") or el.get("score-attribute"),
+        boolean_op=el.get("boolean-op", "and"),
+        expressions=tuple(exprs),
+        opaque=opaque,
+    )
+
+
 def _parse_constraints(section: etree._Element, source: str) -> Constraints:
     location: list[LocationConstraint] = []
     order: list[OrderConstraint] = []
@@ -151,7 +172,8 @@ def _parse_constraints(section: etree._Element, source: str) -> Constraints:
     for el in _children(section):
         tag = el.tag
         if tag == "rsc_location":
-            has_rule = any(c.tag == "rule" for c in _children(el))
+            rules = tuple(_rule(c) for c in _children(el) if c.tag == "rule")
+            has_rule = bool(rules)
             location.append(
                 LocationConstraint(
                     id=required(el, "id", source=source),
@@ -161,6 +183,7 @@ def _parse_constraints(section: etree._Element, source: str) -> Constraints:
                     score=el.get("score") or el.get("score-attribute"),
                     role=el.get("role"),
                     rule=has_rule,
+                    rules=rules,
                     sets=_sets(el, source),
                 )
             )

@@ -1,0 +1,185 @@
+"""Actions: one idempotent change to the cluster, with the reconciler that wants it and why.
+
+A tagged union of small frozen structs, so that a plan serializes straight to JSON (`plan
+--json`, audit records) and "the same action" is an equality check. Only constraints with ids
+that kvm-warden owns (prefix `warden-`) are ever created or updated by placement/storage;
+RemoveConstraint of a foreign id is only ever planned for `cli-prefer-*`/`cli-ban-*` leftovers.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+OWNED_PREFIX = "warden-"
+
+
+class Action(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    reconciler: str
+    why: str
+
+    @property
+    def key(self) -> str:
+        """The object this action changes (for cooldowns, de-duplication and conflicts)."""
+        raise NotImplementedError
+
+    @property
+    def resource(self) -> str | None:
+        """The resource this action is about, if any (for the guard's per-resource checks)."""
+        return None
+
+
+class SetLocation(Action, frozen=True, kw_only=True, tag="SetLocation"):
+    """`rsc_location` with a node and a score (prefer: positive score)."""
+
+    id: str
+    rsc: str
+    node: str
+    score: str
+
+    @property
+    def key(self) -> str:
+        return f"constraint:{self.id}"
+
+    @property
+    def resource(self) -> str | None:
+        return self.rsc
+
+
+class SetAllowedNodes(Action, frozen=True, kw_only=True, tag="SetAllowedNodes"):
+    """A rule-based `rsc_location`: -INFINITY on every node whose name is not in `nodes`.
+
+    One rule instead of one ban per node, so that a node that joins later is excluded too.
+    """
+
+    id: str
+    rsc: str
+    nodes: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"constraint:{self.id}"
+
+    @property
+    def resource(self) -> str | None:
+        return self.rsc
+
+
+class AddOrder(Action, frozen=True, kw_only=True, tag="AddOrder"):
+    id: str
+    first: str
+    then: str
+    order_kind: str = "Mandatory"
+
+    @property
+    def key(self) -> str:
+        return f"constraint:{self.id}"
+
+    @property
+    def resource(self) -> str | None:
+        return self.then
+
+
+class AddColocation(Action, frozen=True, kw_only=True, tag="AddColocation"):
+    id: str
+    rsc: str
+    with_rsc: str
+    score: str
+
+    @property
+    def key(self) -> str:
+        return f"constraint:{self.id}"
+
+    @property
+    def resource(self) -> str | None:
+        return self.rsc
+
+
+class RemoveConstraint(Action, frozen=True, kw_only=True, tag="RemoveConstraint"):
+    id: str
+    rsc: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"constraint:{self.id}"
+
+    @property
+    def resource(self) -> str | None:
+        return self.rsc
+
+
+class SetMeta(Action, frozen=True, kw_only=True, tag="SetMeta"):
+    rsc: str
+    name: str
+    value: str
+
+    @property
+    def key(self) -> str:
+        return f"meta:{self.rsc}:{self.name}"
+
+    @property
+    def resource(self) -> str | None:
+        return self.rsc
+
+
+class SetProperty(Action, frozen=True, kw_only=True, tag="SetProperty"):
+    name: str
+    value: str
+
+    @property
+    def key(self) -> str:
+        return f"property:{self.name}"
+
+
+class Cleanup(Action, frozen=True, kw_only=True, tag="Cleanup"):
+    """`crm_resource --cleanup --resource R --node N`: forget a failure whose cause cleared."""
+
+    rsc: str
+    node: str
+
+    @property
+    def key(self) -> str:
+        return f"cleanup:{self.rsc}:{self.node}"
+
+    @property
+    def resource(self) -> str | None:
+        return self.rsc
+
+
+AnyAction = (
+    SetLocation | SetAllowedNodes | AddOrder | AddColocation | RemoveConstraint | SetMeta
+    | SetProperty | Cleanup
+)
+
+CIB_ACTIONS = (SetLocation, SetAllowedNodes, AddOrder, AddColocation, RemoveConstraint, SetMeta,
+               SetProperty)
+
+
+class Finding(msgspec.Struct, frozen=True, kw_only=True):
+    """Something an operator must know that kvm-warden will not fix by itself."""
+
+    reconciler: str
+    severity: str  # "warning" | "critical"
+    subject: str
+    message: str
+
+
+def describe(action: AnyAction) -> str:
+    """One line an operator reads in `plan` and in the audit log."""
+    match action:
+        case SetLocation(id=i, rsc=r, node=n, score=s):
+            return f"location {i}: {r} on {n} score {s}"
+        case SetAllowedNodes(id=i, rsc=r, nodes=ns):
+            return f"location {i}: {r} only on {', '.join(ns)} (-INFINITY elsewhere)"
+        case AddOrder(id=i, first=f, then=t, order_kind=k):
+            return f"order {i}: {f} then {t} ({k})"
+        case AddColocation(id=i, rsc=r, with_rsc=w, score=s):
+            return f"colocation {i}: {r} with {w} score {s}"
+        case RemoveConstraint(id=i):
+            return f"remove constraint {i}"
+        case SetMeta(rsc=r, name=n, value=v):
+            return f"meta {r}: {n}={v}"
+        case SetProperty(name=n, value=v):
+            return f"property {n}={v}"
+        case Cleanup(rsc=r, node=n):
+            return f"cleanup {r} on {n}"
+    return repr(action)

@@ -1,0 +1,156 @@
+"""Applies admitted actions to Pacemaker: one CIB patch per pass, then crm_resource calls.
+
+The patch is made the way `pcs cluster cib-push` makes one: edit a copy of the CIB we read,
+let `crm_diff` compute a v2 patchset between the two, apply it with `cibadmin --patch`. The
+patchset names the CIB version it was computed from, so if anybody changed the CIB since we
+read it, Pacemaker refuses it (exit 103, "Update was older than existing configuration") and
+we re-read and re-plan instead of overwriting their change. cibadmin also validates the result
+against the CIB schema, so a bad edit is refused whole.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lxml import etree
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from controller import names, proc
+from controller.actions import CIB_ACTIONS, AnyAction, Cleanup
+from controller.actuators.cibedit import CibEditor, EditError
+from controller.errors import ActuatorError, ToolError
+
+CRM_EX_DISCONNECT = 102  # lost the connection to the CIB manager: transient
+CRM_EX_OLD = 103  # the patch was made against an older CIB: a conflict, re-plan
+CRM_EX_TIMEOUT = 124
+TRANSIENT = (CRM_EX_DISCONNECT, CRM_EX_TIMEOUT)
+TOOL_TIMEOUT = 60.0
+
+
+class CibConflict(ActuatorError):
+    """The CIB changed between our read and our patch."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: AnyAction
+    applied: bool
+    error: str | None = None
+    before: str | None = None
+    after: str | None = None
+    duration: float = 0.0
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, ToolError) and not isinstance(exc, CibConflict) and (
+        exc.returncode in TRANSIENT or exc.returncode is None and "timed out" in str(exc)
+    )
+
+
+_retry = retry(
+    retry=retry_if_exception(_transient),
+    stop=stop_after_attempt(3),
+    wait=wait_random_exponential(multiplier=0.2, max=2.0),
+    reraise=True,
+)
+
+
+class PacemakerActuator:
+    """Changes a live cluster (cib_file=None) or a CIB file (like `pcs -f`)."""
+
+    def __init__(self, cib_file: str | None = None):
+        self.cib_file = cib_file
+
+    @_retry
+    def query(self) -> bytes:
+        if self.cib_file is not None:
+            return Path(self.cib_file).read_bytes()
+        return proc.run(["cibadmin", "--query"], env=proc.tool_env(None), timeout=TOOL_TIMEOUT).stdout
+
+    def apply(self, actions: Sequence[AnyAction], cib: bytes | None = None) -> list[Outcome]:
+        """Apply CIB actions as one patch, then the others one by one. Raises CibConflict."""
+        outcomes: list[Outcome] = []
+        cib_actions: list[AnyAction] = [a for a in actions if isinstance(a, CIB_ACTIONS)]
+        # Offline, a cleanup is a status edit and rides in the same patch (see cibedit).
+        if self.cib_file is not None:
+            cib_actions += [a for a in actions if isinstance(a, Cleanup)]
+        others = [a for a in actions if a not in cib_actions]
+        if cib_actions:
+            outcomes += self._patch(cib_actions, cib if cib is not None else self.query())
+        for action in others:
+            outcomes.append(self._run_one(action))
+        return outcomes
+
+    def _patch(self, actions: Sequence[AnyAction], original: bytes) -> list[Outcome]:
+        started = time.monotonic()
+        try:
+            root = etree.fromstring(original, parser=etree.XMLParser(resolve_entities=False,
+                                                                     huge_tree=True))
+        except etree.XMLSyntaxError as exc:
+            raise ActuatorError(["cibadmin"], f"the CIB we read is not XML: {exc}") from None
+        editor = CibEditor(root)
+        edits: list[tuple[AnyAction, str | None, str | None, str | None]] = []
+        for action in actions:
+            try:
+                before, after = editor.apply(action)
+                edits.append((action, before, after, None))
+            except EditError as exc:
+                edits.append((action, None, None, str(exc)))
+        root.set("epoch", str(int(root.get("epoch", "0")) + 1))
+        root.set("num_updates", "0")
+        if any(err is None for *_, err in edits):
+            self._push(original, etree.tostring(root))
+        duration = time.monotonic() - started
+        return [
+            Outcome(action=a, applied=err is None, error=err, before=b, after=af, duration=duration)
+            for a, b, af, err in edits
+        ]
+
+    def _push(self, original: bytes, new: bytes) -> None:
+        with tempfile.TemporaryDirectory(prefix="kvm-warden-") as tmp:
+            old_path, new_path = Path(tmp, "old.xml"), Path(tmp, "new.xml")
+            old_path.write_bytes(original)
+            new_path.write_bytes(new)
+            # crm_diff exits 1 when the documents differ (its normal case here), 0 when equal.
+            diff = proc.run(["crm_diff", "--original", str(old_path), "--new", str(new_path)],
+                            timeout=TOOL_TIMEOUT, ok_codes=(0, 1))
+            if diff.returncode == 0:
+                return
+            patch_path = Path(tmp, "patch.xml")
+            patch_path.write_bytes(diff.stdout)
+            self._cibadmin_patch(patch_path)
+
+    @_retry
+    def _cibadmin_patch(self, patch_path: Path) -> None:
+        try:
+            proc.run(["cibadmin", "--patch", "--xml-file", str(patch_path)],
+                     env=proc.tool_env(self.cib_file), timeout=TOOL_TIMEOUT)
+        except ToolError as exc:
+            if exc.returncode == CRM_EX_OLD or "older than existing" in exc.stderr:
+                raise CibConflict(exc.argv, "the CIB changed since it was read",
+                                  returncode=exc.returncode, stderr=exc.stderr) from None
+            raise ActuatorError(exc.argv, str(exc), returncode=exc.returncode,
+                                stderr=exc.stderr) from None
+
+    def _run_one(self, action: AnyAction) -> Outcome:
+        started = time.monotonic()
+        try:
+            if isinstance(action, Cleanup):
+                self._cleanup(action)
+            else:
+                raise ActuatorError(["kvm-warden"], f"no actuator for {type(action).__name__}")
+        except ToolError as exc:
+            return Outcome(action=action, applied=False, error=str(exc),
+                           duration=time.monotonic() - started)
+        return Outcome(action=action, applied=True, duration=time.monotonic() - started)
+
+    @_retry
+    def _cleanup(self, action: Cleanup) -> None:
+        names.resource_id(action.rsc)
+        names.node_name(action.node)
+        proc.run(["crm_resource", "--cleanup", "--resource", action.rsc, "--node", action.node],
+                 env=proc.tool_env(None), timeout=TOOL_TIMEOUT)

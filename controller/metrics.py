@@ -1,0 +1,115 @@
+"""Every Prometheus metric kvm-warden exports, defined in one place.
+
+Metrics are served from the state the controller already holds: a scrape never runs crm_mon
+(at 32 nodes x 5,000 VMs one crm_mon costs 2.2 s and 420 MB here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from controller.actions import Finding
+from controller.model import ObservedState
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+QUORATE = Gauge("kvm_warden_cluster_quorate", "1 when the observed partition has quorum",
+                registry=REGISTRY)
+NODES = Gauge("kvm_warden_nodes", "Nodes by state", ["state"], registry=REGISTRY)
+NODE_ONLINE = Gauge("kvm_warden_node_online", "1 when the node is online", ["node"],
+                    registry=REGISTRY)
+NODE_UNCLEAN = Gauge("kvm_warden_node_unclean", "1 when the node is unclean (fencing pending)",
+                     ["node"], registry=REGISTRY)
+DC = Gauge("kvm_warden_cluster_dc", "1 for the node that is the designated controller", ["node"],
+           registry=REGISTRY)
+VM_INFO = Gauge("kvm_warden_vm_info", "One series per VirtualDomain resource, 1 when active",
+                ["vm", "resource", "node", "state"], registry=REGISTRY)
+ACTIONS = Counter("kvm_warden_actions_total", "Actions planned, by kind and guard verdict",
+                  ["kind", "verdict"], registry=REGISTRY)
+APPLIED = Counter("kvm_warden_actions_applied_total", "Actions sent to the cluster, by outcome",
+                  ["kind", "outcome"], registry=REGISTRY)
+PASSES = Counter("kvm_warden_reconcile_passes_total", "Reconcile passes", ["result"],
+                 registry=REGISTRY)
+PASS_DURATION = Histogram("kvm_warden_reconcile_pass_duration_seconds",
+                          "Duration of one reconcile pass (observe, plan, guard, apply)",
+                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                          registry=REGISTRY)
+LAST_PASS = Gauge("kvm_warden_last_pass_timestamp_seconds", "When the last pass ended",
+                  registry=REGISTRY)
+DRIFT = Gauge("kvm_warden_drift_objects", "Objects differing from the desired state",
+              ["reconciler"], registry=REGISTRY)
+FINDINGS = Gauge("kvm_warden_findings", "Open findings (not fixed automatically)",
+                 ["reconciler", "severity"], registry=REGISTRY)
+CIRCUIT_OPEN = Gauge("kvm_warden_circuit_open", "1 when cleanups of a resource are suspended",
+                     ["resource"], registry=REGISTRY)
+SPLIT_BRAIN = Gauge("kvm_warden_split_brain_findings",
+                    "Domains running where Pacemaker does not place them", registry=REGISTRY)
+CIB_CONFLICTS = Counter("kvm_warden_cib_conflicts_total",
+                        "CIB patches refused because the CIB changed since it was read",
+                        registry=REGISTRY)
+ACTUATOR_ERRORS = Counter("kvm_warden_actuator_errors_total", "Failed cluster changes",
+                          registry=REGISTRY)
+PROBE_ERRORS = Counter("kvm_warden_probe_errors_total", "Failed observations", ["probe"],
+                       registry=REGISTRY)
+DESIRED_VALID = Gauge("kvm_warden_desired_state_valid", "1 when the desired-state file on disk is valid",
+                      registry=REGISTRY)
+DESIRED_GENERATION = Gauge("kvm_warden_desired_state_generation",
+                           "Number of valid desired states loaded", registry=REGISTRY)
+DESIRED_RELOAD_TIME = Gauge("kvm_warden_desired_state_last_reload_timestamp_seconds",
+                            "When a valid desired state last took effect", registry=REGISTRY)
+
+
+def update_cluster(observed: ObservedState) -> None:
+    status = observed.status
+    QUORATE.set(1 if status.with_quorum else 0)
+    counts = {"online": 0, "offline": 0, "standby": 0, "maintenance": 0, "unclean": 0}
+    NODE_ONLINE.clear()
+    NODE_UNCLEAN.clear()
+    DC.clear()
+    for n in status.nodes.values():
+        counts["online" if n.online else "offline"] += 1
+        counts["standby"] += n.standby
+        counts["maintenance"] += n.maintenance
+        counts["unclean"] += n.unclean
+        NODE_ONLINE.labels(node=n.name).set(1 if n.online else 0)
+        NODE_UNCLEAN.labels(node=n.name).set(1 if n.unclean else 0)
+        DC.labels(node=n.name).set(1 if n.is_dc else 0)
+    for state, value in counts.items():
+        NODES.labels(state=state).set(value)
+    VM_INFO.clear()
+    for r in status.resources:
+        if r.agent.endswith(":VirtualDomain"):
+            VM_INFO.labels(vm=r.id.removeprefix("vm-"), resource=r.id,
+                           node=",".join(r.nodes) or "", state=r.role).set(1 if r.active else 0)
+
+
+def update_findings(findings: Iterable[Finding]) -> None:
+    FINDINGS.clear()
+    CIRCUIT_OPEN.clear()
+    split = 0
+    counts: dict[tuple[str, str], int] = {}
+    for f in findings:
+        counts[(f.reconciler, f.severity)] = counts.get((f.reconciler, f.severity), 0) + 1
+        if f.message.startswith("circuit open"):
+            CIRCUIT_OPEN.labels(resource=f.subject.split("@", 1)[0]).set(1)
+        if f.reconciler == "health" and f.severity == "critical" and "circuit" not in f.message:
+            split += 1
+    for (rec, sev), n in counts.items():
+        FINDINGS.labels(reconciler=rec, severity=sev).set(n)
+    SPLIT_BRAIN.set(split)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,35 @@
+"""The fixed list of reconcilers and the one function that runs them all (still pure)."""
+
+from __future__ import annotations
+
+from controller.actions import AnyAction
+from controller.desired import DesiredState
+from controller.index import ClusterIndex
+from reconcilers import health, inventory, placement, properties, run_state, storage
+from reconcilers.base import Plan
+from reconcilers.health import CleanupHistory
+
+ORDER = (properties.NAME, storage.NAME, placement.NAME, run_state.NAME, health.NAME, inventory.NAME)
+
+
+def plan_all(
+    index: ClusterIndex, desired: DesiredState, history: CleanupHistory | None = None,
+    now: float = 0.0,
+) -> Plan:
+    plans = (
+        properties.plan(index, desired)
+        + storage.plan(index, desired)
+        + placement.plan(index, desired)
+        + run_state.plan(index, desired)
+        + health.plan(index, desired, history or CleanupHistory(), now)
+        + inventory.plan(index, desired)
+    )
+    # Two reconcilers may want the same object (storage's no-quorum-policy default and an explicit
+    # property): the first in ORDER wins, so the file's explicit words come first.
+    seen: set[str] = set()
+    actions: list[AnyAction] = []
+    for a in plans.actions:
+        if a.key not in seen:
+            seen.add(a.key)
+            actions.append(a)
+    return Plan(tuple(actions), plans.findings)

@@ -1,0 +1,111 @@
+"""Health: clean up failures whose cause has cleared; report what must not be fixed silently.
+
+A failure is cleaned (`crm_resource --cleanup --resource R --node N`) only once Pacemaker has
+the resource running again (the cause cleared), the node is online and the failure is older
+than an exponential backoff; a resource cleaned too often in a window opens a circuit breaker
+(a critical finding, no more cleanups) because repeated failures need a person. A domain that
+libvirt reports running where Pacemaker does not place it, or on two nodes, is a possible split
+brain: a critical finding, never an automatic action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import msgspec
+
+from controller.actions import Cleanup
+from controller.desired import DesiredState
+from controller.index import ClusterIndex
+from reconcilers.base import Plan, PlanBuilder
+
+NAME = "health"
+BACKOFF_BASE = 15.0  # seconds before the first cleanup after a failure; doubles per attempt
+BACKOFF_CAP = 900.0
+CIRCUIT_MAX = 5  # cleanups of one resource on one node within CIRCUIT_WINDOW open the circuit
+CIRCUIT_WINDOW = 3600.0
+
+
+class CleanupHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """When each (resource, node) was cleaned up; kept by the loop, passed in to stay pure."""
+
+    attempts: Mapping[str, tuple[float, ...]] = msgspec.field(default_factory=dict)
+
+    def record(self, rsc: str, node: str, at: float) -> CleanupHistory:
+        key = f"{rsc}@{node}"
+        recent = tuple(t for t in self.attempts.get(key, ()) if at - t < CIRCUIT_WINDOW)
+        return CleanupHistory(attempts={**self.attempts, key: (*recent, at)})
+
+
+def backoff(attempts: int) -> float:
+    return float(min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, attempts - 1)))
+
+
+def parse_pacemaker_time(text: str | None) -> float | None:
+    """crm_mon prints `2026-11-24 19:25:01Z` in failures and `Tue Nov 24 19:25:01 2026` in
+    node_history (local time of the machine that ran crm_mon)."""
+    if not text:
+        return None
+    for fmt, utc in (("%Y-%m-%d %H:%M:%SZ", True), ("%a %b %d %H:%M:%S %Y", False)):
+        try:
+            dt = datetime.strptime(text.strip(), fmt)
+        except ValueError:
+            continue
+        return (dt.replace(tzinfo=UTC) if utc else dt.astimezone()).timestamp()
+    return None
+
+
+def _watched(index: ClusterIndex, desired: DesiredState) -> tuple[set[str], set[str]]:
+    """(resource ids whose failures health cleans up, ids of clone members among them)."""
+    ids = {vm.resource_id for vm in desired.vms}
+    for st in desired.storage:
+        ids.update((st.resource, *st.requires))
+    members = {rid for rid, cfg in index.configured.items() if cfg.parent in ids}
+    return ids | members, members
+
+
+def plan(
+    index: ClusterIndex, desired: DesiredState, history: CleanupHistory, now: float
+) -> Plan:
+    out = PlanBuilder(NAME)
+    watched, members = _watched(index, desired)
+    for (rid, node), count in sorted(index.fail_counts.items()):
+        if rid not in watched or count <= 0:
+            continue
+        n = index.nodes.get(node)
+        running = index.running.get(rid, ())
+        cleared = (node in running) if rid in members else bool(running)
+        if n is None or not n.online or not cleared or rid in index.failed or rid in index.migrating:
+            continue
+        attempts = tuple(t for t in history.attempts.get(f"{rid}@{node}", ()) if now - t < CIRCUIT_WINDOW)
+        if len(attempts) >= CIRCUIT_MAX:
+            out.find("critical", f"{rid}@{node}",
+                     f"circuit open: {rid} failed again after {len(attempts)} cleanups on {node} "
+                     f"within {CIRCUIT_WINDOW / 60:.0f} min; no more automatic cleanups")
+            continue
+        failed_at = parse_pacemaker_time(index.last_failure.get((rid, node)))
+        since = max([t for t in (failed_at, attempts[-1] if attempts else None) if t is not None],
+                    default=None)
+        wait = backoff(len(attempts) + 1)
+        if since is not None and now - since < wait:
+            continue
+        out.actions.append(Cleanup(
+            reconciler=NAME, rsc=rid, node=node,
+            why=f"fail-count {count} on {node}, and {rid} runs again on "
+                f"{', '.join(running)}; cleanup #{len(attempts) + 1}"))
+
+    if index.observed.domains:
+        for vm in desired.vms:
+            rid = vm.resource_id
+            on = index.domains_running.get(vm.name, ())
+            if not on or rid in index.migrating:
+                continue
+            placed = set(index.running.get(rid, ()))
+            if len(on) > 1:
+                out.find("critical", rid, f"split brain? domain {vm.name} runs on {', '.join(on)}")
+            elif set(on) - placed:
+                out.find("critical", rid,
+                         f"domain {vm.name} runs on {on[0]} where Pacemaker does not have {rid} "
+                         f"active ({', '.join(sorted(placed)) or 'nowhere'})")
+    return out.build()

@@ -1,0 +1,122 @@
+"""Placement: `placement.allowed`/`prefer` and `anti_affinity` -> location/colocation constraints.
+
+kvm-warden owns the constraints whose ids it builds here (`warden-prefer-R`, `warden-allowed-R`,
+`warden-anti-A-B`): it adds the missing ones, rewrites those that differ, and removes those the
+file no longer asks for. Pacemaker then moves the VMs (live, with allow-migrate=true). Constraints
+with other ids are never touched, except the `cli-prefer-*`/`cli-ban-*` leftovers of
+`crm_resource --move/--ban` (`pcs resource move/ban`) once the move they asked for is done.
+"""
+
+from __future__ import annotations
+
+from controller.actions import AddColocation, RemoveConstraint, SetAllowedNodes, SetLocation
+from controller.desired import DesiredState
+from controller.index import ClusterIndex
+from controller.model import LocationConstraint
+from reconcilers.base import Plan, PlanBuilder
+
+NAME = "placement"
+OWNED = ("warden-prefer-", "warden-allowed-", "warden-anti-")
+
+
+def prefer_id(rid: str) -> str:
+    return f"warden-prefer-{rid}"
+
+
+def allowed_id(rid: str) -> str:
+    return f"warden-allowed-{rid}"
+
+
+def anti_id(a: str, b: str) -> str:
+    x, y = sorted((a, b))
+    return f"warden-anti-{x}-{y}"
+
+
+def allowed_matches(c: LocationConstraint, rid: str, nodes: tuple[str, ...]) -> bool:
+    """Whether an existing constraint is exactly the rule SetAllowedNodes would write."""
+    if c.rsc != rid or len(c.rules) != 1 or c.role is not None:
+        return False
+    rule = c.rules[0]
+    if rule.opaque or (rule.score or "").upper() != "-INFINITY" or rule.boolean_op != "and":
+        return False
+    exprs = rule.expressions
+    return all(e.attribute == "#uname" and e.operation == "ne" for e in exprs) and sorted(
+        str(e.value) for e in exprs
+    ) == sorted(nodes)
+
+
+def plan(index: ClusterIndex, desired: DesiredState) -> Plan:
+    out = PlanBuilder(NAME)
+    wanted: set[str] = set()
+    score = str(desired.policy.prefer_score)
+    by_name = desired.vm_by_name()
+    for vm in desired.vms:
+        rid = vm.resource_id
+        if rid not in index.exists:
+            continue  # reported by the inventory reconciler
+        prefer = vm.placement.prefer
+        if prefer is not None:
+            cid = prefer_id(rid)
+            wanted.add(cid)
+            have = index.location.get(cid)
+            if have is None or (have.rsc, have.node, have.score, have.rule, have.role) != (
+                rid, prefer, score, False, None
+            ):
+                out.actions.append(
+                    SetLocation(reconciler=NAME, id=cid, rsc=rid, node=prefer, score=score,
+                                why=f"{vm.name} prefers {prefer}"
+                                + ("" if have is None else f" (constraint had {have.node} {have.score})"))
+                )
+        allowed = vm.placement.allowed
+        if allowed:
+            cid = allowed_id(rid)
+            wanted.add(cid)
+            nodes = tuple(sorted(set(allowed)))
+            have = index.location.get(cid)
+            if have is None or not allowed_matches(have, rid, nodes):
+                out.actions.append(
+                    SetAllowedNodes(reconciler=NAME, id=cid, rsc=rid, nodes=nodes,
+                                    why=f"{vm.name} may only run on {', '.join(nodes)}")
+                )
+        for other_name in vm.anti_affinity:
+            other = by_name.get(other_name)
+            if other is None or other.resource_id not in index.exists:
+                continue
+            a, b = sorted((rid, other.resource_id))
+            cid = anti_id(a, b)
+            if cid in wanted:
+                continue  # both VMs name each other: one constraint for the pair
+            wanted.add(cid)
+            have_c = index.colocation.get(cid)
+            if have_c is None or (have_c.rsc, have_c.with_rsc, have_c.score) != (a, b, "-INFINITY"):
+                out.actions.append(
+                    AddColocation(reconciler=NAME, id=cid, rsc=a, with_rsc=b, score="-INFINITY",
+                                  why=f"{vm.name} and {other_name} must never share a node")
+                )
+
+    for cid, c in sorted(index.location.items()):
+        if cid.startswith(OWNED) and cid not in wanted:
+            out.actions.append(RemoveConstraint(reconciler=NAME, id=cid, rsc=c.rsc,
+                                                why="no longer asked for by the desired state"))
+    for cid, cc in sorted(index.colocation.items()):
+        if cid.startswith(OWNED) and cid not in wanted:
+            out.actions.append(RemoveConstraint(reconciler=NAME, id=cid, rsc=cc.rsc,
+                                                why="no longer asked for by the desired state"))
+
+    if desired.policy.clear_move_leftovers:
+        managed = {vm.resource_id for vm in desired.vms}
+        for cid, c in sorted(index.location.items()):
+            if c.rsc not in managed or c.node is None:
+                continue
+            rid = c.rsc
+            nodes = index.running.get(rid, ())
+            settled = bool(nodes) and rid not in index.migrating and len(nodes) == 1
+            if cid.startswith("cli-prefer-") and settled and nodes == (c.node,):
+                out.actions.append(RemoveConstraint(
+                    reconciler=NAME, id=cid, rsc=rid,
+                    why=f"leftover of a manual move: {rid} now runs on {c.node}"))
+            elif cid.startswith("cli-ban-") and settled and c.node not in nodes:
+                out.actions.append(RemoveConstraint(
+                    reconciler=NAME, id=cid, rsc=rid,
+                    why=f"leftover of a manual ban: {rid} runs on {nodes[0]}, not {c.node}"))
+    return out.build()

@@ -1,0 +1,31 @@
+"""Run state: `state: running|stopped` -> the resource's `target-role` meta attribute."""
+
+from __future__ import annotations
+
+from controller.actions import SetMeta
+from controller.desired import DesiredState
+from controller.index import ClusterIndex
+from reconcilers.base import Plan, PlanBuilder
+
+NAME = "run_state"
+
+
+def plan(index: ClusterIndex, desired: DesiredState) -> Plan:
+    out = PlanBuilder(NAME)
+    for vm in desired.vms:
+        rid = vm.resource_id
+        cfg = index.configured.get(rid)
+        if cfg is None:
+            continue  # reported by the inventory reconciler
+        current = cfg.meta.get("target-role")
+        # Pacemaker's default target-role is Started: absent means running is wanted.
+        effective = (current or "Started").lower()
+        want = "Started" if vm.state == "running" else "Stopped"
+        if vm.state == "running" and effective == "stopped" or (
+            vm.state == "stopped" and effective != "stopped"
+        ):
+            out.actions.append(
+                SetMeta(reconciler=NAME, rsc=rid, name="target-role", value=want,
+                        why=f"{vm.name} should be {vm.state}; target-role is {current or '(unset)'}")
+            )
+    return out.build()
