@@ -191,8 +191,10 @@ class Controller:
                 self._audit(o)
                 if o.applied and isinstance(o.action, Cleanup):
                     self.history = self.history.record(o.action.rsc, o.action.node, t)
-            if outcomes and any(o.applied for o in outcomes) and self.after_apply:
-                self.after_apply()
+            if any(o.applied for o in outcomes):
+                if self.after_apply:
+                    self.after_apply()
+                self._wake.set()  # re-observe soon: the next pass sees what the change did
         return self._finish(
             PassResult(decisions, findings, tuple(outcomes), conflict), started)
 

@@ -1,0 +1,1 @@
+"""Embedded defaults: the simulated 3-node cluster's CIB and its desired state."""

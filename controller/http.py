@@ -1,0 +1,76 @@
+"""One HTTP port: /metrics, /healthz, /readyz, /status (JSON). Served from held state only."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from controller import metrics
+
+FRESH_SECONDS = 120.0
+
+
+class StatusServer:
+    def __init__(self, host: str, port: int, status: Callable[[], dict[str, Any]],
+                 ready: Callable[[], tuple[bool, str]]):
+        self._status = status
+        self._ready = ready
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n", "text/plain")
+                elif path == "/readyz":
+                    ok, why = outer._ready()
+                    self._send(200 if ok else 503, (why + "\n").encode(), "text/plain")
+                elif path == "/status":
+                    body = json.dumps(outer._status(), indent=1).encode()
+                    self._send(200, body, "application/json")
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # scrapes are not audit events
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def readiness(last_pass_at: float | None, desired_valid: bool) -> tuple[bool, str]:
+    if not desired_valid:
+        return False, "desired state invalid or missing"
+    if last_pass_at is None:
+        return False, "no reconcile pass yet"
+    age = time.time() - last_pass_at
+    if age > FRESH_SECONDS:
+        return False, f"last pass {age:.0f} s ago"
+    return True, "ready"

@@ -1,0 +1,138 @@
+"""`kvm-warden run`: the controller process (loop + HTTP), against the live cluster, a CIB file,
+or the embedded simulated cluster (`--simulate`, what `make demo` runs)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from controller import audit
+from controller.actions import describe
+from controller.actuators.pacemaker import PacemakerActuator
+from controller.desired import load_desired
+from controller.errors import DesiredStateError, ToolError, WardenError
+from controller.http import StatusServer, readiness
+from controller.loop import Controller, DesiredStore, PassResult
+from controller.model import ObservedState
+from controller.planning import observe_once
+from controller.simulated import SimulatedCluster, embedded_desired
+from controller.status import render_table, vm_rows
+from probes.libvirt.domains import list_domains
+
+
+def run_service(
+    desired_path: str | None, cib_file: str | None, libvirt_uri: str | None, http_port: int,
+    http_host: str, simulate: bool, passes: int,
+) -> int:
+    audit.configure(sys.stderr)
+    sim: SimulatedCluster | None = None
+    if simulate:
+        workdir = Path(tempfile.mkdtemp(prefix="kvm-warden-demo-")).resolve()
+        sim = SimulatedCluster(workdir)
+        sim.create()
+        if desired_path is None:
+            desired_path = str(workdir / "desired.yaml")
+            Path(desired_path).write_text(embedded_desired())
+        print(f"simulated cluster: {sim.cib_file} (Pacemaker's tools with CIB_file=; "
+              f"crm_simulate plays the scheduler)")
+        print(f"desired state:     {desired_path}  (edit it: reloaded on save)")
+    if desired_path is None:
+        print("kvm-warden: error: --desired FILE is required (or --simulate)", file=sys.stderr)
+        return 1
+    try:
+        load_desired(desired_path)
+    except DesiredStateError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
+
+    store = DesiredStore(desired_path)
+
+    def observe() -> tuple[ObservedState, bytes | None]:
+        if sim is not None:
+            return sim.observe()
+        observed, raw = observe_once(cib_file)
+        if libvirt_uri:
+            try:
+                doms = {socket.gethostname(): list_domains(libvirt_uri)}
+                observed = ObservedState(status=observed.status, cib=observed.cib, domains=doms,
+                                         observed_at={**observed.observed_at,
+                                                      "libvirt": time.time()})
+            except ToolError as exc:
+                audit.logger(component="libvirt").warning("libvirt_unavailable", error=str(exc))
+        return observed, raw
+
+    controller = Controller(
+        observe=observe,
+        actuator=PacemakerActuator(str(sim.cib_file) if sim else cib_file),
+        desired=store,
+        after_apply=sim.settle if sim else None,
+    )
+
+    def status_doc() -> dict[str, Any]:
+        observed = controller.last_observed
+        last = controller.last
+        return {
+            "vms": vm_rows(observed, store.current) if observed else [],
+            "desired": {"path": desired_path, "generation": store.generation,
+                        "valid": not store.errors, "errors": list(store.errors)},
+            "last_pass": None if last is None else {
+                "actions": [describe(d.action) for d in last.decisions],
+                "findings": [f.message for f in last.findings], "error": last.error,
+                "duration_s": round(last.duration, 4)},
+        }
+
+    server = None
+    if http_port >= 0:
+        try:
+            server = StatusServer(
+                http_host, http_port, status_doc,
+                lambda: readiness(time.time() if controller.last and not controller.last.error
+                                  else None, not store.errors and store.current is not None))
+        except OSError as exc:
+            raise WardenError(f"cannot listen on {http_host}:{http_port}: {exc}") from None
+        server.start()
+        print(f"metrics:           http://{http_host}:{server.port}/metrics  "
+              f"(/healthz /readyz /status)")
+
+    def on_pass(result: PassResult) -> None:
+        print(summarize(result, controller), flush=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: controller.stop())
+    try:
+        controller.run_forever(passes=passes, on_pass=on_pass)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server:
+            server.stop()
+        if sim:
+            print(f"stopped; the simulated cluster is left in {sim.workdir}")
+    return 0
+
+
+def summarize(result: PassResult, controller: Controller) -> str:
+    stamp = time.strftime("%H:%M:%S")
+    if result.error:
+        return f"[{stamp}] pass failed: {result.error}"
+    lines = []
+    applied = [o for o in result.outcomes if o.applied]
+    refused = [d for d in result.decisions if not d.verdict.admitted]
+    head = (f"[{stamp}] pass {result.duration * 1000:.0f} ms: {len(result.decisions)} action(s), "
+            f"{len(applied)} applied, {len(refused)} refused, {len(result.findings)} finding(s)")
+    lines.append(head)
+    for o in result.outcomes:
+        lines.append(f"    {'applied' if o.applied else 'FAILED '} {describe(o.action)}  "
+                     f"({o.action.reconciler}: {o.action.why})")
+    for d in refused:
+        lines.append(f"    refused {describe(d.action)}: {d.verdict.reason} {d.verdict.detail}")
+    for f in result.findings:
+        lines.append(f"    ! {f.severity}: {f.message}")
+    if controller.last_observed is not None and (applied or not result.decisions):
+        lines.append(render_table(vm_rows(controller.last_observed, controller.desired.current)))
+    return "\n".join(lines)

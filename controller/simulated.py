@@ -1,0 +1,102 @@
+"""The embedded default cluster for `make demo` and `kvm-warden run --simulate`.
+
+A real 3-node CIB held in a work directory and driven through Pacemaker's own tools with
+CIB_file=: `crm_simulate -S` plays the part of the cluster's scheduler and executor after each
+change. Each node's domains are served by libvirt's real `test:///` driver from a node file
+written from what Pacemaker runs there, so the console/disk facts come through libvirt's API.
+GFS2/DLM themselves cannot run on this kernel; their resources are only scheduled.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from importlib import resources
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from controller import proc
+from controller.errors import ToolError
+from controller.model import Domain, ObservedState
+from probes.libvirt.domains import list_domains
+from probes.pacemaker.cib import parse_cib
+from probes.pacemaker.read import read_status
+
+NODES = ("kvm1", "kvm2", "kvm3")
+
+
+def embedded_cib() -> bytes:
+    return resources.files("controller.embedded").joinpath("cib.xml").read_bytes()
+
+
+def embedded_desired() -> str:
+    return resources.files("controller.embedded").joinpath("desired.yaml").read_text()
+
+
+class SimulatedCluster:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.cib_file = workdir / "cib.xml"
+        self.vnc_ports: dict[str, int] = {}
+
+    def create(self) -> None:
+        """A fresh cluster: the embedded CIB with all nodes up, settled by the scheduler."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        seed = self.workdir / "seed.xml"
+        seed.write_bytes(embedded_cib())
+        argv = ["crm_simulate", "-x", str(seed), "-S", "-O", str(self.cib_file)]
+        for n in NODES:
+            argv[3:3] = ["-u", n]
+        proc.run(argv, timeout=60)
+        self.write_domains()
+
+    def settle(self) -> None:
+        """What the cluster does after a CIB change: the scheduler runs its transition."""
+        out = self.workdir / "settled.xml"
+        proc.run(["crm_simulate", "-x", str(self.cib_file), "-S", "-O", str(out)], timeout=60)
+        shutil.move(out, self.cib_file)
+        self.write_domains()
+
+    def write_domains(self) -> None:
+        status = read_status(str(self.cib_file))
+        per_node: dict[str, list[str]] = {n: [] for n in NODES}
+        for r in status.resources:
+            if r.agent.endswith(":VirtualDomain") and r.active:
+                for n in r.nodes:
+                    per_node.setdefault(n, []).append(r.id.removeprefix("vm-"))
+        for name in sorted({d for ds in per_node.values() for d in ds}):
+            self.vnc_ports.setdefault(name, 5900 + len(self.vnc_ports))
+        for node, doms in per_node.items():
+            body = "".join(self._domain_xml(d) for d in sorted(doms))
+            (self.workdir / f"{node}.xml").write_text(f"<node>{body}</node>\n")
+
+    def _domain_xml(self, name: str) -> str:
+        n = escape(name)
+        return (
+            f"<domain type='test'><name>{n}</name><memory>65536</memory>"
+            "<os><type>hvm</type></os><devices>"
+            f"<disk type='file' device='disk'><source file='/kvm/storage/images/{n}.qcow2'/>"
+            "<target dev='vda' bus='virtio'/></disk>"
+            f"<graphics type='vnc' port='{self.vnc_ports[name]}' autoport='no' listen='127.0.0.1'/>"
+            "</devices></domain>"
+        )
+
+    def domains(self) -> dict[str, dict[str, Domain]]:
+        out: dict[str, dict[str, Domain]] = {}
+        for node in NODES:
+            try:
+                out[node] = list_domains(f"test://{self.workdir / (node + '.xml')}")
+            except ToolError:
+                continue
+        return out
+
+    def observe(self) -> tuple[ObservedState, bytes]:
+        raw = self.cib_file.read_bytes()
+        cib = parse_cib(raw, source=str(self.cib_file))
+        status = read_status(str(self.cib_file))
+        now = time.time()
+        return (
+            ObservedState(status=status, cib=cib, domains=self.domains(),
+                          observed_at={"pacemaker": now, "libvirt": now}),
+            raw,
+        )

@@ -1,0 +1,1 @@
+"""libvirt's view: domains, their state, disks and consoles, per node."""

@@ -1,0 +1,82 @@
+"""Listing domains through libvirt and reading what matters from their XML.
+
+Disks tell the storage reconciler which VMs live on GFS2; graphics give the console a person
+reaches through an `ssh -L` tunnel. Read-only: a VM under Pacemaker's control is never changed
+through libvirt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from controller.errors import ParseError, ToolError
+from controller.model import Domain
+from probes.pacemaker.xmlutil import parse_document
+
+# virDomainState numbering (libvirt-domain.h), as the names virsh prints.
+STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
+          6: "crashed", 7: "pmsuspended"}
+
+
+def parse_domain_xml(xml: str | bytes, *, source: str = "domain XML") -> dict[str, Any]:
+    data = xml.encode() if isinstance(xml, str) else xml
+    root = parse_document(data, source=source)
+    if root.tag != "domain":
+        raise ParseError("not a libvirt domain (expected <domain>)", source=source,
+                         element=str(root.tag))
+    name = root.findtext("name")
+    if not name:
+        raise ParseError("missing <name>", source=source, element="domain")
+    disks: list[str] = []
+    vnc_port: int | None = None
+    vnc_listen: str | None = None
+    devices = root.find("devices")
+    if devices is not None:
+        for disk in devices.iter("disk"):
+            src = disk.find("source")
+            if src is not None:
+                path = src.get("file") or src.get("dev") or src.get("name")
+                if path:
+                    disks.append(path)
+        for g in devices.iter("graphics"):
+            if g.get("type") in ("vnc", "spice") and vnc_port is None:
+                try:
+                    port = int(g.get("port", "-1"))
+                except ValueError:
+                    port = -1
+                vnc_port = port if port > 0 else None
+                vnc_listen = g.get("listen") or _listen(g)
+    return {"name": name, "uuid": root.findtext("uuid") or "", "disks": tuple(disks),
+            "vnc_port": vnc_port, "vnc_listen": vnc_listen}
+
+
+def _listen(g: etree._Element) -> str | None:
+    el = g.find("listen")
+    return el.get("address") if el is not None else None
+
+
+def list_domains(uri: str) -> dict[str, Domain]:
+    """Every domain on one libvirtd, with its state and XML facts. Raises ToolError if down."""
+    import libvirt
+
+    try:
+        conn = libvirt.openReadOnly(uri)
+    except libvirt.libvirtError as exc:
+        raise ToolError(["libvirt", uri], f"cannot connect: {exc}") from None
+    try:
+        out: dict[str, Domain] = {}
+        for dom in conn.listAllDomains():
+            try:
+                state, _reason = dom.state()
+                facts = parse_domain_xml(dom.XMLDesc(0), source=f"{uri} {dom.name()}")
+            except (libvirt.libvirtError, ParseError):
+                continue  # vanished while listing, or XML we cannot read: next listing retries
+            out[facts["name"]] = Domain(
+                name=facts["name"], uuid=facts["uuid"], state=STATES.get(state, "nostate"),
+                disks=facts["disks"], vnc_port=facts["vnc_port"], vnc_listen=facts["vnc_listen"],
+            )
+        return out
+    finally:
+        conn.close()
