@@ -14,9 +14,14 @@ ORDER = (properties.NAME, storage.NAME, placement.NAME, run_state.NAME, health.N
 
 def plan_all(
     index: ClusterIndex, desired: DesiredState, history: CleanupHistory | None = None,
-    now: float = 0.0,
+    now: float = 0.0, only: frozenset[str] | None = None,
 ) -> Plan:
-    plans = (
+    """Every reconciler; with `only` (VM names made dirty by events) just those VMs' part --
+    cluster-wide checks, removals and health run on the full passes (resync, crm_mon)."""
+    if only is not None:
+        return _dedupe(storage.plan(index, desired, only) + placement.plan(index, desired, only)
+                       + run_state.plan(index, desired, only))
+    return _dedupe(
         properties.plan(index, desired)
         + storage.plan(index, desired)
         + placement.plan(index, desired)
@@ -24,6 +29,9 @@ def plan_all(
         + health.plan(index, desired, history or CleanupHistory(), now)
         + inventory.plan(index, desired)
     )
+
+
+def _dedupe(plans: Plan) -> Plan:
     # Two reconcilers may want the same object (storage's no-quorum-policy default and an explicit
     # property): the first in ORDER wins, so the file's explicit words come first.
     seen: set[str] = set()

@@ -45,12 +45,16 @@ def allowed_matches(c: LocationConstraint, rid: str, nodes: tuple[str, ...]) -> 
     ) == sorted(nodes)
 
 
-def plan(index: ClusterIndex, desired: DesiredState) -> Plan:
+def plan(index: ClusterIndex, desired: DesiredState, only: frozenset[str] | None = None) -> Plan:
+    """`only`: plan just these VMs (an incremental pass after events); removals of stale
+    constraints and leftovers of other VMs wait for the next full pass."""
     out = PlanBuilder(NAME)
     wanted: set[str] = set()
     score = str(desired.policy.prefer_score)
     by_name = desired.vm_by_name()
     for vm in desired.vms:
+        if only is not None and vm.name not in only:
+            continue
         rid = vm.resource_id
         if rid not in index.exists:
             continue  # reported by the inventory reconciler
@@ -91,9 +95,12 @@ def plan(index: ClusterIndex, desired: DesiredState) -> Plan:
             if have_c is None or (have_c.rsc, have_c.with_rsc, have_c.score) != (a, b, "-INFINITY"):
                 out.actions.append(
                     AddColocation(reconciler=NAME, id=cid, rsc=a, with_rsc=b, score="-INFINITY",
-                                  why=f"{vm.name} and {other_name} must never share a node")
+                                  why="{} and {} must never share a node".format(
+                                      *sorted((vm.name, other_name))))
                 )
 
+    if only is not None:
+        return out.build()
     for cid, c in sorted(index.location.items()):
         if cid.startswith(OWNED) and cid not in wanted:
             out.actions.append(RemoveConstraint(reconciler=NAME, id=cid, rsc=c.rsc,

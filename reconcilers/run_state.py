@@ -10,9 +10,11 @@ from reconcilers.base import Plan, PlanBuilder
 NAME = "run_state"
 
 
-def plan(index: ClusterIndex, desired: DesiredState) -> Plan:
+def plan(index: ClusterIndex, desired: DesiredState, only: frozenset[str] | None = None) -> Plan:
     out = PlanBuilder(NAME)
     for vm in desired.vms:
+        if only is not None and vm.name not in only:
+            continue
         rid = vm.resource_id
         cfg = index.configured.get(rid)
         if cfg is None:

@@ -27,10 +27,14 @@ def colo_id(rsc: str, with_rsc: str) -> str:
     return f"warden-colo-{rsc}-{with_rsc}"
 
 
-def vm_dependencies(index: ClusterIndex, desired: DesiredState) -> dict[str, list[tuple[str, str]]]:
+def vm_dependencies(
+    index: ClusterIndex, desired: DesiredState, only: frozenset[str] | None = None
+) -> dict[str, list[tuple[str, str]]]:
     """VM resource id -> [(storage name, why)] for every storage entry it depends on."""
     deps: dict[str, list[tuple[str, str]]] = {}
     for vm in desired.vms:
+        if only is not None and vm.name not in only:
+            continue
         rid = vm.resource_id
         found: dict[str, str] = {s: "declared in the desired state" for s in vm.storage}
         cfg = index.configured.get(rid)
@@ -49,7 +53,7 @@ def vm_dependencies(index: ClusterIndex, desired: DesiredState) -> dict[str, lis
     return deps
 
 
-def plan(index: ClusterIndex, desired: DesiredState) -> Plan:
+def plan(index: ClusterIndex, desired: DesiredState, only: frozenset[str] | None = None) -> Plan:
     out = PlanBuilder(NAME)
     wanted: set[str] = set()
 
@@ -67,13 +71,15 @@ def plan(index: ClusterIndex, desired: DesiredState) -> Plan:
                                              score="INFINITY", why=f"{then} needs {first}: {why}"))
 
     storage = desired.storage_by_name()
+    for rid, deps in vm_dependencies(index, desired, only).items():
+        for name, why in deps:
+            need(storage[name].resource, rid, why)
+    if only is not None:
+        return out.build()
     for st in desired.storage:
         chain = [st.resource, *st.requires]  # nearest first: gfs2 <- clvmd <- dlm
         for then, first in zip(chain, chain[1:], strict=False):
             need(first, then, f"the {st.name} chain")
-    for rid, deps in vm_dependencies(index, desired).items():
-        for name, why in deps:
-            need(storage[name].resource, rid, why)
 
     if desired.storage and "no-quorum-policy" not in desired.cluster.properties:
         current = index.properties.get("no-quorum-policy")

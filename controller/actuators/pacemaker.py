@@ -45,6 +45,21 @@ class Outcome:
     duration: float = 0.0
 
 
+def without_positions(patch: bytes) -> bytes:
+    """Drop `position` from the patch's create operations.
+
+    Pacemaker 2.1.5 applies a positioned create by walking its siblings, which makes a patch of
+    500 new constraints take 7.5 s on a 16 x 1,000 CIB file; without `position` the element is
+    appended and the same patch takes 0.3 s. Nothing kvm-warden creates depends on sibling
+    order (constraints, nvpairs, meta_attributes blocks, rule expressions joined by "and").
+    """
+    root = etree.fromstring(patch, parser=etree.XMLParser(resolve_entities=False, huge_tree=True))
+    for change in root.iter("change"):
+        if change.get("operation") == "create" and "position" in change.attrib:
+            del change.attrib["position"]
+    return etree.tostring(root)
+
+
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, ToolError) and not isinstance(exc, CibConflict) and (
         exc.returncode in TRANSIENT or exc.returncode is None and "timed out" in str(exc)
@@ -121,7 +136,7 @@ class PacemakerActuator:
             if diff.returncode == 0:
                 return
             patch_path = Path(tmp, "patch.xml")
-            patch_path.write_bytes(diff.stdout)
+            patch_path.write_bytes(without_positions(diff.stdout))
             self._cibadmin_patch(patch_path)
 
     @_retry

@@ -128,3 +128,17 @@ def test_planning_never_raises_and_applying_twice_equals_applying_once(
     for a in first.actions:
         if isinstance(a, RemoveConstraint):
             assert a.id.startswith(("warden-", "cli-prefer-", "cli-ban-"))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(desired=desired_states(), observed=observed_states())
+def test_an_incremental_plan_for_one_vm_is_part_of_the_full_plan(
+    desired: DesiredState, observed: tuple[bytes, ClusterStatus]
+) -> None:
+    xml, status = observed
+    index = build_index(observe(xml, status))
+    full = set(plan_all(index, desired).actions)
+    for one in desired.vms:
+        scoped = plan_all(index, desired, only=frozenset({one.name})).actions
+        assert set(scoped) <= full
+        assert all(not isinstance(a, RemoveConstraint) for a in scoped)
