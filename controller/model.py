@@ -199,10 +199,23 @@ class Domain(msgspec.Struct, frozen=True, kw_only=True):
     vnc_listen: str | None = None
 
 
+class Quorum(msgspec.Struct, frozen=True, kw_only=True):
+    """Quorum as one node's corosync reports it; state "unknown" when corosync is away."""
+
+    state: str = "unknown"
+    quorate: bool | None = None
+    members: tuple[str, ...] = ()
+    expected_votes: int | None = None
+    total_votes: int | None = None
+
+
 class ObservedState(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the controller knows, folded from its sources."""
 
     status: ClusterStatus = msgspec.field(default_factory=ClusterStatus)
     cib: CibConfig | None = None
     domains: Mapping[str, Mapping[str, Domain]] = msgspec.field(default_factory=dict)
+    quorum: Mapping[str, Quorum] = msgspec.field(default_factory=dict)
+    mounts: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)  # node -> GFS2 mountpoints
+    stale: frozenset[str] = frozenset()  # publishers whose heartbeats are missing
     observed_at: Mapping[str, float] = msgspec.field(default_factory=dict)

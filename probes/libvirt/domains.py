@@ -57,17 +57,22 @@ def _listen(g: etree._Element) -> str | None:
     return el.get("address") if el is not None else None
 
 
-def list_domains(uri: str) -> dict[str, Domain]:
-    """Every domain on one libvirtd, with its state and XML facts. Raises ToolError if down."""
+def list_domains(uri: str, conn: Any = None) -> dict[str, Domain]:
+    """Every domain on one libvirtd, with its state and XML facts. Raises ToolError if down.
+
+    With `conn`, that open connection is used (and left open)."""
     import libvirt
 
+    own = conn is None
     try:
-        conn = libvirt.openReadOnly(uri)
+        if own:
+            conn = libvirt.openReadOnly(uri)
+        domains = conn.listAllDomains()
     except libvirt.libvirtError as exc:
-        raise ToolError(["libvirt", uri], f"cannot connect: {exc}") from None
+        raise ToolError(["libvirt", uri], f"cannot list domains: {exc}") from None
     try:
         out: dict[str, Domain] = {}
-        for dom in conn.listAllDomains():
+        for dom in domains:
             try:
                 state, _reason = dom.state()
                 facts = parse_domain_xml(dom.XMLDesc(0), source=f"{uri} {dom.name()}")
@@ -79,4 +84,5 @@ def list_domains(uri: str) -> dict[str, Domain]:
             )
         return out
     finally:
-        conn.close()
+        if own:
+            conn.close()

@@ -1,0 +1,122 @@
+"""The state store: `fold(state, envelope) -> (state, changed)`, pure.
+
+Every event makes a new ObservedState (frozen, so readers never see half an update) and names
+the objects it changed, which the loop turns into its dirty set. Freshness is kept per source
+(`observed_at["libvirt:kvm1"]`, ...), and a publisher that went silent is listed in `stale`:
+its data is kept but not trusted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import msgspec
+
+from controller.events import (
+    AlertReceived,
+    DomainLifecycle,
+    DomainSeen,
+    Envelope,
+    Heartbeat,
+    MountsSeen,
+    Payload,
+    QuorumChanged,
+    Snapshot,
+)
+from controller.model import ClusterStatus, Domain, ObservedState, Quorum
+
+GFS2_TYPES = ("gfs2", "ocfs2", "nfs", "nfs4", "glusterfs", "cephfs")
+
+
+def fold(state: ObservedState, env: Envelope) -> tuple[ObservedState, frozenset[str]]:
+    return _apply(state, env.payload, env.source, env.sent_at)
+
+
+def _apply(state: ObservedState, p: Payload, source: str, at: float
+           ) -> tuple[ObservedState, frozenset[str]]:
+    seen = {**state.observed_at}
+    stale = state.stale - {source}
+    match p:
+        case Snapshot(payloads=payloads):
+            changed: set[str] = set()
+            for inner in payloads:
+                state, ch = _apply(state, inner, source, at)
+                changed |= ch
+            return msgspec.structs.replace(state, stale=stale), frozenset(changed)
+        case DomainSeen(node=node, connected=connected, domains=domains):
+            seen[f"libvirt:{node}"] = at
+            doms = {**state.domains}
+            old = doms.get(node, {})
+            if connected:
+                doms[node] = {d.name: d for d in domains}
+            else:
+                doms.pop(node, None)  # unknown, not "gone": planners never act on absence
+            names = set(old) | set(doms.get(node, {}))
+            changed_names = {n for n in names if old.get(n) != doms.get(node, {}).get(n)}
+            return (msgspec.structs.replace(state, domains=doms, observed_at=seen, stale=stale),
+                    frozenset(f"domain:{n}" for n in changed_names))
+        case DomainLifecycle(node=node, domain=name, state=new_state) if new_state:
+            seen[f"libvirt:{node}"] = at
+            doms = {**state.domains}
+            node_doms = dict(doms.get(node, {}))
+            cur = node_doms.get(name, Domain(name=name))
+            node_doms[name] = msgspec.structs.replace(cur, state=new_state)
+            doms[node] = node_doms
+            return (msgspec.structs.replace(state, domains=doms, observed_at=seen, stale=stale),
+                    frozenset({f"domain:{name}"}))
+        case DomainLifecycle(domain=name):
+            return msgspec.structs.replace(state, stale=stale), frozenset({f"domain:{name}"})
+        case QuorumChanged(node=node):
+            seen[f"corosync:{node}"] = at
+            q = Quorum(state=p.state, quorate=p.quorate, members=p.members,
+                       expected_votes=p.expected_votes, total_votes=p.total_votes)
+            quorum = {**state.quorum, node: q}
+            return (msgspec.structs.replace(state, quorum=quorum, observed_at=seen, stale=stale),
+                    frozenset({f"quorum:{node}"}))
+        case MountsSeen(node=node, mounts=mounts):
+            seen[f"storage:{node}"] = at
+            mps = tuple(sorted(m.mountpoint for m in mounts if m.fstype in GFS2_TYPES))
+            return (msgspec.structs.replace(state, mounts={**state.mounts, node: mps},
+                                            observed_at=seen, stale=stale),
+                    frozenset({f"mounts:{node}"}))
+        case Heartbeat():
+            seen[f"agent:{source}"] = at
+            return msgspec.structs.replace(state, observed_at=seen, stale=stale), frozenset()
+        case AlertReceived(resource=rsc, node=node):
+            return state, frozenset({f"alert:{rsc or node}"})
+    return state, frozenset()
+
+
+def with_status(state: ObservedState, status: ClusterStatus, at: float) -> ObservedState:
+    return msgspec.structs.replace(state, status=status,
+                                   observed_at={**state.observed_at, "pacemaker": at})
+
+
+def mark_stale(state: ObservedState, source: str) -> ObservedState:
+    return msgspec.structs.replace(state, stale=state.stale | {source})
+
+
+class Store:
+    """The current ObservedState behind a lock; listeners hear which objects changed."""
+
+    def __init__(self, initial: ObservedState | None = None):
+        self._state = initial or ObservedState()
+        self._lock = threading.Lock()
+        self.listeners: list[Callable[[frozenset[str]], None]] = []
+
+    @property
+    def state(self) -> ObservedState:
+        return self._state
+
+    def fold(self, env: Envelope) -> frozenset[str]:
+        with self._lock:
+            self._state, changed = fold(self._state, env)
+        if changed:
+            for listener in self.listeners:
+                listener(changed)
+        return changed
+
+    def update(self, fn: Callable[[ObservedState], ObservedState]) -> None:
+        with self._lock:
+            self._state = fn(self._state)

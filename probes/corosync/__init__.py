@@ -1,0 +1,1 @@
+"""Corosync's view: quorum and membership, from corosync-quorumtool."""

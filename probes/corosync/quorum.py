@@ -1,0 +1,138 @@
+"""Parse and watch `corosync-quorumtool` (-s -p for a snapshot, -m -p for a stream of changes).
+
+`-p` makes the output stable to parse (no padding of the Qdevice column). In monitor mode the
+tool prints a whole status block on every change; its stdout is block-buffered into a pipe, so
+it runs under `stdbuf -oL` (LAB.md). A missing or dead corosync is a state, "unknown".
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO
+
+from controller import proc
+from controller.errors import ToolError
+from controller.events import QuorumChanged
+
+HEADER = "Quorum information"
+
+
+def parse_quorumtool(text: str, node: str) -> QuorumChanged:
+    """One status block of corosync-quorumtool (-s or -m, with -p)."""
+    fields: dict[str, str] = {}
+    members: list[str] = []
+    in_members = False
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if line.startswith("Membership information"):
+            in_members = True
+            continue
+        if in_members:
+            parts = line.split()
+            # "    Nodeid      Votes    Qdevice Name" header, then "1 1 NR node1 (local)"
+            if parts and parts[0].isdigit():
+                names = [p for p in parts[2:] if p not in ("(local)", "NR", "A,V,NMW", "NA")
+                         and not p.startswith(("A,", "NA,"))]
+                members.append(names[-1] if names else parts[0])
+            continue
+        if ":" in line:
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    if "Quorate" not in fields:
+        return QuorumChanged(node=node, state="unknown")
+
+    def num(key: str) -> int | None:
+        try:
+            return int(fields[key].split()[0])
+        except (KeyError, ValueError, IndexError):
+            return None
+
+    return QuorumChanged(
+        node=node, state="ok", quorate=fields["Quorate"].lower().startswith("yes"),
+        members=tuple(sorted(members)), expected_votes=num("Expected votes"),
+        total_votes=num("Total votes"),
+    )
+
+
+def read_quorum(node: str, prefix: Sequence[str] = (), timeout: float = 10.0) -> QuorumChanged:
+    """A snapshot. Exit 2 means "not quorate" and still prints the block."""
+    try:
+        out = proc.run([*prefix, "corosync-quorumtool", "-s", "-p"], timeout=timeout,
+                       ok_codes=(0, 2))
+    except ToolError:
+        return QuorumChanged(node=node, state="unknown")
+    return parse_quorumtool(out.stdout.decode(errors="replace"), node)
+
+
+def split_blocks(lines: Iterator[str]) -> Iterator[str]:
+    block: list[str] = []
+    for line in lines:
+        if line.startswith(HEADER) and block:
+            yield "".join(block)
+            block = []
+        block.append(line)
+        if line.startswith("Membership information"):
+            continue
+        if not line.strip() and any(b.startswith("Membership information") for b in block):
+            yield "".join(block)
+            block = []
+    if block:
+        yield "".join(block)
+
+
+class QuorumWatcher:
+    """Publishes QuorumChanged on every change, and "unknown" while corosync is away."""
+
+    def __init__(self, node: str, publish: Callable[[QuorumChanged], object],
+                 prefix: Sequence[str] = (), retry_seconds: float = 2.0):
+        self.node = node
+        self.publish = publish
+        self.prefix = list(prefix)
+        self.retry_seconds = retry_seconds
+        self.last: QuorumChanged | None = None
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen[str] | None = None
+        self._thread = threading.Thread(target=self._run, name="corosync-quorum", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _emit(self, q: QuorumChanged) -> None:
+        if q != self.last:
+            self.last = q
+            self.publish(q)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._emit(read_quorum(self.node, self.prefix))
+            if self.last is not None and self.last.state == "ok":
+                self._follow()
+            self._stop.wait(self.retry_seconds)
+
+    def _follow(self) -> None:
+        try:
+            self._proc = subprocess.Popen(
+                [*self.prefix, "stdbuf", "-oL", "corosync-quorumtool", "-m", "-p"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            return
+        stdout: IO[str] | None = self._proc.stdout
+        if stdout is None:
+            return
+        for block in split_blocks(iter(stdout.readline, "")):
+            if self._stop.is_set():
+                break
+            q = parse_quorumtool(block, self.node)
+            if q.state == "ok":
+                self._emit(q)
+        self._proc.wait()
+        if not self._stop.is_set():
+            self._emit(QuorumChanged(node=self.node, state="unknown"))  # corosync went away
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        self._thread.join(timeout=5)

@@ -1,0 +1,1 @@
+"""Shared storage as the node sees it: mounts and DLM lockspaces."""
