@@ -201,7 +201,7 @@ class Subscriber:
     """The controller's side: delivers envelopes in order per source, resyncing on loss."""
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], peers: list[Peer],
-                 deliver: Callable[[Envelope], None], curve: Curve | None = None,
+                 deliver: Callable[[Envelope], object], curve: Curve | None = None,
                  on_stale: Callable[[str], None] | None = None,
                  heartbeat_seconds: float = HEARTBEAT_SECONDS):
         self.deliver = deliver
@@ -319,6 +319,12 @@ class Subscriber:
             return
         self._pending.pop(id(dealer), None)
         self.dealer_of[env.source] = dealer
+        last = self.last_seq.get(env.source)
+        if last is not None and env.seq < last:
+            # Events newer than this snapshot were already delivered (the reply raced them):
+            # applying it would step back in time. Ask again; the next one is newer.
+            self._request(dealer, "stale-snapshot")
+            return
         self.last_seq[env.source] = env.seq
         self.last_seen[env.source] = time.monotonic()
         metrics.BUS_EVENTS.labels(kind=env.kind).inc()

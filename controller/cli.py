@@ -83,7 +83,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
         http_host=args.http_host,
         simulate=args.simulate,
         passes=args.passes,
+        agents=args.agent,
+        local_agent=args.command == "run" and not args.no_agent,
+        alerts=args.alerts,
+        keys=args.keys,
+        allow=args.allow,
+        insecure=args.insecure,
+        node=args.node,
     )
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    import socket
+
+    from controller.processes import run_agent
+
+    return run_agent(node=args.node or socket.gethostname(), bind=args.bind,
+                     libvirt_uri=None if args.libvirt_uri == "none" else args.libvirt_uri,
+                     corosync=not args.no_corosync, keys=args.keys, allow=args.allow,
+                     insecure=args.insecure)
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from controller.processes import run_watch
+
+    if not args.agent and not args.alerts:
+        raise WardenError("watch needs --agent NAME=ENDPOINT (repeatable) and/or --alerts ENDPOINT")
+    return run_watch(args.agent, args.keys, args.allow, args.insecure, args.count, args.alerts)
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from controller.bus import generate_keys
+
+    public, secret = generate_keys(Path(args.dir), args.name)
+    print(f"public key: {public}  (copy into the peers' allow-list directories)")
+    print(f"secret key: {secret}  (keep on this host only, mode 0600)")
+    secret.chmod(0o600)
+    return 0
+
+
+def _bus_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keys", metavar="SECRET_FILE", help="this side's CURVE secret key file")
+    p.add_argument("--allow", metavar="DIR", help="directory of the peers' public keys allowed")
+    p.add_argument("--insecure", action="store_true",
+                   help="plain tcp without CURVE (labs only; inproc never needs keys)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +190,56 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--http-host", default="127.0.0.1")
     r.add_argument("--http-port", type=int, default=9810, help="metrics/health port (0: off)")
     r.add_argument("--passes", type=int, default=0, help="stop after N passes (0: run forever)")
+    r.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT",
+                   help="also subscribe to a remote agent (repeatable)")
+    r.add_argument("--no-agent", action="store_true",
+                   help="do not run the node agent in this process")
+    r.add_argument("--node", help="this node's name (default: the host name)")
+    r.add_argument("--alerts", default=None, metavar="ENDPOINT",
+                   help="PULL endpoint for kvm-warden-alert, e.g. tcp://127.0.0.1:9811")
+    _bus_options(r)
     r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser(
+        "controller", help="the controller alone: subscribe to agents, reconcile",
+        description="Like run, without a local agent: subscribes to every --agent.")
+    c.add_argument("--desired", metavar="FILE")
+    c.add_argument("--cib", metavar="FILE")
+    c.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT")
+    c.add_argument("--alerts", default="tcp://127.0.0.1:9811", metavar="ENDPOINT")
+    c.add_argument("--http-host", default="127.0.0.1")
+    c.add_argument("--http-port", type=int, default=9810)
+    c.add_argument("--passes", type=int, default=0)
+    _bus_options(c)
+    c.set_defaults(func=_cmd_run, simulate=False, libvirt_uri=None, no_agent=True, node=None)
+
+    a = sub.add_parser(
+        "agent", help="the node agent: probes libvirt, corosync and mounts, publishes events",
+        description="Publishes typed events (PUB on --bind, snapshots on its port + 1).")
+    a.add_argument("--node", help="node name (default: the host name)")
+    a.add_argument("--bind", default="tcp://127.0.0.1:9820", metavar="ENDPOINT")
+    a.add_argument("--libvirt-uri", default="qemu:///system", help="'none' to skip libvirt")
+    a.add_argument("--no-corosync", action="store_true", help="do not watch corosync quorum")
+    _bus_options(a)
+    a.set_defaults(func=_cmd_agent)
+
+    w = sub.add_parser(
+        "watch", help="print the live event stream as JSON lines",
+        description="Subscribe to agents (and/or receive alerts) and print every event, like "
+        "`virsh event --loop`.")
+    w.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT")
+    w.add_argument("--alerts", metavar="ENDPOINT", help="also bind this PULL endpoint for alerts")
+    w.add_argument("--count", type=int, default=0, help="exit after N events")
+    _bus_options(w)
+    w.set_defaults(func=_cmd_watch)
+
+    k = sub.add_parser("keys", help="CURVE keys for the bus",
+                       description="kvm-warden keys generate DIR NAME: writes NAME.key (public) "
+                       "and NAME.key_secret.")
+    k.add_argument("action", choices=["generate"])
+    k.add_argument("dir")
+    k.add_argument("name")
+    k.set_defaults(func=_cmd_keys)
     return p
 
 

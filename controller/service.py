@@ -27,9 +27,37 @@ from probes.libvirt.domains import list_domains
 
 def run_service(
     desired_path: str | None, cib_file: str | None, libvirt_uri: str | None, http_port: int,
-    http_host: str, simulate: bool, passes: int,
+    http_host: str, simulate: bool, passes: int, agents: list[str] | None = None,
+    local_agent: bool = False, alerts: str | None = None, keys: str | None = None,
+    allow: str | None = None, insecure: bool = False, node: str | None = None,
 ) -> int:
     audit.configure(sys.stderr)
+    import zmq
+
+    from controller.agent import Agent, AgentConfig
+    from controller.processes import AlertReceiver, subscribe
+    from controller.store import Store
+
+    bus_store = Store()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    closers: list[Any] = []
+    agent_specs = list(agents or [])
+    if local_agent and not simulate:
+        # `kvm-warden run`: the agent in the same process, over inproc (no network, no keys).
+        me = node or socket.gethostname()
+        agent = Agent(AgentConfig(node=me, pub_endpoint="inproc://agent",
+                                  snapshot_endpoint="inproc://agent-snapshot",
+                                  libvirt_uri=libvirt_uri or "qemu:///system"), ctx)
+        agent.start()
+        closers.append(agent.stop)
+        agent_specs.append(f"{me}=inproc://agent")
+    if agent_specs:
+        sub = subscribe(ctx, agent_specs, bus_store, keys, allow, insecure)
+        closers.insert(0, sub.close)
+    if alerts and not simulate:
+        receiver = AlertReceiver(ctx, alerts, bus_store)
+        closers.insert(0, receiver.close)
+        print(f"alerts:            {receiver.endpoint} (recipient value for kvm-warden-alert)")
     sim: SimulatedCluster | None = None
     if simulate:
         workdir = Path(tempfile.mkdtemp(prefix="kvm-warden-demo-")).resolve()
@@ -57,6 +85,12 @@ def run_service(
         if sim is not None:
             return sim.observe()
         observed, raw = observe_once(cib_file)
+        if agent_specs:
+            bus = bus_store.state
+            return ObservedState(
+                status=observed.status, cib=observed.cib, domains=bus.domains,
+                quorum=bus.quorum, mounts=bus.mounts, stale=bus.stale,
+                observed_at={**bus.observed_at, **observed.observed_at}), raw
         if libvirt_uri:
             try:
                 doms = {socket.gethostname(): list_domains(libvirt_uri)}
@@ -103,6 +137,8 @@ def run_service(
     def on_pass(result: PassResult) -> None:
         print(summarize(result, controller), flush=True)
 
+    # Events only wake the loop (debounced); the pass re-reads everything (level-triggered).
+    bus_store.listeners.append(lambda changed: controller.wake())
     signal.signal(signal.SIGTERM, lambda *_: controller.stop())
     try:
         controller.run_forever(passes=passes, on_pass=on_pass)
@@ -111,6 +147,8 @@ def run_service(
     finally:
         if server:
             server.stop()
+        for close in closers:
+            close()
         if sim:
             print(f"stopped; the simulated cluster is left in {sim.workdir}")
     return 0
