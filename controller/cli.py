@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not run the node agent in this process")
     r.add_argument("--node", help="this node's name (default: the host name)")
     r.add_argument("--alerts", default=None, metavar="ENDPOINT",
-                   help="PULL endpoint for kvm-warden-alert, e.g. tcp://127.0.0.1:9811")
+                   help="receive kvm-warden-alert datagrams here: a socket path or udp://H:P")
     _bus_options(r)
     r.set_defaults(func=_cmd_run)
 
@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--desired", metavar="FILE")
     c.add_argument("--cib", metavar="FILE")
     c.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT")
-    c.add_argument("--alerts", default="tcp://127.0.0.1:9811", metavar="ENDPOINT")
+    c.add_argument("--alerts", default="/run/kvm-warden/alerts.sock", metavar="ENDPOINT",
+                   help="where kvm-warden-alert sends: a unix datagram socket or udp://HOST:PORT")
     c.add_argument("--http-host", default="127.0.0.1")
     c.add_argument("--http-port", type=int, default=9810)
     c.add_argument("--passes", type=int, default=0)
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Subscribe to agents (and/or receive alerts) and print every event, like "
         "`virsh event --loop`.")
     w.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT")
-    w.add_argument("--alerts", metavar="ENDPOINT", help="also bind this PULL endpoint for alerts")
+    w.add_argument("--alerts", metavar="ENDPOINT", help="also receive alerts here (path or udp://)")
     w.add_argument("--count", type=int, default=0, help="exit after N events")
     _bus_options(w)
     w.set_defaults(func=_cmd_watch)

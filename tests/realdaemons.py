@@ -127,3 +127,137 @@ def guest_pids(name: str) -> list[int]:
 
 def kvm_usable() -> bool:
     return os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+COROSYNC_CONF = """totem {{
+    version: 2
+    cluster_name: warden_test
+    transport: knet
+    crypto_cipher: none
+    crypto_hash: none
+    token: 1000
+}}
+nodelist {{
+{nodes}
+}}
+quorum {{
+    provider: corosync_votequorum
+}}
+logging {{
+    to_stderr: yes
+    to_syslog: no
+}}
+"""
+
+NODE = """    node {{
+        name: {name}
+        nodeid: {id}
+        ring0_addr: 127.0.0.{id}
+    }}"""
+
+SEED_CIB = """<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.8" epoch="1" num_updates="0"
+     admin_epoch="0"><configuration><crm_config><cluster_property_set id="cib-bootstrap-options">
+<nvpair id="cib-bootstrap-options-dc-deadtime" name="dc-deadtime" value="2s"/>
+<nvpair id="cib-bootstrap-options-stonith-enabled" name="stonith-enabled" value="false"/>
+</cluster_property_set></crm_config><nodes/><resources/><constraints/></configuration>
+<status/></cib>
+"""
+
+
+class ClusterNode:
+    """One real corosync (+ optionally pacemakerd) in its own network, mount and UTS namespaces.
+
+    A lab-sized version of LAB.md section 2 for a single node: per-test directories are
+    bind-mounted over Pacemaker's and corosync's state, /run and /dev/shm are private tmpfs, so
+    nothing touches the host's cluster stack. `nodes` > 1 lists peers that never start (quorum
+    tests). Lab only: dc-deadtime is 2 s and STONITH is disabled.
+    """
+
+    def __init__(self, base: Path, nodes: int = 1, pacemaker: bool = True):
+        self.base = base
+        self.nodes = nodes
+        self.pacemaker = pacemaker
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        b = self.base
+        for d in ("cib", "pengine", "blackbox", "cores", "log", "corosync"):
+            (b / d).mkdir(parents=True, exist_ok=True)
+        for d in ("cib", "pengine", "blackbox", "cores", "log"):
+            shutil.chown(b / d, "hacluster", "haclient")
+        (b / "cib").chmod(0o750)
+        cib = b / "cib" / "cib.xml"
+        if not cib.exists():
+            cib.write_text(SEED_CIB)
+            shutil.chown(cib, "hacluster", "haclient")
+            cib.chmod(0o600)
+        nodes = "\n".join(NODE.format(name=f"node{i}", id=i) for i in range(1, self.nodes + 1))
+        (b / "corosync.conf").write_text(COROSYNC_CONF.format(nodes=nodes))
+        last = "exec /usr/sbin/pacemakerd" if self.pacemaker else (
+            f"exec corosync -f -c {b}/corosync.conf")
+        script = (
+            "set -e\n"
+            "hostname node1\n"
+            "ip link set lo up\n"
+            "mount -t tmpfs tmpfs /run\n"
+            "mount -t tmpfs tmpfs /dev/shm\n"
+            "mkdir -p /run/pacemaker /run/corosync /var/log/pacemaker\n"
+            "chown hacluster:haclient /run/pacemaker\n"
+            + "".join(f"mount --bind {b}/{d} /var/lib/pacemaker/{d}\n"
+                      for d in ("cib", "pengine", "blackbox", "cores"))
+            + f"mount --bind {b}/log /var/log/pacemaker\n"
+            f"mount --bind {b}/corosync /var/lib/corosync\n"
+            + (f"corosync -f -c {b}/corosync.conf > {b}/corosync.log 2>&1 &\nsleep 1.5\n"
+               if self.pacemaker else "")
+            + last + "\n"
+        )
+        (b / "start.sh").write_text(script)
+        log = open(b / "node.log", "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            ["unshare", "-n", "-m", "-u", "--propagation", "private", "sh", str(b / "start.sh")],
+            stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if self.ready():
+                return
+            time.sleep(0.5)
+        tail = "".join(p.read_text(errors="replace")[-1500:] for p in
+                       (b / "node.log", b / "corosync.log") if p.exists())
+        self.stop()
+        raise RuntimeError(f"cluster node did not come up in {timeout:.0f} s:\n{tail}")
+
+    @property
+    def prefix(self) -> list[str]:
+        """Run a command "on" this node (LAB.md): its network and mount namespaces."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        return ["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt",
+                f"--uts=/proc/{pid}/ns/uts"]
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.prefix, *argv], capture_output=True, text=True, timeout=60,
+                              check=check)
+
+    def ready(self) -> bool:
+        if not self.pacemaker:
+            return self.run("corosync-quorumtool", "-s", "-p", check=False).returncode in (0, 2)
+        out = self.run("crm_mon", "-1", check=False).stdout
+        return "Current DC: node1" in out
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc is not None:
+            # Pacemaker's children may outlive pacemakerd by a moment; the group goes with them.
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc = None

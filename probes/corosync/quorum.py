@@ -86,12 +86,15 @@ class QuorumWatcher:
     """Publishes QuorumChanged on every change, and "unknown" while corosync is away."""
 
     def __init__(self, node: str, publish: Callable[[QuorumChanged], object],
-                 prefix: Sequence[str] = (), retry_seconds: float = 2.0):
+                 prefix: Sequence[str] = (), retry_seconds: float = 2.0,
+                 poll_seconds: float = 2.0):
         self.node = node
         self.publish = publish
         self.prefix = list(prefix)
         self.retry_seconds = retry_seconds
+        self.poll_seconds = poll_seconds
         self.last: QuorumChanged | None = None
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
         self._thread = threading.Thread(target=self._run, name="corosync-quorum", daemon=True)
@@ -100,15 +103,30 @@ class QuorumWatcher:
         self._thread.start()
 
     def _emit(self, q: QuorumChanged) -> None:
-        if q != self.last:
+        with self._lock:
+            if q == self.last:
+                return
             self.last = q
-            self.publish(q)
+        self.publish(q)
 
     def _run(self) -> None:
+        # `-m` prints a block when membership changes (a node joins or leaves: the fast path),
+        # but not when only votequorum changes (`corosync-quorumtool -e`, a qdevice): a cheap
+        # `-s` poll covers those, and notices a corosync that died.
         while not self._stop.is_set():
             self._emit(read_quorum(self.node, self.prefix))
             if self.last is not None and self.last.state == "ok":
-                self._follow()
+                follower = threading.Thread(target=self._follow, name="corosync-monitor",
+                                            daemon=True)
+                follower.start()
+                while follower.is_alive() and not self._stop.wait(self.poll_seconds):
+                    q = read_quorum(self.node, self.prefix)
+                    self._emit(q)
+                    if q.state != "ok":
+                        break
+                if self._proc is not None and self._proc.poll() is None:
+                    self._proc.kill()
+                follower.join(timeout=5)
             self._stop.wait(self.retry_seconds)
 
     def _follow(self) -> None:

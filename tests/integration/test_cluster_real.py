@@ -1,0 +1,156 @@
+"""Against a real corosync and Pacemaker (one node in its own namespaces, see realdaemons).
+
+- the corosync probe reads quorum, sees it change, and reports "unknown" when corosync dies;
+- the shipped alert agent, run by Pacemaker itself, delivers a resource stop to the controller;
+- `observe` and `plan --apply` work on the live CIB, through the real CIB manager.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.events import Envelope, QuorumChanged
+from controller.processes import AlertReceiver
+from controller.store import Store
+from probes.corosync.quorum import QuorumWatcher, read_quorum
+from tests.realdaemons import ClusterNode
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("pacemaker_tools")]
+ROOT = Path(__file__).parent.parent.parent
+
+
+def wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return bool(cond())
+
+
+def locate(node: ClusterNode, rid: str) -> str:
+    out = node.run("crm_resource", "--locate", "--resource", rid, check=False)
+    return out.stdout + out.stderr
+
+
+@pytest.fixture
+def corosync_two_nodes(tmp_path: Path) -> Iterator[ClusterNode]:
+    node = ClusterNode(tmp_path / "cs", nodes=2, pacemaker=False)
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def pacemaker_node(tmp_path: Path) -> Iterator[ClusterNode]:
+    node = ClusterNode(tmp_path / "pcmk")
+    node.start()
+    yield node
+    node.stop()
+
+
+def test_quorum_is_read_watched_and_unknown_when_corosync_dies(
+    corosync_two_nodes: ClusterNode,
+) -> None:
+    node = corosync_two_nodes
+    # Two nodes configured, one running: 1 of 2 votes is no quorum.
+    first = read_quorum("node1", node.prefix)
+    assert (first.state, first.quorate, first.expected_votes, first.total_votes) == (
+        "ok", False, 2, 1)
+    assert first.members == ("node1",)
+    seen: list[QuorumChanged] = []
+    lock = threading.Lock()
+
+    def publish(q: QuorumChanged) -> None:
+        with lock:
+            seen.append(q)
+
+    watcher = QuorumWatcher("node1", publish, prefix=node.prefix, retry_seconds=0.5)
+    watcher.start()
+    try:
+        assert wait_for(lambda: bool(seen))
+        node.run("corosync-quorumtool", "-e", "1")  # the operator lowers expected votes
+        assert wait_for(lambda: any(q.quorate for q in seen), 10), seen
+        assert next(q for q in seen if q.quorate).expected_votes == 1
+        node.stop()
+        assert wait_for(lambda: seen[-1].state == "unknown", 10), seen[-1]
+        assert seen[-1].quorate is None
+    finally:
+        watcher.stop()
+
+
+def test_alert_agent_run_by_pacemaker_reaches_the_controller(pacemaker_node: ClusterNode) -> None:
+    node = pacemaker_node
+    # Pacemaker runs alert agents as hacluster: agent and socket live in a directory it can reach.
+    shared = Path(tempfile.mkdtemp(prefix="kvm-warden-alerts-"))
+    shared.chmod(0o755)
+    agent = shared / "kvm-warden-alert"
+    shutil.copy(ROOT / "probes" / "pacemaker" / "kvm_warden_alert.py", agent)
+    agent.chmod(agent.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    store = Store()
+    got: list[Envelope] = []
+    original = store.fold
+
+    def fold(env: Envelope) -> frozenset[str]:
+        got.append(env)
+        return original(env)
+
+    store.fold = fold  # type: ignore[method-assign]
+    receiver = AlertReceiver(None, str(shared / "alerts.sock"), store)
+    try:
+        node.run("pcs", "alert", "create", "id=kvm-warden", f"path={agent}")
+        node.run("pcs", "alert", "recipient", "add", "kvm-warden", f"value={receiver.endpoint}",
+                 "id=kvm-warden-controller")
+        node.run("pcs", "resource", "create", "dummy1", "ocf:pacemaker:Dummy")
+        assert wait_for(lambda: "is running on" in locate(node, "dummy1"), 30)
+        got.clear()
+        stopped_at = time.time()
+        node.run("crm_resource", "--resource", "dummy1", "--set-parameter", "target-role",
+                 "--meta", "--parameter-value", "Stopped")
+        assert wait_for(lambda: any(e.payload.resource == "dummy1"  # type: ignore[union-attr]
+                                    and e.payload.task == "stop" for e in got), 20), got
+        alert = next(e.payload for e in got if e.payload.task == "stop")  # type: ignore[union-attr]
+        assert alert.kind == "resource" and alert.node == "node1" and alert.rc == "0"
+        print(f"stop -> alert at the controller: {got[0].sent_at - stopped_at:.2f} s")
+        assert "alert:dummy1" in store.fold(got[-1])
+    finally:
+        receiver.close()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_observe_and_plan_apply_on_the_live_cib(pacemaker_node: ClusterNode,
+                                                tmp_path: Path) -> None:
+    node = pacemaker_node
+    node.run("pcs", "resource", "create", "vm-web01", "ocf:pacemaker:Dummy")
+    observe = node.run(sys.executable, "-m", "controller.cli", "observe", "--json")
+    assert '"dc":"node1"' in observe.stdout and '"with_quorum":true' in observe.stdout
+    desired = tmp_path / "d.yaml"
+    desired.write_text("version: 1\ncluster:\n  properties: {cluster-recheck-interval: 2min}\n"
+                       "vms:\n  - name: web01\n    placement: {prefer: node1}\n"
+                       "    state: stopped\n")
+    env_cwd = str(ROOT)
+    applied = subprocess.run([*node.prefix, sys.executable, "-m", "controller.cli", "plan",
+                              "--desired", str(desired), "--apply"], capture_output=True,
+                             text=True, timeout=120, cwd=env_cwd)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "3 applied" in applied.stdout
+    cons = node.run("cibadmin", "--query", "--scope", "constraints").stdout
+    assert 'id="warden-prefer-vm-web01"' in cons
+    prop = node.run("crm_attribute", "--type", "crm_config", "--name",
+                    "cluster-recheck-interval", "--query", "--quiet").stdout.strip()
+    assert prop == "2min"
+    assert wait_for(lambda: "is NOT running" in locate(node, "vm-web01"), 20)
+    again = subprocess.run([*node.prefix, sys.executable, "-m", "controller.cli", "plan",
+                            "--desired", str(desired)], capture_output=True, text=True,
+                           timeout=120, cwd=env_cwd)
+    assert again.returncode == 0, again.stdout
