@@ -35,6 +35,7 @@ demo: venv
 bench: venv
 	$(BIN)/python bench/observe.py
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/bus.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -138,10 +138,17 @@ class Publisher:
         self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.snapshot_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
+        self._extra: list[str] = []
         self._thread = threading.Thread(target=self._serve, name="bus-snapshots", daemon=True)
         self._thread.start()
         self._hb = threading.Thread(target=self._heartbeat, name="bus-heartbeat", daemon=True)
         self._hb.start()
+
+    def also_bind(self, pub_endpoint: str, snapshot_endpoint: str) -> None:
+        """Serve a second pair of endpoints (`run`: inproc for itself, loopback tcp for watch)."""
+        with self._lock:
+            self.pub.bind(pub_endpoint)
+            self.router.bind(snapshot_endpoint)
 
     def publish(self, payload: Payload) -> int:
         with self._lock:

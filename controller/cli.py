@@ -90,6 +90,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         allow=args.allow,
         insecure=args.insecure,
         node=args.node,
+        watch_endpoint=getattr(args, "watch_endpoint", None),
     )
 
 
@@ -107,9 +108,15 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 def _cmd_watch(args: argparse.Namespace) -> int:
     from controller.processes import run_watch
 
-    if not args.agent and not args.alerts:
-        raise WardenError("watch needs --agent NAME=ENDPOINT (repeatable) and/or --alerts ENDPOINT")
-    return run_watch(args.agent, args.keys, args.allow, args.insecure, args.count, args.alerts)
+    agents = list(args.agent)
+    insecure = args.insecure
+    if args.controller:
+        agents.append(f"local={args.controller}")
+        # `run` publishes its local agent on loopback without CURVE (local users only).
+        insecure = insecure or args.controller.startswith(("tcp://127.", "ipc://"))
+    if not agents and not args.alerts:
+        raise WardenError("watch needs --controller ENDPOINT, --agent NAME=ENDPOINT or --alerts")
+    return run_watch(agents, args.keys, args.allow, insecure, args.count, args.alerts)
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
@@ -195,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-agent", action="store_true",
                    help="do not run the node agent in this process")
     r.add_argument("--node", help="this node's name (default: the host name)")
+    r.add_argument("--watch-endpoint", default="tcp://127.0.0.1:9820", metavar="ENDPOINT",
+                   help="also publish the local agent's events here for `kvm-warden watch "
+                   "--controller` (loopback by default; '' to disable)")
     r.add_argument("--alerts", default=None, metavar="ENDPOINT",
                    help="receive kvm-warden-alert datagrams here: a socket path or udp://H:P")
     _bus_options(r)
@@ -212,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--http-port", type=int, default=9810)
     c.add_argument("--passes", type=int, default=0)
     _bus_options(c)
-    c.set_defaults(func=_cmd_run, simulate=False, libvirt_uri=None, no_agent=True, node=None)
+    c.set_defaults(func=_cmd_run, simulate=False, libvirt_uri=None, no_agent=True, node=None,
+                   watch_endpoint=None)
 
     a = sub.add_parser(
         "agent", help="the node agent: probes libvirt, corosync and mounts, publishes events",
@@ -228,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
         "watch", help="print the live event stream as JSON lines",
         description="Subscribe to agents (and/or receive alerts) and print every event, like "
         "`virsh event --loop`.")
+    w.add_argument("--controller", metavar="ENDPOINT",
+                   help="the events of a `kvm-warden run` (its --watch-endpoint)")
     w.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT")
     w.add_argument("--alerts", metavar="ENDPOINT", help="also receive alerts here (path or udp://)")
     w.add_argument("--count", type=int, default=0, help="exit after N events")

@@ -30,6 +30,7 @@ def run_service(
     http_host: str, simulate: bool, passes: int, agents: list[str] | None = None,
     local_agent: bool = False, alerts: str | None = None, keys: str | None = None,
     allow: str | None = None, insecure: bool = False, node: str | None = None,
+    watch_endpoint: str | None = None,
 ) -> int:
     audit.configure(sys.stderr)
     import zmq
@@ -48,6 +49,13 @@ def run_service(
         agent = Agent(AgentConfig(node=me, pub_endpoint="inproc://agent",
                                   snapshot_endpoint="inproc://agent-snapshot",
                                   libvirt_uri=libvirt_uri or "qemu:///system"), ctx)
+        if watch_endpoint:
+            from controller.processes import snapshot_endpoint
+
+            if not watch_endpoint.startswith(("tcp://127.", "ipc://")) and not keys:
+                raise WardenError("--watch-endpoint off loopback needs CURVE keys")
+            agent.publisher.also_bind(watch_endpoint, snapshot_endpoint(watch_endpoint))
+            print(f"events:            kvm-warden watch --controller {watch_endpoint}")
         agent.start()
         closers.append(agent.stop)
         agent_specs.append(f"{me}=inproc://agent")

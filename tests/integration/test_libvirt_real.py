@@ -176,3 +176,53 @@ def test_agent_keeps_running_without_libvirtd(tmp_path: Path) -> None:
         watch.stop()
         agent.terminate()
         agent.wait(timeout=10)
+
+
+def test_run_shows_a_guest_crash_in_watch_controller(libvirtd: Libvirtd, tmp_path: Path) -> None:
+    """`kvm-warden run` (agent in-process) + `kvm-warden watch --controller`: the issue's bar."""
+    import shutil
+
+    root = Path(__file__).parent.parent.parent
+    cib = tmp_path / "cib.xml"
+    shutil.copy(root / "tests" / "fixtures" / "seed-settled.cib.xml", cib)
+    libvirtd.create_guest("warden-run", 5996)
+    port = free_port()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "run", "--cib", str(cib), "--desired",
+         str(root / "config" / "desired-state.example.yaml"), "--libvirt-uri", libvirtd.uri,
+         "--http-port", "0", "--watch-endpoint", f"tcp://127.0.0.1:{port}", "--node", "kvm1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "watch", "--controller",
+         f"tcp://127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines: list[tuple[float, dict[str, Any]]] = []
+
+    def read() -> None:
+        assert watch.stdout is not None
+        for line in watch.stdout:
+            lines.append((time.time(), json.loads(line)))
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(
+                d["name"] == "warden-run" for _, e in lines for d in (listing(e) or [])):
+            time.sleep(0.1)
+        assert any(d["name"] == "warden-run" for _, e in lines for d in (listing(e) or []))
+        (pid,) = guest_pids("warden-run")
+        killed = time.time()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        hit = None
+        while hit is None and time.time() < deadline:
+            hit = next((at for at, e in list(lines) if e["kind"] == "DomainLifecycle"
+                        and e["payload"]["domain"] == "warden-run"
+                        and e["payload"]["event"] == "stopped"), None)
+            time.sleep(0.02)
+        assert hit is not None and hit - killed < 3.0, hit and hit - killed
+        assert run.poll() is None
+    finally:
+        watch.terminate()
+        run.terminate()
+        watch.wait(timeout=10)
+        run.wait(timeout=20)
