@@ -63,6 +63,7 @@ class AlertReceived(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     status: str = ""
     target_rc: str = ""
     timestamp: str = ""
+    sequence: int | None = None  # CRM_alert_node_sequence: increases by one per alert, per node
 
 
 class Mount(msgspec.Struct, frozen=True, kw_only=True):

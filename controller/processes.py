@@ -105,6 +105,7 @@ class AlertReceiver:
             path.chmod(0o666)  # the agent runs as hacluster
             self.endpoint = str(path)
         self.sock.settimeout(0.2)
+        self.last_sequence: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
         self._thread.start()
@@ -123,7 +124,19 @@ class AlertReceiver:
                 metrics.BUS_REJECTED.labels(reason=exc.reason).inc()
                 continue
             metrics.BUS_EVENTS.labels(kind="AlertReceived").inc()
-            self.store.fold(envelope(f"alert:{alert.node}", 0, alert))
+            self._count_lost(alert)
+            self.store.fold(envelope(f"alert:{alert.node}", alert.sequence or 0, alert))
+
+    def _count_lost(self, alert: AlertReceived) -> None:
+        """Pacemaker numbers alerts per node: a jump means the agent could not deliver some."""
+        from controller import metrics
+
+        if alert.sequence is None or not alert.node:
+            return
+        last = self.last_sequence.get(alert.node)
+        if last is not None and alert.sequence > last + 1:
+            metrics.ALERTS_DROPPED.inc(alert.sequence - last - 1)
+        self.last_sequence[alert.node] = alert.sequence
 
     def close(self) -> None:
         self._stop.set()
@@ -143,10 +156,12 @@ def parse_alert(data: bytes) -> AlertReceived:
         v = msg.get(key, "")
         return v[:1000] if isinstance(v, str) else ""
 
+    seq = text("node_sequence")
     return AlertReceived(kind=text("kind"), node=text("node"), resource=text("rsc"),
                          task=text("task"), rc=text("rc"), desc=text("desc"),
                          status=text("status"), target_rc=text("target_rc"),
-                         timestamp=text("timestamp_epoch"))
+                         timestamp=text("timestamp_epoch"),
+                         sequence=int(seq) if seq.isdigit() else None)
 
 
 def run_watch(agents: list[str], keys: str | None, allow: str | None, insecure: bool,

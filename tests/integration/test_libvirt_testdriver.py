@@ -1,0 +1,81 @@
+"""The libvirt probe on libvirt's real test:/// driver (fast: no daemon, no KVM)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from controller.metrics import REGISTRY
+from controller.processes import AlertReceiver
+from controller.store import Store
+from probes.libvirt.events import LibvirtWatcher
+
+
+def wait_for(cond: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return bool(cond())
+
+
+def test_destroy_and_create_arrive_as_lifecycle_events_with_listings() -> None:
+    got: list[Any] = []
+    w = LibvirtWatcher("n1", "test:///default", got.append, listing_seconds=60)
+    w.start()
+    try:
+        assert wait_for(lambda: any(type(g).__name__ == "DomainSeen" for g in got))
+        first = next(g for g in got if type(g).__name__ == "DomainSeen")
+        assert [(d.name, d.state) for d in first.domains] == [("test", "running")]
+        assert first.domains[0].disks == ("/guest/diskimage1",)
+        # test:///default is one shared in-memory host per process.
+        conn = libvirt.open("test:///default")
+        dom = conn.lookupByName("test")
+        dom.suspend()
+        dom.resume()
+        dom.destroy()
+        assert wait_for(lambda: [(g.event, g.detail) for g in got
+                                 if type(g).__name__ == "DomainLifecycle"] == [
+            ("suspended", "paused"), ("resumed", "unpaused"), ("stopped", "destroyed")])
+        assert wait_for(lambda: any(type(g).__name__ == "DomainSeen" and g.domains
+                                    and g.domains[0].state == "shutoff" for g in got))
+        dom.create()
+        conn.close()
+    finally:
+        w.stop()
+
+
+def test_a_bad_uri_never_kills_the_probe() -> None:
+    got: list[Any] = []
+    w = LibvirtWatcher("n1", "test:///nonexistent/file.xml", got.append, max_backoff=0.2)
+    w.start()
+    time.sleep(1.0)
+    assert w._thread.is_alive() and not w.connected
+    w.stop()
+
+
+def test_alert_receiver_counts_lost_alerts_and_rejects_garbage(tmp_path: Path) -> None:
+    store = Store()
+    rx = AlertReceiver(None, str(tmp_path / "alerts.sock"), store)
+    changed: list[frozenset[str]] = []
+    store.listeners.append(changed.append)
+    lost = REGISTRY.get_sample_value("kvm_warden_alerts_dropped_total") or 0.0
+    bad = REGISTRY.get_sample_value("kvm_warden_bus_rejected_total",
+                                    {"reason": "alert-undecodable"}) or 0.0
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            for seq in (1, 2, 5):  # 3 and 4 never arrived
+                s.sendto(f'{{"kind":"resource","node":"kvm1","rsc":"r{seq}",'
+                         f'"node_sequence":"{seq}"}}'.encode(), rx.endpoint)
+            s.sendto(b"\xff not json", rx.endpoint)
+        assert wait_for(lambda: len(changed) == 3)
+        assert REGISTRY.get_sample_value("kvm_warden_alerts_dropped_total") == lost + 2
+        assert wait_for(lambda: REGISTRY.get_sample_value(
+            "kvm_warden_bus_rejected_total", {"reason": "alert-undecodable"}) == bad + 1)
+    finally:
+        rx.close()

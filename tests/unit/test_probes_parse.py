@@ -1,0 +1,124 @@
+"""Probe parsers over real outputs, and the store's fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.events import (
+    AlertReceived,
+    DomainLifecycle,
+    DomainSeen,
+    Heartbeat,
+    Mount,
+    MountsSeen,
+    QuorumChanged,
+    Snapshot,
+    envelope,
+)
+from controller.model import Domain, ObservedState
+from controller.processes import parse_alert
+from controller.store import fold, mark_stale
+from probes.corosync.quorum import parse_quorumtool, split_blocks
+from probes.libvirt.domains import parse_domain_xml
+from probes.libvirt.events import lifecycle_names
+from probes.storage.mounts import parse_dlm_ls, parse_mountinfo
+
+FIX = Path(__file__).parent.parent / "fixtures" / "corosync"
+
+
+def test_quorumtool_without_quorum() -> None:
+    q = parse_quorumtool((FIX / "two-nodes-one-up.txt").read_text(), "node1")
+    assert q == QuorumChanged(node="node1", state="ok", quorate=False, members=("node1",),
+                              expected_votes=2, total_votes=1)
+
+
+def test_quorumtool_after_expected_votes_lowered() -> None:
+    q = parse_quorumtool((FIX / "expected-lowered.txt").read_text(), "node1")
+    assert (q.quorate, q.expected_votes) == (True, 1)
+
+
+def test_quorumtool_garbage_is_unknown() -> None:
+    assert parse_quorumtool("Cannot initialize CMAP service\n", "n").state == "unknown"
+
+
+def test_monitor_stream_splits_into_blocks() -> None:
+    one = (FIX / "two-nodes-one-up.txt").read_text()
+    two = (FIX / "expected-lowered.txt").read_text()
+    lines = iter((one + two).splitlines(keepends=True))
+    blocks = list(split_blocks(lines))
+    assert [parse_quorumtool(b, "n").quorate for b in blocks] == [False, True]
+
+
+MOUNTINFO = (
+    "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+    "97 22 253:3 / /kvm/storage rw,noatime shared:50 - gfs2 /dev/mapper/vg_cluster-lv_storage "
+    "rw,rgrplvb\n"
+    "98 22 0:52 / /mnt/with\\040space rw shared:51 - nfs4 srv:/export rw\n"
+)
+
+
+def test_mountinfo_keeps_shared_filesystems_only() -> None:
+    assert parse_mountinfo(MOUNTINFO) == (
+        Mount(mountpoint="/kvm/storage", fstype="gfs2", source="/dev/mapper/vg_cluster-lv_storage"),
+        Mount(mountpoint="/mnt/with space", fstype="nfs4", source="srv:/export"),
+    )
+
+
+def test_dlm_tool_ls() -> None:
+    text = "dlm lockspaces\nname          clvmd\nid            0x4104eefa\n\nname          gfs2_res01\n"
+    assert parse_dlm_ls(text) == ("clvmd", "gfs2_res01")
+
+
+def test_domain_xml_disks_and_console() -> None:
+    xml = ("<domain type='kvm'><name>web01</name><uuid>u-1</uuid><devices>"
+           "<disk type='file'><source file='/kvm/storage/images/web01.qcow2'/></disk>"
+           "<disk type='block'><source dev='/dev/mapper/lun1'/></disk>"
+           "<disk type='file' device='cdrom'/>"
+           "<graphics type='vnc' port='5901' autoport='yes'><listen type='address' "
+           "address='127.0.0.1'/></graphics></devices></domain>")
+    facts = parse_domain_xml(xml)
+    assert facts["disks"] == ("/kvm/storage/images/web01.qcow2", "/dev/mapper/lun1")
+    assert (facts["vnc_port"], facts["vnc_listen"]) == (5901, "127.0.0.1")
+
+
+def test_lifecycle_names_follow_libvirt() -> None:
+    assert lifecycle_names(5, 5) == ("stopped", "failed")  # kill -9 of qemu (LAB.md)
+    assert lifecycle_names(5, 3) == ("stopped", "migrated")
+    assert lifecycle_names(3, 2) == ("suspended", "ioerror")
+    assert lifecycle_names(42, 0) == ("event-42", "0")
+
+
+def test_alert_datagram() -> None:
+    a = parse_alert(b'{"kind":"resource","node":"kvm1","rsc":"vm-web01","task":"stop",'
+                    b'"rc":"0","node_sequence":"17"}')
+    assert (a.kind, a.resource, a.task, a.sequence) == ("resource", "vm-web01", "stop", 17)
+
+
+def test_fold_tracks_domains_quorum_mounts_and_staleness() -> None:
+    s = ObservedState()
+    s, ch = fold(s, envelope("kvm1", 1, DomainSeen(node="kvm1", domains=(
+        Domain(name="web01", state="running"),))))
+    assert ch == {"domain:web01"} and s.domains["kvm1"]["web01"].state == "running"
+    s, ch = fold(s, envelope("kvm1", 2, DomainLifecycle(
+        node="kvm1", domain="web01", event="stopped", detail="failed", state="shutoff")))
+    assert ch == {"domain:web01"} and s.domains["kvm1"]["web01"].state == "shutoff"
+    s, ch = fold(s, envelope("kvm1", 3, QuorumChanged(node="kvm1", quorate=True)))
+    assert ch == {"quorum:kvm1"} and s.quorum["kvm1"].quorate is True
+    s, ch = fold(s, envelope("kvm1", 4, MountsSeen(node="kvm1", mounts=(
+        Mount(mountpoint="/kvm/storage", fstype="gfs2", source="/dev/x"),
+        Mount(mountpoint="/", fstype="ext4", source="/dev/vda")))))
+    assert s.mounts["kvm1"] == ("/kvm/storage",)
+    s = mark_stale(s, "kvm1")
+    assert s.stale == {"kvm1"}
+    s, ch = fold(s, envelope("kvm1", 5, Heartbeat(node="kvm1")))
+    assert ch == frozenset() and s.stale == frozenset() and "agent:kvm1" in s.observed_at
+    # libvirtd away: the node's domains become unknown (not "gone": nothing acts on absence)
+    s, ch = fold(s, envelope("kvm1", 6, DomainSeen(node="kvm1", connected=False)))
+    assert "kvm1" not in s.domains and ch == {"domain:web01"}
+    # a snapshot applies everything it carries
+    s, ch = fold(s, envelope("kvm1", 9, Snapshot(node="kvm1", payloads=(
+        DomainSeen(node="kvm1", domains=(Domain(name="db01", state="running"),)),
+        QuorumChanged(node="kvm1", quorate=False)))))
+    assert ch == {"domain:db01", "quorum:kvm1"} and s.quorum["kvm1"].quorate is False
+    _, ch = fold(s, envelope("alert:kvm1", 0, AlertReceived(kind="resource", resource="db01")))
+    assert ch == {"alert:db01"}
