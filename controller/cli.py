@@ -138,6 +138,13 @@ def _bus_options(p: argparse.ArgumentParser) -> None:
                    help="plain tcp without CURVE (labs only; inproc never needs keys)")
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from controller.status import status_command
+
+    return status_command(url=args.url, desired_path=args.desired, cib_file=args.cib,
+                          libvirt_uri=args.libvirt_uri, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kvm-warden",
@@ -169,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("schema", help="print the desired-state JSON schema")
     s.set_defaults(func=_cmd_schema)
+
+    st = sub.add_parser(
+        "status", help="each VM: node, state, desired placement, drift, console tunnel",
+        description="The VM overview. With --url it asks a running controller's /status; "
+        "otherwise it reads the cluster itself (crm_mon, or --cib FILE) and, with "
+        "--libvirt-uri, this node's consoles.")
+    st.add_argument("--url", help="a running controller, e.g. http://127.0.0.1:9810")
+    st.add_argument("--desired", metavar="FILE")
+    st.add_argument("--cib", metavar="FILE")
+    st.add_argument("--libvirt-uri")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_cmd_status)
 
     pl = sub.add_parser(
         "plan",

@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from controller import metrics
+from controller.status_html import render_status_html
 
 FRESH_SECONDS = 120.0
 
@@ -33,11 +34,18 @@ class StatusServer:
                 elif path == "/readyz":
                     ok, why = outer._ready()
                     self._send(200 if ok else 503, (why + "\n").encode(), "text/plain")
-                elif path == "/status":
+                elif path == "/status" and not self._wants_html():
                     body = json.dumps(outer._status(), indent=1).encode()
                     self._send(200, body, "application/json")
+                elif path in ("/status", "/status.html", "/"):
+                    page = render_status_html(outer._status()).encode()
+                    self._send(200, page, "text/html; charset=utf-8")
                 else:
                     self._send(404, b"not found\n", "text/plain")
+
+            def _wants_html(self) -> bool:
+                accept = self.headers.get("Accept", "")
+                return "text/html" in accept and "application/json" not in accept
 
             def _send(self, code: int, body: bytes, ctype: str) -> None:
                 self.send_response(code)

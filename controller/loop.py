@@ -23,6 +23,7 @@ from controller.errors import DesiredStateError, WardenError
 from controller.guard import Guard, Verdict
 from controller.index import ClusterIndex, build_index
 from controller.model import ObservedState
+from controller.status import vm_rows
 from reconcilers.all import plan_all
 from reconcilers.health import CleanupHistory
 
@@ -165,8 +166,14 @@ class Controller:
         index = build_index(observed)
         observed_at = min(observed.observed_at.values()) if observed.observed_at else t
         decisions, findings = decide(index, desired, self.guard, self.history, t, observed_at)
+        metrics.update_vms(vm_rows(observed, desired), index.fail_counts)
+        metrics.STORAGE_DEPS_MISSING.set(sum(
+            1 for d in decisions if d.action.reconciler == "storage"
+            and type(d.action).__name__ in ("AddOrder", "AddColocation")))
         for d in decisions:
             metrics.ACTIONS.labels(kind=type(d.action).__name__, verdict=d.verdict.reason).inc()
+            if not d.verdict.admitted:
+                metrics.GUARD_REFUSALS.labels(reason=d.verdict.reason).inc()
             self.log.info("decision", action=describe(d.action), reconciler=d.action.reconciler,
                           why=d.action.why, verdict=d.verdict.reason, detail=d.verdict.detail)
         for f in findings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ def run(
 ) -> Completed:
     """Run a command and return its output; raise ToolError on timeout or an unexpected code."""
     args = tuple(argv)
+    started = time.monotonic()
     try:
         proc = subprocess.run(
             args,
@@ -61,12 +63,21 @@ def run(
         raise ToolError(args, f"timed out after {timeout:g} s (killed)", stderr=err) from None
     except OSError as exc:
         raise ToolError(args, f"could not start: {exc}") from None
+    finally:
+        _observe_duration(args, time.monotonic() - started)
     stderr = proc.stderr.decode(errors="replace")
     if proc.returncode not in ok_codes:
         raise ToolError(
             args, f"exited with status {proc.returncode}", returncode=proc.returncode, stderr=stderr
         )
     return Completed(args, proc.returncode, proc.stdout, stderr)
+
+
+def _observe_duration(args: tuple[str, ...], seconds: float) -> None:
+    from controller import metrics  # lazy: keeps `kvm-warden validate` free of the registry
+
+    tool = args[0].rsplit("/", 1)[-1] if args else "?"
+    metrics.SUBPROCESS_DURATION.labels(tool=tool).observe(seconds)
 
 
 def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:

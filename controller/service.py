@@ -43,7 +43,8 @@ def run_service(
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     closers: list[Any] = []
     agent_specs = list(agents or [])
-    if local_agent and not simulate:
+    # The simulated default runs the agent only when asked for a libvirt URI (e.g. test:///default).
+    if local_agent and (not simulate or libvirt_uri):
         # `kvm-warden run`: the agent in the same process, over inproc (no network, no keys).
         me = node or socket.gethostname()
         agent = Agent(AgentConfig(node=me, pub_endpoint="inproc://agent",

@@ -58,3 +58,37 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             f"{r['vm']:<10} {r['resource']:<12} {','.join(r['nodes']) or '-':<8} {r['state']:<10} "
             f"{desired:<16} {', '.join(r['drift']) or 'none':<18} {r['console'] or '-'}")
     return "\n".join(lines)
+
+
+def status_command(url: str | None, desired_path: str | None, cib_file: str | None,
+                   libvirt_uri: str | None, as_json: bool) -> int:
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from controller.errors import WardenError
+
+    if url:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=10) as r:
+                rows = json.loads(r.read())["vms"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+            raise WardenError(f"{url}: cannot read /status: {exc}") from None
+    else:
+        from controller.desired import load_desired
+        from controller.model import ObservedState
+        from controller.planning import observe_once
+        from probes.libvirt.domains import list_domains
+
+        desired = load_desired(desired_path) if desired_path else None
+        observed, _ = observe_once(cib_file)
+        if libvirt_uri:
+            observed = ObservedState(status=observed.status, cib=observed.cib,
+                                     domains={socket.gethostname(): list_domains(libvirt_uri)})
+        rows = vm_rows(observed, desired)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(render_table(rows))
+    return 0

@@ -8,6 +8,7 @@ PKGS=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
   qemu-system-x86 qemu-utils iproute2 procps
   python3 python3-venv python3-dev make
+  prometheus chromium
 )
 missing=()
 for p in "${PKGS[@]}"; do
