@@ -36,6 +36,7 @@ bench: venv
 	$(BIN)/python bench/observe.py
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/bus.py
+	$(BIN)/python bench/scrape.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -136,6 +136,7 @@ class Controller:
     history: CleanupHistory = field(default_factory=CleanupHistory)
     last: PassResult | None = None
     last_observed: ObservedState | None = None
+    last_rows: list[dict[str, Any]] = field(default_factory=list)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -166,7 +167,8 @@ class Controller:
         index = build_index(observed)
         observed_at = min(observed.observed_at.values()) if observed.observed_at else t
         decisions, findings = decide(index, desired, self.guard, self.history, t, observed_at)
-        metrics.update_vms(vm_rows(observed, desired), index.fail_counts)
+        self.last_rows = vm_rows(observed, desired)  # /status serves these until the next pass
+        metrics.update_vms(self.last_rows, index.fail_counts)
         metrics.STORAGE_DEPS_MISSING.set(sum(
             1 for d in decisions if d.action.reconciler == "storage"
             and type(d.action).__name__ in ("AddOrder", "AddColocation")))

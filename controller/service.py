@@ -121,7 +121,7 @@ def run_service(
         observed = controller.last_observed
         last = controller.last
         return {
-            "vms": vm_rows(observed, store.current) if observed else [],
+            "vms": controller.last_rows if observed else [],
             "desired": {"path": desired_path, "generation": store.generation,
                         "valid": not store.errors, "errors": list(store.errors)},
             "last_pass": None if last is None else {
