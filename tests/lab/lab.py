@@ -1,0 +1,332 @@
+"""A real 3-node Corosync/Pacemaker/libvirt cluster on one machine, in network namespaces.
+
+Recipe from ../shared/LAB.md, measured there: nodes kvm1..kvm3 are network namespaces on a
+bridge (10.213.0.0/24, inside our own namespaces only) with a private mount + UTS namespace each
+(own hostname, /etc/corosync, Pacemaker and libvirt state, /run, /dev/shm, /etc/hosts). Each
+node runs corosync, pacemakerd and libvirtd; the cluster gets the seed's resources: dlm-clone,
+clvmd-clone and gfs2_res01-clone (ocf:pacemaker:Dummy stand-ins: this kernel has no gfs2/dlm
+modules) with their order/colocation chain, no-quorum-policy=freeze, and VirtualDomain VMs
+(tiny KVM guests, no OS) whose XML and qcow2 disks live in one directory bind-mounted at
+/kvm/storage on every node (the GFS2 stand-in).
+
+Lab-only settings, said so here and in the README: STONITH disabled; corosync token 1000 ms and
+dc-deadtime 5 s for speed; libvirtd listens on tcp without auth inside the lab network; and
+VirtualDomain's migrate_options=--unsafe, because libvirt refuses live migration from a plain
+directory ("Migration without shared storage is unsafe") -- on real GFS2 it is not needed.
+
+Everything the lab starts runs inside its namespaces; `down` kills every PID in them
+(`ip netns pids`) and deletes them, so it stops exactly what it started, also after a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NODES = ("kvm1", "kvm2", "kvm3")
+BRIDGE_NS = "kvmlab-br"
+NET = "10.213.0"
+BASE = Path(os.environ.get("KVM_WARDEN_LAB_DIR", "/var/tmp/kvm-warden-lab"))
+STORAGE = Path("/kvm/storage")
+VMS = (("web01", 5901), ("web02", 5902), ("db01", 5903))
+ROOT = Path(__file__).resolve().parent.parent.parent
+AGENT_PORT = 9820
+
+COROSYNC_CONF = """totem {
+    version: 2
+    cluster_name: kvm_cluster
+    transport: knet
+    crypto_cipher: none
+    crypto_hash: none
+    token: 1000
+}
+nodelist {
+%s
+}
+quorum {
+    provider: corosync_votequorum
+}
+logging {
+    to_logfile: yes
+    logfile: /var/log/pacemaker/corosync.log
+    to_syslog: no
+}
+"""
+
+SEED_CIB = """<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.8" epoch="1" num_updates="0"
+ admin_epoch="0"><configuration><crm_config><cluster_property_set id="cib-bootstrap-options">
+<nvpair id="cib-bootstrap-options-dc-deadtime" name="dc-deadtime" value="5s"/>
+<nvpair id="cib-bootstrap-options-stonith-enabled" name="stonith-enabled" value="false"/>
+<nvpair id="cib-bootstrap-options-no-quorum-policy" name="no-quorum-policy" value="freeze"/>
+<nvpair id="cib-bootstrap-options-cluster-recheck-interval" name="cluster-recheck-interval"
+ value="1min"/>
+</cluster_property_set></crm_config><nodes/><resources/><constraints/></configuration><status/>
+</cib>
+"""
+
+QEMU_CONF = """user = "root"
+group = "root"
+dynamic_ownership = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+remember_owner = 0
+"""
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 60, **kw: object
+       ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check,
+                          timeout=timeout, **kw)  # type: ignore[call-overload]
+
+
+def node_ip(node: str) -> str:
+    return f"{NET}.{NODES.index(node) + 1}"
+
+
+def node_pid(node: str) -> int:
+    return int((BASE / node / "pid").read_text())
+
+
+def on(node: str, *argv: str, check: bool = True, timeout: float = 60
+       ) -> subprocess.CompletedProcess[str]:
+    """Run a command "on" a node: its network, mount and UTS namespaces (LAB.md)."""
+    pid = node_pid(node)
+    return sh("nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt",
+              f"--uts=/proc/{pid}/ns/uts", *argv, check=check, timeout=timeout)
+
+
+def netns_pids(ns: str) -> list[int]:
+    out = sh("ip", "netns", "pids", ns, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def down() -> None:
+    """Kill everything in the lab's namespaces and delete them (idempotent)."""
+    for node in NODES:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in netns_pids(node):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            if sig == signal.SIGTERM and netns_pids(node):
+                time.sleep(1.0)
+        sh("ip", "netns", "del", node, check=False)
+    sh("ip", "netns", "del", BRIDGE_NS, check=False)
+    state = BASE / "state.json"
+    if state.exists():
+        state.unlink()
+
+
+def kill_node(node: str) -> None:
+    """A node dies: every process of it, at once (kill -9), the namespace stays."""
+    for pid in netns_pids(node):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _network() -> None:
+    sh("ip", "netns", "add", BRIDGE_NS)
+    sh("ip", "-n", BRIDGE_NS, "link", "add", "br0", "type", "bridge")
+    sh("ip", "-n", BRIDGE_NS, "link", "set", "br0", "up")
+    for i, node in enumerate(NODES, start=1):
+        sh("ip", "netns", "add", node)
+        sh("ip", "-n", BRIDGE_NS, "link", "add", f"veth{i}", "type", "veth", "peer", "name",
+           "eth0", "netns", node)
+        sh("ip", "-n", BRIDGE_NS, "link", "set", f"veth{i}", "master", "br0", "up")
+        sh("ip", "-n", node, "addr", "add", f"{NET}.{i}/24", "dev", "eth0")
+        sh("ip", "-n", node, "link", "set", "eth0", "up")
+        sh("ip", "-n", node, "link", "set", "lo", "up")
+
+
+def _node_files(node: str) -> Path:
+    d = BASE / node
+    for sub in ("corosync-etc", "corosync-lib", "cib", "pengine", "blackbox", "cores", "log",
+                "libvirt-etc", "libvirt-lib", "libvirt-cache"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    for sub in ("cib", "pengine", "blackbox", "cores", "log"):
+        shutil.chown(d / sub, "hacluster", "haclient")
+    (d / "cib").chmod(0o750)
+    nodes = "\n".join(
+        f"    node {{\n        name: {n}\n        nodeid: {i}\n        ring0_addr: {NET}.{i}\n    }}"
+        for i, n in enumerate(NODES, start=1))
+    (d / "corosync-etc" / "corosync.conf").write_text(COROSYNC_CONF % nodes)
+    cib = d / "cib" / "cib.xml"
+    for stale in (d / "cib").glob("*"):
+        stale.unlink()
+    cib.write_text(SEED_CIB)
+    shutil.chown(cib, "hacluster", "haclient")
+    cib.chmod(0o600)
+    etc = d / "libvirt-etc"
+    shutil.copytree("/etc/libvirt", etc, dirs_exist_ok=True)
+    (etc / "qemu.conf").write_text(QEMU_CONF)
+    (etc / "libvirtd.conf").write_text(
+        f'listen_tcp = 1\nlisten_tls = 0\nlisten_addr = "{node_ip(node)}"\nauth_tcp = "none"\n'
+        'auth_unix_rw = "none"\nauth_unix_ro = "none"\n')
+    (d / "hosts").write_text("127.0.0.1 localhost\n" + "".join(
+        f"{node_ip(n)} {n}\n" for n in NODES))
+    return d
+
+
+def _start_node(node: str) -> None:
+    d = _node_files(node)
+    binds = [
+        (d / "corosync-etc", "/etc/corosync"), (d / "corosync-lib", "/var/lib/corosync"),
+        (d / "cib", "/var/lib/pacemaker/cib"), (d / "pengine", "/var/lib/pacemaker/pengine"),
+        (d / "blackbox", "/var/lib/pacemaker/blackbox"),
+        (d / "cores", "/var/lib/pacemaker/cores"), (d / "log", "/var/log/pacemaker"),
+        (d / "libvirt-etc", "/etc/libvirt"), (d / "libvirt-lib", "/var/lib/libvirt"),
+        (d / "libvirt-cache", "/var/cache/libvirt"), (d / "hosts", "/etc/hosts"),
+        (BASE / "storage", str(STORAGE)),
+    ]
+    script = "set -e\n" + f"hostname {node}\n" + (
+        "mount -t tmpfs tmpfs /run\nmount -t tmpfs tmpfs /dev/shm\n"
+        "mkdir -p /run/pacemaker /run/libvirt /run/resource-agents /run/corosync "
+        "/var/log/pacemaker /run/kvm-warden\n"
+        "chown hacluster:haclient /run/pacemaker\n"
+    ) + "".join(f"mount --bind {src} {dst}\n" for src, dst in binds) + (
+        "virtlogd &\n"
+        "libvirtd --listen &\n"
+        "corosync -f &\n"
+        "sleep 1.5\n"
+        "exec /usr/sbin/pacemakerd\n"
+    )
+    (d / "start.sh").write_text(script)
+    log = open(d / "node.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", node, "unshare", "-m", "-u", "--propagation", "private", "sh",
+         str(d / "start.sh")], stdout=log, stderr=log, start_new_session=True)
+    (d / "pid").write_text(str(proc.pid))
+
+
+def _wait(what: str, cond, timeout: float, logs: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except (subprocess.SubprocessError, OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-1500:]}" for p in logs
+                      if p.exists())
+    raise SystemExit(f"lab: {what} not ready after {timeout:.0f} s\n{tails}")
+
+
+def _guest_xml(name: str, port: int) -> str:
+    # VirtualDomain finds the name with a line match: <name> must stand on its own line.
+    return (
+        "<domain type='kvm'>\n"
+        f"  <name>{name}</name>\n"
+        "  <memory unit='MiB'>64</memory>\n  <vcpu>1</vcpu>\n"
+        "  <os><type arch='x86_64' machine='pc'>hvm</type></os>\n"
+        "  <devices>\n"
+        f"    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{STORAGE}/{name}.qcow2'/><target dev='vda' bus='virtio'/></disk>\n"
+        f"    <graphics type='vnc' port='{port}' autoport='no' listen='127.0.0.1'/>\n"
+        "    <memballoon model='none'/>\n"
+        "  </devices>\n</domain>\n")
+
+
+def _storage() -> None:
+    st = BASE / "storage"
+    st.mkdir(parents=True, exist_ok=True)
+    STORAGE.mkdir(parents=True, exist_ok=True)  # the mountpoint the nodes bind over
+    for name, port in VMS:
+        disk = st / f"{name}.qcow2"
+        if not disk.exists():
+            sh("qemu-img", "create", "-f", "qcow2", str(disk), "64M")
+        (st / f"{name}.xml").write_text(_guest_xml(name, port))
+
+
+def _resources(with_db_deps: bool = False) -> None:
+    """The seed's cluster: the storage chain and VirtualDomain VMs, as an operator makes it
+    with pcs; vm-db01 lacks its GFS2 order/colocation, as in the seed's own example."""
+    pcs = ["pcs"]
+    for rid in ("dlm", "clvmd", "gfs2_res01"):
+        on("kvm1", *pcs, "resource", "create", rid, "ocf:pacemaker:Dummy",
+           "op", "monitor", "interval=10s", "clone", "interleave=true")
+    on("kvm1", *pcs, "constraint", "order", "start", "dlm-clone", "then", "clvmd-clone")
+    on("kvm1", *pcs, "constraint", "colocation", "add", "clvmd-clone", "with", "dlm-clone")
+    on("kvm1", *pcs, "constraint", "order", "start", "clvmd-clone", "then", "gfs2_res01-clone")
+    on("kvm1", *pcs, "constraint", "colocation", "add", "gfs2_res01-clone", "with", "clvmd-clone")
+    for i, (name, _) in enumerate(VMS):
+        rid = f"vm-{name}"
+        on("kvm1", *pcs, "resource", "create", rid, "ocf:heartbeat:VirtualDomain",
+           f"config={STORAGE}/{name}.xml", "hypervisor=qemu:///system",
+           "migration_transport=tcp", "migrate_options=--unsafe",
+           "meta", "allow-migrate=true", "resource-stickiness=100",
+           "op", "start", "timeout=90s", "op", "stop", "timeout=90s",
+           "op", "migrate_to", "timeout=120s", "op", "migrate_from", "timeout=120s",
+           "op", "monitor", "interval=5s", "timeout=30s")
+        on("kvm1", *pcs, "constraint", "location", rid, "prefers", f"{NODES[i]}=50")
+        if name != "db01" or with_db_deps:
+            on("kvm1", *pcs, "constraint", "order", "start", "gfs2_res01-clone", "then", rid)
+            on("kvm1", *pcs, "constraint", "colocation", "add", rid, "with", "gfs2_res01-clone")
+
+
+def vms_running() -> dict[str, list[str]]:
+    out = on("kvm1", "crm_mon", "-1", "--output-as=xml", check=False).stdout
+    from lxml import etree
+
+    placed: dict[str, list[str]] = {}
+    try:
+        root = etree.fromstring(out.encode())
+    except etree.XMLSyntaxError:
+        return placed
+    for r in root.iter("resource"):
+        if r.get("resource_agent", "").endswith("VirtualDomain") and r.get("active") == "true":
+            placed[str(r.get("id"))] = [str(n.get("name")) for n in r.iter("node")]
+    return placed
+
+
+def up(timeout: float = 180.0) -> dict[str, object]:
+    started = time.monotonic()
+    if os.geteuid() != 0:
+        raise SystemExit("lab: needs root (namespaces, bridge)")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        raise SystemExit("lab: /dev/kvm is not usable")
+    down()  # a lab left by a crash is cleaned first
+    BASE.mkdir(parents=True, exist_ok=True)
+    _storage()
+    _network()
+    for node in NODES:
+        _start_node(node)
+    logs = [BASE / n / "node.log" for n in NODES] + [BASE / n / "log" / "corosync.log"
+                                                       for n in NODES]
+    _wait("3 nodes online with a DC",
+          lambda: "Online: [ kvm1 kvm2 kvm3 ]" in on("kvm1", "crm_mon", "-1", check=False).stdout,
+          timeout, logs)
+    _resources()
+    _wait("3 VMs running", lambda: len(vms_running()) == len(VMS), timeout, logs)
+    info = {"nodes": list(NODES), "seconds": round(time.monotonic() - started, 1),
+            "vms": vms_running(), "base": str(BASE)}
+    (BASE / "state.json").write_text(json.dumps(info))
+    return info
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="kvm-warden-lab", description=__doc__.split("\n\n")[0])
+    p.add_argument("action", choices=["up", "down", "status"])
+    args = p.parse_args()
+    if args.action == "up":
+        print(json.dumps(up(), indent=1))
+    elif args.action == "down":
+        down()
+        print("lab: down")
+    else:
+        print(on("kvm1", "crm_mon", "-1").stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
