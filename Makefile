@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck unit deps venv clean
+.PHONY: test demo bench lint typecheck unit deps venv clean lab-up lab-down
 
 deps:
 	@scripts/install-deps.sh
@@ -40,3 +40,9 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+lab-up: venv
+	$(BIN)/python -m tests.lab.lab up --with-warden config/desired-state.example.yaml
+
+lab-down:
+	$(BIN)/python -m tests.lab.lab down

@@ -317,9 +317,13 @@ def up(timeout: float = 180.0) -> dict[str, object]:
 def main() -> int:
     p = argparse.ArgumentParser(prog="kvm-warden-lab", description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--with-warden", metavar="DESIRED", help="also start agents + controller")
     args = p.parse_args()
     if args.action == "up":
         print(json.dumps(up(), indent=1))
+        if args.with_warden:
+            start_warden(Path(args.with_warden))
+            print(f"kvm-warden: agents on every node, controller on kvm1; logs in {BASE}")
     elif args.action == "down":
         down()
         print("lab: down")
@@ -330,3 +334,79 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- kvm-warden in the lab: an agent on every node, the controller on kvm1 --------------------
+
+def _keys() -> None:
+    from controller.bus import generate_keys
+
+    keys, allow_agents, allow_ctl = BASE / "keys", BASE / "allow-agents", BASE / "allow-controller"
+    for d in (keys, allow_agents, allow_ctl):
+        d.mkdir(parents=True, exist_ok=True)
+    for name in (*NODES, "controller"):
+        if not (keys / f"{name}.key_secret").exists():
+            generate_keys(keys, name)
+    shutil.copy(keys / "controller.key", allow_agents / "controller.key")
+    for node in NODES:
+        shutil.copy(keys / f"{node}.key", allow_ctl / f"{node}.key")
+
+
+def _spawn(node: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    pid = node_pid(node)
+    log = open(BASE / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        ["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt",
+         f"--uts=/proc/{pid}/ns/uts", *argv], stdout=log, stderr=log, cwd=ROOT,
+        start_new_session=True)
+
+
+def start_agent(node: str) -> subprocess.Popen[bytes]:
+    keys = BASE / "keys"
+    return _spawn(node, f"agent-{node}", [
+        sys.executable, "-m", "controller.cli", "agent", "--node", node,
+        "--bind", f"tcp://{node_ip(node)}:{AGENT_PORT}", "--libvirt-uri", "qemu:///system",
+        "--keys", str(keys / f"{node}.key_secret"), "--allow", str(BASE / "allow-agents")])
+
+
+def start_controller(desired: Path, http_port: int = 9810) -> subprocess.Popen[bytes]:
+    keys = BASE / "keys"
+    agents = [a for n in NODES for a in ("--agent", f"{n}=tcp://{node_ip(n)}:{AGENT_PORT}")]
+    return _spawn("kvm1", "controller", [
+        sys.executable, "-m", "controller.cli", "controller", "--desired", str(desired),
+        "--keys", str(keys / "controller.key_secret"), "--allow", str(BASE / "allow-controller"),
+        "--alerts", "/run/kvm-warden/alerts.sock", "--http-host", "127.0.0.1",
+        "--http-port", str(http_port), *agents])
+
+
+def start_warden(desired: Path) -> dict[str, subprocess.Popen[bytes]]:
+    _keys()
+    procs = {f"agent-{n}": start_agent(n) for n in NODES}
+    procs["controller"] = start_controller(desired)
+    return procs
+
+
+def warden_get(path: str, port: int = 9810) -> str:
+    """GET from the controller's HTTP port, which listens inside kvm1's network namespace."""
+    code = ("import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+            f"'http://127.0.0.1:{port}{path}', timeout=10).read().decode())")
+    return on("kvm1", sys.executable, "-c", code, check=False).stdout
+
+
+def audit_records(name: str = "controller") -> list[dict[str, object]]:
+    out = []
+    path = BASE / f"{name}.log"
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    return out
+
+
+def restart_node(node: str) -> None:
+    """Start a killed node again in its namespace (fresh runtime dirs, same state dirs)."""
+    kill_node(node)
+    _start_node(node)
