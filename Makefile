@@ -30,6 +30,9 @@ unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
 demo: venv
+	$(BIN)/python -m tests.lab.demo
+
+demo-simulated: venv
 	$(BIN)/kvm-warden run --simulate
 
 bench: venv

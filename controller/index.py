@@ -32,6 +32,7 @@ class ClusterIndex:
     running: Mapping[str, tuple[str, ...]]  # resource id (primitive or collective) -> nodes
     failed: frozenset[str]
     migrating: frozenset[str]
+    transitioning: frozenset[str]  # an operation in flight: Starting, Stopping, Migrating...
     unmanaged: frozenset[str]
     properties: Mapping[str, str]  # explicitly set in the CIB (crm_mon's defaults when no CIB)
     location: Mapping[str, LocationConstraint]
@@ -68,6 +69,7 @@ def build_index(observed: ObservedState) -> ClusterIndex:
     running: dict[str, list[str]] = {}
     failed: set[str] = set()
     migrating: set[str] = set()
+    transitioning: set[str] = set()
     unmanaged: set[str] = set()
     for r in status.resources:
         ids = [r.id]
@@ -81,6 +83,9 @@ def build_index(observed: ObservedState) -> ClusterIndex:
                 running.setdefault(rid, []).extend(r.nodes)
         if r.failed:
             failed.add(r.id)
+        if r.pending or r.role not in ("Started", "Stopped", "Promoted", "Unpromoted", "Master",
+                                       "Slave"):
+            transitioning.add(r.id)
         if not r.managed:
             unmanaged.add(r.id)
         # crm_mon shows a pending migrate_to/from as role "Migrating"; a primitive active on two
@@ -131,7 +136,12 @@ def build_index(observed: ObservedState) -> ClusterIndex:
 
     domains_running: dict[str, list[str]] = {}
     domain_disks: dict[str, set[str]] = {}
+    # A listing from a node Pacemaker sees offline, or from an agent gone silent, is history:
+    # trusting it would report a VM that Pacemaker recovered elsewhere as running twice.
+    online = {n for n, st in status.nodes.items() if st.online}
     for node, doms in observed.domains.items():
+        if (status.nodes and node not in online) or node in observed.stale:
+            continue
         for name, dom in doms.items():
             if _domain_active(dom):
                 domains_running.setdefault(name, []).append(node)
@@ -151,6 +161,7 @@ def build_index(observed: ObservedState) -> ClusterIndex:
         running={k: tuple(sorted(set(v))) for k, v in running.items()},
         failed=frozenset(failed),
         migrating=frozenset(migrating),
+        transitioning=frozenset(transitioning),
         unmanaged=frozenset(unmanaged),
         properties=dict(cib.properties) if cib else dict(status.properties),
         location=location,

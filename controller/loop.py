@@ -28,6 +28,10 @@ from reconcilers.all import plan_all
 from reconcilers.health import CleanupHistory
 
 DEBOUNCE_SECONDS = 0.2
+# libvirt's events and crm_mon's snapshot are not taken at the same instant: during a start or
+# a migration one may show the guest where the other does not yet. A placement mismatch is
+# reported only once it has lasted this long (Pacemaker's own monitor interval is seconds).
+FINDING_PERSIST_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ class Controller:
     last: PassResult | None = None
     last_observed: ObservedState | None = None
     last_rows: list[dict[str, Any]] = field(default_factory=list)
+    _finding_since: dict[tuple[str, str], float] = field(default_factory=dict)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -167,6 +172,7 @@ class Controller:
         index = build_index(observed)
         observed_at = min(observed.observed_at.values()) if observed.observed_at else t
         decisions, findings = decide(index, desired, self.guard, self.history, t, observed_at)
+        findings = self._persistent(findings, t)
         self.last_rows = vm_rows(observed, desired)  # /status serves these until the next pass
         metrics.update_vms(self.last_rows, index.fail_counts)
         metrics.STORAGE_DEPS_MISSING.set(sum(
@@ -206,6 +212,21 @@ class Controller:
                 self._wake.set()  # re-observe soon: the next pass sees what the change did
         return self._finish(
             PassResult(decisions, findings, tuple(outcomes), conflict), started)
+
+    def _persistent(self, findings: tuple[Finding, ...], now: float) -> tuple[Finding, ...]:
+        """Drop placement findings (health, critical) younger than FINDING_PERSIST_SECONDS."""
+        keep, seen = [], set()
+        for f in findings:
+            if f.reconciler != "health" or f.message.startswith("circuit open"):
+                keep.append(f)
+                continue
+            key = (f.subject, f.message)
+            seen.add(key)
+            first = self._finding_since.setdefault(key, now)
+            if now - first >= FINDING_PERSIST_SECONDS:
+                keep.append(f)
+        self._finding_since = {k: v for k, v in self._finding_since.items() if k in seen}
+        return tuple(keep)
 
     def _audit(self, o: Outcome) -> None:
         metrics.APPLIED.labels(kind=type(o.action).__name__,

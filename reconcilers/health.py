@@ -99,7 +99,7 @@ def plan(
         for vm in desired.vms:
             rid = vm.resource_id
             on = index.domains_running.get(vm.name, ())
-            if not on or rid in index.migrating:
+            if not on or rid in index.migrating or rid in index.transitioning:
                 continue
             placed = set(index.running.get(rid, ()))
             if len(on) > 1:

@@ -297,6 +297,8 @@ def up(timeout: float = 180.0) -> dict[str, object]:
         raise SystemExit("lab: /dev/kvm is not usable")
     down()  # a lab left by a crash is cleaned first
     BASE.mkdir(parents=True, exist_ok=True)
+    for old in BASE.glob("*.log"):  # logs of the previous lab (kept after down for reading)
+        old.unlink()
     _storage()
     _network()
     for node in NODES:
