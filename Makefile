@@ -40,6 +40,7 @@ bench: venv
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/scrape.py
+	$(BIN)/python bench/lab.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
