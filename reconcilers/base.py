@@ -38,6 +38,26 @@ class PlanBuilder:
         return Plan(tuple(self.actions), tuple(self.findings))
 
 
+def remove_stale(out: PlanBuilder, index: ClusterIndex, owned: tuple[str, ...], wanted: set[str],
+                 why: str) -> None:
+    """Plan the removal of this reconciler's own constraints that nothing asks for any more.
+
+    Only ids with the reconciler's own prefixes are candidates: kvm-warden never removes a
+    constraint somebody else made (leftover cli-* constraints are handled by placement)."""
+    from controller.actions import RemoveConstraint
+
+    tables: list[dict[str, str | None]] = [
+        {cid: c.rsc for cid, c in index.location.items()},
+        {cid: c.then for cid, c in index.order.items()},
+        {cid: c.rsc for cid, c in index.colocation.items()},
+    ]
+    for table in tables:
+        for cid, rsc in sorted(table.items()):
+            if cid.startswith(owned) and cid not in wanted:
+                out.actions.append(RemoveConstraint(reconciler=out.reconciler, id=cid, rsc=rsc,
+                                                    why=why))
+
+
 class Reconciler(Protocol):
     name: str
 

@@ -13,7 +13,7 @@ from controller.actions import AddColocation, RemoveConstraint, SetAllowedNodes,
 from controller.desired import DesiredState
 from controller.index import ClusterIndex
 from controller.model import LocationConstraint
-from reconcilers.base import Plan, PlanBuilder
+from reconcilers.base import Plan, PlanBuilder, remove_stale
 
 NAME = "placement"
 OWNED = ("warden-prefer-", "warden-allowed-", "warden-anti-")
@@ -101,14 +101,7 @@ def plan(index: ClusterIndex, desired: DesiredState, only: frozenset[str] | None
 
     if only is not None:
         return out.build()
-    for cid, c in sorted(index.location.items()):
-        if cid.startswith(OWNED) and cid not in wanted:
-            out.actions.append(RemoveConstraint(reconciler=NAME, id=cid, rsc=c.rsc,
-                                                why="no longer asked for by the desired state"))
-    for cid, cc in sorted(index.colocation.items()):
-        if cid.startswith(OWNED) and cid not in wanted:
-            out.actions.append(RemoveConstraint(reconciler=NAME, id=cid, rsc=cc.rsc,
-                                                why="no longer asked for by the desired state"))
+    remove_stale(out, index, OWNED, wanted, "no longer asked for by the desired state")
 
     if desired.policy.clear_move_leftovers:
         managed = {vm.resource_id for vm in desired.vms}

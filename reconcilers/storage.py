@@ -10,10 +10,10 @@ hence no-quorum-policy=freeze unless the file sets it.
 
 from __future__ import annotations
 
-from controller.actions import AddColocation, AddOrder, RemoveConstraint, SetProperty
+from controller.actions import AddColocation, AddOrder, SetProperty
 from controller.desired import DesiredState
 from controller.index import ClusterIndex
-from reconcilers.base import Plan, PlanBuilder, under
+from reconcilers.base import Plan, PlanBuilder, remove_stale, under
 
 NAME = "storage"
 OWNED = ("warden-order-", "warden-colo-")
@@ -88,12 +88,5 @@ def plan(index: ClusterIndex, desired: DesiredState, only: frozenset[str] | None
                 reconciler=NAME, name="no-quorum-policy", value="freeze",
                 why=f"GFS2 storage is declared; no-quorum-policy is {current or '(default: stop)'}"))
 
-    for cid, c in sorted(index.order.items()):
-        if cid.startswith(OWNED) and cid not in wanted:
-            out.actions.append(RemoveConstraint(reconciler=NAME, id=cid, rsc=c.then,
-                                                why="no longer needed by any declared storage"))
-    for cid, cc in sorted(index.colocation.items()):
-        if cid.startswith(OWNED) and cid not in wanted:
-            out.actions.append(RemoveConstraint(reconciler=NAME, id=cid, rsc=cc.rsc,
-                                                why="no longer needed by any declared storage"))
+    remove_stale(out, index, OWNED, wanted, "no longer needed by any declared storage")
     return out.build()

@@ -219,6 +219,7 @@ def test_libvirtd_restart_gives_no_false_vm_gone_action(cluster: Lab) -> None:
 
 def test_node_loss_moves_vms_and_the_controller_sees_it(cluster: Lab) -> None:
     wait_for("converged", converged, 90)
+    acted = len(audits())
     killed = time.monotonic()
     lab.kill_node("kvm3")
     wait_for("kvm3 offline in kvm-warden's metrics",
@@ -226,6 +227,8 @@ def test_node_loss_moves_vms_and_the_controller_sees_it(cluster: Lab) -> None:
     print(f"node loss -> controller aware: {time.monotonic() - killed:.1f} s")
     wait_for("db01 runs on a survivor",
              lambda: lab.vms_running().get("vm-db01", ["kvm3"])[0] in ("kvm1", "kvm2"), 60)
+    # Pacemaker did the recovery; kvm-warden took no placement action while it did.
+    assert len(audits()) == acted, [a["action"] for a in audits()[acted:]]
     lab.restart_node("kvm3")
     wait_for("kvm3 back", lambda: metric("kvm_warden_node_online", node="kvm3") == 1, 90)
 

@@ -37,6 +37,10 @@ BASE = Path(os.environ.get("KVM_WARDEN_LAB_DIR", "/var/tmp/kvm-warden-lab"))
 STORAGE = Path("/kvm/storage")
 VMS = (("web01", 5901), ("web02", 5902), ("db01", 5903))
 ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.realdaemons import QEMU_CONF  # noqa: E402  (the lab's qemu.conf, see LAB.md)
+
 AGENT_PORT = 9820
 
 COROSYNC_CONF = """totem {
@@ -71,13 +75,6 @@ SEED_CIB = """<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.8" epoch=
 </cib>
 """
 
-QEMU_CONF = """user = "root"
-group = "root"
-dynamic_ownership = 0
-security_driver = "none"
-cgroup_controllers = [ ]
-remember_owner = 0
-"""
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 60, **kw: object
