@@ -48,6 +48,7 @@ class PassResult:
     conflict: bool = False
     error: str | None = None
     duration: float = 0.0
+    scope: str = "full"
 
     @property
     def pending(self) -> bool:
@@ -56,14 +57,14 @@ class PassResult:
 
 def decide(
     index: ClusterIndex, desired: DesiredState, guard: Guard, history: CleanupHistory,
-    now: float, observed_at: float | None,
+    now: float, observed_at: float | None, only: frozenset[str] | None = None,
 ) -> tuple[tuple[Decision, ...], tuple[Finding, ...]]:
     """Plan with every reconciler and put each action before the guard.
 
     Admitted actions are recorded at once, so that rate limits and the migration ceiling hold
     within one pass too (five moves with max_concurrent_migrations=2: two admitted, three not).
     """
-    plan = plan_all(index, desired, history, now)
+    plan = plan_all(index, desired, history, now, only=only)
     decisions = []
     for action in plan.actions:
         verdict = guard.admit(action, index, desired.policy, now, observed_at)
@@ -136,12 +137,19 @@ class Controller:
     actuator: PacemakerActuator
     desired: DesiredStore
     after_apply: Callable[[], None] | None = None  # the simulated cluster "reacts" here
+    # Merges the latest bus state (libvirt, corosync, mounts) into a held observation: lets a
+    # burst of libvirt events be planned without running crm_mon again (DESIGN.md section 2).
+    refresh: Callable[[ObservedState], ObservedState] | None = None
     guard: Guard = field(default_factory=Guard)
     history: CleanupHistory = field(default_factory=CleanupHistory)
     last: PassResult | None = None
     last_observed: ObservedState | None = None
     last_rows: list[dict[str, Any]] = field(default_factory=list)
+    last_raw: bytes | None = None
     _finding_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    _dirty: set[str] = field(default_factory=set)
+    _full: bool = True
+    _dirty_lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -151,28 +159,54 @@ class Controller:
     def wake(self) -> None:
         self._wake.set()
 
+    def mark(self, changed: frozenset[str]) -> None:
+        """Objects an event changed (the store's change keys): the next pass's dirty set."""
+        with self._dirty_lock:
+            self._dirty |= changed
+            # Alerts mean Pacemaker acted: only crm_mon tells what it did. Quorum and mounts
+            # change what the guard and storage see cluster-wide.
+            if any(k.startswith(("alert:", "quorum:", "mounts:")) for k in changed):
+                self._full = True
+        self._wake.set()
+
+    def _take_dirty(self) -> tuple[bool, frozenset[str]]:
+        with self._dirty_lock:
+            full, dirty = self._full, frozenset(self._dirty)
+            self._full, self._dirty = False, set()
+        return full, dirty
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
 
-    def run_pass(self, now: float | None = None) -> PassResult:
+    def run_pass(self, now: float | None = None, only: frozenset[str] | None = None
+                 ) -> PassResult:
+        """One pass. `only`: VM names dirtied by libvirt events -- plan just those, on the
+        held crm_mon observation refreshed with the bus state (no crm_mon run)."""
         started = time.monotonic()
         desired = self.desired.current
         if desired is None:
             return self._finish(PassResult((), (), error="no valid desired state"), started)
-        try:
-            observed, raw = self.observe()
-        except WardenError as exc:
-            metrics.PROBE_ERRORS.labels(probe="pacemaker").inc()
-            self.log.error("observe_failed", error=str(exc))
-            return self._finish(PassResult((), (), error=str(exc)), started)
-        self.last_observed = observed
+        if only is not None and self.last_observed is not None and self.refresh is not None:
+            observed, raw = self.refresh(self.last_observed), self.last_raw
+        else:
+            only = None
+            try:
+                observed, raw = self.observe()
+            except WardenError as exc:
+                metrics.PROBE_ERRORS.labels(probe="pacemaker").inc()
+                self.log.error("observe_failed", error=str(exc))
+                return self._finish(PassResult((), (), error=str(exc)), started)
+        self.last_observed, self.last_raw = observed, raw
         metrics.update_cluster(observed)
         t = now if now is not None else time.time()
         index = build_index(observed)
-        observed_at = min(observed.observed_at.values()) if observed.observed_at else t
-        decisions, findings = decide(index, desired, self.guard, self.history, t, observed_at)
-        findings = self._persistent(findings, t)
+        # Freshness is that of Pacemaker's view, which every action is planned on; a dead
+        # node's silent agent is the stale list's business, not a reason to freeze.
+        observed_at = observed.observed_at.get("pacemaker", t)
+        decisions, findings = decide(index, desired, self.guard, self.history, t, observed_at,
+                                     only)
+        findings = self._persistent(findings, t, prune=only is None)
         self.last_rows = vm_rows(observed, desired)  # /status serves these until the next pass
         metrics.update_vms(self.last_rows, index.fail_counts)
         metrics.STORAGE_DEPS_MISSING.set(sum(
@@ -198,6 +232,7 @@ class Controller:
                 conflict = True
                 metrics.CIB_CONFLICTS.inc()
                 self.log.warning("cib_conflict", error=str(exc))
+                self._full = True
                 self._wake.set()  # re-read and re-plan at once
             except WardenError as exc:
                 metrics.ACTUATOR_ERRORS.inc()
@@ -209,11 +244,14 @@ class Controller:
             if any(o.applied for o in outcomes):
                 if self.after_apply:
                     self.after_apply()
+                self._full = True
                 self._wake.set()  # re-observe soon: the next pass sees what the change did
         return self._finish(
-            PassResult(decisions, findings, tuple(outcomes), conflict), started)
+            PassResult(decisions, findings, tuple(outcomes), conflict,
+                       scope="full" if only is None else "incremental"), started)
 
-    def _persistent(self, findings: tuple[Finding, ...], now: float) -> tuple[Finding, ...]:
+    def _persistent(self, findings: tuple[Finding, ...], now: float, prune: bool = True
+                    ) -> tuple[Finding, ...]:
         """Drop placement findings (health, critical) younger than FINDING_PERSIST_SECONDS."""
         keep, seen = [], set()
         for f in findings:
@@ -225,7 +263,8 @@ class Controller:
             first = self._finding_since.setdefault(key, now)
             if now - first >= FINDING_PERSIST_SECONDS:
                 keep.append(f)
-        self._finding_since = {k: v for k, v in self._finding_since.items() if k in seen}
+        if prune:  # an incremental pass sees only its VMs: it cannot clear the others
+            self._finding_since = {k: v for k, v in self._finding_since.items() if k in seen}
         return tuple(keep)
 
     def _audit(self, o: Outcome) -> None:
@@ -244,8 +283,8 @@ class Controller:
     def _finish(self, result: PassResult, started: float) -> PassResult:
         duration = time.monotonic() - started
         result = PassResult(result.decisions, result.findings, result.outcomes, result.conflict,
-                            result.error, duration)
-        metrics.PASSES.labels(result="error" if result.error else "ok").inc()
+                            result.error, duration, result.scope)
+        metrics.PASSES.labels(result="error" if result.error else "ok", scope=result.scope).inc()
         metrics.PASS_DURATION.observe(duration)
         metrics.LAST_PASS.set(time.time())
         metrics.DRIFT.clear()
@@ -264,13 +303,21 @@ class Controller:
             now = time.monotonic()
             if changed or self._wake.is_set() or now >= next_resync:
                 self._wake.clear()
-                result = self.run_pass()
+                full, dirty = self._take_dirty()
+                domains = frozenset(k.split(":", 1)[1] for k in dirty if k.startswith("domain:"))
+                if full or changed or now >= next_resync or self.last_observed is None:
+                    result = self.run_pass()
+                    period = (self.desired.current.policy.resync_seconds
+                              if self.desired.current else 30)
+                    next_resync = time.monotonic() + period
+                elif domains:
+                    result = self.run_pass(only=domains)
+                else:
+                    continue
                 if on_pass:
                     on_pass(result)
                 done += 1
                 if passes and done >= passes:
                     return
-                period = self.desired.current.policy.resync_seconds if self.desired.current else 30
-                next_resync = time.monotonic() + period
             if self._wake.wait(timeout=1.0):  # also polls the desired file once a second
                 time.sleep(DEBOUNCE_SECONDS)  # a burst of events becomes one pass

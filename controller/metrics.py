@@ -79,8 +79,9 @@ ACTIONS = Counter("kvm_warden_actions_total", "Actions planned, by kind and guar
                   ["kind", "verdict"], registry=REGISTRY)
 APPLIED = Counter("kvm_warden_actions_applied_total", "Actions sent to the cluster, by outcome",
                   ["kind", "outcome"], registry=REGISTRY)
-PASSES = Counter("kvm_warden_reconcile_passes_total", "Reconcile passes", ["result"],
-                 registry=REGISTRY)
+PASSES = Counter("kvm_warden_reconcile_passes_total",
+                 "Reconcile passes: full (crm_mon) or incremental (bus events only)",
+                 ["result", "scope"], registry=REGISTRY)
 PASS_DURATION = Histogram("kvm_warden_reconcile_pass_duration_seconds",
                           "Duration of one reconcile pass (observe, plan, guard, apply)",
                           buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),

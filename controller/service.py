@@ -110,11 +110,19 @@ def run_service(
                 audit.logger(component="libvirt").warning("libvirt_unavailable", error=str(exc))
         return observed, raw
 
+    def refresh(observed: ObservedState) -> ObservedState:
+        """The held crm_mon/CIB observation with the bus's newer libvirt/corosync/mounts."""
+        bus = bus_store.state
+        return ObservedState(status=observed.status, cib=observed.cib, domains=bus.domains,
+                             quorum=bus.quorum, mounts=bus.mounts, stale=bus.stale,
+                             observed_at={**observed.observed_at, **bus.observed_at})
+
     controller = Controller(
         observe=observe,
         actuator=PacemakerActuator(str(sim.cib_file) if sim else cib_file),
         desired=store,
         after_apply=sim.settle if sim else None,
+        refresh=refresh if agent_specs and sim is None else None,
     )
 
     def status_doc() -> dict[str, Any]:
@@ -147,7 +155,7 @@ def run_service(
         print(summarize(result, controller), flush=True)
 
     # Events only wake the loop (debounced); the pass re-reads everything (level-triggered).
-    bus_store.listeners.append(lambda changed: controller.wake())
+    bus_store.listeners.append(controller.mark)
     signal.signal(signal.SIGTERM, lambda *_: controller.stop())
     try:
         controller.run_forever(passes=passes, on_pass=on_pass)

@@ -20,7 +20,8 @@ def plan_all(
     cluster-wide checks, removals and health run on the full passes (resync, crm_mon)."""
     if only is not None:
         return _dedupe(storage.plan(index, desired, only) + placement.plan(index, desired, only)
-                       + run_state.plan(index, desired, only))
+                       + run_state.plan(index, desired, only)
+                       + health.plan(index, desired, history or CleanupHistory(), now, only))
     return _dedupe(
         properties.plan(index, desired)
         + storage.plan(index, desired)

@@ -66,11 +66,16 @@ def _watched(index: ClusterIndex, desired: DesiredState) -> tuple[set[str], set[
 
 
 def plan(
-    index: ClusterIndex, desired: DesiredState, history: CleanupHistory, now: float
+    index: ClusterIndex, desired: DesiredState, history: CleanupHistory, now: float,
+    only: frozenset[str] | None = None,
 ) -> Plan:
+    """`only`: VMs dirtied by events; cleanups then wait for a full pass (they need crm_mon's
+    fail-counts), placement findings are checked for those VMs."""
     out = PlanBuilder(NAME)
     watched, members = _watched(index, desired)
     for (rid, node), count in sorted(index.fail_counts.items()):
+        if only is not None:
+            break
         if rid not in watched or count <= 0:
             continue
         n = index.nodes.get(node)
@@ -97,6 +102,8 @@ def plan(
 
     if index.observed.domains:
         for vm in desired.vms:
+            if only is not None and vm.name not in only:
+                continue
             rid = vm.resource_id
             on = index.domains_running.get(vm.name, ())
             if not on or rid in index.migrating or rid in index.transitioning:

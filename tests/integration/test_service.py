@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -109,3 +110,46 @@ def test_run_serves_metrics_status_and_readiness(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
+
+
+def test_libvirt_events_give_incremental_passes_and_alerts_full_ones(tmp_path: Path) -> None:
+    """DESIGN.md section 2: crm_mon on resync and after alerts, not per libvirt event."""
+    sim = SimulatedCluster(tmp_path.resolve() / "sim")
+    sim.create()
+    desired = tmp_path / "desired.yaml"
+    desired.write_text(embedded_desired())
+    store = DesiredStore(str(desired))
+    crm_mon_runs = []
+
+    def observe():  # type: ignore[no-untyped-def]
+        crm_mon_runs.append(time.time())
+        return sim.observe()
+
+    ctl = Controller(observe=observe, actuator=PacemakerActuator(str(sim.cib_file)),
+                     desired=store, after_apply=sim.settle, refresh=lambda o: o)
+    results = []
+    done = threading.Event()
+
+    def on_pass(r):  # type: ignore[no-untyped-def]
+        results.append(r)
+        if len(results) >= 5:
+            done.set()
+
+    t = threading.Thread(target=ctl.run_forever, kwargs={"on_pass": on_pass}, daemon=True)
+    t.start()
+    try:
+        deadline = time.time() + 30
+        while len(results) < 2 and time.time() < deadline:  # first pass applies, second settles
+            time.sleep(0.05)
+        runs = len(crm_mon_runs)
+        ctl.mark(frozenset({"domain:web01", "domain:db01"}))
+        while len(results) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        assert results[2].scope == "incremental" and len(crm_mon_runs) == runs
+        ctl.mark(frozenset({"alert:vm-web01"}))
+        while len(results) < 4 and time.time() < deadline:
+            time.sleep(0.05)
+        assert results[3].scope == "full" and len(crm_mon_runs) == runs + 1
+    finally:
+        ctl.stop()
+        t.join(timeout=10)
