@@ -28,79 +28,64 @@ class Action(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
         return None
 
 
-class SetLocation(Action, frozen=True, kw_only=True, tag="SetLocation"):
-    """`rsc_location` with a node and a score (prefer: positive score)."""
+class ConstraintAction(Action, frozen=True, kw_only=True):
+    """An action on one constraint, named by its id (the object cooldowns are kept for)."""
 
     id: str
+
+    @property
+    def key(self) -> str:
+        return f"constraint:{self.id}"
+
+
+class SetLocation(ConstraintAction, frozen=True, kw_only=True, tag="SetLocation"):
+    """`rsc_location` with a node and a score (prefer: positive score)."""
+
     rsc: str
     node: str
     score: str
 
     @property
-    def key(self) -> str:
-        return f"constraint:{self.id}"
-
-    @property
     def resource(self) -> str | None:
         return self.rsc
 
 
-class SetAllowedNodes(Action, frozen=True, kw_only=True, tag="SetAllowedNodes"):
+class SetAllowedNodes(ConstraintAction, frozen=True, kw_only=True, tag="SetAllowedNodes"):
     """A rule-based `rsc_location`: -INFINITY on every node whose name is not in `nodes`.
 
     One rule instead of one ban per node, so that a node that joins later is excluded too.
     """
 
-    id: str
     rsc: str
     nodes: tuple[str, ...]
-
-    @property
-    def key(self) -> str:
-        return f"constraint:{self.id}"
 
     @property
     def resource(self) -> str | None:
         return self.rsc
 
 
-class AddOrder(Action, frozen=True, kw_only=True, tag="AddOrder"):
-    id: str
+class AddOrder(ConstraintAction, frozen=True, kw_only=True, tag="AddOrder"):
     first: str
     then: str
     order_kind: str = "Mandatory"
-
-    @property
-    def key(self) -> str:
-        return f"constraint:{self.id}"
 
     @property
     def resource(self) -> str | None:
         return self.then
 
 
-class AddColocation(Action, frozen=True, kw_only=True, tag="AddColocation"):
-    id: str
+class AddColocation(ConstraintAction, frozen=True, kw_only=True, tag="AddColocation"):
     rsc: str
     with_rsc: str
     score: str
-
-    @property
-    def key(self) -> str:
-        return f"constraint:{self.id}"
 
     @property
     def resource(self) -> str | None:
         return self.rsc
 
 
-class RemoveConstraint(Action, frozen=True, kw_only=True, tag="RemoveConstraint"):
-    id: str
+class RemoveConstraint(ConstraintAction, frozen=True, kw_only=True, tag="RemoveConstraint"):
     rsc: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"constraint:{self.id}"
 
     @property
     def resource(self) -> str | None:

@@ -1,6 +1,6 @@
 """Running external tools: argument lists, a timeout on every call, stderr kept for errors.
 
-Never `shell=True`: every argument that comes from a file or the cluster is passed as one
+Never through a shell: every argument that comes from a file or the cluster is passed as one
 argv element, and names are validated (controller.names) before they get here.
 """
 
