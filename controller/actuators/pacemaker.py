@@ -136,8 +136,31 @@ class PacemakerActuator:
             if diff.returncode == 0:
                 return
             patch_path = Path(tmp, "patch.xml")
-            patch_path.write_bytes(without_positions(diff.stdout))
+            patch_path.write_bytes(self._rebase(without_positions(diff.stdout)))
             self._cibadmin_patch(patch_path)
+
+    def _rebase(self, patch: bytes) -> bytes:
+        """Let status churn through, stop on configuration changes.
+
+        Pacemaker refuses a patchset whose source version is older than the CIB, num_updates
+        included -- and num_updates moves with every status update (each operation result), so
+        on a busy cluster a patch computed a second ago would always be "older". Our patches
+        touch configuration only (admin_epoch/epoch), so: re-read the CIB's version just before
+        patching; a different epoch is a real conflict (re-plan); a different num_updates is
+        status, and the patch's source is moved to it.
+        """
+        root = etree.fromstring(patch)
+        source = root.find("version/source")
+        if source is None:
+            return patch
+        out = proc.run(["cibadmin", "--query", "--xpath", "/cib", "--no-children"],
+                       env=proc.tool_env(self.cib_file), timeout=TOOL_TIMEOUT)
+        now = etree.fromstring(out.stdout)
+        if (now.get("admin_epoch"), now.get("epoch")) != (source.get("admin_epoch"),
+                                                           source.get("epoch")):
+            raise CibConflict(["cibadmin"], "the CIB configuration changed since it was read")
+        source.set("num_updates", now.get("num_updates", "0"))
+        return etree.tostring(root)
 
     @_retry
     def _cibadmin_patch(self, patch_path: Path) -> None:

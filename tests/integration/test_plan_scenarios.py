@@ -312,3 +312,20 @@ def test_only_owned_or_leftover_constraints_are_ever_removed(tmp_path: Path) -> 
     decisions, _ = decide(build_index(observed), empty, Guard(), CleanupHistory(), time.time(),
                           None)
     assert not [d for d in decisions if isinstance(d.action, RemoveConstraint)]
+
+
+def test_status_churn_between_reading_and_patching_is_not_a_conflict(tmp_path: Path) -> None:
+    """num_updates moves with every operation result; only configuration changes conflict."""
+    work = tmp_path / "cib.xml"
+    shutil.copy(SEED, work)
+    observed, raw = observe_once(str(work))
+    now = time.time()
+    decisions, _ = decide(build_index(observed), load_desired(EXAMPLE), Guard(), CleanupHistory(),
+                          now, now)
+    # A transient node attribute: a status update, as the cluster makes all the time.
+    cibs.tool(["crm_attribute", "--node", "kvm1", "--name", "probe-seen", "--update", "1",
+               "--lifetime", "reboot"], work)
+    outcomes = PacemakerActuator(str(work)).apply([d.action for d in decisions], cib=raw)
+    assert outcomes and all(o.applied for o in outcomes)
+    assert "warden-prefer-vm-web01" in constraints(work)
+    assert 'name="probe-seen"' in work.read_text()  # the status update is kept, not overwritten
