@@ -69,7 +69,7 @@ def main() -> None:
         time.sleep(3)
 
         before = metric("kvm_warden_bus_events_total", 'kind="DomainLifecycle"')
-        pid = lab.on("kvm1", "pgrep", "-f", "guest=web01,").stdout.split()[0]
+        pid = lab.node_pids("kvm1", "guest=web01,")[0]
         lab.on("kvm1", "kill", "-9", pid)
         aware = until(lambda: metric("kvm_warden_bus_events_total",
                                      'kind="DomainLifecycle"') > before, 20)
@@ -97,7 +97,7 @@ def main() -> None:
               f"-> completed (guest running on kvm3): {time.monotonic() - edit:.2f} s")
         del done
 
-        ctl = int(lab.on("kvm1", "pgrep", "-f", "controller.cli controller").stdout.split()[0])
+        ctl = int(lab.node_pids("kvm1", "controller.cli controller")[0])
         time.sleep(5)
         cpu0, rss0 = proc_cpu_rss(ctl)
         time.sleep(args.idle_seconds)

@@ -101,7 +101,7 @@ def main() -> int:
         print(f"   desired state: {desired}   audit log: {work / 'controller.log'}")
 
         say("Story 1: web01's qemu process is killed (kill -9) on kvm1")
-        pid = lab.on("kvm1", "pgrep", "-f", "guest=web01,").stdout.split()[0]
+        pid = lab.node_pids("kvm1", "guest=web01,")[0]
         lab.on("kvm1", "kill", "-9", pid)
         seen = watch("Pacemaker restarted web01", lambda: "vm-web01" in lab.vms_running(), 60,
                      seen)

@@ -104,6 +104,17 @@ def netns_pids(ns: str) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def node_pids(node: str, pattern: str) -> list[str]:
+    """PIDs of this node's processes whose command line matches `pattern`.
+
+    The nodes share the host's PID namespace, so a bare `pgrep` "on" a node sees every node's
+    processes; the node's own are those in its network namespace.
+    """
+    mine = set(netns_pids(node))
+    out = sh("pgrep", "-f", pattern, check=False).stdout.split()
+    return [p for p in out if int(p) in mine]
+
+
 def down() -> None:
     """Kill everything in the lab's namespaces and delete them (idempotent)."""
     for node in NODES:
