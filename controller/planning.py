@@ -18,13 +18,21 @@ from controller.index import build_index
 from controller.loop import Decision, decide
 from controller.model import ObservedState
 from probes.pacemaker.cib import parse_cib
-from probes.pacemaker.read import read_status
+from probes.pacemaker.read import CibCache, read_status
 from reconcilers.all import ORDER
 from reconcilers.health import CleanupHistory
 
 
-def observe_once(cib_file: str | None) -> tuple[ObservedState, bytes]:
-    """The CIB bytes (the base of any patch) and crm_mon's status, read from the same source."""
+def observe_once(cib_file: str | None, cache: CibCache | None = None
+                 ) -> tuple[ObservedState, bytes]:
+    """The CIB bytes (the base of any patch) and crm_mon's status, read from the same source.
+
+    With a `cache` (the long-running controller), the CIB is re-read only when its
+    configuration version changed."""
+    if cache is not None:
+        cib, raw = cache.get()
+        status = read_status(cib_file)
+        return ObservedState(status=status, cib=cib, observed_at={"pacemaker": time.time()}), raw
     actuator = PacemakerActuator(cib_file)
     if cib_file is not None:
         try:

@@ -90,10 +90,14 @@ def run_service(
 
     store = DesiredStore(desired_path)
 
+    from probes.pacemaker.read import CibCache
+
+    cib_cache = CibCache(cib_file)
+
     def observe() -> tuple[ObservedState, bytes | None]:
         if sim is not None:
             return sim.observe()
-        observed, raw = observe_once(cib_file)
+        observed, raw = observe_once(cib_file, cib_cache)
         if agent_specs:
             bus = bus_store.state
             return ObservedState(

@@ -329,3 +329,20 @@ def test_status_churn_between_reading_and_patching_is_not_a_conflict(tmp_path: P
     assert outcomes and all(o.applied for o in outcomes)
     assert "warden-prefer-vm-web01" in constraints(work)
     assert 'name="probe-seen"' in work.read_text()  # the status update is kept, not overwritten
+
+
+def test_cib_is_reread_only_when_its_configuration_changed(tmp_path: Path) -> None:
+    from probes.pacemaker.read import CibCache
+
+    work = tmp_path / "cib.xml"
+    shutil.copy(SEED, work)
+    cache = CibCache(str(work))
+    first, _ = cache.get()
+    cibs.tool(["crm_attribute", "--node", "kvm1", "--name", "probe-seen", "--update", "1",
+               "--lifetime", "reboot"], work)  # status only
+    assert cache.get()[0] is first and cache.reads == 1
+    cibs.tool(["crm_attribute", "--type", "crm_config", "--name", "cluster-recheck-interval",
+               "--update", "5min"], work)  # configuration
+    again, raw = cache.get()
+    assert cache.reads == 2 and again.properties["cluster-recheck-interval"] == "5min"
+    assert b"5min" in raw
