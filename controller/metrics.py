@@ -110,6 +110,22 @@ DESIRED_GENERATION = Gauge("kvm_warden_desired_state_generation",
 DESIRED_RELOAD_TIME = Gauge("kvm_warden_desired_state_last_reload_timestamp_seconds",
                             "When a valid desired state last took effect", registry=REGISTRY)
 
+BUS_EVENTS = Counter("kvm_warden_bus_events_total", "Events received on the bus, by kind", ["kind"],
+                     registry=REGISTRY)
+BUS_REJECTED = Counter("kvm_warden_bus_rejected_total", "Bus messages dropped as malformed",
+                       ["reason"], registry=REGISTRY)
+BUS_RESYNCS = Counter("kvm_warden_bus_resyncs_total", "Snapshot requests to a publisher, by cause",
+                      ["reason"], registry=REGISTRY)
+BUS_STALE = Gauge("kvm_warden_bus_publisher_stale", "1 while a publisher's heartbeats are missing",
+                  ["source"], registry=REGISTRY)
+BUS_AUTH_REFUSED = Counter("kvm_warden_bus_auth_refused_total",
+                           "Connections refused because their CURVE key is not allowed",
+                           registry=REGISTRY)
+BUS_PUBLISHED = Counter("kvm_warden_bus_published_total", "Events published, by kind", ["kind"],
+                        registry=REGISTRY)
+ALERTS_DROPPED = Counter("kvm_warden_alerts_dropped_total",
+                         "Pacemaker alerts the alert agent could not deliver", registry=REGISTRY)
+
 
 def update_cluster(observed: ObservedState) -> None:
     status = observed.status
@@ -193,19 +209,3 @@ def render() -> bytes:
             _vm_dirty = False
         vm_text = _vm_text
     return generate_latest(REGISTRY) + vm_text
-
-BUS_EVENTS = Counter("kvm_warden_bus_events_total", "Events received on the bus, by kind", ["kind"],
-                     registry=REGISTRY)
-BUS_REJECTED = Counter("kvm_warden_bus_rejected_total", "Bus messages dropped as malformed",
-                       ["reason"], registry=REGISTRY)
-BUS_RESYNCS = Counter("kvm_warden_bus_resyncs_total", "Snapshot requests to a publisher, by cause",
-                      ["reason"], registry=REGISTRY)
-BUS_STALE = Gauge("kvm_warden_bus_publisher_stale", "1 while a publisher's heartbeats are missing",
-                  ["source"], registry=REGISTRY)
-BUS_AUTH_REFUSED = Counter("kvm_warden_bus_auth_refused_total",
-                           "Connections refused because their CURVE key is not allowed",
-                           registry=REGISTRY)
-BUS_PUBLISHED = Counter("kvm_warden_bus_published_total", "Events published, by kind", ["kind"],
-                        registry=REGISTRY)
-ALERTS_DROPPED = Counter("kvm_warden_alerts_dropped_total",
-                         "Pacemaker alerts the alert agent could not deliver", registry=REGISTRY)

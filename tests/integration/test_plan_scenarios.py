@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -240,18 +241,24 @@ def test_leftover_cli_prefer_is_kept_while_the_migration_is_in_progress(tmp_path
     assert "cli-prefer-vm-web01" not in constraints(done)
 
 
-def test_a_cib_changed_after_reading_is_a_conflict_not_an_overwrite(tmp_path: Path) -> None:
+def planned_on_a_seed_copy(tmp_path: Path) -> tuple[Path, bytes, list[Any]]:
+    """A copy of the seed CIB, the bytes read from it, and the example's plan for it."""
     work = tmp_path / "cib.xml"
     shutil.copy(SEED, work)
     observed, raw = observe_once(str(work))
     now = time.time()
     decisions, _ = decide(build_index(observed), load_desired(EXAMPLE), Guard(), CleanupHistory(),
                           now, now)
+    return work, raw, [d.action for d in decisions]
+
+
+def test_a_cib_changed_after_reading_is_a_conflict_not_an_overwrite(tmp_path: Path) -> None:
+    work, raw, actions = planned_on_a_seed_copy(tmp_path)
     # Somebody else changes the CIB between our read and our patch.
     cibs.tool(["crm_attribute", "--type", "crm_config", "--name", "cluster-recheck-interval",
                "--update", "5min"], work)
     with pytest.raises(CibConflict):
-        PacemakerActuator(str(work)).apply([d.action for d in decisions], cib=raw)
+        PacemakerActuator(str(work)).apply(actions, cib=raw)
     assert crm_property(work, "cluster-recheck-interval") == "5min"
     assert "warden-prefer-vm-web01" not in constraints(work)
 
@@ -316,16 +323,11 @@ def test_only_owned_or_leftover_constraints_are_ever_removed(tmp_path: Path) -> 
 
 def test_status_churn_between_reading_and_patching_is_not_a_conflict(tmp_path: Path) -> None:
     """num_updates moves with every operation result; only configuration changes conflict."""
-    work = tmp_path / "cib.xml"
-    shutil.copy(SEED, work)
-    observed, raw = observe_once(str(work))
-    now = time.time()
-    decisions, _ = decide(build_index(observed), load_desired(EXAMPLE), Guard(), CleanupHistory(),
-                          now, now)
+    work, raw, actions = planned_on_a_seed_copy(tmp_path)
     # A transient node attribute: a status update, as the cluster makes all the time.
     cibs.tool(["crm_attribute", "--node", "kvm1", "--name", "probe-seen", "--update", "1",
                "--lifetime", "reboot"], work)
-    outcomes = PacemakerActuator(str(work)).apply([d.action for d in decisions], cib=raw)
+    outcomes = PacemakerActuator(str(work)).apply(actions, cib=raw)
     assert outcomes and all(o.applied for o in outcomes)
     assert "warden-prefer-vm-web01" in constraints(work)
     assert 'name="probe-seen"' in work.read_text()  # the status update is kept, not overwritten
