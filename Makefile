@@ -30,7 +30,7 @@ unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
 demo: venv
-	$(BIN)/python -m tests.lab.demo
+	$(BIN)/python -m lab.demo
 
 demo-simulated: venv
 	$(BIN)/kvm-warden run --simulate
@@ -46,7 +46,7 @@ clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
 lab-up: venv
-	$(BIN)/python -m tests.lab.lab up --with-warden config/desired-state.example.yaml
+	$(BIN)/python -m lab.lab up --with-warden config/desired-state.example.yaml
 
 lab-down:
-	$(BIN)/python -m tests.lab.lab down
+	$(BIN)/python -m lab.lab down

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from tests.lab import lab  # noqa: E402
+from lab import lab  # noqa: E402
 
 DESIRED = (Path(__file__).parent.parent / "tests" / "lab" / "desired.yaml").read_text()
 
@@ -97,7 +97,7 @@ def main() -> None:
               f"-> completed (guest running on kvm3): {time.monotonic() - edit:.2f} s")
         del done
 
-        ctl = int(lab.node_pids("kvm1", "controller.cli controller")[0])
+        ctl = int(lab.node_pids("kvm1", "controller.app.cli controller")[0])
         time.sleep(5)
         cpu0, rss0 = proc_cpu_rss(ctl)
         time.sleep(args.idle_seconds)

@@ -27,7 +27,7 @@ PARSE_ONLY = """
 import resource, sys, time
 from probes.pacemaker.crm_mon import parse_crm_mon
 from probes.pacemaker.cib import parse_cib
-from controller.views import observe_document
+from controller.app.observe import observe_document
 mon, cib = open(sys.argv[1], 'rb').read(), open(sys.argv[2], 'rb').read()
 t = time.perf_counter()
 doc = observe_document(parse_crm_mon(mon), parse_cib(cib))

@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.common import OUT  # noqa: E402
 from bench.gencib import generate  # noqa: E402
-from controller.actions import SetLocation  # noqa: E402
 from controller.actuators.pacemaker import PacemakerActuator  # noqa: E402
-from controller.desired import parse_desired  # noqa: E402
-from controller.index import build_index, with_resource_nodes  # noqa: E402
-from controller.model import ObservedState  # noqa: E402
+from controller.model.actions import SetLocation  # noqa: E402
+from controller.model.desired import parse_desired  # noqa: E402
+from controller.model.index import build_index, with_resource_nodes  # noqa: E402
+from controller.model.observed import ObservedState  # noqa: E402
 from probes.pacemaker.cib import parse_cib  # noqa: E402
 from probes.pacemaker.crm_mon import parse_crm_mon  # noqa: E402
 from reconcilers.all import plan_all  # noqa: E402

@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.plan import cib_file, desired_yaml, observed_from  # noqa: E402
 from controller import metrics  # noqa: E402
-from controller.desired import parse_desired  # noqa: E402
-from controller.http import StatusServer  # noqa: E402
-from controller.index import build_index  # noqa: E402
-from controller.status import vm_rows  # noqa: E402
+from controller.app.http import StatusServer  # noqa: E402
+from controller.app.status import vm_rows  # noqa: E402
+from controller.model.desired import parse_desired  # noqa: E402
+from controller.model.index import build_index  # noqa: E402
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from controller.actions import Finding
-from controller.model import ObservedState
+from controller.model.actions import Finding
+from controller.model.observed import ObservedState
 
 # `_created` gauges double the series count and no dashboard or rule reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]

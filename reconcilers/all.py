@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controller.actions import AnyAction
-from controller.desired import DesiredState
-from controller.index import ClusterIndex
+from controller.model.actions import AnyAction
+from controller.model.desired import DesiredState
+from controller.model.index import ClusterIndex
 from reconcilers import health, inventory, placement, properties, run_state, storage
 from reconcilers.base import Plan
 from reconcilers.health import CleanupHistory

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.actions import AnyAction, Finding
-from controller.desired import DesiredState
-from controller.index import ClusterIndex
+from controller.model.actions import AnyAction, Finding
+from controller.model.desired import DesiredState
+from controller.model.index import ClusterIndex
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def remove_stale(out: PlanBuilder, index: ClusterIndex, owned: tuple[str, ...], 
 
     Only ids with the reconciler's own prefixes are candidates: kvm-warden never removes a
     constraint somebody else made (leftover cli-* constraints are handled by placement)."""
-    from controller.actions import RemoveConstraint
+    from controller.model.actions import RemoveConstraint
 
     tables: list[dict[str, str | None]] = [
         {cid: c.rsc for cid, c in index.location.items()},

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from controller.actions import Cleanup
-from controller.desired import DesiredState
-from controller.index import ClusterIndex
+from controller.model.actions import Cleanup
+from controller.model.desired import DesiredState
+from controller.model.index import ClusterIndex
 from reconcilers.base import Plan, PlanBuilder
 
 NAME = "health"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controller.desired import DesiredState
-from controller.index import ClusterIndex
+from controller.model.desired import DesiredState
+from controller.model.index import ClusterIndex
 from reconcilers.base import Plan, PlanBuilder
 
 NAME = "inventory"

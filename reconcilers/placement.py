@@ -9,10 +9,10 @@ with other ids are never touched, except the `cli-prefer-*`/`cli-ban-*` leftover
 
 from __future__ import annotations
 
-from controller.actions import AddColocation, RemoveConstraint, SetAllowedNodes, SetLocation
-from controller.desired import DesiredState
-from controller.index import ClusterIndex
-from controller.model import LocationConstraint
+from controller.model.actions import AddColocation, RemoveConstraint, SetAllowedNodes, SetLocation
+from controller.model.desired import DesiredState
+from controller.model.index import ClusterIndex
+from controller.model.observed import LocationConstraint
 from reconcilers.base import Plan, PlanBuilder, remove_stale
 
 NAME = "placement"

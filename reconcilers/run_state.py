@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controller.actions import SetMeta
-from controller.desired import DesiredState
-from controller.index import ClusterIndex
+from controller.model.actions import SetMeta
+from controller.model.desired import DesiredState
+from controller.model.index import ClusterIndex
 from reconcilers.base import Plan, PlanBuilder
 
 NAME = "run_state"

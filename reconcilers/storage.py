@@ -10,9 +10,9 @@ hence no-quorum-policy=freeze unless the file sets it.
 
 from __future__ import annotations
 
-from controller.actions import AddColocation, AddOrder, SetProperty
-from controller.desired import DesiredState
-from controller.index import ClusterIndex
+from controller.model.actions import AddColocation, AddOrder, SetProperty
+from controller.model.desired import DesiredState
+from controller.model.index import ClusterIndex
 from reconcilers.base import Plan, PlanBuilder, remove_stale, under
 
 NAME = "storage"

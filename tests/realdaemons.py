@@ -16,13 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-QEMU_CONF = """user = "root"
-group = "root"
-dynamic_ownership = 0
-security_driver = "none"
-cgroup_controllers = [ ]
-remember_owner = 0
-"""
+from lab.lab import QEMU_CONF
 
 
 class Libvirtd:

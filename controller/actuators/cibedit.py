@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from controller.actions import (
+from controller.model.actions import (
     AddColocation,
     AddOrder,
     AnyAction,

@@ -19,10 +19,11 @@ from pathlib import Path
 from lxml import etree
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from controller import names, proc
-from controller.actions import CIB_ACTIONS, AnyAction, Cleanup
+from controller import commands
 from controller.actuators.cibedit import CibEditor, EditError
-from controller.errors import ActuatorError, ToolError
+from controller.model import names
+from controller.model.actions import CIB_ACTIONS, AnyAction, Cleanup
+from controller.model.errors import ActuatorError, ToolError
 
 CRM_EX_DISCONNECT = 102  # lost the connection to the CIB manager: transient
 CRM_EX_OLD = 103  # the patch was made against an older CIB: a conflict, re-plan
@@ -84,7 +85,7 @@ class PacemakerActuator:
     def query(self) -> bytes:
         if self.cib_file is not None:
             return Path(self.cib_file).read_bytes()
-        return proc.run(["cibadmin", "--query"], env=proc.tool_env(None), timeout=TOOL_TIMEOUT).stdout
+        return commands.run(["cibadmin", "--query"], env=commands.tool_env(None), timeout=TOOL_TIMEOUT).stdout
 
     def apply(self, actions: Sequence[AnyAction], cib: bytes | None = None) -> list[Outcome]:
         """Apply CIB actions as one patch, then the others one by one. Raises CibConflict."""
@@ -131,7 +132,7 @@ class PacemakerActuator:
             old_path.write_bytes(original)
             new_path.write_bytes(new)
             # crm_diff exits 1 when the documents differ (its normal case here), 0 when equal.
-            diff = proc.run(["crm_diff", "--original", str(old_path), "--new", str(new_path)],
+            diff = commands.run(["crm_diff", "--original", str(old_path), "--new", str(new_path)],
                             timeout=TOOL_TIMEOUT, ok_codes=(0, 1))
             if diff.returncode == 0:
                 return
@@ -153,8 +154,8 @@ class PacemakerActuator:
         source = root.find("version/source")
         if source is None:
             return patch
-        out = proc.run(["cibadmin", "--query", "--xpath", "/cib", "--no-children"],
-                       env=proc.tool_env(self.cib_file), timeout=TOOL_TIMEOUT)
+        out = commands.run(["cibadmin", "--query", "--xpath", "/cib", "--no-children"],
+                       env=commands.tool_env(self.cib_file), timeout=TOOL_TIMEOUT)
         now = etree.fromstring(out.stdout)
         if (now.get("admin_epoch"), now.get("epoch")) != (source.get("admin_epoch"),
                                                            source.get("epoch")):
@@ -165,8 +166,8 @@ class PacemakerActuator:
     @_retry
     def _cibadmin_patch(self, patch_path: Path) -> None:
         try:
-            proc.run(["cibadmin", "--patch", "--xml-file", str(patch_path)],
-                     env=proc.tool_env(self.cib_file), timeout=TOOL_TIMEOUT)
+            commands.run(["cibadmin", "--patch", "--xml-file", str(patch_path)],
+                     env=commands.tool_env(self.cib_file), timeout=TOOL_TIMEOUT)
         except ToolError as exc:
             if exc.returncode == CRM_EX_OLD or "older than existing" in exc.stderr:
                 raise CibConflict(exc.argv, "the CIB changed since it was read",
@@ -190,5 +191,5 @@ class PacemakerActuator:
     def _cleanup(self, action: Cleanup) -> None:
         names.resource_id(action.rsc)
         names.node_name(action.node)
-        proc.run(["crm_resource", "--cleanup", "--resource", action.rsc, "--node", action.node],
-                 env=proc.tool_env(None), timeout=TOOL_TIMEOUT)
+        commands.run(["crm_resource", "--cleanup", "--resource", action.rsc, "--node", action.node],
+                 env=commands.tool_env(None), timeout=TOOL_TIMEOUT)

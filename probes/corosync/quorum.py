@@ -12,9 +12,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
 
-from controller import proc
-from controller.errors import ToolError
-from controller.events import QuorumChanged
+from controller import commands
+from controller.model.errors import ToolError
+from controller.model.events import QuorumChanged
 
 HEADER = "Quorum information"
 
@@ -59,7 +59,7 @@ def parse_quorumtool(text: str, node: str) -> QuorumChanged:
 def read_quorum(node: str, prefix: Sequence[str] = (), timeout: float = 10.0) -> QuorumChanged:
     """A snapshot. Exit 2 means "not quorate" and still prints the block."""
     try:
-        out = proc.run([*prefix, "corosync-quorumtool", "-s", "-p"], timeout=timeout,
+        out = commands.run([*prefix, "corosync-quorumtool", "-s", "-p"], timeout=timeout,
                        ok_codes=(0, 2))
     except ToolError:
         return QuorumChanged(node=node, state="unknown")

@@ -11,9 +11,9 @@ from typing import Any
 
 from lxml import etree
 
-from controller.errors import ParseError, ToolError
-from controller.model import Domain
-from probes.pacemaker.xmlutil import parse_document
+from controller.model.errors import ParseError, ToolError
+from controller.model.observed import Domain
+from probes.xmlparse import parse_document
 
 # virDomainState numbering (libvirt-domain.h), as the names virsh prints.
 STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",

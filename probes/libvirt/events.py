@@ -16,9 +16,9 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
-from controller.audit import logger
-from controller.errors import ToolError
-from controller.events import DomainLifecycle, DomainSeen
+from controller.logs import logger
+from controller.model.errors import ToolError
+from controller.model.events import DomainLifecycle, DomainSeen
 from probes.libvirt.domains import STATES, list_domains
 
 # virDomainEventType and its details (libvirt-domain.h), named as `virsh event` names them.

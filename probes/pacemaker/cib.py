@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from lxml import etree
 
-from controller.errors import ParseError
-from controller.model import (
+from controller.model.errors import ParseError
+from controller.model.observed import (
     CibConfig,
     ColocationConstraint,
     Constraints,
@@ -22,7 +22,7 @@ from controller.model import (
     ResourceSet,
     Rule,
 )
-from probes.pacemaker.xmlutil import opt_bool, parse_document, required, to_int
+from probes.xmlparse import opt_bool, parse_document, required, to_int
 
 _CONTAINERS = frozenset({"clone", "master", "group", "bundle"})
 

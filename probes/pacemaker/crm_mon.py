@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from lxml import etree
 
-from controller.errors import ParseError
-from controller.model import ClusterStatus, Collective, Failure, Node, OpHistory, Resource
-from probes.pacemaker.xmlutil import parse_document, required, to_bool, to_int
+from controller.model.errors import ParseError
+from controller.model.observed import ClusterStatus, Collective, Failure, Node, OpHistory, Resource
+from probes.xmlparse import parse_document, required, to_bool, to_int
 
 _ROOTS = frozenset({"pacemaker-result", "crm_mon"})
 _COLLECTIVES = frozenset({"clone", "group", "bundle"})

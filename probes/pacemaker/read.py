@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller import proc
-from controller.errors import ParseError, ToolError
-from controller.model import CibConfig, ClusterStatus
+from controller import commands
+from controller.model.errors import ParseError, ToolError
+from controller.model.observed import CibConfig, ClusterStatus
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.crm_mon import parse_crm_mon
 
@@ -18,14 +18,14 @@ def crm_mon_argv() -> list[str]:
 
 
 def read_status(cib_file: str | None = None, *, timeout: float = CRM_MON_TIMEOUT) -> ClusterStatus:
-    out = proc.run(crm_mon_argv(), env=proc.tool_env(cib_file), timeout=timeout)
+    out = commands.run(crm_mon_argv(), env=commands.tool_env(cib_file), timeout=timeout)
     return parse_crm_mon(out.stdout, source=cib_file or "crm_mon")
 
 
 def read_cib(cib_file: str | None = None, *, timeout: float = 30.0) -> CibConfig:
     if cib_file is not None:
         return parse_cib(_read_file(cib_file), source=cib_file)
-    out = proc.run(["cibadmin", "--query"], env=proc.tool_env(None), timeout=timeout)
+    out = commands.run(["cibadmin", "--query"], env=commands.tool_env(None), timeout=timeout)
     return parse_cib(out.stdout, source="cibadmin --query")
 
 
@@ -33,14 +33,14 @@ def read_both(
     cib_file: str | None = None, *, timeout: float = CRM_MON_TIMEOUT
 ) -> tuple[ClusterStatus, CibConfig]:
     """crm_mon and the CIB together; crm_mon runs while we parse the CIB (two cores, half the wait)."""
-    child = proc.start(crm_mon_argv(), env=proc.tool_env(cib_file))
+    child = commands.start(crm_mon_argv(), env=commands.tool_env(cib_file))
     try:
         cib = read_cib(cib_file, timeout=timeout)
     except BaseException:
         child.kill()
         child.communicate()
         raise
-    out = proc.finish(child, timeout=timeout)
+    out = commands.finish(child, timeout=timeout)
     return parse_crm_mon(out.stdout, source=cib_file or "crm_mon"), cib
 
 
@@ -63,8 +63,8 @@ class CibCache:
     def version(self) -> tuple[str | None, str | None]:
         from lxml import etree
 
-        out = proc.run(["cibadmin", "--query", "--xpath", "/cib", "--no-children"],
-                       env=proc.tool_env(self.cib_file), timeout=30)
+        out = commands.run(["cibadmin", "--query", "--xpath", "/cib", "--no-children"],
+                       env=commands.tool_env(self.cib_file), timeout=30)
         try:
             root = etree.fromstring(out.stdout)
         except etree.XMLSyntaxError as exc:
@@ -77,7 +77,7 @@ class CibCache:
             if self.cib_file is not None:
                 raw = _read_file(self.cib_file)
             else:
-                raw = proc.run(["cibadmin", "--query"], env=proc.tool_env(None), timeout=30).stdout
+                raw = commands.run(["cibadmin", "--query"], env=commands.tool_env(None), timeout=30).stdout
             self.cib = parse_cib(raw, source=self.cib_file or "cibadmin --query")
             self.raw, self.key = raw, key
             self.reads += 1

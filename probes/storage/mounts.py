@@ -11,9 +11,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from controller import proc
-from controller.errors import ToolError
-from controller.events import Mount, MountsSeen
+from controller import commands
+from controller.model.errors import ToolError
+from controller.model.events import Mount, MountsSeen
 
 SHARED = frozenset({"gfs2", "ocfs2", "nfs", "nfs4", "glusterfs", "ceph"})
 
@@ -54,7 +54,7 @@ def read_mounts(node: str, mountinfo: Path = Path("/proc/self/mountinfo")) -> Mo
     lockspaces: tuple[str, ...] = ()
     if shutil.which("dlm_tool"):
         try:
-            lockspaces = parse_dlm_ls(proc.run(["dlm_tool", "ls"], timeout=10).stdout.decode())
+            lockspaces = parse_dlm_ls(commands.run(["dlm_tool", "ls"], timeout=10).stdout.decode())
         except ToolError:
             pass
     return MountsSeen(node=node, mounts=mounts, lockspaces=lockspaces)

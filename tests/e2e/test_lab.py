@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab import lab
+from lab import lab
 from tests.realdaemons import kvm_usable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -259,7 +259,7 @@ def test_controller_killed_mid_flight_restarts_without_duplicating_work(cluster:
     # A desired change lands, and the controller is SIGKILLed while it acts on it.
     cluster.write_desired(web01="kvm3", web02="kvm1")
     time.sleep(0.4)
-    procs = lab.node_pids("kvm1", "controller.cli controller")
+    procs = lab.node_pids("kvm1", "controller.app.cli controller")
     assert procs
     lab.on("kvm1", "kill", "-9", *procs)
     lab.start_controller(cluster.desired)

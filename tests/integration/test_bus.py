@@ -11,10 +11,10 @@ import msgspec
 import pytest
 import zmq
 
-from controller.bus import Curve, Peer, Publisher, Subscriber, generate_keys
-from controller.events import DomainSeen, Envelope, QuorumChanged, Snapshot
+from controller.bus.transport import Curve, Peer, Publisher, Subscriber, generate_keys
 from controller.metrics import REGISTRY
-from controller.model import Domain
+from controller.model.events import DomainSeen, Envelope, QuorumChanged, Snapshot
+from controller.model.observed import Domain
 
 ANY = "tcp://127.0.0.1:*"
 
@@ -153,7 +153,7 @@ def test_a_silent_publisher_is_marked_stale_and_recovers(ctx: zmq.Context) -> No
 
 def test_curve_refuses_an_unknown_key_and_admits_a_known_one(ctx: zmq.Context,
                                                            tmp_path: Path) -> None:
-    from controller.bus import start_authenticator
+    from controller.bus.transport import start_authenticator
 
     keys, agent_allow, ctl_allow = tmp_path / "keys", tmp_path / "agent-allow", tmp_path / "ctl"
     agent_pub, agent_sec = generate_keys(keys, "kvm1")

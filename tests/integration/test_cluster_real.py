@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.events import Envelope, QuorumChanged
-from controller.processes import AlertReceiver
-from controller.store import Store
+from controller.app.node import AlertReceiver
+from controller.engine.store import Store
+from controller.model.events import Envelope, QuorumChanged
 from probes.corosync.quorum import QuorumWatcher, read_quorum
 from tests.realdaemons import ClusterNode
 
@@ -132,14 +132,14 @@ def test_observe_and_plan_apply_on_the_live_cib(pacemaker_node: ClusterNode,
                                                 tmp_path: Path) -> None:
     node = pacemaker_node
     node.run("pcs", "resource", "create", "vm-web01", "ocf:pacemaker:Dummy")
-    observe = node.run(sys.executable, "-m", "controller.cli", "observe", "--json")
+    observe = node.run(sys.executable, "-m", "controller.app.cli", "observe", "--json")
     assert '"dc":"node1"' in observe.stdout and '"with_quorum":true' in observe.stdout
     desired = tmp_path / "d.yaml"
     desired.write_text("version: 1\ncluster:\n  properties: {cluster-recheck-interval: 2min}\n"
                        "vms:\n  - name: web01\n    placement: {prefer: node1}\n"
                        "    state: stopped\n")
     env_cwd = str(ROOT)
-    applied = subprocess.run([*node.prefix, sys.executable, "-m", "controller.cli", "plan",
+    applied = subprocess.run([*node.prefix, sys.executable, "-m", "controller.app.cli", "plan",
                               "--desired", str(desired), "--apply"], capture_output=True,
                              text=True, timeout=120, cwd=env_cwd)
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -150,7 +150,7 @@ def test_observe_and_plan_apply_on_the_live_cib(pacemaker_node: ClusterNode,
                     "cluster-recheck-interval", "--query", "--quiet").stdout.strip()
     assert prop == "2min"
     assert wait_for(lambda: "is NOT running" in locate(node, "vm-web01"), 20)
-    again = subprocess.run([*node.prefix, sys.executable, "-m", "controller.cli", "plan",
+    again = subprocess.run([*node.prefix, sys.executable, "-m", "controller.app.cli", "plan",
                             "--desired", str(desired)], capture_output=True, text=True,
                            timeout=120, cwd=env_cwd)
     assert again.returncode == 0, again.stdout

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from controller.actuators.pacemaker import PacemakerActuator
-from controller.errors import ToolError
-from controller.loop import Controller, DesiredStore
+from controller.app.simulated import embedded_desired
+from controller.engine.loop import Controller, DesiredStore
 from controller.metrics import REGISTRY
-from controller.simulated import embedded_desired
+from controller.model.errors import ToolError
 from probes.pacemaker.read import read_status
 
 pytestmark = pytest.mark.usefixtures("pacemaker_tools")

@@ -54,7 +54,7 @@ class Watch:
 
     def __init__(self, port: int):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "watch", "--agent",
+            [sys.executable, "-m", "controller.app.cli", "watch", "--agent",
              f"kvm1=tcp://127.0.0.1:{port}", "--insecure"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.lines: list[tuple[float, dict[str, Any]]] = []
@@ -83,7 +83,7 @@ class Watch:
 
 def start_agent(port: int, uri: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "agent", "--node", "kvm1", "--bind",
+        [sys.executable, "-m", "controller.app.cli", "agent", "--node", "kvm1", "--bind",
          f"tcp://127.0.0.1:{port}", "--libvirt-uri", uri, "--no-corosync", "--insecure"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -188,12 +188,12 @@ def test_run_shows_a_guest_crash_in_watch_controller(libvirtd: Libvirtd, tmp_pat
     libvirtd.create_guest("warden-run", 5996)
     port = free_port()
     run = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "run", "--cib", str(cib), "--desired",
+        [sys.executable, "-m", "controller.app.cli", "run", "--cib", str(cib), "--desired",
          str(root / "config" / "desired-state.example.yaml"), "--libvirt-uri", libvirtd.uri,
          "--http-port", "0", "--watch-endpoint", f"tcp://127.0.0.1:{port}", "--node", "kvm1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     watch = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "watch", "--controller",
+        [sys.executable, "-m", "controller.app.cli", "watch", "--controller",
          f"tcp://127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines: list[tuple[float, dict[str, Any]]] = []
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import libvirt
 
+from controller.app.node import AlertReceiver
+from controller.engine.store import Store
 from controller.metrics import REGISTRY
-from controller.processes import AlertReceiver
-from controller.store import Store
 from probes.libvirt.events import LibvirtWatcher
 
 

@@ -53,7 +53,7 @@ def warden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                        .replace("dry_run: false", "dry_run: true"))
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "run", "--simulate", "--desired", str(desired),
+        [sys.executable, "-m", "controller.app.cli", "run", "--simulate", "--desired", str(desired),
          "--http-port", str(port), "--libvirt-uri", "test:///default", "--watch-endpoint", ""],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
         env={**__import__("os").environ, "TMPDIR": str(tmp)})

@@ -27,7 +27,7 @@ VMS = vm("vm-web01") + vm("vm-web02") + vm("vm-db01")
 
 def observe_json(path: Path) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "observe", "--cib", str(path), "--json"],
+        [sys.executable, "-m", "controller.app.cli", "observe", "--cib", str(path), "--json"],
         capture_output=True, text=True, timeout=60, check=True,
     )
     doc: dict[str, Any] = json.loads(out.stdout)
@@ -288,7 +288,7 @@ def test_saved_crm_mon_xml_gives_the_same_document_without_constraints(tmp_path:
     saved = tmp_path / "crm_mon.xml"
     saved.write_text(cibs.tool(["crm_mon", "-1", "--output-as=xml"], path))
     out = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "observe", "--crm-mon-xml", str(saved), "--json"],
+        [sys.executable, "-m", "controller.app.cli", "observe", "--crm-mon-xml", str(saved), "--json"],
         capture_output=True, text=True, timeout=60, check=True,
     )
     from_file = json.loads(out.stdout)
@@ -312,7 +312,7 @@ def test_broken_cib_gives_one_line_error_and_exit_1(
     bad = tmp_path / "bad.xml"
     bad.write_bytes(content)
     out = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "observe", "--cib", str(bad)],
+        [sys.executable, "-m", "controller.app.cli", "observe", "--cib", str(bad)],
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 1

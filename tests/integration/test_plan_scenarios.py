@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from controller.actions import Cleanup, RemoveConstraint
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
-from controller.desired import load_desired, parse_desired
-from controller.guard import Guard
-from controller.index import build_index
-from controller.loop import decide
-from controller.planning import observe_once
+from controller.app.plan import observe_once
+from controller.engine.guard import Guard
+from controller.engine.loop import decide
+from controller.model.actions import Cleanup, RemoveConstraint
+from controller.model.desired import load_desired, parse_desired
+from controller.model.index import build_index
 from reconcilers.health import CleanupHistory
 from tests import cibs
 from tests.cibs import STORAGE_CHAIN, STORAGE_CONSTRAINTS, cib, simulate, vm
@@ -37,7 +37,7 @@ SEED = ROOT / "tests" / "fixtures" / "seed-settled.cib.xml"
 
 def plan(desired: Path, cib_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", "plan", "--desired", str(desired), "--cib",
+        [sys.executable, "-m", "controller.app.cli", "plan", "--desired", str(desired), "--cib",
          str(cib_file), *extra],
         capture_output=True, text=True, timeout=120,
     )

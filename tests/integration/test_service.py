@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from controller.actuators.pacemaker import PacemakerActuator
-from controller.loop import Controller, DesiredStore
-from controller.simulated import SimulatedCluster, embedded_desired
+from controller.app.simulated import SimulatedCluster, embedded_desired
+from controller.engine.loop import Controller, DesiredStore
 from tests import cibs
 
 pytestmark = pytest.mark.usefixtures("pacemaker_tools")
@@ -74,7 +74,7 @@ def test_desired_edit_moves_the_vm_and_an_invalid_edit_changes_nothing(tmp_path:
 def test_run_serves_metrics_status_and_readiness(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "run", "--simulate", "--http-port", "0"],
+        [sys.executable, "-m", "controller.app.cli", "run", "--simulate", "--http-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.errors import ParseError
+from controller.model.errors import ParseError
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.crm_mon import parse_crm_mon
 

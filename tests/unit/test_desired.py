@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.desired import desired_json_schema, load_desired, parse_desired
-from controller.errors import DesiredStateError
+from controller.model.desired import desired_json_schema, load_desired, parse_desired
+from controller.model.errors import DesiredStateError
 
 ROOT = Path(__file__).parent.parent.parent
 EXAMPLE = ROOT / "config" / "desired-state.example.yaml"
@@ -146,12 +146,12 @@ def test_unquoted_boolean_property_becomes_pacemaker_text() -> None:
 
 
 def test_validate_command_exit_codes(tmp_path: Path) -> None:
-    good = subprocess.run([sys.executable, "-m", "controller.cli", "validate", str(EXAMPLE)],
+    good = subprocess.run([sys.executable, "-m", "controller.app.cli", "validate", str(EXAMPLE)],
                           capture_output=True, text=True, timeout=30)
     assert good.returncode == 0 and "valid" in good.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nvms:\n  - name: a\n    stat: x\n")
-    out = subprocess.run([sys.executable, "-m", "controller.cli", "validate", str(bad)],
+    out = subprocess.run([sys.executable, "-m", "controller.app.cli", "validate", str(bad)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
     assert out.stderr.strip() == f"{bad}:4: vms[0].stat: unknown field"

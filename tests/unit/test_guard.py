@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from controller.actions import Cleanup, SetLocation, SetProperty
-from controller.desired import Policy
-from controller.guard import COOLDOWN_SECONDS, FRESHNESS_SECONDS, Guard
-from controller.index import build_index
-from controller.model import CibConfig, ClusterStatus, Node, ObservedState, Resource, ResourceConfig
+from controller.engine.guard import COOLDOWN_SECONDS, FRESHNESS_SECONDS, Guard
+from controller.model.actions import Cleanup, SetLocation, SetProperty
+from controller.model.desired import Policy
+from controller.model.index import build_index
+from controller.model.observed import CibConfig, ClusterStatus, Node, ObservedState, Resource, ResourceConfig
 
 NODES = {n: Node(name=n, online=True) for n in ("kvm1", "kvm2", "kvm3")}
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controller.desired import parse_desired
-from controller.index import build_index
-from controller.model import ClusterStatus, Domain, Node, ObservedState, Resource
+from controller.model.desired import parse_desired
+from controller.model.index import build_index
+from controller.model.observed import ClusterStatus, Domain, Node, ObservedState, Resource
 from reconcilers.health import CleanupHistory
 from reconcilers.health import plan as plan_health
 

@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from controller.actions import RemoveConstraint
 from controller.actuators.cibedit import CibEditor
-from controller.desired import DesiredState, parse_desired
-from controller.errors import DesiredStateError
-from controller.index import build_index
-from controller.model import ClusterStatus, Node, ObservedState, Resource
+from controller.model.actions import RemoveConstraint
+from controller.model.desired import DesiredState, parse_desired
+from controller.model.errors import DesiredStateError
+from controller.model.index import build_index
+from controller.model.observed import ClusterStatus, Node, ObservedState, Resource
 from probes.pacemaker.cib import parse_cib
 from reconcilers.all import plan_all
 from tests.cibs import STORAGE_CHAIN, cib, vm

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.events import (
+from controller.app.node import parse_alert
+from controller.engine.store import fold, mark_stale
+from controller.model.events import (
     AlertReceived,
     DomainLifecycle,
     DomainSeen,
@@ -15,9 +17,7 @@ from controller.events import (
     Snapshot,
     envelope,
 )
-from controller.model import Domain, ObservedState
-from controller.processes import parse_alert
-from controller.store import fold, mark_stale
+from controller.model.observed import Domain, ObservedState
 from probes.corosync.quorum import parse_quorumtool, split_blocks
 from probes.libvirt.domains import parse_domain_xml
 from probes.libvirt.events import lifecycle_names

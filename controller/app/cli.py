@@ -11,11 +11,11 @@ import json
 import sys
 from collections.abc import Sequence
 
-from controller.errors import DesiredStateError, WardenError
+from controller.model.errors import DesiredStateError, WardenError
 
 
 def _cmd_observe(args: argparse.Namespace) -> int:
-    from controller.views import observe_document, observe_summary
+    from controller.app.observe import observe_document, observe_summary
     from probes.pacemaker.crm_mon import parse_crm_mon
     from probes.pacemaker.read import read_both, read_status
 
@@ -40,7 +40,7 @@ def _cmd_observe(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from controller.desired import load_desired
+    from controller.model.desired import load_desired
 
     try:
         desired = load_desired(args.file)
@@ -57,7 +57,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from controller.desired import desired_json_schema
+    from controller.model.desired import desired_json_schema
 
     json.dump(desired_json_schema(), sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
@@ -65,7 +65,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from controller.planning import plan_command
+    from controller.app.plan import plan_command
 
     return plan_command(
         desired_path=args.desired, cib_file=args.cib, as_json=args.json, apply=args.apply
@@ -73,7 +73,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from controller.service import run_service
+    from controller.app.run import run_service
 
     return run_service(
         desired_path=args.desired,
@@ -97,7 +97,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_agent(args: argparse.Namespace) -> int:
     import socket
 
-    from controller.processes import run_agent
+    from controller.app.node import run_agent
 
     return run_agent(node=args.node or socket.gethostname(), bind=args.bind,
                      libvirt_uri=None if args.libvirt_uri == "none" else args.libvirt_uri,
@@ -106,7 +106,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    from controller.processes import run_watch
+    from controller.app.node import run_watch
 
     agents = list(args.agent)
     insecure = args.insecure
@@ -122,7 +122,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 def _cmd_keys(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from controller.bus import generate_keys
+    from controller.bus.transport import generate_keys
 
     public, secret = generate_keys(Path(args.dir), args.name)
     print(f"public key: {public}  (copy into the peers' allow-list directories)")
@@ -139,7 +139,7 @@ def _bus_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from controller.status import status_command
+    from controller.app.status import status_command
 
     return status_command(url=args.url, desired_path=args.desired, cib_file=args.cib,
                           libvirt_uri=args.libvirt_uri, as_json=args.json)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.desired import DesiredState
-from controller.model import ObservedState
+from controller.model.desired import DesiredState
+from controller.model.observed import ObservedState
 
 
 def vm_rows(observed: ObservedState, desired: DesiredState | None) -> list[dict[str, Any]]:
@@ -67,7 +67,7 @@ def status_command(url: str | None, desired_path: str | None, cib_file: str | No
     import urllib.error
     import urllib.request
 
-    from controller.errors import WardenError
+    from controller.model.errors import WardenError
 
     if url:
         try:
@@ -76,9 +76,9 @@ def status_command(url: str | None, desired_path: str | None, cib_file: str | No
         except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
             raise WardenError(f"{url}: cannot read /status: {exc}") from None
     else:
-        from controller.desired import load_desired
-        from controller.model import ObservedState
-        from controller.planning import observe_once
+        from controller.app.plan import observe_once
+        from controller.model.desired import load_desired
+        from controller.model.observed import ObservedState
         from probes.libvirt.domains import list_domains
 
         desired = load_desired(desired_path) if desired_path else None

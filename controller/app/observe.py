@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.model import CibConfig, ClusterStatus
+from controller.model.observed import CibConfig, ClusterStatus
 
 
 def observe_document(status: ClusterStatus, cib: CibConfig | None) -> dict[str, Any]:

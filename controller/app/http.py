@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from controller import metrics
-from controller.status_html import render_status_html
+from controller.app.status_html import render_status_html
 
 FRESH_SECONDS = 120.0
 

@@ -36,10 +36,16 @@ NET = "10.213.0"
 BASE = Path(os.environ.get("KVM_WARDEN_LAB_DIR", "/var/tmp/kvm-warden-lab"))
 STORAGE = Path("/kvm/storage")
 VMS = (("web01", 5901), ("web02", 5902), ("db01", 5903))
-ROOT = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.realdaemons import QEMU_CONF  # noqa: E402  (the lab's qemu.conf, see LAB.md)
+ROOT = Path(__file__).resolve().parent.parent
+# The lab's qemu.conf (no cgroups, no dynamic ownership, no security driver: namespaces on one
+# host, not a production hypervisor); the libvirtd tests use the same one.
+QEMU_CONF = """user = "root"
+group = "root"
+dynamic_ownership = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+remember_owner = 0
+"""
 
 AGENT_PORT = 9820
 
@@ -349,7 +355,7 @@ if __name__ == "__main__":
 # -- kvm-warden in the lab: an agent on every node, the controller on kvm1 --------------------
 
 def _keys() -> None:
-    from controller.bus import generate_keys
+    from controller.bus.transport import generate_keys
 
     keys, allow_agents, allow_ctl = BASE / "keys", BASE / "allow-agents", BASE / "allow-controller"
     for d in (keys, allow_agents, allow_ctl):
@@ -374,7 +380,7 @@ def _spawn(node: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
 def start_agent(node: str) -> subprocess.Popen[bytes]:
     keys = BASE / "keys"
     return _spawn(node, f"agent-{node}", [
-        sys.executable, "-m", "controller.cli", "agent", "--node", node,
+        sys.executable, "-m", "controller.app.cli", "agent", "--node", node,
         "--bind", f"tcp://{node_ip(node)}:{AGENT_PORT}", "--libvirt-uri", "qemu:///system",
         "--keys", str(keys / f"{node}.key_secret"), "--allow", str(BASE / "allow-agents")])
 
@@ -383,7 +389,7 @@ def start_controller(desired: Path, http_port: int = 9810) -> subprocess.Popen[b
     keys = BASE / "keys"
     agents = [a for n in NODES for a in ("--agent", f"{n}=tcp://{node_ip(n)}:{AGENT_PORT}")]
     return _spawn("kvm1", "controller", [
-        sys.executable, "-m", "controller.cli", "controller", "--desired", str(desired),
+        sys.executable, "-m", "controller.app.cli", "controller", "--desired", str(desired),
         "--keys", str(keys / "controller.key_secret"), "--allow", str(BASE / "allow-controller"),
         "--alerts", "/run/kvm-warden/alerts.sock", "--http-host", "127.0.0.1",
         "--http-port", str(http_port), *agents])

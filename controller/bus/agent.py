@@ -8,7 +8,7 @@ from typing import Any
 
 import zmq
 
-from controller.bus import Curve, Publisher
+from controller.bus.transport import Curve, Publisher
 from probes.corosync.quorum import QuorumWatcher
 from probes.libvirt.events import LibvirtWatcher
 from probes.storage.mounts import MountWatcher

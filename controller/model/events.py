@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from controller.model import Domain
+from controller.model.observed import Domain
 
 VERSION = 1
 

@@ -15,9 +15,9 @@ from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from controller import proc
-from controller.errors import ToolError
-from controller.model import Domain, ObservedState
+from controller import commands
+from controller.model.errors import ToolError
+from controller.model.observed import Domain, ObservedState
 from probes.libvirt.domains import list_domains
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.read import read_status
@@ -26,11 +26,11 @@ NODES = ("kvm1", "kvm2", "kvm3")
 
 
 def embedded_cib() -> bytes:
-    return resources.files("controller.embedded").joinpath("cib.xml").read_bytes()
+    return resources.files("controller.app.embedded").joinpath("cib.xml").read_bytes()
 
 
 def embedded_desired() -> str:
-    return resources.files("controller.embedded").joinpath("desired.yaml").read_text()
+    return resources.files("controller.app.embedded").joinpath("desired.yaml").read_text()
 
 
 class SimulatedCluster:
@@ -47,13 +47,13 @@ class SimulatedCluster:
         argv = ["crm_simulate", "-x", str(seed), "-S", "-O", str(self.cib_file)]
         for n in NODES:
             argv[3:3] = ["-u", n]
-        proc.run(argv, timeout=60)
+        commands.run(argv, timeout=60)
         self.write_domains()
 
     def settle(self) -> None:
         """What the cluster does after a CIB change: the scheduler runs its transition."""
         out = self.workdir / "settled.xml"
-        proc.run(["crm_simulate", "-x", str(self.cib_file), "-S", "-O", str(out)], timeout=60)
+        commands.run(["crm_simulate", "-x", str(self.cib_file), "-S", "-O", str(out)], timeout=60)
         shutil.move(out, self.cib_file)
         self.write_domains()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from controller.model import (
+from controller.model.observed import (
     ColocationConstraint,
     Domain,
     LocationConstraint,

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.lab import lab
+from lab import lab
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def can_run_lab() -> str | None:
@@ -38,7 +38,7 @@ def say(text: str) -> None:
 
 
 def status_table() -> str:
-    from controller.status import render_table
+    from controller.app.status import render_table
 
     try:
         return render_table(json.loads(lab.warden_get("/status"))["vms"])
@@ -76,7 +76,7 @@ def main() -> int:
     if why:
         print(f"make demo: the lab cannot run here ({why}); running the simulated default "
               "instead (Pacemaker's tools on a CIB file, libvirt's test driver).")
-        return subprocess.call([sys.executable, "-m", "controller.cli", "run", "--simulate"])
+        return subprocess.call([sys.executable, "-m", "controller.app.cli", "run", "--simulate"])
     import signal
 
     def _interrupt(*_: object) -> None:
@@ -86,7 +86,7 @@ def main() -> int:
     work = Path(lab.BASE)
     work.mkdir(parents=True, exist_ok=True)
     desired = work / "desired.yaml"
-    shutil.copy(ROOT / "tests" / "lab" / "desired.yaml", desired)
+    shutil.copy(ROOT / "lab" / "desired.yaml", desired)
     try:
         say("Bringing up kvm1..kvm3: corosync, Pacemaker and libvirtd in network namespaces")
         info = lab.up()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from controller.events import (
+from controller.model.events import (
     AlertReceived,
     DomainLifecycle,
     DomainSeen,
@@ -24,7 +24,7 @@ from controller.events import (
     QuorumChanged,
     Snapshot,
 )
-from controller.model import ClusterStatus, Domain, ObservedState, Quorum
+from controller.model.observed import ClusterStatus, Domain, ObservedState, Quorum
 
 GFS2_TYPES = ("gfs2", "ocfs2", "nfs", "nfs4", "glusterfs", "cephfs")
 

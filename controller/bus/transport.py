@@ -22,8 +22,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from controller import metrics
-from controller.audit import logger
-from controller.events import (
+from controller.logs import logger
+from controller.model.events import (
     BusError,
     DomainSeen,
     Envelope,

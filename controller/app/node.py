@@ -12,12 +12,12 @@ from pathlib import Path
 
 import zmq
 
-from controller import audit
-from controller.agent import Agent, AgentConfig
-from controller.bus import Curve, Peer, Subscriber, start_authenticator
-from controller.errors import WardenError
-from controller.events import AlertReceived, BusError, Envelope, envelope, to_json
-from controller.store import Store, mark_stale
+from controller import logs
+from controller.bus.agent import Agent, AgentConfig
+from controller.bus.transport import Curve, Peer, Subscriber, start_authenticator
+from controller.engine.store import Store, mark_stale
+from controller.model.errors import WardenError
+from controller.model.events import AlertReceived, BusError, Envelope, envelope, to_json
 
 
 def snapshot_endpoint(endpoint: str) -> str:
@@ -50,14 +50,14 @@ def _wait_for_signal() -> None:
 
 def run_agent(node: str, bind: str, libvirt_uri: str | None, corosync: bool, keys: str | None,
               allow: str | None, insecure: bool) -> int:
-    audit.configure(sys.stderr)
+    logs.configure(sys.stderr)
     curve = curve_from(keys, allow, bind, insecure)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     auth = start_authenticator(ctx, curve) if curve else None
     agent = Agent(AgentConfig(node=node, pub_endpoint=bind, snapshot_endpoint=snapshot_endpoint(bind),
                               libvirt_uri=libvirt_uri, corosync=corosync), ctx, curve)
     agent.start()
-    audit.logger(component="agent").info("agent_started", node=node, endpoint=bind,
+    logs.logger(component="agent").info("agent_started", node=node, endpoint=bind,
                                          curve=curve is not None)
     try:
         _wait_for_signal()
@@ -167,7 +167,7 @@ def parse_alert(data: bytes) -> AlertReceived:
 def run_watch(agents: list[str], keys: str | None, allow: str | None, insecure: bool,
               count: int, alerts: str | None) -> int:
     """Print the live event stream as JSON lines (like `virsh event --loop`)."""
-    audit.configure(sys.stderr)  # stdout carries only the events
+    logs.configure(sys.stderr)  # stdout carries only the events
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     printed = threading.Semaphore(0)
     lock = threading.Lock()

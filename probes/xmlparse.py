@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from controller.errors import ParseError
+from controller.model.errors import ParseError
 
 # No entity expansion, no network: the XML comes from tools, but files can come from anywhere.
 _PARSER = etree.XMLParser(

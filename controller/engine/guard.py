@@ -12,15 +12,15 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from controller.actions import (
+from controller.model.actions import (
     AddColocation,
     AnyAction,
     RemoveConstraint,
     SetAllowedNodes,
     SetLocation,
 )
-from controller.desired import Policy
-from controller.index import ClusterIndex
+from controller.model.desired import Policy
+from controller.model.index import ClusterIndex
 
 FRESHNESS_SECONDS = 120.0  # observed state older than this is not acted on
 COOLDOWN_SECONDS = 10.0  # one object is changed at most once per cooldown

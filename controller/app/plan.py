@@ -9,14 +9,14 @@ from pathlib import Path
 
 import msgspec
 
-from controller.actions import Finding, describe
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
-from controller.desired import load_desired
-from controller.errors import DesiredStateError, ParseError
-from controller.guard import Guard
-from controller.index import build_index
-from controller.loop import Decision, decide
-from controller.model import ObservedState
+from controller.engine.guard import Guard
+from controller.engine.loop import Decision, decide
+from controller.model.actions import Finding, describe
+from controller.model.desired import load_desired
+from controller.model.errors import DesiredStateError, ParseError
+from controller.model.index import build_index
+from controller.model.observed import ObservedState
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.read import CibCache, read_status
 from reconcilers.all import ORDER

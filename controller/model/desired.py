@@ -23,8 +23,8 @@ from pydantic import (
     field_validator,
 )
 
-from controller.errors import DesiredStateError
-from controller.names import DOMAIN_NAME, NODE_NAME, RESOURCE_ID
+from controller.model.errors import DesiredStateError
+from controller.model.names import DOMAIN_NAME, NODE_NAME, RESOURCE_ID
 
 ResourceId = Annotated[str, Field(pattern=RESOURCE_ID.pattern, strict=True)]
 NodeName = Annotated[str, Field(pattern=NODE_NAME.pattern, strict=True)]

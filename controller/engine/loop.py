@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from controller import metrics
-from controller.actions import AnyAction, Cleanup, Finding, describe
 from controller.actuators.pacemaker import CibConflict, Outcome, PacemakerActuator
-from controller.audit import logger
-from controller.desired import DesiredState, load_desired
-from controller.errors import DesiredStateError, WardenError
-from controller.guard import Guard, Verdict
-from controller.index import ClusterIndex, build_index
-from controller.model import ObservedState
-from controller.status import vm_rows
+from controller.app.status import vm_rows
+from controller.engine.guard import Guard, Verdict
+from controller.logs import logger
+from controller.model.actions import AnyAction, Cleanup, Finding, describe
+from controller.model.desired import DesiredState, load_desired
+from controller.model.errors import DesiredStateError, WardenError
+from controller.model.index import ClusterIndex, build_index
+from controller.model.observed import ObservedState
 from reconcilers.all import plan_all
 from reconcilers.health import CleanupHistory
 

@@ -1,7 +1,7 @@
 """Running external tools: argument lists, a timeout on every call, stderr kept for errors.
 
 Never through a shell: every argument that comes from a file or the cluster is passed as one
-argv element, and names are validated (controller.names) before they get here.
+argv element, and names are validated (controller.model.names) before they get here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from controller.errors import ToolError
+from controller.model.errors import ToolError
 
 DEFAULT_TIMEOUT = 30.0
 

@@ -11,17 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller import audit
-from controller.actions import describe
+from controller import logs
 from controller.actuators.pacemaker import PacemakerActuator
-from controller.desired import load_desired
-from controller.errors import DesiredStateError, ToolError, WardenError
-from controller.http import StatusServer, readiness
-from controller.loop import Controller, DesiredStore, PassResult
-from controller.model import ObservedState
-from controller.planning import observe_once
-from controller.simulated import SimulatedCluster, embedded_desired
-from controller.status import render_table, vm_rows
+from controller.app.http import StatusServer, readiness
+from controller.app.plan import observe_once
+from controller.app.simulated import SimulatedCluster, embedded_desired
+from controller.app.status import render_table, vm_rows
+from controller.engine.loop import Controller, DesiredStore, PassResult
+from controller.model.actions import describe
+from controller.model.desired import load_desired
+from controller.model.errors import DesiredStateError, ToolError, WardenError
+from controller.model.observed import ObservedState
 from probes.libvirt.domains import list_domains
 
 
@@ -32,12 +32,12 @@ def run_service(
     allow: str | None = None, insecure: bool = False, node: str | None = None,
     watch_endpoint: str | None = None,
 ) -> int:
-    audit.configure(sys.stderr)
+    logs.configure(sys.stderr)
     import zmq
 
-    from controller.agent import Agent, AgentConfig
-    from controller.processes import AlertReceiver, subscribe
-    from controller.store import Store
+    from controller.app.node import AlertReceiver, subscribe
+    from controller.bus.agent import Agent, AgentConfig
+    from controller.engine.store import Store
 
     bus_store = Store()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -51,7 +51,7 @@ def run_service(
                                   snapshot_endpoint="inproc://agent-snapshot",
                                   libvirt_uri=libvirt_uri or "qemu:///system"), ctx)
         if watch_endpoint:
-            from controller.processes import snapshot_endpoint
+            from controller.app.node import snapshot_endpoint
 
             if not watch_endpoint.startswith(("tcp://127.", "ipc://")) and not keys:
                 raise WardenError("--watch-endpoint off loopback needs CURVE keys")
@@ -111,7 +111,7 @@ def run_service(
                                          observed_at={**observed.observed_at,
                                                       "libvirt": time.time()})
             except ToolError as exc:
-                audit.logger(component="libvirt").warning("libvirt_unavailable", error=str(exc))
+                logs.logger(component="libvirt").warning("libvirt_unavailable", error=str(exc))
         return observed, raw
 
     def refresh(observed: ObservedState) -> ObservedState:
