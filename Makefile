@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 venv: deps $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check controller probes reconcilers tests bench
+	$(BIN)/ruff check controller probes reconcilers tests bench lab
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy

@@ -18,7 +18,9 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from controller.bus.transport import Curve, Peer, Publisher, Subscriber, generate_keys, start_authenticator  # noqa: E402
+from controller.bus.keys import Curve, generate_keys, start_authenticator  # noqa: E402
+from controller.bus.publisher import Publisher  # noqa: E402
+from controller.bus.subscriber import Peer, Subscriber  # noqa: E402
 from controller.engine.store import Store  # noqa: E402
 from controller.model.events import DomainLifecycle, Envelope  # noqa: E402
 

@@ -25,6 +25,7 @@ from bench.common import OUT  # noqa: E402
 from bench.gencib import generate  # noqa: E402
 from controller.actuators.pacemaker import PacemakerActuator  # noqa: E402
 from controller.model.actions import SetLocation  # noqa: E402
+from controller.model.context import Context  # noqa: E402
 from controller.model.desired import parse_desired  # noqa: E402
 from controller.model.index import build_index, with_resource_nodes  # noqa: E402
 from controller.model.observed import ObservedState  # noqa: E402
@@ -84,7 +85,7 @@ def bench_plan() -> None:
     desired = parse_desired(desired_yaml(nodes, vms))
     load = time.perf_counter() - t
     t_index, index = timed(lambda: build_index(observed), 7)
-    t_plan, plan = timed(lambda: plan_all(index, desired), 7)  # type: ignore[arg-type]
+    t_plan, plan = timed(lambda: plan_all(Context(index=index, desired=desired)), 7)
     n_actions = len(plan.actions)  # type: ignore[attr-defined]
     print(f"full plan, {nodes} x {vms} (drift everywhere: {n_actions} actions): index "
           f"{t_index * 1000:.1f} ms + plan {t_plan * 1000:.1f} ms = "
@@ -102,7 +103,7 @@ def bench_plan() -> None:
         editor.apply(a)
     converged = ObservedState(status=observed.status, cib=parse_cib(etree.tostring(root)))
     t_index2, index2 = timed(lambda: build_index(converged), 7)
-    t_plan2, plan2 = timed(lambda: plan_all(index2, desired), 7)  # type: ignore[arg-type]
+    t_plan2, plan2 = timed(lambda: plan_all(Context(index=index2, desired=desired)), 7)
     print(f"full plan, converged ({len(plan2.actions)} actions): index {t_index2 * 1000:.1f} ms"  # type: ignore[attr-defined]
           f" + plan {t_plan2 * 1000:.1f} ms = {(t_index2 + t_plan2) * 1000:.1f} ms median")
 
@@ -112,7 +113,7 @@ def bench_plan() -> None:
 
     def incremental() -> object:
         idx = with_resource_nodes(index2, rid, ("kvm7",))  # type: ignore[arg-type]
-        return plan_all(idx, desired, only=frozenset({vm}))
+        return plan_all(Context(index=idx, desired=desired, scope=frozenset({vm})))
 
     t_inc, inc = timed(incremental, 101)
     print(f"incremental pass after one VM event: {t_inc * 1000:.3f} ms median "

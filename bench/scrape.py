@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench.plan import cib_file, desired_yaml, observed_from  # noqa: E402
 from controller import metrics  # noqa: E402
 from controller.app.http import StatusServer  # noqa: E402
-from controller.app.status import vm_rows  # noqa: E402
 from controller.model.desired import parse_desired  # noqa: E402
 from controller.model.index import build_index  # noqa: E402
+from controller.model.overview import DesiredInfo, StatusDoc, vm_rows  # noqa: E402
 
 
 def main() -> None:
@@ -30,8 +30,7 @@ def main() -> None:
     rows = vm_rows(observed, desired)
     metrics.update_cluster(observed)
     metrics.update_vms(rows, build_index(observed).fail_counts)
-    doc = {"vms": rows, "desired": {"path": "bench", "generation": 1, "valid": True,
-                                    "errors": []}, "last_pass": None}
+    doc = StatusDoc(vms=rows, desired=DesiredInfo(path="bench", generation=1, valid=True))
     server = StatusServer("127.0.0.1", 0, lambda: doc, lambda: (True, "ready"))
     server.start()
     base = f"http://127.0.0.1:{server.port}"

@@ -1,4 +1,5 @@
-"""Running external tools: argument lists, a timeout on every call, stderr kept for errors.
+"""The one place that runs external programs: argument lists, a timeout on every call, stderr
+kept for errors.
 
 Never through a shell: every argument that comes from a file or the cluster is passed as one
 argv element, and names are validated (controller.model.names) before they get here.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from controller.model.errors import ToolError
 
 DEFAULT_TIMEOUT = 30.0
+Process = subprocess.Popen  # what start() and stream() return, for callers' annotations
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,19 @@ def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subpr
             stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None,
         )
+    except FileNotFoundError:
+        raise ToolError(tuple(argv), "not installed (command not found)") from None
+    except OSError as exc:
+        raise ToolError(tuple(argv), f"could not start: {exc}") from None
+
+
+def stream(argv: Sequence[str], *, env: Mapping[str, str] | None = None
+           ) -> subprocess.Popen[str]:
+    """Start a long-running watcher whose stdout is read line by line as it comes (e.g.
+    `corosync-quorumtool -m`); stderr is discarded. The caller kills it (`proc.kill()`)."""
+    try:
+        return subprocess.Popen(tuple(argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True, env=dict(env) if env is not None else None)
     except FileNotFoundError:
         raise ToolError(tuple(argv), "not installed (command not found)") from None
     except OSError as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,8 +20,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from controller.model.actions import Finding
+from controller.model.actions import PLACEMENT_FINDINGS, Finding
 from controller.model.observed import ObservedState
+from controller.model.overview import VmRow
 
 # `_created` gauges double the series count and no dashboard or rule reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -160,27 +160,24 @@ def update_cluster(observed: ObservedState) -> None:
         PROBE_LAST_SUCCESS.labels(probe=source.split(":", 1)[0]).set(at)
 
 
-def update_vms(rows: Iterable[Mapping[str, Any]], fail_counts: Mapping[tuple[str, str], int]
-               ) -> None:
-    """Per-VM series from the status rows (controller.status.vm_rows)."""
+def update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int]) -> None:
+    """Per-VM series from the overview rows (controller.model.overview.vm_rows)."""
     global _vm_dirty
     with _vm_lock:
         _update_vms(rows, fail_counts)
         _vm_dirty = True
 
 
-def _update_vms(rows: Iterable[Mapping[str, Any]], fail_counts: Mapping[tuple[str, str], int]
-                ) -> None:
+def _update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int]) -> None:
     VM_INFO.clear()
     VM_UP.clear()
     VM_DESIRED_MATCH.clear()
     VM_FAILCOUNT.clear()
     for r in rows:
-        VM_INFO.labels(vm=r["vm"], resource=r["resource"], node=",".join(r["nodes"]),
-                       state=r["state"], desired_node=r["desired_node"] or "",
-                       vnc_port=str(r["vnc_port"] or "")).set(1)
-        VM_UP.labels(vm=r["vm"]).set(1 if r["nodes"] else 0)
-        VM_DESIRED_MATCH.labels(vm=r["vm"]).set(0 if r["drift"] else 1)
+        VM_INFO.labels(vm=r.vm, resource=r.resource, node=",".join(r.nodes), state=r.state,
+                       desired_node=r.desired_node or "", vnc_port=str(r.vnc_port or "")).set(1)
+        VM_UP.labels(vm=r.vm).set(1 if r.nodes else 0)
+        VM_DESIRED_MATCH.labels(vm=r.vm).set(0 if r.drift else 1)
     for (rid, node), count in fail_counts.items():
         VM_FAILCOUNT.labels(vm=rid.removeprefix("vm-"), node=node).set(count)
 
@@ -192,9 +189,9 @@ def update_findings(findings: Iterable[Finding]) -> None:
     counts: dict[tuple[str, str], int] = {}
     for f in findings:
         counts[(f.reconciler, f.severity)] = counts.get((f.reconciler, f.severity), 0) + 1
-        if f.message.startswith("circuit open"):
+        if f.kind == "circuit-open":
             CIRCUIT_OPEN.labels(resource=f.subject.split("@", 1)[0]).set(1)
-        if f.reconciler == "health" and f.severity == "critical" and "circuit" not in f.message:
+        if f.kind in PLACEMENT_FINDINGS:
             split += 1
     for (rec, sev), n in counts.items():
         FINDINGS.labels(reconciler=rec, severity=sev).set(n)

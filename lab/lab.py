@@ -348,14 +348,10 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # -- kvm-warden in the lab: an agent on every node, the controller on kvm1 --------------------
 
 def _keys() -> None:
-    from controller.bus.transport import generate_keys
+    from controller.bus.keys import generate_keys
 
     keys, allow_agents, allow_ctl = BASE / "keys", BASE / "allow-agents", BASE / "allow-controller"
     for d in (keys, allow_agents, allow_ctl):
@@ -426,3 +422,7 @@ def restart_node(node: str) -> None:
     """Start a killed node again in its namespace (fresh runtime dirs, same state dirs)."""
     kill_node(node)
     _start_node(node)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

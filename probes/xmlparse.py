@@ -11,10 +11,6 @@ _PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, huge_tree=True, remove_blank_text=True
 )
 
-# Pacemaker accepts these spellings for true (crm_is_true in lib/common/strings.c).
-_TRUE = frozenset({"true", "on", "yes", "y", "1"})
-_FALSE = frozenset({"false", "off", "no", "n", "0"})
-
 
 def parse_document(data: bytes, *, source: str) -> etree._Element:
     """Parse bytes into an element tree, turning every lxml failure into ParseError."""
@@ -26,29 +22,6 @@ def parse_document(data: bytes, *, source: str) -> etree._Element:
         raise ParseError(f"not well-formed XML: {exc}", source=source) from None
     except ValueError as exc:  # e.g. an encoding declaration lxml refuses
         raise ParseError(f"unreadable XML: {exc}", source=source) from None
-
-
-def to_bool(value: str | None, *, default: bool = False) -> bool:
-    if value is None:
-        return default
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    return default
-
-
-def opt_bool(value: str | None) -> bool | None:
-    """A Pacemaker boolean, or None when the attribute is absent or not a boolean."""
-    if value is None:
-        return None
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    return None
 
 
 def to_int(value: str | None, *, element: str, attribute: str, source: str) -> int:

@@ -1,7 +1,8 @@
-"""The Reconciler protocol and the plan it returns.
+"""The Reconciler protocol and the helpers reconcilers share.
 
-A reconciler is a pure function of (ClusterIndex, DesiredState): no I/O, no clock, no state of
-its own; what it needs to remember between passes (health's cleanup history) is passed in.
+A reconciler is a pure function of one Context (index, desired, scope, ledger view, now): no
+I/O, no clock, no state of its own; what it needs to remember between passes (health's cleanup
+history) comes in through the ledger's view.
 """
 
 from __future__ import annotations
@@ -9,18 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.model.actions import AnyAction, Finding
-from controller.model.desired import DesiredState
+from controller.model.actions import AnyAction, Finding, FindingKind, Plan, RemoveConstraint, Severity
+from controller.model.context import Context
 from controller.model.index import ClusterIndex
-
-
-@dataclass(frozen=True)
-class Plan:
-    actions: tuple[AnyAction, ...] = ()
-    findings: tuple[Finding, ...] = ()
-
-    def __add__(self, other: Plan) -> Plan:
-        return Plan(self.actions + other.actions, self.findings + other.findings)
 
 
 @dataclass
@@ -29,10 +21,9 @@ class PlanBuilder:
     actions: list[AnyAction] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
-    def find(self, severity: str, subject: str, message: str) -> None:
-        self.findings.append(
-            Finding(reconciler=self.reconciler, severity=severity, subject=subject, message=message)
-        )
+    def find(self, kind: FindingKind, severity: Severity, subject: str, message: str) -> None:
+        self.findings.append(Finding(reconciler=self.reconciler, kind=kind, severity=severity,
+                                     subject=subject, message=message))
 
     def build(self) -> Plan:
         return Plan(tuple(self.actions), tuple(self.findings))
@@ -44,8 +35,6 @@ def remove_stale(out: PlanBuilder, index: ClusterIndex, owned: tuple[str, ...], 
 
     Only ids with the reconciler's own prefixes are candidates: kvm-warden never removes a
     constraint somebody else made (leftover cli-* constraints are handled by placement)."""
-    from controller.model.actions import RemoveConstraint
-
     tables: list[dict[str, str | None]] = [
         {cid: c.rsc for cid, c in index.location.items()},
         {cid: c.then for cid, c in index.order.items()},
@@ -59,9 +48,11 @@ def remove_stale(out: PlanBuilder, index: ClusterIndex, owned: tuple[str, ...], 
 
 
 class Reconciler(Protocol):
-    name: str
+    """Every reconciler module: a NAME and a pure `plan(ctx)`; reconcilers.all.ALL lists them."""
 
-    def plan(self, index: ClusterIndex, desired: DesiredState) -> Plan: ...
+    NAME: str
+
+    def plan(self, ctx: Context) -> Plan: ...
 
 
 def under(path: str, mountpoint: str) -> bool:

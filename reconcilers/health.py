@@ -10,32 +10,18 @@ brain: a critical finding, never an automatic action.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 
-import msgspec
-
-from controller.model.actions import Cleanup
+from controller.model.actions import Cleanup, Plan
+from controller.model.context import CIRCUIT_WINDOW, Context
 from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
-from reconcilers.base import Plan, PlanBuilder
+from reconcilers.base import PlanBuilder
 
 NAME = "health"
 BACKOFF_BASE = 15.0  # seconds before the first cleanup after a failure; doubles per attempt
 BACKOFF_CAP = 900.0
 CIRCUIT_MAX = 5  # cleanups of one resource on one node within CIRCUIT_WINDOW open the circuit
-CIRCUIT_WINDOW = 3600.0
-
-
-class CleanupHistory(msgspec.Struct, frozen=True, kw_only=True):
-    """When each (resource, node) was cleaned up; kept by the loop, passed in to stay pure."""
-
-    attempts: Mapping[str, tuple[float, ...]] = msgspec.field(default_factory=dict)
-
-    def record(self, rsc: str, node: str, at: float) -> CleanupHistory:
-        key = f"{rsc}@{node}"
-        recent = tuple(t for t in self.attempts.get(key, ()) if at - t < CIRCUIT_WINDOW)
-        return CleanupHistory(attempts={**self.attempts, key: (*recent, at)})
 
 
 def backoff(attempts: int) -> float:
@@ -65,13 +51,12 @@ def _watched(index: ClusterIndex, desired: DesiredState) -> tuple[set[str], set[
     return ids | members, members
 
 
-def plan(
-    index: ClusterIndex, desired: DesiredState, history: CleanupHistory, now: float,
-    only: frozenset[str] | None = None,
-) -> Plan:
-    """`only`: VMs dirtied by events; cleanups then wait for a full pass (they need crm_mon's
+def plan(ctx: Context) -> Plan:
+    """`ctx.scope`: VMs dirtied by events; cleanups then wait for a full pass (they need crm_mon's
     fail-counts), placement findings are checked for those VMs."""
     out = PlanBuilder(NAME)
+    index, desired, only, now = ctx.index, ctx.desired, ctx.scope, ctx.now
+    history = ctx.ledger.cleanups
     watched, members = _watched(index, desired)
     for (rid, node), count in sorted(index.fail_counts.items()):
         if only is not None:
@@ -85,7 +70,7 @@ def plan(
             continue
         attempts = tuple(t for t in history.attempts.get(f"{rid}@{node}", ()) if now - t < CIRCUIT_WINDOW)
         if len(attempts) >= CIRCUIT_MAX:
-            out.find("critical", f"{rid}@{node}",
+            out.find("circuit-open", "critical", f"{rid}@{node}",
                      f"circuit open: {rid} failed again after {len(attempts)} cleanups on {node} "
                      f"within {CIRCUIT_WINDOW / 60:.0f} min; no more automatic cleanups")
             continue
@@ -110,9 +95,10 @@ def plan(
                 continue
             placed = set(index.running.get(rid, ()))
             if len(on) > 1:
-                out.find("critical", rid, f"split brain? domain {vm.name} runs on {', '.join(on)}")
+                out.find("split-brain", "critical", rid,
+                         f"split brain? domain {vm.name} runs on {', '.join(on)}")
             elif set(on) - placed:
-                out.find("critical", rid,
+                out.find("unplaced-domain", "critical", rid,
                          f"domain {vm.name} runs on {on[0]} where Pacemaker does not have {rid} "
                          f"active ({', '.join(sorted(placed)) or 'nowhere'})")
     return out.build()

@@ -9,11 +9,10 @@ with other ids are never touched, except the `cli-prefer-*`/`cli-ban-*` leftover
 
 from __future__ import annotations
 
-from controller.model.actions import AddColocation, RemoveConstraint, SetAllowedNodes, SetLocation
-from controller.model.desired import DesiredState
-from controller.model.index import ClusterIndex
+from controller.model.actions import AddColocation, Plan, RemoveConstraint, SetAllowedNodes, SetLocation
+from controller.model.context import Context
 from controller.model.observed import LocationConstraint
-from reconcilers.base import Plan, PlanBuilder, remove_stale
+from reconcilers.base import PlanBuilder, remove_stale
 
 NAME = "placement"
 OWNED = ("warden-prefer-", "warden-allowed-", "warden-anti-")
@@ -45,10 +44,11 @@ def allowed_matches(c: LocationConstraint, rid: str, nodes: tuple[str, ...]) -> 
     ) == sorted(nodes)
 
 
-def plan(index: ClusterIndex, desired: DesiredState, only: frozenset[str] | None = None) -> Plan:
-    """`only`: plan just these VMs (an incremental pass after events); removals of stale
+def plan(ctx: Context) -> Plan:
+    """`ctx.scope`: plan just these VMs (an incremental pass after events); removals of stale
     constraints and leftovers of other VMs wait for the next full pass."""
     out = PlanBuilder(NAME)
+    index, desired, only = ctx.index, ctx.desired, ctx.scope
     wanted: set[str] = set()
     score = str(desired.policy.prefer_score)
     by_name = desired.vm_by_name()

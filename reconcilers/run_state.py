@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from controller.model.actions import SetMeta
-from controller.model.desired import DesiredState
-from controller.model.index import ClusterIndex
-from reconcilers.base import Plan, PlanBuilder
+from controller.model.actions import Plan, SetMeta
+from controller.model.context import Context
+from reconcilers.base import PlanBuilder
 
 NAME = "run_state"
 
 
-def plan(index: ClusterIndex, desired: DesiredState, only: frozenset[str] | None = None) -> Plan:
+def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
+    index, desired, only = ctx.index, ctx.desired, ctx.scope
     for vm in desired.vms:
         if only is not None and vm.name not in only:
             continue

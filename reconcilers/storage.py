@@ -10,10 +10,11 @@ hence no-quorum-policy=freeze unless the file sets it.
 
 from __future__ import annotations
 
-from controller.model.actions import AddColocation, AddOrder, SetProperty
+from controller.model.actions import AddColocation, AddOrder, Plan, SetProperty
+from controller.model.context import Context
 from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
-from reconcilers.base import Plan, PlanBuilder, remove_stale, under
+from reconcilers.base import PlanBuilder, remove_stale, under
 
 NAME = "storage"
 OWNED = ("warden-order-", "warden-colo-")
@@ -53,8 +54,9 @@ def vm_dependencies(
     return deps
 
 
-def plan(index: ClusterIndex, desired: DesiredState, only: frozenset[str] | None = None) -> Plan:
+def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
+    index, desired, only = ctx.index, ctx.desired, ctx.scope
     wanted: set[str] = set()
 
     def need(first: str, then: str, why: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from lxml import etree
@@ -22,8 +21,9 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_
 from controller import commands
 from controller.actuators.cibedit import CibEditor, EditError
 from controller.model import names
-from controller.model.actions import CIB_ACTIONS, AnyAction, Cleanup
+from controller.model.actions import CIB_ACTIONS, AnyAction, Cleanup, Outcome
 from controller.model.errors import ActuatorError, ToolError
+from probes.pacemaker.read import cib_version, query_cib
 
 CRM_EX_DISCONNECT = 102  # lost the connection to the CIB manager: transient
 CRM_EX_OLD = 103  # the patch was made against an older CIB: a conflict, re-plan
@@ -34,16 +34,6 @@ TOOL_TIMEOUT = 60.0
 
 class CibConflict(ActuatorError):
     """The CIB changed between our read and our patch."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    action: AnyAction
-    applied: bool
-    error: str | None = None
-    before: str | None = None
-    after: str | None = None
-    duration: float = 0.0
 
 
 def without_positions(patch: bytes) -> bytes:
@@ -83,9 +73,7 @@ class PacemakerActuator:
 
     @_retry
     def query(self) -> bytes:
-        if self.cib_file is not None:
-            return Path(self.cib_file).read_bytes()
-        return commands.run(["cibadmin", "--query"], env=commands.tool_env(None), timeout=TOOL_TIMEOUT).stdout
+        return query_cib(self.cib_file, timeout=TOOL_TIMEOUT)
 
     def apply(self, actions: Sequence[AnyAction], cib: bytes | None = None) -> list[Outcome]:
         """Apply CIB actions as one patch, then the others one by one. Raises CibConflict."""
@@ -154,13 +142,10 @@ class PacemakerActuator:
         source = root.find("version/source")
         if source is None:
             return patch
-        out = commands.run(["cibadmin", "--query", "--xpath", "/cib", "--no-children"],
-                       env=commands.tool_env(self.cib_file), timeout=TOOL_TIMEOUT)
-        now = etree.fromstring(out.stdout)
-        if (now.get("admin_epoch"), now.get("epoch")) != (source.get("admin_epoch"),
-                                                           source.get("epoch")):
+        now = cib_version(self.cib_file, timeout=TOOL_TIMEOUT)
+        if now.configuration != (source.get("admin_epoch"), source.get("epoch")):
             raise CibConflict(["cibadmin"], "the CIB configuration changed since it was read")
-        source.set("num_updates", now.get("num_updates", "0"))
+        source.set("num_updates", now.num_updates or "0")
         return etree.tostring(root)
 
     @_retry

@@ -1,4 +1,5 @@
 """`kvm-warden` entry point: parses arguments and calls one function per command.
+    from controller.bus.keys import generate_keys
 
 Errors a user can act on (bad files, failing tools) are printed as one line and exit 1;
 tracebacks are for bugs only.
@@ -73,25 +74,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from controller.app.run import run_service
+    from controller.app.run import RunOptions, run_service
 
-    return run_service(
-        desired_path=args.desired,
-        cib_file=args.cib,
-        libvirt_uri=args.libvirt_uri,
-        http_port=args.http_port,
-        http_host=args.http_host,
-        simulate=args.simulate,
-        passes=args.passes,
-        agents=args.agent,
-        local_agent=args.command == "run" and not args.no_agent,
-        alerts=args.alerts,
-        keys=args.keys,
-        allow=args.allow,
-        insecure=args.insecure,
-        node=args.node,
-        watch_endpoint=getattr(args, "watch_endpoint", None),
-    )
+    return run_service(RunOptions(
+        desired_path=args.desired, cib_file=args.cib, libvirt_uri=args.libvirt_uri,
+        http_port=args.http_port, http_host=args.http_host, simulate=args.simulate,
+        passes=args.passes, agents=list(args.agent),
+        local_agent=args.command == "run" and not args.no_agent, alerts=args.alerts,
+        keys=args.keys, allow=args.allow, insecure=args.insecure, node=args.node,
+        watch_endpoint=getattr(args, "watch_endpoint", None)))
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
@@ -122,7 +113,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 def _cmd_keys(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from controller.bus.transport import generate_keys
+    from controller.bus.keys import generate_keys
 
     public, secret = generate_keys(Path(args.dir), args.name)
     print(f"public key: {public}  (copy into the peers' allow-list directories)")

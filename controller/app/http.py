@@ -9,16 +9,18 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from controller import metrics
 from controller.app.status_html import render_status_html
+from controller.model.overview import StatusDoc
 
 FRESH_SECONDS = 120.0
 
 
 class StatusServer:
-    def __init__(self, host: str, port: int, status: Callable[[], dict[str, Any]],
+    def __init__(self, host: str, port: int, status: Callable[[], StatusDoc],
                  ready: Callable[[], tuple[bool, str]]):
         self._status = status
         self._ready = ready
@@ -35,7 +37,7 @@ class StatusServer:
                     ok, why = outer._ready()
                     self._send(200 if ok else 503, (why + "\n").encode(), "text/plain")
                 elif path == "/status" and not self._wants_html():
-                    body = json.dumps(outer._status(), indent=1).encode()
+                    body = json.dumps(msgspec.to_builtins(outer._status()), indent=1).encode()
                     self._send(200, body, "application/json")
                 elif path in ("/status", "/status.html", "/"):
                     page = render_status_html(outer._status()).encode()

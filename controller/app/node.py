@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import socket
 import sys
 import threading
 import time
@@ -14,10 +12,13 @@ import zmq
 
 from controller import logs
 from controller.bus.agent import Agent, AgentConfig
-from controller.bus.transport import Curve, Peer, Subscriber, start_authenticator
+from controller.bus.keys import Curve, start_authenticator
+from controller.bus.subscriber import Peer, Subscriber
+from controller.bus.wire import to_json
 from controller.engine.store import Store, mark_stale
 from controller.model.errors import WardenError
-from controller.model.events import AlertReceived, BusError, Envelope, envelope, to_json
+from controller.model.events import Envelope
+from probes.pacemaker.alerts import AlertReceiver
 
 
 def snapshot_endpoint(endpoint: str) -> str:
@@ -82,88 +83,6 @@ def subscribe(ctx: zmq.Context[zmq.Socket[bytes]], agents: list[str], store: Sto
     return sub
 
 
-class AlertReceiver:
-    """Receives the alert agent's datagrams; each alert is folded and wakes the loop.
-
-    `endpoint`: a unix datagram socket path, or udp://HOST:PORT (for a controller on another
-    node). Malformed datagrams are counted and dropped.
-    """
-
-    def __init__(self, ctx: object, endpoint: str, store: Store):
-        self.store = store
-        if endpoint.startswith("udp://"):
-            host, _, port = endpoint[6:].rpartition(":")
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.bind((host, int(port)))
-            self.endpoint = f"udp://{host}:{self.sock.getsockname()[1]}"
-        else:
-            path = Path(endpoint)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.unlink(missing_ok=True)
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self.sock.bind(str(path))
-            path.chmod(0o666)  # the agent runs as hacluster
-            self.endpoint = str(path)
-        self.sock.settimeout(0.2)
-        self.last_sequence: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        from controller import metrics
-
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(8192)
-            except (TimeoutError, OSError):
-                continue
-            try:
-                alert = parse_alert(data)
-            except BusError as exc:
-                metrics.BUS_REJECTED.labels(reason=exc.reason).inc()
-                continue
-            metrics.BUS_EVENTS.labels(kind="AlertReceived").inc()
-            self._count_lost(alert)
-            self.store.fold(envelope(f"alert:{alert.node}", alert.sequence or 0, alert))
-
-    def _count_lost(self, alert: AlertReceived) -> None:
-        """Pacemaker numbers alerts per node: a jump means the agent could not deliver some."""
-        from controller import metrics
-
-        if alert.sequence is None or not alert.node:
-            return
-        last = self.last_sequence.get(alert.node)
-        if last is not None and alert.sequence > last + 1:
-            metrics.ALERTS_DROPPED.inc(alert.sequence - last - 1)
-        self.last_sequence[alert.node] = alert.sequence
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-
-
-def parse_alert(data: bytes) -> AlertReceived:
-    try:
-        msg = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise BusError("alert-undecodable") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("kind"), str) or not msg["kind"]:
-        raise BusError("alert-invalid")
-
-    def text(key: str) -> str:
-        v = msg.get(key, "")
-        return v[:1000] if isinstance(v, str) else ""
-
-    seq = text("node_sequence")
-    return AlertReceived(kind=text("kind"), node=text("node"), resource=text("rsc"),
-                         task=text("task"), rc=text("rc"), desc=text("desc"),
-                         status=text("status"), target_rc=text("target_rc"),
-                         timestamp=text("timestamp_epoch"),
-                         sequence=int(seq) if seq.isdigit() else None)
-
-
 def run_watch(agents: list[str], keys: str | None, allow: str | None, insecure: bool,
               count: int, alerts: str | None) -> int:
     """Print the live event stream as JSON lines (like `virsh event --loop`)."""
@@ -185,7 +104,7 @@ def run_watch(agents: list[str], keys: str | None, allow: str | None, insecure: 
 
     store = Printer()
     sub = subscribe(ctx, agents, store, keys, allow, insecure) if agents else None
-    receiver = AlertReceiver(ctx, alerts, store) if alerts else None
+    receiver = AlertReceiver(alerts, store.fold) if alerts else None
     try:
         if count:
             for _ in range(count):

@@ -5,46 +5,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import msgspec
 
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
+from controller.engine.decide import Decision, decide
 from controller.engine.guard import Guard
-from controller.engine.loop import Decision, decide
+from controller.engine.observe import observe_once
 from controller.model.actions import Finding, describe
 from controller.model.desired import load_desired
-from controller.model.errors import DesiredStateError, ParseError
+from controller.model.errors import DesiredStateError
 from controller.model.index import build_index
-from controller.model.observed import ObservedState
-from probes.pacemaker.cib import parse_cib
-from probes.pacemaker.read import CibCache, read_status
 from reconcilers.all import ORDER
-from reconcilers.health import CleanupHistory
-
-
-def observe_once(cib_file: str | None, cache: CibCache | None = None
-                 ) -> tuple[ObservedState, bytes]:
-    """The CIB bytes (the base of any patch) and crm_mon's status, read from the same source.
-
-    With a `cache` (the long-running controller), the CIB is re-read only when its
-    configuration version changed."""
-    if cache is not None:
-        cib, raw = cache.get()
-        status = read_status(cib_file)
-        return ObservedState(status=status, cib=cib, observed_at={"pacemaker": time.time()}), raw
-    actuator = PacemakerActuator(cib_file)
-    if cib_file is not None:
-        try:
-            raw = Path(cib_file).read_bytes()
-        except OSError as exc:
-            raise ParseError(f"cannot read: {exc.strerror}", source=cib_file) from None
-    else:
-        raw = actuator.query()
-    cib = parse_cib(raw, source=cib_file or "cibadmin --query")
-    status = read_status(cib_file)
-    now = time.time()
-    return ObservedState(status=status, cib=cib, observed_at={"pacemaker": now}), raw
 
 
 def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: bool) -> int:
@@ -57,7 +29,7 @@ def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: 
     observed, raw = observe_once(cib_file)
     now = time.time()
     index = build_index(observed)
-    decisions, findings = decide(index, desired, Guard(), CleanupHistory(), now, now)
+    decisions, findings = decide(index, desired, Guard(), now, now)
     outcomes = []
     if apply:
         admitted = [d.action for d in decisions if d.verdict.admitted]

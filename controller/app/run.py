@@ -1,5 +1,9 @@
-"""`kvm-warden run`: the controller process (loop + HTTP), against the live cluster, a CIB file,
-or the embedded simulated cluster (`--simulate`, what `make demo` runs)."""
+"""`kvm-warden run` and `kvm-warden controller`: the loop and its HTTP port, against the live
+cluster, a CIB file, or the embedded simulated cluster (`--simulate`).
+
+The process is wired here and nowhere else: which sources the store hears (the in-process
+agent, remote agents, alerts), which Source a full pass reads, and what HTTP serves.
+"""
 
 from __future__ import annotations
 
@@ -8,171 +12,169 @@ import socket
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+import zmq
 
 from controller import logs
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.app.http import StatusServer, readiness
-from controller.app.plan import observe_once
+from controller.app.node import snapshot_endpoint, subscribe
 from controller.app.simulated import SimulatedCluster, embedded_desired
-from controller.app.status import render_table, vm_rows
-from controller.engine.loop import Controller, DesiredStore, PassResult
+from controller.app.status import render_table
+from controller.bus.agent import Agent, AgentConfig
+from controller.engine.desired_store import DesiredStore
+from controller.engine.loop import Controller, PassResult
+from controller.engine.observe import Source, pacemaker_source, with_local_libvirt
+from controller.engine.store import Store
 from controller.model.actions import describe
 from controller.model.desired import load_desired
-from controller.model.errors import DesiredStateError, ToolError, WardenError
-from controller.model.observed import ObservedState
-from probes.libvirt.domains import list_domains
+from controller.model.errors import DesiredStateError, WardenError
+from controller.model.overview import DesiredInfo, PassSummary, StatusDoc
+from probes.pacemaker.alerts import AlertReceiver
 
 
-def run_service(
-    desired_path: str | None, cib_file: str | None, libvirt_uri: str | None, http_port: int,
-    http_host: str, simulate: bool, passes: int, agents: list[str] | None = None,
-    local_agent: bool = False, alerts: str | None = None, keys: str | None = None,
-    allow: str | None = None, insecure: bool = False, node: str | None = None,
-    watch_endpoint: str | None = None,
-) -> int:
+@dataclass
+class RunOptions:
+    """What `run`/`controller` were asked for (cli.py builds it from the arguments)."""
+
+    desired_path: str | None = None
+    cib_file: str | None = None
+    libvirt_uri: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 9810
+    simulate: bool = False
+    passes: int = 0
+    agents: list[str] = field(default_factory=list)
+    local_agent: bool = False
+    alerts: str | None = None
+    keys: str | None = None
+    allow: str | None = None
+    insecure: bool = False
+    node: str | None = None
+    watch_endpoint: str | None = None
+
+
+def run_service(opts: RunOptions) -> int:
     logs.configure(sys.stderr)
-    import zmq
-
-    from controller.app.node import AlertReceiver, subscribe
-    from controller.bus.agent import Agent, AgentConfig
-    from controller.engine.store import Store
-
-    bus_store = Store()
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    closers: list[Any] = []
-    agent_specs = list(agents or [])
-    # The simulated default runs the agent only when asked for a libvirt URI (e.g. test:///default).
-    if local_agent and (not simulate or libvirt_uri):
-        # `kvm-warden run`: the agent in the same process, over inproc (no network, no keys).
-        me = node or socket.gethostname()
-        agent = Agent(AgentConfig(node=me, pub_endpoint="inproc://agent",
-                                  snapshot_endpoint="inproc://agent-snapshot",
-                                  libvirt_uri=libvirt_uri or "qemu:///system"), ctx)
-        if watch_endpoint:
-            from controller.app.node import snapshot_endpoint
-
-            if not watch_endpoint.startswith(("tcp://127.", "ipc://")) and not keys:
-                raise WardenError("--watch-endpoint off loopback needs CURVE keys")
-            agent.publisher.also_bind(watch_endpoint, snapshot_endpoint(watch_endpoint))
-            print(f"events:            kvm-warden watch --controller {watch_endpoint}")
-        agent.start()
-        closers.append(agent.stop)
-        agent_specs.append(f"{me}=inproc://agent")
-    if agent_specs:
-        sub = subscribe(ctx, agent_specs, bus_store, keys, allow, insecure)
-        closers.insert(0, sub.close)
-    if alerts and not simulate:
-        receiver = AlertReceiver(ctx, alerts, bus_store)
-        closers.insert(0, receiver.close)
-        print(f"alerts:            {receiver.endpoint} (recipient value for kvm-warden-alert)")
-    sim: SimulatedCluster | None = None
-    if simulate:
-        workdir = Path(tempfile.mkdtemp(prefix="kvm-warden-demo-")).resolve()
-        sim = SimulatedCluster(workdir)
-        sim.create()
-        if desired_path is None:
-            desired_path = str(workdir / "desired.yaml")
-            Path(desired_path).write_text(embedded_desired())
-        print(f"simulated cluster: {sim.cib_file} (Pacemaker's tools with CIB_file=; "
-              f"crm_simulate plays the scheduler)")
-        print(f"desired state:     {desired_path}  (edit it: reloaded on save)")
-    if desired_path is None:
-        print("kvm-warden: error: --desired FILE is required (or --simulate)", file=sys.stderr)
-        return 1
-    try:
-        load_desired(desired_path)
-    except DesiredStateError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
-        return 1
-
-    store = DesiredStore(desired_path)
-
-    from probes.pacemaker.read import CibCache
-
-    cib_cache = CibCache(cib_file)
-
-    def observe() -> tuple[ObservedState, bytes | None]:
+    with ExitStack() as stack:
+        store = Store()
+        agents = list(opts.agents)
+        agents += _local_agent(opts, stack)
+        if agents:
+            sub = subscribe(zmq.Context.instance(), agents, store, opts.keys, opts.allow,
+                            opts.insecure)
+            stack.callback(sub.close)
+        if opts.alerts and not opts.simulate:
+            receiver = AlertReceiver(opts.alerts, store.fold)
+            stack.callback(receiver.close)
+            print(f"alerts:            {receiver.endpoint} (recipient value for kvm-warden-alert)")
+        sim = _simulated(opts) if opts.simulate else None
         if sim is not None:
-            return sim.observe()
-        observed, raw = observe_once(cib_file, cib_cache)
-        if agent_specs:
-            bus = bus_store.state
-            return ObservedState(
-                status=observed.status, cib=observed.cib, domains=bus.domains,
-                quorum=bus.quorum, mounts=bus.mounts, stale=bus.stale,
-                observed_at={**bus.observed_at, **observed.observed_at}), raw
-        if libvirt_uri:
-            try:
-                doms = {socket.gethostname(): list_domains(libvirt_uri)}
-                observed = ObservedState(status=observed.status, cib=observed.cib, domains=doms,
-                                         observed_at={**observed.observed_at,
-                                                      "libvirt": time.time()})
-            except ToolError as exc:
-                logs.logger(component="libvirt").warning("libvirt_unavailable", error=str(exc))
-        return observed, raw
-
-    def refresh(observed: ObservedState) -> ObservedState:
-        """The held crm_mon/CIB observation with the bus's newer libvirt/corosync/mounts."""
-        bus = bus_store.state
-        return ObservedState(status=observed.status, cib=observed.cib, domains=bus.domains,
-                             quorum=bus.quorum, mounts=bus.mounts, stale=bus.stale,
-                             observed_at={**observed.observed_at, **bus.observed_at})
-
-    controller = Controller(
-        observe=observe,
-        actuator=PacemakerActuator(str(sim.cib_file) if sim else cib_file),
-        desired=store,
-        after_apply=sim.settle if sim else None,
-        refresh=refresh if agent_specs and sim is None else None,
-    )
-
-    def status_doc() -> dict[str, Any]:
-        observed = controller.last_observed
-        last = controller.last
-        return {
-            "vms": controller.last_rows if observed else [],
-            "desired": {"path": desired_path, "generation": store.generation,
-                        "valid": not store.errors, "errors": list(store.errors)},
-            "last_pass": None if last is None else {
-                "actions": [describe(d.action) for d in last.decisions],
-                "findings": [f.message for f in last.findings], "error": last.error,
-                "duration_s": round(last.duration, 4)},
-        }
-
-    server = None
-    if http_port >= 0:
+            stack.callback(print, f"stopped; the simulated cluster is left in {sim.workdir}")
+        if opts.desired_path is None:
+            print("kvm-warden: error: --desired FILE is required (or --simulate)", file=sys.stderr)
+            return 1
         try:
-            server = StatusServer(
-                http_host, http_port, status_doc,
-                lambda: readiness(time.time() if controller.last and not controller.last.error
-                                  else None, not store.errors and store.current is not None))
-        except OSError as exc:
-            raise WardenError(f"cannot listen on {http_host}:{http_port}: {exc}") from None
-        server.start()
-        print(f"metrics:           http://{http_host}:{server.port}/metrics  "
-              f"(/healthz /readyz /status)")
-
-    def on_pass(result: PassResult) -> None:
-        print(summarize(result, controller), flush=True)
-
-    # Events only wake the loop (debounced); the pass re-reads everything (level-triggered).
-    bus_store.listeners.append(controller.mark)
-    signal.signal(signal.SIGTERM, lambda *_: controller.stop())
-    try:
-        controller.run_forever(passes=passes, on_pass=on_pass)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if server:
-            server.stop()
-        for close in closers:
-            close()
-        if sim:
-            print(f"stopped; the simulated cluster is left in {sim.workdir}")
+            load_desired(opts.desired_path)
+        except DesiredStateError as exc:
+            for line in exc.problems:
+                print(line, file=sys.stderr)
+            return 1
+        controller = Controller(
+            source=_source(opts, sim, bool(agents)),
+            actuator=PacemakerActuator(str(sim.cib_file) if sim else opts.cib_file),
+            desired=DesiredStore(opts.desired_path), store=store,
+            after_apply=sim.settle if sim else None)
+        server = _serve_http(opts, controller)
+        if server is not None:
+            stack.callback(server.stop)
+        signal.signal(signal.SIGTERM, lambda *_: controller.stop())
+        try:
+            controller.run_forever(passes=opts.passes,
+                                   on_pass=lambda r: print(summarize(r, controller), flush=True))
+        except KeyboardInterrupt:
+            pass
     return 0
+
+
+def _local_agent(opts: RunOptions, stack: ExitStack) -> list[str]:
+    """`kvm-warden run`: the node agent in the same process, over inproc (no network, no keys).
+    The simulated default runs it only when asked for a libvirt URI (e.g. test:///default)."""
+    if not opts.local_agent or (opts.simulate and not opts.libvirt_uri):
+        return []
+    me = opts.node or socket.gethostname()
+    agent = Agent(AgentConfig(node=me, pub_endpoint="inproc://agent",
+                              snapshot_endpoint="inproc://agent-snapshot",
+                              libvirt_uri=opts.libvirt_uri or "qemu:///system"),
+                  zmq.Context.instance())
+    if opts.watch_endpoint:
+        if not opts.watch_endpoint.startswith(("tcp://127.", "ipc://")) and not opts.keys:
+            raise WardenError("--watch-endpoint off loopback needs CURVE keys")
+        agent.publisher.also_bind(opts.watch_endpoint, snapshot_endpoint(opts.watch_endpoint))
+        print(f"events:            kvm-warden watch --controller {opts.watch_endpoint}")
+    agent.start()
+    stack.callback(agent.stop)
+    return [f"{me}=inproc://agent"]
+
+
+def _simulated(opts: RunOptions) -> SimulatedCluster:
+    workdir = Path(tempfile.mkdtemp(prefix="kvm-warden-demo-")).resolve()
+    sim = SimulatedCluster(workdir)
+    sim.create()
+    if opts.desired_path is None:
+        opts.desired_path = str(workdir / "desired.yaml")
+        Path(opts.desired_path).write_text(embedded_desired())
+    print(f"simulated cluster: {sim.cib_file} (Pacemaker's tools with CIB_file=; "
+          f"crm_simulate plays the scheduler)")
+    print(f"desired state:     {opts.desired_path}  (edit it: reloaded on save)")
+    return sim
+
+
+def _source(opts: RunOptions, sim: SimulatedCluster | None, has_agents: bool) -> Source:
+    """What a full pass reads itself; agents deliver the rest through the store."""
+    if sim is not None:
+        return sim.read
+    source = pacemaker_source(opts.cib_file)
+    if opts.libvirt_uri and not has_agents:
+        source = with_local_libvirt(source, opts.libvirt_uri, socket.gethostname())
+    return source
+
+
+def _serve_http(opts: RunOptions, controller: Controller) -> StatusServer | None:
+    if opts.http_port < 0:
+        return None
+
+    def status_doc() -> StatusDoc:
+        return status_document(controller, opts.desired_path)
+
+    def ready() -> tuple[bool, str]:
+        last = controller.last
+        return readiness(last.finished_at if last and not last.error else None,
+                         not controller.desired.errors and controller.desired.current is not None)
+
+    try:
+        server = StatusServer(opts.http_host, opts.http_port, status_doc, ready)
+    except OSError as exc:
+        raise WardenError(f"cannot listen on {opts.http_host}:{opts.http_port}: {exc}") from None
+    server.start()
+    print(f"metrics:           http://{opts.http_host}:{server.port}/metrics  "
+          f"(/healthz /readyz /status)")
+    return server
+
+
+def status_document(controller: Controller, desired_path: str | None) -> StatusDoc:
+    last, store = controller.last, controller.desired
+    return StatusDoc(
+        vms=controller.last_rows if controller.last_observed else (),
+        desired=DesiredInfo(path=desired_path, generation=store.generation,
+                            valid=not store.errors, errors=tuple(store.errors)),
+        last_pass=None if last is None else PassSummary(
+            actions=tuple(describe(d.action) for d in last.decisions),
+            findings=tuple(f.message for f in last.findings), error=last.error,
+            duration_s=round(last.duration, 4)))
 
 
 def summarize(result: PassResult, controller: Controller) -> str:
@@ -193,5 +195,5 @@ def summarize(result: PassResult, controller: Controller) -> str:
     for f in result.findings:
         lines.append(f"    ! {f.severity}: {f.message}")
     if controller.last_observed is not None and (applied or not result.decisions):
-        lines.append(render_table(vm_rows(controller.last_observed, controller.desired.current)))
+        lines.append(render_table(controller.last_rows))
     return "\n".join(lines)

@@ -16,8 +16,10 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from controller import commands
+from controller.engine.observe import Reading
 from controller.model.errors import ToolError
-from controller.model.observed import Domain, ObservedState
+from controller.model.events import DomainSeen, PacemakerSeen
+from controller.model.observed import Domain
 from probes.libvirt.domains import list_domains
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.read import read_status
@@ -90,13 +92,12 @@ class SimulatedCluster:
                 continue
         return out
 
-    def observe(self) -> tuple[ObservedState, bytes]:
+    def read(self) -> Reading:
+        """The engine's Source: Pacemaker's view of the CIB file and every node's domains."""
         raw = self.cib_file.read_bytes()
         cib = parse_cib(raw, source=str(self.cib_file))
         status = read_status(str(self.cib_file))
-        now = time.time()
-        return (
-            ObservedState(status=status, cib=cib, domains=self.domains(),
-                          observed_at={"pacemaker": now, "libvirt": now}),
-            raw,
-        )
+        domains = self.domains()
+        seen = tuple(DomainSeen(node=n, connected=n in domains,
+                                domains=tuple(domains.get(n, {}).values())) for n in NODES)
+        return Reading((PacemakerSeen(status=status, cib=cib), *seen), raw, time.time())

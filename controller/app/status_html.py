@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Any
+
+from controller.model.overview import StatusDoc, VmRow
 
 STYLE = (
     "body{font-family:sans-serif;margin:1.5em;color:#222}"
@@ -14,37 +15,39 @@ STYLE = (
 )
 
 
-def render_status_html(doc: dict[str, Any]) -> str:
-    rows = []
-    for vm in doc.get("vms", []):
-        drift = vm.get("drift") or []
-        cells = [
-            escape(str(vm.get("vm", ""))),
-            escape(str(vm.get("resource", ""))),
-            escape(", ".join(vm.get("nodes") or []) or "-"),
-            escape(str(vm.get("state", ""))),
-            escape(f"{vm.get('desired_state') or '-'} @ {vm.get('desired_node') or 'any'}"),
-            (f"<span class='bad'>{escape(', '.join(drift))}</span>" if drift
-             else "<span class='ok'>none</span>"),
-            escape(str(vm.get("vnc_port") or "-")),
-            f"<code>{escape(vm['console'])}</code>" if vm.get("console") else "-",
-        ]
-        cls = " class='drift'" if drift else ""
-        rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    desired = doc.get("desired", {})
-    last = doc.get("last_pass") or {}
+def _row(vm: VmRow) -> str:
+    cells = [
+        escape(vm.vm),
+        escape(vm.resource),
+        escape(", ".join(vm.nodes) or "-"),
+        escape(vm.state),
+        escape(f"{vm.desired_state or '-'} @ {vm.desired_node or 'any'}"),
+        (f"<span class='bad'>{escape(', '.join(vm.drift))}</span>" if vm.drift
+         else "<span class='ok'>none</span>"),
+        escape(str(vm.vnc_port or "-")),
+        f"<code>{escape(vm.console)}</code>" if vm.console else "-",
+    ]
+    cls = " class='drift'" if vm.drift else ""
+    return f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def render_status_html(doc: StatusDoc) -> str:
+    rows = "".join(_row(vm) for vm in doc.vms)
+    desired = doc.desired
     head = ("<tr><th>VM</th><th>Resource</th><th>Node</th><th>State</th><th>Desired</th>"
             "<th>Drift</th><th>VNC</th><th>Console</th></tr>")
-    errors = "".join(f"<li>{escape(e)}</li>" for e in desired.get("errors", []))
-    findings = "".join(f"<li>{escape(f)}</li>" for f in last.get("findings", []))
+    errors = "".join(f"<li>{escape(e)}</li>" for e in (desired.errors if desired else ()))
+    findings = "".join(f"<li>{escape(f)}</li>"
+                       for f in (doc.last_pass.findings if doc.last_pass else ()))
+    valid = desired is not None and desired.valid
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>kvm-warden status</title>"
         f"<style>{STYLE}</style></head><body><h1>kvm-warden</h1>"
-        f"<p>Desired state: <code>{escape(str(desired.get('path', '')))}</code>, generation "
-        f"{escape(str(desired.get('generation', 0)))}, "
-        f"{'valid' if desired.get('valid', False) else '<b class=bad>INVALID</b>'}</p>"
+        f"<p>Desired state: <code>{escape(str(desired.path if desired else ''))}</code>, "
+        f"generation {desired.generation if desired else 0}, "
+        f"{'valid' if valid else '<b class=bad>INVALID</b>'}</p>"
         + (f"<ul class='bad'>{errors}</ul>" if errors else "")
-        + f"<table id='vms'>{head}{''.join(rows)}</table>"
+        + f"<table id='vms'>{head}{rows}</table>"
         + (f"<h2>Findings</h2><ul>{findings}</ul>" if findings else "")
         + "</body></html>"
     )

@@ -8,7 +8,8 @@ from typing import Any
 
 import zmq
 
-from controller.bus.transport import Curve, Publisher
+from controller.bus.keys import Curve
+from controller.bus.publisher import Publisher
 from probes.corosync.quorum import QuorumWatcher
 from probes.libvirt.events import LibvirtWatcher
 from probes.storage.mounts import MountWatcher

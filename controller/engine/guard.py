@@ -8,65 +8,41 @@ quorum is lost, *every* action is refused with the same reason (and counted as s
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-from controller.model.actions import (
-    AddColocation,
-    AnyAction,
-    RemoveConstraint,
-    SetAllowedNodes,
-    SetLocation,
-)
+from controller.engine.ledger import Ledger, moves_resource
+from controller.model.actions import AnyAction
 from controller.model.desired import Policy
 from controller.model.index import ClusterIndex
+from controller.model.pcmk import to_bool
 
 FRESHNESS_SECONDS = 120.0  # observed state older than this is not acted on
 COOLDOWN_SECONDS = 10.0  # one object is changed at most once per cooldown
-MIGRATION_SETTLE_SECONDS = 300.0  # a move we caused counts as in flight until crm_mon settles
 
-REASONS = (
+Reason = Literal[
     "admitted", "dry-run", "no-quorum", "node-unclean", "maintenance-mode", "resource-unmanaged",
     "stale-observation", "cooldown", "rate-limit", "max-concurrent-migrations",
-)
+]
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
 @dataclass(frozen=True)
 class Verdict:
     admitted: bool
-    reason: str
+    reason: Reason
     detail: str = ""
 
 
 ADMIT = Verdict(True, "admitted")
 
 
-def moves_resource(action: AnyAction, index: ClusterIndex) -> str | None:
-    """The VM this action would make Pacemaker (live-)migrate, if any."""
-    match action:
-        case SetLocation(rsc=r, node=n, score=s):
-            here = index.running.get(r, ())
-            return r if here and n not in here and not s.startswith("-") else None
-        case SetAllowedNodes(rsc=r, nodes=ns):
-            here = index.running.get(r, ())
-            return r if any(h not in ns for h in here) else None
-        case AddColocation(rsc=r, with_rsc=w, score=s) if s.startswith("-"):
-            shared = set(index.running.get(r, ())) & set(index.running.get(w, ()))
-            return r if shared else None
-        case RemoveConstraint(id=i, rsc=r) if r and i.startswith(("cli-", "warden-prefer-")):
-            return r if r in index.running else None
-    return None
-
-
 @dataclass
 class Guard:
-    """Cluster-wide safety checks are pure; rates, cooldowns and in-flight moves are remembered."""
+    """Cluster-wide safety checks are pure; rates, cooldowns and in-flight moves are read from
+    the ledger, which remembers outcomes (engine/ledger.py)."""
 
-    clock: float = 0.0
-    _by_kind: dict[str, deque[float]] = field(default_factory=dict)
-    _last_change: dict[str, float] = field(default_factory=dict)
-    _moves: dict[str, float] = field(default_factory=dict)
+    ledger: Ledger = field(default_factory=Ledger)
 
     def cluster_verdict(
         self, index: ClusterIndex, policy: Policy, now: float, observed_at: float | None
@@ -80,7 +56,7 @@ class Guard:
         if unclean:
             return Verdict(False, "node-unclean", f"unclean (fencing pending): {', '.join(unclean)}")
         mm = index.properties.get("maintenance-mode") or status.properties.get("maintenance-mode")
-        if (mm or "false").lower() in ("true", "yes", "on", "1"):
+        if to_bool(mm):
             return Verdict(False, "maintenance-mode", "maintenance-mode is on")
         if observed_at is not None and now - observed_at > FRESHNESS_SECONDS:
             return Verdict(False, "stale-observation",
@@ -104,42 +80,19 @@ class Guard:
             n = index.nodes.get(node) if isinstance(node, str) else None
             if n is not None and n.maintenance:
                 return Verdict(False, "resource-unmanaged", f"node {node} is in maintenance")
-        last = self._last_change.get(action.key)
+        last = self.ledger.last_change.get(action.key)
         if last is not None and now - last < COOLDOWN_SECONDS:
             return Verdict(False, "cooldown", f"{action.key} changed {now - last:.1f} s ago")
         kind = type(action).__name__
-        window = self._by_kind.get(kind)
-        if window is not None:
-            while window and now - window[0] >= 60.0:
-                window.popleft()
-            if len(window) >= policy.max_actions_per_minute:
-                return Verdict(False, "rate-limit",
-                               f"{len(window)} {kind} actions in the last minute "
-                               f"(max {policy.max_actions_per_minute})")
+        spent = self.ledger.actions_in_window(kind, now)
+        if spent >= policy.max_actions_per_minute:
+            return Verdict(False, "rate-limit",
+                           f"{spent} {kind} actions in the last minute "
+                           f"(max {policy.max_actions_per_minute})")
         moved = moves_resource(action, index)
-        if moved is not None and moved not in self._moves:
-            in_flight = self.migrations_in_flight(index, now)
+        if moved is not None and moved not in self.ledger.moves:
+            in_flight = self.ledger.migrations_in_flight(index, now)
             if len(in_flight) >= policy.max_concurrent_migrations:
                 return Verdict(False, "max-concurrent-migrations",
                                f"{len(in_flight)} migrations in flight: {', '.join(sorted(in_flight))}")
         return ADMIT
-
-    def migrations_in_flight(self, index: ClusterIndex, now: float) -> set[str]:
-        # A move counts until crm_mon shows it settled: not migrating and running on one node.
-        for rsc, since in list(self._moves.items()):
-            settled = rsc not in index.migrating and len(index.running.get(rsc, ())) == 1
-            if (settled and now - since > 1.0) or now - since > MIGRATION_SETTLE_SECONDS:
-                del self._moves[rsc]
-        return set(self._moves) | set(index.migrating)
-
-    def record(self, action: AnyAction, index: ClusterIndex, now: float) -> None:
-        """Called for each action that was applied: spends its rate and starts its cooldown."""
-        self._last_change[action.key] = now
-        self._by_kind.setdefault(type(action).__name__, deque()).append(now)
-        moved = moves_resource(action, index)
-        if moved is not None:
-            self._moves[moved] = now
-
-
-def now() -> float:
-    return time.time()

@@ -1,43 +1,35 @@
-"""The reconcile pass and loop: observe -> plan (all reconcilers) -> guard -> apply -> audit.
+"""The reconcile loop: observe -> decide (reconcilers + guard) -> apply -> record outcomes.
 
-This module is the one place that wires probes, reconcilers, the guard and the actuators.
-Level-triggered: every pass reads the whole observed state; events (later: the bus) only wake
-the loop early, debounced. An epoch conflict re-reads and re-plans at once; it never overwrites.
+Level-triggered: every pass plans on the whole observed state held in the store; events only
+mark objects dirty and wake the loop early, debounced. A full pass reads Pacemaker (crm_mon);
+a burst of libvirt events gives an incremental pass over just the VMs they touched, on the
+Pacemaker reading the store already holds. An epoch conflict re-reads and re-plans at once;
+it never overwrites.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from controller import metrics
-from controller.actuators.pacemaker import CibConflict, Outcome, PacemakerActuator
-from controller.app.status import vm_rows
-from controller.engine.guard import Guard, Verdict
-from controller.logs import logger
-from controller.model.actions import AnyAction, Cleanup, Finding, describe
-from controller.model.desired import DesiredState, load_desired
-from controller.model.errors import DesiredStateError, WardenError
+from controller.actuators.pacemaker import CibConflict, PacemakerActuator
+from controller.engine.decide import Decision, decide
+from controller.engine.desired_store import DesiredStore
+from controller.engine.guard import Guard
+from controller.engine.ledger import Ledger
+from controller.engine.observe import CONTROLLER, Source
+from controller.engine.store import Store
+from controller.logs import audit_record, logger
+from controller.model.actions import AddColocation, AddOrder, Finding, Outcome, describe
+from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex, build_index
 from controller.model.observed import ObservedState
-from reconcilers.all import plan_all
-from reconcilers.health import CleanupHistory
+from controller.model.overview import VmRow, vm_rows
 
 DEBOUNCE_SECONDS = 0.2
-# libvirt's events and crm_mon's snapshot are not taken at the same instant: during a start or
-# a migration one may show the guest where the other does not yet. A placement mismatch is
-# reported only once it has lasted this long (Pacemaker's own monitor interval is seconds).
-FINDING_PERSIST_SECONDS = 15.0
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: AnyAction
-    verdict: Verdict
 
 
 @dataclass(frozen=True)
@@ -49,104 +41,25 @@ class PassResult:
     error: str | None = None
     duration: float = 0.0
     scope: str = "full"
+    finished_at: float = 0.0  # wall clock, for /readyz and the "not reconciling" alert
 
     @property
     def pending(self) -> bool:
         return bool(self.decisions)
 
 
-def decide(
-    index: ClusterIndex, desired: DesiredState, guard: Guard, history: CleanupHistory,
-    now: float, observed_at: float | None, only: frozenset[str] | None = None,
-) -> tuple[tuple[Decision, ...], tuple[Finding, ...]]:
-    """Plan with every reconciler and put each action before the guard.
-
-    Admitted actions are recorded at once, so that rate limits and the migration ceiling hold
-    within one pass too (five moves with max_concurrent_migrations=2: two admitted, three not).
-    """
-    plan = plan_all(index, desired, history, now, only=only)
-    decisions = []
-    for action in plan.actions:
-        verdict = guard.admit(action, index, desired.policy, now, observed_at)
-        if verdict.admitted:
-            guard.record(action, index, now)
-        decisions.append(Decision(action, verdict))
-    return tuple(decisions), plan.findings
-
-
-class DesiredStore:
-    """The desired-state file with hot reload; an invalid file never replaces the last good one."""
-
-    def __init__(self, path: str | None, fallback: DesiredState | None = None):
-        self.path = path
-        self.current: DesiredState | None = fallback
-        self.errors: tuple[str, ...] = ()
-        self.generation = 0
-        self._stamp: tuple[float, int] | None = None
-        self.log = logger(component="desired")
-
-    def poll(self) -> bool:
-        """Reload if the file changed on disk; True when a new valid state took effect."""
-        if self.path is None:
-            if self.generation == 0 and self.current is not None:
-                self.generation = 1
-                metrics.DESIRED_VALID.set(1)
-                metrics.DESIRED_GENERATION.set(1)
-                return True
-            return False
-        try:
-            st = Path(self.path).stat()
-            stamp = (st.st_mtime, st.st_size)
-        except OSError as exc:
-            stamp = (0.0, -1)
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self._reject((f"{self.path}: cannot read: {exc.strerror}",))
-            return False
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        try:
-            new = load_desired(self.path)
-        except DesiredStateError as exc:
-            self._reject(exc.problems)
-            return False
-        self.current = new
-        self.errors = ()
-        self.generation += 1
-        metrics.DESIRED_VALID.set(1)
-        metrics.DESIRED_GENERATION.set(self.generation)
-        metrics.DESIRED_RELOAD_TIME.set(time.time())
-        self.log.info("desired_state_loaded", path=self.path, generation=self.generation,
-                      vms=len(new.vms))
-        return True
-
-    def _reject(self, problems: tuple[str, ...]) -> None:
-        self.errors = problems
-        metrics.DESIRED_VALID.set(0)
-        self.log.error("desired_state_rejected", path=self.path, problems=list(problems),
-                       kept_generation=self.generation)
-
-
-Observe = Callable[[], tuple[ObservedState, bytes | None]]
-
-
 @dataclass
 class Controller:
-    observe: Observe
+    source: Source
     actuator: PacemakerActuator
     desired: DesiredStore
+    store: Store = field(default_factory=Store)
     after_apply: Callable[[], None] | None = None  # the simulated cluster "reacts" here
-    # Merges the latest bus state (libvirt, corosync, mounts) into a held observation: lets a
-    # burst of libvirt events be planned without running crm_mon again (DESIGN.md section 2).
-    refresh: Callable[[ObservedState], ObservedState] | None = None
     guard: Guard = field(default_factory=Guard)
-    history: CleanupHistory = field(default_factory=CleanupHistory)
     last: PassResult | None = None
     last_observed: ObservedState | None = None
-    last_rows: list[dict[str, Any]] = field(default_factory=list)
-    last_raw: bytes | None = None
-    _finding_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    last_rows: tuple[VmRow, ...] = ()
+    cib: bytes | None = None  # the CIB of the last full reading: the base of the next patch
     _dirty: set[str] = field(default_factory=set)
     _full: bool = True
     _dirty_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -155,6 +68,12 @@ class Controller:
 
     def __post_init__(self) -> None:
         self.log = logger(component="loop")
+        # Events only wake the loop (debounced); the pass re-reads everything (level-triggered).
+        self.store.listeners.append(self.mark)
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.guard.ledger
 
     def wake(self) -> None:
         self._wake.set()
@@ -179,39 +98,54 @@ class Controller:
         self._stop.set()
         self._wake.set()
 
+    # -- one pass ----------------------------------------------------------------------------
     def run_pass(self, now: float | None = None, only: frozenset[str] | None = None
                  ) -> PassResult:
         """One pass. `only`: VM names dirtied by libvirt events -- plan just those, on the
-        held crm_mon observation refreshed with the bus state (no crm_mon run)."""
+        Pacemaker reading the store holds (no crm_mon run)."""
         started = time.monotonic()
         desired = self.desired.current
         if desired is None:
             return self._finish(PassResult((), (), error="no valid desired state"), started)
-        if only is not None and self.last_observed is not None and self.refresh is not None:
-            observed, raw = self.refresh(self.last_observed), self.last_raw
-        else:
+        if only is None or self.cib is None:
             only = None
-            try:
-                observed, raw = self.observe()
-            except WardenError as exc:
-                metrics.PROBE_ERRORS.labels(probe="pacemaker").inc()
-                self.log.error("observe_failed", error=str(exc))
-                return self._finish(PassResult((), (), error=str(exc)), started)
-        self.last_observed, self.last_raw = observed, raw
+            error = self._read()
+            if error is not None:
+                return self._finish(PassResult((), (), error=error), started)
+        observed = self.store.state
+        self.last_observed = observed
         metrics.update_cluster(observed)
         t = now if now is not None else time.time()
         index = build_index(observed)
         # Freshness is that of Pacemaker's view, which every action is planned on; a dead
         # node's silent agent is the stale list's business, not a reason to freeze.
         observed_at = observed.observed_at.get("pacemaker", t)
-        decisions, findings = decide(index, desired, self.guard, self.history, t, observed_at,
-                                     only)
-        findings = self._persistent(findings, t, prune=only is None)
+        decisions, findings = decide(index, desired, self.guard, t, observed_at, only)
+        findings = self.ledger.persistent(findings, t, prune=only is None)
         self.last_rows = vm_rows(observed, desired)  # /status serves these until the next pass
-        metrics.update_vms(self.last_rows, index.fail_counts)
+        self._report(decisions, findings, index.fail_counts)
+        outcomes, conflict = self._apply(decisions, index, t)
+        return self._finish(
+            PassResult(decisions, findings, tuple(outcomes), conflict,
+                       scope="full" if only is None else "incremental"), started)
+
+    def _read(self) -> str | None:
+        try:
+            reading = self.source()
+        except WardenError as exc:
+            metrics.PROBE_ERRORS.labels(probe="pacemaker").inc()
+            self.log.error("observe_failed", error=str(exc))
+            return str(exc)
+        self.store.observe(reading.observations, CONTROLLER, reading.at)
+        self.cib = reading.cib
+        return None
+
+    def _report(self, decisions: tuple[Decision, ...], findings: tuple[Finding, ...],
+                fail_counts: Mapping[tuple[str, str], int]) -> None:
+        metrics.update_vms(self.last_rows, fail_counts)
         metrics.STORAGE_DEPS_MISSING.set(sum(
             1 for d in decisions if d.action.reconciler == "storage"
-            and type(d.action).__name__ in ("AddOrder", "AddColocation")))
+            and isinstance(d.action, AddOrder | AddColocation)))
         for d in decisions:
             metrics.ACTIONS.labels(kind=type(d.action).__name__, verdict=d.verdict.reason).inc()
             if not d.verdict.admitted:
@@ -219,80 +153,55 @@ class Controller:
             self.log.info("decision", action=describe(d.action), reconciler=d.action.reconciler,
                           why=d.action.why, verdict=d.verdict.reason, detail=d.verdict.detail)
         for f in findings:
-            self.log.warning("finding", reconciler=f.reconciler, severity=f.severity,
-                             subject=f.subject, message=f.message)
+            self.log.warning("finding", reconciler=f.reconciler, kind=f.kind,
+                             severity=f.severity, subject=f.subject, message=f.message)
         metrics.update_findings(findings)
+
+    def _apply(self, decisions: tuple[Decision, ...], index: ClusterIndex, now: float
+               ) -> tuple[list[Outcome], bool]:
         admitted = [d.action for d in decisions if d.verdict.admitted]
+        if not admitted:
+            return [], False
         outcomes: list[Outcome] = []
         conflict = False
-        if admitted:
-            try:
-                outcomes = self.actuator.apply(admitted, cib=raw)
-            except CibConflict as exc:
-                conflict = True
-                metrics.CIB_CONFLICTS.inc()
-                self.log.warning("cib_conflict", error=str(exc))
-                self._full = True
-                self._wake.set()  # re-read and re-plan at once
-            except WardenError as exc:
-                metrics.ACTUATOR_ERRORS.inc()
-                self.log.error("apply_failed", error=str(exc))
-            for o in outcomes:
-                self._audit(o)
-                if o.applied and isinstance(o.action, Cleanup):
-                    self.history = self.history.record(o.action.rsc, o.action.node, t)
-            if any(o.applied for o in outcomes):
-                if self.after_apply:
-                    self.after_apply()
-                self._full = True
-                self._wake.set()  # re-observe soon: the next pass sees what the change did
-        return self._finish(
-            PassResult(decisions, findings, tuple(outcomes), conflict,
-                       scope="full" if only is None else "incremental"), started)
-
-    def _persistent(self, findings: tuple[Finding, ...], now: float, prune: bool = True
-                    ) -> tuple[Finding, ...]:
-        """Drop placement findings (health, critical) younger than FINDING_PERSIST_SECONDS."""
-        keep, seen = [], set()
-        for f in findings:
-            if f.reconciler != "health" or f.message.startswith("circuit open"):
-                keep.append(f)
-                continue
-            key = (f.subject, f.message)
-            seen.add(key)
-            first = self._finding_since.setdefault(key, now)
-            if now - first >= FINDING_PERSIST_SECONDS:
-                keep.append(f)
-        if prune:  # an incremental pass sees only its VMs: it cannot clear the others
-            self._finding_since = {k: v for k, v in self._finding_since.items() if k in seen}
-        return tuple(keep)
-
-    def _audit(self, o: Outcome) -> None:
-        metrics.APPLIED.labels(kind=type(o.action).__name__,
-                               outcome="applied" if o.applied else "failed").inc()
-        record: dict[str, Any] = {
-            "action": describe(o.action), "kind": type(o.action).__name__,
-            "reconciler": o.action.reconciler, "why": o.action.why, "before": o.before,
-            "after": o.after, "outcome": "applied" if o.applied else "failed",
-            "duration_s": round(o.duration, 4),
-        }
-        if o.error:
-            record["error"] = o.error
-        self.log.info("audit", **record)
+        try:
+            outcomes = self.actuator.apply(admitted, cib=self.cib)
+        except CibConflict as exc:
+            conflict = True
+            metrics.CIB_CONFLICTS.inc()
+            self.log.warning("cib_conflict", error=str(exc))
+            self._full = True
+            self._wake.set()  # re-read and re-plan at once
+        except WardenError as exc:
+            metrics.ACTUATOR_ERRORS.inc()
+            self.log.error("apply_failed", error=str(exc))
+        for o in outcomes:
+            self.ledger.record(o.action, o.applied, index, now)
+            metrics.APPLIED.labels(kind=type(o.action).__name__,
+                                   outcome="applied" if o.applied else "failed").inc()
+            self.log.info("audit", **audit_record(o))
+        if any(o.applied for o in outcomes):
+            if self.after_apply:
+                self.after_apply()
+            self._full = True
+            self._wake.set()  # re-observe soon: the next pass sees what the change did
+        return outcomes, conflict
 
     def _finish(self, result: PassResult, started: float) -> PassResult:
         duration = time.monotonic() - started
+        finished = time.time()
         result = PassResult(result.decisions, result.findings, result.outcomes, result.conflict,
-                            result.error, duration, result.scope)
+                            result.error, duration, result.scope, finished)
         metrics.PASSES.labels(result="error" if result.error else "ok", scope=result.scope).inc()
         metrics.PASS_DURATION.observe(duration)
-        metrics.LAST_PASS.set(time.time())
+        metrics.LAST_PASS.set(finished)
         metrics.DRIFT.clear()
         for d in result.decisions:
             metrics.DRIFT.labels(reconciler=d.action.reconciler).inc()
         self.last = result
         return result
 
+    # -- the loop ----------------------------------------------------------------------------
     def run_forever(self, passes: int = 0, on_pass: Callable[[PassResult], None] | None = None
                     ) -> None:
         """Pass on start, on every wake (debounced) and every resync period, until stop()."""
@@ -305,7 +214,7 @@ class Controller:
                 self._wake.clear()
                 full, dirty = self._take_dirty()
                 domains = frozenset(k.split(":", 1)[1] for k in dirty if k.startswith("domain:"))
-                if full or changed or now >= next_resync or self.last_observed is None:
+                if full or changed or now >= next_resync or self.cib is None:
                     result = self.run_pass()
                     period = (self.desired.current.policy.resync_seconds
                               if self.desired.current else 30)

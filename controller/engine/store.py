@@ -9,7 +9,7 @@ its data is kept but not trusted.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -20,20 +20,20 @@ from controller.model.events import (
     Envelope,
     Heartbeat,
     MountsSeen,
-    Payload,
+    Observation,
+    PacemakerSeen,
     QuorumChanged,
     Snapshot,
 )
-from controller.model.observed import ClusterStatus, Domain, ObservedState, Quorum
-
-GFS2_TYPES = ("gfs2", "ocfs2", "nfs", "nfs4", "glusterfs", "cephfs")
+from controller.model.observed import Domain, ObservedState, Quorum
+from controller.model.pcmk import SHARED_FS_TYPES
 
 
 def fold(state: ObservedState, env: Envelope) -> tuple[ObservedState, frozenset[str]]:
     return _apply(state, env.payload, env.source, env.sent_at)
 
 
-def _apply(state: ObservedState, p: Payload, source: str, at: float
+def _apply(state: ObservedState, p: Observation, source: str, at: float
            ) -> tuple[ObservedState, frozenset[str]]:
     seen = {**state.observed_at}
     stale = state.stale - {source}
@@ -76,21 +76,20 @@ def _apply(state: ObservedState, p: Payload, source: str, at: float
                     frozenset({f"quorum:{node}"}))
         case MountsSeen(node=node, mounts=mounts):
             seen[f"storage:{node}"] = at
-            mps = tuple(sorted(m.mountpoint for m in mounts if m.fstype in GFS2_TYPES))
+            mps = tuple(sorted(m.mountpoint for m in mounts if m.fstype in SHARED_FS_TYPES))
             return (msgspec.structs.replace(state, mounts={**state.mounts, node: mps},
                                             observed_at=seen, stale=stale),
                     frozenset({f"mounts:{node}"}))
+        case PacemakerSeen(status=status, cib=cib):
+            seen["pacemaker"] = at
+            return (msgspec.structs.replace(state, status=status, cib=cib, observed_at=seen),
+                    frozenset())
         case Heartbeat():
             seen[f"agent:{source}"] = at
             return msgspec.structs.replace(state, observed_at=seen, stale=stale), frozenset()
         case AlertReceived(resource=rsc, node=node):
             return state, frozenset({f"alert:{rsc or node}"})
     return state, frozenset()
-
-
-def with_status(state: ObservedState, status: ClusterStatus, at: float) -> ObservedState:
-    return msgspec.structs.replace(state, status=status,
-                                   observed_at={**state.observed_at, "pacemaker": at})
 
 
 def mark_stale(state: ObservedState, source: str) -> ObservedState:
@@ -116,6 +115,14 @@ class Store:
             for listener in self.listeners:
                 listener(changed)
         return changed
+
+    def observe(self, observations: Iterable[Observation], source: str, at: float) -> None:
+        """Fold the controller's own readings (Pacemaker, a local libvirt, a simulated cluster).
+
+        Listeners are not told: the pass that took the reading is the one that plans on it."""
+        with self._lock:
+            for obs in observations:
+                self._state, _ = _apply(self._state, obs, source, at)
 
     def update(self, fn: Callable[[ObservedState], ObservedState]) -> None:
         with self._lock:

@@ -8,6 +8,9 @@ RemoveConstraint of a foreign id is only ever planned for `cli-prefer-*`/`cli-ba
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import msgspec
 
 OWNED_PREFIX = "warden-"
@@ -139,13 +142,53 @@ CIB_ACTIONS = (SetLocation, SetAllowedNodes, AddOrder, AddColocation, RemoveCons
                SetProperty)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one admitted action: the actuator's answer, for the ledger and the audit."""
+
+    action: AnyAction
+    applied: bool
+    error: str | None = None
+    before: str | None = None
+    after: str | None = None
+    duration: float = 0.0
+
+
+Severity = Literal["warning", "critical"]
+FindingKind = Literal[
+    "stonith-without-device",  # properties: stonith-enabled=true asked for, no device configured
+    "missing-resource",  # inventory: a VM of the file has no Pacemaker resource
+    "wrong-agent",  # inventory: the VM's resource is not ocf:heartbeat:VirtualDomain
+    "unknown-node",  # inventory: the file names a node the cluster does not have
+    "missing-storage-resource",  # inventory: a storage entry's resource does not exist
+    "circuit-open",  # health: cleanups suspended after repeated failures
+    "split-brain",  # health: one domain running on two nodes
+    "unplaced-domain",  # health: a domain running where Pacemaker does not have its resource
+]
+# Findings about where domains run compare two sources taken at different instants (libvirt's
+# events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).
+PLACEMENT_FINDINGS: frozenset[FindingKind] = frozenset({"split-brain", "unplaced-domain"})
+
+
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
     """Something an operator must know that kvm-warden will not fix by itself."""
 
     reconciler: str
-    severity: str  # "warning" | "critical"
+    kind: FindingKind
+    severity: Severity
     subject: str
     message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one or all reconcilers want: actions for the guard, findings for people."""
+
+    actions: tuple[AnyAction, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+    def __add__(self, other: Plan) -> Plan:
+        return Plan(self.actions + other.actions, self.findings + other.findings)
 
 
 def describe(action: AnyAction) -> str:

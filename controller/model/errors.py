@@ -44,3 +44,11 @@ class ToolError(WardenError):
 
 class ActuatorError(ToolError):
     """A change to the cluster was refused or failed."""
+
+
+class BusError(WardenError):
+    """A bus frame or an alert datagram that is not a valid message; `reason` labels the metric."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)

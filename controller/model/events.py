@@ -1,26 +1,20 @@
-"""Events on the bus: an envelope `{v, source, seq, sent_at, kind, payload}` in msgpack.
+"""Observations as events: the payload types, and the envelope `{v, source, seq, sent_at, kind,
+payload}` they travel in on the bus (controller/bus/wire.py encodes it as msgpack).
 
-Payloads are small frozen structs, one per kind (DESIGN.md section 4). Decoding is strict: a
-frame that is not a well-formed envelope of a known kind and version raises BusError with a
-reason, which the subscriber counts (`kvm_warden_bus_rejected_total{reason}`) and drops.
+Payloads are small frozen structs, one per kind. Every observation enters the state store as a
+payload -- from the bus, from an alert, or from the controller's own reading of Pacemaker
+(`PacemakerSeen`, which never travels on the bus: it is not one of the wire KINDS).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import msgspec
 
-from controller.model.observed import Domain
+from controller.model.observed import CibConfig, ClusterStatus, Domain
 
 VERSION = 1
-
-
-class BusError(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
-        super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
 class DomainLifecycle(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -93,6 +87,16 @@ Payload = (
     DomainLifecycle | DomainSeen | QuorumChanged | AlertReceived | MountsSeen | Heartbeat | Snapshot
 )
 
+
+class PacemakerSeen(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """One reading of Pacemaker: crm_mon's status and the CIB's configuration, taken together."""
+
+    status: ClusterStatus
+    cib: CibConfig | None = None
+
+
+Observation = Payload | PacemakerSeen
+
 KINDS = {cls.__name__: cls for cls in (DomainLifecycle, DomainSeen, QuorumChanged, AlertReceived,
                                        MountsSeen, Heartbeat, Snapshot)}
 
@@ -106,43 +110,6 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     payload: Payload
 
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Envelope)
-
-
 def envelope(source: str, seq: int, payload: Payload) -> Envelope:
     return Envelope(v=VERSION, source=source, seq=seq, sent_at=time.time(),
                     kind=type(payload).__name__, payload=payload)
-
-
-def encode(env: Envelope) -> bytes:
-    return _encoder.encode(env)
-
-
-def decode(data: bytes) -> Envelope:
-    try:
-        env = _decoder.decode(data)
-    except msgspec.ValidationError as exc:
-        raw: Any = None
-        try:
-            raw = msgspec.msgpack.decode(data)
-        except msgspec.DecodeError:
-            pass
-        if isinstance(raw, dict) and raw.get("v") not in (None, VERSION):
-            raise BusError("version", f"envelope version {raw.get('v')!r}") from None
-        if isinstance(raw, dict) and raw.get("kind") not in KINDS:
-            raise BusError("unknown-kind", str(raw.get("kind"))[:40]) from None
-        raise BusError("invalid", str(exc)[:200]) from None
-    except msgspec.DecodeError as exc:
-        raise BusError("undecodable", str(exc)[:200]) from None
-    if env.v != VERSION:
-        raise BusError("version", f"envelope version {env.v}")
-    if env.kind not in KINDS:
-        raise BusError("unknown-kind", env.kind[:40])
-    if env.kind != type(env.payload).__name__:
-        raise BusError("invalid", f"kind {env.kind} does not match its payload")
-    return env
-
-
-def to_json(env: Envelope) -> bytes:
-    return msgspec.json.encode(env)

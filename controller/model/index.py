@@ -18,6 +18,7 @@ from controller.model.observed import (
     OrderConstraint,
     ResourceConfig,
 )
+from controller.model.pcmk import to_bool
 
 INFINITY = ("INFINITY", "+INFINITY")
 
@@ -99,9 +100,7 @@ def build_index(observed: ObservedState) -> ClusterIndex:
             unmanaged.add(cid)
     for rid, cfg in configured.items():
         meta = cfg.meta
-        if meta.get("is-managed", "true").lower() in ("false", "no", "off", "0") or meta.get(
-            "maintenance", "false"
-        ).lower() in ("true", "yes", "on", "1"):
+        if not to_bool(meta.get("is-managed"), default=True) or to_bool(meta.get("maintenance")):
             unmanaged.add(rid)
 
     constraints = cib.constraints if cib else None

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import re
 
+from controller.model.errors import WardenError
+
 RESOURCE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62})$")
 DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
 
 
-class InvalidName(ValueError):
-    pass
+class InvalidName(WardenError, ValueError):
+    """A name that must not reach a command line or a CIB id (a ValueError too, so that the
+    desired-state validators report it with file:line like any other field error)."""
 
 
 def check(kind: str, value: str, pattern: re.Pattern[str]) -> str:

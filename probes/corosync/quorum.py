@@ -7,7 +7,6 @@ it runs under `stdbuf -oL` (LAB.md). A missing or dead corosync is a state, "unk
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
@@ -96,7 +95,7 @@ class QuorumWatcher:
         self.last: QuorumChanged | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: commands.Process[str] | None = None
         self._thread = threading.Thread(target=self._run, name="corosync-quorum", daemon=True)
 
     def start(self) -> None:
@@ -131,10 +130,10 @@ class QuorumWatcher:
 
     def _follow(self) -> None:
         try:
-            self._proc = subprocess.Popen(
-                [*self.prefix, "stdbuf", "-oL", "corosync-quorumtool", "-m", "-p"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        except OSError:
+            # quorumtool block-buffers into a pipe: stdbuf makes each block arrive as it is made.
+            self._proc = commands.stream(
+                [*self.prefix, "stdbuf", "-oL", "corosync-quorumtool", "-m", "-p"])
+        except ToolError:
             return
         stdout: IO[str] | None = self._proc.stdout
         if stdout is None:

@@ -22,7 +22,8 @@ from controller.model.observed import (
     ResourceSet,
     Rule,
 )
-from probes.xmlparse import opt_bool, parse_document, required, to_int
+from controller.model.pcmk import opt_bool
+from probes.xmlparse import parse_document, required, to_int
 
 _CONTAINERS = frozenset({"clone", "master", "group", "bundle"})
 

@@ -12,7 +12,8 @@ from lxml import etree
 
 from controller.model.errors import ParseError
 from controller.model.observed import ClusterStatus, Collective, Failure, Node, OpHistory, Resource
-from probes.xmlparse import parse_document, required, to_bool, to_int
+from controller.model.pcmk import to_bool
+from probes.xmlparse import parse_document, required, to_int
 
 _ROOTS = frozenset({"pacemaker-result", "crm_mon"})
 _COLLECTIVES = frozenset({"clone", "group", "bundle"})

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+
 from controller import commands
 from controller.model.errors import ParseError, ToolError
 from controller.model.observed import CibConfig, ClusterStatus
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.crm_mon import parse_crm_mon
+from probes.xmlparse import parse_document
 
 CRM_MON_TIMEOUT = 60.0  # 2.2 s at 32 nodes x 5,000 VMs here; a hung crm_mon is killed
 
@@ -22,11 +25,31 @@ def read_status(cib_file: str | None = None, *, timeout: float = CRM_MON_TIMEOUT
     return parse_crm_mon(out.stdout, source=cib_file or "crm_mon")
 
 
-def read_cib(cib_file: str | None = None, *, timeout: float = 30.0) -> CibConfig:
+CIB_TIMEOUT = 30.0
+
+
+def query_cib(cib_file: str | None = None, *, timeout: float = CIB_TIMEOUT) -> bytes:
+    """The whole CIB: the file itself offline, `cibadmin --query` live. The one CIB read."""
     if cib_file is not None:
-        return parse_cib(_read_file(cib_file), source=cib_file)
-    out = commands.run(["cibadmin", "--query"], env=commands.tool_env(None), timeout=timeout)
-    return parse_cib(out.stdout, source="cibadmin --query")
+        return _read_file(cib_file)
+    return commands.run(["cibadmin", "--query"], env=commands.tool_env(None), timeout=timeout).stdout
+
+
+def cib_version(cib_file: str | None = None, *, timeout: float = CIB_TIMEOUT) -> CibVersion:
+    """The CIB's version counters, from its root element alone (cheap at any size)."""
+    out = commands.run(["cibadmin", "--query", "--xpath", "/cib", "--no-children"],
+                       env=commands.tool_env(cib_file), timeout=timeout)
+    root = parse_document(out.stdout, source="cibadmin --query --xpath /cib")
+    return CibVersion(admin_epoch=root.get("admin_epoch"), epoch=root.get("epoch"),
+                      num_updates=root.get("num_updates"))
+
+
+def cib_source(cib_file: str | None) -> str:
+    return cib_file or "cibadmin --query"
+
+
+def read_cib(cib_file: str | None = None, *, timeout: float = CIB_TIMEOUT) -> CibConfig:
+    return parse_cib(query_cib(cib_file, timeout=timeout), source=cib_source(cib_file))
 
 
 def read_both(
@@ -42,6 +65,17 @@ def read_both(
         raise
     out = commands.finish(child, timeout=timeout)
     return parse_crm_mon(out.stdout, source=cib_file or "crm_mon"), cib
+
+
+class CibVersion(msgspec.Struct, frozen=True, kw_only=True):
+    admin_epoch: str | None
+    epoch: str | None
+    num_updates: str | None
+
+    @property
+    def configuration(self) -> tuple[str | None, str | None]:
+        """What changes with the configuration; num_updates moves with every status update."""
+        return self.admin_epoch, self.epoch
 
 
 class CibCache:
@@ -60,25 +94,11 @@ class CibCache:
         self.raw: bytes = b""
         self.reads = 0
 
-    def version(self) -> tuple[str | None, str | None]:
-        from lxml import etree
-
-        out = commands.run(["cibadmin", "--query", "--xpath", "/cib", "--no-children"],
-                       env=commands.tool_env(self.cib_file), timeout=30)
-        try:
-            root = etree.fromstring(out.stdout)
-        except etree.XMLSyntaxError as exc:
-            raise ParseError(f"unreadable CIB root: {exc}", source="cibadmin") from None
-        return root.get("admin_epoch"), root.get("epoch")
-
     def get(self) -> tuple[CibConfig, bytes]:
-        key = self.version()
+        key = cib_version(self.cib_file).configuration
         if key != self.key or self.cib is None:
-            if self.cib_file is not None:
-                raw = _read_file(self.cib_file)
-            else:
-                raw = commands.run(["cibadmin", "--query"], env=commands.tool_env(None), timeout=30).stdout
-            self.cib = parse_cib(raw, source=self.cib_file or "cibadmin --query")
+            raw = query_cib(self.cib_file)
+            self.cib = parse_cib(raw, source=cib_source(self.cib_file))
             self.raw, self.key = raw, key
             self.reads += 1
         return self.cib, self.raw
@@ -91,4 +111,5 @@ def _read_file(path: str) -> bytes:
         raise ParseError(f"cannot read: {exc.strerror}", source=path) from None
 
 
-__all__ = ["read_status", "read_cib", "read_both", "CibCache", "ToolError", "ParseError"]
+__all__ = ["read_status", "read_cib", "read_both", "query_cib", "cib_version", "CibCache",
+           "ToolError", "ParseError"]

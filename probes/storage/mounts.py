@@ -14,8 +14,7 @@ from pathlib import Path
 from controller import commands
 from controller.model.errors import ToolError
 from controller.model.events import Mount, MountsSeen
-
-SHARED = frozenset({"gfs2", "ocfs2", "nfs", "nfs4", "glusterfs", "ceph"})
+from controller.model.pcmk import SHARED_FS_TYPES
 
 
 def _unescape(field: str) -> str:
@@ -24,7 +23,7 @@ def _unescape(field: str) -> str:
             .replace("\\134", "\\"))
 
 
-def parse_mountinfo(text: str, fstypes: frozenset[str] = SHARED) -> tuple[Mount, ...]:
+def parse_mountinfo(text: str, fstypes: frozenset[str] = SHARED_FS_TYPES) -> tuple[Mount, ...]:
     """`36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw` (proc(5))."""
     out = []
     for line in text.splitlines():

@@ -1,8 +1,11 @@
-"""End-to-end on the real 3-node lab (tests/lab/lab.py): kvm-warden heals a real cluster.
+"""End-to-end on the real 3-node lab (lab/lab.py): kvm-warden heals a real cluster.
 
 Each scenario asserts on what the cluster really did (crm_mon, cibadmin, virsh on the node)
 and on what kvm-warden reported (its /status and /metrics, its audit log). Scenarios share one
-lab and run in order; each leaves the cluster converged for the next.
+lab (bringing it up costs a minute) but each stands alone: it starts by waiting for the
+converged layout and leaves the cluster converged; each runs alone as well as in order
+(`pytest tests/e2e/test_lab.py -k NAME`). After every scenario, no critical finding may have
+been raised during it: crashes, moves, node losses and libvirtd restarts are not split brains.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import pytest
 
 from lab import lab
 from tests.realdaemons import kvm_usable
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,19 +56,6 @@ class Lab:
     def write_desired(self, **prefer: str) -> None:
         want = {"web01": "kvm1", "web02": "kvm2", **prefer}
         self.desired.write_text(DESIRED.format(**want))
-
-
-def wait_for(what: str, cond: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-        except Exception:  # noqa: BLE001 - a cluster in transition may fail a query
-            value = None
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
 
 
 def constraints() -> str:
@@ -114,6 +105,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     finally:
         if not os.environ.get("KVM_WARDEN_KEEP_LAB"):  # keep it to look at after a failure
             lab.down()
+
+
+def critical_findings() -> list[str]:
+    return [str(r["message"]) for r in lab.audit_records() if r.get("event") == "finding"
+            and r.get("severity") == "critical"]
+
+
+@pytest.fixture(autouse=True)
+def no_false_split_brain(cluster: Lab) -> Iterator[None]:
+    """What each scenario does to the cluster is Pacemaker's business, not a split brain."""
+    before = len(critical_findings())
+    yield
+    assert critical_findings()[before:] == []
 
 
 def test_missing_gfs2_dependency_is_added_for_a_vm_on_shared_storage(cluster: Lab) -> None:
@@ -276,8 +280,3 @@ def test_controller_killed_mid_flight_restarts_without_duplicating_work(cluster:
     wait_for("back to the original layout", converged, 120)
 
 
-def test_no_false_split_brain_findings_through_all_of_this(cluster: Lab) -> None:
-    """Crashes, moves, node losses and libvirtd restarts above are not split brains."""
-    reported = [r["message"] for r in lab.audit_records() if r.get("event") == "finding"
-                and r.get("severity") == "critical"]
-    assert reported == []

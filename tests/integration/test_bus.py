@@ -11,7 +11,9 @@ import msgspec
 import pytest
 import zmq
 
-from controller.bus.transport import Curve, Peer, Publisher, Subscriber, generate_keys
+from controller.bus.keys import Curve, generate_keys
+from controller.bus.publisher import Publisher
+from controller.bus.subscriber import Peer, Subscriber
 from controller.metrics import REGISTRY
 from controller.model.events import DomainSeen, Envelope, QuorumChanged, Snapshot
 from controller.model.observed import Domain
@@ -153,7 +155,7 @@ def test_a_silent_publisher_is_marked_stale_and_recovers(ctx: zmq.Context) -> No
 
 def test_curve_refuses_an_unknown_key_and_admits_a_known_one(ctx: zmq.Context,
                                                            tmp_path: Path) -> None:
-    from controller.bus.transport import start_authenticator
+    from controller.bus.keys import start_authenticator
 
     keys, agent_allow, ctl_allow = tmp_path / "keys", tmp_path / "agent-allow", tmp_path / "ctl"
     agent_pub, agent_sec = generate_keys(keys, "kvm1")

@@ -19,23 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from controller.app.node import AlertReceiver
 from controller.engine.store import Store
 from controller.model.events import Envelope, QuorumChanged
 from probes.corosync.quorum import QuorumWatcher, read_quorum
+from probes.pacemaker.alerts import AlertReceiver
 from tests.realdaemons import ClusterNode
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("pacemaker_tools")]
 ROOT = Path(__file__).parent.parent.parent
-
-
-def wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return bool(cond())
 
 
 def locate(node: ClusterNode, rid: str) -> str:
@@ -78,12 +70,12 @@ def test_quorum_is_read_watched_and_unknown_when_corosync_dies(
     watcher = QuorumWatcher("node1", publish, prefix=node.prefix, retry_seconds=0.5)
     watcher.start()
     try:
-        assert wait_for(lambda: bool(seen))
+        wait_for("a first quorum event", lambda: bool(seen), 20, 0.1)
         node.run("corosync-quorumtool", "-e", "1")  # the operator lowers expected votes
-        assert wait_for(lambda: any(q.quorate for q in seen), 10), seen
+        wait_for("a quorate event", lambda: any(q.quorate for q in seen), 10, 0.1)
         assert next(q for q in seen if q.quorate).expected_votes == 1
         node.stop()
-        assert wait_for(lambda: seen[-1].state == "unknown", 10), seen[-1]
+        wait_for("quorum unknown once corosync is gone", lambda: seen[-1].state == "unknown", 10, 0.1)
         assert seen[-1].quorate is None
     finally:
         watcher.stop()
@@ -106,19 +98,20 @@ def test_alert_agent_run_by_pacemaker_reaches_the_controller(pacemaker_node: Clu
         return original(env)
 
     store.fold = fold  # type: ignore[method-assign]
-    receiver = AlertReceiver(None, str(shared / "alerts.sock"), store)
+    receiver = AlertReceiver(str(shared / "alerts.sock"), store.fold)
     try:
         node.run("pcs", "alert", "create", "id=kvm-warden", f"path={agent}")
         node.run("pcs", "alert", "recipient", "add", "kvm-warden", f"value={receiver.endpoint}",
                  "id=kvm-warden-controller")
         node.run("pcs", "resource", "create", "dummy1", "ocf:pacemaker:Dummy")
-        assert wait_for(lambda: "is running on" in locate(node, "dummy1"), 30)
+        wait_for("dummy1 running", lambda: "is running on" in locate(node, "dummy1"), 30, 0.1)
         got.clear()
         stopped_at = time.time()
         node.run("crm_resource", "--resource", "dummy1", "--set-parameter", "target-role",
                  "--meta", "--parameter-value", "Stopped")
-        assert wait_for(lambda: any(e.payload.resource == "dummy1"  # type: ignore[union-attr]
-                                    and e.payload.task == "stop" for e in got), 20), got
+        wait_for("the stop alert of dummy1",
+                 lambda: any(e.payload.resource == "dummy1"  # type: ignore[union-attr]
+                             and e.payload.task == "stop" for e in got), 20, 0.1)
         alert = next(e.payload for e in got if e.payload.task == "stop")  # type: ignore[union-attr]
         assert alert.kind == "resource" and alert.node == "node1" and alert.rc == "0"
         print(f"stop -> alert at the controller: {got[0].sent_at - stopped_at:.2f} s")
@@ -149,7 +142,7 @@ def test_observe_and_plan_apply_on_the_live_cib(pacemaker_node: ClusterNode,
     prop = node.run("crm_attribute", "--type", "crm_config", "--name",
                     "cluster-recheck-interval", "--query", "--quiet").stdout.strip()
     assert prop == "2min"
-    assert wait_for(lambda: "is NOT running" in locate(node, "vm-web01"), 20)
+    wait_for("vm-web01 stopped", lambda: "is NOT running" in locate(node, "vm-web01"), 20, 0.1)
     again = subprocess.run([*node.prefix, sys.executable, "-m", "controller.app.cli", "plan",
                             "--desired", str(desired)], capture_output=True, text=True,
                            timeout=120, cwd=env_cwd)

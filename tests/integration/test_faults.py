@@ -10,9 +10,12 @@ import pytest
 
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.app.simulated import embedded_desired
-from controller.engine.loop import Controller, DesiredStore
+from controller.engine.desired_store import DesiredStore
+from controller.engine.loop import Controller
+from controller.engine.observe import Reading
 from controller.metrics import REGISTRY
 from controller.model.errors import ToolError
+from controller.model.events import PacemakerSeen
 from probes.pacemaker.read import read_status
 
 pytestmark = pytest.mark.usefixtures("pacemaker_tools")
@@ -45,11 +48,11 @@ def test_the_loop_survives_a_failing_observation_and_reports_it(tmp_path: Path) 
     ])
 
     def observe():  # type: ignore[no-untyped-def]
-        return next(calls)(), None
+        return Reading((PacemakerSeen(status=next(calls)()),), None, time.time())
 
     before = REGISTRY.get_sample_value("kvm_warden_probe_errors_total",
                                        {"probe": "pacemaker"}) or 0.0
-    ctl = Controller(observe=observe, actuator=PacemakerActuator(str(bad)), desired=store)
+    ctl = Controller(source=observe, actuator=PacemakerActuator(str(bad)), desired=store)
     first = ctl.run_pass()
     second = ctl.run_pass()
     assert first.error and "timed out" in first.error

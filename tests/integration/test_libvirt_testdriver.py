@@ -9,10 +9,10 @@ from typing import Any
 
 import libvirt
 
-from controller.app.node import AlertReceiver
 from controller.engine.store import Store
 from controller.metrics import REGISTRY
 from probes.libvirt.events import LibvirtWatcher
+from probes.pacemaker.alerts import AlertReceiver
 
 
 def wait_for(cond: Any, timeout: float = 5.0) -> bool:
@@ -61,7 +61,7 @@ def test_a_bad_uri_never_kills_the_probe() -> None:
 
 def test_alert_receiver_counts_lost_alerts_and_rejects_garbage(tmp_path: Path) -> None:
     store = Store()
-    rx = AlertReceiver(None, str(tmp_path / "alerts.sock"), store)
+    rx = AlertReceiver(str(tmp_path / "alerts.sock"), store.fold)
     changed: list[frozenset[str]] = []
     store.listeners.append(changed.append)
     lost = REGISTRY.get_sample_value("kvm_warden_alerts_dropped_total") or 0.0

@@ -18,13 +18,14 @@ import pytest
 from lxml import etree
 
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
-from controller.app.plan import observe_once
+from controller.engine.decide import decide
 from controller.engine.guard import Guard
-from controller.engine.loop import decide
+from controller.engine.ledger import Ledger
+from controller.engine.observe import observe_once
 from controller.model.actions import Cleanup, RemoveConstraint
+from controller.model.context import CleanupHistory
 from controller.model.desired import load_desired, parse_desired
 from controller.model.index import build_index
-from reconcilers.health import CleanupHistory
 from tests import cibs
 from tests.cibs import STORAGE_CHAIN, STORAGE_CONSTRAINTS, cib, simulate, vm
 
@@ -247,8 +248,7 @@ def planned_on_a_seed_copy(tmp_path: Path) -> tuple[Path, bytes, list[Any]]:
     shutil.copy(SEED, work)
     observed, raw = observe_once(str(work))
     now = time.time()
-    decisions, _ = decide(build_index(observed), load_desired(EXAMPLE), Guard(), CleanupHistory(),
-                          now, now)
+    decisions, _ = decide(build_index(observed), load_desired(EXAMPLE), Guard(), now, now)
     return work, raw, [d.action for d in decisions]
 
 
@@ -273,14 +273,14 @@ def test_failcount_is_cleaned_only_after_the_vm_runs_again(tmp_path: Path) -> No
                     "-O", str(failed)], check=True, capture_output=True, timeout=60)
     later = time.time() + 600  # well past the backoff
     observed, _ = observe_once(str(failed))
-    decisions, _ = decide(build_index(observed), desired, Guard(), CleanupHistory(), later, later)
+    decisions, _ = decide(build_index(observed), desired, Guard(), later, later)
     assert not any(isinstance(d.action, Cleanup) for d in decisions)
 
     recovered, _ = schedule(failed)
     assert cibs.locate(recovered, "vm-web01") == ["kvm1"]
     observed, raw = observe_once(str(recovered))
     assert build_index(observed).fail_counts == {("vm-web01", "kvm1"): 1}
-    decisions, _ = decide(build_index(observed), desired, Guard(), CleanupHistory(), later, later)
+    decisions, _ = decide(build_index(observed), desired, Guard(), later, later)
     cleanups = [d.action for d in decisions if isinstance(d.action, Cleanup)]
     assert [(c.rsc, c.node) for c in cleanups] == [("vm-web01", "kvm1")]
     outcomes = PacemakerActuator(str(recovered)).apply(cleanups, cib=raw)
@@ -290,7 +290,7 @@ def test_failcount_is_cleaned_only_after_the_vm_runs_again(tmp_path: Path) -> No
     assert observed.status.failures == ()
     # Within the backoff window right after the failure, nothing is cleaned.
     observed, _ = observe_once(str(schedule(failed)[0]))
-    decisions, _ = decide(build_index(observed), desired, Guard(), CleanupHistory(), time.time(),
+    decisions, _ = decide(build_index(observed), desired, Guard(), time.time(),
                           time.time())
     assert not any(isinstance(d.action, Cleanup) for d in decisions)
 
@@ -305,7 +305,8 @@ def test_circuit_breaker_opens_after_repeated_cleanups(tmp_path: Path) -> None:
     history = CleanupHistory()
     for k in range(5):
         history = history.record("vm-web01", "kvm1", later - 2000 + k * 300)
-    decisions, findings = decide(build_index(observed), desired, Guard(), history, later, later)
+    guard = Guard(Ledger(cleanups=history))
+    decisions, findings = decide(build_index(observed), desired, guard, later, later)
     assert node == "kvm1"
     assert not any(isinstance(d.action, Cleanup) for d in decisions)
     assert [f.severity for f in findings if f.message.startswith("circuit open")] == ["critical"]
@@ -316,7 +317,7 @@ def test_only_owned_or_leftover_constraints_are_ever_removed(tmp_path: Path) -> 
     shutil.copy(SEED, work)
     observed, _ = observe_once(str(work))
     empty = parse_desired("version: 1\npolicy: {clear_move_leftovers: false}\n")
-    decisions, _ = decide(build_index(observed), empty, Guard(), CleanupHistory(), time.time(),
+    decisions, _ = decide(build_index(observed), empty, Guard(), time.time(),
                           None)
     assert not [d for d in decisions if isinstance(d.action, RemoveConstraint)]
 

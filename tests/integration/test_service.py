@@ -17,7 +17,8 @@ import pytest
 
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.app.simulated import SimulatedCluster, embedded_desired
-from controller.engine.loop import Controller, DesiredStore
+from controller.engine.desired_store import DesiredStore
+from controller.engine.loop import Controller
 from tests import cibs
 
 pytestmark = pytest.mark.usefixtures("pacemaker_tools")
@@ -30,7 +31,7 @@ def make_controller(tmp_path: Path) -> tuple[Controller, SimulatedCluster, Path]
     desired.write_text(embedded_desired())
     store = DesiredStore(str(desired))
     store.poll()
-    ctl = Controller(observe=sim.observe, actuator=PacemakerActuator(str(sim.cib_file)),
+    ctl = Controller(source=sim.read, actuator=PacemakerActuator(str(sim.cib_file)),
                      desired=store, after_apply=sim.settle)
     return ctl, sim, desired
 
@@ -43,7 +44,7 @@ def test_loop_converges_and_then_does_nothing(tmp_path: Path) -> None:
     assert second.decisions == () and second.outcomes == ()
     assert cibs.locate(sim.cib_file, "vm-web01") == ["kvm2"]
     # libvirt's test driver for kvm2 now lists web01, with its console port.
-    assert "web01" in sim.observe()[0].domains["kvm2"]
+    assert "web01" in sim.domains()["kvm2"]
 
 
 def test_desired_edit_moves_the_vm_and_an_invalid_edit_changes_nothing(tmp_path: Path) -> None:
@@ -123,10 +124,10 @@ def test_libvirt_events_give_incremental_passes_and_alerts_full_ones(tmp_path: P
 
     def observe():  # type: ignore[no-untyped-def]
         crm_mon_runs.append(time.time())
-        return sim.observe()
+        return sim.read()
 
-    ctl = Controller(observe=observe, actuator=PacemakerActuator(str(sim.cib_file)),
-                     desired=store, after_apply=sim.settle, refresh=lambda o: o)
+    ctl = Controller(source=observe, actuator=PacemakerActuator(str(sim.cib_file)),
+                     desired=store, after_apply=sim.settle)
     results = []
     done = threading.Event()
 

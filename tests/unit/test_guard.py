@@ -50,7 +50,7 @@ def test_stale_observation_is_refused() -> None:
 def test_cooldown_per_object() -> None:
     g, idx = Guard(), index()
     a = SetProperty(reconciler="properties", why="t", name="x", value="1")
-    g.record(a, idx, 100.0)
+    g.ledger.spend(a, idx, 100.0)
     assert g.admit(a, idx, Policy(), 100.0 + COOLDOWN_SECONDS / 2, None).reason == "cooldown"
     assert g.admit(a, idx, Policy(), 100.0 + COOLDOWN_SECONDS + 1, None).reason == "admitted"
 
@@ -59,7 +59,7 @@ def test_rate_limit_per_kind_per_minute() -> None:
     g, idx = Guard(), index(vms=0)
     policy = Policy(max_actions_per_minute=3)
     for i in range(3):
-        g.record(SetProperty(reconciler="p", why="t", name=f"p{i}", value="1"), idx, 10.0 + i)
+        g.ledger.spend(SetProperty(reconciler="p", why="t", name=f"p{i}", value="1"), idx, 10.0 + i)
     other = SetProperty(reconciler="p", why="t", name="p9", value="1")
     assert g.admit(other, idx, policy, 20.0, None).reason == "rate-limit"
     # another kind has its own budget; and the window slides after a minute
@@ -74,8 +74,8 @@ def test_migrations_in_flight_count_against_the_ceiling() -> None:
         "max-concurrent-migrations"
     # Moves kvm-warden caused count until crm_mon shows them settled.
     g, idx = Guard(), index()
-    g.record(move(0), idx, 0.0)
-    g.record(move(1), idx, 0.0)
+    g.ledger.spend(move(0), idx, 0.0)
+    g.ledger.spend(move(1), idx, 0.0)
     assert g.admit(move(2), idx, policy, 0.5, None).reason == "max-concurrent-migrations"
     # A prefer for the node a VM already runs on is not a move.
     assert g.admit(move(2, node="kvm1"), idx, policy, 0.5, None).reason == "admitted"

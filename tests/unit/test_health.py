@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from controller.model.context import Context
 from controller.model.desired import parse_desired
 from controller.model.index import build_index
 from controller.model.observed import ClusterStatus, Domain, Node, ObservedState, Resource
-from reconcilers.health import CleanupHistory
 from reconcilers.health import plan as plan_health
 
 DESIRED = parse_desired("version: 1\nvms:\n  - name: web01\n")
@@ -21,8 +21,8 @@ def findings(role: str, nodes: tuple[str, ...], domains: dict[str, str],
         domains={node: {"web01": Domain(name="web01", state=state)}
                  for node, state in domains.items()},
         stale=stale)
-    return [f.message for f in plan_health(build_index(observed), DESIRED, CleanupHistory(),
-                                           0.0).findings]
+    ctx = Context(index=build_index(observed), desired=DESIRED, now=0.0)
+    return [f.message for f in plan_health(ctx).findings]
 
 
 def test_domain_running_where_pacemaker_does_not_place_it_is_critical() -> None:

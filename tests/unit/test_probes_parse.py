@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.app.node import parse_alert
 from controller.engine.store import fold, mark_stale
 from controller.model.events import (
     AlertReceived,
@@ -21,6 +20,7 @@ from controller.model.observed import Domain, ObservedState
 from probes.corosync.quorum import parse_quorumtool, split_blocks
 from probes.libvirt.domains import parse_domain_xml
 from probes.libvirt.events import lifecycle_names
+from probes.pacemaker.alerts import parse_alert
 from probes.storage.mounts import parse_dlm_ls, parse_mountinfo
 
 FIX = Path(__file__).parent.parent / "fixtures" / "corosync"

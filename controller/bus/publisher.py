@@ -1,0 +1,104 @@
+"""The agent's side of the bus: PUB for events, a ROUTER that answers snapshot requests."""
+
+from __future__ import annotations
+
+import threading
+
+import zmq
+
+from controller import metrics
+from controller.bus.keys import Curve, curve_server
+from controller.bus.wire import HEARTBEAT_SECONDS, HWM, SNAPSHOT_REQUEST, encode, topic_for
+from controller.model.events import (
+    DomainSeen,
+    Envelope,
+    Heartbeat,
+    MountsSeen,
+    Payload,
+    QuorumChanged,
+    Snapshot,
+    envelope,
+)
+
+
+class Publisher:
+    """The agent's side. Thread-safe `publish`; a background thread answers snapshot requests."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], node: str, pub_endpoint: str,
+                 snapshot_endpoint: str, curve: Curve | None = None,
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self.node = node
+        self.heartbeat_seconds = heartbeat_seconds
+        self.seq = 0
+        self._lock = threading.Lock()
+        self._state: dict[str, DomainSeen | QuorumChanged | MountsSeen] = {}
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.sndhwm = HWM
+        self.pub.linger = 0
+        curve_server(self.pub, curve)
+        self.pub.bind(pub_endpoint)
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.linger = 0
+        curve_server(self.router, curve)
+        self.router.bind(snapshot_endpoint)
+        # With "tcp://127.0.0.1:*" the OS picks the ports; these say which.
+        self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.snapshot_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._stop = threading.Event()
+        self._extra: list[str] = []
+        self._thread = threading.Thread(target=self._serve, name="bus-snapshots", daemon=True)
+        self._thread.start()
+        self._hb = threading.Thread(target=self._heartbeat, name="bus-heartbeat", daemon=True)
+        self._hb.start()
+
+    def also_bind(self, pub_endpoint: str, snapshot_endpoint: str) -> None:
+        """Serve a second pair of endpoints (`run`: inproc for itself, loopback tcp for watch)."""
+        with self._lock:
+            self.pub.bind(pub_endpoint)
+            self.router.bind(snapshot_endpoint)
+
+    def publish(self, payload: Payload) -> int:
+        with self._lock:
+            self.seq += 1
+            if isinstance(payload, DomainSeen | QuorumChanged | MountsSeen):
+                self._state[type(payload).__name__] = payload
+            self.pub.send_multipart([topic_for(payload, self.node),
+                                     encode(envelope(self.node, self.seq, payload))])
+            metrics.BUS_PUBLISHED.labels(kind=type(payload).__name__).inc()
+            return self.seq
+
+    def skip(self, n: int = 1) -> None:
+        """Burn sequence numbers without sending (tests simulate a lost message with this)."""
+        with self._lock:
+            self.seq += n
+
+    def snapshot(self) -> Envelope:
+        with self._lock:
+            return envelope(self.node, self.seq,
+                            Snapshot(node=self.node, payloads=tuple(self._state.values())))
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not dict(poller.poll(200)):
+                continue
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                continue
+            if len(frames) == 2 and frames[1] == SNAPSHOT_REQUEST:
+                # ROUTER sockets are used from this thread only; the snapshot is built under
+                # the publish lock so its seq matches its content.
+                self.router.send_multipart([frames[0], encode(self.snapshot())])
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            self.publish(Heartbeat(node=self.node))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._hb.join(timeout=3)
+        self.pub.close()
+        self.router.close()

@@ -1,0 +1,184 @@
+"""The controller's side of the bus: SUB to every agent, a DEALER per agent for snapshots.
+
+Per-publisher sequence numbers: a gap (PUB drops past its high-water mark, or a slow join), a
+restart (seq back to 1) or missing heartbeats make it ask for a snapshot (the zguide "Clone"
+pattern); a silent publisher is marked stale.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+
+from controller import metrics
+from controller.bus.keys import Curve, curve_client
+from controller.bus.wire import HEARTBEAT_SECONDS, HWM, MISSED_HEARTBEATS, SNAPSHOT_REQUEST, decode
+from controller.logs import logger
+from controller.model.errors import BusError
+from controller.model.events import Envelope
+
+
+@dataclass
+class Peer:
+    pub_endpoint: str
+    snapshot_endpoint: str
+    name: str | None = None  # the agent's node name, to find its CURVE public key
+
+
+class Subscriber:
+    """The controller's side: delivers envelopes in order per source, resyncing on loss."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], peers: list[Peer],
+                 deliver: Callable[[Envelope], object], curve: Curve | None = None,
+                 on_stale: Callable[[str], None] | None = None,
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self.deliver = deliver
+        self.heartbeat_seconds = heartbeat_seconds
+        self.on_stale = on_stale
+        self.last_seq: dict[str, int] = {}
+        self.last_seen: dict[str, float] = {}
+        self.stale: set[str] = set()
+        self.dealer_of: dict[str, zmq.Socket[bytes]] = {}
+        self.log = logger(component="bus")
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.rcvhwm = HWM
+        self.sub.linger = 0
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.dealers: list[zmq.Socket[bytes]] = []
+        for peer in peers:
+            key = curve.peer_key(peer.name) if curve is not None and peer.name else None
+            sub_for_peer = self.sub
+            curve_client(sub_for_peer, curve, key)
+            sub_for_peer.connect(peer.pub_endpoint)
+            dealer = ctx.socket(zmq.DEALER)
+            dealer.linger = 0
+            curve_client(dealer, curve, key)
+            dealer.connect(peer.snapshot_endpoint)
+            self.dealers.append(dealer)
+        self._pending: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bus-subscriber", daemon=True)
+
+    def start(self) -> None:
+        for dealer in self.dealers:
+            self._request(dealer, "connect")
+        self._thread.start()
+
+    def _request(self, dealer: zmq.Socket[bytes], reason: str) -> None:
+        now = time.monotonic()
+        if now - self._pending.get(id(dealer), 0.0) < 1.0:
+            return  # one outstanding request per second per publisher is enough
+        self._pending[id(dealer)] = now
+        metrics.BUS_RESYNCS.labels(reason=reason).inc()
+        try:
+            dealer.send(SNAPSHOT_REQUEST, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # not connected yet: the heartbeat check will ask again
+
+    def resync(self, source: str, reason: str) -> None:
+        dealer = self.dealer_of.get(source)
+        if dealer is not None:
+            self._request(dealer, reason)
+        else:  # we never learned which agent this is: ask all of them
+            for d in self.dealers:
+                self._request(d, reason)
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sub, zmq.POLLIN)
+        for d in self.dealers:
+            poller.register(d, zmq.POLLIN)
+        while not self._stop.is_set():
+            ready = dict(poller.poll(200))
+            if self.sub in ready:
+                self._drain_sub()
+            for d in self.dealers:
+                if d in ready:
+                    self._on_snapshot(d)
+            self._check_heartbeats()
+
+    def _drain_sub(self) -> None:
+        while True:
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                metrics.BUS_REJECTED.labels(reason="frames").inc()
+                continue
+            try:
+                env = decode(frames[1])
+            except BusError as exc:
+                metrics.BUS_REJECTED.labels(reason=exc.reason).inc()
+                self.log.warning("bus_rejected", reason=exc.reason, error=str(exc))
+                continue
+            self._on_event(env)
+
+    def _on_event(self, env: Envelope) -> None:
+        src = env.source
+        self.last_seen[src] = time.monotonic()
+        if src in self.stale:
+            self.stale.discard(src)
+            metrics.BUS_STALE.labels(source=src).set(0)
+        last = self.last_seq.get(src)
+        if last is None:
+            self.resync(src, "unknown-publisher")
+        elif env.seq <= last:
+            if env.seq < last:  # seq back to the start: the agent restarted
+                self.log.info("publisher_restarted", source=src, seq=env.seq, last=last)
+                self.last_seq[src] = env.seq
+                self.resync(src, "restart")
+            return  # a duplicate, or already in a snapshot we applied
+        elif env.seq > last + 1:
+            self.log.info("bus_gap", source=src, expected=last + 1, got=env.seq)
+            self.resync(src, "gap")
+        self.last_seq[src] = max(env.seq, last or 0)
+        metrics.BUS_EVENTS.labels(kind=env.kind).inc()
+        self.deliver(env)
+
+    def _on_snapshot(self, dealer: zmq.Socket[bytes]) -> None:
+        try:
+            data = dealer.recv(zmq.NOBLOCK)
+            env = decode(data)
+        except zmq.Again:
+            return
+        except BusError as exc:
+            metrics.BUS_REJECTED.labels(reason=exc.reason).inc()
+            return
+        self._pending.pop(id(dealer), None)
+        self.dealer_of[env.source] = dealer
+        last = self.last_seq.get(env.source)
+        if last is not None and env.seq < last:
+            # Events newer than this snapshot were already delivered (the reply raced them):
+            # applying it would step back in time. Ask again; the next one is newer.
+            self._request(dealer, "stale-snapshot")
+            return
+        self.last_seq[env.source] = env.seq
+        self.last_seen[env.source] = time.monotonic()
+        metrics.BUS_EVENTS.labels(kind=env.kind).inc()
+        self.deliver(env)
+
+    def _check_heartbeats(self) -> None:
+        now = time.monotonic()
+        limit = self.heartbeat_seconds * MISSED_HEARTBEATS
+        for src, seen in self.last_seen.items():
+            if now - seen > limit:
+                if src not in self.stale:
+                    self.stale.add(src)
+                    metrics.BUS_STALE.labels(source=src).set(1)
+                    self.log.warning("publisher_stale", source=src, silent_s=round(now - seen, 1))
+                    if self.on_stale:
+                        self.on_stale(src)
+                self.resync(src, "heartbeat")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self.sub.close()
+        for d in self.dealers:
+            d.close()

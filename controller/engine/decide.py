@@ -1,0 +1,40 @@
+"""The pure middle of a pass: every reconciler plans, the guard admits or refuses each action.
+
+No I/O here. The guard admits against a tentative copy of the ledger that it spends from as it
+goes, so that rate limits and the migration ceiling hold within one pass too (five moves with
+max_concurrent_migrations=2: two admitted, three not); the real ledger changes only when the
+outcomes are known (loop.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.engine.guard import Guard, Verdict
+from controller.model.actions import AnyAction, Finding
+from controller.model.context import Context
+from controller.model.desired import DesiredState
+from controller.model.index import ClusterIndex
+from reconcilers.all import plan_all
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: AnyAction
+    verdict: Verdict
+
+
+def decide(
+    index: ClusterIndex, desired: DesiredState, guard: Guard, now: float,
+    observed_at: float | None, scope: frozenset[str] | None = None,
+) -> tuple[tuple[Decision, ...], tuple[Finding, ...]]:
+    ctx = Context(index=index, desired=desired, scope=scope, ledger=guard.ledger.view(), now=now)
+    plan = plan_all(ctx)
+    tentative = Guard(guard.ledger.tentative())
+    decisions = []
+    for action in plan.actions:
+        verdict = tentative.admit(action, index, desired.policy, now, observed_at)
+        if verdict.admitted:
+            tentative.ledger.spend(action, index, now)
+        decisions.append(Decision(action, verdict))
+    return tuple(decisions), plan.findings

@@ -1,0 +1,121 @@
+"""The ledger: everything kvm-warden remembers between passes, in one place.
+
+- the guard's memory: actions per kind in the last minute (rate limits), the last change per
+  object (cooldowns), the moves it caused that have not settled yet (migration ceiling);
+- the cleanup history health's backoff and circuit breaker read;
+- when each placement finding was first seen (they count only once they persist).
+
+It is updated from outcomes -- an action that was applied or that failed spends its rate and
+starts its cooldown; a refused one spends nothing -- never from admissions. Within one pass the
+guard admits against a tentative copy (decide.py), so limits hold inside a pass too.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from dataclasses import dataclass, field
+
+from controller.model.actions import (
+    PLACEMENT_FINDINGS,
+    AddColocation,
+    AnyAction,
+    Cleanup,
+    Finding,
+    RemoveConstraint,
+    SetAllowedNodes,
+    SetLocation,
+)
+from controller.model.context import CleanupHistory, LedgerView
+from controller.model.index import ClusterIndex
+
+RATE_WINDOW_SECONDS = 60.0
+MIGRATION_SETTLE_SECONDS = 300.0  # a move we caused counts as in flight until crm_mon settles
+# libvirt's events and crm_mon's snapshot are not taken at the same instant: during a start or
+# a migration one may show the guest where the other does not yet. A placement mismatch is
+# reported only once it has lasted this long (Pacemaker's own monitor interval is seconds).
+FINDING_PERSIST_SECONDS = 15.0
+
+
+def moves_resource(action: AnyAction, index: ClusterIndex) -> str | None:
+    """The VM this action would make Pacemaker (live-)migrate, if any."""
+    match action:
+        case SetLocation(rsc=r, node=n, score=s):
+            here = index.running.get(r, ())
+            return r if here and n not in here and not s.startswith("-") else None
+        case SetAllowedNodes(rsc=r, nodes=ns):
+            here = index.running.get(r, ())
+            return r if any(h not in ns for h in here) else None
+        case AddColocation(rsc=r, with_rsc=w, score=s) if s.startswith("-"):
+            shared = set(index.running.get(r, ())) & set(index.running.get(w, ()))
+            return r if shared else None
+        case RemoveConstraint(id=i, rsc=r) if r and i.startswith(("cli-", "warden-prefer-")):
+            return r if r in index.running else None
+    return None
+
+
+@dataclass
+class Ledger:
+    by_kind: dict[str, deque[float]] = field(default_factory=dict)
+    last_change: dict[str, float] = field(default_factory=dict)
+    moves: dict[str, float] = field(default_factory=dict)
+    cleanups: CleanupHistory = field(default_factory=CleanupHistory)
+    finding_since: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def view(self) -> LedgerView:
+        return LedgerView(cleanups=self.cleanups)
+
+    def tentative(self) -> Ledger:
+        """A copy the guard may spend from while it admits one pass's actions."""
+        return copy.deepcopy(self)
+
+    # -- the guard's memory ------------------------------------------------------------------
+    def spend(self, action: AnyAction, index: ClusterIndex, now: float) -> None:
+        """An attempt at `action` (applied or failed): its rate, its cooldown, its move."""
+        self.last_change[action.key] = now
+        self.by_kind.setdefault(type(action).__name__, deque()).append(now)
+        moved = moves_resource(action, index)
+        if moved is not None:
+            self.moves[moved] = now
+
+    def actions_in_window(self, kind: str, now: float) -> int:
+        window = self.by_kind.get(kind)
+        if window is None:
+            return 0
+        while window and now - window[0] >= RATE_WINDOW_SECONDS:
+            window.popleft()
+        return len(window)
+
+    def migrations_in_flight(self, index: ClusterIndex, now: float) -> set[str]:
+        # A move counts until crm_mon shows it settled: not migrating and running on one node.
+        for rsc, since in list(self.moves.items()):
+            settled = rsc not in index.migrating and len(index.running.get(rsc, ())) == 1
+            if (settled and now - since > 1.0) or now - since > MIGRATION_SETTLE_SECONDS:
+                del self.moves[rsc]
+        return set(self.moves) | set(index.migrating)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def record(self, action: AnyAction, applied: bool, index: ClusterIndex, now: float) -> None:
+        """What became of an admitted action: applied or failed (a refusal is not recorded)."""
+        self.spend(action, index, now)
+        if applied and isinstance(action, Cleanup):
+            self.cleanups = self.cleanups.record(action.rsc, action.node, now)
+
+    # -- finding timers ----------------------------------------------------------------------
+    def persistent(self, findings: tuple[Finding, ...], now: float, prune: bool = True
+                   ) -> tuple[Finding, ...]:
+        """Drop placement findings younger than FINDING_PERSIST_SECONDS. `prune`: forget the
+        ones not seen in this pass (an incremental pass sees only its VMs: it cannot)."""
+        keep, seen = [], set()
+        for f in findings:
+            if f.kind not in PLACEMENT_FINDINGS:
+                keep.append(f)
+                continue
+            key = (f.subject, f.message)
+            seen.add(key)
+            first = self.finding_since.setdefault(key, now)
+            if now - first >= FINDING_PERSIST_SECONDS:
+                keep.append(f)
+        if prune:
+            self.finding_since = {k: v for k, v in self.finding_since.items() if k in seen}
+        return tuple(keep)

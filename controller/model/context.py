@@ -1,0 +1,46 @@
+"""The one value every reconciler reads: what is, what is wanted, what is remembered, and when.
+
+Reconcilers are pure functions of a Context; what they need from the past (health's cleanup
+history) comes in as the ledger's read-only view, never as state of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from controller.model.desired import DesiredState
+from controller.model.index import ClusterIndex
+
+CIRCUIT_WINDOW = 3600.0  # cleanup attempts older than this are forgotten (health's breaker window)
+
+
+class CleanupHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """When each (resource, node) was cleaned up; the ledger records it from applied cleanups."""
+
+    attempts: Mapping[str, tuple[float, ...]] = msgspec.field(default_factory=dict)
+
+    def record(self, rsc: str, node: str, at: float) -> CleanupHistory:
+        key = f"{rsc}@{node}"
+        recent = tuple(t for t in self.attempts.get(key, ()) if at - t < CIRCUIT_WINDOW)
+        return CleanupHistory(attempts={**self.attempts, key: (*recent, at)})
+
+
+class LedgerView(msgspec.Struct, frozen=True, kw_only=True):
+    """What reconcilers may read of the ledger (engine/ledger.py owns the rest)."""
+
+    cleanups: CleanupHistory = msgspec.field(default_factory=CleanupHistory)
+
+
+@dataclass(frozen=True)
+class Context:
+    """One reconcile pass's input. `scope`: the VM names events made dirty (an incremental
+    pass plans just those), or None for a full pass (cluster-wide checks and removals too)."""
+
+    index: ClusterIndex
+    desired: DesiredState
+    scope: frozenset[str] | None = None
+    ledger: LedgerView = field(default_factory=LedgerView)
+    now: float = 0.0

@@ -1,0 +1,84 @@
+"""The VM overview: which VM runs where, whether that is what was asked, and its console.
+
+One typed row per VM, shared by `status`, `/status`, the HTML page and the per-VM metrics;
+`StatusDoc` is what `/status` serves (its JSON keys are a contract: README, "/status").
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from controller.model.desired import DesiredState
+from controller.model.observed import ObservedState
+
+
+class VmRow(msgspec.Struct, frozen=True, kw_only=True):
+    vm: str
+    resource: str
+    nodes: tuple[str, ...]
+    state: str  # Pacemaker's role, or "absent" when the resource does not exist
+    desired_state: str | None
+    desired_node: str | None
+    drift: tuple[str, ...]
+    vnc_port: int | None
+    console: str | None
+
+
+class DesiredInfo(msgspec.Struct, frozen=True, kw_only=True):
+    path: str | None
+    generation: int
+    valid: bool
+    errors: tuple[str, ...] = ()
+
+
+class PassSummary(msgspec.Struct, frozen=True, kw_only=True):
+    actions: tuple[str, ...]
+    findings: tuple[str, ...]
+    error: str | None
+    duration_s: float
+
+
+class StatusDoc(msgspec.Struct, frozen=True, kw_only=True):
+    vms: tuple[VmRow, ...] = ()
+    desired: DesiredInfo | None = None
+    last_pass: PassSummary | None = None
+
+
+def vm_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[VmRow, ...]:
+    status = observed.status
+    wanted = {vm.resource_id: vm for vm in (desired.vms if desired else ())}
+    ids = [r.id for r in status.resources if r.agent.endswith(":VirtualDomain")]
+    ids += [rid for rid in wanted if rid not in ids]
+    domains = {(node, name): d for node, doms in observed.domains.items()
+               for name, d in doms.items()}
+    rows = []
+    for rid in ids:
+        inst = status.instances(rid)
+        nodes = tuple(sorted({n for r in inst if r.active for n in r.nodes}))
+        role = inst[0].role if inst else "absent"
+        vm = wanted.get(rid)
+        name = vm.name if vm else rid.removeprefix("vm-")
+        desired_state = vm.state if vm else None
+        desired_node = vm.placement.prefer if vm else None
+        allowed = vm.placement.allowed if vm else None
+        drift = []
+        if vm and not inst:
+            drift.append("no resource")
+        if desired_state == "running" and not nodes:
+            drift.append("not running")
+        if desired_state == "stopped" and nodes:
+            drift.append("running")
+        if desired_node and nodes and desired_node not in nodes:
+            drift.append(f"not on {desired_node}")
+        if allowed and any(n not in allowed for n in nodes):
+            drift.append("on a disallowed node")
+        node = nodes[0] if len(nodes) == 1 else None
+        dom = domains.get((node, name)) if node else None
+        port = dom.vnc_port if dom else None
+        rows.append(VmRow(
+            vm=name, resource=rid, nodes=nodes, state=role, desired_state=desired_state,
+            desired_node=desired_node, drift=tuple(drift), vnc_port=port,
+            console=(f"ssh -L {port}:127.0.0.1:{port} admin@{node}  "
+                     f"# then vncviewer localhost:{port - 5900}") if port and node else None,
+        ))
+    return tuple(rows)

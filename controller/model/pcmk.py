@@ -1,0 +1,45 @@
+"""Pacemaker's own words for truth, and the filesystems kvm-warden treats as shared storage.
+
+One owner for each fact: the probes, the index, the guard and the reconcilers all read
+booleans through here, so `y`/`n` (which Pacemaker accepts) mean the same everywhere.
+"""
+
+from __future__ import annotations
+
+# crm_is_true()/crm_str_to_boolean() in Pacemaker's lib/common/strings.c.
+TRUE_WORDS = frozenset({"true", "on", "yes", "y", "1"})
+FALSE_WORDS = frozenset({"false", "off", "no", "n", "0"})
+
+# Filesystem types (as /proc/self/mountinfo names them) that every node of a cluster can share:
+# a VM whose disks lie on one of these can live-migrate. CephFS is `ceph` (kernel client) or
+# `fuse.ceph-fuse`; GlusterFS mounts through FUSE as `fuse.glusterfs`.
+SHARED_FS_TYPES = frozenset({
+    "gfs2", "ocfs2", "nfs", "nfs4", "glusterfs", "fuse.glusterfs", "ceph", "fuse.ceph-fuse",
+})
+
+
+def opt_bool(value: str | None) -> bool | None:
+    """A Pacemaker boolean, or None when absent or not one of Pacemaker's words."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if v in TRUE_WORDS:
+        return True
+    if v in FALSE_WORDS:
+        return False
+    return None
+
+
+def to_bool(value: str | None, *, default: bool = False) -> bool:
+    b = opt_bool(value)
+    return default if b is None else b
+
+
+def same_value(a: str | None, b: str) -> bool:
+    """Two option values Pacemaker reads alike (`yes`, `on`, `true`); only a real difference is drift."""
+    if a is None:
+        return False
+    if a == b:
+        return True
+    x, y = opt_bool(a), opt_bool(b)
+    return x is not None and x == y

@@ -1,0 +1,96 @@
+"""Pacemaker alerts as a push source: the datagrams `kvm-warden-alert` sends, received and parsed.
+
+Pacemaker runs the alert agent on the node where an event happened, as `hacluster`, with the
+event in `CRM_alert_*` variables; the agent forwards them as one JSON datagram. Malformed
+datagrams are counted (`kvm_warden_bus_rejected_total{reason}`) and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from controller import metrics
+from controller.model.errors import BusError
+from controller.model.events import AlertReceived, Envelope, envelope
+
+
+class AlertReceiver:
+    """Receives the alert agent's datagrams; each alert is folded and wakes the loop.
+
+    `endpoint`: a unix datagram socket path, or udp://HOST:PORT (for a controller on another
+    node). Malformed datagrams are counted and dropped.
+    """
+
+    def __init__(self, endpoint: str, deliver: Callable[[Envelope], object]):
+        self.deliver = deliver
+        if endpoint.startswith("udp://"):
+            host, _, port = endpoint[6:].rpartition(":")
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind((host, int(port)))
+            self.endpoint = f"udp://{host}:{self.sock.getsockname()[1]}"
+        else:
+            path = Path(endpoint)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.bind(str(path))
+            path.chmod(0o666)  # the agent runs as hacluster
+            self.endpoint = str(path)
+        self.sock.settimeout(0.2)
+        self.last_sequence: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(8192)
+            except (TimeoutError, OSError):
+                continue
+            try:
+                alert = parse_alert(data)
+            except BusError as exc:
+                metrics.BUS_REJECTED.labels(reason=exc.reason).inc()
+                continue
+            metrics.BUS_EVENTS.labels(kind="AlertReceived").inc()
+            self._count_lost(alert)
+            self.deliver(envelope(f"alert:{alert.node}", alert.sequence or 0, alert))
+
+    def _count_lost(self, alert: AlertReceived) -> None:
+        """Pacemaker numbers alerts per node: a jump means the agent could not deliver some."""
+        if alert.sequence is None or not alert.node:
+            return
+        last = self.last_sequence.get(alert.node)
+        if last is not None and alert.sequence > last + 1:
+            metrics.ALERTS_DROPPED.inc(alert.sequence - last - 1)
+        self.last_sequence[alert.node] = alert.sequence
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+def parse_alert(data: bytes) -> AlertReceived:
+    try:
+        msg = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise BusError("alert-undecodable") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("kind"), str) or not msg["kind"]:
+        raise BusError("alert-invalid")
+
+    def text(key: str) -> str:
+        v = msg.get(key, "")
+        return v[:1000] if isinstance(v, str) else ""
+
+    seq = text("node_sequence")
+    return AlertReceived(kind=text("kind"), node=text("node"), resource=text("rsc"),
+                         task=text("task"), rc=text("rc"), desc=text("desc"),
+                         status=text("status"), target_rc=text("target_rc"),
+                         timestamp=text("timestamp_epoch"),
+                         sequence=int(seq) if seq.isdigit() else None)

@@ -1,0 +1,53 @@
+"""The ledger remembers outcomes, not admissions: a refused action spends nothing."""
+
+from __future__ import annotations
+
+from controller.engine.guard import COOLDOWN_SECONDS, Guard
+from controller.engine.ledger import FINDING_PERSIST_SECONDS, Ledger
+from controller.model.actions import Cleanup, Finding, SetProperty
+from controller.model.desired import Policy
+from tests.unit.clusters import index
+
+PROP = SetProperty(reconciler="properties", why="t", name="no-quorum-policy", value="freeze")
+
+
+def test_an_applied_action_starts_its_cooldown_and_a_failed_one_too() -> None:
+    idx = index({})
+    for applied in (True, False):
+        g = Guard()
+        g.ledger.record(PROP, applied, idx, 100.0)
+        assert g.admit(PROP, idx, Policy(), 100.0 + COOLDOWN_SECONDS / 2, None).reason == "cooldown"
+
+
+def test_deciding_alone_spends_nothing() -> None:
+    from controller.engine.decide import decide
+    from controller.model.desired import parse_desired
+
+    g = Guard()
+    desired = parse_desired("version: 1\ncluster:\n  properties: {no-quorum-policy: freeze}\n")
+    decisions, _ = decide(index({}), desired, g, 100.0, 100.0)
+    assert [d.verdict.reason for d in decisions] == ["admitted"]
+    # Nothing was applied: the next pass admits the same action again (no cooldown spent).
+    decisions, _ = decide(index({}), desired, g, 101.0, 101.0)
+    assert [d.verdict.reason for d in decisions] == ["admitted"]
+
+
+def test_only_an_applied_cleanup_enters_the_cleanup_history() -> None:
+    ledger, idx = Ledger(), index({"web01": "kvm1"})
+    c = Cleanup(reconciler="health", why="t", rsc="vm-web01", node="kvm2")
+    ledger.record(c, False, idx, 10.0)
+    assert ledger.view().cleanups.attempts == {}
+    ledger.record(c, True, idx, 20.0)
+    assert ledger.view().cleanups.attempts == {"vm-web01@kvm2": (20.0,)}
+
+
+def test_placement_findings_count_once_they_persist() -> None:
+    ledger = Ledger()
+    f = Finding(reconciler="health", kind="split-brain", severity="critical", subject="vm-web01",
+                message="split brain? domain web01 runs on kvm1, kvm2")
+    other = Finding(reconciler="inventory", kind="unknown-node", severity="warning",
+                    subject="vm-web01", message="VM web01: node 'kvm9' is not a cluster node")
+    assert ledger.persistent((f, other), 0.0) == (other,)
+    assert ledger.persistent((f, other), FINDING_PERSIST_SECONDS) == (f, other)
+    assert ledger.persistent((other,), FINDING_PERSIST_SECONDS + 1) == (other,)  # resolved: forgotten
+    assert ledger.persistent((f,), FINDING_PERSIST_SECONDS + 2) == ()
