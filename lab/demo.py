@@ -1,6 +1,6 @@
 """`make demo`: kvm-warden healing a real 3-node KVM cluster on this machine.
 
-Brings the lab up (tests/lab/lab.py), starts an agent on every node and the controller on
+Brings the lab up (lab/lab.py), starts an agent on every node and the controller on
 kvm1, shows the VM overview, then plays a short story -- a guest crashes, the desired state is
 edited to move another -- printing kvm-warden's audit lines as they happen. The cluster stays
 up until Ctrl-C, then everything is torn down. Where namespaces or /dev/kvm are unavailable it

@@ -121,6 +121,25 @@ def node_pids(node: str, pattern: str) -> list[str]:
     return [p for p in out if int(p) in mine]
 
 
+# The lab's daemons outlive the calls that start them; they are kept here (and reaped by
+# down()) so that nothing is left for the garbage collector to warn about.
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def _detach(argv: list[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a lab daemon in its own session, its output appended to `log_path`."""
+    with open(log_path, "ab") as log:  # the child has its own copy of the descriptor
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=cwd, start_new_session=True)
+    _children.append(proc)
+    return proc
+
+
+def _reap() -> None:
+    for proc in list(_children):
+        if proc.poll() is not None:
+            _children.remove(proc)
+
+
 def down() -> None:
     """Kill everything in the lab's namespaces and delete them (idempotent)."""
     for node in NODES:
@@ -137,6 +156,7 @@ def down() -> None:
     state = BASE / "state.json"
     if state.exists():
         state.unlink()
+    _reap()
 
 
 def kill_node(node: str) -> None:
@@ -146,6 +166,8 @@ def kill_node(node: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    time.sleep(0.1)
+    _reap()
 
 
 def _network() -> None:
@@ -215,10 +237,8 @@ def _start_node(node: str) -> None:
         "exec /usr/sbin/pacemakerd\n"
     )
     (d / "start.sh").write_text(script)
-    log = open(d / "node.log", "ab")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", node, "unshare", "-m", "-u", "--propagation", "private", "sh",
-         str(d / "start.sh")], stdout=log, stderr=log, start_new_session=True)
+    proc = _detach(["ip", "netns", "exec", node, "unshare", "-m", "-u", "--propagation",
+                    "private", "sh", str(d / "start.sh")], d / "node.log")
     (d / "pid").write_text(str(proc.pid))
 
 
@@ -366,11 +386,8 @@ def _keys() -> None:
 
 def _spawn(node: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     pid = node_pid(node)
-    log = open(BASE / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen(
-        ["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt",
-         f"--uts=/proc/{pid}/ns/uts", *argv], stdout=log, stderr=log, cwd=ROOT,
-        start_new_session=True)
+    return _detach(["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt",
+                    f"--uts=/proc/{pid}/ns/uts", *argv], BASE / f"{name}.log", cwd=ROOT)
 
 
 def start_agent(node: str) -> subprocess.Popen[bytes]:
@@ -384,8 +401,10 @@ def start_agent(node: str) -> subprocess.Popen[bytes]:
 def start_controller(desired: Path, http_port: int = 9810) -> subprocess.Popen[bytes]:
     keys = BASE / "keys"
     agents = [a for n in NODES for a in ("--agent", f"{n}=tcp://{node_ip(n)}:{AGENT_PORT}")]
+    # nsenter --mount starts the command in the node's root: every path must be absolute.
     return _spawn("kvm1", "controller", [
-        sys.executable, "-m", "controller.app.cli", "controller", "--desired", str(desired),
+        sys.executable, "-m", "controller.app.cli", "controller", "--desired",
+        str(desired.resolve()),
         "--keys", str(keys / "controller.key_secret"), "--allow", str(BASE / "allow-controller"),
         "--alerts", "/run/kvm-warden/alerts.sock", "--http-host", "127.0.0.1",
         "--http-port", str(http_port), *agents])

@@ -50,10 +50,10 @@ class Libvirtd:
             "exec libvirtd\n"
         )
         (self.base / "start.sh").write_text(script)
-        log = open(self.base / "libvirtd.log", "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", str(self.base / "start.sh")],
-            stdout=log, stderr=log, start_new_session=True)
+        with open(self.base / "libvirtd.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", str(self.base / "start.sh")],
+                stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (self.sock / "libvirt-sock").exists() and self.virsh("version").returncode == 0:
@@ -206,10 +206,10 @@ class ClusterNode:
             + last + "\n"
         )
         (b / "start.sh").write_text(script)
-        log = open(b / "node.log", "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            ["unshare", "-n", "-m", "-u", "--propagation", "private", "sh", str(b / "start.sh")],
-            stdout=log, stderr=log, start_new_session=True)
+        with open(b / "node.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                ["unshare", "-n", "-m", "-u", "--propagation", "private", "sh",
+                 str(b / "start.sh")], stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -138,13 +138,14 @@ class QuorumWatcher:
         stdout: IO[str] | None = self._proc.stdout
         if stdout is None:
             return
-        for block in split_blocks(iter(stdout.readline, "")):
-            if self._stop.is_set():
-                break
-            q = parse_quorumtool(block, self.node)
-            if q.state == "ok":
-                self._emit(q)
-        self._proc.wait()
+        with stdout:  # closed with the process: a corosync restart must not leak a descriptor
+            for block in split_blocks(iter(stdout.readline, "")):
+                if self._stop.is_set():
+                    break
+                q = parse_quorumtool(block, self.node)
+                if q.state == "ok":
+                    self._emit(q)
+            self._proc.wait()
         if not self._stop.is_set():
             self._emit(QuorumChanged(node=self.node, state="unknown"))  # corosync went away
 

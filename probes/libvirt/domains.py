@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from lxml import etree
 
 from controller.model.errors import ParseError, ToolError
@@ -20,7 +21,8 @@ STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 
           6: "crashed", 7: "pmsuspended"}
 
 
-def parse_domain_xml(xml: str | bytes, *, source: str = "domain XML") -> dict[str, Any]:
+def parse_domain_xml(xml: str | bytes, *, source: str = "domain XML") -> Domain:
+    """The facts kvm-warden reads from a domain's XML; the state comes from libvirt's API."""
     data = xml.encode() if isinstance(xml, str) else xml
     root = parse_document(data, source=source)
     if root.tag != "domain":
@@ -48,8 +50,8 @@ def parse_domain_xml(xml: str | bytes, *, source: str = "domain XML") -> dict[st
                     port = -1
                 vnc_port = port if port > 0 else None
                 vnc_listen = g.get("listen") or _listen(g)
-    return {"name": name, "uuid": root.findtext("uuid") or "", "disks": tuple(disks),
-            "vnc_port": vnc_port, "vnc_listen": vnc_listen}
+    return Domain(name=name, uuid=root.findtext("uuid") or "", disks=tuple(disks),
+                  vnc_port=vnc_port, vnc_listen=vnc_listen)
 
 
 def _listen(g: etree._Element) -> str | None:
@@ -78,10 +80,7 @@ def list_domains(uri: str, conn: Any = None) -> dict[str, Domain]:
                 facts = parse_domain_xml(dom.XMLDesc(0), source=f"{uri} {dom.name()}")
             except (libvirt.libvirtError, ParseError):
                 continue  # vanished while listing, or XML we cannot read: next listing retries
-            out[facts["name"]] = Domain(
-                name=facts["name"], uuid=facts["uuid"], state=STATES.get(state, "nostate"),
-                disks=facts["disks"], vnc_port=facts["vnc_port"], vnc_listen=facts["vnc_listen"],
-            )
+            out[facts.name] = msgspec.structs.replace(facts, state=STATES.get(state, "nostate"))
         return out
     finally:
         if own:

@@ -79,6 +79,9 @@ class Watch:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        self._t.join(timeout=5)  # the reader ends at EOF, then the pipe can be closed
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def start_agent(port: int, uri: str) -> subprocess.Popen[bytes]:
@@ -202,7 +205,8 @@ def test_run_shows_a_guest_crash_in_watch_controller(libvirtd: Libvirtd, tmp_pat
         for line in watch.stdout:
             lines.append((time.time(), json.loads(line)))
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         deadline = time.time() + 30
         while time.time() < deadline and not any(
@@ -226,3 +230,6 @@ def test_run_shows_a_guest_crash_in_watch_controller(libvirtd: Libvirtd, tmp_pat
         run.terminate()
         watch.wait(timeout=10)
         run.wait(timeout=20)
+        reader.join(timeout=5)
+        if watch.stdout is not None:
+            watch.stdout.close()

@@ -82,10 +82,11 @@ def prometheus(warden: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "scrape_configs:\n  - job_name: kvm-warden\n"
         f"    static_configs: [{{targets: ['{target}']}}]\n")
     port = free_port()
-    proc = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "wb"))  # noqa: SIM115
+    with open(tmp / "prometheus.log", "wb") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            ["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
+             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:

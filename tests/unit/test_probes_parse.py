@@ -49,36 +49,31 @@ def test_monitor_stream_splits_into_blocks() -> None:
     assert [parse_quorumtool(b, "n").quorate for b in blocks] == [False, True]
 
 
-MOUNTINFO = (
-    "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
-    "97 22 253:3 / /kvm/storage rw,noatime shared:50 - gfs2 /dev/mapper/vg_cluster-lv_storage "
-    "rw,rgrplvb\n"
-    "98 22 0:52 / /mnt/with\\040space rw shared:51 - nfs4 srv:/export rw\n"
-)
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
 def test_mountinfo_keeps_shared_filesystems_only() -> None:
-    assert parse_mountinfo(MOUNTINFO) == (
+    assert parse_mountinfo((FIXTURES / "storage" / "mountinfo-gfs2.txt").read_text()) == (
         Mount(mountpoint="/kvm/storage", fstype="gfs2", source="/dev/mapper/vg_cluster-lv_storage"),
         Mount(mountpoint="/mnt/with space", fstype="nfs4", source="srv:/export"),
     )
 
 
+def test_a_real_mountinfo_of_local_filesystems_has_no_shared_storage() -> None:
+    assert parse_mountinfo((FIXTURES / "storage" / "mountinfo-local.txt").read_text()) == ()
+
+
 def test_dlm_tool_ls() -> None:
-    text = "dlm lockspaces\nname          clvmd\nid            0x4104eefa\n\nname          gfs2_res01\n"
+    text = (FIXTURES / "storage" / "dlm_tool-ls.txt").read_text()
     assert parse_dlm_ls(text) == ("clvmd", "gfs2_res01")
 
 
 def test_domain_xml_disks_and_console() -> None:
-    xml = ("<domain type='kvm'><name>web01</name><uuid>u-1</uuid><devices>"
-           "<disk type='file'><source file='/kvm/storage/images/web01.qcow2'/></disk>"
-           "<disk type='block'><source dev='/dev/mapper/lun1'/></disk>"
-           "<disk type='file' device='cdrom'/>"
-           "<graphics type='vnc' port='5901' autoport='yes'><listen type='address' "
-           "address='127.0.0.1'/></graphics></devices></domain>")
-    facts = parse_domain_xml(xml)
-    assert facts["disks"] == ("/kvm/storage/images/web01.qcow2", "/dev/mapper/lun1")
-    assert (facts["vnc_port"], facts["vnc_listen"]) == (5901, "127.0.0.1")
+    # libvirt's own `virsh dumpxml` (tests/fixtures/regen.sh): a file disk, a block disk, an
+    # empty CD-ROM (no source: not a disk of the VM) and VNC on loopback.
+    facts = parse_domain_xml((FIXTURES / "libvirt" / "web01.xml").read_text())
+    assert facts.disks == ("/kvm/storage/images/web01.qcow2", "/dev/mapper/lun1")
+    assert (facts.vnc_port, facts.vnc_listen) == (5901, "127.0.0.1")
 
 
 def test_lifecycle_names_follow_libvirt() -> None:
