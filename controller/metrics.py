@@ -69,8 +69,8 @@ STORAGE_DEPS_MISSING = Gauge("kvm_warden_storage_dependencies_missing",
 GUARD_REFUSALS = Counter("kvm_warden_guard_refusals_total", "Actions the guard refused, by reason",
                          ["reason"], registry=REGISTRY)
 PROBE_LAST_SUCCESS = Gauge("kvm_warden_probe_last_success_timestamp_seconds",
-                           "When each source last delivered a good observation", ["probe"],
-                           registry=REGISTRY)
+                           "When each source last delivered a good observation, per node",
+                           ["probe", "node"], registry=REGISTRY)
 SUBPROCESS_DURATION = Histogram("kvm_warden_subprocess_duration_seconds",
                                 "Duration of calls to cluster tools", ["tool"],
                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
@@ -86,7 +86,8 @@ PASS_DURATION = Histogram("kvm_warden_reconcile_pass_duration_seconds",
                           "Duration of one reconcile pass (observe, plan, guard, apply)",
                           buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                           registry=REGISTRY)
-LAST_PASS = Gauge("kvm_warden_last_pass_timestamp_seconds", "When the last pass ended",
+LAST_PASS = Gauge("kvm_warden_last_pass_timestamp_seconds",
+                  "When the last successful pass ended (a failed pass does not move it)",
                   registry=REGISTRY)
 DRIFT = Gauge("kvm_warden_drift_objects", "Objects differing from the desired state",
               ["reconciler"], registry=REGISTRY)
@@ -94,6 +95,9 @@ FINDINGS = Gauge("kvm_warden_findings", "Open findings (not fixed automatically)
                  ["reconciler", "severity"], registry=REGISTRY)
 CIRCUIT_OPEN = Gauge("kvm_warden_circuit_open", "1 when cleanups of a resource are suspended",
                      ["resource"], registry=REGISTRY)
+OPERATOR_BAN = Gauge("kvm_warden_operator_ban",
+                     "1 per operator ban (cli-ban) that contradicts the desired state (kept)",
+                     ["vm", "node"], registry=REGISTRY)
 SPLIT_BRAIN = Gauge("kvm_warden_split_brain_findings",
                     "Domains running where Pacemaker does not place them", registry=REGISTRY)
 CIB_CONFLICTS = Counter("kvm_warden_cib_conflicts_total",
@@ -109,6 +113,10 @@ DESIRED_GENERATION = Gauge("kvm_warden_desired_state_generation",
                            "Number of valid desired states loaded", registry=REGISTRY)
 DESIRED_RELOAD_TIME = Gauge("kvm_warden_desired_state_last_reload_timestamp_seconds",
                             "When a valid desired state last took effect", registry=REGISTRY)
+
+LEDGER_ERRORS = Counter("kvm_warden_ledger_errors_total",
+                        "Ledger files that could not be read (set aside) or written",
+                        registry=REGISTRY)
 
 BUS_EVENTS = Counter("kvm_warden_bus_events_total", "Events received on the bus, by kind", ["kind"],
                      registry=REGISTRY)
@@ -157,7 +165,9 @@ def update_cluster(observed: ObservedState) -> None:
         for mp in mps:
             STORAGE_MOUNTED.labels(node=node, mountpoint=mp).set(1)
     for source, at in observed.observed_at.items():
-        PROBE_LAST_SUCCESS.labels(probe=source.split(":", 1)[0]).set(at)
+        # "libvirt:kvm1" -> one series per node: one node's dead libvirtd must show.
+        probe, _, node = source.partition(":")
+        PROBE_LAST_SUCCESS.labels(probe=probe, node=node).set(at)
 
 
 def update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int]) -> None:
@@ -178,19 +188,25 @@ def _update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int
                        desired_node=r.desired_node or "", vnc_port=str(r.vnc_port or "")).set(1)
         VM_UP.labels(vm=r.vm).set(1 if r.nodes else 0)
         VM_DESIRED_MATCH.labels(vm=r.vm).set(0 if r.drift else 1)
+    vms = {r.resource: r.vm for r in rows}
     for (rid, node), count in fail_counts.items():
-        VM_FAILCOUNT.labels(vm=rid.removeprefix("vm-"), node=node).set(count)
+        if rid in vms:  # the storage clones' fail-counts are not a VM's
+            VM_FAILCOUNT.labels(vm=vms[rid], node=node).set(count)
 
 
 def update_findings(findings: Iterable[Finding]) -> None:
     FINDINGS.clear()
     CIRCUIT_OPEN.clear()
+    OPERATOR_BAN.clear()
     split = 0
     counts: dict[tuple[str, str], int] = {}
     for f in findings:
         counts[(f.reconciler, f.severity)] = counts.get((f.reconciler, f.severity), 0) + 1
         if f.kind == "circuit-open":
             CIRCUIT_OPEN.labels(resource=f.subject.split("@", 1)[0]).set(1)
+        if f.kind == "operator-ban":
+            rid, _, node = f.subject.rpartition("@")
+            OPERATOR_BAN.labels(vm=rid.removeprefix("vm-"), node=node).set(1)
         if f.kind in PLACEMENT_FINDINGS:
             split += 1
     for (rec, sev), n in counts.items():

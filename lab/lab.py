@@ -331,6 +331,7 @@ def up(timeout: float = 180.0) -> dict[str, object]:
         raise SystemExit("lab: /dev/kvm is not usable")
     down()  # a lab left by a crash is cleaned first
     BASE.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(BASE / "state", ignore_errors=True)  # a new lab starts with an empty ledger
     for old in BASE.glob("*.log"):  # logs of the previous lab (kept after down for reading)
         old.unlink()
     _storage()
@@ -407,6 +408,7 @@ def start_controller(desired: Path, http_port: int = 9810) -> subprocess.Popen[b
         str(desired.resolve()),
         "--keys", str(keys / "controller.key_secret"), "--allow", str(BASE / "allow-controller"),
         "--alerts", "/run/kvm-warden/alerts.sock", "--http-host", "127.0.0.1",
+        "--state-dir", str(BASE / "state"),
         "--http-port", str(http_port), *agents])
 
 

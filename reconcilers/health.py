@@ -16,6 +16,7 @@ from controller.model.actions import Cleanup, Plan
 from controller.model.context import CIRCUIT_WINDOW, Context
 from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
+from controller.model.pcmk import interval_seconds
 from reconcilers.base import PlanBuilder
 
 NAME = "health"
@@ -40,6 +41,22 @@ def parse_pacemaker_time(text: str | None) -> float | None:
             continue
         return (dt.replace(tzinfo=UTC) if utc else dt.astimezone()).timestamp()
     return None
+
+
+def keeps_away(index: ClusterIndex, rid: str, node: str, count: int, now: float) -> bool:
+    """Whether this fail-count is Pacemaker's migration-threshold ban of `rid` from `node` that
+    its failure-timeout has not lifted yet (no failure-timeout: it never expires by itself)."""
+    cfg = index.configured.get(rid)
+    meta = cfg.meta if cfg is not None else {}
+    threshold = index.migration_thresholds.get((rid, node))
+    if threshold is None:
+        text = meta.get("migration-threshold")
+        threshold = int(text) if text is not None and text.strip().isdigit() else None
+    if not threshold or count < threshold:
+        return False
+    timeout = interval_seconds(meta.get("failure-timeout"))
+    failed_at = parse_pacemaker_time(index.last_failure.get((rid, node)))
+    return not timeout or failed_at is None or now - failed_at < timeout
 
 
 def _watched(index: ClusterIndex, desired: DesiredState) -> tuple[set[str], set[str]]:
@@ -68,6 +85,8 @@ def plan(ctx: Context) -> Plan:
         cleared = (node in running) if rid in members else bool(running)
         if n is None or not n.online or not cleared or rid in index.failed or rid in index.migrating:
             continue
+        if keeps_away(index, rid, node, count, now):
+            continue  # Pacemaker's own ban: failure-timeout lifts it, not a cleanup
         attempts = tuple(t for t in history.attempts.get(f"{rid}@{node}", ()) if now - t < CIRCUIT_WINDOW)
         if len(attempts) >= CIRCUIT_MAX:
             out.find("circuit-open", "critical", f"{rid}@{node}",

@@ -3,8 +3,10 @@
 kvm-warden owns the constraints whose ids it builds here (`warden-prefer-R`, `warden-allowed-R`,
 `warden-anti-A-B`): it adds the missing ones, rewrites those that differ, and removes those the
 file no longer asks for. Pacemaker then moves the VMs (live, with allow-migrate=true). Constraints
-with other ids are never touched, except the `cli-prefer-*`/`cli-ban-*` leftovers of
-`crm_resource --move/--ban` (`pcs resource move/ban`) once the move they asked for is done.
+with other ids are never touched, except the `cli-prefer-*` leftovers of
+`crm_resource --move` (`pcs resource move`) once the move they asked for is done. A
+`cli-ban-*` (`pcs resource ban`) is an operator's instruction and is never removed; one that
+contradicts the file is reported.
 """
 
 from __future__ import annotations
@@ -106,17 +108,43 @@ def plan(ctx: Context) -> Plan:
     if desired.policy.clear_move_leftovers:
         managed = {vm.resource_id for vm in desired.vms}
         for cid, c in sorted(index.location.items()):
-            if c.rsc not in managed or c.node is None:
+            if c.rsc not in managed or c.node is None or not cid.startswith("cli-prefer-"):
                 continue
             rid = c.rsc
             nodes = index.running.get(rid, ())
             settled = bool(nodes) and rid not in index.migrating and len(nodes) == 1
-            if cid.startswith("cli-prefer-") and settled and nodes == (c.node,):
+            if settled and nodes == (c.node,):
                 out.actions.append(RemoveConstraint(
                     reconciler=NAME, id=cid, rsc=rid,
                     why=f"leftover of a manual move: {rid} now runs on {c.node}"))
-            elif cid.startswith("cli-ban-") and settled and c.node not in nodes:
-                out.actions.append(RemoveConstraint(
-                    reconciler=NAME, id=cid, rsc=rid,
-                    why=f"leftover of a manual ban: {rid} runs on {nodes[0]}, not {c.node}"))
+    report_bans(out, ctx)
     return out.build()
+
+
+def report_bans(out: PlanBuilder, ctx: Context) -> None:
+    """`cli-ban-*` (`pcs resource ban`) is an operator's instruction: never removed here (that is
+    `pcs resource clear`, the operator's call). A ban that contradicts the file is a finding."""
+    index, desired = ctx.index, ctx.desired
+    banned: dict[str, set[str]] = {}
+    for cid, c in index.location.items():
+        if cid.startswith("cli-ban-") and c.rsc and c.node:
+            banned.setdefault(c.rsc, set()).add(c.node)
+    online = {n for n, st in index.nodes.items() if st.online}
+    for vm in desired.vms:
+        nodes = banned.get(vm.resource_id)
+        if not nodes:
+            continue
+        rid, prefer, allowed = vm.resource_id, vm.placement.prefer, vm.placement.allowed
+        eligible = (set(allowed) if allowed else online or set(index.node_names)) - nodes
+        for node in sorted(nodes):
+            if node == prefer:
+                why = f"it bans {vm.name}'s preferred node"
+            elif allowed and eligible.isdisjoint(allowed):
+                why = f"with the other bans it leaves {vm.name} none of its allowed nodes"
+            elif vm.state == "running" and not (eligible & online if online else eligible):
+                why = f"with the other bans it keeps {vm.name}, which should run, from running"
+            else:
+                continue
+            out.find("operator-ban", "warning", f"{rid}@{node}",
+                     f"operator ban cli-ban-{rid}-on-{node} contradicts the desired state: {why}; "
+                     f"kept (clear it with `pcs resource clear {rid}` when the evacuation is over)")

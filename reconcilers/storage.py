@@ -1,20 +1,28 @@
 """Storage: every VM on GFS2 starts after, and runs with, the GFS2 clone; dlm -> clvmd -> gfs2.
 
-A VM depends on a storage entry when the file says so (`storage:`), when its VirtualDomain
-`config` lies under the mountpoint, or when a disk that libvirt reports for its domain does.
-For each dependency: `order <storage> then <vm>` (Mandatory) and `colocation <vm> with <storage>
-INFINITY` -- unless an equivalent constraint already exists under any id (pcs-made ones count).
-Without quorum a GFS2 node must freeze, not stop (stopping would need DLM, which needs quorum),
-hence no-quorum-policy=freeze unless the file sets it.
+Which VMs: every `VirtualDomain` resource of the CIB, listed under `vms` or not, that depends
+on a storage entry -- because the file says so (`vms[].storage`), because its `config` lies
+under the mountpoint, or because a disk libvirt reports for its running domain does. Removing a
+VM from the file releases its placement, never its storage safety.
+For each dependency: `order <storage> then <vm>` (Mandatory, symmetrical) and `colocation <vm>
+with <storage> INFINITY` -- unless an equivalent constraint already exists under any id
+(pcs-made ones count). Without quorum a GFS2 node must freeze, not stop (stopping would need
+DLM, which needs quorum), hence no-quorum-policy=freeze unless the file sets it.
+
+Safety is removed only on positive evidence (docs/architecture.md, section 7): a kvm-warden
+storage constraint goes when its resource is gone, when its storage entry left the file, or when
+a fresh listing of the running domain shows no disk under the mountpoint while its `config` is
+not under it either. Missing evidence -- a stopped VM (VirtualDomain's domains are transient),
+libvirtd down, a stale agent, an offline node -- keeps it, and `plan` says so.
 """
 
 from __future__ import annotations
 
-from controller.model.actions import AddColocation, AddOrder, Plan, SetProperty
+from controller.model.actions import AddColocation, AddOrder, Plan, RemoveConstraint, SetProperty
 from controller.model.context import Context
-from controller.model.desired import DesiredState
-from controller.model.index import ClusterIndex
-from reconcilers.base import PlanBuilder, remove_stale, under
+from controller.model.desired import DesiredState, Storage
+from controller.model.index import ClusterIndex, domain_active
+from reconcilers.base import PlanBuilder, under
 
 NAME = "storage"
 OWNED = ("warden-order-", "warden-colo-")
@@ -28,19 +36,38 @@ def colo_id(rsc: str, with_rsc: str) -> str:
     return f"warden-colo-{rsc}-{with_rsc}"
 
 
+def domain_names(rid: str, desired: DesiredState) -> tuple[str, ...]:
+    """The libvirt domain name(s) a VirtualDomain resource may run as: the file's name for a
+    listed VM; by the `vm-NAME` convention (or the id itself) for one the file does not list."""
+    for vm in desired.vms:
+        if vm.resource_id == rid:
+            return (vm.name,)
+    return (rid.removeprefix("vm-"), rid) if rid.startswith("vm-") else (rid,)
+
+
+def vm_resources(index: ClusterIndex, desired: DesiredState) -> list[str]:
+    """Every VirtualDomain resource of the CIB, and every VM resource the file declares."""
+    rids = {rid for rid, cfg in index.configured.items()
+            if cfg.parent is None and (cfg.agent or "").endswith(":VirtualDomain")}
+    rids.update(vm.resource_id for vm in desired.vms)
+    return sorted(rids)
+
+
 def vm_dependencies(
     index: ClusterIndex, desired: DesiredState, only: frozenset[str] | None = None
 ) -> dict[str, list[tuple[str, str]]]:
     """VM resource id -> [(storage name, why)] for every storage entry it depends on."""
+    declared = {vm.resource_id: vm for vm in desired.vms}
     deps: dict[str, list[tuple[str, str]]] = {}
-    for vm in desired.vms:
-        if only is not None and vm.name not in only:
+    for rid in vm_resources(index, desired):
+        names = domain_names(rid, desired)
+        if only is not None and only.isdisjoint(names):
             continue
-        rid = vm.resource_id
-        found: dict[str, str] = {s: "declared in the desired state" for s in vm.storage}
+        vm = declared.get(rid)
+        found: dict[str, str] = {s: "declared in the desired state" for s in (vm.storage if vm else ())}
         cfg = index.configured.get(rid)
         config_path = cfg.params.get("config") if cfg else None
-        disks = index.domain_disks.get(vm.name, ())
+        disks = [d for n in names for d in index.domain_disks.get(n, ())]
         for st in desired.storage:
             if st.name in found:
                 continue
@@ -52,6 +79,26 @@ def vm_dependencies(
                     found[st.name] = f"its disk {disk} is under {st.mountpoint}"
         deps[rid] = sorted(found.items())
     return deps
+
+
+def disproved(index: ClusterIndex, desired: DesiredState, rid: str, st: Storage) -> str | None:
+    """Positive evidence that VM `rid` does not need storage `st`, said in words; else None."""
+    cfg = index.configured.get(rid)
+    config_path = cfg.params.get("config") if cfg else None
+    if config_path and under(config_path, st.mountpoint):
+        return None
+    running = index.running.get(rid, ())
+    if len(running) != 1 or rid in index.migrating or rid in index.transitioning:
+        return None
+    node = running[0]
+    for name in domain_names(rid, desired):
+        dom = index.listed.get(name, {}).get(node)
+        if dom is not None and domain_active(dom) and dom.disks:
+            if any(under(d, st.mountpoint) for d in dom.disks):
+                return None
+            return (f"{node}'s libvirt lists {name} running with no disk under {st.mountpoint} "
+                    f"({', '.join(dom.disks)}), and its config is not under it")
+    return None
 
 
 def plan(ctx: Context) -> Plan:
@@ -90,5 +137,38 @@ def plan(ctx: Context) -> Plan:
                 reconciler=NAME, name="no-quorum-policy", value="freeze",
                 why=f"GFS2 storage is declared; no-quorum-policy is {current or '(default: stop)'}"))
 
-    remove_stale(out, index, OWNED, wanted, "no longer needed by any declared storage")
+    remove_on_evidence(out, index, desired, wanted)
     return out.build()
+
+
+def remove_on_evidence(out: PlanBuilder, index: ClusterIndex, desired: DesiredState,
+                       wanted: set[str]) -> None:
+    """Plan the removal of kvm-warden's own storage constraints nothing asks for -- only where
+    there is positive evidence that the safety they give is not needed; report the rest."""
+    by_resource = {st.resource: st for st in desired.storage}
+    chain_members = {r for st in desired.storage for r in (st.resource, *st.requires)}
+    owned: list[tuple[str, str, str]] = []  # (id, storage side, dependent side)
+    owned += [(cid, c.first or "", c.then or "") for cid, c in index.order.items()]
+    owned += [(cid, c.with_rsc or "", c.rsc or "") for cid, c in index.colocation.items()]
+    for cid, first, then in sorted(owned):
+        if not cid.startswith(OWNED) or cid in wanted:
+            continue
+        why: str | None
+        if first not in index.exists or then not in index.exists:
+            gone = then if then not in index.exists else first
+            why = f"{gone} no longer exists"
+        elif first not in chain_members:
+            why = f"no storage entry of the desired state names {first} any more"
+        elif then in chain_members:
+            why = "the desired storage chain no longer asks for it"
+        else:
+            st = by_resource.get(first)
+            why = disproved(index, desired, then, st) if st is not None else (
+                f"{first} is no longer a storage resource of the desired state")
+        if why is None:
+            out.find("storage-kept", "info", cid,
+                     f"kept {cid}: nothing proves {then} no longer needs {first} (it is not "
+                     "declared, and no fresh listing of its running domain disproves a disk on "
+                     "the storage)")
+            continue
+        out.actions.append(RemoveConstraint(reconciler=NAME, id=cid, rsc=then, why=why))

@@ -82,7 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         passes=args.passes, agents=list(args.agent),
         local_agent=args.command == "run" and not args.no_agent, alerts=args.alerts,
         keys=args.keys, allow=args.allow, insecure=args.insecure, node=args.node,
-        watch_endpoint=getattr(args, "watch_endpoint", None)))
+        watch_endpoint=getattr(args, "watch_endpoint", None), state_dir=args.state_dir))
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
@@ -127,6 +127,13 @@ def _bus_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow", metavar="DIR", help="directory of the peers' public keys allowed")
     p.add_argument("--insecure", action="store_true",
                    help="plain tcp without CURVE (labs only; inproc never needs keys)")
+
+
+def _state_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where the ledger (rate limits, cooldowns, breakers) is kept: default "
+                   "/var/lib/kvm-warden (--simulate: its work directory); on shared storage "
+                   "when the controller runs as a cluster resource")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -215,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--watch-endpoint", default="tcp://127.0.0.1:9820", metavar="ENDPOINT",
                    help="also publish the local agent's events here for `kvm-warden watch "
                    "--controller` (loopback by default; '' to disable)")
+    _state_option(r)
     r.add_argument("--alerts", default=None, metavar="ENDPOINT",
                    help="receive kvm-warden-alert datagrams here: a socket path or udp://H:P")
     _bus_options(r)
@@ -230,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where kvm-warden-alert sends: a unix datagram socket or udp://HOST:PORT")
     c.add_argument("--http-host", default="127.0.0.1")
     c.add_argument("--http-port", type=int, default=9810)
+    _state_option(c)
     c.add_argument("--passes", type=int, default=0)
     _bus_options(c)
     c.set_defaults(func=_cmd_run, simulate=False, libvirt_uri=None, no_agent=True, node=None,

@@ -26,6 +26,7 @@ from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_table
 from controller.bus.agent import Agent, AgentConfig
 from controller.engine.desired_store import DesiredStore
+from controller.engine.ledger import LedgerFile
 from controller.engine.loop import Controller, PassResult
 from controller.engine.observe import Source, pacemaker_source, with_local_libvirt
 from controller.engine.store import Store
@@ -34,6 +35,8 @@ from controller.model.desired import load_desired
 from controller.model.errors import DesiredStateError, WardenError
 from controller.model.overview import DesiredInfo, PassSummary, StatusDoc
 from probes.pacemaker.alerts import AlertReceiver
+
+DEFAULT_STATE_DIR = "/var/lib/kvm-warden"
 
 
 @dataclass
@@ -55,6 +58,7 @@ class RunOptions:
     insecure: bool = False
     node: str | None = None
     watch_endpoint: str | None = None
+    state_dir: str | None = None  # the ledger's home (default /var/lib/kvm-warden)
 
 
 def run_service(opts: RunOptions) -> int:
@@ -87,7 +91,9 @@ def run_service(opts: RunOptions) -> int:
             source=_source(opts, sim, bool(agents)),
             actuator=PacemakerActuator(str(sim.cib_file) if sim else opts.cib_file),
             desired=DesiredStore(opts.desired_path), store=store,
-            after_apply=sim.settle if sim else None)
+            after_apply=sim.settle if sim else None,
+            ledger_file=LedgerFile(opts.state_dir or (str(sim.workdir / "state") if sim
+                                                      else DEFAULT_STATE_DIR)))
         server = _serve_http(opts, controller)
         if server is not None:
             stack.callback(server.stop)
@@ -150,19 +156,22 @@ def _serve_http(opts: RunOptions, controller: Controller) -> StatusServer | None
     def status_doc() -> StatusDoc:
         return status_document(controller, opts.desired_path)
 
-    def ready() -> tuple[bool, str]:
-        last = controller.last
-        return readiness(last.finished_at if last and not last.error else None,
-                         not controller.desired.errors and controller.desired.current is not None)
-
     try:
-        server = StatusServer(opts.http_host, opts.http_port, status_doc, ready)
+        server = StatusServer(opts.http_host, opts.http_port, status_doc,
+                              lambda: ready_state(controller))
     except OSError as exc:
         raise WardenError(f"cannot listen on {opts.http_host}:{opts.http_port}: {exc}") from None
     server.start()
     print(f"metrics:           http://{opts.http_host}:{server.port}/metrics  "
           f"(/healthz /readyz /status)")
     return server
+
+
+def ready_state(controller: Controller) -> tuple[bool, str]:
+    """/readyz: a valid desired state and a successful pass recently (its own end time)."""
+    last = controller.last
+    return readiness(last.finished_at if last and not last.error else None,
+                     not controller.desired.errors and controller.desired.current is not None)
 
 
 def status_document(controller: Controller, desired_path: str | None) -> StatusDoc:

@@ -13,9 +13,16 @@ guard admits against a tentative copy (decide.py), so limits hold inside a pass 
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import msgspec
+
+from controller import metrics
+from controller.logs import logger
 from controller.model.actions import (
     PLACEMENT_FINDINGS,
     AddColocation,
@@ -26,7 +33,7 @@ from controller.model.actions import (
     SetAllowedNodes,
     SetLocation,
 )
-from controller.model.context import CleanupHistory, LedgerView
+from controller.model.context import CIRCUIT_WINDOW, CleanupHistory, LedgerView
 from controller.model.index import ClusterIndex
 
 RATE_WINDOW_SECONDS = 60.0
@@ -119,3 +126,103 @@ class Ledger:
         if prune:
             self.finding_since = {k: v for k, v in self.finding_since.items() if k in seen}
         return tuple(keep)
+
+
+class LedgerRecord(msgspec.Struct, kw_only=True):
+    """The ledger as written to the state directory (JSON; times are wall-clock seconds)."""
+
+    version: int = 1
+    by_kind: dict[str, list[float]] = msgspec.field(default_factory=dict)
+    last_change: dict[str, float] = msgspec.field(default_factory=dict)
+    moves: dict[str, float] = msgspec.field(default_factory=dict)
+    cleanups: dict[str, list[float]] = msgspec.field(default_factory=dict)
+    finding_since: list[tuple[str, str, float]] = msgspec.field(default_factory=list)
+
+
+KEEP_SECONDS = 86400.0  # cooldown marks older than this are dropped when the ledger is written
+
+
+def to_record(ledger: Ledger, now: float) -> LedgerRecord:
+    return LedgerRecord(
+        by_kind={k: list(v) for k, v in ledger.by_kind.items() if v},
+        last_change={k: t for k, t in ledger.last_change.items() if now - t < KEEP_SECONDS},
+        moves=dict(ledger.moves),
+        cleanups={k: list(v) for k, v in ledger.cleanups.attempts.items()
+                  if v and now - v[-1] < CIRCUIT_WINDOW},
+        finding_since=[(s, m, t) for (s, m), t in ledger.finding_since.items()],
+    )
+
+
+def from_record(rec: LedgerRecord) -> Ledger:
+    return Ledger(
+        by_kind={k: deque(v) for k, v in rec.by_kind.items()},
+        last_change=dict(rec.last_change), moves=dict(rec.moves),
+        cleanups=CleanupHistory(attempts={k: tuple(v) for k, v in rec.cleanups.items()}),
+        finding_since={(s, m): t for s, m, t in rec.finding_since},
+    )
+
+
+class LedgerFile:
+    """The ledger on disk, so that a restarted controller -- or one started on another node
+    with the same (shared) state directory -- keeps every limit and open breaker.
+
+    Written atomically (a temporary file in the same directory, fsync, rename) and only when it
+    changed. A file that cannot be read is reported, set aside as `<name>.corrupt`, and replaced
+    by an empty ledger: never a crash."""
+
+    NAME = "ledger.json"
+
+    def __init__(self, state_dir: str | Path):
+        self.dir = Path(state_dir)
+        self.path = self.dir / self.NAME
+        self._written = b""
+        self.log = logger(component="ledger")
+
+    def load(self) -> Ledger:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return Ledger()
+        except OSError as exc:
+            self._reject(f"cannot read: {exc.strerror}")
+            return Ledger()
+        try:
+            rec = msgspec.json.decode(data, type=LedgerRecord)
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
+            self._reject(f"not a ledger: {exc}")
+            return Ledger()
+        self._written = data
+        self.log.info("ledger_loaded", path=str(self.path), cooldowns=len(rec.last_change),
+                      cleanups=len(rec.cleanups), moves=len(rec.moves))
+        return from_record(rec)
+
+    def _reject(self, why: str) -> None:
+        metrics.LEDGER_ERRORS.inc()
+        self.log.error("ledger_unreadable", path=str(self.path), error=why,
+                       action="set aside; starting with an empty ledger")
+        try:
+            os.replace(self.path, self.path.with_name(self.NAME + ".corrupt"))
+        except OSError:
+            pass  # nothing to set aside, or a read-only directory: the next save tells
+
+    def save(self, ledger: Ledger, now: float) -> None:
+        data = msgspec.json.encode(to_record(ledger, now))
+        if data == self._written:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".ledger-", dir=self.dir)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            metrics.LEDGER_ERRORS.inc()
+            self.log.error("ledger_not_written", path=str(self.path), error=str(exc))
+            return
+        self._written = data

@@ -19,7 +19,7 @@ from controller.actuators.pacemaker import CibConflict, PacemakerActuator
 from controller.engine.decide import Decision, decide
 from controller.engine.desired_store import DesiredStore
 from controller.engine.guard import Guard
-from controller.engine.ledger import Ledger
+from controller.engine.ledger import Ledger, LedgerFile
 from controller.engine.observe import CONTROLLER, Source
 from controller.engine.store import Store
 from controller.logs import audit_record, logger
@@ -56,6 +56,7 @@ class Controller:
     store: Store = field(default_factory=Store)
     after_apply: Callable[[], None] | None = None  # the simulated cluster "reacts" here
     guard: Guard = field(default_factory=Guard)
+    ledger_file: LedgerFile | None = None  # the ledger survives restarts and failover here
     last: PassResult | None = None
     last_observed: ObservedState | None = None
     last_rows: tuple[VmRow, ...] = ()
@@ -68,6 +69,8 @@ class Controller:
 
     def __post_init__(self) -> None:
         self.log = logger(component="loop")
+        if self.ledger_file is not None:
+            self.guard = Guard(self.ledger_file.load())
         # Events only wake the loop (debounced); the pass re-reads everything (level-triggered).
         self.store.listeners.append(self.mark)
 
@@ -194,11 +197,14 @@ class Controller:
                             result.error, duration, result.scope, finished)
         metrics.PASSES.labels(result="error" if result.error else "ok", scope=result.scope).inc()
         metrics.PASS_DURATION.observe(duration)
-        metrics.LAST_PASS.set(finished)
+        if result.error is None:  # "not reconciling" must fire while crm_mon keeps failing
+            metrics.LAST_PASS.set(finished)
         metrics.DRIFT.clear()
         for d in result.decisions:
             metrics.DRIFT.labels(reconciler=d.action.reconciler).inc()
         self.last = result
+        if self.ledger_file is not None:
+            self.ledger_file.save(self.ledger, finished)
         return result
 
     # -- the loop ----------------------------------------------------------------------------

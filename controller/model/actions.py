@@ -154,7 +154,7 @@ class Outcome:
     duration: float = 0.0
 
 
-Severity = Literal["warning", "critical"]
+Severity = Literal["info", "warning", "critical"]
 FindingKind = Literal[
     "stonith-without-device",  # properties: stonith-enabled=true asked for, no device configured
     "missing-resource",  # inventory: a VM of the file has no Pacemaker resource
@@ -164,6 +164,8 @@ FindingKind = Literal[
     "circuit-open",  # health: cleanups suspended after repeated failures
     "split-brain",  # health: one domain running on two nodes
     "unplaced-domain",  # health: a domain running where Pacemaker does not have its resource
+    "operator-ban",  # placement: a `pcs resource ban` that contradicts the desired state (kept)
+    "storage-kept",  # storage: a dependency kept because nothing proves it is no longer needed
 ]
 # Findings about where domains run compare two sources taken at different instants (libvirt's
 # events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).

@@ -50,6 +50,14 @@ class Placement(_Strict):
     prefer: NodeName | None = None
 
 
+class Recovery(_Strict):
+    """Pacemaker's own recovery, set on the VM resources: after `migration_threshold` failures
+    on a node the VM is banned from it until `failure_timeout_seconds` have passed."""
+
+    migration_threshold: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 3
+    failure_timeout_seconds: Annotated[StrictInt, Field(ge=0, le=31_536_000)] = 600
+
+
 class Vm(_Strict):
     name: DomainName
     resource: ResourceId | None = None
@@ -57,6 +65,7 @@ class Vm(_Strict):
     placement: Placement = Placement()
     storage: tuple[Name, ...] = ()
     anti_affinity: tuple[DomainName, ...] = ()
+    recovery: Recovery | None = None  # overrides policy.recovery for this VM
 
     @property
     def resource_id(self) -> str:
@@ -95,6 +104,7 @@ class Policy(_Strict):
     max_concurrent_migrations: Annotated[StrictInt, Field(ge=1)] = 2
     prefer_score: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] = 1000
     clear_move_leftovers: StrictBool = True
+    recovery: Recovery | None = None  # migration-threshold / failure-timeout of every VM
 
 
 class DesiredState(_Strict):
@@ -109,6 +119,9 @@ class DesiredState(_Strict):
 
     def vm_by_name(self) -> dict[str, Vm]:
         return {v.name: v for v in self.vms}
+
+    def recovery_of(self, vm: Vm) -> Recovery | None:
+        return vm.recovery or self.policy.recovery
 
 
 Path_ = tuple[str | int, ...]

@@ -43,8 +43,12 @@ class ClusterIndex:
     colocation_pairs: frozenset[tuple[str, str]]
     fail_counts: Mapping[tuple[str, str], int]
     last_failure: Mapping[tuple[str, str], str]
+    # (resource, node) -> migration-threshold in force, as crm_mon's node_history reports it
+    migration_thresholds: Mapping[tuple[str, str], int] = field(default_factory=dict)
     domains_running: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> nodes
     domain_disks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> sources
+    # domain -> node -> Domain, from fresh listings only (live agent, node online in Pacemaker)
+    listed: Mapping[str, Mapping[str, Domain]] = field(default_factory=dict)
 
 
 def with_resource_nodes(index: ClusterIndex, rid: str, nodes: tuple[str, ...],
@@ -110,7 +114,9 @@ def build_index(observed: ObservedState) -> ClusterIndex:
     order_pairs = frozenset(
         (c.first, c.then)
         for c in order.values()
-        if c.first and c.then and (c.kind in (None, "Mandatory"))
+        # An asymmetric order (symmetrical=false) does not stop the VM before the storage:
+        # for storage safety it is not the order kvm-warden wants.
+        if c.first and c.then and (c.kind in (None, "Mandatory")) and c.symmetrical is not False
         and c.first_action in (None, "start") and c.then_action in (None, "start")
     )
     colocation_pairs = frozenset(
@@ -121,8 +127,11 @@ def build_index(observed: ObservedState) -> ClusterIndex:
     )
     fail_counts: dict[tuple[str, str], int] = {}
     last_failure: dict[tuple[str, str], str] = {}
+    thresholds: dict[tuple[str, str], int] = {}
     for h in status.history:
         rid = h.resource.split(":", 1)[0]  # unique clone instances are "rsc:N"
+        if h.migration_threshold is not None:
+            thresholds[(rid, h.node)] = h.migration_threshold
         if h.fail_count:
             fail_counts[(rid, h.node)] = max(h.fail_count, fail_counts.get((rid, h.node), 0))
             if h.last_failure:
@@ -135,6 +144,7 @@ def build_index(observed: ObservedState) -> ClusterIndex:
 
     domains_running: dict[str, list[str]] = {}
     domain_disks: dict[str, set[str]] = {}
+    listed: dict[str, dict[str, Domain]] = {}
     # A listing from a node Pacemaker sees offline, or from an agent gone silent, is history:
     # trusting it would report a VM that Pacemaker recovered elsewhere as running twice.
     online = {n for n, st in status.nodes.items() if st.online}
@@ -142,7 +152,8 @@ def build_index(observed: ObservedState) -> ClusterIndex:
         if (status.nodes and node not in online) or node in observed.stale:
             continue
         for name, dom in doms.items():
-            if _domain_active(dom):
+            listed.setdefault(name, {})[node] = dom
+            if domain_active(dom):
                 domains_running.setdefault(name, []).append(node)
             if dom.disks:
                 domain_disks.setdefault(name, set()).update(dom.disks)
@@ -172,8 +183,10 @@ def build_index(observed: ObservedState) -> ClusterIndex:
         last_failure=last_failure,
         domains_running={k: tuple(sorted(v)) for k, v in domains_running.items()},
         domain_disks={k: tuple(sorted(v)) for k, v in domain_disks.items()},
+        listed=listed,
+        migration_thresholds=thresholds,
     )
 
 
-def _domain_active(dom: Domain) -> bool:
+def domain_active(dom: Domain) -> bool:
     return dom.state in ("running", "paused", "blocked", "pmsuspended")

@@ -43,3 +43,20 @@ def same_value(a: str | None, b: str) -> bool:
         return True
     x, y = opt_bool(a), opt_bool(b)
     return x is not None and x == y
+
+
+_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "msec": 0.001, "us": 1e-6, "usec": 1e-6,
+          "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
+
+
+def interval_seconds(value: str | None) -> float | None:
+    """A Pacemaker interval ("600", "600s", "10min", "1h") in seconds; None if absent or not
+    in that form (crm_get_msec() in lib/common/strings.c: a number, then an optional unit)."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    digits = len(v) - len(v.lstrip("0123456789"))
+    if digits == 0:
+        return None
+    unit = v[digits:].strip()
+    return int(v[:digits]) * _UNITS[unit] if unit in _UNITS else None

@@ -175,18 +175,35 @@ def _parse_resource(el: etree._Element, parent: str | None, source: str) -> Reso
     )
 
 
+# Actions whose names hold an underscore; an op key cannot be split on '_' blindly.
+_MULTIWORD_TASKS = ("migrate_from", "migrate_to")
+
+
+def split_op_key(op_key: str, task: str | None) -> tuple[str, str | None]:
+    """(resource, task) of an op key "<resource>_<task>_<interval>" (pcmk__op_key).
+
+    Resource ids and some task names (migrate_to, migrate_from) contain '_': the operation's own
+    `task` attribute says where the resource id ends; without it, the known multi-word tasks are
+    tried before the last '_'."""
+    head, sep, interval = op_key.rpartition("_")
+    if not sep or not interval.isdigit():
+        return op_key, task
+    for name in ((task,) if task else ()) + _MULTIWORD_TASKS:
+        if head.endswith("_" + name):
+            return head[: -len(name) - 1], name
+    resource, sep, guessed = head.rpartition("_")
+    if not sep:
+        return op_key, task
+    return resource, task or guessed
+
+
 def _parse_failure(el: etree._Element, source: str) -> Failure:
     get = el.get
     op_key = get("op_key") or get("id")
     if not op_key:
         raise ParseError("missing attribute 'op_key'", source=source, element="failure")
-    task = get("task")
     interval = get("interval")
-    # op_key is "<resource>_<task>_<interval>" (pcmk__op_key); resource ids may contain '_'.
-    parts = op_key.rsplit("_", 2)
-    resource = parts[0] if len(parts) == 3 and parts[2].isdigit() else op_key
-    if task is None and len(parts) == 3:
-        task = parts[1]
+    resource, task = split_op_key(op_key, get("task"))
     return Failure(
         resource=resource,
         node=required(el, "node", source=source),

@@ -193,7 +193,8 @@ def test_run_shows_a_guest_crash_in_watch_controller(libvirtd: Libvirtd, tmp_pat
     run = subprocess.Popen(
         [sys.executable, "-m", "controller.app.cli", "run", "--cib", str(cib), "--desired",
          str(root / "config" / "desired-state.example.yaml"), "--libvirt-uri", libvirtd.uri,
-         "--http-port", "0", "--watch-endpoint", f"tcp://127.0.0.1:{port}", "--node", "kvm1"],
+         "--http-port", "0", "--watch-endpoint", f"tcp://127.0.0.1:{port}", "--node", "kvm1",
+         "--state-dir", str(tmp_path / "state")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     watch = subprocess.Popen(
         [sys.executable, "-m", "controller.app.cli", "watch", "--controller",

@@ -97,8 +97,9 @@ def test_seed_converges_to_the_example_desired_state(tmp_path: Path) -> None:
         "vm-db01", "gfs2_res01-clone", "INFINITY")
     # web01/web02 already had pcs-made equivalents: no duplicates of those.
     assert "warden-order-gfs2_res01-clone-vm-web01" not in cons
-    # The leftover ban is gone; foreign constraints survive untouched.
-    assert "cli-ban-vm-web02-on-kvm3" not in cons
+    # The operator's ban stays (clearing it is `pcs resource clear`, the operator's call);
+    # foreign constraints survive untouched.
+    assert cons["cli-ban-vm-web02-on-kvm3"].get("score") == "-INFINITY"
     assert cons["location-vm-web01-kvm1-100"].get("score") == "100"
     assert "order-dlm-clone-clvmd-clone-mandatory" in cons
     assert crm_property(work, "no-quorum-policy") == "freeze"

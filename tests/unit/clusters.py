@@ -14,6 +14,7 @@ from controller.model.observed import (
     ClusterStatus,
     ColocationConstraint,
     Constraints,
+    Domain,
     LocationConstraint,
     Node,
     ObservedState,
@@ -28,7 +29,9 @@ NODES = {n: Node(name=n, online=True) for n in ("kvm1", "kvm2", "kvm3")}
 def index(vms: dict[str, str | None], *, meta: dict[str, dict[str, str]] | None = None,
           config: dict[str, str] | None = None, properties: dict[str, str] | None = None,
           location: tuple[LocationConstraint, ...] = (), order: tuple[OrderConstraint, ...] = (),
-          colocation: tuple[ColocationConstraint, ...] = (), gfs2: bool = False) -> ClusterIndex:
+          colocation: tuple[ColocationConstraint, ...] = (), gfs2: bool = False,
+          domains: dict[str, dict[str, Domain]] | None = None,
+          stale: frozenset[str] = frozenset(), nodes: dict[str, Node] | None = None) -> ClusterIndex:
     """VMs `vm-NAME` running on the node given (None: stopped), plus an optional GFS2 clone."""
     res = [Resource(id=f"vm-{n}", agent="ocf:heartbeat:VirtualDomain",
                     role="Started" if node else "Stopped", active=node is not None,
@@ -45,7 +48,9 @@ def index(vms: dict[str, str | None], *, meta: dict[str, dict[str, str]] | None 
             res += [Resource(id=rid, parent=f"{rid}-clone", agent="ocf:pacemaker:Dummy",
                              role="Started", active=True, nodes=(n,)) for n in NODES]
     return build_index(ObservedState(
-        status=ClusterStatus(dc="kvm1", with_quorum=True, nodes=NODES, resources=tuple(res)),
+        status=ClusterStatus(dc="kvm1", with_quorum=True, nodes=nodes or NODES,
+                             resources=tuple(res)),
+        domains=domains or {}, stale=stale,
         cib=CibConfig(properties=properties or {}, resources=cfg, nodes=tuple(NODES),
                       constraints=Constraints(location=location, order=order,
                                               colocation=colocation))))

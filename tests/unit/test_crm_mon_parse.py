@@ -109,3 +109,13 @@ def test_mutated_crm_mon_xml_raises_only_parse_error(pos: int, junk: bytes) -> N
 def test_mutated_cib_raises_only_parse_error(pos: int, junk: bytes) -> None:
     with contextlib.suppress(ParseError):
         parse_cib(SEED_CIB[:pos] + junk + SEED_CIB[pos + len(junk):])
+
+
+def test_a_failed_migration_is_reported_for_its_resource_with_its_task() -> None:
+    # crm_mon: <failure op_key="vm1_migrate_to_0" task="migrate_to" .../> is vm1's migrate_to.
+    from probes.pacemaker.crm_mon import split_op_key
+
+    assert split_op_key("vm1_migrate_to_0", "migrate_to") == ("vm1", "migrate_to")
+    assert split_op_key("vm1_migrate_from_0", None) == ("vm1", "migrate_from")
+    assert split_op_key("vm_web_01_monitor_10000", "monitor") == ("vm_web_01", "monitor")
+    assert split_op_key("vm_web_01_stop_0", None) == ("vm_web_01", "stop")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from controller.engine.guard import COOLDOWN_SECONDS, Guard
 from controller.engine.ledger import FINDING_PERSIST_SECONDS, Ledger
 from controller.model.actions import Cleanup, Finding, SetProperty
@@ -51,3 +53,35 @@ def test_placement_findings_count_once_they_persist() -> None:
     assert ledger.persistent((f, other), FINDING_PERSIST_SECONDS) == (f, other)
     assert ledger.persistent((other,), FINDING_PERSIST_SECONDS + 1) == (other,)  # resolved: forgotten
     assert ledger.persistent((f,), FINDING_PERSIST_SECONDS + 2) == ()
+
+
+def test_the_ledger_survives_a_restart_limits_breakers_and_timers_included(tmp_path: Path) -> None:
+    from controller.engine.ledger import LedgerFile
+
+    idx = index({"web01": "kvm1"})
+    ledger = Ledger()
+    ledger.record(PROP, True, idx, 100.0)
+    for k in range(5):  # five cleanups within the breaker's window: the circuit is open
+        ledger.record(Cleanup(reconciler="health", why="t", rsc="vm-web01", node="kvm1"), True,
+                      idx, 100.0 + k)
+    ledger.finding_since[("vm-web01", "split brain? x")] = 90.0
+    LedgerFile(tmp_path).save(ledger, 105.0)
+
+    restarted = Guard(LedgerFile(tmp_path).load())  # a new process, maybe on another node
+    assert restarted.admit(PROP, idx, Policy(), 105.0, None).reason == "cooldown"
+    assert len(restarted.ledger.view().cleanups.attempts["vm-web01@kvm1"]) == 5
+    assert restarted.ledger.finding_since == {("vm-web01", "split brain? x"): 90.0}
+
+
+def test_a_corrupt_ledger_is_reported_set_aside_and_replaced(tmp_path: Path) -> None:
+    from controller.engine.ledger import LedgerFile
+    from controller.metrics import REGISTRY
+
+    before = REGISTRY.get_sample_value("kvm_warden_ledger_errors_total") or 0.0
+    for garbage in (b"{not json", b'{"version": 1, "moves": "x"}', b"\xff\xfe"):
+        (tmp_path / "ledger.json").write_bytes(garbage)
+        assert LedgerFile(tmp_path).load() == Ledger()
+        assert (tmp_path / "ledger.json.corrupt").read_bytes() == garbage
+    assert REGISTRY.get_sample_value("kvm_warden_ledger_errors_total") == before + 3
+    LedgerFile(tmp_path).save(Ledger(last_change={"property:x": 1.0}), 2.0)
+    assert LedgerFile(tmp_path).load().last_change == {"property:x": 1.0}

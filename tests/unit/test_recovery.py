@@ -1,0 +1,78 @@
+"""Recovery through Pacemaker: migration-threshold/failure-timeout from the file; a ban they make
+is never lifted early by a cleanup."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from controller.model.actions import Cleanup, SetMeta
+from controller.model.context import Context
+from controller.model.desired import parse_desired
+from controller.model.index import build_index
+from controller.model.observed import (
+    CibConfig,
+    ClusterStatus,
+    Failure,
+    ObservedState,
+    OpHistory,
+    Resource,
+    ResourceConfig,
+)
+from reconcilers import health, recovery
+from tests.unit.clusters import NODES, ctx, index
+
+DESIRED = """version: 1
+vms:
+  - name: web01
+    placement: {prefer: kvm1}
+policy:
+  recovery: {migration_threshold: 3, failure_timeout_seconds: 600}
+"""
+FAILED_AT = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC).timestamp()
+
+
+def test_recovery_policy_sets_the_meta_attributes_pacemaker_reads() -> None:
+    plan = recovery.plan(ctx(index({"web01": "kvm1"}), DESIRED))
+    assert {(a.name, a.value) for a in plan.actions if isinstance(a, SetMeta)} == {
+        ("migration-threshold", "3"), ("failure-timeout", "600s")}
+
+
+def test_equal_intervals_in_other_units_are_not_drift() -> None:
+    idx = index({"web01": "kvm1"},
+                meta={"web01": {"migration-threshold": "3", "failure-timeout": "10min"}})
+    assert recovery.plan(ctx(idx, DESIRED)).actions == ()
+
+
+def failed_on_kvm1(count: int) -> Context:
+    """web01 failed `count` times on kvm1 and runs on kvm2 now (crm_mon's view of it)."""
+    status = ClusterStatus(
+        dc="kvm1", with_quorum=True, nodes=NODES,
+        resources=(Resource(id="vm-web01", agent="ocf:heartbeat:VirtualDomain", role="Started",
+                            active=True, nodes=("kvm2",)),),
+        failures=(Failure(resource="vm-web01", node="kvm1", task="monitor", rc=7,
+                          status="complete", last_rc_change="2026-11-30 12:00:00Z"),),
+        history=(OpHistory(node="kvm1", resource="vm-web01", fail_count=count,
+                           migration_threshold=3, last_failure="2026-11-30 12:00:00Z"),))
+    cfg = {"vm-web01": ResourceConfig(id="vm-web01", kind="primitive",
+                                      agent="ocf:heartbeat:VirtualDomain",
+                                      meta={"migration-threshold": "3", "failure-timeout": "600s"})}
+    idx = build_index(ObservedState(status=status, cib=CibConfig(resources=cfg)))
+    return Context(index=idx, desired=parse_desired(DESIRED), now=0.0)
+
+
+def cleanups(c: Context, now: float) -> list[Cleanup]:
+    c = Context(index=c.index, desired=c.desired, now=now)
+    return [a for a in health.plan(c).actions if isinstance(a, Cleanup)]
+
+
+def test_a_migration_threshold_ban_is_not_cleaned_before_its_failure_timeout() -> None:
+    banned = failed_on_kvm1(3)
+    assert cleanups(banned, FAILED_AT + 100) == []  # past the 15 s backoff, inside the timeout
+    assert cleanups(banned, FAILED_AT + 599) == []
+    (c,) = cleanups(banned, FAILED_AT + 601)
+    assert (c.rsc, c.node) == ("vm-web01", "kvm1")
+
+
+def test_failures_below_the_threshold_keep_their_backoff_cleanup() -> None:
+    (c,) = cleanups(failed_on_kvm1(1), FAILED_AT + 100)
+    assert (c.rsc, c.node) == ("vm-web01", "kvm1")
