@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from controller.model.actions import AnyAction, Plan
 from controller.model.context import Context
-from reconcilers import health, inventory, placement, properties, recovery, run_state, storage
+from reconcilers import (
+    health,
+    inventory,
+    nodes,
+    placement,
+    properties,
+    recovery,
+    run_state,
+    storage,
+)
 from reconcilers.base import Reconciler
 
 # The order matters twice: `plan` prints in it, and when two reconcilers want the same object
 # (storage's no-quorum-policy default and an explicit property) the first one wins, so the
 # file's explicit words come first.
 ALL: tuple[Reconciler, ...] = (
-    properties, storage, placement, run_state, recovery, health, inventory)
+    properties, storage, placement, nodes, run_state, recovery, health, inventory)
 ORDER = tuple(r.NAME for r in ALL)
 
 

@@ -43,16 +43,22 @@ def parse_pacemaker_time(text: str | None) -> float | None:
     return None
 
 
-def keeps_away(index: ClusterIndex, rid: str, node: str, count: int, now: float) -> bool:
-    """Whether this fail-count is Pacemaker's migration-threshold ban of `rid` from `node` that
-    its failure-timeout has not lifted yet (no failure-timeout: it never expires by itself)."""
+INFINITY_THRESHOLD = 1_000_000  # Pacemaker's default migration-threshold (INFINITY): no ban
+
+
+def counted_by_pacemaker(index: ClusterIndex, rid: str, node: str, now: float) -> bool:
+    """Whether Pacemaker's own recovery owns this fail-count: with a finite migration-threshold
+    every failure counts towards banning `rid` from `node` (and at the threshold it *is* the
+    ban), so only its failure-timeout may expire it. A cleanup before that would let a VM that
+    keeps failing flap back to the node forever. Without a failure-timeout it never expires by
+    itself: clearing it is the operator's `pcs resource cleanup`."""
     cfg = index.configured.get(rid)
     meta = cfg.meta if cfg is not None else {}
     threshold = index.migration_thresholds.get((rid, node))
     if threshold is None:
         text = meta.get("migration-threshold")
         threshold = int(text) if text is not None and text.strip().isdigit() else None
-    if not threshold or count < threshold:
+    if not threshold or threshold >= INFINITY_THRESHOLD:
         return False
     timeout = interval_seconds(meta.get("failure-timeout"))
     failed_at = parse_pacemaker_time(index.last_failure.get((rid, node)))
@@ -85,8 +91,8 @@ def plan(ctx: Context) -> Plan:
         cleared = (node in running) if rid in members else bool(running)
         if n is None or not n.online or not cleared or rid in index.failed or rid in index.migrating:
             continue
-        if keeps_away(index, rid, node, count, now):
-            continue  # Pacemaker's own ban: failure-timeout lifts it, not a cleanup
+        if counted_by_pacemaker(index, rid, node, now):
+            continue  # Pacemaker's own recovery: failure-timeout expires it, not a cleanup
         attempts = tuple(t for t in history.attempts.get(f"{rid}@{node}", ()) if now - t < CIRCUIT_WINDOW)
         if len(attempts) >= CIRCUIT_MAX:
             out.find("circuit-open", "critical", f"{rid}@{node}",

@@ -18,6 +18,7 @@ from controller.model.actions import (
     SetAllowedNodes,
     SetLocation,
     SetMeta,
+    SetNodeAttribute,
     SetProperty,
 )
 
@@ -137,6 +138,16 @@ class CibEditor:
                     block = etree.SubElement(crm_config, "cluster_property_set",
                                              id=self._unique_id("cib-bootstrap-options"))
                 return self._set_nvpair(block, "cib-bootstrap-options", n, v)
+            case SetNodeAttribute(node=n, name=a, value=v):
+                host = next((el for el in self._section("nodes") if el.get("uname") == n), None)
+                if host is None:
+                    raise EditError(f"node {n} is not in the CIB's nodes section")
+                block = next((b for b in host if b.tag == "instance_attributes"), None)
+                if block is None:
+                    block = etree.Element("instance_attributes",
+                                          id=self._unique_id(f"nodes-{host.get('id') or n}"))
+                    host.insert(0, block)
+                return self._set_nvpair(block, str(block.get("id")), a, v)
             case Cleanup(rsc=r, node=n):
                 return clear_failures_in_status(self.root, r, n)
         raise EditError(f"no CIB edit for {type(action).__name__}")

@@ -23,7 +23,7 @@ from controller.actuators.pacemaker import PacemakerActuator
 from controller.app.http import StatusServer, readiness
 from controller.app.node import snapshot_endpoint, subscribe
 from controller.app.simulated import SimulatedCluster, embedded_desired
-from controller.app.status import render_table
+from controller.app.status import render_nodes, render_table
 from controller.bus.agent import Agent, AgentConfig
 from controller.engine.desired_store import DesiredStore
 from controller.engine.ledger import LedgerFile
@@ -33,7 +33,7 @@ from controller.engine.store import Store
 from controller.model.actions import describe
 from controller.model.desired import load_desired
 from controller.model.errors import DesiredStateError, WardenError
-from controller.model.overview import DesiredInfo, PassSummary, StatusDoc
+from controller.model.overview import DesiredInfo, PassSummary, StatusDoc, node_rows
 from probes.pacemaker.alerts import AlertReceiver
 
 DEFAULT_STATE_DIR = "/var/lib/kvm-warden"
@@ -178,6 +178,8 @@ def status_document(controller: Controller, desired_path: str | None) -> StatusD
     last, store = controller.last, controller.desired
     return StatusDoc(
         vms=controller.last_rows if controller.last_observed else (),
+        nodes=(node_rows(controller.last_observed, controller.desired.current)
+               if controller.last_observed else ()),
         desired=DesiredInfo(path=desired_path, generation=store.generation,
                             valid=not store.errors, errors=tuple(store.errors)),
         last_pass=None if last is None else PassSummary(
@@ -205,4 +207,7 @@ def summarize(result: PassResult, controller: Controller) -> str:
         lines.append(f"    ! {f.severity}: {f.message}")
     if controller.last_observed is not None and (applied or not result.decisions):
         lines.append(render_table(controller.last_rows))
+        drains = render_nodes(node_rows(controller.last_observed, controller.desired.current))
+        if drains:
+            lines.append(drains)
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from controller.engine.observe import observe_once
 from controller.model.desired import load_desired
 from controller.model.errors import WardenError
 from controller.model.observed import ObservedState
-from controller.model.overview import StatusDoc, VmRow, vm_rows
+from controller.model.overview import NodeRow, StatusDoc, VmRow, node_rows, vm_rows
 from probes.libvirt.domains import list_domains
 
 
@@ -28,11 +28,29 @@ def render_table(rows: tuple[VmRow, ...]) -> str:
     return "\n".join(lines)
 
 
-def fetch_rows(url: str) -> tuple[VmRow, ...]:
-    """The rows a running controller serves on /status."""
+def render_nodes(nodes: tuple[NodeRow, ...]) -> str:
+    """Drains and maintenance: one line per node not simply online, with what is left on it."""
+    lines = []
+    for n in nodes:
+        if n.desired_state in (None, "online") and not (n.standby or n.maintenance):
+            continue
+        state = "maintenance" if n.maintenance else "standby" if n.standby else "online"
+        want = f" (desired: {n.desired_state})" if n.desired_state and n.desired_state != state else ""
+        if n.standby and n.vms:
+            progress = f"draining, {len(n.vms)} VM(s) left: {', '.join(n.vms)}"
+        elif n.standby:
+            progress = "drained"
+        else:
+            progress = f"{len(n.vms)} VM(s)"
+        lines.append(f"node {n.name}: {state}{want}, {progress}")
+    return "\n".join(lines)
+
+
+def fetch_status(url: str) -> StatusDoc:
+    """What a running controller serves on /status."""
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=10) as r:
-            return msgspec.json.decode(r.read(), type=StatusDoc).vms
+            return msgspec.json.decode(r.read(), type=StatusDoc)
     except (urllib.error.URLError, OSError, msgspec.DecodeError) as exc:
         raise WardenError(f"{url}: cannot read /status: {exc}") from None
 
@@ -40,16 +58,20 @@ def fetch_rows(url: str) -> tuple[VmRow, ...]:
 def status_command(url: str | None, desired_path: str | None, cib_file: str | None,
                    libvirt_uri: str | None, as_json: bool) -> int:
     if url:
-        rows = fetch_rows(url)
+        doc = fetch_status(url)
+        rows, nodes = doc.vms, doc.nodes
     else:
         desired = load_desired(desired_path) if desired_path else None
         observed, _ = observe_once(cib_file)
         if libvirt_uri:
             observed = ObservedState(status=observed.status, cib=observed.cib,
                                      domains={socket.gethostname(): list_domains(libvirt_uri)})
-        rows = vm_rows(observed, desired)
+        rows, nodes = vm_rows(observed, desired), node_rows(observed, desired)
     if as_json:
         print(json.dumps(msgspec.to_builtins(rows), indent=2))
     else:
         print(render_table(rows))
+        drains = render_nodes(nodes)
+        if drains:
+            print(drains)
     return 0

@@ -118,6 +118,19 @@ class SetProperty(Action, frozen=True, kw_only=True, tag="SetProperty"):
         return f"property:{self.name}"
 
 
+class SetNodeAttribute(Action, frozen=True, kw_only=True, tag="SetNodeAttribute"):
+    """A permanent node attribute (`pcs node standby`/`maintenance`): `standby=on` drains the
+    node through Pacemaker, which live-migrates its VMs."""
+
+    node: str
+    name: str
+    value: str
+
+    @property
+    def key(self) -> str:
+        return f"node:{self.node}:{self.name}"
+
+
 class Cleanup(Action, frozen=True, kw_only=True, tag="Cleanup"):
     """`crm_resource --cleanup --resource R --node N`: forget a failure whose cause cleared."""
 
@@ -135,11 +148,11 @@ class Cleanup(Action, frozen=True, kw_only=True, tag="Cleanup"):
 
 AnyAction = (
     SetLocation | SetAllowedNodes | AddOrder | AddColocation | RemoveConstraint | SetMeta
-    | SetProperty | Cleanup
+    | SetProperty | SetNodeAttribute | Cleanup
 )
 
 CIB_ACTIONS = (SetLocation, SetAllowedNodes, AddOrder, AddColocation, RemoveConstraint, SetMeta,
-               SetProperty)
+               SetProperty, SetNodeAttribute)
 
 
 @dataclass(frozen=True)
@@ -166,6 +179,7 @@ FindingKind = Literal[
     "unplaced-domain",  # health: a domain running where Pacemaker does not have its resource
     "operator-ban",  # placement: a `pcs resource ban` that contradicts the desired state (kept)
     "storage-kept",  # storage: a dependency kept because nothing proves it is no longer needed
+    "drain-blocked",  # nodes: a declared drain no node could take a VM from (not started)
 ]
 # Findings about where domains run compare two sources taken at different instants (libvirt's
 # events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).
@@ -210,6 +224,8 @@ def describe(action: AnyAction) -> str:
             return f"meta {r}: {n}={v}"
         case SetProperty(name=n, value=v):
             return f"property {n}={v}"
+        case SetNodeAttribute(node=n, name=a, value=v):
+            return f"node {n}: {a}={v}"
         case Cleanup(rsc=r, node=n):
             return f"cleanup {r} on {n}"
     return repr(action)

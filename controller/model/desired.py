@@ -79,10 +79,29 @@ class Storage(_Strict):
     requires: tuple[ResourceId, ...] = ()
 
 
+NodeState = Literal["online", "standby", "maintenance"]
+
+
+class NodeSpec(_Strict):
+    """A node with the state kvm-warden keeps it in (standby drains it through Pacemaker)."""
+
+    name: NodeName
+    state: NodeState = "online"
+
+
 class Cluster(_Strict):
     properties: dict[str, str] = {}
-    # Extension of v1 (optional): the cluster's node names, so that node references are checked.
-    nodes: tuple[NodeName, ...] | None = None
+    # Extension of v1 (optional): the cluster's node names, so that node references are checked;
+    # an entry may be a mapping with a state (online | standby | maintenance) to drain a node.
+    nodes: tuple[NodeName | NodeSpec, ...] | None = None
+
+    def node_names(self) -> tuple[str, ...]:
+        return tuple(n if isinstance(n, str) else n.name for n in self.nodes or ())
+
+    def node_states(self) -> dict[str, NodeState]:
+        """The nodes whose state the file declares. A plain name declares none: a node an
+        operator put in standby by hand stays there."""
+        return {n.name: n.state for n in self.nodes or () if isinstance(n, NodeSpec)}
 
     @field_validator("properties", mode="before")
     @classmethod
@@ -294,7 +313,9 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[Path_, str]]:
 
     cluster = data.get("cluster")
     nodes = cluster.get("nodes") if isinstance(cluster, dict) else None
-    known_nodes = {n for _, n in _strs(nodes)} if isinstance(nodes, list) else None
+    known_nodes = ({n for _, n in _strs(nodes)}
+                   | {n["name"] for n in nodes if isinstance(n, dict) and isinstance(n.get("name"), str)}
+                   if isinstance(nodes, list) else None)
 
     for i, vm in _items(data, "vms"):
         name = vm.get("name")

@@ -24,6 +24,17 @@ class VmRow(msgspec.Struct, frozen=True, kw_only=True):
     console: str | None
 
 
+class NodeRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A node, its state in Pacemaker and in the file, and the VMs still on it (drain progress)."""
+
+    name: str
+    online: bool
+    standby: bool
+    maintenance: bool
+    desired_state: str | None  # None: the file declares no state for this node
+    vms: tuple[str, ...]
+
+
 class DesiredInfo(msgspec.Struct, frozen=True, kw_only=True):
     path: str | None
     generation: int
@@ -40,8 +51,22 @@ class PassSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 class StatusDoc(msgspec.Struct, frozen=True, kw_only=True):
     vms: tuple[VmRow, ...] = ()
+    nodes: tuple[NodeRow, ...] = ()
     desired: DesiredInfo | None = None
     last_pass: PassSummary | None = None
+
+
+def node_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[NodeRow, ...]:
+    states = desired.cluster.node_states() if desired else {}
+    on: dict[str, list[str]] = {}
+    for r in observed.status.resources:
+        if r.agent.endswith(":VirtualDomain") and r.active:
+            for n in r.nodes:
+                on.setdefault(n, []).append(r.id)
+    return tuple(
+        NodeRow(name=n.name, online=n.online, standby=n.standby, maintenance=n.maintenance,
+                desired_state=states.get(n.name), vms=tuple(sorted(on.get(n.name, ()))))
+        for n in sorted(observed.status.nodes.values(), key=lambda n: n.name))
 
 
 def vm_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[VmRow, ...]:

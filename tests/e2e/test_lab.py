@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DESIRED = """version: 1
 cluster:
   properties: {{no-quorum-policy: freeze}}
-  nodes: [kvm1, kvm2, kvm3]
+  nodes: {nodes}
 storage:
   - name: gfs2_storage
     resource: gfs2_res01-clone
@@ -43,18 +43,19 @@ vms:
     placement: {{prefer: {web02}}}
     anti_affinity: [web01]
   - name: db01
-policy:
+{db01}policy:
   resync_seconds: 5
   clear_move_leftovers: true
-"""
+{policy}"""
 
 
 @dataclass
 class Lab:
     desired: Path
 
-    def write_desired(self, **prefer: str) -> None:
-        want = {"web01": "kvm1", "web02": "kvm2", **prefer}
+    def write_desired(self, **over: str) -> None:
+        want = {"web01": "kvm1", "web02": "kvm2", "nodes": "[kvm1, kvm2, kvm3]", "db01": "",
+                "policy": "", **over}
         self.desired.write_text(DESIRED.format(**want))
 
 
@@ -108,8 +109,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def critical_findings() -> list[str]:
+    """Split-brain findings (a domain where Pacemaker does not have it, or on two nodes)."""
     return [str(r["message"]) for r in lab.audit_records() if r.get("event") == "finding"
-            and r.get("severity") == "critical"]
+            and r.get("kind") in ("split-brain", "unplaced-domain")]
 
 
 @pytest.fixture(autouse=True)
@@ -280,3 +282,138 @@ def test_controller_killed_mid_flight_restarts_without_duplicating_work(cluster:
     wait_for("back to the original layout", converged, 120)
 
 
+
+
+# -- Never make the cluster less safe ---------------------------------------------------------
+
+def last_operation(node: str, rid: str) -> str | None:
+    """The operation Pacemaker last recorded for `rid` on `node` (status section)."""
+    xml = lab.on("kvm1", "cibadmin", "--query", "--scope", "status").stdout
+    from lxml import etree
+
+    for ns in etree.fromstring(xml.encode()).iter("node_state"):
+        if ns.get("uname") != node:
+            continue
+        for op in ns.iter("lrm_rsc_op"):
+            if op.get("id") == f"{rid}_last_0":
+                return op.get("operation")
+    return None
+
+
+def migrating_now() -> int:
+    out = lab.on("kvm1", "crm_mon", "-1", "--output-as=xml", check=False).stdout
+    return out.count('role="Migrating"') + out.count('pending="Migrat')
+
+
+def test_a_declared_drain_live_migrates_within_the_limit_and_online_brings_them_back(
+        cluster: Lab) -> None:
+    wait_for("converged", converged, 90)
+    two_on_kvm1 = {"db01": "    placement: {prefer: kvm1}\n",
+                   "policy": "  max_concurrent_migrations: 1\n"}
+    cluster.write_desired(**two_on_kvm1)
+    wait_for("web01 and db01 on kvm1", lambda: lab.vms_running().get("vm-db01") == ["kvm1"]
+             and lab.vms_running().get("vm-web01") == ["kvm1"], 120)
+    started = time.monotonic()
+    cluster.write_desired(**two_on_kvm1, nodes="[{name: kvm1, state: standby}, kvm2, kvm3]")
+    most = 0
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        most = max(most, migrating_now())
+        placed = lab.vms_running()
+        if all(placed.get(v) and "kvm1" not in placed[v] for v in ("vm-web01", "vm-db01")):
+            break
+        time.sleep(0.2)
+    drained = time.monotonic() - started
+    placed = lab.vms_running()
+    print(f"drain of kvm1 (2 VMs, limit 1): {drained:.1f} s, at most {most} migrating at once")
+    assert all("kvm1" not in placed[v] for v in ("vm-web01", "vm-db01")), placed
+    assert most <= 1
+    for rid in ("vm-web01", "vm-db01"):  # each arrived by migrate_from, not a cold start
+        assert last_operation(placed[rid][0], rid) == "migrate_from", rid
+    status = json.loads(lab.warden_get("/status"))
+    kvm1 = next(n for n in status["nodes"] if n["name"] == "kvm1")
+    assert kvm1["standby"] and kvm1["vms"] == []
+    cluster.write_desired(**two_on_kvm1, nodes="[{name: kvm1, state: online}, kvm2, kvm3]")
+    wait_for("back online, web01 and db01 return to kvm1",
+             lambda: lab.vms_running().get("vm-db01") == ["kvm1"]
+             and lab.vms_running().get("vm-web01") == ["kvm1"], 180)
+    cluster.write_desired()
+    wait_for("converged", converged, 120)
+
+
+def failcount(rid: str, node: str) -> int:
+    out = lab.on("kvm1", "crm_failcount", "--query", "--resource", rid, "--node", node,
+                 check=False).stdout
+    m = re.search(r"value=(\d+)", out)
+    return int(m.group(1)) if m else 0
+
+
+def test_three_crashes_on_the_preferred_node_keep_the_vm_away_for_the_failure_timeout(
+        cluster: Lab) -> None:
+    wait_for("converged", converged, 90)
+    cluster.write_desired(policy="  recovery: {migration_threshold: 3, "
+                                 "failure_timeout_seconds: 600}\n")
+    wait_for("migration-threshold set on vm-web01", lambda: lab.on(
+        "kvm1", "crm_resource", "--resource", "vm-web01", "--meta", "--get-parameter",
+        "migration-threshold", check=False).stdout.strip() == "3", 60)
+    for n in range(1, 4):
+        pids = wait_for("web01's qemu on kvm1", lambda: lab.node_pids("kvm1", "guest=web01,"), 60)
+        lab.on("kvm1", "kill", "-9", pids[0])
+        wait_for(f"fail-count {n} on kvm1", lambda n=n: failcount("vm-web01", "kvm1") >= n, 60)
+    wait_for("web01 banned from kvm1 by Pacemaker",
+             lambda: (lab.vms_running().get("vm-web01") or ["kvm1"])[0] != "kvm1", 60)
+    time.sleep(20)  # several passes (resync 5 s): kvm-warden must not lift the ban
+    assert lab.vms_running().get("vm-web01", ["kvm1"])[0] != "kvm1"
+    assert failcount("vm-web01", "kvm1") >= 3
+    assert not any(a["action"] == "cleanup vm-web01 on kvm1" and a["outcome"] == "applied"
+                   and "fail-count 3" in a["why"] for a in audits())
+    # The operator decides it is fixed: `pcs resource cleanup` lifts the ban, and drops the
+    # recovery settings again (kvm-warden sets what the file names; it never deletes them).
+    lab.on("kvm1", "crm_resource", "--cleanup", "--resource", "vm-web01", "--node", "kvm1")
+    cluster.write_desired()
+    for rid in ("vm-web01", "vm-web02", "vm-db01"):
+        for name in ("migration-threshold", "failure-timeout"):
+            lab.on("kvm1", "crm_resource", "--resource", rid, "--meta", "--delete-parameter",
+                   name, check=False)
+    wait_for("converged", converged, 120)
+
+
+def test_an_open_breaker_stays_open_after_the_controller_is_killed(cluster: Lab) -> None:
+    wait_for("converged", converged, 90)
+    ledger_path = lab.BASE / "state" / "ledger.json"
+
+    def restart_controller() -> None:
+        procs = lab.node_pids("kvm1", "controller.app.cli controller")
+        lab.on("kvm1", "kill", "-9", *procs)
+        lab.start_controller(cluster.desired)
+
+    def breaker_findings() -> int:
+        return sum(1 for r in lab.audit_records() if r.get("event") == "finding"
+                   and r.get("kind") == "circuit-open" and r.get("subject") == "vm-web01@kvm1")
+
+    # Five recent cleanups of web01 on kvm1: the breaker is open (as if it had cleaned them).
+    procs = lab.node_pids("kvm1", "controller.app.cli controller")
+    lab.on("kvm1", "kill", "-9", *procs)
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
+    now = time.time()
+    ledger.setdefault("cleanups", {})["vm-web01@kvm1"] = [now - 50 + k for k in range(5)]
+    ledger_path.write_text(json.dumps(ledger))
+    lab.start_controller(cluster.desired)
+    pids = wait_for("web01's qemu on kvm1", lambda: lab.node_pids("kvm1", "guest=web01,"), 60)
+    lab.on("kvm1", "kill", "-9", pids[0])
+    wait_for("the open breaker reported", lambda: breaker_findings() > 0, 90)
+    seen = breaker_findings()
+    restart_controller()  # SIGKILL while the breaker is open
+    wait_for("still open after the restart", lambda: breaker_findings() > seen, 60)
+    assert not any(a["action"] == "cleanup vm-web01 on kvm1" for a in audits()
+                   if a.get("timestamp", "") > time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                             time.gmtime(now)))
+    # The operator cleans up and resets the breaker (the ledger entry), as a person would.
+    lab.on("kvm1", "crm_resource", "--cleanup", "--resource", "vm-web01", "--node", "kvm1")
+    procs = lab.node_pids("kvm1", "controller.app.cli controller")
+    lab.on("kvm1", "kill", "-9", *procs)
+    ledger = json.loads(ledger_path.read_text())
+    ledger["cleanups"].pop("vm-web01@kvm1", None)
+    ledger_path.write_text(json.dumps(ledger))
+    lab.start_controller(cluster.desired)
+    wait_for("converged", converged, 120)

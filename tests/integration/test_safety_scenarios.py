@@ -117,3 +117,67 @@ def test_an_operator_ban_survives_every_pass_and_is_reported(tmp_path: Path) -> 
         assert "cli-ban-vm-web02-on-kvm3" in constraint_ids(work)
     # The ban wins over the preference: Pacemaker keeps web02 off kvm3.
     assert cibs.locate(settle(work), "vm-web02") != ["kvm3"]
+
+
+VMS4 = ("vm-a", "vm-b", "vm-c", "vm-d")
+
+
+def drain_cluster(tmp_path: Path, extra_constraints: str = "") -> Path:
+    """Four VMs, all preferring kvm3 (a location score of 100), settled by the scheduler."""
+    prefer = "".join(f'<rsc_location id="loc-{v}" rsc="{v}" node="kvm3" score="100"/>'
+                     for v in VMS4)
+    return simulate(tmp_path / "drain.xml", cib(STORAGE_CHAIN + "".join(vm(v) for v in VMS4),
+                                                STORAGE_CONSTRAINTS + prefer + extra_constraints))
+
+
+def drain_file(tmp_path: Path, state: str, vms: str = "") -> Path:
+    desired = tmp_path / f"desired-{state}.yaml"
+    desired.write_text(f"version: 1\ncluster:\n  nodes: [kvm1, kvm2, {{name: kvm3, state: {state}}}]\n"
+                       + STORAGE + vms + "policy: {max_concurrent_migrations: 2}\n")
+    return desired
+
+
+def status(tmp_path: Path, cib_file: Path) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "controller.app.cli", "status", "--cib", str(cib_file),
+         "--desired", str(drain_file(tmp_path, "standby"))],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def transition(cib_file: Path) -> tuple[Path, str]:
+    out = cib_file.with_suffix(".next.xml")
+    res = subprocess.run(["crm_simulate", "-x", str(cib_file), "-S", "-O", str(out)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return out, res.stdout
+
+
+def test_a_declared_drain_live_migrates_every_vm_off_and_back_online_they_return(
+        tmp_path: Path) -> None:
+    work = drain_cluster(tmp_path)
+    assert all(cibs.locate(work, v) == ["kvm3"] for v in VMS4)
+    out = plan(drain_file(tmp_path, "standby"), work, "--apply")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "node kvm3: standby=on" in out.stdout and "property migration-limit=2" in out.stdout
+    assert "node kvm3: standby, draining, 4 VM(s) left: vm-a, vm-b, vm-c, vm-d" in status(
+        tmp_path, work)
+    settled, summary = transition(work)
+    assert "node kvm3: standby, drained" in status(tmp_path, settled)
+    for v in VMS4:  # live migrations (migrate_to/migrate_from), never a cold stop/start
+        assert f"Migrate    {v}" in summary, summary
+        assert f"{v}        start on" not in summary
+        assert cibs.locate(settled, v) != ["kvm3"]
+    shutil.copy(settled, work)
+    back = plan(drain_file(tmp_path, "online"), work, "--apply")
+    assert back.returncode == 0 and "node kvm3: standby=off" in back.stdout
+    settled, _ = transition(work)
+    assert all(cibs.locate(settled, v) == ["kvm3"] for v in VMS4)
+
+
+def test_a_drain_no_node_can_absorb_is_a_finding_and_nothing_moves(tmp_path: Path) -> None:
+    work = drain_cluster(tmp_path)
+    only_kvm3 = "vms:\n  - name: a\n    placement: {allowed: [kvm3]}\n"
+    out = plan(drain_file(tmp_path, "standby", only_kvm3), work, "--apply")
+    assert "drain of kvm3 not started: no node may take vm-a" in out.stdout
+    assert "standby=on" not in out.stdout
+    settled, _ = transition(work)
+    assert all(cibs.locate(settled, v) == ["kvm3"] for v in VMS4)

@@ -43,7 +43,8 @@ def test_equal_intervals_in_other_units_are_not_drift() -> None:
     assert recovery.plan(ctx(idx, DESIRED)).actions == ()
 
 
-def failed_on_kvm1(count: int) -> Context:
+def failed_on_kvm1(count: int, threshold: int = 3, meta: dict[str, str] | None = None
+                   ) -> Context:
     """web01 failed `count` times on kvm1 and runs on kvm2 now (crm_mon's view of it)."""
     status = ClusterStatus(
         dc="kvm1", with_quorum=True, nodes=NODES,
@@ -52,10 +53,12 @@ def failed_on_kvm1(count: int) -> Context:
         failures=(Failure(resource="vm-web01", node="kvm1", task="monitor", rc=7,
                           status="complete", last_rc_change="2026-11-30 12:00:00Z"),),
         history=(OpHistory(node="kvm1", resource="vm-web01", fail_count=count,
-                           migration_threshold=3, last_failure="2026-11-30 12:00:00Z"),))
+                           migration_threshold=threshold,
+                           last_failure="2026-11-30 12:00:00Z"),))
     cfg = {"vm-web01": ResourceConfig(id="vm-web01", kind="primitive",
                                       agent="ocf:heartbeat:VirtualDomain",
-                                      meta={"migration-threshold": "3", "failure-timeout": "600s"})}
+                                      meta={"migration-threshold": "3", "failure-timeout": "600s"}
+                                      if meta is None else meta)}
     idx = build_index(ObservedState(status=status, cib=CibConfig(resources=cfg)))
     return Context(index=idx, desired=parse_desired(DESIRED), now=0.0)
 
@@ -73,6 +76,13 @@ def test_a_migration_threshold_ban_is_not_cleaned_before_its_failure_timeout() -
     assert (c.rsc, c.node) == ("vm-web01", "kvm1")
 
 
-def test_failures_below_the_threshold_keep_their_backoff_cleanup() -> None:
-    (c,) = cleanups(failed_on_kvm1(1), FAILED_AT + 100)
+def test_failures_below_the_threshold_count_towards_it_and_are_not_cleaned_early() -> None:
+    # Cleaning each failure after a short backoff would keep the count below the threshold
+    # forever: a VM failing every minute would never be moved away.
+    assert cleanups(failed_on_kvm1(1), FAILED_AT + 100) == []
+    assert len(cleanups(failed_on_kvm1(1), FAILED_AT + 601)) == 1
+
+
+def test_without_a_recovery_policy_failures_keep_their_backoff_cleanup() -> None:
+    (c,) = cleanups(failed_on_kvm1(1, threshold=1_000_000, meta={}), FAILED_AT + 100)
     assert (c.rsc, c.node) == ("vm-web01", "kvm1")
