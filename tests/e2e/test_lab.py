@@ -286,18 +286,12 @@ def test_controller_killed_mid_flight_restarts_without_duplicating_work(cluster:
 
 # -- Never make the cluster less safe ---------------------------------------------------------
 
-def last_operation(node: str, rid: str) -> str | None:
-    """The operation Pacemaker last recorded for `rid` on `node` (status section)."""
-    xml = lab.on("kvm1", "cibadmin", "--query", "--scope", "status").stdout
-    from lxml import etree
-
-    for ns in etree.fromstring(xml.encode()).iter("node_state"):
-        if ns.get("uname") != node:
-            continue
-        for op in ns.iter("lrm_rsc_op"):
-            if op.get("id") == f"{rid}_last_0":
-                return op.get("operation")
-    return None
+def migrated_in(node: str, guest: str) -> bool:
+    """Whether the guest's qemu on `node` was started to receive a live migration: libvirt
+    starts the target's qemu with `-incoming` (a cold start has no such argument)."""
+    pids = lab.node_pids(node, f"guest={guest},")
+    return bool(pids) and "-incoming" in Path(f"/proc/{pids[0]}/cmdline").read_bytes().decode(
+        errors="replace").split("\0")
 
 
 def migrating_now() -> int:
@@ -328,11 +322,15 @@ def test_a_declared_drain_live_migrates_within_the_limit_and_online_brings_them_
     print(f"drain of kvm1 (2 VMs, limit 1): {drained:.1f} s, at most {most} migrating at once")
     assert all("kvm1" not in placed[v] for v in ("vm-web01", "vm-db01")), placed
     assert most <= 1
-    for rid in ("vm-web01", "vm-db01"):  # each arrived by migrate_from, not a cold start
-        assert last_operation(placed[rid][0], rid) == "migrate_from", rid
-    status = json.loads(lab.warden_get("/status"))
-    kvm1 = next(n for n in status["nodes"] if n["name"] == "kvm1")
-    assert kvm1["standby"] and kvm1["vms"] == []
+    for rid in ("vm-web01", "vm-db01"):  # each arrived by live migration, not a cold start
+        assert migrated_in(placed[rid][0], rid.removeprefix("vm-")), rid
+
+    def kvm1_drained() -> bool:
+        nodes = json.loads(lab.warden_get("/status"))["nodes"]
+        kvm1 = next(n for n in nodes if n["name"] == "kvm1")
+        return bool(kvm1["standby"] and kvm1["vms"] == [] and kvm1["desired_state"] == "standby")
+
+    wait_for("/status shows kvm1 drained", kvm1_drained, 30)
     cluster.write_desired(**two_on_kvm1, nodes="[{name: kvm1, state: online}, kvm2, kvm3]")
     wait_for("back online, web01 and db01 return to kvm1",
              lambda: lab.vms_running().get("vm-db01") == ["kvm1"]
@@ -344,8 +342,8 @@ def test_a_declared_drain_live_migrates_within_the_limit_and_online_brings_them_
 def failcount(rid: str, node: str) -> int:
     out = lab.on("kvm1", "crm_failcount", "--query", "--resource", rid, "--node", node,
                  check=False).stdout
-    m = re.search(r"value=(\d+)", out)
-    return int(m.group(1)) if m else 0
+    m = re.search(r"value=(\d+|INFINITY)", out)
+    return (1_000_000 if m.group(1) == "INFINITY" else int(m.group(1))) if m else 0
 
 
 def test_three_crashes_on_the_preferred_node_keep_the_vm_away_for_the_failure_timeout(
@@ -356,17 +354,28 @@ def test_three_crashes_on_the_preferred_node_keep_the_vm_away_for_the_failure_ti
     wait_for("migration-threshold set on vm-web01", lambda: lab.on(
         "kvm1", "crm_resource", "--resource", "vm-web01", "--meta", "--get-parameter",
         "migration-threshold", check=False).stdout.strip() == "3", 60)
-    for n in range(1, 4):
-        pids = wait_for("web01's qemu on kvm1", lambda: lab.node_pids("kvm1", "guest=web01,"), 60)
-        lab.on("kvm1", "kill", "-9", pids[0])
-        wait_for(f"fail-count {n} on kvm1", lambda n=n: failcount("vm-web01", "kvm1") >= n, 60)
+    crashed_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    # Crash it on kvm1 until Pacemaker gives up on kvm1: three failed monitors, or sooner when
+    # a restart in place fails too (a failed start counts INFINITY: seen in this lab, where
+    # the restart right after a kill -9 of qemu can fail).
+    for _ in range(5):
+        where = wait_for("web01 running", lambda: lab.vms_running().get("vm-web01"), 60)
+        if where != ["kvm1"]:
+            break
+        before = failcount("vm-web01", "kvm1")
+        pids = lab.node_pids("kvm1", "guest=web01,")
+        if pids:
+            lab.on("kvm1", "kill", "-9", pids[0])
+        wait_for("the crash counted, or web01 moved",
+                 lambda before=before: failcount("vm-web01", "kvm1") > before
+                 or lab.vms_running().get("vm-web01", ["kvm1"]) != ["kvm1"], 60)
     wait_for("web01 banned from kvm1 by Pacemaker",
              lambda: (lab.vms_running().get("vm-web01") or ["kvm1"])[0] != "kvm1", 60)
     time.sleep(20)  # several passes (resync 5 s): kvm-warden must not lift the ban
     assert lab.vms_running().get("vm-web01", ["kvm1"])[0] != "kvm1"
     assert failcount("vm-web01", "kvm1") >= 3
-    assert not any(a["action"] == "cleanup vm-web01 on kvm1" and a["outcome"] == "applied"
-                   and "fail-count 3" in a["why"] for a in audits())
+    assert not any(a["action"] == "cleanup vm-web01 on kvm1" for a in audits()
+                   if a.get("timestamp", "") > crashed_at)
     # The operator decides it is fixed: `pcs resource cleanup` lifts the ban, and drops the
     # recovery settings again (kvm-warden sets what the file names; it never deletes them).
     lab.on("kvm1", "crm_resource", "--cleanup", "--resource", "vm-web01", "--node", "kvm1")
