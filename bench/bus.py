@@ -48,8 +48,8 @@ class Sink:
 def setup(ctx: zmq.Context, curve: bool, keys: Path):  # type: ignore[no-untyped-def]
     agent_curve = ctl_curve = auth = None
     if curve:
-        generate_keys(keys, "kvm1")
-        generate_keys(keys, "controller")
+        generate_keys(keys, "kvm1", force=True)
+        generate_keys(keys, "controller", force=True)
         allow_a, allow_c = keys / "allow-agent", keys / "allow-ctl"
         allow_a.mkdir(exist_ok=True)
         allow_c.mkdir(exist_ok=True)

@@ -135,6 +135,40 @@ ALERTS_DROPPED = Counter("kvm_warden_alerts_dropped_total",
                          "Pacemaker alerts the alert agent could not deliver", registry=REGISTRY)
 
 
+THREAD_ALIVE = Gauge("kvm_warden_thread_alive",
+                     "1 while a long-lived thread (bus subscriber, alert receiver, ...) runs",
+                     ["thread"], registry=REGISTRY)
+_threads: dict[str, threading.Thread] = {}
+_threads_lock = threading.Lock()
+
+
+def watch_thread(thread: threading.Thread) -> None:
+    """A long-lived thread /healthz answers for: if it dies, the process is not healthy."""
+    with _threads_lock:
+        _threads[thread.name] = thread
+    THREAD_ALIVE.labels(thread=thread.name).set(1)
+
+
+def forget_thread(thread: threading.Thread) -> None:
+    """A thread stopped on purpose (its component was closed)."""
+    with _threads_lock:
+        if _threads.get(thread.name) is not thread:
+            return
+        del _threads[thread.name]
+    try:
+        THREAD_ALIVE.remove(thread.name)
+    except KeyError:
+        pass  # never exported
+
+
+def dead_threads() -> list[str]:
+    with _threads_lock:
+        dead = sorted(name for name, t in _threads.items() if not t.is_alive())
+    for name in dead:
+        THREAD_ALIVE.labels(thread=name).set(0)
+    return dead
+
+
 def update_cluster(observed: ObservedState) -> None:
     status = observed.status
     QUORATE.set(1 if status.with_quorum else 0)

@@ -378,8 +378,10 @@ def _keys() -> None:
     for d in (keys, allow_agents, allow_ctl):
         d.mkdir(parents=True, exist_ok=True)
     for name in (*NODES, "controller"):
-        if not (keys / f"{name}.key_secret").exists():
+        secret = keys / f"{name}.key_secret"
+        if not secret.exists():
             generate_keys(keys, name)
+        secret.chmod(0o600)  # a lab made by an older version left them readable
     shutil.copy(keys / "controller.key", allow_agents / "controller.key")
     for node in NODES:
         shutil.copy(keys / f"{node}.key", allow_ctl / f"{node}.key")

@@ -17,11 +17,16 @@ def parse_document(data: bytes, *, source: str) -> etree._Element:
     if not data.strip():
         raise ParseError("empty document", source=source)
     try:
-        return etree.fromstring(data, parser=_PARSER)
+        root = etree.fromstring(data, parser=_PARSER)
     except etree.XMLSyntaxError as exc:
         raise ParseError(f"not well-formed XML: {exc}", source=source) from None
     except ValueError as exc:  # e.g. an encoding declaration lxml refuses
         raise ParseError(f"unreadable XML: {exc}", source=source) from None
+    # Pacemaker's tools and libvirt never write a DTD; one with entities could rename a node
+    # or a resource behind the text's back (an entity in an attribute value is expanded).
+    if root.getroottree().docinfo.internalDTD is not None:
+        raise ParseError("a document type declaration (DTD) is not accepted", source=source)
+    return root
 
 
 def to_int(value: str | None, *, element: str, attribute: str, source: str) -> int:

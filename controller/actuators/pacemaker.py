@@ -22,7 +22,7 @@ from controller import commands
 from controller.actuators.cibedit import CibEditor, EditError
 from controller.model import names
 from controller.model.actions import CIB_ACTIONS, AnyAction, Cleanup, Outcome
-from controller.model.errors import ActuatorError, ToolError
+from controller.model.errors import ActuatorError, ToolError, WardenError
 from probes.pacemaker.read import cib_version, query_cib
 
 CRM_EX_DISCONNECT = 102  # lost the connection to the CIB manager: transient
@@ -167,7 +167,7 @@ class PacemakerActuator:
                 self._cleanup(action)
             else:
                 raise ActuatorError(["kvm-warden"], f"no actuator for {type(action).__name__}")
-        except ToolError as exc:
+        except WardenError as exc:  # a failing tool, or a name that must not reach one
             return Outcome(action=action, applied=False, error=str(exc),
                            duration=time.monotonic() - started)
         return Outcome(action=action, applied=True, duration=time.monotonic() - started)

@@ -115,10 +115,9 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
     from controller.bus.keys import generate_keys
 
-    public, secret = generate_keys(Path(args.dir), args.name)
+    public, secret = generate_keys(Path(args.dir), args.name, force=args.force)
     print(f"public key: {public}  (copy into the peers' allow-list directories)")
     print(f"secret key: {secret}  (keep on this host only, mode 0600)")
-    secret.chmod(0o600)
     return 0
 
 
@@ -272,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("action", choices=["generate"])
     k.add_argument("dir")
     k.add_argument("name")
+    k.add_argument("--force", action="store_true", help="replace an existing key pair")
     k.set_defaults(func=_cmd_keys)
     return p
 

@@ -32,7 +32,12 @@ class StatusServer:
                 if path == "/metrics":
                     self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    self._send(200, b"ok\n", "text/plain")
+                    dead = metrics.dead_threads()
+                    if dead:
+                        self._send(503, f"dead threads: {', '.join(dead)}\n".encode(),
+                                   "text/plain")
+                    else:
+                        self._send(200, b"ok\n", "text/plain")
                 elif path == "/readyz":
                     ok, why = outer._ready()
                     self._send(200 if ok else 503, (why + "\n").encode(), "text/plain")

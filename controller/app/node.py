@@ -25,10 +25,22 @@ def snapshot_endpoint(endpoint: str) -> str:
     """Our convention: the snapshot ROUTER listens on the PUB port + 1 (or "<path>-snapshot")."""
     if endpoint.startswith("tcp://"):
         host, _, port = endpoint[6:].rpartition(":")
-        if not port.isdigit():
-            raise WardenError(f"{endpoint}: a tcp endpoint needs an explicit port")
+        if not port.isdigit() or not host:
+            raise WardenError(f"{endpoint}: a tcp endpoint needs a host and an explicit port")
+        if not 1 <= int(port) <= 65534:
+            raise WardenError(f"{endpoint}: port must be 1..65534 (the snapshot port is one more)")
         return f"tcp://{host}:{int(port) + 1}"
+    if not endpoint.startswith(("ipc://", "inproc://")):
+        raise WardenError(f"{endpoint}: not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)")
     return endpoint + "-snapshot"
+
+
+def on_loopback(endpoint: str) -> bool:
+    """Endpoints only this host can reach: inproc, ipc, and tcp on 127.0.0.0/8 or [::1]."""
+    if endpoint.startswith(("inproc://", "ipc://")):
+        return True
+    host = endpoint.removeprefix("tcp://").rpartition(":")[0]
+    return host.startswith("127.") or host in ("localhost", "[::1]", "::1")
 
 
 def curve_from(keys: str | None, allow: str | None, endpoint: str, insecure: bool) -> Curve | None:
@@ -36,9 +48,13 @@ def curve_from(keys: str | None, allow: str | None, endpoint: str, insecure: boo
         return None
     if keys and allow:
         return Curve.load(Path(keys), Path(allow))
+    if keys or allow:
+        raise WardenError("CURVE needs both --keys SECRET_FILE and --allow DIR")
     if not insecure:
         raise WardenError("CURVE keys are required on the network: --keys SECRET_FILE --allow DIR "
-                          "(kvm-warden keys generate DIR NAME), or --insecure for a lab")
+                          "(kvm-warden keys generate DIR NAME), or --insecure on loopback")
+    if not on_loopback(endpoint):
+        raise WardenError(f"{endpoint}: --insecure is refused off loopback; use CURVE keys")
     return None
 
 
@@ -52,11 +68,17 @@ def _wait_for_signal() -> None:
 def run_agent(node: str, bind: str, libvirt_uri: str | None, corosync: bool, keys: str | None,
               allow: str | None, insecure: bool) -> int:
     logs.configure(sys.stderr)
+    snapshots = snapshot_endpoint(bind)  # validates the endpoint first
     curve = curve_from(keys, allow, bind, insecure)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     auth = start_authenticator(ctx, curve) if curve else None
-    agent = Agent(AgentConfig(node=node, pub_endpoint=bind, snapshot_endpoint=snapshot_endpoint(bind),
-                              libvirt_uri=libvirt_uri, corosync=corosync), ctx, curve)
+    try:
+        agent = Agent(AgentConfig(node=node, pub_endpoint=bind, snapshot_endpoint=snapshots,
+                                  libvirt_uri=libvirt_uri, corosync=corosync), ctx, curve)
+    except zmq.ZMQError as exc:
+        if auth:
+            auth.stop()
+        raise WardenError(f"{bind}: cannot listen: {exc}") from None
     agent.start()
     logs.logger(component="agent").info("agent_started", node=node, endpoint=bind,
                                          curve=curve is not None)
@@ -71,12 +93,23 @@ def run_agent(node: str, bind: str, libvirt_uri: str | None, corosync: bool, key
 
 def subscribe(ctx: zmq.Context[zmq.Socket[bytes]], agents: list[str], store: Store,
               keys: str | None, allow: str | None, insecure: bool) -> Subscriber:
-    peers = []
+    plain, secured = [], []
     curve = None
     for spec in agents:
         name, _, endpoint = spec.rpartition("=")
-        curve = curve_from(keys, allow, endpoint, insecure) or curve
-        peers.append(Peer(endpoint, snapshot_endpoint(endpoint), name=name or None))
+        this = curve_from(keys, allow, endpoint, insecure)
+        if this is None:
+            plain.append(Peer(endpoint, snapshot_endpoint(endpoint), name=None))
+            continue
+        if not name:
+            raise WardenError(f"--agent {endpoint}: give it as NAME={endpoint}: NAME.key in "
+                              "--allow is the agent's public key, without which CURVE cannot "
+                              "authenticate it")
+        curve = this
+        curve.peer_key(name)  # fails now, with the path, if the allow-list lacks it
+        secured.append(Peer(endpoint, snapshot_endpoint(endpoint), name=name))
+    # CURVE options stay set on a socket once set: plain (inproc, loopback) peers connect first.
+    peers = plain + secured
     sub = Subscriber(ctx, peers, store.fold, curve=curve,
                      on_stale=lambda src: store.update(lambda s: mark_stale(s, src)))
     sub.start()

@@ -21,7 +21,7 @@ import zmq
 from controller import logs
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.app.http import StatusServer, readiness
-from controller.app.node import snapshot_endpoint, subscribe
+from controller.app.node import on_loopback, snapshot_endpoint, subscribe
 from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_nodes, render_table
 from controller.bus.agent import Agent, AgentConfig
@@ -117,8 +117,11 @@ def _local_agent(opts: RunOptions, stack: ExitStack) -> list[str]:
                               libvirt_uri=opts.libvirt_uri or "qemu:///system"),
                   zmq.Context.instance())
     if opts.watch_endpoint:
-        if not opts.watch_endpoint.startswith(("tcp://127.", "ipc://")) and not opts.keys:
-            raise WardenError("--watch-endpoint off loopback needs CURVE keys")
+        if not on_loopback(opts.watch_endpoint):
+            # The in-process agent's sockets carry no CURVE (inproc needs none): what they
+            # also serve must stay on this host. Remote watchers subscribe to `kvm-warden agent`.
+            raise WardenError(f"--watch-endpoint {opts.watch_endpoint}: must be on loopback "
+                              "(tcp://127.0.0.1:PORT or ipc://PATH); it serves without CURVE")
         agent.publisher.also_bind(opts.watch_endpoint, snapshot_endpoint(opts.watch_endpoint))
         print(f"events:            kvm-warden watch --controller {opts.watch_endpoint}")
     agent.start()
@@ -156,10 +159,12 @@ def _serve_http(opts: RunOptions, controller: Controller) -> StatusServer | None
     def status_doc() -> StatusDoc:
         return status_document(controller, opts.desired_path)
 
+    if not 0 <= opts.http_port <= 65535:
+        raise WardenError(f"--http-port {opts.http_port}: must be 0..65535")
     try:
         server = StatusServer(opts.http_host, opts.http_port, status_doc,
                               lambda: ready_state(controller))
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:
         raise WardenError(f"cannot listen on {opts.http_host}:{opts.http_port}: {exc}") from None
     server.start()
     print(f"metrics:           http://{opts.http_host}:{server.port}/metrics  "

@@ -17,14 +17,20 @@ from controller.model.overview import NodeRow, StatusDoc, VmRow, node_rows, vm_r
 from probes.libvirt.domains import list_domains
 
 
+def printable(text: str) -> str:
+    """A name as a terminal may show it: control characters (an ESC sequence in a domain or
+    node name could rewrite the screen) become visible escapes."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def render_table(rows: tuple[VmRow, ...]) -> str:
     head = f"{'VM':<10} {'RESOURCE':<12} {'NODE':<8} {'STATE':<10} {'DESIRED':<16} {'DRIFT':<18} CONSOLE"
     lines = [head, "-" * len(head)]
     for r in rows:
         desired = f"{r.desired_state or '-'}@{r.desired_node or 'any'}"
-        lines.append(
+        lines.append(printable(
             f"{r.vm:<10} {r.resource:<12} {','.join(r.nodes) or '-':<8} {r.state:<10} "
-            f"{desired:<16} {', '.join(r.drift) or 'none':<18} {r.console or '-'}")
+            f"{desired:<16} {', '.join(r.drift) or 'none':<18} {r.console or '-'}"))
     return "\n".join(lines)
 
 
@@ -42,7 +48,7 @@ def render_nodes(nodes: tuple[NodeRow, ...]) -> str:
             progress = "drained"
         else:
             progress = f"{len(n.vms)} VM(s)"
-        lines.append(f"node {n.name}: {state}{want}, {progress}")
+        lines.append(printable(f"node {n.name}: {state}{want}, {progress}"))
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ in the allow-list directory (ZeroMQ's ZAP handler, run by pyzmq's ThreadAuthenti
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from controller import metrics
 from controller.logs import logger
+from controller.model.errors import WardenError
 
 
 @dataclass(frozen=True)
@@ -27,20 +29,46 @@ class Curve:
 
     @classmethod
     def load(cls, secret_file: Path, allow_dir: Path) -> Curve:
-        public, secret = zmq.auth.load_certificate(str(secret_file))
+        try:
+            mode = secret_file.stat().st_mode
+            public, secret = zmq.auth.load_certificate(str(secret_file))
+        except (OSError, ValueError) as exc:
+            raise WardenError(f"{secret_file}: cannot read a CURVE key: {exc}") from None
         if secret is None:
-            raise ValueError(f"{secret_file} holds no secret key")
+            raise WardenError(f"{secret_file} holds no secret key (is it the public .key file?)")
+        if mode & 0o077:
+            raise WardenError(f"{secret_file} is readable by others (mode {mode & 0o777:o}): "
+                              "chmod 600 it, or generate a new key pair")
+        if not allow_dir.is_dir():
+            raise WardenError(f"{allow_dir}: the allow-list directory does not exist")
         return cls(public, secret, allow_dir)
 
     def peer_key(self, name: str) -> bytes:
-        public, _ = zmq.auth.load_certificate(str(self.allow_dir / f"{name}.key"))
+        path = self.allow_dir / f"{name}.key"
+        try:
+            public, _ = zmq.auth.load_certificate(str(path))
+        except (OSError, ValueError) as exc:
+            raise WardenError(f"no usable public key for {name!r} in the allow-list: {path}: "
+                              f"{exc}") from None
         return public
 
 
-def generate_keys(directory: Path, name: str) -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(directory), name)
-    return Path(public), Path(secret)
+def generate_keys(directory: Path, name: str, force: bool = False) -> tuple[Path, Path]:
+    """A new key pair; the secret is created 0600 (no window in which others may read it)."""
+    public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
+    if not force and (public.exists() or secret.exists()):
+        raise WardenError(f"{secret} already exists: keep it, or pass --force to replace it "
+                          "(every peer then needs the new public key)")
+    old = os.umask(0o077)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        made_public, made_secret = zmq.auth.create_certificates(str(directory), name)
+    except OSError as exc:
+        raise WardenError(f"{directory}: cannot write keys: {exc.strerror}") from None
+    finally:
+        os.umask(old)
+    Path(made_public).chmod(0o644)  # the public half is meant to be copied around
+    return Path(made_public), Path(made_secret)
 
 
 class _AllowList:
@@ -51,7 +79,12 @@ class _AllowList:
         self.log = logger(component="bus-auth")
 
     def callback(self, domain: str, key: bytes) -> bool:
-        allowed = set(zmq.auth.load_certificates(str(self.allow_dir)).keys())
+        try:
+            allowed = set(zmq.auth.load_certificates(str(self.allow_dir)).keys())
+        except Exception as exc:  # noqa: BLE001 - a broken allow-list refuses; it never kills ZAP
+            metrics.BUS_AUTH_REFUSED.inc()
+            self.log.error("allow_list_unreadable", path=str(self.allow_dir), error=str(exc))
+            return False
         ok = key in allowed
         if not ok:
             metrics.BUS_AUTH_REFUSED.inc()

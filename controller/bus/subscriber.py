@@ -67,6 +67,7 @@ class Subscriber:
         for dealer in self.dealers:
             self._request(dealer, "connect")
         self._thread.start()
+        metrics.watch_thread(self._thread)
 
     def _request(self, dealer: zmq.Socket[bytes], reason: str) -> None:
         now = time.monotonic()
@@ -93,13 +94,19 @@ class Subscriber:
         for d in self.dealers:
             poller.register(d, zmq.POLLIN)
         while not self._stop.is_set():
-            ready = dict(poller.poll(200))
-            if self.sub in ready:
-                self._drain_sub()
-            for d in self.dealers:
-                if d in ready:
-                    self._on_snapshot(d)
-            self._check_heartbeats()
+            try:
+                ready = dict(poller.poll(200))
+                if self.sub in ready:
+                    self._drain_sub()
+                for d in self.dealers:
+                    if d in ready:
+                        self._on_snapshot(d)
+                self._check_heartbeats()
+            except zmq.ContextTerminated:
+                return
+            except Exception:  # noqa: BLE001 - no message may make the controller deaf
+                metrics.BUS_REJECTED.labels(reason="handler-error").inc()
+                self.log.exception("bus_handling_failed")
 
     def _drain_sub(self) -> None:
         while True:
@@ -177,6 +184,7 @@ class Subscriber:
 
     def close(self) -> None:
         self._stop.set()
+        metrics.forget_thread(self._thread)
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         self.sub.close()

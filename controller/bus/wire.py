@@ -42,7 +42,7 @@ def decode(data: bytes) -> Envelope:
         if isinstance(raw, dict) and raw.get("kind") not in KINDS:
             raise BusError("unknown-kind", str(raw.get("kind"))[:40]) from None
         raise BusError("invalid", str(exc)[:200]) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, ValueError) as exc:  # ValueError: e.g. a key not valid UTF-8
         raise BusError("undecodable", str(exc)[:200]) from None
     if env.v != VERSION:
         raise BusError("version", f"envelope version {env.v}")

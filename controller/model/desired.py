@@ -31,6 +31,9 @@ NodeName = Annotated[str, Field(pattern=NODE_NAME.pattern, strict=True)]
 DomainName = Annotated[str, Field(pattern=DOMAIN_NAME.pattern, strict=True)]
 Name = Annotated[str, Field(pattern=RESOURCE_ID.pattern, strict=True)]
 AbsPath = Annotated[str, Field(pattern=r"^/[^\x00\n]*$", strict=True)]
+PROPERTY_NAME = r"^[a-z][a-z0-9-]{0,63}$"
+PropertyName = Annotated[str, Field(pattern=PROPERTY_NAME, strict=True)]
+PropertyValue = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]{0,1024}$", strict=True)]
 
 _PATTERN_WORDS = {
     RESOURCE_ID.pattern: "not a valid Pacemaker id (a letter or '_' first, then letters, "
@@ -38,6 +41,8 @@ _PATTERN_WORDS = {
     NODE_NAME.pattern: "not a valid node name",
     DOMAIN_NAME.pattern: "not a valid libvirt domain name",
     r"^/[^\x00\n]*$": "must be an absolute path",
+    PROPERTY_NAME: "not a Pacemaker option name (lower-case letters, digits and '-')",
+    r"^[^\x00-\x1f\x7f]{0,1024}$": "must be one line of printable text (at most 1024 characters)",
 }
 
 
@@ -90,7 +95,8 @@ class NodeSpec(_Strict):
 
 
 class Cluster(_Strict):
-    properties: dict[str, str] = {}
+    # Names and values reach the CIB: Pacemaker option names, values on one line.
+    properties: dict[PropertyName, PropertyValue] = {}
     # Extension of v1 (optional): the cluster's node names, so that node references are checked;
     # an entry may be a mapping with a state (online | standby | maintenance) to drain a node.
     nodes: tuple[NodeName | NodeSpec, ...] | None = None
@@ -155,24 +161,58 @@ def load_desired(path: str | Path) -> DesiredState:
     return parse_desired(text, source=str(p))
 
 
+# Bounds that no real desired file comes near (5,000 VMs: ~0.5 MB, ~60,000 nodes), and that
+# stop a file from stalling the controller: an alias "bomb" of a few hundred bytes expands to
+# billions of nodes, and a hot reload runs inside the loop.
+MAX_BYTES = 16 * 1024 * 1024
+MAX_NODES = 1_000_000
+MAX_DEPTH = 64
+_SCALAR_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "bool", "null", "float"))
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# libyaml's parser (C) when PyYAML was built with it: the same nodes and marks, ~10x faster.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_desired(text: str, *, source: str = "<desired>") -> DesiredState:
+    if len(text) > MAX_BYTES:
+        raise DesiredStateError([f"{source}:1: (document): the file is larger than "
+                                 f"{MAX_BYTES // (1024 * 1024)} MiB"])
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        try:
+            node = yaml.compose(text, Loader=_Loader)
+        except yaml.YAMLError:
+            # libyaml's words are terser: the pure-Python parser says what it expected.
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         raise DesiredStateError([f"{source}:{line}: (document): {exc.problem or exc}"]) from None
     except yaml.YAMLError as exc:
         raise DesiredStateError([f"{source}:1: (document): {exc}"]) from None
+    except RecursionError:
+        raise DesiredStateError([f"{source}:1: (document): nested too deeply"]) from None
     if node is None:
         raise DesiredStateError([f"{source}:1: (document): the file is empty"])
 
     lines: dict[Path_, int] = {}
     problems: list[tuple[int, str]] = []
-    data = _to_python(node, (), lines, problems, source)
+    try:
+        data = _Converter(lines, problems).convert(node, ())
+    except _TooLarge as exc:
+        raise DesiredStateError([f"{source}:{exc.line}: (document): {exc}"]) from None
     if not isinstance(data, dict):
         problems.append((node.start_mark.line + 1, "(document): expected a mapping at the top"))
         raise DesiredStateError(_format(problems, source))
+    if problems:  # tags, merge keys, recursive aliases: the structure itself is not usable
+        raise DesiredStateError(_format(problems, source))
+    version = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode)
+                    and k.value == "version"), None) if isinstance(node, yaml.MappingNode) else None
+    if isinstance(version, yaml.ScalarNode) and data.get("version") == 1 and (
+            version.value != "1" or version.tag != "tag:yaml.org,2002:int"):
+        # `true`, `1.0` or `0x1` must not pass for version 1 (Python's True == 1 == 1.0).
+        raise DesiredStateError([f"{source}:{version.start_mark.line + 1}: version: unsupported "
+                                 f"format version {version.value} (this kvm-warden reads "
+                                 "version 1)"])
 
     result: DesiredState | None = None
     try:
@@ -199,38 +239,84 @@ def _format(problems: list[tuple[int, str]], source: str) -> list[str]:
     return out
 
 
-def _to_python(
-    node: yaml.Node, path: Path_, lines: dict[Path_, int], problems: list[tuple[int, str]],
-    source: str,
-) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
+class _TooLarge(Exception):
+    def __init__(self, message: str, line: int):
+        self.line = line
+        super().__init__(message)
+
+
+class _Converter:
+    """YAML nodes -> plain Python, recording each path's line, bounded in size and depth.
+
+    Only what a desired file needs: mappings with string keys, sequences, and scalars with
+    YAML's core tags (string, int, bool, null, float). Every other tag, a merge key (`<<`) or an
+    alias that contains itself is a problem at its line, like any other error."""
+
+    def __init__(self, lines: dict[Path_, int], problems: list[tuple[int, str]]):
+        self.lines = lines
+        self.problems = problems
+        self.nodes = 0
+        self.active: set[int] = set()
+
+    def convert(self, node: yaml.Node, path: Path_) -> Any:
+        line = node.start_mark.line + 1
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooLarge(f"expands to more than {MAX_NODES:,} YAML nodes (aliases?); "
+                            "write the file out without them", line)
+        if len(path) > MAX_DEPTH:
+            raise _TooLarge(f"nested more than {MAX_DEPTH} levels deep", line)
+        if id(node) in self.active:
+            self.problems.append((line, f"{_field(path) or '(document)'}: an alias that "
+                                        "contains itself"))
+            return None
+        self.lines[path] = line
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, path)
+            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+        finally:
+            self.active.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             kline = key_node.start_mark.line + 1
+            if key_node.tag == _MERGE_TAG:
+                self.problems.append((kline, f"{_field(path) or '(document)'}: YAML merge keys "
+                                             "(<<) are not supported; write the keys out"))
+                continue
+            key = self.scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
-                problems.append((kline, f"{_field(path) or '(document)'}: keys must be strings"))
+                self.problems.append((kline, f"{_field(path) or '(document)'}: keys must be "
+                                             "strings"))
                 continue
             if key in out:
-                problems.append((kline, f"{_field((*path, key))}: duplicate key"))
+                self.problems.append((kline, f"{_field((*path, key))}: duplicate key"))
                 continue
-            out[key] = _to_python(value_node, (*path, key), lines, problems, source)
-            lines[(*path, key)] = kline
+            out[key] = self.convert(value_node, (*path, key))
+            self.lines[(*path, key)] = kline
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _to_python(item, (*path, i), lines, problems, source) for i, item in enumerate(node.value)
-        ]
-    return _scalar(node)
+
+    def scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        line = node.start_mark.line + 1
+        if node.tag not in _SCALAR_TAGS:
+            self.problems.append((line, f"{_field(path) or '(document)'}: unsupported YAML tag "
+                                        f"{node.tag!r}"))
+            return None
+        try:
+            return _constructor.construct_object(node, deep=True)
+        except (ValueError, yaml.YAMLError):
+            kind = node.tag.rsplit(":", 1)[-1]
+            self.problems.append((line, f"{_field(path) or '(document)'}: {node.value!r} is not "
+                                        f"a valid {kind}"))
+            return None
 
 
 _constructor = yaml.SafeLoader("")
-
-
-def _scalar(node: yaml.Node) -> Any:
-    # Alias/anchor handling is done by compose; this resolves the tag (int, bool, null, str).
-    return _constructor.construct_object(node, deep=True)
 
 
 def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:
@@ -309,6 +395,9 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[Path_, str]]:
                 out.append((("vms", i, "name"), f"duplicate VM name {name!r}"))
             vm_names.add(name)
             rid = vm.get("resource", f"vm-{name}")
+            if "resource" not in vm and not RESOURCE_ID.fullmatch(rid):
+                out.append((("vms", i, "name"), f"the resource id {rid!r} derived from the name "
+                                                "is not a valid Pacemaker id: give `resource:`"))
             claim_resource(rid, ("vms", i, "resource" if "resource" in vm else "name"))
 
     cluster = data.get("cluster")

@@ -7,13 +7,16 @@ datagrams are counted (`kvm_warden_bus_rejected_total{reason}`) and dropped.
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from controller import metrics
+from controller.logs import logger
 from controller.model.errors import BusError
 from controller.model.events import AlertReceived, Envelope, envelope
 
@@ -38,13 +41,19 @@ class AlertReceiver:
             path.unlink(missing_ok=True)
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.sock.bind(str(path))
-            path.chmod(0o666)  # the agent runs as hacluster
+            # Pacemaker runs the alert agent as hacluster: its group may send, nobody else.
+            try:
+                os.chown(path, -1, grp.getgrnam("haclient").gr_gid)
+                path.chmod(0o660)
+            except (KeyError, PermissionError):
+                path.chmod(0o600)  # no Pacemaker here (tests): only the owner
             self.endpoint = str(path)
         self.sock.settimeout(0.2)
         self.last_sequence: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
         self._thread.start()
+        metrics.watch_thread(self._thread)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -54,12 +63,14 @@ class AlertReceiver:
                 continue
             try:
                 alert = parse_alert(data)
+                metrics.BUS_EVENTS.labels(kind="AlertReceived").inc()
+                self._count_lost(alert)
+                self.deliver(envelope(f"alert:{alert.node}", alert.sequence or 0, alert))
             except BusError as exc:
                 metrics.BUS_REJECTED.labels(reason=exc.reason).inc()
-                continue
-            metrics.BUS_EVENTS.labels(kind="AlertReceived").inc()
-            self._count_lost(alert)
-            self.deliver(envelope(f"alert:{alert.node}", alert.sequence or 0, alert))
+            except Exception:  # noqa: BLE001 - no datagram may end the receiver
+                metrics.BUS_REJECTED.labels(reason="handler-error").inc()
+                logger(component="alerts").exception("alert_handling_failed")
 
     def _count_lost(self, alert: AlertReceived) -> None:
         """Pacemaker numbers alerts per node: a jump means the agent could not deliver some."""
@@ -72,6 +83,7 @@ class AlertReceiver:
 
     def close(self) -> None:
         self._stop.set()
+        metrics.forget_thread(self._thread)
         self._thread.join(timeout=2)
         self.sock.close()
 
@@ -93,4 +105,5 @@ def parse_alert(data: bytes) -> AlertReceived:
                          task=text("task"), rc=text("rc"), desc=text("desc"),
                          status=text("status"), target_rc=text("target_rc"),
                          timestamp=text("timestamp_epoch"),
-                         sequence=int(seq) if seq.isdigit() else None)
+                         sequence=int(seq) if seq.isascii() and seq.isdigit() and len(seq) <= 18
+                         else None)

@@ -40,6 +40,8 @@ def parse_cib(data: bytes, *, source: str = "cib") -> CibConfig:
         return parse_cib_element(root, source=source)
     except ParseError:
         raise
+    except RecursionError:
+        raise ParseError("nested too deeply", source=source) from None
     except (ValueError, TypeError) as exc:
         raise ParseError(f"malformed CIB: {exc}", source=source) from None
 

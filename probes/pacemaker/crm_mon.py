@@ -31,6 +31,8 @@ def parse_crm_mon(data: bytes, *, source: str = "crm_mon") -> ClusterStatus:
         return _parse_root(root, source)
     except ParseError:
         raise
+    except RecursionError:
+        raise ParseError("nested too deeply", source=source) from None
     except (ValueError, TypeError) as exc:  # defensive: a malformed value we did not foresee
         raise ParseError(f"malformed crm_mon XML: {exc}", source=source) from None
 

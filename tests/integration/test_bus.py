@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -17,6 +16,7 @@ from controller.bus.subscriber import Peer, Subscriber
 from controller.metrics import REGISTRY
 from controller.model.events import DomainSeen, Envelope, QuorumChanged, Snapshot
 from controller.model.observed import Domain
+from tests.waiting import wait_for
 
 ANY = "tcp://127.0.0.1:*"
 
@@ -25,13 +25,6 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 class Inbox:
@@ -66,13 +59,14 @@ def test_events_arrive_in_order_after_an_initial_snapshot(ctx: zmq.Context) -> N
     sub = Subscriber(ctx, [Peer(pub.pub_endpoint, pub.snapshot_endpoint)], inbox)
     sub.start()
     try:
-        assert wait_for(lambda: "Snapshot" in inbox.kinds())
+        wait_for("'Snapshot' in inbox.kinds()", lambda: "Snapshot" in inbox.kinds(), 5.0, 0.02)
         snap = next(e for e in inbox.items if e.kind == "Snapshot")
         assert isinstance(snap.payload, Snapshot) and snap.payload.payloads == (quorum(3),)
         time.sleep(0.3)  # PUB/SUB joins asynchronously
         for n in range(4, 9):
             pub.publish(quorum(n))
-        assert wait_for(lambda: inbox.kinds().count("QuorumChanged") == 5)
+        wait_for("inbox.kinds().count('QuorumChanged') == 5",
+                 lambda: inbox.kinds().count("QuorumChanged") == 5, 5.0, 0.02)
         votes = [e.payload.expected_votes for e in inbox.items if e.kind == "QuorumChanged"]
         assert votes == [4, 5, 6, 7, 8]
     finally:
@@ -86,16 +80,18 @@ def test_a_lost_message_makes_the_subscriber_ask_for_a_snapshot(ctx: zmq.Context
     sub = Subscriber(ctx, [Peer(pub.pub_endpoint, pub.snapshot_endpoint)], inbox)
     sub.start()
     try:
-        assert wait_for(lambda: "Snapshot" in inbox.kinds())
+        wait_for("'Snapshot' in inbox.kinds()", lambda: "Snapshot" in inbox.kinds(), 5.0, 0.02)
         time.sleep(0.3)
         pub.publish(quorum(1))
-        assert wait_for(lambda: "QuorumChanged" in inbox.kinds())
+        wait_for("'QuorumChanged' in inbox.kinds()", lambda: "QuorumChanged" in inbox.kinds(), 5.0, 0.02)
         before = sample("kvm_warden_bus_resyncs_total", reason="gap")
         time.sleep(1.1)  # one snapshot request per second per publisher
         pub.skip(1)  # this sequence number is never sent: a loss
         pub.publish(quorum(2))
-        assert wait_for(lambda: sample("kvm_warden_bus_resyncs_total", reason="gap") > before)
-        assert wait_for(lambda: inbox.kinds().count("Snapshot") == 2)
+        wait_for("sample('kvm_warden_bus_resyncs_total', reason='gap') > be...",
+                 lambda: sample("kvm_warden_bus_resyncs_total", reason="gap") > before, 5.0, 0.02)
+        wait_for("inbox.kinds().count('Snapshot') == 2",
+                 lambda: inbox.kinds().count("Snapshot") == 2, 5.0, 0.02)
         assert sub.last_seq["kvm1"] == pub.seq
     finally:
         sub.close()
@@ -109,11 +105,11 @@ def test_a_restarted_agent_is_detected_and_resynced(ctx: zmq.Context) -> None:
     sub = Subscriber(ctx, [Peer(*endpoints)], inbox)
     sub.start()
     try:
-        assert wait_for(lambda: "Snapshot" in inbox.kinds())
+        wait_for("'Snapshot' in inbox.kinds()", lambda: "Snapshot" in inbox.kinds(), 5.0, 0.02)
         time.sleep(0.3)
         for n in range(5):
             pub.publish(quorum(n))
-        assert wait_for(lambda: sub.last_seq.get("kvm1") == 5)
+        wait_for("sub.last_seq.get('kvm1') == 5", lambda: sub.last_seq.get("kvm1") == 5, 5.0, 0.02)
         pub.close()
         before = sample("kvm_warden_bus_resyncs_total", reason="restart")
         time.sleep(1.1)
@@ -125,9 +121,9 @@ def test_a_restarted_agent_is_detected_and_resynced(ctx: zmq.Context) -> None:
             pub.publish(quorum(9))  # the reconnect is asynchronous; keep talking until heard
             time.sleep(0.2)
         assert sample("kvm_warden_bus_resyncs_total", reason="restart") > before
-        assert wait_for(lambda: any(
+        wait_for("any( e.kind == 'Snapshot' and any(isinstance(p, DomainSee...", lambda: any(
             e.kind == "Snapshot" and any(isinstance(p, DomainSeen) for p in e.payload.payloads)
-            for e in inbox.items))
+            for e in inbox.items), 5.0, 0.02)
     finally:
         sub.close()
         pub.close()
@@ -141,13 +137,14 @@ def test_a_silent_publisher_is_marked_stale_and_recovers(ctx: zmq.Context) -> No
                      on_stale=stale.append, heartbeat_seconds=0.2)
     sub.start()
     try:
-        assert wait_for(lambda: "Heartbeat" in inbox.kinds())
+        wait_for("'Heartbeat' in inbox.kinds()", lambda: "Heartbeat" in inbox.kinds(), 5.0, 0.02)
         assert not stale
         pub._stop.set()  # heartbeats stop (the agent hangs) but the sockets stay
-        assert wait_for(lambda: stale == ["kvm1"], timeout=3)
+        wait_for("stale == ['kvm1']", lambda: stale == ["kvm1"], 3, 0.02)
         assert sample("kvm_warden_bus_publisher_stale", source="kvm1") == 1
         pub.publish(quorum(1))
-        assert wait_for(lambda: sample("kvm_warden_bus_publisher_stale", source="kvm1") == 0)
+        wait_for("sample('kvm_warden_bus_publisher_stale', source='kvm1') == 0",
+                 lambda: sample("kvm_warden_bus_publisher_stale", source="kvm1") == 0, 5.0, 0.02)
     finally:
         sub.close()
         pub.close()
@@ -176,11 +173,12 @@ def test_curve_refuses_an_unknown_key_and_admits_a_known_one(ctx: zmq.Context,
     ok_sub.start()
     bad_sub.start()
     try:
-        assert wait_for(lambda: "Snapshot" in good.kinds())
+        wait_for("'Snapshot' in good.kinds()", lambda: "Snapshot" in good.kinds(), 5.0, 0.02)
         time.sleep(0.3)
         pub.publish(quorum(3))
-        assert wait_for(lambda: "QuorumChanged" in good.kinds())
-        assert wait_for(lambda: sample("kvm_warden_bus_auth_refused_total") > refused_before)
+        wait_for("'QuorumChanged' in good.kinds()", lambda: "QuorumChanged" in good.kinds(), 5.0, 0.02)
+        wait_for("sample('kvm_warden_bus_auth_refused_total') > refused_before",
+                 lambda: sample("kvm_warden_bus_auth_refused_total") > refused_before, 5.0, 0.02)
         time.sleep(0.5)
         assert bad.kinds() == []
     finally:
@@ -211,11 +209,46 @@ def test_garbage_on_the_bus_is_counted_and_dropped(ctx: zmq.Context) -> None:
         raw.send_multipart([b"t", msgspec.msgpack.encode({**env, "v": 1, "kind": "Nope"})])
         raw.send_multipart([b"t", msgspec.msgpack.encode({**env, "v": 1, "seq": "one"})])
         for reason in ("frames", "undecodable", "version", "unknown-kind", "invalid"):
-            assert wait_for(lambda r=reason: sample("kvm_warden_bus_rejected_total", reason=r)
-                            > before[r]), reason
+            wait_for("sample('kvm_warden_bus_rejected_total', reason=r) > befor...",
+                     lambda r=reason: sample("kvm_warden_bus_rejected_total", reason=r)
+                            > before[r], 5.0, 0.02)
         assert inbox.kinds() == []
         assert sub._thread.is_alive()
     finally:
         sub.close()
         raw.close()
         router.close()
+
+
+def test_no_frame_and_no_failing_handler_makes_the_subscriber_deaf(ctx: zmq.Context) -> None:
+    from controller.bus.publisher import Publisher
+    from controller.metrics import dead_threads
+
+    raw = ctx.socket(zmq.PUB)
+    raw.bind(ANY)
+    pub = Publisher(ctx, "kvm1", ANY, ANY, heartbeat_seconds=0.2)
+    got: list[Envelope] = []
+    calls = 0
+
+    def deliver(env: Envelope) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in a handler")  # must not end the thread
+        got.append(env)
+
+    sub = Subscriber(ctx, [Peer(raw.getsockopt_string(zmq.LAST_ENDPOINT), pub.snapshot_endpoint),
+                           Peer(pub.pub_endpoint, pub.snapshot_endpoint)], deliver,
+                     heartbeat_seconds=0.2)
+    sub.start()
+    try:
+        time.sleep(0.3)
+        raw.send_multipart([b"t", bytes.fromhex("a2fffe")])  # a map whose key is not UTF-8
+        pub.publish(QuorumChanged(node="kvm1", quorate=True))
+        wait_for("any(e.kind == 'QuorumChanged' for e in got)",
+                 lambda: any(e.kind == "QuorumChanged" for e in got), 5, 0.02)
+        assert sub._thread.is_alive() and "bus-subscriber" not in dead_threads()
+    finally:
+        sub.close()
+        pub.close()
+        raw.close()

@@ -13,15 +13,7 @@ from controller.engine.store import Store
 from controller.metrics import REGISTRY
 from probes.libvirt.events import LibvirtWatcher
 from probes.pacemaker.alerts import AlertReceiver
-
-
-def wait_for(cond: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return bool(cond())
+from tests.waiting import wait_for
 
 
 def test_destroy_and_create_arrive_as_lifecycle_events_with_listings() -> None:
@@ -29,7 +21,8 @@ def test_destroy_and_create_arrive_as_lifecycle_events_with_listings() -> None:
     w = LibvirtWatcher("n1", "test:///default", got.append, listing_seconds=60)
     w.start()
     try:
-        assert wait_for(lambda: any(type(g).__name__ == "DomainSeen" for g in got))
+        wait_for("any(type(g).__name__ == 'DomainSeen' for g in got)",
+                 lambda: any(type(g).__name__ == "DomainSeen" for g in got), 5.0, 0.02)
         first = next(g for g in got if type(g).__name__ == "DomainSeen")
         assert [(d.name, d.state) for d in first.domains] == [("test", "running")]
         assert first.domains[0].disks == ("/guest/diskimage1",)
@@ -39,11 +32,13 @@ def test_destroy_and_create_arrive_as_lifecycle_events_with_listings() -> None:
         dom.suspend()
         dom.resume()
         dom.destroy()
-        assert wait_for(lambda: [(g.event, g.detail) for g in got
+        wait_for("[(g.event, g.detail) for g in got if type(g).__name__ == ...",
+                 lambda: [(g.event, g.detail) for g in got
                                  if type(g).__name__ == "DomainLifecycle"] == [
-            ("suspended", "paused"), ("resumed", "unpaused"), ("stopped", "destroyed")])
-        assert wait_for(lambda: any(type(g).__name__ == "DomainSeen" and g.domains
-                                    and g.domains[0].state == "shutoff" for g in got))
+            ("suspended", "paused"), ("resumed", "unpaused"), ("stopped", "destroyed")], 5.0, 0.02)
+        wait_for("any(type(g).__name__ == 'DomainSeen' and g.domains and g....",
+                 lambda: any(type(g).__name__ == "DomainSeen" and g.domains
+                                    and g.domains[0].state == "shutoff" for g in got), 5.0, 0.02)
         dom.create()
         conn.close()
     finally:
@@ -73,9 +68,10 @@ def test_alert_receiver_counts_lost_alerts_and_rejects_garbage(tmp_path: Path) -
                 s.sendto(f'{{"kind":"resource","node":"kvm1","rsc":"r{seq}",'
                          f'"node_sequence":"{seq}"}}'.encode(), rx.endpoint)
             s.sendto(b"\xff not json", rx.endpoint)
-        assert wait_for(lambda: len(changed) == 3)
+        wait_for("len(changed) == 3", lambda: len(changed) == 3, 5.0, 0.02)
         assert REGISTRY.get_sample_value("kvm_warden_alerts_dropped_total") == lost + 2
-        assert wait_for(lambda: REGISTRY.get_sample_value(
-            "kvm_warden_bus_rejected_total", {"reason": "alert-undecodable"}) == bad + 1)
+        wait_for("REGISTRY.get_sample_value( 'kvm_warden_bus_rejected_total...",
+                 lambda: REGISTRY.get_sample_value(
+            "kvm_warden_bus_rejected_total", {"reason": "alert-undecodable"}) == bad + 1, 5.0, 0.02)
     finally:
         rx.close()

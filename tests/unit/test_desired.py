@@ -155,3 +155,47 @@ def test_validate_command_exit_codes(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
     assert out.stderr.strip() == f"{bad}:4: vms[0].stat: unknown field"
+
+
+def test_yaml_features_a_desired_file_does_not_need_are_errors_with_their_line() -> None:
+    assert problems("version: 1\nbase: &b {state: running}\nvms:\n  - <<: *b\n    name: a\n") == [
+        "d.yaml:4: vms[0]: YAML merge keys (<<) are not supported; write the keys out"]
+    assert problems("version: !custom 1\n") == ["d.yaml:1: version: unsupported YAML tag '!custom'"]
+    assert problems("version: !!int abc\n") == ["d.yaml:1: version: 'abc' is not a valid int"]
+    assert problems("version: 1\nvms: &a\n  - *a\n") == [
+        "d.yaml:2: vms[0]: an alias that contains itself"]  # the anchored node's line
+
+
+def test_an_alias_bomb_is_refused_quickly_and_says_why() -> None:
+    import time
+
+    bomb = "version: 1\na: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefghi":  # 10^9 nodes once expanded
+        prev = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [{', '.join(['*' + prev] * 10)}]\n"
+    started = time.monotonic()
+    (msg,) = problems(bomb)
+    assert "expands to more than 1,000,000 YAML nodes (aliases?)" in msg
+    assert time.monotonic() - started < 10
+
+
+def test_a_huge_file_is_refused_before_parsing() -> None:
+    (msg,) = problems("version: 1\n" + "#" * (17 * 1024 * 1024))
+    assert msg == "d.yaml:1: (document): the file is larger than 16 MiB"
+
+
+def test_a_bad_hot_reload_keeps_the_last_good_state(tmp_path: Path) -> None:
+    from controller.engine.desired_store import DesiredStore
+
+    f = tmp_path / "d.yaml"
+    f.write_text("version: 1\nvms:\n  - name: a\n")
+    store = DesiredStore(str(f))
+    assert store.poll() and store.generation == 1
+    for bad in ("version: !!int abc\n", "version: 1\nx: &a [*a]\n", "version: !custom 1\n"):
+        f.write_text(bad)
+        import os
+
+        os.utime(f, (store.generation + 10, store.generation + 10 + len(bad)))
+        assert store.poll() is False
+        assert store.current is not None and [v.name for v in store.current.vms] == ["a"]
+        assert store.errors and store.errors[0].startswith(f"{f}:")

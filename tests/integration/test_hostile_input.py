@@ -1,0 +1,70 @@
+"""Hostile and clumsy input: no crash, no deaf thread; /healthz tells when a thread died."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from controller.app.http import StatusServer
+from controller.metrics import watch_thread
+from controller.model.events import AlertReceived, Envelope
+from controller.model.overview import StatusDoc
+from probes.pacemaker.alerts import AlertReceiver, parse_alert
+from tests.waiting import wait_for
+
+
+def test_no_datagram_ends_the_alert_receiver(tmp_path: Path) -> None:
+    got: list[Envelope] = []
+    failed_once = threading.Event()
+
+    def deliver(env: Envelope) -> None:
+        if not failed_once.is_set():
+            failed_once.set()
+            raise RuntimeError("a bug in a handler")
+        got.append(env)
+
+    rx = AlertReceiver(str(tmp_path / "alerts.sock"), deliver)
+    tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        for data in (b'{"kind":"resource","node":"kvm1","node_sequence":"\xc2\xb2"}',  # "²"
+                     b"\xff\xfe\x00", b"[]", b'{"kind":"resource","node_sequence":"1e400"}',
+                     json.dumps({"kind": "node", "node": "kvm1", "node_sequence": "3"}).encode()):
+            tx.sendto(data, str(tmp_path / "alerts.sock"))
+        wait_for("the valid alert after the garbage", lambda: any(
+            isinstance(e.payload, AlertReceived) and e.payload.kind == "node" for e in got), 5)
+        assert rx._thread.is_alive()
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_a_superscript_sequence_is_no_sequence() -> None:
+    assert parse_alert('{"kind":"resource","node_sequence":"²"}'.encode()).sequence is None
+    assert parse_alert(b'{"kind":"resource","node_sequence":"99999999999999999999"}').sequence is None
+
+
+def test_healthz_fails_and_names_a_dead_thread() -> None:
+    server = StatusServer("127.0.0.1", 0, StatusDoc, lambda: (True, "ready"))
+    server.start()
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.status == 200
+        dying = threading.Thread(target=lambda: None, name="test-deaf-thread")
+        dying.start()
+        dying.join()
+        watch_thread(dying)
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            raise AssertionError("a dead thread must fail /healthz")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and b"test-deaf-thread" in exc.read()
+    finally:
+        from controller.metrics import forget_thread
+
+        forget_thread(dying)
+        server.stop()
