@@ -218,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-agent", action="store_true",
                    help="do not run the node agent in this process")
     r.add_argument("--node", help="this node's name (default: the host name)")
-    r.add_argument("--watch-endpoint", default="tcp://127.0.0.1:9820", metavar="ENDPOINT",
+    r.add_argument("--watch-endpoint", default="ipc:///run/kvm-warden/watch.sock",
+                   metavar="ENDPOINT",
                    help="also publish the local agent's events here for `kvm-warden watch "
-                   "--controller` (loopback by default; '' to disable)")
+                   "--controller` (an ipc socket only its owner may use, by default; or "
+                   "tcp://127.0.0.1:PORT; '' to disable)")
     _state_option(r)
     r.add_argument("--alerts", default=None, metavar="ENDPOINT",
                    help="receive kvm-warden-alert datagrams here: a socket path or udp://H:P")

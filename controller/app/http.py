@@ -27,6 +27,7 @@ class StatusServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 10.0  # seconds a client may take to send its request
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -64,7 +65,16 @@ class StatusServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # scrapes are not audit events
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            # A queue for bursts of scrapers; stalled clients time out (Handler.timeout) instead
+            # of holding a thread and a descriptor forever.
+            request_queue_size = 256
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that went away (BrokenPipe, reset) is not an error of ours
+
+        self.server = Server((host, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
 

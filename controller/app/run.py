@@ -122,7 +122,14 @@ def _local_agent(opts: RunOptions, stack: ExitStack) -> list[str]:
             # also serve must stay on this host. Remote watchers subscribe to `kvm-warden agent`.
             raise WardenError(f"--watch-endpoint {opts.watch_endpoint}: must be on loopback "
                               "(tcp://127.0.0.1:PORT or ipc://PATH); it serves without CURVE")
-        agent.publisher.also_bind(opts.watch_endpoint, snapshot_endpoint(opts.watch_endpoint))
+        snapshots = snapshot_endpoint(opts.watch_endpoint)
+        if opts.watch_endpoint.startswith("ipc://"):
+            Path(opts.watch_endpoint[6:]).parent.mkdir(parents=True, exist_ok=True)
+        agent.publisher.also_bind(opts.watch_endpoint, snapshots)
+        for endpoint in (opts.watch_endpoint, snapshots):
+            if endpoint.startswith("ipc://"):
+                # No CURVE here: the file's owner is who may read the events (and flood).
+                Path(endpoint[6:]).chmod(0o600)
         print(f"events:            kvm-warden watch --controller {opts.watch_endpoint}")
     agent.start()
     stack.callback(agent.stop)

@@ -20,6 +20,8 @@ from controller.model.events import (
     envelope,
 )
 
+MAX_CONTROL_MESSAGE = 1024  # what peers send an agent: subscriptions and snapshot requests
+
 
 class Publisher:
     """The agent's side. Thread-safe `publish`; a background thread answers snapshot requests."""
@@ -32,12 +34,22 @@ class Publisher:
         self.seq = 0
         self._lock = threading.Lock()
         self._state: dict[str, DomainSeen | QuorumChanged | MountsSeen] = {}
-        self.pub = ctx.socket(zmq.PUB)
+        # XPUB in manual mode: a subscription takes effect only when accepted here (accept()),
+        # so a peer cannot grow the subscription trie with millions of distinct topics.
+        self.pub = ctx.socket(zmq.XPUB)
+        self.pub.setsockopt(zmq.XPUB_MANUAL, 1)
         self.pub.sndhwm = HWM
+        self.pub.rcvhwm = 1000
+        self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_MESSAGE)
         self.pub.linger = 0
+        self.topics = frozenset({b""} | {topic_for(p, node) for p in (
+            DomainSeen(node=node), QuorumChanged(node=node), MountsSeen(node=node),
+            Heartbeat(node=node))} | {b"pacemaker"})
         curve_server(self.pub, curve)
         self.pub.bind(pub_endpoint)
         self.router = ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_MESSAGE)
+        self.router.rcvhwm = 1000
         self.router.linger = 0
         curve_server(self.router, curve)
         self.router.bind(snapshot_endpoint)
@@ -57,8 +69,23 @@ class Publisher:
             self.pub.bind(pub_endpoint)
             self.router.bind(snapshot_endpoint)
 
+    def _accept_subscriptions(self) -> None:
+        """Apply the (un)subscriptions peers sent, if they are for topics this agent publishes.
+        Called with the lock held: the XPUB socket is used from one thread at a time."""
+        while True:
+            try:
+                msg = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] in (b"\x00", b"\x01") and msg[1:] in self.topics:
+                self.pub.setsockopt(zmq.SUBSCRIBE if msg[:1] == b"\x01" else zmq.UNSUBSCRIBE,
+                                    msg[1:])
+            else:
+                metrics.BUS_REJECTED.labels(reason="subscription").inc()
+
     def publish(self, payload: Payload) -> int:
         with self._lock:
+            self._accept_subscriptions()
             self.seq += 1
             if isinstance(payload, DomainSeen | QuorumChanged | MountsSeen):
                 self._state[type(payload).__name__] = payload
@@ -81,7 +108,10 @@ class Publisher:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         while not self._stop.is_set():
-            if not dict(poller.poll(200)):
+            ready = dict(poller.poll(100))
+            with self._lock:  # new subscribers are heard within a poll interval
+                self._accept_subscriptions()
+            if not ready:
                 continue
             try:
                 frames = self.router.recv_multipart(zmq.NOBLOCK)

@@ -21,6 +21,8 @@ from controller.logs import logger
 from controller.model.errors import BusError
 from controller.model.events import Envelope
 
+MAX_SOURCES = 64  # corosync has at most 32 nodes
+
 
 @dataclass
 class Peer:
@@ -49,6 +51,8 @@ class Subscriber:
         self.sub.linger = 0
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.dealers: list[zmq.Socket[bytes]] = []
+        # With CURVE every peer is named (its key): only those names may publish.
+        self.known = frozenset(p.name for p in peers if p.name)
         for peer in peers:
             key = curve.peer_key(peer.name) if curve is not None and peer.name else None
             sub_for_peer = self.sub
@@ -125,8 +129,21 @@ class Subscriber:
                 continue
             self._on_event(env)
 
+    def _accepts(self, src: str) -> bool:
+        """Named peers: their names only. Unnamed (loopback) peers: a bounded number of sources,
+        so forged names cannot grow the metrics and the bookkeeping without end."""
+        if self.known:
+            ok, reason = src in self.known, "unknown-source"
+        else:
+            ok, reason = src in self.last_seq or len(self.last_seq) < MAX_SOURCES, "too-many-sources"
+        if not ok:
+            metrics.BUS_REJECTED.labels(reason=reason).inc()
+        return ok
+
     def _on_event(self, env: Envelope) -> None:
         src = env.source
+        if not self._accepts(src):
+            return
         self.last_seen[src] = time.monotonic()
         if src in self.stale:
             self.stale.discard(src)
@@ -157,6 +174,8 @@ class Subscriber:
             metrics.BUS_REJECTED.labels(reason=exc.reason).inc()
             return
         self._pending.pop(id(dealer), None)
+        if not self._accepts(env.source):
+            return
         self.dealer_of[env.source] = dealer
         last = self.last_seq.get(env.source)
         if last is not None and env.seq < last:

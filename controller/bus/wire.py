@@ -12,7 +12,9 @@ import msgspec
 
 from controller.model.errors import BusError
 from controller.model.events import KINDS, VERSION, Envelope, Payload
+from controller.model.names import NODE_NAME
 
+MAX_SEQ = 2**53  # sequence numbers stay exact in every JSON reader
 HWM = 10_000  # messages; past it PUB drops (and the subscriber resyncs), memory stays bounded
 HEARTBEAT_SECONDS = 2.0
 MISSED_HEARTBEATS = 3
@@ -35,11 +37,12 @@ def decode(data: bytes) -> Envelope:
         raw: Any = None
         try:
             raw = msgspec.msgpack.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, ValueError):  # found by the fuzz suite: a non-UTF-8 key
             pass
-        if isinstance(raw, dict) and raw.get("v") not in (None, VERSION):
+        if isinstance(raw, dict) and isinstance(raw.get("v"), int) and raw.get("v") != VERSION:
             raise BusError("version", f"envelope version {raw.get('v')!r}") from None
-        if isinstance(raw, dict) and raw.get("kind") not in KINDS:
+        if isinstance(raw, dict) and (not isinstance(raw.get("kind"), str)
+                                      or raw.get("kind") not in KINDS):
             raise BusError("unknown-kind", str(raw.get("kind"))[:40]) from None
         raise BusError("invalid", str(exc)[:200]) from None
     except (msgspec.DecodeError, ValueError) as exc:  # ValueError: e.g. a key not valid UTF-8
@@ -50,6 +53,15 @@ def decode(data: bytes) -> Envelope:
         raise BusError("unknown-kind", env.kind[:40])
     if env.kind != type(env.payload).__name__:
         raise BusError("invalid", f"kind {env.kind} does not match its payload")
+    if not 0 <= env.seq <= MAX_SEQ:
+        raise BusError("invalid", f"sequence number {env.seq} out of range")
+    if not NODE_NAME.fullmatch(env.source):
+        raise BusError("invalid", "source is not a node name")
+    # A publisher speaks for its own node only: a listing or event it claims for another node
+    # would put domains there (false split-brain findings that outlive it).
+    node = getattr(env.payload, "node", env.source)
+    if node != env.source:
+        raise BusError("forged-source", f"{env.source} sent a {env.kind} for {str(node)[:64]}")
     return env
 
 

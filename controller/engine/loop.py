@@ -30,6 +30,9 @@ from controller.model.observed import ObservedState
 from controller.model.overview import VmRow, vm_rows
 
 DEBOUNCE_SECONDS = 0.2
+# Alerts ask for a full pass (crm_mon); a storm of them (real or forged) gets at most one per
+# this many seconds -- what they signal is in the next crm_mon anyway.
+MIN_FULL_PASS_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Controller:
     cib: bytes | None = None  # the CIB of the last full reading: the base of the next patch
     _dirty: set[str] = field(default_factory=set)
     _full: bool = True
+    _urgent: bool = False  # a full pass our own change asked for: not rate-limited
     _dirty_lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -91,11 +95,11 @@ class Controller:
                 self._full = True
         self._wake.set()
 
-    def _take_dirty(self) -> tuple[bool, frozenset[str]]:
+    def _take_dirty(self) -> tuple[bool, bool, frozenset[str]]:
         with self._dirty_lock:
-            full, dirty = self._full, frozenset(self._dirty)
-            self._full, self._dirty = False, set()
-        return full, dirty
+            full, urgent, dirty = self._full, self._urgent, frozenset(self._dirty)
+            self._full, self._urgent, self._dirty = False, False, set()
+        return full, urgent, dirty
 
     def stop(self) -> None:
         self._stop.set()
@@ -173,7 +177,7 @@ class Controller:
             conflict = True
             metrics.CIB_CONFLICTS.inc()
             self.log.warning("cib_conflict", error=str(exc))
-            self._full = True
+            self._full = self._urgent = True
             self._wake.set()  # re-read and re-plan at once
         except WardenError as exc:
             metrics.ACTUATOR_ERRORS.inc()
@@ -186,7 +190,7 @@ class Controller:
         if any(o.applied for o in outcomes):
             if self.after_apply:
                 self.after_apply()
-            self._full = True
+            self._full = self._urgent = True
             self._wake.set()  # re-observe soon: the next pass sees what the change did
         return outcomes, conflict
 
@@ -213,14 +217,24 @@ class Controller:
         """Pass on start, on every wake (debounced) and every resync period, until stop()."""
         done = 0
         next_resync = 0.0
+        last_full = float("-inf")
         while not self._stop.is_set():
             changed = self.desired.poll()
             now = time.monotonic()
             if changed or self._wake.is_set() or now >= next_resync:
                 self._wake.clear()
-                full, dirty = self._take_dirty()
+                full, urgent, dirty = self._take_dirty()
                 domains = frozenset(k.split(":", 1)[1] for k in dirty if k.startswith("domain:"))
+                if full and not (urgent or changed or now >= next_resync or self.cib is None) \
+                        and now - last_full < MIN_FULL_PASS_SECONDS:
+                    with self._dirty_lock:  # not yet: keep what the events asked for
+                        self._full = True
+                        self._dirty |= dirty
+                    self._stop.wait(MIN_FULL_PASS_SECONDS - (now - last_full))
+                    self._wake.set()
+                    continue
                 if full or changed or now >= next_resync or self.cib is None:
+                    last_full = time.monotonic()
                     result = self.run_pass()
                     period = (self.desired.current.policy.resync_seconds
                               if self.desired.current else 30)

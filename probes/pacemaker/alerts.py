@@ -20,6 +20,9 @@ from controller.logs import logger
 from controller.model.errors import BusError
 from controller.model.events import AlertReceived, Envelope, envelope
 
+MAX_ALERT_NODES = 64  # corosync has at most 32 nodes; forged names cannot grow this
+MAX_ALERT_GAP = 10_000
+
 
 class AlertReceiver:
     """Receives the alert agent's datagrams; each alert is folded and wakes the loop.
@@ -76,10 +79,13 @@ class AlertReceiver:
         """Pacemaker numbers alerts per node: a jump means the agent could not deliver some."""
         if alert.sequence is None or not alert.node:
             return
-        last = self.last_sequence.get(alert.node)
-        if last is not None and alert.sequence > last + 1:
+        last = self.last_sequence.pop(alert.node, None)
+        # A jump larger than any burst Pacemaker could make is a restart or a forgery, not loss.
+        if last is not None and last + 1 < alert.sequence <= last + MAX_ALERT_GAP:
             metrics.ALERTS_DROPPED.inc(alert.sequence - last - 1)
-        self.last_sequence[alert.node] = alert.sequence
+        self.last_sequence[alert.node] = alert.sequence  # re-inserted: the dict is oldest-first
+        while len(self.last_sequence) > MAX_ALERT_NODES:
+            del self.last_sequence[next(iter(self.last_sequence))]
 
     def close(self) -> None:
         self._stop.set()

@@ -23,10 +23,18 @@ FIELDS = ("kind", "node", "rsc", "task", "rc", "desc", "status", "target_rc", "i
 MAX_DATAGRAM = 4096
 
 
+FIELD_MAX = 200  # characters per field, desc excepted; 14 fields stay well inside a datagram
+
+
 def message(env):
-    msg = {f: env.get("CRM_alert_" + f, "") for f in FIELDS}
-    msg["desc"] = msg["desc"][:1000]
-    return json.dumps(msg, separators=(",", ":")).encode()[:MAX_DATAGRAM]
+    """One JSON datagram. Fields are cut, never the document: cut JSON is an alert lost."""
+    msg = {f: env.get("CRM_alert_" + f, "")[:FIELD_MAX] for f in FIELDS}
+    msg["desc"] = env.get("CRM_alert_desc", "")
+    data = json.dumps(msg, separators=(",", ":")).encode()
+    while len(data) > MAX_DATAGRAM and msg["desc"]:
+        msg["desc"] = msg["desc"][: len(msg["desc"]) - (len(data) - MAX_DATAGRAM) - 16]
+        data = json.dumps(msg, separators=(",", ":")).encode()
+    return data
 
 
 def send(recipient, data):

@@ -252,3 +252,29 @@ def test_no_frame_and_no_failing_handler_makes_the_subscriber_deaf(ctx: zmq.Cont
         sub.close()
         pub.close()
         raw.close()
+
+
+def test_a_subscription_flood_is_refused_and_real_subscribers_still_hear(
+        ctx: zmq.Context) -> None:
+    pub = Publisher(ctx, "kvm1", ANY, ANY, heartbeat_seconds=0.2)
+    flood = ctx.socket(zmq.SUB)
+    flood.connect(pub.pub_endpoint)
+    before = sample("kvm_warden_bus_rejected_total", reason="subscription")
+    inbox = Inbox()
+    sub = Subscriber(ctx, [Peer(pub.pub_endpoint, pub.snapshot_endpoint)], inbox,
+                     heartbeat_seconds=0.2)
+    sub.start()
+    try:
+        for i in range(20_000):  # distinct topics: each would be a node in XPUB's trie
+            flood.setsockopt(zmq.SUBSCRIBE, f"libvirt.x{i}".encode())
+        # (past the high-water marks ZeroMQ itself drops the rest: memory stays bounded)
+        wait_for("the flood refused",
+                 lambda: sample("kvm_warden_bus_rejected_total", reason="subscription")
+                 >= before + 1000, 20.0, 0.1)
+        pub.publish(QuorumChanged(node="kvm1", quorate=True))
+        wait_for("a real subscriber still hears", lambda: "QuorumChanged" in inbox.kinds(),
+                 5.0, 0.02)
+    finally:
+        sub.close()
+        flood.close()
+        pub.close()

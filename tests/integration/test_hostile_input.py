@@ -68,3 +68,27 @@ def test_healthz_fails_and_names_a_dead_thread() -> None:
 
         forget_thread(dying)
         server.stop()
+
+
+def test_stalled_clients_do_not_starve_the_others() -> None:
+    import time
+
+    server = StatusServer("127.0.0.1", 0, StatusDoc, lambda: (True, "ready"))
+    server.start()
+    stalled = []
+    try:
+        for _ in range(300):  # connect and never send a request
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            stalled.append(s)
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as r:
+            assert r.status == 200
+        assert time.monotonic() - started < 2.0
+        for s in stalled[:50]:
+            s.close()  # clients that vanish are not errors of ours (no traceback, still serving)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        for s in stalled:
+            s.close()
+        server.stop()

@@ -48,3 +48,33 @@ def test_escape_sequences_in_names_do_not_reach_the_terminal() -> None:
     text = render_table((row,))
     assert "\x1b" not in text and "\x07" not in text
     assert "evil\\x1b[2J" in text
+
+
+def test_a_publisher_speaks_only_for_its_own_node_with_sane_sequence_numbers() -> None:
+    import msgspec
+
+    from controller.bus.wire import decode, encode
+    from controller.model.errors import BusError
+    from controller.model.events import DomainSeen, envelope
+
+    ok = envelope("kvm1", 1, DomainSeen(node="kvm1"))
+    assert decode(encode(ok)).source == "kvm1"
+    for env, reason in (
+        (envelope("kvm1", 1, DomainSeen(node="kvm2")), "forged-source"),
+        (msgspec.structs.replace(ok, seq=-5), "invalid"),
+        (msgspec.structs.replace(ok, seq=2**64 - 1), "invalid"),
+        (msgspec.structs.replace(ok, source="x" * 300), "invalid"),
+    ):
+        with pytest.raises(BusError) as exc:
+            decode(encode(env))
+        assert exc.value.reason == reason, env
+
+
+def test_the_shipped_defaults_keep_plain_http_on_loopback() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent.parent / "config" / "systemd" / "kvm-warden.default"
+            ).read_text()
+    hosts = [line.split("=", 1)[1] for line in text.splitlines()
+             if line.startswith("KVM_WARDEN_HTTP_HOST=")]
+    assert hosts == ["127.0.0.1"]

@@ -117,3 +117,18 @@ def test_fold_tracks_domains_quorum_mounts_and_staleness() -> None:
     assert ch == {"domain:db01", "quorum:kvm1"} and s.quorum["kvm1"].quorate is False
     _, ch = fold(s, envelope("alert:kvm1", 0, AlertReceived(kind="resource", resource="db01")))
     assert ch == {"alert:db01"}
+
+
+def test_the_alert_agent_cuts_fields_never_the_document() -> None:
+    import json
+
+    from probes.pacemaker.kvm_warden_alert import MAX_DATAGRAM, message
+
+    env = {"CRM_alert_kind": "resource", "CRM_alert_rsc": "vm-web01", "CRM_alert_node": "kvm1",
+           "CRM_alert_desc": "x" * 10_000, "CRM_alert_node_sequence": "7",
+           "CRM_alert_task": "t" * 5000}
+    data = message(env)
+    assert len(data) <= MAX_DATAGRAM
+    a = parse_alert(data)  # valid JSON, the alert is not lost
+    assert (a.kind, a.resource, a.sequence) == ("resource", "vm-web01", 7)
+    assert json.loads(data)["desc"].startswith("xxx")
