@@ -51,6 +51,11 @@ def test_desired_edit_moves_the_vm_and_an_invalid_edit_changes_nothing(tmp_path:
     ctl, sim, desired = make_controller(tmp_path)
     ctl.run_pass()
     ctl.run_pass()
+    # The embedded cluster holds an operator's `pcs resource ban vm-web02 kvm3`: kvm-warden
+    # keeps it; the operator clears it (`pcs resource clear`) before asking for kvm3.
+    assert "cli-ban-vm-web02-on-kvm3" in cibs.tool(
+        ["cibadmin", "--query", "--scope", "constraints"], sim.cib_file)
+    cibs.tool(["crm_resource", "--clear", "--resource", "vm-web02"], sim.cib_file)
     text = desired.read_text()
     desired.write_text(text.replace("    placement:\n      prefer: kvm1\n",
                                     "    placement:\n      prefer: kvm3\n"))
