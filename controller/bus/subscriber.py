@@ -22,6 +22,8 @@ from controller.model.errors import BusError
 from controller.model.events import Envelope
 
 MAX_SOURCES = 64  # corosync has at most 32 nodes
+# The largest message an agent sends is a snapshot: 5,000 domains with their disks is ~1 MB.
+MAX_MESSAGE = 64 * 1024 * 1024
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Subscriber:
         self.dealer_of: dict[str, zmq.Socket[bytes]] = {}
         self.log = logger(component="bus")
         self.sub = ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         self.sub.rcvhwm = HWM
         self.sub.linger = 0
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -59,6 +62,7 @@ class Subscriber:
             curve_client(sub_for_peer, curve, key)
             sub_for_peer.connect(peer.pub_endpoint)
             dealer = ctx.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
             dealer.linger = 0
             curve_client(dealer, curve, key)
             dealer.connect(peer.snapshot_endpoint)
