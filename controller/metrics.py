@@ -7,6 +7,7 @@ Metrics are served from the state the controller already holds: a scrape never r
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
@@ -248,11 +249,25 @@ def update_findings(findings: Iterable[Finding]) -> None:
     SPLIT_BRAIN.set(split)
 
 
+# Scrapers that arrive together (several Prometheus replicas, a dashboard refresh) share one
+# rendering: the cluster-wide text is at most this old. The state behind it changes once per
+# pass, seconds apart; the process collector's figures can stand a second's staleness.
+RENDER_TTL_SECONDS = 0.5
+_body = b""
+_body_at = float("-inf")
+_body_lock = threading.Lock()
+
+
 def render() -> bytes:
-    global _vm_text, _vm_dirty
-    with _vm_lock:
-        if _vm_dirty:
-            _vm_text = generate_latest(VM_REGISTRY)
-            _vm_dirty = False
-        vm_text = _vm_text
-    return generate_latest(REGISTRY) + vm_text
+    global _vm_text, _vm_dirty, _body, _body_at
+    with _body_lock:
+        now = time.monotonic()
+        with _vm_lock:
+            fresh = not _vm_dirty and now - _body_at < RENDER_TTL_SECONDS
+            if _vm_dirty:
+                _vm_text = generate_latest(VM_REGISTRY)
+                _vm_dirty = False
+            vm_text = _vm_text
+        if not fresh:
+            _body, _body_at = generate_latest(REGISTRY) + vm_text, now
+        return _body
