@@ -102,7 +102,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     agents = list(args.agent)
     insecure = args.insecure
     if args.controller:
-        agents.append(f"local={args.controller}")
+        agents.append(args.controller)  # unnamed: it speaks for whatever node runs it
         # `run` publishes its local agent on loopback without CURVE (local users only).
         insecure = insecure or args.controller.startswith(("tcp://127.", "ipc://"))
     if not agents and not args.alerts:

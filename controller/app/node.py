@@ -93,23 +93,20 @@ def run_agent(node: str, bind: str, libvirt_uri: str | None, corosync: bool, key
 
 def subscribe(ctx: zmq.Context[zmq.Socket[bytes]], agents: list[str], store: Store,
               keys: str | None, allow: str | None, insecure: bool) -> Subscriber:
-    plain, secured = [], []
+    peers = []
     curve = None
     for spec in agents:
         name, _, endpoint = spec.rpartition("=")
         this = curve_from(keys, allow, endpoint, insecure)
-        if this is None:
-            plain.append(Peer(endpoint, snapshot_endpoint(endpoint), name=None))
-            continue
-        if not name:
-            raise WardenError(f"--agent {endpoint}: give it as NAME={endpoint}: NAME.key in "
-                              "--allow is the agent's public key, without which CURVE cannot "
-                              "authenticate it")
-        curve = this
-        curve.peer_key(name)  # fails now, with the path, if the allow-list lacks it
-        secured.append(Peer(endpoint, snapshot_endpoint(endpoint), name=name))
-    # CURVE options stay set on a socket once set: plain (inproc, loopback) peers connect first.
-    peers = plain + secured
+        if this is not None:
+            if not name:
+                raise WardenError(f"--agent {endpoint}: give it as NAME={endpoint}: NAME.key in "
+                                  "--allow is the agent's public key, without which CURVE cannot "
+                                  "authenticate it")
+            curve = this
+            curve.peer_key(name)  # fails now, with the path, if the allow-list lacks it
+        peers.append(Peer(endpoint, snapshot_endpoint(endpoint), name=name or None,
+                          secure=this is not None))
     sub = Subscriber(ctx, peers, store.fold, curve=curve,
                      on_stale=lambda src: store.update(lambda s: mark_stale(s, src)))
     sub.start()

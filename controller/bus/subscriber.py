@@ -31,6 +31,7 @@ class Peer:
     pub_endpoint: str
     snapshot_endpoint: str
     name: str | None = None  # the agent's node name, to find its CURVE public key
+    secure: bool = True  # CURVE applies (when the subscriber has keys); inproc/loopback: no
 
 
 class Subscriber:
@@ -48,25 +49,31 @@ class Subscriber:
         self.stale: set[str] = set()
         self.dealer_of: dict[str, zmq.Socket[bytes]] = {}
         self.log = logger(component="bus")
-        self.sub = ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
-        self.sub.rcvhwm = HWM
-        self.sub.linger = 0
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        # One SUB socket per peer: what arrives on it comes from that peer (authenticated by its
+        # CURVE key when named), so a peer can speak only for itself -- not for another node.
+        self.subs: list[tuple[zmq.Socket[bytes], str | None]] = []
         self.dealers: list[zmq.Socket[bytes]] = []
+        self.name_of: dict[int, str | None] = {}
         # With CURVE every peer is named (its key): only those names may publish.
         self.known = frozenset(p.name for p in peers if p.name)
         for peer in peers:
-            key = curve.peer_key(peer.name) if curve is not None and peer.name else None
-            sub_for_peer = self.sub
-            curve_client(sub_for_peer, curve, key)
-            sub_for_peer.connect(peer.pub_endpoint)
+            key = (curve.peer_key(peer.name) if curve is not None and peer.name and peer.secure
+                   else None)
+            sub = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+            sub.rcvhwm = HWM
+            sub.linger = 0
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            curve_client(sub, curve, key)
+            sub.connect(peer.pub_endpoint)
+            self.subs.append((sub, peer.name))
             dealer = ctx.socket(zmq.DEALER)
             dealer.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
             dealer.linger = 0
             curve_client(dealer, curve, key)
             dealer.connect(peer.snapshot_endpoint)
             self.dealers.append(dealer)
+            self.name_of[id(dealer)] = peer.name
         self._pending: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bus-subscriber", daemon=True)
@@ -98,14 +105,16 @@ class Subscriber:
 
     def _run(self) -> None:
         poller = zmq.Poller()
-        poller.register(self.sub, zmq.POLLIN)
+        for sub, _ in self.subs:
+            poller.register(sub, zmq.POLLIN)
         for d in self.dealers:
             poller.register(d, zmq.POLLIN)
         while not self._stop.is_set():
             try:
                 ready = dict(poller.poll(200))
-                if self.sub in ready:
-                    self._drain_sub()
+                for sub, name in self.subs:
+                    if sub in ready:
+                        self._drain_sub(sub, name)
                 for d in self.dealers:
                     if d in ready:
                         self._on_snapshot(d)
@@ -116,10 +125,10 @@ class Subscriber:
                 metrics.BUS_REJECTED.labels(reason="handler-error").inc()
                 self.log.exception("bus_handling_failed")
 
-    def _drain_sub(self) -> None:
+    def _drain_sub(self, sock: zmq.Socket[bytes], name: str | None) -> None:
         while True:
             try:
-                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if len(frames) != 2:
@@ -131,7 +140,7 @@ class Subscriber:
                 metrics.BUS_REJECTED.labels(reason=exc.reason).inc()
                 self.log.warning("bus_rejected", reason=exc.reason, error=str(exc))
                 continue
-            self._on_event(env)
+            self._on_event(env, name)
 
     def _accepts(self, src: str) -> bool:
         """Named peers: their names only. Unnamed (loopback) peers: a bounded number of sources,
@@ -144,9 +153,17 @@ class Subscriber:
             metrics.BUS_REJECTED.labels(reason=reason).inc()
         return ok
 
-    def _on_event(self, env: Envelope) -> None:
+    def _from(self, env: Envelope, name: str | None) -> bool:
+        """Whether the envelope may come from this peer: a named peer speaks for itself only."""
+        if name is not None and env.source != name:
+            metrics.BUS_REJECTED.labels(reason="forged-source").inc()
+            self.log.warning("bus_forged_source", peer=name, claimed=env.source[:64])
+            return False
+        return self._accepts(env.source)
+
+    def _on_event(self, env: Envelope, name: str | None = None) -> None:
         src = env.source
-        if not self._accepts(src):
+        if not self._from(env, name):
             return
         self.last_seen[src] = time.monotonic()
         if src in self.stale:
@@ -178,7 +195,7 @@ class Subscriber:
             metrics.BUS_REJECTED.labels(reason=exc.reason).inc()
             return
         self._pending.pop(id(dealer), None)
-        if not self._accepts(env.source):
+        if not self._from(env, self.name_of.get(id(dealer))):
             return
         self.dealer_of[env.source] = dealer
         last = self.last_seq.get(env.source)
@@ -210,6 +227,7 @@ class Subscriber:
         metrics.forget_thread(self._thread)
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        self.sub.close()
+        for sub, _ in self.subs:
+            sub.close()
         for d in self.dealers:
             d.close()

@@ -278,3 +278,31 @@ def test_a_subscription_flood_is_refused_and_real_subscribers_still_hear(
         sub.close()
         flood.close()
         pub.close()
+
+
+def test_a_named_peer_speaks_only_for_itself(ctx: zmq.Context) -> None:
+    from controller.bus.wire import encode
+    from controller.model.events import envelope
+
+    raw = ctx.socket(zmq.PUB)
+    raw.bind(ANY)
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(ANY)
+    inbox = Inbox()
+    sub = Subscriber(ctx, [Peer(raw.getsockopt_string(zmq.LAST_ENDPOINT),
+                                router.getsockopt_string(zmq.LAST_ENDPOINT), name="kvm1")], inbox)
+    sub.start()
+    before = sample("kvm_warden_bus_rejected_total", reason="forged-source")
+    try:
+        time.sleep(0.3)
+        # kvm1's connection claims to be kvm2, with a listing that is kvm2's own: refused.
+        raw.send_multipart([b"libvirt.kvm2", encode(envelope(
+            "kvm2", 1, DomainSeen(node="kvm2", domains=(Domain(name="web01", state="running"),))))])
+        raw.send_multipart([b"libvirt.kvm1", encode(envelope("kvm1", 1, DomainSeen(node="kvm1")))])
+        wait_for("kvm1's own listing", lambda: "DomainSeen" in inbox.kinds(), 5.0, 0.02)
+        assert sample("kvm_warden_bus_rejected_total", reason="forged-source") == before + 1
+        assert [e.source for e in inbox.items] == ["kvm1"]
+    finally:
+        sub.close()
+        raw.close()
+        router.close()

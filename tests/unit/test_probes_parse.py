@@ -132,3 +132,18 @@ def test_the_alert_agent_cuts_fields_never_the_document() -> None:
     a = parse_alert(data)  # valid JSON, the alert is not lost
     assert (a.kind, a.resource, a.sequence) == ("resource", "vm-web01", 7)
     assert json.loads(data)["desc"].startswith("xxx")
+
+
+def test_real_alert_environments_reach_the_controller_intact() -> None:
+    # Environments Pacemaker 2.1.5 gave a real alert agent (tests/fixtures/alerts/capture.py).
+    from probes.pacemaker.kvm_warden_alert import message
+
+    files = sorted((FIXTURES / "alerts").glob("*.env"))
+    assert {f.stem for f in files} >= {"resource-start", "resource-stop"}
+    for f in files:
+        env = dict(line.split("=", 1) for line in f.read_text().splitlines() if "=" in line)
+        a = parse_alert(message(env))
+        assert (a.kind, a.node, a.resource, a.task, a.rc) == (
+            env["CRM_alert_kind"], env["CRM_alert_node"], env["CRM_alert_rsc"],
+            env["CRM_alert_task"], env["CRM_alert_rc"])
+        assert a.sequence == int(env["CRM_alert_node_sequence"])
