@@ -1,27 +1,54 @@
-# kvm-warden service image. Build: docker build -t kvm-warden .
-# Run on a cluster node with the host's Pacemaker and libvirt sockets (see README):
-#   docker run --net=host -v /var/run/libvirt:/var/run/libvirt \
-#     -v /var/lib/pacemaker:/var/lib/pacemaker -v /etc/kvm-warden:/etc/kvm-warden:ro \
-#     kvm-warden run --desired /etc/kvm-warden/desired.yaml
-FROM debian:12-slim AS build
+# kvm-warden: the controller image (the node agent needs the host's libvirt and corosync
+# directly; run it from the package or the systemd unit on every node).
+#
+# Build:  docker build -t kvm-warden .          (here, without a registry: make image)
+# Run on a cluster node, next to the host's Pacemaker (its IPC sockets are abstract unix
+# sockets, so the container shares the host's network namespace) with the desired file and the
+# state directory (the ledger; shared storage when the controller is a cluster resource):
+#   docker run -d --name kvm-warden --net=host --ipc=host \
+#     -v /etc/kvm-warden:/etc/kvm-warden:ro -v /var/lib/kvm-warden:/var/lib/kvm-warden \
+#     -v /var/lib/pacemaker:/var/lib/pacemaker:ro kvm-warden \
+#     controller --desired /etc/kvm-warden/desired.yaml --keys /etc/kvm-warden/controller.key_secret \
+#       --allow /etc/kvm-warden/allow --agent kvm1=tcp://10.0.0.1:9820 ...
+# The user inside is `kvm-warden` in group haclient (gid as on the host: pass --group-add if
+# the host's haclient gid differs), which Pacemaker's CIB access control needs.
+ARG BASE=debian:12-slim
+
+FROM ${BASE} AS build
+# Set only where the build needs a CA bundle of its own for pip (scripts/build-image.sh).
+ARG PIP_CERT
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      python3 python3-venv python3-dev gcc pkg-config libvirt-dev \
+      python3 python3-venv python3-dev gcc pkg-config libvirt-dev ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY controller controller
 COPY probes probes
 COPY reconcilers reconcilers
-RUN python3 -m venv /opt/kvm-warden && /opt/kvm-warden/bin/pip install --no-cache-dir .
+RUN python3 -m venv /opt/kvm-warden \
+    && /opt/kvm-warden/bin/pip install --no-cache-dir --no-compile . \
+    && find /opt/kvm-warden -name '__pycache__' -prune -exec rm -rf {} + \
+    && rm -rf /opt/kvm-warden/lib/python3*/site-packages/pip /opt/kvm-warden/bin/pip*
 
-FROM debian:12-slim
-# Pacemaker's CLI (crm_mon, cibadmin, crm_resource) and libvirt's client library only.
+FROM ${BASE}
+ARG VERSION=0.1.0
+ARG SOURCE=""
+LABEL org.opencontainers.image.title="kvm-warden" \
+      org.opencontainers.image.description="Self-healing controller for Pacemaker/Corosync KVM clusters with GFS2" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="${SOURCE}"
+# Runtime only: Python, Pacemaker's CLI (crm_mon, cibadmin, crm_resource, crm_diff) and
+# libvirt's client library -- no compiler, no headers (those stayed in the build stage).
 RUN apt-get update && apt-get install -y --no-install-recommends \
       python3 pacemaker-cli-utils libvirt0 \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --no-create-home --groups haclient kvm-warden
+    && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/* \
+    && useradd --system --no-create-home --groups haclient kvm-warden \
+    && install -d -o kvm-warden -g haclient -m 0750 /var/lib/kvm-warden
 COPY --from=build /opt/kvm-warden /opt/kvm-warden
 USER kvm-warden
 EXPOSE 9810
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+  CMD ["/opt/kvm-warden/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9810/healthz', timeout=4)"]
 ENTRYPOINT ["/opt/kvm-warden/bin/kvm-warden"]
-CMD ["run", "--desired", "/etc/kvm-warden/desired.yaml"]
+CMD ["controller", "--desired", "/etc/kvm-warden/desired.yaml"]

@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck unit deps venv clean lab-up lab-down
+.PHONY: test demo bench lint typecheck unit deps venv clean lab-up lab-down image
 
 deps:
-	@scripts/install-deps.sh
+	@scripts/install-deps.sh image
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,3 +52,6 @@ lab-up: venv
 
 lab-down:
 	$(BIN)/python -m lab.lab down
+
+image: venv
+	scripts/build-image.sh

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages kvm-warden's tests and demo use, only those missing (idempotent).
+# Installs the Debian packages kvm-warden's tests and demo use, only those missing (idempotent);
+# with the argument `image`, also the container tools `make image` uses.
 # Needs root (as on the lab and CI machines). Nothing is started here: tests and the demo start
 # the daemons they need and stop exactly those.
 set -euo pipefail
@@ -10,6 +11,10 @@ PKGS=(
   python3 python3-venv python3-dev make
   prometheus chromium
 )
+# `install-deps.sh image`: also what building the container image needs (make image).
+if [ "${1:-}" = "image" ]; then
+  PKGS+=(podman buildah debootstrap fuse-overlayfs)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

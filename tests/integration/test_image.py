@@ -1,0 +1,79 @@
+"""The container image is built (scripts/build-image.sh, as `make image` does) and its own
+binary runs its own Pacemaker tools, as the non-root service user."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parent.parent.parent
+TAG = "kvm-warden:test"
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    if shutil.which("podman") is None or shutil.which("buildah") is None:
+        pytest.fail("podman/buildah missing: scripts/install-deps.sh image installs them")
+    started = time.monotonic()
+    built = subprocess.run([str(ROOT / "scripts" / "build-image.sh")], capture_output=True,
+                           text=True, timeout=1200, env={"KVM_WARDEN_IMAGE": TAG,
+                                                         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert built.returncode == 0, built.stdout + built.stderr
+    print(f"{built.stdout.strip()} (this run: {time.monotonic() - started:.0f} s)")
+    data = tmp_path_factory.mktemp("image-data")
+    shutil.copy(ROOT / "tests" / "fixtures" / "seed-settled.cib.xml", data / "seed.xml")
+    shutil.copy(ROOT / "config" / "desired-state.example.yaml", data / "desired.yaml")
+    data.chmod(0o755)
+    for f in data.iterdir():
+        f.chmod(0o644)  # readable by the image's unprivileged user
+    name = sh("buildah", "from", TAG).stdout.strip()
+    try:
+        yield name, data
+    finally:
+        sh("buildah", "rm", name, check=False)
+
+
+def run_in(container: tuple[str, Path], *argv: str) -> subprocess.CompletedProcess[str]:
+    # `podman run` is refused by this machine's cgroup setup; buildah runs the image's own
+    # files with chroot isolation, as the image's USER.
+    name, data = container
+    return sh("buildah", "run", "--isolation=chroot", "-v", f"{data}:/data", name, "--", *argv,
+              check=False)
+
+
+def test_the_image_runs_as_its_service_user_with_no_build_tools(
+        container: tuple[str, Path]) -> None:
+    assert run_in(container, "id", "-un").stdout.strip() == "kvm-warden"
+    tools = run_in(container, "sh", "-c", "command -v gcc cc pip; ls -d /usr/include/python3*")
+    assert tools.stdout.strip() == "", tools.stdout
+    inspect = json.loads(sh("podman", "image", "inspect", TAG).stdout)[0]
+    config = inspect["Config"]
+    assert config["User"] == "kvm-warden"
+    assert "/healthz" in " ".join(inspect["Healthcheck"]["Test"])
+    assert config["Labels"]["org.opencontainers.image.licenses"] == "Apache-2.0"
+    print(f"image size: {inspect['Size'] / 1e6:.0f} MB")
+
+
+def test_the_images_own_binary_and_pacemaker_tools_work(container: tuple[str, Path]) -> None:
+    help_ = run_in(container, "/opt/kvm-warden/bin/kvm-warden", "--help")
+    assert help_.returncode == 0 and "plan" in help_.stdout
+    observe = run_in(container, "/opt/kvm-warden/bin/kvm-warden", "observe", "--cib",
+                     "/data/seed.xml", "--json")
+    assert observe.returncode == 0, observe.stderr
+    doc = json.loads(observe.stdout)
+    assert doc["dc"] == "kvm1" and {n["name"] for n in doc["nodes"]} == {"kvm1", "kvm2", "kvm3"}
+    plan = run_in(container, "/opt/kvm-warden/bin/kvm-warden", "plan", "--desired",
+                  "/data/desired.yaml", "--cib", "/data/seed.xml")
+    assert plan.returncode == 2, plan.stdout + plan.stderr  # changes pending, none applied
+    assert "warden-order-gfs2_res01-clone-vm-db01" in plan.stdout
