@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
 
-from controller import commands
+from controller import commands, metrics
 from controller.model.errors import ToolError
 from controller.model.events import QuorumChanged
 
@@ -100,6 +100,7 @@ class QuorumWatcher:
 
     def start(self) -> None:
         self._thread.start()
+        metrics.watch_thread(self._thread)
 
     def _emit(self, q: QuorumChanged) -> None:
         with self._lock:
@@ -150,6 +151,7 @@ class QuorumWatcher:
             self._emit(QuorumChanged(node=self.node, state="unknown"))  # corosync went away
 
     def stop(self) -> None:
+        metrics.forget_thread(self._thread)
         self._stop.set()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()

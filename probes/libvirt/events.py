@@ -16,6 +16,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
+from controller import metrics
 from controller.logs import logger
 from controller.model.errors import ToolError
 from controller.model.events import DomainLifecycle, DomainSeen
@@ -88,8 +89,10 @@ class LibvirtWatcher:
     def start(self) -> None:
         start_event_loop()
         self._thread.start()
+        metrics.watch_thread(self._thread)
 
     def stop(self) -> None:
+        metrics.forget_thread(self._thread)
         self._stop.set()
         self._queue("stop")
         self._thread.join(timeout=5)

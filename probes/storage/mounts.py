@@ -11,7 +11,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from controller import commands
+from controller import commands, metrics
+from controller.logs import logger
 from controller.model.errors import ToolError
 from controller.model.events import Mount, MountsSeen
 from controller.model.pcmk import SHARED_FS_TYPES
@@ -68,16 +69,21 @@ class MountWatcher:
 
     def start(self) -> None:
         self._thread.start()
+        metrics.watch_thread(self._thread)
 
     def _run(self) -> None:
         while True:
-            seen = read_mounts(self.node)
-            if seen != self.last:
-                self.last = seen
-                self.publish(seen)
+            try:
+                seen = read_mounts(self.node)
+                if seen != self.last:
+                    self.last = seen
+                    self.publish(seen)
+            except Exception:  # noqa: BLE001 - an odd mount table must not end the probe
+                logger(component="storage").exception("mounts_probe_failed")
             if self._stop.wait(self.seconds):
                 return
 
     def stop(self) -> None:
+        metrics.forget_thread(self._thread)
         self._stop.set()
         self._thread.join(timeout=5)
