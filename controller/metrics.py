@@ -137,17 +137,31 @@ ALERTS_DROPPED = Counter("kvm_warden_alerts_dropped_total",
 
 
 THREAD_ALIVE = Gauge("kvm_warden_thread_alive",
-                     "1 while a long-lived thread (bus subscriber, alert receiver, ...) runs",
-                     ["thread"], registry=REGISTRY)
+                     "1 while a long-lived thread (bus subscriber, alert receiver, ...) runs "
+                     "and, where it reports progress, has not stalled", ["thread"],
+                     registry=REGISTRY)
 _threads: dict[str, threading.Thread] = {}
+_stall_after: dict[str, float] = {}  # thread name -> seconds without a beat that mean "stalled"
+_beats: dict[str, float] = {}
 _threads_lock = threading.Lock()
 
 
-def watch_thread(thread: threading.Thread) -> None:
-    """A long-lived thread /healthz answers for: if it dies, the process is not healthy."""
+def watch_thread(thread: threading.Thread, stall_after: float | None = None) -> None:
+    """A long-lived thread /healthz answers for: if it dies -- or, with `stall_after`, stops
+    calling beat() for that long -- the process is not healthy."""
     with _threads_lock:
         _threads[thread.name] = thread
+        _beats[thread.name] = time.monotonic()
+        if stall_after is not None:
+            _stall_after[thread.name] = stall_after
+        else:
+            _stall_after.pop(thread.name, None)
     THREAD_ALIVE.labels(thread=thread.name).set(1)
+
+
+def beat(name: str) -> None:
+    """A watched thread's loop came round: it is not stuck."""
+    _beats[name] = time.monotonic()
 
 
 def forget_thread(thread: threading.Thread) -> None:
@@ -156,6 +170,7 @@ def forget_thread(thread: threading.Thread) -> None:
         if _threads.get(thread.name) is not thread:
             return
         del _threads[thread.name]
+        _stall_after.pop(thread.name, None)
     try:
         THREAD_ALIVE.remove(thread.name)
     except KeyError:
@@ -163,11 +178,21 @@ def forget_thread(thread: threading.Thread) -> None:
 
 
 def dead_threads() -> list[str]:
+    """Watched threads that died ("name") or stalled ("name (stalled N s)")."""
+    now = time.monotonic()
+    out = []
     with _threads_lock:
-        dead = sorted(name for name, t in _threads.items() if not t.is_alive())
-    for name in dead:
-        THREAD_ALIVE.labels(thread=name).set(0)
-    return dead
+        for name, t in sorted(_threads.items()):
+            silent = now - _beats.get(name, now)
+            if not t.is_alive():
+                out.append(name)
+            elif name in _stall_after and silent > _stall_after[name]:
+                out.append(f"{name} (stalled {silent:.0f} s)")
+            else:
+                THREAD_ALIVE.labels(thread=name).set(1)
+                continue
+            THREAD_ALIVE.labels(thread=name).set(0)
+    return out
 
 
 def update_cluster(observed: ObservedState) -> None:

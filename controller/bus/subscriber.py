@@ -21,6 +21,7 @@ from controller.logs import logger
 from controller.model.errors import BusError
 from controller.model.events import Envelope
 
+STALL_SECONDS = 30.0  # the loop comes round every 0.2 s; this long without it is a stall
 MAX_SOURCES = 64  # corosync has at most 32 nodes
 # The largest message an agent sends is a snapshot: 5,000 domains with their disks is ~1 MB.
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -82,7 +83,7 @@ class Subscriber:
         for dealer in self.dealers:
             self._request(dealer, "connect")
         self._thread.start()
-        metrics.watch_thread(self._thread)
+        metrics.watch_thread(self._thread, stall_after=STALL_SECONDS)
 
     def _request(self, dealer: zmq.Socket[bytes], reason: str) -> None:
         now = time.monotonic()
@@ -110,6 +111,7 @@ class Subscriber:
         for d in self.dealers:
             poller.register(d, zmq.POLLIN)
         while not self._stop.is_set():
+            metrics.beat(self._thread.name)
             try:
                 ready = dict(poller.poll(200))
                 for sub, name in self.subs:

@@ -33,6 +33,7 @@ DEBOUNCE_SECONDS = 0.2
 # Alerts ask for a full pass (crm_mon); a storm of them (real or forged) gets at most one per
 # this many seconds -- what they signal is in the next crm_mon anyway.
 MIN_FULL_PASS_SECONDS = 2.0
+LOOP_STALL_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -215,10 +216,21 @@ class Controller:
     def run_forever(self, passes: int = 0, on_pass: Callable[[PassResult], None] | None = None
                     ) -> None:
         """Pass on start, on every wake (debounced) and every resync period, until stop()."""
+        me = threading.current_thread()
+        # A pass can take minutes at worst (crm_mon's and the patch's timeouts, retries); longer
+        # than this without coming round, the loop is stuck and /healthz says so.
+        metrics.watch_thread(me, stall_after=LOOP_STALL_SECONDS)
+        try:
+            self._loop(passes, on_pass, me.name)
+        finally:
+            metrics.forget_thread(me)
+
+    def _loop(self, passes: int, on_pass: Callable[[PassResult], None] | None, me: str) -> None:
         done = 0
         next_resync = 0.0
         last_full = float("-inf")
         while not self._stop.is_set():
+            metrics.beat(me)
             changed = self.desired.poll()
             now = time.monotonic()
             if changed or self._wake.is_set() or now >= next_resync:

@@ -56,10 +56,11 @@ class AlertReceiver:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
         self._thread.start()
-        metrics.watch_thread(self._thread)
+        metrics.watch_thread(self._thread, stall_after=30.0)  # it comes round every 0.2 s
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            metrics.beat(self._thread.name)
             try:
                 data = self.sock.recv(8192)
             except (TimeoutError, OSError):

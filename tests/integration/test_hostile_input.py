@@ -95,3 +95,30 @@ def test_stalled_clients_do_not_starve_the_others() -> None:
         for s in stalled:
             s.close()
         server.stop()
+
+
+def test_healthz_fails_and_names_a_stalled_thread() -> None:
+    import time
+
+    from controller.metrics import beat, dead_threads, forget_thread
+
+    release = threading.Event()
+    stuck = threading.Thread(target=release.wait, name="test-stuck-thread", daemon=True)
+    stuck.start()
+    watch_thread(stuck, stall_after=0.5)
+    try:
+        beat("test-stuck-thread")
+        assert not any(d.startswith("test-stuck-thread") for d in dead_threads())
+        time.sleep(0.8)  # it never comes round again
+        assert any(d.startswith("test-stuck-thread (stalled") for d in dead_threads())
+    finally:
+        forget_thread(stuck)
+        release.set()
+
+
+def test_an_empty_key_in_the_allow_list_refuses_instead_of_killing_zap(tmp_path: Path) -> None:
+    from controller.bus.keys import _AllowList
+
+    (tmp_path / "broken.key").write_text("")
+    assert _AllowList(tmp_path).callback("*", b"x" * 40) is False
+    assert _AllowList(tmp_path / "missing").callback("*", b"x" * 40) is False

@@ -199,3 +199,25 @@ def test_a_bad_hot_reload_keeps_the_last_good_state(tmp_path: Path) -> None:
         assert store.poll() is False
         assert store.current is not None and [v.name for v in store.current.vms] == ["a"]
         assert store.errors and store.errors[0].startswith(f"{f}:")
+
+
+def test_property_names_and_values_that_would_reach_the_cib_are_checked() -> None:
+    got = problems('version: 1\ncluster:\n  properties: {"a;b": x, "--force": "$(id)", '
+                   'ok-name: "a\\nb"}\n')
+    assert any("cluster.properties.a;b.[key]: not a Pacemaker option name" in p for p in got)
+    assert any("cluster.properties.--force.[key]: not a Pacemaker option name" in p for p in got)
+    assert any("cluster.properties.ok-name: must be one line of printable text" in p for p in got)
+
+
+def test_a_name_whose_derived_resource_id_is_invalid_needs_resource() -> None:
+    assert problems("version: 1\nvms:\n  - name: a+b\n") == [
+        "d.yaml:3: vms[0].name: the resource id 'vm-a+b' derived from the name is not a valid "
+        "Pacemaker id: give `resource:`"]
+    assert parse_desired("version: 1\nvms:\n  - name: a+b\n    resource: vm-ab\n").vms
+
+
+def test_only_a_plain_1_is_version_1() -> None:
+    for text in ("true", "1.0", "0x1"):
+        assert problems(f"version: {text}\n") == [
+            f"d.yaml:1: version: unsupported format version {text} (this kvm-warden reads "
+            "version 1)"]
