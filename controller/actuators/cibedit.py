@@ -83,6 +83,14 @@ class CibEditor:
         self.ids.update(str(el.get("id")) for el in new.iter() if el.get("id"))
         return before, _serialize(new)
 
+    def _attributes(self, owner: etree._Element, tag: str, wanted_id: str) -> etree._Element:
+        """The owner's first `meta_attributes`/`instance_attributes` block, made if missing."""
+        block = next((b for b in owner if b.tag == tag), None)
+        if block is None:
+            block = etree.Element(tag, id=self._unique_id(wanted_id))
+            owner.insert(0, block)
+        return block
+
     def _set_nvpair(self, block: etree._Element, owner: str, name: str, value: str
                     ) -> tuple[str | None, str | None]:
         for nv in block.iter("nvpair"):
@@ -123,30 +131,23 @@ class CibEditor:
                 self.constraints.remove(old)
                 return before, None
             case SetMeta(rsc=r, name=n, value=v):
-                res = self._resource(r)
-                block = next((b for b in res if b.tag == "meta_attributes"), None)
-                if block is None:
-                    block = etree.Element("meta_attributes",
-                                          id=self._unique_id(f"{r}-meta_attributes"))
-                    res.insert(0, block)
+                block = self._attributes(self._resource(r), "meta_attributes",
+                                         f"{r}-meta_attributes")
                 return self._set_nvpair(block, str(block.get("id")), n, v)
             case SetProperty(name=n, value=v):
                 crm_config = self._section("crm_config")
-                block = next((b for b in crm_config if b.get("id") == "cib-bootstrap-options"),
+                props = next((b for b in crm_config if b.get("id") == "cib-bootstrap-options"),
                              None)
-                if block is None:
-                    block = etree.SubElement(crm_config, "cluster_property_set",
+                if props is None:
+                    props = etree.SubElement(crm_config, "cluster_property_set",
                                              id=self._unique_id("cib-bootstrap-options"))
-                return self._set_nvpair(block, "cib-bootstrap-options", n, v)
+                return self._set_nvpair(props, "cib-bootstrap-options", n, v)
             case SetNodeAttribute(node=n, name=a, value=v):
                 host = next((el for el in self._section("nodes") if el.get("uname") == n), None)
                 if host is None:
                     raise EditError(f"node {n} is not in the CIB's nodes section")
-                block = next((b for b in host if b.tag == "instance_attributes"), None)
-                if block is None:
-                    block = etree.Element("instance_attributes",
-                                          id=self._unique_id(f"nodes-{host.get('id') or n}"))
-                    host.insert(0, block)
+                block = self._attributes(host, "instance_attributes",
+                                         f"nodes-{host.get('id') or n}")
                 return self._set_nvpair(block, str(block.get("id")), a, v)
             case Cleanup(rsc=r, node=n):
                 return clear_failures_in_status(self.root, r, n)
