@@ -1,4 +1,4 @@
-"""Logging: structlog configured once per process, and the audit record of every change."""
+"""Logging: structlog configured once per process (audit records: controller/engine/audit.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import sys
 from typing import Any, TextIO
 
 import structlog
-
-from controller.model.actions import Outcome, describe
 
 
 def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
@@ -27,16 +25,3 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
 
 def logger(**bound: Any) -> Any:
     return structlog.get_logger("kvm-warden").bind(**bound)
-
-
-def audit_record(o: Outcome) -> dict[str, Any]:
-    """The audit record of one action's outcome: what, why, who wanted it, before/after."""
-    record: dict[str, Any] = {
-        "action": describe(o.action), "kind": type(o.action).__name__,
-        "reconciler": o.action.reconciler, "why": o.action.why, "before": o.before,
-        "after": o.after, "outcome": "applied" if o.applied else "failed",
-        "duration_s": round(o.duration, 4),
-    }
-    if o.error:
-        record["error"] = o.error
-    return record

@@ -69,7 +69,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from controller.app.plan import plan_command
 
     return plan_command(
-        desired_path=args.desired, cib_file=args.cib, as_json=args.json, apply=args.apply
+        desired_path=args.desired, cib_file=args.cib, as_json=args.json, apply=args.apply,
+        state_dir=args.state_dir,
     )
 
 
@@ -135,6 +136,12 @@ def _state_option(p: argparse.ArgumentParser) -> None:
                    "when the controller runs as a cluster resource")
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from controller.app.audit import audit_command
+
+    return audit_command(args.state_dir, args.since, args.vm, args.json)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from controller.app.status import status_command
 
@@ -197,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--cib", metavar="FILE", help="work on a CIB file (CIB_file=), like pcs -f")
     pl.add_argument("--json", action="store_true")
     pl.add_argument("--apply", action="store_true", help="apply the admitted actions")
+    _state_option(pl)
     pl.set_defaults(func=_cmd_plan)
 
     r = sub.add_parser(
@@ -266,6 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--count", type=int, default=0, help="exit after N events")
     _bus_options(w)
     w.set_defaults(func=_cmd_watch)
+
+    au = sub.add_parser(
+        "audit", help="the audit trail: every change applied, failed or refused",
+        description="Print the audit records of the state directory (the service's and "
+        "plan --apply's), oldest first.")
+    _state_option(au)
+    au.add_argument("--since", metavar="WHEN",
+                    help="an ISO time (2026-12-01T10:00) or an age: 30m, 2h, 7d")
+    au.add_argument("--vm", metavar="NAME", help="only records about this VM (name or resource)")
+    au.add_argument("--json", action="store_true", help="JSON lines, as stored")
+    au.set_defaults(func=_cmd_audit)
 
     k = sub.add_parser("keys", help="CURVE keys for the bus",
                        description="kvm-warden keys generate DIR NAME: writes NAME.key (public) "

@@ -9,17 +9,21 @@ import time
 import msgspec
 
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
+from controller.engine.audit import AuditLog, invoking_user, records
 from controller.engine.decide import Decision, decide
 from controller.engine.guard import Guard
 from controller.engine.observe import observe_once
-from controller.model.actions import Finding, describe
+from controller.model.actions import Finding, Outcome, describe
 from controller.model.desired import load_desired
 from controller.model.errors import DesiredStateError
 from controller.model.index import build_index
 from reconcilers.all import ORDER
 
+DEFAULT_STATE_DIR = "/var/lib/kvm-warden"
 
-def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: bool) -> int:
+
+def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: bool,
+                 state_dir: str | None = None) -> int:
     try:
         desired = load_desired(desired_path)
     except DesiredStateError as exc:
@@ -30,16 +34,20 @@ def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: 
     now = time.time()
     index = build_index(observed)
     decisions, findings = decide(index, desired, Guard(), now, now)
-    outcomes = []
+    outcomes: list[Outcome] = []
     if apply:
+        audit = AuditLog(state_dir or DEFAULT_STATE_DIR)
         admitted = [d.action for d in decisions if d.verdict.admitted]
         if admitted:
             try:
                 outcomes = PacemakerActuator(cib_file).apply(admitted, cib=raw)
             except CibConflict as exc:
+                audit.write(records(decisions, [], invoking_user(),
+                                    f"not applied, the CIB changed meanwhile: {exc}"))
                 print(f"kvm-warden: the CIB changed while planning ({exc}); nothing applied, "
                       "run plan again", file=sys.stderr)
                 return 1
+        audit.write(records(decisions, outcomes, invoking_user()))
     applied = {id(o.action) for o in outcomes if o.applied}
     failed = [o for o in outcomes if not o.applied]
     if as_json:

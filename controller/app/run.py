@@ -22,9 +22,11 @@ from controller import logs
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.app.http import StatusServer, readiness
 from controller.app.node import on_loopback, snapshot_endpoint, subscribe
+from controller.app.plan import DEFAULT_STATE_DIR
 from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_nodes, render_table
 from controller.bus.agent import Agent, AgentConfig
+from controller.engine.audit import AuditLog
 from controller.engine.desired_store import DesiredStore
 from controller.engine.ledger import LedgerFile
 from controller.engine.loop import Controller, PassResult
@@ -35,8 +37,6 @@ from controller.model.desired import load_desired
 from controller.model.errors import DesiredStateError, WardenError
 from controller.model.overview import DesiredInfo, PassSummary, StatusDoc, node_rows
 from probes.pacemaker.alerts import AlertReceiver
-
-DEFAULT_STATE_DIR = "/var/lib/kvm-warden"
 
 
 @dataclass
@@ -87,13 +87,13 @@ def run_service(opts: RunOptions) -> int:
             for line in exc.problems:
                 print(line, file=sys.stderr)
             return 1
+        state_dir = opts.state_dir or (str(sim.workdir / "state") if sim else DEFAULT_STATE_DIR)
         controller = Controller(
             source=_source(opts, sim, bool(agents)),
             actuator=PacemakerActuator(str(sim.cib_file) if sim else opts.cib_file),
             desired=DesiredStore(opts.desired_path), store=store,
             after_apply=sim.settle if sim else None,
-            ledger_file=LedgerFile(opts.state_dir or (str(sim.workdir / "state") if sim
-                                                      else DEFAULT_STATE_DIR)))
+            ledger_file=LedgerFile(state_dir), audit=AuditLog(state_dir))
         server = _serve_http(opts, controller)
         if server is not None:
             stack.callback(server.stop)

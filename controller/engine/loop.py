@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 from controller import metrics
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
+from controller.engine.audit import AuditLog, records
 from controller.engine.decide import Decision, decide
 from controller.engine.desired_store import DesiredStore
 from controller.engine.guard import Guard
 from controller.engine.ledger import Ledger, LedgerFile
 from controller.engine.observe import CONTROLLER, Source
 from controller.engine.store import Store
-from controller.logs import audit_record, logger
+from controller.logs import logger
 from controller.model.actions import AddColocation, AddOrder, Finding, Outcome, describe
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex, build_index
@@ -61,6 +62,8 @@ class Controller:
     after_apply: Callable[[], None] | None = None  # the simulated cluster "reacts" here
     guard: Guard = field(default_factory=Guard)
     ledger_file: LedgerFile | None = None  # the ledger survives restarts and failover here
+    audit: AuditLog = field(default_factory=lambda: AuditLog(None))  # the log only, by default
+    _refusals: set[tuple[str, str]] = field(default_factory=set)
     last: PassResult | None = None
     last_observed: ObservedState | None = None
     last_rows: tuple[VmRow, ...] = ()
@@ -132,7 +135,8 @@ class Controller:
         findings = self.ledger.persistent(findings, t, prune=only is None)
         self.last_rows = vm_rows(observed, desired)  # /status serves these until the next pass
         self._report(decisions, findings, index.fail_counts)
-        outcomes, conflict = self._apply(decisions, index, t)
+        outcomes, conflict, error = self._apply(decisions, index, t)
+        self._audit(decisions, outcomes, error, full=only is None)
         return self._finish(
             PassResult(decisions, findings, tuple(outcomes), conflict,
                        scope="full" if only is None else "incremental"), started)
@@ -165,35 +169,45 @@ class Controller:
                              severity=f.severity, subject=f.subject, message=f.message)
         metrics.update_findings(findings)
 
+    def _audit(self, decisions: tuple[Decision, ...], outcomes: list[Outcome],
+               error: str | None, full: bool) -> None:
+        """One record per change sent, and per refusal when it starts (not every pass)."""
+        refusals: set[tuple[str, str]] = {
+            (d.action.key, d.verdict.reason) for d in decisions if not d.verdict.admitted}
+        fresh = tuple(d for d in decisions if d.verdict.admitted
+                      or (d.action.key, d.verdict.reason) not in self._refusals)
+        self._refusals = refusals if full else self._refusals | refusals
+        self.audit.write(records(fresh, outcomes, "service", error))
+
     def _apply(self, decisions: tuple[Decision, ...], index: ClusterIndex, now: float
-               ) -> tuple[list[Outcome], bool]:
+               ) -> tuple[list[Outcome], bool, str | None]:
         admitted = [d.action for d in decisions if d.verdict.admitted]
         if not admitted:
-            return [], False
+            return [], False, None
         outcomes: list[Outcome] = []
-        conflict = False
+        conflict, error = False, None
         try:
             outcomes = self.actuator.apply(admitted, cib=self.cib)
         except CibConflict as exc:
-            conflict = True
+            conflict, error = True, f"not applied, the CIB changed meanwhile: {exc}"
             metrics.CIB_CONFLICTS.inc()
             self.log.warning("cib_conflict", error=str(exc))
             self._full = self._urgent = True
             self._wake.set()  # re-read and re-plan at once
         except WardenError as exc:
+            error = str(exc)
             metrics.ACTUATOR_ERRORS.inc()
             self.log.error("apply_failed", error=str(exc))
         for o in outcomes:
             self.ledger.record(o.action, o.applied, index, now)
             metrics.APPLIED.labels(kind=type(o.action).__name__,
                                    outcome="applied" if o.applied else "failed").inc()
-            self.log.info("audit", **audit_record(o))
         if any(o.applied for o in outcomes):
             if self.after_apply:
                 self.after_apply()
             self._full = self._urgent = True
             self._wake.set()  # re-observe soon: the next pass sees what the change did
-        return outcomes, conflict
+        return outcomes, conflict, error
 
     def _finish(self, result: PassResult, started: float) -> PassResult:
         duration = time.monotonic() - started

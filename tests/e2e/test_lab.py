@@ -76,7 +76,9 @@ def metric(name: str, **labels: str) -> float | None:
 
 
 def audits() -> list[dict[str, Any]]:
-    return [r for r in lab.audit_records() if r.get("event") == "audit"]
+    """The changes kvm-warden sent to the cluster (applied or failed; refusals are not)."""
+    return [r for r in lab.audit_records() if r.get("event") == "audit"
+            and r.get("outcome") != "refused"]
 
 
 def quorate() -> bool:

@@ -1,0 +1,126 @@
+"""The audit trail: one record per action kvm-warden applied, failed to apply, or refused.
+
+Records go to the log (structlog, event "audit") and to a JSON-lines file in the state
+directory (`audit.jsonl`, rotated by size), from the service and from `plan --apply` alike;
+`kvm-warden audit` reads them back. A refusal is recorded when it starts (the same refusal
+repeated pass after pass is one record, not one per pass).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import msgspec
+
+from controller.engine.decide import Decision
+from controller.logs import logger
+from controller.model.actions import Outcome, describe
+
+ROTATE_BYTES = 10 * 1024 * 1024
+KEEP = 5  # audit.jsonl.1 .. audit.jsonl.5
+
+
+class AuditRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    at: str  # ISO 8601, UTC
+    who: str  # "service", or "user:NAME" for plan --apply
+    outcome: str  # applied | failed | refused
+    action: str
+    kind: str
+    reconciler: str
+    why: str
+    resource: str | None = None
+    verdict: str = "admitted"
+    detail: str = ""
+    before: str | None = None
+    after: str | None = None
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+def invoking_user() -> str:
+    """Who ran a command: the sudo user behind root when there is one."""
+    return f"user:{os.environ.get('SUDO_USER') or getpass.getuser()}"
+
+
+def records(decisions: Sequence[Decision], outcomes: Sequence[Outcome], who: str,
+            error: str | None = None) -> list[AuditRecord]:
+    """One record per decision: its outcome if it was sent, `failed` with `error` if the
+    whole patch failed (a CIB conflict, a tool error), `refused` with the guard's reason."""
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    by_action = {id(o.action): o for o in outcomes}
+    out = []
+    for d in decisions:
+        a = d.action
+        o = by_action.get(id(a))
+        base = dict(at=at, who=who, action=describe(a), kind=type(a).__name__,
+                    reconciler=a.reconciler, why=a.why, resource=a.resource,
+                    verdict=d.verdict.reason, detail=d.verdict.detail)
+        if not d.verdict.admitted:
+            out.append(AuditRecord(outcome="refused", **base))  # type: ignore[arg-type]
+        elif o is not None:
+            out.append(AuditRecord(outcome="applied" if o.applied else "failed",
+                                   before=o.before, after=o.after,
+                                   duration_s=round(o.duration, 4), error=o.error,
+                                   **base))  # type: ignore[arg-type]
+        elif error is not None:
+            out.append(AuditRecord(outcome="failed", error=error, **base))  # type: ignore[arg-type]
+    return out
+
+
+class AuditLog:
+    """Appends records to `<state dir>/audit.jsonl` and logs them; never raises."""
+
+    NAME = "audit.jsonl"
+
+    def __init__(self, state_dir: str | Path | None):
+        self.path = Path(state_dir) / self.NAME if state_dir is not None else None
+        self.log = logger(component="audit")
+
+    def write(self, recs: Iterable[AuditRecord]) -> None:
+        lines = []
+        for r in recs:
+            self.log.info("audit", **msgspec.to_builtins(r))
+            lines.append(msgspec.json.encode(r) + b"\n")
+        if not lines or self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._rotate()
+            with open(self.path, "ab") as fh:
+                fh.write(b"".join(lines))
+        except OSError as exc:
+            self.log.error("audit_not_written", path=str(self.path), error=str(exc))
+
+    def _rotate(self) -> None:
+        assert self.path is not None
+        try:
+            if self.path.stat().st_size < ROTATE_BYTES:
+                return
+        except FileNotFoundError:
+            return
+        for k in range(KEEP - 1, 0, -1):
+            older = self.path.with_name(f"{self.NAME}.{k}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.NAME}.{k + 1}"))
+        self.path.replace(self.path.with_name(f"{self.NAME}.1"))
+
+
+def read(state_dir: str | Path) -> Iterator[AuditRecord]:
+    """Every record, oldest first (rotated files included); unreadable lines are skipped."""
+    base = Path(state_dir) / AuditLog.NAME
+    files = [base.with_name(f"{AuditLog.NAME}.{k}") for k in range(KEEP, 0, -1)] + [base]
+    decoder = msgspec.json.Decoder(AuditRecord)
+    for f in files:
+        try:
+            data = f.read_bytes()
+        except OSError:
+            continue
+        for line in data.splitlines():
+            try:
+                yield decoder.decode(line)
+            except msgspec.DecodeError:
+                continue
