@@ -87,6 +87,10 @@ PASS_DURATION = Histogram("kvm_warden_reconcile_pass_duration_seconds",
                           "Duration of one reconcile pass (observe, plan, guard, apply)",
                           buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                           registry=REGISTRY)
+PREVIEW_DURATION = Histogram("kvm_warden_preview_duration_seconds",
+                             "Duration of the scheduler's preview of a patch (crm_simulate)",
+                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+                             registry=REGISTRY)
 LAST_PASS = Gauge("kvm_warden_last_pass_timestamp_seconds",
                   "When the last successful pass ended (a failed pass does not move it)",
                   registry=REGISTRY)

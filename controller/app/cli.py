@@ -70,7 +70,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     return plan_command(
         desired_path=args.desired, cib_file=args.cib, as_json=args.json, apply=args.apply,
-        state_dir=args.state_dir,
+        state_dir=args.state_dir, allow_disruption=args.allow_disruption,
     )
 
 
@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--cib", metavar="FILE", help="work on a CIB file (CIB_file=), like pcs -f")
     pl.add_argument("--json", action="store_true")
     pl.add_argument("--apply", action="store_true", help="apply the admitted actions")
+    pl.add_argument("--allow-disruption", action="store_true",
+                    help="apply even if Pacemaker would stop, restart or cold-move a running VM")
     _state_option(pl)
     pl.set_defaults(func=_cmd_plan)
 

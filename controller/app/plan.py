@@ -13,7 +13,8 @@ from controller.engine.audit import AuditLog, invoking_user, records
 from controller.engine.decide import Decision, decide
 from controller.engine.guard import Guard
 from controller.engine.observe import observe_once
-from controller.model.actions import Finding, Outcome, describe
+from controller.engine.preview import Preview, describe_step, gate, preview
+from controller.model.actions import CIB_ACTIONS, Finding, Outcome, describe
 from controller.model.desired import load_desired
 from controller.model.errors import DesiredStateError
 from controller.model.index import build_index
@@ -23,7 +24,7 @@ DEFAULT_STATE_DIR = "/var/lib/kvm-warden"
 
 
 def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: bool,
-                 state_dir: str | None = None) -> int:
+                 state_dir: str | None = None, allow_disruption: bool = False) -> int:
     try:
         desired = load_desired(desired_path)
     except DesiredStateError as exc:
@@ -34,6 +35,13 @@ def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: 
     now = time.time()
     index = build_index(observed)
     decisions, findings = decide(index, desired, Guard(), now, now)
+    # What Pacemaker's scheduler will do once the patch is applied, before it is.
+    cib_actions = [d.action for d in decisions if d.verdict.admitted
+                   and isinstance(d.action, CIB_ACTIONS)]
+    pv = (preview(raw, cib_actions, desired.policy.preview_timeout_seconds) if cib_actions
+          else Preview())
+    decisions = gate(decisions, pv, index, desired,
+                     allow_disruption or desired.policy.allow_disruption)
     outcomes: list[Outcome] = []
     if apply:
         audit = AuditLog(state_dir or DEFAULT_STATE_DIR)
@@ -58,18 +66,37 @@ def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: 
                  "applied": id(d.action) in applied}
                 for d in decisions
             ],
+            "transition": msgspec.to_builtins(pv.steps),
+            "transition_error": pv.error,
             "findings": [msgspec.to_builtins(f) for f in findings],
         }
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print(render_plan(decisions, findings, applied))
+        if cib_actions:
+            print(render_transition(pv))
     for o in failed:
         print(f"kvm-warden: not applied: {describe(o.action)}: {o.error}", file=sys.stderr)
     if failed:
         return 1
     remaining = [d for d in decisions if id(d.action) not in applied]
     return 2 if remaining else 0
+
+
+def render_transition(pv: Preview) -> str:
+    """The scheduler's verdict on the patch, one line per resource, with counts."""
+    if pv.error is not None:
+        return f"transition: not known -- {pv.error}"
+    if not pv.steps:
+        return "transition (Pacemaker's scheduler): nothing moves, starts or stops."
+    lines = [f"transition (Pacemaker's scheduler, {pv.seconds * 1000:.0f} ms):"]
+    lines += [f"  {describe_step(s)}" for s in pv.steps]
+    counts: dict[str, int] = {}
+    for s in pv.steps:
+        counts[s.action] = counts.get(s.action, 0) + 1
+    lines.append("  " + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())))
+    return "\n".join(lines)
 
 
 def render_plan(decisions: tuple[Decision, ...], findings: tuple[Finding, ...],

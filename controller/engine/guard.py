@@ -22,7 +22,7 @@ COOLDOWN_SECONDS = 10.0  # one object is changed at most once per cooldown
 
 Reason = Literal[
     "admitted", "dry-run", "no-quorum", "node-unclean", "maintenance-mode", "resource-unmanaged",
-    "stale-observation", "cooldown", "rate-limit", "max-concurrent-migrations",
+    "stale-observation", "cooldown", "rate-limit", "max-concurrent-migrations", "would-disrupt",
 ]
 REASONS: tuple[Reason, ...] = get_args(Reason)
 

@@ -22,9 +22,18 @@ from controller.engine.desired_store import DesiredStore
 from controller.engine.guard import Guard
 from controller.engine.ledger import Ledger, LedgerFile
 from controller.engine.observe import CONTROLLER, Source
+from controller.engine.preview import Preview, gate, needs_preview, preview
 from controller.engine.store import Store
 from controller.logs import logger
-from controller.model.actions import AddColocation, AddOrder, Finding, Outcome, describe
+from controller.model.actions import (
+    CIB_ACTIONS,
+    AddColocation,
+    AddOrder,
+    Finding,
+    Outcome,
+    describe,
+)
+from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex, build_index
 from controller.model.observed import ObservedState
@@ -64,6 +73,7 @@ class Controller:
     ledger_file: LedgerFile | None = None  # the ledger survives restarts and failover here
     audit: AuditLog = field(default_factory=lambda: AuditLog(None))  # the log only, by default
     _refusals: set[tuple[str, str]] = field(default_factory=set)
+    last_preview: Preview | None = None
     last: PassResult | None = None
     last_observed: ObservedState | None = None
     last_rows: tuple[VmRow, ...] = ()
@@ -132,6 +142,7 @@ class Controller:
         # node's silent agent is the stale list's business, not a reason to freeze.
         observed_at = observed.observed_at.get("pacemaker", t)
         decisions, findings = decide(index, desired, self.guard, t, observed_at, only)
+        decisions = self._preview(decisions, index, desired)
         findings = self.ledger.persistent(findings, t, prune=only is None)
         self.last_rows = vm_rows(observed, desired)  # /status serves these until the next pass
         self._report(decisions, findings, index.fail_counts)
@@ -140,6 +151,20 @@ class Controller:
         return self._finish(
             PassResult(decisions, findings, tuple(outcomes), conflict,
                        scope="full" if only is None else "incremental"), started)
+
+    def _preview(self, decisions: tuple[Decision, ...], index: ClusterIndex,
+                 desired: DesiredState) -> tuple[Decision, ...]:
+        """The disruption gate, for passes whose patch could move VMs (engine/preview.py)."""
+        if self.cib is None or not needs_preview(decisions):
+            return decisions
+        cib_actions = [d.action for d in decisions if d.verdict.admitted
+                       and isinstance(d.action, CIB_ACTIONS)]
+        pv = preview(self.cib, cib_actions, desired.policy.preview_timeout_seconds)
+        self.last_preview = pv
+        metrics.PREVIEW_DURATION.observe(pv.seconds)
+        if pv.error is not None:
+            self.log.warning("preview_failed", error=pv.error)
+        return gate(decisions, pv, index, desired, desired.policy.allow_disruption)
 
     def _read(self) -> str | None:
         try:

@@ -167,6 +167,20 @@ class Outcome:
     duration: float = 0.0
 
 
+TRANSITION_ACTIONS = frozenset(
+    {"migrate", "move", "start", "stop", "restart", "recover", "promote", "demote"})
+
+
+class TransitionStep(msgspec.Struct, frozen=True, kw_only=True, rename={"from_node": "from",
+                                                                         "to_node": "to"}):
+    """One line of Pacemaker's transition summary: what the scheduler would do to a resource."""
+
+    resource: str
+    action: str  # one of TRANSITION_ACTIONS
+    from_node: str | None = None
+    to_node: str | None = None
+
+
 Severity = Literal["info", "warning", "critical"]
 FindingKind = Literal[
     "stonith-without-device",  # properties: stonith-enabled=true asked for, no device configured

@@ -130,6 +130,10 @@ class Policy(_Strict):
     prefer_score: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] = 1000
     clear_move_leftovers: StrictBool = True
     recovery: Recovery | None = None  # migration-threshold / failure-timeout of every VM
+    # A patch Pacemaker would answer by stopping, restarting or cold-moving a running VM the
+    # file does not ask to stop is refused (would-disrupt) unless this is true.
+    allow_disruption: StrictBool = False
+    preview_timeout_seconds: Annotated[StrictInt, Field(ge=1, le=3600)] = 30
 
 
 class DesiredState(_Strict):

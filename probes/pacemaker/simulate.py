@@ -1,0 +1,44 @@
+"""Pacemaker's scheduler as an oracle: what would the cluster do with this CIB?
+
+`crm_simulate -x FILE -S --output-as=xml` runs the real scheduler on a CIB (configuration and
+status) and reports the transition it would execute; its `<actions>` list is the transition
+summary per resource (crm_simulate-2.21.rng, element-rsc-action: action, resource, source, dest,
+node). Nothing here touches a cluster: the CIB is a private file.
+"""
+
+from __future__ import annotations
+
+from controller import commands
+from controller.model.actions import TRANSITION_ACTIONS, TransitionStep
+from controller.model.errors import ParseError
+from probes.xmlparse import parse_document
+
+SIMULATE_TIMEOUT = 30.0
+
+
+def parse_transition(data: bytes, *, source: str = "crm_simulate") -> tuple[TransitionStep, ...]:
+    root = parse_document(data, source=source)
+    if root.tag != "pacemaker-result":
+        raise ParseError("not crm_simulate XML", source=source, element=str(root.tag))
+    actions = root.find("actions")
+    steps = []
+    for el in actions if actions is not None else ():
+        if el.tag != "rsc_action":
+            continue
+        action, resource = (el.get("action") or "").lower(), el.get("resource")
+        if action not in TRANSITION_ACTIONS or not resource:
+            continue  # reload, re-promote...: not a change of where or whether it runs
+        source_node = el.get("source") or el.get("node")
+        target = el.get("dest") or (el.get("node") if action in ("start", "promote") else None)
+        if action in ("start", "promote"):
+            source_node = None
+        steps.append(TransitionStep(resource=resource.split(":", 1)[0], action=action,
+                                    from_node=source_node, to_node=target))
+    return tuple(steps)
+
+
+def simulate(cib_path: str, *, timeout: float = SIMULATE_TIMEOUT) -> tuple[TransitionStep, ...]:
+    """The transition Pacemaker's scheduler computes for the CIB in `cib_path`."""
+    out = commands.run(["crm_simulate", "-x", cib_path, "-S", "--output-as=xml"],
+                       env=commands.tool_env(None), timeout=timeout)
+    return parse_transition(out.stdout, source=f"crm_simulate -x {cib_path}")
