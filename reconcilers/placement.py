@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from controller.model.actions import AddColocation, Plan, RemoveConstraint, SetAllowedNodes, SetLocation
 from controller.model.context import Context
+from controller.model.index import ClusterIndex
 from controller.model.observed import LocationConstraint
 from reconcilers.base import PlanBuilder, remove_stale
 
@@ -46,6 +47,38 @@ def allowed_matches(c: LocationConstraint, rid: str, nodes: tuple[str, ...]) -> 
     ) == sorted(nodes)
 
 
+def _foreign(cid: str) -> bool:
+    """A constraint somebody else made (pcs, an operator), not a leftover of move/ban."""
+    return not cid.startswith(OWNED) and not cid.startswith("cli-")
+
+
+def adopted_prefer(index: ClusterIndex, rid: str, node: str) -> str | None:
+    """An existing constraint under another id that already prefers `node` for `rid`."""
+    for cid, c in index.location.items():
+        if (_foreign(cid) and c.rsc == rid and c.node == node and not c.rule
+                and c.role is None and _positive(c.score)):
+            return cid
+    return None
+
+
+def adopted_allowed(index: ClusterIndex, rid: str, nodes: tuple[str, ...]) -> str | None:
+    return next((cid for cid, c in index.location.items()
+                 if _foreign(cid) and allowed_matches(c, rid, nodes)), None)
+
+
+def adopted_anti(index: ClusterIndex, a: str, b: str) -> str | None:
+    for cid, c in index.colocation.items():
+        if (_foreign(cid) and {c.rsc, c.with_rsc} == {a, b}
+                and (c.score or "").strip().upper() == "-INFINITY"):
+            return cid
+    return None
+
+
+def _positive(score: str | None) -> bool:
+    s = (score or "").strip().upper().lstrip("+")
+    return s == "INFINITY" or (s.isdigit() and int(s) > 0)
+
+
 def plan(ctx: Context) -> Plan:
     """`ctx.scope`: plan just these VMs (an incremental pass after events); removals of stale
     constraints and leftovers of other VMs wait for the next full pass."""
@@ -65,7 +98,9 @@ def plan(ctx: Context) -> Plan:
             cid = prefer_id(rid)
             wanted.add(cid)
             have = index.location.get(cid)
-            if have is None or (have.rsc, have.node, have.score, have.rule, have.role) != (
+            if have is None and adopted_prefer(index, rid, prefer):
+                pass  # an equivalent pcs-made preference satisfies the file: adopted as it is
+            elif have is None or (have.rsc, have.node, have.score, have.rule, have.role) != (
                 rid, prefer, score, False, None
             ):
                 out.actions.append(
@@ -79,7 +114,9 @@ def plan(ctx: Context) -> Plan:
             wanted.add(cid)
             nodes = tuple(sorted(set(allowed)))
             have = index.location.get(cid)
-            if have is None or not allowed_matches(have, rid, nodes):
+            if have is None and adopted_allowed(index, rid, nodes):
+                pass  # adopted
+            elif have is None or not allowed_matches(have, rid, nodes):
                 out.actions.append(
                     SetAllowedNodes(reconciler=NAME, id=cid, rsc=rid, nodes=nodes,
                                     why=f"{vm.name} may only run on {', '.join(nodes)}")
@@ -94,7 +131,9 @@ def plan(ctx: Context) -> Plan:
                 continue  # both VMs name each other: one constraint for the pair
             wanted.add(cid)
             have_c = index.colocation.get(cid)
-            if have_c is None or (have_c.rsc, have_c.with_rsc, have_c.score) != (a, b, "-INFINITY"):
+            if have_c is None and adopted_anti(index, a, b):
+                pass  # adopted
+            elif have_c is None or (have_c.rsc, have_c.with_rsc, have_c.score) != (a, b, "-INFINITY"):
                 out.actions.append(
                     AddColocation(reconciler=NAME, id=cid, rsc=a, with_rsc=b, score="-INFINITY",
                                   why="{} and {} must never share a node".format(

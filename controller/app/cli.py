@@ -136,6 +136,12 @@ def _state_option(p: argparse.ArgumentParser) -> None:
                    "when the controller runs as a cluster resource")
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from controller.app.export import export_command
+
+    return export_command(args.cib, args.output)
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from controller.app.audit import audit_command
 
@@ -276,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--count", type=int, default=0, help="exit after N events")
     _bus_options(w)
     w.set_defaults(func=_cmd_watch)
+
+    ex = sub.add_parser(
+        "export", help="write the desired file of the cluster as it is (adoption)",
+        description="Write a desired-state file (v1) from the running cluster (or --cib FILE): "
+        "storage from cloned Filesystem resources, every VirtualDomain with the placement its "
+        "existing constraints give it. plan with it proposes only missing safety.")
+    ex.add_argument("--cib", metavar="FILE")
+    ex.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    ex.set_defaults(func=_cmd_export)
 
     au = sub.add_parser(
         "audit", help="the audit trail: every change applied, failed or refused",
