@@ -24,7 +24,7 @@ def main() -> None:
     for nodes, vms in ((3, 10), (16, 1000), (32, 5000)):
         cib = cib_file(nodes, vms).read_bytes()
         move = SetLocation(reconciler="bench", why="bench", id="warden-prefer-vm-00001",
-                           rsc="vm-00001", node="kvm2", score="1000")
+                           rsc="vm-00001", node="kvm3", score="1000")
         pv = preview(cib, [move], args.timeout)
         if pv.error:
             print(f"preview {nodes} x {vms}: not finished within {args.timeout:.0f} s "

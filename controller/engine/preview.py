@@ -25,7 +25,7 @@ from controller.model.actions import CIB_ACTIONS, AnyAction, TransitionStep
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex
-from probes.pacemaker.simulate import simulate
+from probes.pacemaker.simulate import simulate_both
 
 DISRUPTIVE = frozenset({"stop", "restart", "move", "recover"})
 
@@ -52,9 +52,8 @@ def preview(cib: bytes, actions: Sequence[AnyAction], timeout: float) -> Preview
             before, after = Path(tmp, "before.xml"), Path(tmp, "after.xml")
             before.write_bytes(cib)
             after.write_bytes(etree.tostring(root))
-            deadline = started + timeout
-            baseline = set(simulate(str(before), timeout=max(1.0, deadline - time.monotonic())))
-            steps = simulate(str(after), timeout=max(1.0, deadline - time.monotonic()))
+            base, steps = simulate_both(str(before), str(after), timeout=timeout)
+            baseline = set(base)
     except (WardenError, etree.XMLSyntaxError) as exc:
         return Preview(error=str(exc), seconds=time.monotonic() - started)
     return Preview(tuple(s for s in steps if s not in baseline), None,
