@@ -9,7 +9,6 @@ falls back to the simulated default (`kvm-warden run --simulate`) and says so.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -38,10 +37,13 @@ def say(text: str) -> None:
 
 
 def status_table() -> str:
+    import msgspec
+
     from controller.app.status import render_table
+    from controller.model.overview import StatusDoc
 
     try:
-        return render_table(json.loads(lab.warden_get("/status"))["vms"])
+        return render_table(msgspec.json.decode(lab.warden_get("/status"), type=StatusDoc).vms)
     except (ValueError, KeyError):
         return "(controller not answering yet)"
 
