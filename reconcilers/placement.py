@@ -52,13 +52,23 @@ def _foreign(cid: str) -> bool:
     return not cid.startswith(OWNED) and not cid.startswith("cli-")
 
 
-def adopted_prefer(index: ClusterIndex, rid: str, node: str) -> str | None:
-    """An existing constraint under another id that already prefers `node` for `rid`."""
+def adopted_prefer(index: ClusterIndex, rid: str, node: str, score: int) -> str | None:
+    """An existing constraint under another id that already prefers `node` for `rid` at least
+    as strongly as the file asks (policy.prefer_score): a weaker one (below the cluster's
+    stickiness, say) would not do what the file means."""
     for cid, c in index.location.items():
         if (_foreign(cid) and c.rsc == rid and c.node == node and not c.rule
-                and c.role is None and _positive(c.score)):
+                and c.role is None and score_value(c.score) >= score):
             return cid
     return None
+
+
+def score_value(score: str | None) -> int:
+    """A Pacemaker score as a number (INFINITY = 1,000,000); not a positive score: 0."""
+    s = (score or "").strip().upper().lstrip("+")
+    if s == "INFINITY":
+        return 1_000_000
+    return int(s) if s.isdigit() else 0
 
 
 def adopted_allowed(index: ClusterIndex, rid: str, nodes: tuple[str, ...]) -> str | None:
@@ -72,11 +82,6 @@ def adopted_anti(index: ClusterIndex, a: str, b: str) -> str | None:
                 and (c.score or "").strip().upper() == "-INFINITY"):
             return cid
     return None
-
-
-def _positive(score: str | None) -> bool:
-    s = (score or "").strip().upper().lstrip("+")
-    return s == "INFINITY" or (s.isdigit() and int(s) > 0)
 
 
 def plan(ctx: Context) -> Plan:
@@ -98,7 +103,7 @@ def plan(ctx: Context) -> Plan:
             cid = prefer_id(rid)
             wanted.add(cid)
             have = index.location.get(cid)
-            if have is None and adopted_prefer(index, rid, prefer):
+            if have is None and adopted_prefer(index, rid, prefer, desired.policy.prefer_score):
                 pass  # an equivalent pcs-made preference satisfies the file: adopted as it is
             elif have is None or (have.rsc, have.node, have.score, have.rule, have.role) != (
                 rid, prefer, score, False, None

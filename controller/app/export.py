@@ -21,7 +21,7 @@ from controller.model.errors import DesiredStateError, WardenError
 from controller.model.index import ClusterIndex, build_index
 from controller.model.names import DOMAIN_NAME, RESOURCE_ID
 from controller.model.observed import LocationConstraint
-from reconcilers.placement import _foreign, _positive
+from reconcilers.placement import _foreign, score_value
 
 
 def q(text: str) -> str:
@@ -57,12 +57,8 @@ def _storage(index: ClusterIndex) -> list[tuple[str, str, str, list[str], str]]:
 
 def _prefer(index: ClusterIndex, rid: str) -> LocationConstraint | None:
     prefs = [c for cid, c in sorted(index.location.items()) if _foreign(cid) and c.rsc == rid
-             and c.node and not c.rule and c.role is None and _positive(c.score)]
-    if not prefs:
-        return None
-    best = max(prefs, key=lambda c: 10**9 if "INFINITY" in (c.score or "").upper()
-               else int((c.score or "0").lstrip("+")))
-    return best
+             and c.node and not c.rule and c.role is None and score_value(c.score) > 0]
+    return max(prefs, key=lambda c: score_value(c.score)) if prefs else None
 
 
 def _allowed(index: ClusterIndex, rid: str) -> tuple[LocationConstraint, list[str]] | None:
@@ -111,7 +107,8 @@ def export_desired(cib_file: str | None) -> str:
                              "Mandatory orders")
     vms = [(rid, cfg) for rid, cfg in sorted(index.configured.items())
            if cfg.parent is None and (cfg.agent or "").endswith(":VirtualDomain")]
-    skipped = []
+    skipped: list[str] = []
+    scores: list[int] = []
     if vms:
         lines.append("vms:")
     names = {}
@@ -138,6 +135,7 @@ def export_desired(cib_file: str | None) -> str:
                              f"rsc_location {allowed[0].id}")
         prefer = _prefer(index, rid)
         if prefer and (not allowed or prefer.node in allowed[1]):
+            scores.append(score_value(prefer.score))
             placement.append(f"      prefer: {q(str(prefer.node))}   # rsc_location {prefer.id} "
                              f"score {prefer.score}")
         if placement:
@@ -149,6 +147,11 @@ def export_desired(cib_file: str | None) -> str:
         if anti:
             lines.append(f"    anti_affinity: [{', '.join(q(names[o]) for o in anti)}]   # "
                          "colocations -INFINITY")
+    if scores:
+        # The existing preferences are adopted as they are: kvm-warden's own preference score
+        # is their weakest one, so each of them already satisfies the file.
+        lines += ["policy:", f"  prefer_score: {min(min(scores), 1_000_000)}   # the weakest "
+                  "existing preference"]
     for rid in skipped:
         lines.append(f"# not exported: {rid} (its name is not one kvm-warden can use safely)")
     text = "\n".join(lines) + "\n"

@@ -353,41 +353,43 @@ def test_three_crashes_on_the_preferred_node_keep_the_vm_away_for_the_failure_ti
     wait_for("converged", converged, 90)
     cluster.write_desired(policy="  recovery: {migration_threshold: 3, "
                                  "failure_timeout_seconds: 600}\n")
-    wait_for("migration-threshold set on vm-web01", lambda: lab.on(
-        "kvm1", "crm_resource", "--resource", "vm-web01", "--meta", "--get-parameter",
-        "migration-threshold", check=False).stdout.strip() == "3", 60)
-    crashed_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    # Crash it on kvm1 until Pacemaker gives up on kvm1: three failed monitors, or sooner when
-    # a restart in place fails too (a failed start counts INFINITY: seen in this lab, where
-    # the restart right after a kill -9 of qemu can fail).
-    for _ in range(5):
-        # (a restart in place right after a kill can hang until its 90 s start timeout)
-        where = wait_for("web01 running", lambda: lab.vms_running().get("vm-web01"), 150)
-        if where != ["kvm1"]:
-            break
-        before = failcount("vm-web01", "kvm1")
-        pids = lab.node_pids("kvm1", "guest=web01,")
-        if pids:
+    try:
+        wait_for("migration-threshold set on vm-web01", lambda: lab.on(
+            "kvm1", "crm_resource", "--resource", "vm-web01", "--meta", "--get-parameter",
+            "migration-threshold", check=False).stdout.strip() == "3", 60)
+        crashed_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        # Crash it on kvm1 until Pacemaker gives up on kvm1: three failed monitors, or sooner
+        # when a restart in place fails too (a failed start counts INFINITY: seen in this lab,
+        # where the restart right after a kill -9 of qemu can fail, or hang until its 90 s
+        # start timeout).
+        for _ in range(6):
+            where = wait_for("web01 running", lambda: lab.vms_running().get("vm-web01"), 150)
+            if where != ["kvm1"]:
+                break
+            pids = wait_for("web01's qemu on kvm1", lambda: lab.node_pids("kvm1", "guest=web01,"),
+                            150)
+            before = failcount("vm-web01", "kvm1")
             lab.on("kvm1", "kill", "-9", pids[0])
-        wait_for("the crash counted, or web01 moved",
-                 lambda before=before: failcount("vm-web01", "kvm1") > before
-                 or lab.vms_running().get("vm-web01", ["kvm1"]) != ["kvm1"], 150)
-    wait_for("web01 banned from kvm1 by Pacemaker",
-             lambda: (lab.vms_running().get("vm-web01") or ["kvm1"])[0] != "kvm1", 60)
-    time.sleep(20)  # several passes (resync 5 s): kvm-warden must not lift the ban
-    assert lab.vms_running().get("vm-web01", ["kvm1"])[0] != "kvm1"
-    assert failcount("vm-web01", "kvm1") >= 3
-    assert not any(a["action"] == "cleanup vm-web01 on kvm1" for a in audits()
-                   if a.get("timestamp", "") > crashed_at)
-    # The operator decides it is fixed: `pcs resource cleanup` lifts the ban, and drops the
-    # recovery settings again (kvm-warden sets what the file names; it never deletes them).
-    lab.on("kvm1", "crm_resource", "--cleanup", "--resource", "vm-web01", "--node", "kvm1")
-    cluster.write_desired()
-    for rid in ("vm-web01", "vm-web02", "vm-db01"):
-        for name in ("migration-threshold", "failure-timeout"):
-            lab.on("kvm1", "crm_resource", "--resource", rid, "--meta", "--delete-parameter",
-                   name, check=False)
-    wait_for("converged", converged, 120)
+            wait_for("the crash counted, or web01 moved",
+                     lambda before=before: failcount("vm-web01", "kvm1") > before
+                     or lab.vms_running().get("vm-web01", ["kvm1"]) != ["kvm1"], 150)
+        wait_for("web01 banned from kvm1 by Pacemaker",
+                 lambda: (lab.vms_running().get("vm-web01") or ["kvm1"])[0] != "kvm1", 150)
+        time.sleep(20)  # several passes (resync 5 s): kvm-warden must not lift the ban
+        assert lab.vms_running().get("vm-web01", ["kvm1"])[0] != "kvm1"
+        assert failcount("vm-web01", "kvm1") >= 3
+        assert not any(a["action"] == "cleanup vm-web01 on kvm1" for a in audits()
+                       if a.get("at", a.get("timestamp", "")) > crashed_at)
+    finally:
+        # The operator decides it is fixed: `pcs resource cleanup` lifts the ban, and drops the
+        # recovery settings (kvm-warden sets what the file names; it never deletes them).
+        cluster.write_desired()
+        for rid in ("vm-web01", "vm-web02", "vm-db01"):
+            for name in ("migration-threshold", "failure-timeout"):
+                lab.on("kvm1", "crm_resource", "--resource", rid, "--meta",
+                       "--delete-parameter", name, check=False)
+        lab.on("kvm1", "crm_resource", "--cleanup", "--resource", "vm-web01", check=False)
+    wait_for("converged", converged, 150)
 
 
 def test_an_open_breaker_stays_open_after_the_controller_is_killed(cluster: Lab) -> None:
@@ -411,21 +413,25 @@ def test_an_open_breaker_stays_open_after_the_controller_is_killed(cluster: Lab)
     ledger.setdefault("cleanups", {})["vm-web01@kvm1"] = [now - 50 + k for k in range(5)]
     ledger_path.write_text(json.dumps(ledger))
     lab.start_controller(cluster.desired)
-    pids = wait_for("web01's qemu on kvm1", lambda: lab.node_pids("kvm1", "guest=web01,"), 60)
-    lab.on("kvm1", "kill", "-9", pids[0])
-    wait_for("the open breaker reported", lambda: breaker_findings() > 0, 180)
-    seen = breaker_findings()
-    restart_controller()  # SIGKILL while the breaker is open
-    wait_for("still open after the restart", lambda: breaker_findings() > seen, 60)
-    assert not any(a["action"] == "cleanup vm-web01 on kvm1" for a in audits()
-                   if a.get("timestamp", "") > time.strftime("%Y-%m-%dT%H:%M:%S",
-                                                             time.gmtime(now)))
-    # The operator cleans up and resets the breaker (the ledger entry), as a person would.
-    lab.on("kvm1", "crm_resource", "--cleanup", "--resource", "vm-web01", "--node", "kvm1")
-    procs = lab.node_pids("kvm1", "controller.app.cli controller")
-    lab.on("kvm1", "kill", "-9", *procs)
-    ledger = json.loads(ledger_path.read_text())
-    ledger["cleanups"].pop("vm-web01@kvm1", None)
-    ledger_path.write_text(json.dumps(ledger))
-    lab.start_controller(cluster.desired)
-    wait_for("converged", converged, 120)
+    try:
+        pids = wait_for("web01's qemu on kvm1", lambda: lab.node_pids("kvm1", "guest=web01,"),
+                        60)
+        lab.on("kvm1", "kill", "-9", pids[0])
+        wait_for("the open breaker reported", lambda: breaker_findings() > 0, 180)
+        seen = breaker_findings()
+        restart_controller()  # SIGKILL while the breaker is open
+        wait_for("still open after the restart", lambda: breaker_findings() > seen, 60)
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        assert not any(a["action"] == "cleanup vm-web01 on kvm1" for a in audits()
+                       if a.get("timestamp", "") > since)
+    finally:
+        # The operator cleans up and resets the breaker (the ledger entry), as a person would.
+        lab.on("kvm1", "crm_resource", "--cleanup", "--resource", "vm-web01", check=False)
+        procs = lab.node_pids("kvm1", "controller.app.cli controller")
+        if procs:
+            lab.on("kvm1", "kill", "-9", *procs)
+        ledger = json.loads(ledger_path.read_text())
+        ledger.get("cleanups", {}).pop("vm-web01@kvm1", None)
+        ledger_path.write_text(json.dumps(ledger))
+        lab.start_controller(cluster.desired)
+    wait_for("converged", converged, 150)
