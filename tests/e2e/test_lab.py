@@ -348,17 +348,18 @@ def failcount(rid: str, node: str) -> int:
     return (1_000_000 if m.group(1) == "INFINITY" else int(m.group(1))) if m else 0
 
 
-def test_three_crashes_on_the_preferred_node_keep_the_vm_away_for_the_failure_timeout(
+def test_repeated_crashes_on_the_preferred_node_keep_the_vm_away_for_the_failure_timeout(
         cluster: Lab) -> None:
     wait_for("converged", converged, 90)
-    cluster.write_desired(policy="  recovery: {migration_threshold: 3, "
+    # Two crashes (not three: each restart after a kill -9 risks a start that hangs in this lab).
+    cluster.write_desired(policy="  recovery: {migration_threshold: 2, "
                                  "failure_timeout_seconds: 600}\n")
     try:
         wait_for("migration-threshold set on vm-web01", lambda: lab.on(
             "kvm1", "crm_resource", "--resource", "vm-web01", "--meta", "--get-parameter",
-            "migration-threshold", check=False).stdout.strip() == "3", 60)
+            "migration-threshold", check=False).stdout.strip() == "2", 60)
         crashed_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        # Crash it on kvm1 until Pacemaker gives up on kvm1: three failed monitors, or sooner
+        # Crash it on kvm1 until Pacemaker gives up on kvm1: two failed monitors, or sooner
         # when a restart in place fails too (a failed start counts INFINITY: seen in this lab,
         # where the restart right after a kill -9 of qemu can fail, or hang until its 90 s
         # start timeout).
@@ -366,18 +367,18 @@ def test_three_crashes_on_the_preferred_node_keep_the_vm_away_for_the_failure_ti
             where = wait_for("web01 running", lambda: lab.vms_running().get("vm-web01"), 150)
             if where != ["kvm1"]:
                 break
-            pids = wait_for("web01's qemu on kvm1", lambda: lab.node_pids("kvm1", "guest=web01,"),
-                            150)
             before = failcount("vm-web01", "kvm1")
-            lab.on("kvm1", "kill", "-9", pids[0])
+            pids = lab.node_pids("kvm1", "guest=web01,")
+            if pids:  # (none: a restart is hanging; its start timeout will count as a failure)
+                lab.on("kvm1", "kill", "-9", pids[0])
             wait_for("the crash counted, or web01 moved",
                      lambda before=before: failcount("vm-web01", "kvm1") > before
-                     or lab.vms_running().get("vm-web01", ["kvm1"]) != ["kvm1"], 150)
+                     or lab.vms_running().get("vm-web01", ["kvm1"]) != ["kvm1"], 240)
         wait_for("web01 banned from kvm1 by Pacemaker",
                  lambda: (lab.vms_running().get("vm-web01") or ["kvm1"])[0] != "kvm1", 150)
         time.sleep(20)  # several passes (resync 5 s): kvm-warden must not lift the ban
         assert lab.vms_running().get("vm-web01", ["kvm1"])[0] != "kvm1"
-        assert failcount("vm-web01", "kvm1") >= 3
+        assert failcount("vm-web01", "kvm1") >= 2
         assert not any(a["action"] == "cleanup vm-web01 on kvm1" for a in audits()
                        if a.get("at", a.get("timestamp", "")) > crashed_at)
     finally:
