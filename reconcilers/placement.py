@@ -47,7 +47,7 @@ def allowed_matches(c: LocationConstraint, rid: str, nodes: tuple[str, ...]) -> 
     ) == sorted(nodes)
 
 
-def _foreign(cid: str) -> bool:
+def foreign(cid: str) -> bool:
     """A constraint somebody else made (pcs, an operator), not a leftover of move/ban."""
     return not cid.startswith(OWNED) and not cid.startswith("cli-")
 
@@ -57,7 +57,7 @@ def adopted_prefer(index: ClusterIndex, rid: str, node: str, score: int) -> str 
     as strongly as the file asks (policy.prefer_score): a weaker one (below the cluster's
     stickiness, say) would not do what the file means."""
     for cid, c in index.location.items():
-        if (_foreign(cid) and c.rsc == rid and c.node == node and not c.rule
+        if (foreign(cid) and c.rsc == rid and c.node == node and not c.rule
                 and c.role is None and score_value(c.score) >= score):
             return cid
     return None
@@ -73,12 +73,12 @@ def score_value(score: str | None) -> int:
 
 def adopted_allowed(index: ClusterIndex, rid: str, nodes: tuple[str, ...]) -> str | None:
     return next((cid for cid, c in index.location.items()
-                 if _foreign(cid) and allowed_matches(c, rid, nodes)), None)
+                 if foreign(cid) and allowed_matches(c, rid, nodes)), None)
 
 
 def adopted_anti(index: ClusterIndex, a: str, b: str) -> str | None:
     for cid, c in index.colocation.items():
-        if (_foreign(cid) and {c.rsc, c.with_rsc} == {a, b}
+        if (foreign(cid) and {c.rsc, c.with_rsc} == {a, b}
                 and (c.score or "").strip().upper() == "-INFINITY"):
             return cid
     return None

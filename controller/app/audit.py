@@ -7,8 +7,8 @@ import time
 
 import msgspec
 
-from controller.app.plan import DEFAULT_STATE_DIR
 from controller.engine.audit import read
+from controller.engine.ledger import DEFAULT_STATE_DIR
 from controller.model.errors import WardenError
 
 _AGE = re.compile(r"^(\d+)([smhd])$")

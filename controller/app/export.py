@@ -21,7 +21,7 @@ from controller.model.errors import DesiredStateError, WardenError
 from controller.model.index import ClusterIndex, build_index
 from controller.model.names import DOMAIN_NAME, RESOURCE_ID
 from controller.model.observed import LocationConstraint
-from reconcilers.placement import _foreign, score_value
+from reconcilers.placement import foreign, score_value
 
 
 def q(text: str) -> str:
@@ -56,14 +56,14 @@ def _storage(index: ClusterIndex) -> list[tuple[str, str, str, list[str], str]]:
 
 
 def _prefer(index: ClusterIndex, rid: str) -> LocationConstraint | None:
-    prefs = [c for cid, c in sorted(index.location.items()) if _foreign(cid) and c.rsc == rid
+    prefs = [c for cid, c in sorted(index.location.items()) if foreign(cid) and c.rsc == rid
              and c.node and not c.rule and c.role is None and score_value(c.score) > 0]
     return max(prefs, key=lambda c: score_value(c.score)) if prefs else None
 
 
 def _allowed(index: ClusterIndex, rid: str) -> tuple[LocationConstraint, list[str]] | None:
     for cid, c in sorted(index.location.items()):
-        if not _foreign(cid) or c.rsc != rid or len(c.rules) != 1 or c.role is not None:
+        if not foreign(cid) or c.rsc != rid or len(c.rules) != 1 or c.role is not None:
             continue
         rule = c.rules[0]
         exprs = rule.expressions
@@ -140,7 +140,7 @@ def export_desired(cib_file: str | None) -> str:
                              f"score {prefer.score}")
         if placement:
             lines += ["    placement:", *placement]
-        anti = sorted({other for cid, c in index.colocation.items() if _foreign(cid)
+        anti = sorted({other for cid, c in index.colocation.items() if foreign(cid)
                        and (c.score or "").strip().upper() == "-INFINITY"
                        for me, other in ((c.rsc, c.with_rsc), (c.with_rsc, c.rsc))
                        if me == rid and other in names})

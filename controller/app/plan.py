@@ -12,6 +12,7 @@ from controller.actuators.pacemaker import CibConflict, PacemakerActuator
 from controller.engine.audit import AuditLog, invoking_user, records
 from controller.engine.decide import Decision, decide
 from controller.engine.guard import Guard
+from controller.engine.ledger import DEFAULT_STATE_DIR
 from controller.engine.observe import observe_once
 from controller.engine.preview import Preview, describe_step, gate, preview
 from controller.model.actions import CIB_ACTIONS, Finding, Outcome, describe
@@ -19,8 +20,6 @@ from controller.model.desired import load_desired
 from controller.model.errors import DesiredStateError
 from controller.model.index import build_index
 from reconcilers.all import ORDER
-
-DEFAULT_STATE_DIR = "/var/lib/kvm-warden"
 
 
 def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: bool,

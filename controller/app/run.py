@@ -22,13 +22,12 @@ from controller import logs
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.app.http import StatusServer, readiness
 from controller.app.node import on_loopback, snapshot_endpoint, subscribe
-from controller.app.plan import DEFAULT_STATE_DIR
 from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_nodes, render_table
 from controller.bus.agent import Agent, AgentConfig
 from controller.engine.audit import AuditLog
 from controller.engine.desired_store import DesiredStore
-from controller.engine.ledger import LedgerFile
+from controller.engine.ledger import DEFAULT_STATE_DIR, LedgerFile
 from controller.engine.loop import Controller, PassResult
 from controller.engine.observe import Source, pacemaker_source, with_local_libvirt
 from controller.engine.store import Store

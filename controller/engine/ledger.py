@@ -36,6 +36,9 @@ from controller.model.actions import (
 from controller.model.context import CIRCUIT_WINDOW, CleanupHistory, LedgerView
 from controller.model.index import ClusterIndex
 
+# Where the ledger and the audit log live unless --state-dir says otherwise (on the shared
+# storage when the controller is a cluster resource).
+DEFAULT_STATE_DIR = "/var/lib/kvm-warden"
 RATE_WINDOW_SECONDS = 60.0
 MIGRATION_SETTLE_SECONDS = 300.0  # a move we caused counts as in flight until crm_mon settles
 # libvirt's events and crm_mon's snapshot are not taken at the same instant: during a start or

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from controller.actuators.pacemaker import PacemakerActuator
-from controller.app.simulated import SimulatedCluster, embedded_desired
+from controller.app.simulated import embedded_desired
 from controller.engine.audit import AuditLog, read
-from controller.engine.desired_store import DesiredStore
 from controller.engine.loop import Controller
 from controller.engine.observe import Reading
+from tests.simulated import simulated
 
 pytestmark = pytest.mark.usefixtures("pacemaker_tools")
 ROOT = Path(__file__).parent.parent.parent
@@ -56,12 +56,7 @@ def test_plan_apply_leaves_one_record_per_action_applied_or_refused(tmp_path: Pa
 
 
 def test_the_service_records_failed_and_applied_changes(tmp_path: Path) -> None:
-    sim = SimulatedCluster(tmp_path.resolve() / "sim")
-    sim.create()
-    desired = tmp_path / "desired.yaml"
-    desired.write_text(embedded_desired())
-    store = DesiredStore(str(desired))
-    store.poll()
+    sim, store, _ = simulated(tmp_path)
     state = tmp_path / "state"
     vanish = {"now": True}
 
@@ -87,12 +82,8 @@ def test_the_service_records_failed_and_applied_changes(tmp_path: Path) -> None:
 
 
 def test_a_refusal_is_recorded_when_it_starts_not_every_pass(tmp_path: Path) -> None:
-    sim = SimulatedCluster(tmp_path.resolve() / "sim")
-    sim.create()
-    desired = tmp_path / "desired.yaml"
-    desired.write_text(embedded_desired().replace("dry_run: false", "dry_run: true"))
-    store = DesiredStore(str(desired))
-    store.poll()
+    sim, store, _ = simulated(tmp_path, embedded_desired().replace("dry_run: false",
+                                                                   "dry_run: true"))
     state = tmp_path / "state"
     ctl = Controller(source=sim.read, actuator=PacemakerActuator(str(sim.cib_file)),
                      desired=store, audit=AuditLog(state))

@@ -16,21 +16,16 @@ from pathlib import Path
 import pytest
 
 from controller.actuators.pacemaker import PacemakerActuator
-from controller.app.simulated import SimulatedCluster, embedded_desired
-from controller.engine.desired_store import DesiredStore
+from controller.app.simulated import SimulatedCluster
 from controller.engine.loop import Controller
 from tests import cibs
+from tests.simulated import simulated
 
 pytestmark = pytest.mark.usefixtures("pacemaker_tools")
 
 
 def make_controller(tmp_path: Path) -> tuple[Controller, SimulatedCluster, Path]:
-    sim = SimulatedCluster(tmp_path.resolve() / "sim")
-    sim.create()
-    desired = tmp_path / "desired.yaml"
-    desired.write_text(embedded_desired())
-    store = DesiredStore(str(desired))
-    store.poll()
+    sim, store, desired = simulated(tmp_path)
     ctl = Controller(source=sim.read, actuator=PacemakerActuator(str(sim.cib_file)),
                      desired=store, after_apply=sim.settle)
     return ctl, sim, desired
@@ -123,11 +118,7 @@ def test_run_serves_metrics_status_and_readiness(tmp_path: Path) -> None:
 
 def test_libvirt_events_give_incremental_passes_and_alerts_full_ones(tmp_path: Path) -> None:
     """DESIGN.md section 2: crm_mon on resync and after alerts, not per libvirt event."""
-    sim = SimulatedCluster(tmp_path.resolve() / "sim")
-    sim.create()
-    desired = tmp_path / "desired.yaml"
-    desired.write_text(embedded_desired())
-    store = DesiredStore(str(desired))
+    sim, store, _ = simulated(tmp_path, poll=False)
     crm_mon_runs = []
 
     def observe():  # type: ignore[no-untyped-def]
