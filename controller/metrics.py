@@ -103,6 +103,14 @@ CIRCUIT_OPEN = Gauge("kvm_warden_circuit_open", "1 when cleanups of a resource a
 OPERATOR_BAN = Gauge("kvm_warden_operator_ban",
                      "1 per operator ban (cli-ban) that contradicts the desired state (kept)",
                      ["vm", "node"], registry=REGISTRY)
+VM_PAUSED = Gauge("kvm_warden_vm_paused",
+                  "1 for a domain libvirt reports paused, with libvirt's reason (ioerror, "
+                  "watchdog, user, migration...); Pacemaker's monitor counts it as running",
+                  ["vm", "node", "reason"])
+OUT_OF_BAND = Counter("kvm_warden_out_of_band_total",
+                      "Lifecycle changes of cluster VMs that Pacemaker did not make (virsh "
+                      "destroy/suspend/migrate... behind the cluster's back)",
+                      ["vm", "node", "what"])
 SPLIT_BRAIN = Gauge("kvm_warden_split_brain_findings",
                     "Domains running where Pacemaker does not place them", registry=REGISTRY)
 CIB_CONFLICTS = Counter("kvm_warden_cib_conflicts_total",
@@ -224,6 +232,13 @@ def update_cluster(observed: ObservedState) -> None:
     NODE_DOMAINS.clear()
     for node, doms in observed.domains.items():
         NODE_DOMAINS.labels(node=node).set(sum(d.state == "running" for d in doms.values()))
+    VM_PAUSED.clear()
+    for node, doms in observed.domains.items():
+        if node in observed.stale:
+            continue
+        for d in doms.values():
+            if d.state == "paused":
+                VM_PAUSED.labels(vm=d.name, node=node, reason=d.reason or "unknown").set(1)
     STORAGE_MOUNTED.clear()
     for node, mps in observed.mounts.items():
         for mp in mps:

@@ -8,6 +8,7 @@ from reconcilers import (
     health,
     inventory,
     nodes,
+    paused,
     placement,
     properties,
     recovery,
@@ -20,7 +21,7 @@ from reconcilers.base import Reconciler
 # (storage's no-quorum-policy default and an explicit property) the first one wins, so the
 # file's explicit words come first.
 ALL: tuple[Reconciler, ...] = (
-    properties, storage, placement, nodes, run_state, recovery, health, inventory)
+    properties, storage, placement, nodes, run_state, recovery, health, paused, inventory)
 ORDER = tuple(r.NAME for r in ALL)
 
 

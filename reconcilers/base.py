@@ -21,9 +21,10 @@ class PlanBuilder:
     actions: list[AnyAction] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
-    def find(self, kind: FindingKind, severity: Severity, subject: str, message: str) -> None:
+    def find(self, kind: FindingKind, severity: Severity, subject: str, message: str,
+             urgent: bool = False) -> None:
         self.findings.append(Finding(reconciler=self.reconciler, kind=kind, severity=severity,
-                                     subject=subject, message=message))
+                                     subject=subject, message=message, urgent=urgent))
 
     def build(self) -> Plan:
         return Plan(tuple(self.actions), tuple(self.findings))

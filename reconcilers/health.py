@@ -5,7 +5,9 @@ the resource running again (the cause cleared), the node is online and the failu
 than an exponential backoff; a resource cleaned too often in a window opens a circuit breaker
 (a critical finding, no more cleanups) because repeated failures need a person. A domain that
 libvirt reports running where Pacemaker does not place it, or on two nodes, is a possible split
-brain: a critical finding, never an automatic action.
+brain: a critical finding, never an automatic action. So is a domain last seen running on a node
+Pacemaker sees unclean (partitioned, fencing pending or failed) or offline while its agent still
+reports it: that is where split brain happens, so those listings are never ignored here.
 """
 
 from __future__ import annotations
@@ -115,6 +117,20 @@ def plan(ctx: Context) -> Plan:
             if only is not None and vm.name not in only:
                 continue
             rid = vm.resource_id
+            for node in index.unfenced.get(vm.name, ()):
+                st = index.nodes.get(node)
+                how = "UNCLEAN (fencing pending or failed)" if st is not None and st.unclean \
+                    else "offline"
+                out.find("split-brain", "critical", f"{rid}@{node}",
+                         f"split brain: domain {vm.name} was last seen running on {node}, which "
+                         f"Pacemaker sees {how}; nothing proves it stopped there",
+                         urgent=st is not None and st.unclean)
+            for c in ctx.ledger.out_of_band:
+                if c.vm == vm.name:
+                    out.find("out-of-band", "warning", f"{rid}@{c.node}",
+                             f"{vm.name}: {c.what} on {c.node} at "
+                             f"{datetime.fromtimestamp(c.at, UTC):%H:%M:%S}Z was not Pacemaker's "
+                             "doing (virsh behind the cluster's back?)")
             on = index.domains_running.get(vm.name, ())
             if not on or rid in index.migrating or rid in index.transitioning:
                 continue

@@ -21,7 +21,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_
 from controller import commands
 from controller.actuators.cibedit import CibEditor, EditError
 from controller.model import names
-from controller.model.actions import CIB_ACTIONS, AnyAction, Cleanup, Outcome
+from controller.model.actions import CIB_ACTIONS, AnyAction, Cleanup, FailResource, Outcome
 from controller.model.errors import ActuatorError, ToolError, WardenError
 from probes.pacemaker.read import cib_version, query_cib
 
@@ -165,12 +165,21 @@ class PacemakerActuator:
         try:
             if isinstance(action, Cleanup):
                 self._cleanup(action)
+            elif isinstance(action, FailResource):
+                self._fail(action)
             else:
                 raise ActuatorError(["kvm-warden"], f"no actuator for {type(action).__name__}")
         except WardenError as exc:  # a failing tool, or a name that must not reach one
             return Outcome(action=action, applied=False, error=str(exc),
                            duration=time.monotonic() - started)
         return Outcome(action=action, applied=True, duration=time.monotonic() - started)
+
+    def _fail(self, action: FailResource) -> None:
+        # Not retried: a second --fail would count a second failure.
+        names.resource_id(action.rsc)
+        names.node_name(action.node)
+        commands.run(["crm_resource", "--fail", "--resource", action.rsc, "--node", action.node],
+                     env=commands.tool_env(self.cib_file), timeout=TOOL_TIMEOUT)
 
     @_retry
     def _cleanup(self, action: Cleanup) -> None:

@@ -94,7 +94,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     return run_agent(node=args.node or socket.gethostname(), bind=args.bind,
                      libvirt_uri=None if args.libvirt_uri == "none" else args.libvirt_uri,
                      corosync=not args.no_corosync, keys=args.keys, allow=args.allow,
-                     insecure=args.insecure)
+                     insecure=args.insecure, alerts=args.alerts)
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--bind", default="tcp://127.0.0.1:9820", metavar="ENDPOINT")
     a.add_argument("--libvirt-uri", default="qemu:///system", help="'none' to skip libvirt")
     a.add_argument("--no-corosync", action="store_true", help="do not watch corosync quorum")
+    a.add_argument("--alerts", metavar="PATH",
+                   help="receive this node's Pacemaker alerts here (the kvm-warden-alert "
+                        "recipient, e.g. /run/kvm-warden/alerts.sock) and publish them")
     _bus_options(a)
     a.set_defaults(func=_cmd_agent)
 

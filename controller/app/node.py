@@ -66,7 +66,7 @@ def _wait_for_signal() -> None:
 
 
 def run_agent(node: str, bind: str, libvirt_uri: str | None, corosync: bool, keys: str | None,
-              allow: str | None, insecure: bool) -> int:
+              allow: str | None, insecure: bool, alerts: str | None = None) -> int:
     logs.configure(sys.stderr)
     snapshots = snapshot_endpoint(bind)  # validates the endpoint first
     curve = curve_from(keys, allow, bind, insecure)
@@ -74,7 +74,8 @@ def run_agent(node: str, bind: str, libvirt_uri: str | None, corosync: bool, key
     auth = start_authenticator(ctx, curve) if curve else None
     try:
         agent = Agent(AgentConfig(node=node, pub_endpoint=bind, snapshot_endpoint=snapshots,
-                                  libvirt_uri=libvirt_uri, corosync=corosync), ctx, curve)
+                                  libvirt_uri=libvirt_uri, corosync=corosync, alerts=alerts),
+                      ctx, curve)
     except zmq.ZMQError as exc:
         if auth:
             auth.stop()

@@ -30,6 +30,7 @@ from controller.engine.desired_store import DesiredStore
 from controller.engine.ledger import DEFAULT_STATE_DIR, LedgerFile
 from controller.engine.loop import Controller, PassResult
 from controller.engine.observe import Source, pacemaker_source, with_local_libvirt
+from controller.engine.oob import OutOfBandWatcher
 from controller.engine.store import Store
 from controller.model.actions import describe
 from controller.model.desired import load_desired
@@ -93,6 +94,13 @@ def run_service(opts: RunOptions) -> int:
             desired=DesiredStore(opts.desired_path), store=store,
             after_apply=sim.settle if sim else None,
             ledger_file=LedgerFile(state_dir), audit=AuditLog(state_dir))
+        # libvirt events of cluster VMs that no Pacemaker operation explains (engine/oob.py)
+        oob = OutOfBandWatcher(query=controller.actuator.query,
+                               desired=lambda: controller.desired.current,
+                               audit=controller.audit, found=controller.out_of_band)
+        oob.start()
+        stack.callback(oob.stop)
+        store.taps.append(oob.offer)
         server = _serve_http(opts, controller)
         if server is not None:
             stack.callback(server.stop)

@@ -12,6 +12,7 @@ from controller.bus.keys import Curve
 from controller.bus.publisher import Publisher
 from probes.corosync.quorum import QuorumWatcher
 from probes.libvirt.events import LibvirtWatcher
+from probes.pacemaker.alerts import AlertReceiver
 from probes.storage.mounts import MountWatcher
 
 
@@ -24,6 +25,9 @@ class AgentConfig:
     corosync: bool = True
     storage: bool = True
     listing_seconds: float = 30.0
+    # Pacemaker runs alert agents on the node where the event happened: each node's agent
+    # receives its own node's alerts (a unix socket) and publishes them on the bus.
+    alerts: str | None = None
 
 
 class Agent:
@@ -41,12 +45,18 @@ class Agent:
             self.watchers.append(QuorumWatcher(cfg.node, self.publisher.publish))
         if cfg.storage:
             self.watchers.append(MountWatcher(cfg.node, self.publisher.publish))
+        self.alerts: AlertReceiver | None = None
 
     def start(self) -> None:
         for w in self.watchers:
             w.start()
+        if self.cfg.alerts:
+            self.alerts = AlertReceiver(self.cfg.alerts,
+                                        lambda env: self.publisher.publish(env.payload))
 
     def stop(self) -> None:
+        if self.alerts is not None:
+            self.alerts.close()
         for w in self.watchers:
             w.stop()
         self.publisher.close()

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from controller.model.errors import BusError
-from controller.model.events import KINDS, VERSION, Envelope, Payload
+from controller.model.events import KINDS, VERSION, AlertReceived, Envelope, Payload
 from controller.model.names import NODE_NAME
 
 MAX_SEQ = 2**53  # sequence numbers stay exact in every JSON reader
@@ -59,7 +59,9 @@ def decode(data: bytes) -> Envelope:
         raise BusError("invalid", "source is not a node name")
     # A publisher speaks for its own node only: a listing or event it claims for another node
     # would put domains there (false split-brain findings that outlive it).
-    node = getattr(env.payload, "node", env.source)
+    # An alert names the node it is about (a fenced node, a resource's node), not its sender.
+    node = env.source if isinstance(env.payload, AlertReceived) else getattr(
+        env.payload, "node", env.source)
     if node != env.source:
         raise BusError("forged-source", f"{env.source} sent a {env.kind} for {str(node)[:64]}")
     return env

@@ -33,7 +33,13 @@ from controller.model.actions import (
     SetAllowedNodes,
     SetLocation,
 )
-from controller.model.context import CIRCUIT_WINDOW, CleanupHistory, LedgerView
+from controller.model.context import (
+    CIRCUIT_WINDOW,
+    OUT_OF_BAND_SECONDS,
+    CleanupHistory,
+    LedgerView,
+    OutOfBandChange,
+)
 from controller.model.index import ClusterIndex
 
 # Where the ledger and the audit log live unless --state-dir says otherwise (on the shared
@@ -71,9 +77,16 @@ class Ledger:
     moves: dict[str, float] = field(default_factory=dict)
     cleanups: CleanupHistory = field(default_factory=CleanupHistory)
     finding_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    # out-of-band changes of the last hour: findings until they age out, whatever kvm-warden or
+    # Pacemaker does meanwhile (a cleanup after the recovery does not erase them)
+    out_of_band: list[OutOfBandChange] = field(default_factory=list)
 
     def view(self) -> LedgerView:
-        return LedgerView(cleanups=self.cleanups)
+        return LedgerView(cleanups=self.cleanups, out_of_band=tuple(self.out_of_band))
+
+    def saw_out_of_band(self, changes: list[OutOfBandChange], now: float) -> None:
+        self.out_of_band = [c for c in (*self.out_of_band, *changes)
+                            if now - c.at < OUT_OF_BAND_SECONDS]
 
     def tentative(self) -> Ledger:
         """A copy the guard may spend from while it admits one pass's actions."""
@@ -118,7 +131,7 @@ class Ledger:
         ones not seen in this pass (an incremental pass sees only its VMs: it cannot)."""
         keep, seen = [], set()
         for f in findings:
-            if f.kind not in PLACEMENT_FINDINGS:
+            if f.kind not in PLACEMENT_FINDINGS or f.urgent:
                 keep.append(f)
                 continue
             key = (f.subject, f.message)
@@ -140,6 +153,7 @@ class LedgerRecord(msgspec.Struct, kw_only=True):
     moves: dict[str, float] = msgspec.field(default_factory=dict)
     cleanups: dict[str, list[float]] = msgspec.field(default_factory=dict)
     finding_since: list[tuple[str, str, float]] = msgspec.field(default_factory=list)
+    out_of_band: list[OutOfBandChange] = msgspec.field(default_factory=list)
 
 
 KEEP_SECONDS = 86400.0  # cooldown marks older than this are dropped when the ledger is written
@@ -153,6 +167,7 @@ def to_record(ledger: Ledger, now: float) -> LedgerRecord:
         cleanups={k: list(v) for k, v in ledger.cleanups.attempts.items()
                   if v and now - v[-1] < CIRCUIT_WINDOW},
         finding_since=[(s, m, t) for (s, m), t in ledger.finding_since.items()],
+        out_of_band=[c for c in ledger.out_of_band if now - c.at < OUT_OF_BAND_SECONDS],
     )
 
 
@@ -162,6 +177,7 @@ def from_record(rec: LedgerRecord) -> Ledger:
         last_change=dict(rec.last_change), moves=dict(rec.moves),
         cleanups=CleanupHistory(attempts={k: tuple(v) for k, v in rec.cleanups.items()}),
         finding_since={(s, m): t for s, m, t in rec.finding_since},
+        out_of_band=list(rec.out_of_band),
     )
 
 

@@ -33,11 +33,13 @@ from controller.model.actions import (
     Outcome,
     describe,
 )
+from controller.model.context import Context, OutOfBandChange
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex, build_index
 from controller.model.observed import ObservedState
 from controller.model.overview import VmRow, vm_rows
+from reconcilers import paused
 
 DEBOUNCE_SECONDS = 0.2
 # Alerts ask for a full pass (crm_mon); a storm of them (real or forged) gets at most one per
@@ -79,6 +81,8 @@ class Controller:
     last_rows: tuple[VmRow, ...] = ()
     cib: bytes | None = None  # the CIB of the last full reading: the base of the next patch
     _dirty: set[str] = field(default_factory=set)
+    _recheck_at: float | None = None  # wall clock: a grace (a paused VM's) ends then
+    _out_of_band: list[OutOfBandChange] = field(default_factory=list)  # the watcher's inbox
     _full: bool = True
     _urgent: bool = False  # a full pass our own change asked for: not rate-limited
     _dirty_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -109,6 +113,14 @@ class Controller:
                 self._full = True
         self._wake.set()
 
+    def out_of_band(self, change: OutOfBandChange) -> None:
+        """The out-of-band watcher found one (its thread): into the ledger at the next pass,
+        which is a full one now, so that status shows the finding at once."""
+        with self._dirty_lock:
+            self._out_of_band.append(change)
+            self._full = self._urgent = True
+        self._wake.set()
+
     def _take_dirty(self) -> tuple[bool, bool, frozenset[str]]:
         with self._dirty_lock:
             full, urgent, dirty = self._full, self._urgent, frozenset(self._dirty)
@@ -137,6 +149,9 @@ class Controller:
         self.last_observed = observed
         metrics.update_cluster(observed)
         t = now if now is not None else time.time()
+        with self._dirty_lock:
+            seen, self._out_of_band = self._out_of_band, []
+        self.ledger.saw_out_of_band(seen, t)
         index = build_index(observed)
         # Freshness is that of Pacemaker's view, which every action is planned on; a dead
         # node's silent agent is the stale list's business, not a reason to freeze.
@@ -144,6 +159,7 @@ class Controller:
         decisions, findings = decide(index, desired, self.guard, t, observed_at, only)
         decisions = self._preview(decisions, index, desired)
         findings = self.ledger.persistent(findings, t, prune=only is None)
+        self._recheck_at = paused.due_at(Context(index=index, desired=desired, now=t))
         self.last_rows = vm_rows(observed, desired)  # /status serves these until the next pass
         self._report(decisions, findings, index.fail_counts)
         outcomes, conflict, error = self._apply(decisions, index, t)
@@ -270,6 +286,11 @@ class Controller:
         last_full = float("-inf")
         while not self._stop.is_set():
             metrics.beat(me)
+            if self._recheck_at is not None and time.time() >= self._recheck_at:
+                self._recheck_at = None
+                with self._dirty_lock:  # a grace has ended: a full pass now
+                    self._full = self._urgent = True
+                self._wake.set()
             changed = self.desired.poll()
             now = time.monotonic()
             if changed or self._wake.is_set() or now >= next_resync:

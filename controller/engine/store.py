@@ -49,7 +49,7 @@ def _apply(state: ObservedState, p: Observation, source: str, at: float
             doms = {**state.domains}
             old = doms.get(node, {})
             if connected:
-                doms[node] = {d.name: d for d in domains}
+                doms[node] = {d.name: _since(old.get(d.name), d, at) for d in domains}
             else:
                 doms.pop(node, None)  # unknown, not "gone": planners never act on absence
             names = set(old) | set(doms.get(node, {}))
@@ -61,7 +61,8 @@ def _apply(state: ObservedState, p: Observation, source: str, at: float
             doms = {**state.domains}
             node_doms = dict(doms.get(node, {}))
             cur = node_doms.get(name, Domain(name=name))
-            node_doms[name] = msgspec.structs.replace(cur, state=new_state)
+            node_doms[name] = _since(cur, msgspec.structs.replace(
+                cur, state=new_state, reason=p.reason), at)
             doms[node] = node_doms
             return (msgspec.structs.replace(state, domains=doms, observed_at=seen, stale=stale),
                     frozenset({f"domain:{name}"}))
@@ -92,6 +93,16 @@ def _apply(state: ObservedState, p: Observation, source: str, at: float
     return state, frozenset()
 
 
+def _since(old: Domain | None, new: Domain, at: float) -> Domain:
+    """`new` with the time its state began: kept from `old` while state and reason hold."""
+    if old is not None and old.state == new.state and old.reason == new.reason \
+            and old.since is not None:
+        since = old.since
+    else:
+        since = at
+    return new if new.since == since else msgspec.structs.replace(new, since=since)
+
+
 def mark_stale(state: ObservedState, source: str) -> ObservedState:
     return msgspec.structs.replace(state, stale=state.stale | {source})
 
@@ -103,6 +114,8 @@ class Store:
         self._state = initial or ObservedState()
         self._lock = threading.Lock()
         self.listeners: list[Callable[[frozenset[str]], None]] = []
+        # Hear every envelope itself (the out-of-band watcher needs the event, not its effect).
+        self.taps: list[Callable[[Envelope], None]] = []
 
     @property
     def state(self) -> ObservedState:
@@ -111,6 +124,8 @@ class Store:
     def fold(self, env: Envelope) -> frozenset[str]:
         with self._lock:
             self._state, changed = fold(self._state, env)
+        for tap in self.taps:
+            tap(env)
         if changed:
             for listener in self.listeners:
                 listener(changed)

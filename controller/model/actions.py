@@ -146,9 +146,26 @@ class Cleanup(Action, frozen=True, kw_only=True, tag="Cleanup"):
         return self.rsc
 
 
+class FailResource(Action, frozen=True, kw_only=True, tag="FailResource"):
+    """`crm_resource --fail --resource R --node N`: tell Pacemaker the resource failed there, so
+    that Pacemaker's own recovery (stop, start, its fail-count and migration-threshold) restarts
+    it -- the one way kvm-warden restarts a VM (never virsh)."""
+
+    rsc: str
+    node: str
+
+    @property
+    def key(self) -> str:
+        return f"fail:{self.rsc}:{self.node}"
+
+    @property
+    def resource(self) -> str | None:
+        return self.rsc
+
+
 AnyAction = (
     SetLocation | SetAllowedNodes | AddOrder | AddColocation | RemoveConstraint | SetMeta
-    | SetProperty | SetNodeAttribute | Cleanup
+    | SetProperty | SetNodeAttribute | Cleanup | FailResource
 )
 
 CIB_ACTIONS = (SetLocation, SetAllowedNodes, AddOrder, AddColocation, RemoveConstraint, SetMeta,
@@ -194,13 +211,15 @@ FindingKind = Literal[
     "operator-ban",  # placement: a `pcs resource ban` that contradicts the desired state (kept)
     "storage-kept",  # storage: a dependency kept because nothing proves it is no longer needed
     "drain-blocked",  # nodes: a declared drain no node could take a VM from (not started)
+    "vm-paused",  # paused: a cluster VM paused (I/O error, watchdog, user...) past the grace
+    "out-of-band",  # health: a lifecycle change of a cluster VM that Pacemaker did not make
 ]
 # Findings about where domains run compare two sources taken at different instants (libvirt's
 # events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).
 PLACEMENT_FINDINGS: frozenset[FindingKind] = frozenset({"split-brain", "unplaced-domain"})
 
 
-class Finding(msgspec.Struct, frozen=True, kw_only=True):
+class Finding(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Something an operator must know that kvm-warden will not fix by itself."""
 
     reconciler: str
@@ -208,6 +227,9 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     severity: Severity
     subject: str
     message: str
+    # Reported at once, not only once it persists: Pacemaker itself vouches for it (a guest on
+    # a node it sees unclean), so no race between two readings can have made it up.
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,4 +264,6 @@ def describe(action: AnyAction) -> str:
             return f"node {n}: {a}={v}"
         case Cleanup(rsc=r, node=n):
             return f"cleanup {r} on {n}"
+        case FailResource(rsc=r, node=n):
+            return f"fail {r} on {n} (Pacemaker recovers it)"
     return repr(action)

@@ -28,10 +28,24 @@ class CleanupHistory(msgspec.Struct, frozen=True, kw_only=True):
         return CleanupHistory(attempts={**self.attempts, key: (*recent, at)})
 
 
+class OutOfBandChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A lifecycle change of a cluster VM that Pacemaker did not make (engine/oob.py)."""
+
+    at: float  # when libvirt reported it (the agent's clock)
+    vm: str
+    resource: str
+    node: str
+    what: str  # libvirt's event/detail: stopped/destroyed, suspended/paused, started/migrated...
+
+
+OUT_OF_BAND_SECONDS = 3600.0  # an out-of-band change stays a finding this long
+
+
 class LedgerView(msgspec.Struct, frozen=True, kw_only=True):
     """What reconcilers may read of the ledger (engine/ledger.py owns the rest)."""
 
     cleanups: CleanupHistory = msgspec.field(default_factory=CleanupHistory)
+    out_of_band: tuple[OutOfBandChange, ...] = ()
 
 
 @dataclass(frozen=True)

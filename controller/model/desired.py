@@ -134,6 +134,10 @@ class Policy(_Strict):
     # file does not ask to stop is refused (would-disrupt) unless this is true.
     allow_disruption: StrictBool = False
     preview_timeout_seconds: Annotated[StrictInt, Field(ge=1, le=3600)] = 30
+    # A cluster VM paused (I/O error, watchdog, `virsh suspend`...) longer than the grace is
+    # reported; `restart` also has Pacemaker recover it (crm_resource --fail), never virsh.
+    on_pause: Literal["report", "restart"] = "report"
+    pause_grace_seconds: Annotated[StrictInt, Field(ge=0, le=86400)] = 2
 
 
 class DesiredState(_Strict):

@@ -26,6 +26,7 @@ class DomainLifecycle(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     event: str  # started | stopped | suspended | resumed | crashed | ...
     detail: str = ""  # e.g. failed, destroyed, migrated, shutdown, ioerror
     state: str = ""  # the domain state after the event, as `virsh domstate`
+    reason: str = ""  # the state's reason, as `virsh domstate --reason` (paused: ioerror, ...)
 
 
 class DomainSeen(msgspec.Struct, frozen=True, kw_only=True, tag=True):

@@ -49,6 +49,10 @@ class ClusterIndex:
     domain_disks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> sources
     # domain -> node -> Domain, from fresh listings only (live agent, node online in Pacemaker)
     listed: Mapping[str, Mapping[str, Domain]] = field(default_factory=dict)
+    # domain -> nodes where it may be running *outside* Pacemaker's sight: a fresh listing from a
+    # node Pacemaker sees offline, or the last listing (even from a silent agent) of a node
+    # Pacemaker sees unclean -- where a partitioned or unfenced node keeps running guests.
+    unfenced: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def with_resource_nodes(index: ClusterIndex, rid: str, nodes: tuple[str, ...],
@@ -148,8 +152,17 @@ def build_index(observed: ObservedState) -> ClusterIndex:
     # A listing from a node Pacemaker sees offline, or from an agent gone silent, is history:
     # trusting it would report a VM that Pacemaker recovered elsewhere as running twice.
     online = {n for n, st in status.nodes.items() if st.online}
+    unclean = {n for n, st in status.nodes.items() if st.unclean}
+    unfenced: dict[str, list[str]] = {}
     for node, doms in observed.domains.items():
-        if (status.nodes and node not in online) or node in observed.stale:
+        fresh = node not in observed.stale
+        if status.nodes and (node in unclean or (node not in online and fresh)):
+            # Never "history" for the split-brain check: nothing proves these guests stopped
+            # (a clean offline node was fenced or shut down by Pacemaker; its old list is void).
+            for name, dom in doms.items():
+                if domain_active(dom):
+                    unfenced.setdefault(name, []).append(node)
+        if (status.nodes and node not in online) or not fresh:
             continue
         for name, dom in doms.items():
             listed.setdefault(name, {})[node] = dom
@@ -184,6 +197,7 @@ def build_index(observed: ObservedState) -> ClusterIndex:
         domains_running={k: tuple(sorted(v)) for k, v in domains_running.items()},
         domain_disks={k: tuple(sorted(v)) for k, v in domain_disks.items()},
         listed=listed,
+        unfenced={k: tuple(sorted(v)) for k, v in unfenced.items()},
         migration_thresholds=thresholds,
     )
 

@@ -188,12 +188,32 @@ class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):
         return tuple(r for r in self.resources if r.id == resource_id)
 
 
+class OpRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One `lrm_rsc_op` of the CIB's status: an operation Pacemaker ran (or runs: op_status -1,
+    recorded when it starts, record-pending) on one node. Times: `last_rc_change` is epoch
+    seconds, `exec_ms` the run time."""
+
+    resource: str
+    node: str
+    task: str
+    call_id: int = 0
+    op_status: int = 0  # PCMK_EXEC_*: -1 pending, 0 done, ...
+    rc: int = 0
+    interval_ms: int = 0
+    last_rc_change: int = 0
+    exec_ms: int = 0
+
+
 class Domain(msgspec.Struct, frozen=True, kw_only=True):
     """A libvirt domain as one node's libvirtd reports it."""
 
     name: str
     uuid: str = ""
     state: str = "unknown"
+    # why it is in that state, as libvirt's virDomain*Reason (for paused: user, ioerror,
+    # watchdog, migration, ...); "" when libvirt gave none
+    reason: str = ""
+    since: float | None = None  # when this state was first observed (set by the store)
     disks: tuple[str, ...] = ()
     vnc_port: int | None = None
     vnc_listen: str | None = None

@@ -19,6 +19,15 @@ from probes.xmlparse import parse_document
 # virDomainState numbering (libvirt-domain.h), as the names virsh prints.
 STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
           6: "crashed", 7: "pmsuspended"}
+# virDomainPausedReason (libvirt-domain.h), as `virsh domstate --reason` names them: why a
+# running guest is frozen -- an I/O error and a watchdog are faults nobody else reports.
+PAUSED_REASONS = ("unknown", "user", "migration", "save", "dump", "ioerror", "watchdog",
+                  "from-snapshot", "shutdown", "snapshot", "api-error", "starting-up",
+                  "postcopy", "postcopy-failed")
+
+
+def paused_reason(code: int) -> str:
+    return PAUSED_REASONS[code] if 0 <= code < len(PAUSED_REASONS) else str(code)
 
 
 def parse_domain_xml(xml: str | bytes, *, source: str = "domain XML") -> Domain:
@@ -76,11 +85,13 @@ def list_domains(uri: str, conn: Any = None) -> dict[str, Domain]:
         out: dict[str, Domain] = {}
         for dom in domains:
             try:
-                state, _reason = dom.state()
+                state, reason = dom.state()
                 facts = parse_domain_xml(dom.XMLDesc(0), source=f"{uri} {dom.name()}")
             except (libvirt.libvirtError, ParseError):
                 continue  # vanished while listing, or XML we cannot read: next listing retries
-            out[facts.name] = msgspec.structs.replace(facts, state=STATES.get(state, "nostate"))
+            out[facts.name] = msgspec.structs.replace(
+                facts, state=STATES.get(state, "nostate"),
+                reason=paused_reason(reason) if state == 3 else "")
         return out
     finally:
         if own:

@@ -40,6 +40,11 @@ DETAILS: dict[str, tuple[str, ...]] = {
 }
 WATCHDOG = ("none", "pause", "reset", "poweroff", "shutdown", "debug", "inject-nmi")
 IO_ERROR = ("none", "pause", "report")
+# A suspended event's detail -> the paused reason a listing would give (PAUSED_REASONS).
+SUSPEND_REASON = {"paused": "user", "migrated": "migration", "ioerror": "ioerror",
+                  "watchdog": "watchdog", "restored": "save", "from-snapshot": "from-snapshot",
+                  "api-error": "api-error", "postcopy": "postcopy",
+                  "postcopy-failed": "postcopy-failed"}
 
 _loop_started = False
 _loop_lock = threading.Lock()
@@ -110,7 +115,8 @@ class LibvirtWatcher:
         state = {"started": "running", "resumed": "running", "suspended": "paused",
                  "stopped": "shutoff", "crashed": "crashed", "pmsuspended": "pmsuspended"}.get(
                      name, "")
-        self._publish_event(dom, name, det, state)
+        reason = SUSPEND_REASON.get(det, "unknown") if name == "suspended" else ""
+        self._publish_event(dom, name, det, state, reason)
         self._queue("list")
 
     def _reboot(self, conn: Any, dom: Any, opaque: Any) -> None:
@@ -136,13 +142,14 @@ class LibvirtWatcher:
         self.log.warning("libvirt_connection_closed", reason=reason)
         self._queue("reconnect")
 
-    def _publish_event(self, dom: Any, event: str, detail: str, state: str) -> None:
+    def _publish_event(self, dom: Any, event: str, detail: str, state: str,
+                       reason: str = "") -> None:
         try:
             name, uuid = dom.name(), dom.UUIDString()
         except Exception:  # noqa: BLE001 - a domain object can fail on a dying connection
             return
         self.publish(DomainLifecycle(node=self.node, domain=name, uuid=uuid, event=event,
-                                     detail=detail, state=state))
+                                     detail=detail, state=state, reason=reason))
 
     # -- worker thread: owns the connection --
     def _run(self) -> None:

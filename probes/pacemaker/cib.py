@@ -17,6 +17,7 @@ from controller.model.observed import (
     Constraints,
     Expression,
     LocationConstraint,
+    OpRecord,
     OrderConstraint,
     ResourceConfig,
     ResourceSet,
@@ -216,3 +217,39 @@ def _parse_constraints(section: etree._Element, source: str) -> Constraints:
                 )
             )
     return Constraints(location=tuple(location), order=tuple(order), colocation=tuple(colocation))
+
+
+def parse_operations(data: bytes, *, source: str = "cib",
+                     resources: frozenset[str] | None = None) -> tuple[OpRecord, ...]:
+    """The operation history of the CIB's status section (`lrm_rsc_op`), one-shot and pending
+    operations only (recurring monitors say nothing about who changed a domain). `resources`:
+    only these resource ids. Malformed entries are skipped; a document that is not a CIB is a
+    ParseError."""
+    root = parse_document(data, source=source)
+    if root.tag != "cib":
+        raise ParseError("not a CIB (expected <cib>)", source=source, element=str(root.tag))
+    out: list[OpRecord] = []
+    status = root.find("status")
+    if status is None:
+        return ()
+    for ns in status.iterchildren("node_state"):
+        node = ns.get("uname") or ns.get("id") or ""
+        for res in ns.iterfind("lrm/lrm_resources/lrm_resource"):
+            rid = (res.get("id") or "").split(":", 1)[0]
+            if not rid or (resources is not None and rid not in resources):
+                continue
+            for op in res.iterchildren("lrm_rsc_op"):
+                try:
+                    interval = int(op.get("interval", "0") or 0)
+                    if interval:
+                        continue
+                    out.append(OpRecord(
+                        resource=rid, node=node, task=op.get("operation", ""),
+                        call_id=int(op.get("call-id", "0") or 0),
+                        op_status=int(op.get("op-status", "0") or 0),
+                        rc=int(op.get("rc-code", "0") or 0),
+                        last_rc_change=int(op.get("last-rc-change", "0") or 0),
+                        exec_ms=int(op.get("exec-time", "0") or 0)))
+                except ValueError:
+                    continue
+    return tuple(out)

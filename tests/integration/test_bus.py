@@ -306,3 +306,41 @@ def test_a_named_peer_speaks_only_for_itself(ctx: zmq.Context) -> None:
         sub.close()
         raw.close()
         router.close()
+
+
+def test_an_alert_on_another_node_reaches_the_controller_through_that_nodes_agent(
+        ctx: zmq.Context, tmp_path: Path) -> None:
+    """Pacemaker runs the alert agent on the node of the event: kvm3's agent receives it on
+    its unix socket and publishes it; the controller's subscriber hears it as a push event,
+    even though it names kvm1 (a fencing alert names its target, not its sender)."""
+    import os
+    import subprocess
+    import sys
+
+    from controller.bus.agent import Agent, AgentConfig
+
+    sock = tmp_path / "alerts.sock"
+    agent = Agent(AgentConfig(node="kvm3", pub_endpoint=ANY, snapshot_endpoint=ANY,
+                              libvirt_uri=None, corosync=False, storage=False,
+                              alerts=str(sock)), ctx)
+    agent.start()
+    inbox = Inbox()
+    pub = agent.publisher
+    sub = Subscriber(ctx, [Peer(pub.pub_endpoint, pub.snapshot_endpoint, name="kvm3")], inbox)
+    sub.start()
+    try:
+        wait_for("the first snapshot", lambda: "Snapshot" in inbox.kinds(), 5.0, 0.02)
+        time.sleep(0.3)  # PUB/SUB joins asynchronously
+        script = Path(__file__).resolve().parents[2] / "probes/pacemaker/kvm_warden_alert.py"
+        env = {**os.environ, "CRM_alert_recipient": str(sock), "CRM_alert_kind": "fencing",
+               "CRM_alert_node": "kvm1", "CRM_alert_task": "reboot", "CRM_alert_rc": "0",
+               "CRM_alert_desc": "Operation reboot of kvm1 by kvm3: OK",
+               "CRM_alert_node_sequence": "7"}
+        subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=10)
+        wait_for("the alert", lambda: "AlertReceived" in inbox.kinds(), 5.0, 0.02)
+        (env_,) = [e for e in inbox.items if e.kind == "AlertReceived"]
+        assert env_.source == "kvm3" and env_.payload.kind == "fencing"  # type: ignore[union-attr]
+        assert env_.payload.node == "kvm1" and env_.payload.task == "reboot"  # type: ignore[union-attr]
+    finally:
+        sub.close()
+        agent.stop()

@@ -75,3 +75,44 @@ def test_alert_receiver_counts_lost_alerts_and_rejects_garbage(tmp_path: Path) -
             "kvm_warden_bus_rejected_total", {"reason": "alert-undecodable"}) == bad + 1, 5.0, 0.02)
     finally:
         rx.close()
+
+
+def test_a_paused_domain_carries_libvirts_reason_in_events_listings_and_the_store() -> None:
+    got: list[Any] = []
+    store = Store()
+    w = LibvirtWatcher("n1", "test:///default", got.append, listing_seconds=60)
+    w.start()
+    conn = libvirt.open("test:///default")
+    dom = conn.lookupByName("test")
+    try:
+        wait_for("a first listing", lambda: any(type(g).__name__ == "DomainSeen" for g in got),
+                 5.0, 0.02)
+        dom.suspend()  # what `virsh suspend` does: libvirt's reason is "user"
+        assert dom.state() == [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER]
+        wait_for("the suspended event", lambda: any(
+            type(g).__name__ == "DomainLifecycle" and g.event == "suspended" for g in got),
+            5.0, 0.02)
+        ev = next(g for g in got if type(g).__name__ == "DomainLifecycle")
+        assert (ev.state, ev.reason) == ("paused", "user")
+        wait_for("a listing with the pause", lambda: any(
+            type(g).__name__ == "DomainSeen" and g.domains and g.domains[0].state == "paused"
+            for g in got), 5.0, 0.02)
+        listing = [g for g in got if type(g).__name__ == "DomainSeen"][-1]
+        assert (listing.domains[0].state, listing.domains[0].reason) == ("paused", "user")
+        # The store keeps when the pause began across later listings of the same state.
+        store.observe([ev], "n1", 100.0)
+        store.observe([listing], "n1", 130.0)
+        assert store.state.domains["n1"]["test"].since == 100.0
+        dom.resume()
+        wait_for("resumed", lambda: any(
+            type(g).__name__ == "DomainLifecycle" and g.event == "resumed" for g in got),
+            5.0, 0.02)
+        resumed = [g for g in got if type(g).__name__ == "DomainLifecycle"][-1]
+        store.observe([resumed], "n1", 140.0)
+        d = store.state.domains["n1"]["test"]
+        assert (d.state, d.reason, d.since) == ("running", "", 140.0)
+    finally:
+        if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+        conn.close()
+        w.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from controller.model.actions import Finding
 from controller.model.context import Context
 from controller.model.desired import parse_desired
 from controller.model.index import build_index
@@ -13,16 +14,23 @@ NODES = {n: Node(name=n, online=n != "kvm3") for n in ("kvm1", "kvm2", "kvm3")}
 
 
 def findings(role: str, nodes: tuple[str, ...], domains: dict[str, str],
-             stale: frozenset[str] = frozenset()) -> list[str]:
+             stale: frozenset[str] = frozenset(), unclean: str = "") -> list[str]:
+    return [f.message for f in finding_list(role, nodes, domains, stale, unclean)]
+
+
+def finding_list(role: str, nodes: tuple[str, ...], domains: dict[str, str],
+                 stale: frozenset[str] = frozenset(), unclean: str = "") -> list[Finding]:
+    status_nodes = {n: Node(name=n, online=st.online and n != unclean, unclean=n == unclean)
+                    for n, st in NODES.items()}
     observed = ObservedState(
-        status=ClusterStatus(dc="kvm1", with_quorum=True, nodes=NODES, resources=(
+        status=ClusterStatus(dc="kvm1", with_quorum=True, nodes=status_nodes, resources=(
             Resource(id="vm-web01", agent="ocf:heartbeat:VirtualDomain", role=role,
                      active=bool(nodes), nodes=nodes),)),
         domains={node: {"web01": Domain(name="web01", state=state)}
                  for node, state in domains.items()},
         stale=stale)
     ctx = Context(index=build_index(observed), desired=DESIRED, now=0.0)
-    return [f.message for f in plan_health(ctx).findings]
+    return list(plan_health(ctx).findings)
 
 
 def test_domain_running_where_pacemaker_does_not_place_it_is_critical() -> None:
@@ -40,8 +48,32 @@ def test_transitions_and_stale_listings_are_not_split_brain() -> None:
     # Pacemaker is starting it (crm_mon role "Starting"): libvirt may be ahead.
     assert findings("Starting", (), {"kvm2": "running"}) == []
     assert findings("Migrating", ("kvm1",), {"kvm1": "running", "kvm2": "running"}) == []
-    # kvm3 is offline: its last listing is history.
-    assert findings("Started", ("kvm1",), {"kvm1": "running", "kvm3": "running"}) == []
+    # kvm3 is offline (clean: fenced, or stopped by Pacemaker) and its agent went silent: the
+    # last listing it sent is history.
+    assert findings("Started", ("kvm1",), {"kvm1": "running", "kvm3": "running"},
+                    stale=frozenset({"kvm3"})) == []
     # kvm2's agent went silent: its listing is not trusted.
     assert findings("Started", ("kvm1",), {"kvm1": "running", "kvm2": "running"},
                     stale=frozenset({"kvm2"})) == []
+
+
+def test_a_guest_on_an_unclean_node_is_split_brain_at_once_even_from_a_silent_agent() -> None:
+    # kvm2 was partitioned: Pacemaker sees it UNCLEAN (fencing pending or failed) and runs
+    # web01 on kvm1 too; kvm2's agent cannot reach us (stale), its last listing had web01.
+    (f,) = finding_list("Started", ("kvm1",), {"kvm1": "running", "kvm2": "running"},
+                        stale=frozenset({"kvm2"}), unclean="kvm2")
+    assert f.kind == "split-brain" and f.severity == "critical" and f.urgent
+    assert f.subject == "vm-web01@kvm2" and "UNCLEAN" in f.message
+    # A paused guest there is as alive as a running one; a shut-off one is not.
+    assert len(finding_list("Started", ("kvm1",), {"kvm2": "paused"}, unclean="kvm2",
+                            stale=frozenset({"kvm2"}))) == 1
+    assert finding_list("Started", ("kvm1",), {"kvm1": "running", "kvm2": "shutoff"},
+                        unclean="kvm2") == []
+
+
+def test_a_live_agent_on_a_node_pacemaker_sees_offline_is_believed() -> None:
+    # kvm3's cluster stack died but its libvirtd and agent live (no fencing): the guest still
+    # runs there while Pacemaker would start it elsewhere.
+    (f,) = finding_list("Started", ("kvm1",), {"kvm1": "running", "kvm3": "running"})
+    assert f.kind == "split-brain" and "kvm3" in f.message and "offline" in f.message
+    assert not f.urgent  # reported once it persists (the agent may just not be marked stale)

@@ -1,0 +1,191 @@
+"""Out-of-band changes: a cluster VM started, stopped, paused, resumed, migrated or undefined
+behind Pacemaker's back (`virsh destroy` on a node, a guest powering itself off...).
+
+Every lifecycle change Pacemaker makes happens inside one of its operations: VirtualDomain's
+start runs `virsh create`, its stop `virsh shutdown`/`destroy`, migrate_to runs the live
+migration. Pacemaker records each one-shot operation in the CIB's status -- when it starts
+(record-pending, op-status -1) and when it ends (last-rc-change, exec-time). So a libvirt event
+is Pacemaker's own when an operation of the right kind on that resource was running at that
+instant; otherwise it is out of band: one audit record (kind `out_of_band`), a metric, and a
+finding for an hour that nothing kvm-warden does afterwards erases.
+
+The CIB is read as soon as an event arrives (a fraction of a second after it happened), while
+the operation that caused it is still pending or has just ended: Pacemaker's recovery of an
+out-of-band stop (monitor, stop, start) only begins seconds later, so it cannot be mistaken for
+the cause. Operations seen in earlier reads are kept for a while, because a record in the CIB
+is replaced by the next operation of the same resource on the node. Faults (a crash, an I/O
+error, a watchdog) are not "changes": Pacemaker's monitor and the paused check cover them.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from controller import metrics
+from controller.engine.audit import AuditLog, AuditRecord
+from controller.logs import logger
+from controller.model.context import OutOfBandChange
+from controller.model.desired import DesiredState
+from controller.model.errors import WardenError
+from controller.model.events import DomainLifecycle, Envelope
+from controller.model.observed import OpRecord
+from probes.pacemaker.cib import parse_operations
+
+MIGRATE = frozenset({"migrate_to", "migrate_from"})
+START, STOP = frozenset({"start"}), frozenset({"stop"})
+ANY = START | STOP | MIGRATE
+# (event, detail) -> the operations that cause it; None: a fault or noise, never judged.
+# A migration's events happen on both nodes during migrate_to (on the source), so those match
+# the resource's migrations on any node.
+CAUSES: dict[str, dict[str, frozenset[str]] | frozenset[str] | None] = {
+    "started": {"booted": START, "restored": START, "from-snapshot": START, "wakeup": START,
+                "migrated": MIGRATE},
+    "stopped": {"shutdown": STOP, "destroyed": STOP, "saved": STOP, "from-snapshot": STOP,
+                "migrated": MIGRATE, "failed": frozenset(), "crashed": frozenset()},
+    "shutdown": STOP,
+    "suspended": {"paused": frozenset(), "api-error": frozenset(), "migrated": MIGRATE,
+                  "postcopy": MIGRATE, "ioerror": frozenset(), "watchdog": frozenset()},
+    "resumed": {"unpaused": frozenset(), "migrated": MIGRATE, "postcopy": MIGRATE},
+    "defined": ANY,
+    "undefined": ANY,
+}
+FAULTS = {("stopped", "failed"), ("stopped", "crashed"), ("suspended", "ioerror"),
+          ("suspended", "watchdog")}
+BEFORE = 1.0  # last-rc-change is whole seconds: an operation may have begun up to 1 s "later"
+AFTER = 1.5
+JOURNAL_SECONDS = 600.0
+MERGE_SECONDS = 5.0  # one `virsh shutdown` is several events: one record
+SETTLE_SECONDS = 0.3  # let Pacemaker's pending record land before the CIB is read
+
+
+def causes(event: str, detail: str) -> frozenset[str] | None:
+    """The operations that would explain this event, or None if it is not judged at all."""
+    if (event, detail) in FAULTS:
+        return None
+    entry = CAUSES.get(event)
+    if entry is None:
+        return None
+    if isinstance(entry, frozenset):
+        return entry
+    return entry.get(detail, ANY)
+
+
+def explains(op: OpRecord, at: float) -> bool:
+    """Whether `op` was running at `at` (with the slack of whole-second timestamps)."""
+    if op.op_status == -1:  # pending: started at last-rc-change, not finished
+        return op.last_rc_change - BEFORE <= at
+    run = op.exec_ms / 1000.0
+    return op.last_rc_change - run - BEFORE <= at <= op.last_rc_change + run + AFTER
+
+
+def judge(ev: DomainLifecycle, at: float, resource: str, ops: Iterable[OpRecord]) -> bool | None:
+    """True: Pacemaker made this change; False: out of band; None: not a change we judge."""
+    wanted = causes(ev.event, ev.detail)
+    if wanted is None:
+        return None
+    for op in ops:
+        if op.resource != resource or op.task not in wanted:
+            continue
+        if op.task not in MIGRATE and op.node != ev.node:
+            continue
+        if explains(op, at):
+            return True
+    return False
+
+
+@dataclass
+class OutOfBandWatcher:
+    """Judges the libvirt events of cluster VMs on its own thread (it reads the CIB)."""
+
+    query: Callable[[], bytes]  # the live CIB
+    desired: Callable[[], DesiredState | None]
+    audit: AuditLog
+    found: Callable[[OutOfBandChange], None]  # the loop's inbox (ledger + wake)
+    _inbox: queue.Queue[tuple[DomainLifecycle, float, float]] = field(
+        default_factory=lambda: queue.Queue(maxsize=10_000))
+    _journal: dict[tuple[str, str, str, int, int], OpRecord] = field(default_factory=dict)
+    _last: dict[str, float] = field(default_factory=dict)  # vm -> last record (merging)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.log = logger(component="out-of-band")
+        self._thread = threading.Thread(target=self._run, name="out-of-band", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        metrics.watch_thread(self._thread)
+
+    def stop(self) -> None:
+        metrics.forget_thread(self._thread)
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def offer(self, env: Envelope) -> None:
+        """Called for every envelope the store folds (bus thread): cheap, never raises."""
+        p = env.payload
+        if not isinstance(p, DomainLifecycle) or causes(p.event, p.detail) is None:
+            return
+        try:
+            self._inbox.put_nowait((p, env.sent_at, time.monotonic()))
+        except queue.Full:
+            metrics.PROBE_ERRORS.labels(probe="out-of-band").inc()
+
+    def _run(self) -> None:
+        me = threading.current_thread().name
+        while not self._stop.is_set():
+            metrics.beat(me)
+            try:
+                ev, at, arrived = self._inbox.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            try:
+                self._one(ev, at, arrived)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not end the thread
+                self.log.error("out_of_band_check_failed", error=str(exc), vm=ev.domain)
+
+    def _one(self, ev: DomainLifecycle, at: float, arrived: float) -> None:
+        desired = self.desired()
+        vm = desired.vm_by_name().get(ev.domain) if desired is not None else None
+        if vm is None:
+            return  # not a VM kvm-warden watches over
+        wait = arrived + SETTLE_SECONDS - time.monotonic()
+        if wait > 0:
+            self._stop.wait(wait)
+        try:
+            ops = parse_operations(self.query(), source="cibadmin --query")
+        except WardenError as exc:
+            # Unknown is not "out of band": without Pacemaker's record we accuse nobody.
+            self.log.warning("out_of_band_unjudged", vm=vm.name, error=str(exc))
+            return
+        now = time.time()
+        # Finished operations are kept (the CIB keeps only the last one per resource and
+        # node); a pending one counts only while this read still shows it pending.
+        for op in ops:
+            if op.op_status != -1:
+                self._journal[(op.resource, op.node, op.task, op.call_id, op.last_rc_change)] = op
+        self._journal = {k: o for k, o in self._journal.items()
+                         if now - o.last_rc_change < JOURNAL_SECONDS}
+        pending = [op for op in ops if op.op_status == -1]
+        verdict = judge(ev, at, vm.resource_id, [*self._journal.values(), *pending])
+        if verdict is not False:
+            return
+        what = f"{ev.event}/{ev.detail}" if ev.detail else ev.event
+        if at - self._last.get(vm.name, float("-inf")) < MERGE_SECONDS:
+            self._last[vm.name] = at
+            self.log.info("out_of_band_more", vm=vm.name, node=ev.node, what=what)
+            return
+        self._last[vm.name] = at
+        change = OutOfBandChange(at=at, vm=vm.name, resource=vm.resource_id, node=ev.node,
+                                 what=what)
+        metrics.OUT_OF_BAND.labels(vm=vm.name, node=ev.node, what=what).inc()
+        self.audit.write([AuditRecord(
+            at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)), who="out-of-band",
+            outcome="observed", action=f"{what} of {vm.name} on {ev.node}", kind="out_of_band",
+            reconciler="out-of-band", resource=vm.resource_id, verdict="observed",
+            why=f"libvirt reported {what} on {ev.node}; Pacemaker ran no matching operation "
+                f"on {vm.resource_id} then")])
+        self.found(change)

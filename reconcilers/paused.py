@@ -1,0 +1,67 @@
+"""Paused VMs: a guest frozen by an I/O error, a watchdog or a `virsh suspend` looks healthy to
+Pacemaker (VirtualDomain's monitor counts "paused" as running), so nobody raises it -- we do.
+
+A cluster VM paused for longer than `policy.pause_grace_seconds` is a critical finding, unless
+it is paused by a migration (libvirt pauses a guest at the end of a live migration) while
+Pacemaker migrates it. With `policy.on_pause: restart` kvm-warden also marks the resource failed
+on that node (`crm_resource --fail`): Pacemaker's own recovery restarts it, counting a failure
+as for any other -- except for pauses that are a job in progress (save, dump, snapshot), which
+restarting would break.
+"""
+
+from __future__ import annotations
+
+from controller.model.actions import FailResource, Plan
+from controller.model.context import Context
+from reconcilers.base import PlanBuilder
+
+NAME = "paused"
+MIGRATION_REASONS = frozenset({"migration", "postcopy", "starting-up"})
+JOB_REASONS = frozenset({"save", "dump", "snapshot", "from-snapshot", "shutdown"})
+
+
+def paused_vms(ctx: Context) -> list[tuple[str, str, str, str, float | None]]:
+    """(vm, resource id, node, reason, seconds paused) of the cluster VMs that count as paused."""
+    index, only = ctx.index, ctx.scope
+    out = []
+    for vm in ctx.desired.vms:
+        if only is not None and vm.name not in only:
+            continue
+        rid = vm.resource_id
+        for node, dom in sorted(index.listed.get(vm.name, {}).items()):
+            if dom.state != "paused":
+                continue
+            if dom.reason in MIGRATION_REASONS and (rid in index.migrating
+                                                    or rid in index.transitioning):
+                continue
+            age = ctx.now - dom.since if dom.since is not None else None
+            out.append((vm.name, rid, node, dom.reason or "unknown", age))
+    return out
+
+
+def due_at(ctx: Context) -> float | None:
+    """When the next paused VM's grace ends (the loop wakes then), if one is waiting."""
+    grace = ctx.desired.policy.pause_grace_seconds
+    waits = [ctx.now + grace - age for *_, age in paused_vms(ctx)
+             if age is not None and age < grace]
+    return min(waits) if waits else None
+
+
+def plan(ctx: Context) -> Plan:
+    out = PlanBuilder(NAME)
+    policy = ctx.desired.policy
+    for name, rid, node, reason, age in paused_vms(ctx):
+        if age is None or age < policy.pause_grace_seconds:
+            continue
+        out.find("vm-paused", "critical", f"{rid}@{node}",
+                 f"domain {name} is paused on {node} ({reason}) for {age:.0f} s; Pacemaker's "
+                 "monitor counts a paused VM as running"
+                 + ("" if policy.on_pause == "restart" and reason not in JOB_REASONS
+                    else "; not restarted (on_pause: report)" if policy.on_pause == "report"
+                    else f"; not restarted: a {reason} job may be in progress"))
+        if policy.on_pause == "restart" and reason not in JOB_REASONS \
+                and node in ctx.index.running.get(rid, ()):
+            out.actions.append(FailResource(
+                reconciler=NAME, rsc=rid, node=node,
+                why=f"{name} paused on {node} ({reason}) for {age:.0f} s; on_pause: restart"))
+    return out.build()

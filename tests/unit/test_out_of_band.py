@@ -1,0 +1,72 @@
+"""Out-of-band judgement: a libvirt event is Pacemaker's when one of its operations of the right
+kind on that resource was running then (the CIB's lrm_rsc_op records), else out of band."""
+
+from __future__ import annotations
+
+from controller.engine.oob import judge
+from controller.model.events import DomainLifecycle
+from probes.pacemaker.cib import parse_operations
+
+# The status section as Pacemaker writes it: a finished start on kvm1 (last-rc-change is when
+# it ended, exec-time its length), a pending stop on kvm2 (op-status -1, call-id -1,
+# record-pending), a recurring monitor (ignored), and a finished migrate_to on kvm1.
+CIB = b"""<cib epoch="1" num_updates="1" admin_epoch="0"><configuration/><status>
+<node_state id="1" uname="kvm1"><lrm id="1"><lrm_resources>
+ <lrm_resource id="vm-web01" type="VirtualDomain" class="ocf" provider="heartbeat">
+  <lrm_rsc_op id="vm-web01_last_0" operation="start" call-id="12" rc-code="0" op-status="0"
+   interval="0" last-rc-change="1000" exec-time="800" queue-time="0"/>
+  <lrm_rsc_op id="vm-web01_monitor_5000" operation="monitor" call-id="13" rc-code="0"
+   op-status="0" interval="5000" last-rc-change="1001" exec-time="40"/>
+ </lrm_resource>
+ <lrm_resource id="vm-db01" type="VirtualDomain" class="ocf" provider="heartbeat">
+  <lrm_rsc_op id="vm-db01_last_0" operation="migrate_to" call-id="20" rc-code="0" op-status="0"
+   interval="0" last-rc-change="2003" exec-time="2800"/>
+ </lrm_resource>
+</lrm_resources></lrm></node_state>
+<node_state id="2" uname="kvm2"><lrm id="2"><lrm_resources>
+ <lrm_resource id="vm-web02" type="VirtualDomain" class="ocf" provider="heartbeat">
+  <lrm_rsc_op id="vm-web02_last_0" operation="stop" call-id="-1" rc-code="193" op-status="-1"
+   interval="0" last-rc-change="3000" exec-time="0"/>
+ </lrm_resource>
+ <lrm_resource id="bad" type="VirtualDomain" class="ocf" provider="heartbeat">
+  <lrm_rsc_op id="bad_last_0" operation="stop" call-id="x" op-status="0" interval="0"/>
+ </lrm_resource>
+</lrm_resources></lrm></node_state>
+</status></cib>"""
+OPS = parse_operations(CIB)
+
+
+def ev(node: str, domain: str, event: str, detail: str) -> DomainLifecycle:
+    return DomainLifecycle(node=node, domain=domain, event=event, detail=detail)
+
+
+def test_the_status_section_is_read_one_shot_operations_only() -> None:
+    assert sorted((o.resource, o.node, o.task, o.op_status) for o in OPS) == [
+        ("vm-db01", "kvm1", "migrate_to", 0), ("vm-web01", "kvm1", "start", 0),
+        ("vm-web02", "kvm2", "stop", -1)]
+
+
+def test_pacemakers_own_changes_are_explained() -> None:
+    assert judge(ev("kvm1", "web01", "started", "booted"), 999.6, "vm-web01", OPS) is True
+    assert judge(ev("kvm2", "web02", "stopped", "shutdown"), 3004.0, "vm-web02", OPS) is True
+    # A live migration's events happen on both nodes during migrate_to (on the source).
+    assert judge(ev("kvm2", "db01", "started", "migrated"), 2001.0, "vm-db01", OPS) is True
+    assert judge(ev("kvm1", "db01", "stopped", "migrated"), 2003.2, "vm-db01", OPS) is True
+
+
+def test_changes_no_operation_explains_are_out_of_band() -> None:
+    # virsh destroy long after the start; on another node than the pending stop; a pause or a
+    # resume (VirtualDomain never pauses a guest); a start on kvm2 where nothing started it.
+    assert judge(ev("kvm1", "web01", "stopped", "destroyed"), 1500.0, "vm-web01", OPS) is False
+    assert judge(ev("kvm1", "web02", "stopped", "destroyed"), 3004.0, "vm-web02", OPS) is False
+    assert judge(ev("kvm1", "web01", "suspended", "paused"), 1000.0, "vm-web01", OPS) is False
+    assert judge(ev("kvm1", "web01", "resumed", "unpaused"), 1000.0, "vm-web01", OPS) is False
+    assert judge(ev("kvm2", "web01", "started", "booted"), 1000.0, "vm-web01", OPS) is False
+    # A migration by hand: no migrate_to of vm-web01 anywhere.
+    assert judge(ev("kvm2", "web01", "started", "migrated"), 1000.0, "vm-web01", OPS) is False
+
+
+def test_faults_are_not_judged() -> None:
+    for event, detail in (("stopped", "failed"), ("stopped", "crashed"),
+                          ("suspended", "ioerror"), ("suspended", "watchdog"), ("reboot", "")):
+        assert judge(ev("kvm1", "web01", event, detail), 1500.0, "vm-web01", OPS) is None

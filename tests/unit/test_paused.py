@@ -1,0 +1,51 @@
+"""Paused VMs: reported past the grace, never while Pacemaker migrates them; `restart` goes
+through Pacemaker (crm_resource --fail), never virsh."""
+
+from __future__ import annotations
+
+from controller.model.actions import FailResource
+from controller.model.context import Context
+from controller.model.desired import parse_desired
+from controller.model.index import build_index
+from controller.model.observed import ClusterStatus, Domain, Node, ObservedState, Resource
+from reconcilers import paused
+
+NODES = {n: Node(name=n, online=True) for n in ("kvm1", "kvm2")}
+
+
+def ctx(reason: str, since: float, now: float, on_pause: str = "report", role: str = "Started",
+        grace: int = 2) -> Context:
+    desired = parse_desired(f"version: 1\nvms:\n  - name: web01\npolicy:\n  on_pause: {on_pause}\n"
+                            f"  pause_grace_seconds: {grace}\n")
+    observed = ObservedState(
+        status=ClusterStatus(dc="kvm1", with_quorum=True, nodes=NODES, resources=(
+            Resource(id="vm-web01", agent="ocf:heartbeat:VirtualDomain", role=role, active=True,
+                     nodes=("kvm1",)),)),
+        domains={"kvm1": {"web01": Domain(name="web01", state="paused", reason=reason,
+                                          since=since)}})
+    return Context(index=build_index(observed), desired=desired, now=now)
+
+
+def test_an_io_error_pause_is_critical_after_the_grace_and_not_before() -> None:
+    assert paused.plan(ctx("ioerror", since=100.0, now=101.0)).findings == ()
+    assert paused.due_at(ctx("ioerror", since=100.0, now=101.0)) == 102.0
+    (f,) = paused.plan(ctx("ioerror", since=100.0, now=103.0)).findings
+    assert (f.kind, f.severity, f.subject) == ("vm-paused", "critical", "vm-web01@kvm1")
+    assert "paused on kvm1 (ioerror)" in f.message and "on_pause: report" in f.message
+    assert paused.plan(ctx("ioerror", since=100.0, now=103.0)).actions == ()
+
+
+def test_a_pause_by_pacemakers_migration_is_not_reported_but_a_left_over_one_is() -> None:
+    assert paused.plan(ctx("migration", 100.0, 500.0, role="Migrating")).findings == ()
+    # Paused "for migration" while Pacemaker migrates nothing: a migration behind its back
+    # that got stuck -- reported.
+    assert len(paused.plan(ctx("migration", 100.0, 500.0)).findings) == 1
+
+
+def test_restart_marks_the_resource_failed_through_pacemaker() -> None:
+    plan = paused.plan(ctx("watchdog", 100.0, 110.0, on_pause="restart"))
+    assert plan.actions == (FailResource(reconciler="paused", rsc="vm-web01", node="kvm1",
+                                         why=plan.actions[0].why),)
+    # A snapshot or a save is a job in progress: reported, not broken by a restart.
+    plan = paused.plan(ctx("snapshot", 100.0, 110.0, on_pause="restart"))
+    assert plan.actions == () and "job may be in progress" in plan.findings[0].message
