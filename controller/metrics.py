@@ -106,11 +106,11 @@ OPERATOR_BAN = Gauge("kvm_warden_operator_ban",
 VM_PAUSED = Gauge("kvm_warden_vm_paused",
                   "1 for a domain libvirt reports paused, with libvirt's reason (ioerror, "
                   "watchdog, user, migration...); Pacemaker's monitor counts it as running",
-                  ["vm", "node", "reason"])
+                  ["vm", "node", "reason"], registry=REGISTRY)
 OUT_OF_BAND = Counter("kvm_warden_out_of_band_total",
                       "Lifecycle changes of cluster VMs that Pacemaker did not make (virsh "
                       "destroy/suspend/migrate... behind the cluster's back)",
-                      ["vm", "node", "what"])
+                      ["vm", "node", "what"], registry=REGISTRY)
 SPLIT_BRAIN = Gauge("kvm_warden_split_brain_findings",
                     "Domains running where Pacemaker does not place them", registry=REGISTRY)
 CIB_CONFLICTS = Counter("kvm_warden_cib_conflicts_total",

@@ -9,10 +9,17 @@ modules) with their order/colocation chain, no-quorum-policy=freeze, and Virtual
 (tiny KVM guests, no OS) whose XML and qcow2 disks live in one directory bind-mounted at
 /kvm/storage on every node (the GFS2 stand-in).
 
-Lab-only settings, said so here and in the README: STONITH disabled; corosync token 1000 ms and
-dc-deadtime 5 s for speed; libvirtd listens on tcp without auth inside the lab network; and
-VirtualDomain's migrate_options=--unsafe, because libvirt refuses live migration from a plain
-directory ("Migration without shared storage is unsafe") -- on real GFS2 it is not needed.
+Fencing is real, as in production (stonith-enabled=true): a fence device `fence-lab` runs the
+lab's fence agent (lab/fence_kvmlab.py, installed as /usr/sbin/fence_kvmlab) whose power side is
+the lab's power controller on the host (lab/bmc.py): `off` kills every process of the node --
+Pacemaker, corosync, libvirtd, its guests, its kvm-warden agent -- and `on` boots it again.
+Pacemaker alerts go to kvm-warden's alert agent on every node (`pcs alert create`), which hands
+them to that node's kvm-warden agent.
+
+Lab-only settings, said so here and in the README: corosync token 1000 ms and dc-deadtime 5 s
+for speed; libvirtd listens on tcp without auth inside the lab network; and VirtualDomain's
+migrate_options=--unsafe, because libvirt refuses live migration from a plain directory
+("Migration without shared storage is unsafe") -- on real GFS2 it is not needed.
 
 Everything the lab starts runs inside its namespaces; `down` kills every PID in them
 (`ip netns pids`) and deletes them, so it stops exactly what it started, also after a crash.
@@ -48,6 +55,10 @@ remember_owner = 0
 """
 
 AGENT_PORT = 9820
+ALERT_SOCKET = "/run/kvm-warden/alerts.sock"  # on every node (each node has its own /run)
+FENCE_AGENT = Path("/usr/sbin/fence_kvmlab")
+ALERT_AGENT = Path("/usr/local/libexec/kvm-warden-alert")
+WARDEN_MARKER = "warden-agents"  # present: a node boots with its kvm-warden agent
 
 COROSYNC_CONF = """totem {
     version: 2
@@ -153,9 +164,9 @@ def down() -> None:
                 time.sleep(1.0)
         sh("ip", "netns", "del", node, check=False)
     sh("ip", "netns", "del", BRIDGE_NS, check=False)
-    state = BASE / "state.json"
-    if state.exists():
-        state.unlink()
+    _stop_bmc()
+    for flag in ("state.json", WARDEN_MARKER, "bmc-fail"):
+        (BASE / flag).unlink(missing_ok=True)
     _reap()
 
 
@@ -168,6 +179,39 @@ def kill_node(node: str) -> None:
             pass
     time.sleep(0.1)
     _reap()
+
+
+def _stop_bmc() -> None:
+    pidfile = BASE / "bmc.pid"
+    try:
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+    pidfile.unlink(missing_ok=True)
+
+
+def _start_bmc() -> None:
+    """The lab's power controller on the host (lab/bmc.py), and the fence and alert agents."""
+    _stop_bmc()
+    shutil.copy(ROOT / "lab" / "fence_kvmlab.py", FENCE_AGENT)
+    FENCE_AGENT.chmod(0o755)
+    ALERT_AGENT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "probes" / "pacemaker" / "kvm_warden_alert.py", ALERT_AGENT)
+    ALERT_AGENT.chmod(0o755)
+    proc = _detach([sys.executable, "-m", "lab.bmc"], BASE / "bmc.log", cwd=ROOT)
+    (BASE / "bmc.pid").write_text(str(proc.pid))
+    _wait("the power controller", lambda: (BASE / "bmc.sock").exists(), 10, [BASE / "bmc.log"])
+
+
+def _fencing_and_alerts() -> None:
+    """As an operator sets them up with pcs: the fence device, then fencing on, the alert."""
+    on("kvm1", "pcs", "stonith", "create", "fence-lab", "fence_kvmlab",
+       f"pcmk_host_list={' '.join(NODES)}", "pcmk_host_check=static-list",
+       f"socket={BASE / 'bmc.sock'}", "op", "monitor", "interval=60s")
+    on("kvm1", "pcs", "property", "set", "stonith-enabled=true")
+    on("kvm1", "pcs", "alert", "create", "id=kvm-warden", f"path={ALERT_AGENT}")
+    on("kvm1", "pcs", "alert", "recipient", "add", "kvm-warden", f"value={ALERT_SOCKET}",
+       "id=kvm-warden-agent")
 
 
 def _network() -> None:
@@ -213,6 +257,18 @@ def _node_files(node: str) -> Path:
     return d
 
 
+def start_node(node: str) -> None:
+    """Boot a node (idempotent: a node with processes is left alone). The power controller
+    (fencing's `on`) and the tests may both boot a node: a lock makes it one boot."""
+    import fcntl
+
+    (BASE / node).mkdir(parents=True, exist_ok=True)
+    with open(BASE / node / "boot.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not netns_pids(node):
+            _start_node(node)
+
+
 def _start_node(node: str) -> None:
     d = _node_files(node)
     binds = [
@@ -232,6 +288,7 @@ def _start_node(node: str) -> None:
     ) + "".join(f"mount --bind {src} {dst}\n" for src, dst in binds) + (
         "virtlogd &\n"
         "libvirtd --listen &\n"
+    ) + (_agent_line(node) if (BASE / WARDEN_MARKER).exists() else "") + (
         "corosync -f &\n"
         "sleep 1.5\n"
         "exec /usr/sbin/pacemakerd\n"
@@ -240,6 +297,14 @@ def _start_node(node: str) -> None:
     proc = _detach(["ip", "netns", "exec", node, "unshare", "-m", "-u", "--propagation",
                     "private", "sh", str(d / "start.sh")], d / "node.log")
     (d / "pid").write_text(str(proc.pid))
+
+
+def _agent_line(node: str) -> str:
+    """The node's kvm-warden agent, started at boot like its systemd unit would be."""
+    import shlex
+
+    argv = " ".join(shlex.quote(a) for a in _agent_argv(node))
+    return f"(cd {shlex.quote(str(ROOT))} && exec {argv}) >> {BASE / f'agent-{node}.log'} 2>&1 &\n"
 
 
 def _wait(what: str, cond, timeout: float, logs: list[Path]) -> None:  # type: ignore[no-untyped-def]
@@ -335,14 +400,16 @@ def up(timeout: float = 180.0) -> dict[str, object]:
     for old in BASE.glob("*.log"):  # logs of the previous lab (kept after down for reading)
         old.unlink()
     _storage()
+    _start_bmc()
     _network()
     for node in NODES:
-        _start_node(node)
+        start_node(node)
     logs = [BASE / n / "node.log" for n in NODES] + [BASE / n / "log" / "corosync.log"
                                                        for n in NODES]
     _wait("3 nodes online with a DC",
           lambda: "Online: [ kvm1 kvm2 kvm3 ]" in on("kvm1", "crm_mon", "-1", check=False).stdout,
           timeout, logs)
+    _fencing_and_alerts()
     _resources()
     _wait("3 VMs running", lambda: len(vms_running()) == len(VMS), timeout, logs)
     info = {"nodes": list(NODES), "seconds": round(time.monotonic() - started, 1),
@@ -393,12 +460,16 @@ def _spawn(node: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
                     f"--uts=/proc/{pid}/ns/uts", *argv], BASE / f"{name}.log", cwd=ROOT)
 
 
-def start_agent(node: str) -> subprocess.Popen[bytes]:
+def _agent_argv(node: str) -> list[str]:
     keys = BASE / "keys"
-    return _spawn(node, f"agent-{node}", [
-        sys.executable, "-m", "controller.app.cli", "agent", "--node", node,
-        "--bind", f"tcp://{node_ip(node)}:{AGENT_PORT}", "--libvirt-uri", "qemu:///system",
-        "--keys", str(keys / f"{node}.key_secret"), "--allow", str(BASE / "allow-agents")])
+    return [sys.executable, "-m", "controller.app.cli", "agent", "--node", node,
+            "--bind", f"tcp://{node_ip(node)}:{AGENT_PORT}", "--libvirt-uri", "qemu:///system",
+            "--keys", str(keys / f"{node}.key_secret"), "--allow", str(BASE / "allow-agents"),
+            "--alerts", ALERT_SOCKET]
+
+
+def start_agent(node: str) -> subprocess.Popen[bytes]:
+    return _spawn(node, f"agent-{node}", _agent_argv(node))
 
 
 def start_controller(desired: Path, http_port: int = 9810) -> subprocess.Popen[bytes]:
@@ -409,13 +480,14 @@ def start_controller(desired: Path, http_port: int = 9810) -> subprocess.Popen[b
         sys.executable, "-m", "controller.app.cli", "controller", "--desired",
         str(desired.resolve()),
         "--keys", str(keys / "controller.key_secret"), "--allow", str(BASE / "allow-controller"),
-        "--alerts", "/run/kvm-warden/alerts.sock", "--http-host", "127.0.0.1",
+        "--http-host", "127.0.0.1",
         "--state-dir", str(BASE / "state"),
         "--http-port", str(http_port), *agents])
 
 
 def start_warden(desired: Path) -> dict[str, subprocess.Popen[bytes]]:
     _keys()
+    (BASE / WARDEN_MARKER).touch()  # from now on a node boots with its agent
     procs = {f"agent-{n}": start_agent(n) for n in NODES}
     procs["controller"] = start_controller(desired)
     return procs
@@ -441,10 +513,52 @@ def audit_records(name: str = "controller") -> list[dict[str, object]]:
     return out
 
 
+def netns_ids() -> dict[str, str]:
+    """Each node's network namespace as /proc/PID/ns/net names it ("net:[4026532...]")."""
+    out = {}
+    for node in NODES:
+        try:
+            out[f"net:[{os.stat(f'/run/netns/{node}').st_ino}]"] = node
+        except OSError:
+            pass
+    return out
+
+
+def guests_by_node(ids: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """Guest name -> the nodes with a live qemu process for it, read straight from /proc (fast
+    enough to sample every 0.1 s: "no VM runs twice at any moment" is checked with it)."""
+    ids = ids if ids is not None else netns_ids()
+    out: dict[str, list[str]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if not argv or b"qemu-system" not in argv[0]:
+                continue
+            node = ids.get(os.readlink(f"/proc/{pid}/ns/net"))
+        except OSError:
+            continue
+        if node is None:
+            continue
+        for i, a in enumerate(argv[:-1]):
+            if a == b"-name":
+                name = argv[i + 1].decode(errors="replace")
+                name = name.split("guest=", 1)[1].split(",", 1)[0] if "guest=" in name else name
+                out.setdefault(name, []).append(node)
+    return out
+
+
+def set_link(node: str, up: bool) -> None:
+    """Cut (or restore) a node's cable on the lab bridge: a network partition."""
+    sh("ip", "-n", BRIDGE_NS, "link", "set", f"veth{NODES.index(node) + 1}",
+       "up" if up else "down")
+
+
 def restart_node(node: str) -> None:
     """Start a killed node again in its namespace (fresh runtime dirs, same state dirs)."""
     kill_node(node)
-    _start_node(node)
+    start_node(node)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         passes=args.passes, agents=list(args.agent),
         local_agent=args.command == "run" and not args.no_agent, alerts=args.alerts,
         keys=args.keys, allow=args.allow, insecure=args.insecure, node=args.node,
-        watch_endpoint=getattr(args, "watch_endpoint", None), state_dir=args.state_dir))
+        watch_endpoint=getattr(args, "watch_endpoint", None), state_dir=args.state_dir,
+        web_config=args.web_config))
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
@@ -228,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--libvirt-uri", default=None, help="libvirt URI (default: qemu:///system)")
     r.add_argument("--http-host", default="127.0.0.1")
     r.add_argument("--http-port", type=int, default=9810, help="metrics/health port (0: off)")
+    r.add_argument("--web-config", metavar="FILE",
+                   help="TLS and basic auth for the HTTP port (Prometheus exporter format: "
+                        "tls_server_config, basic_auth_users with bcrypt hashes); required off "
+                        "loopback")
     r.add_argument("--passes", type=int, default=0, help="stop after N passes (0: run forever)")
     r.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT",
                    help="also subscribe to a remote agent (repeatable)")
@@ -255,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where kvm-warden-alert sends: a unix datagram socket or udp://HOST:PORT")
     c.add_argument("--http-host", default="127.0.0.1")
     c.add_argument("--http-port", type=int, default=9810)
+    c.add_argument("--web-config", metavar="FILE",
+                   help="TLS and basic auth for the HTTP port (Prometheus exporter format: "
+                        "tls_server_config, basic_auth_users with bcrypt hashes); required off "
+                        "loopback")
     _state_option(c)
     c.add_argument("--passes", type=int, default=0)
     _bus_options(c)

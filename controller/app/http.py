@@ -14,14 +14,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from controller import metrics
 from controller.app.status_html import render_status_html
+from controller.app.webconfig import WebAuth
 from controller.model.overview import StatusDoc
 
 FRESH_SECONDS = 120.0
+OPEN_PATHS = ("/healthz", "/readyz")  # liveness for Pacemaker/Docker: no cluster data in them
 
 
 class StatusServer:
     def __init__(self, host: str, port: int, status: Callable[[], StatusDoc],
-                 ready: Callable[[], tuple[bool, str]]):
+                 ready: Callable[[], tuple[bool, str]], web: WebAuth | None = None):
         self._status = status
         self._ready = ready
         outer = self
@@ -30,6 +32,15 @@ class StatusServer:
             timeout = 10.0  # seconds a client may take to send its request
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 path = self.path.split("?", 1)[0]
+                if web is not None and path not in OPEN_PATHS and not web.allowed(
+                        self.headers.get("Authorization")):
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="kvm-warden"')
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", "13")
+                    self.end_headers()
+                    self.wfile.write(b"unauthorized\n")
+                    return
                 if path == "/metrics":
                     self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
@@ -73,6 +84,15 @@ class StatusServer:
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client that went away (BrokenPipe, reset) is not an error of ours
+
+            def get_request(self) -> tuple[Any, Any]:
+                sock, addr = super().get_request()
+                if web is not None and web.tls is not None:
+                    # The handshake happens on the handler's thread (first read, under the
+                    # handler's timeout): a client that never finishes it cannot stall accept.
+                    sock = web.tls.wrap_socket(sock, server_side=True,
+                                               do_handshake_on_connect=False)
+                return sock, addr
 
         self.server = Server((host, port), Handler)
         self.server.daemon_threads = True

@@ -24,6 +24,7 @@ from controller.app.http import StatusServer, readiness
 from controller.app.node import on_loopback, snapshot_endpoint, subscribe
 from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_nodes, render_table
+from controller.app.webconfig import load_web_config
 from controller.bus.agent import Agent, AgentConfig
 from controller.engine.audit import AuditLog
 from controller.engine.desired_store import DesiredStore
@@ -59,6 +60,7 @@ class RunOptions:
     node: str | None = None
     watch_endpoint: str | None = None
     state_dir: str | None = None  # the ledger's home (default /var/lib/kvm-warden)
+    web_config: str | None = None  # TLS + basic auth (exporter-toolkit's format)
 
 
 def run_service(opts: RunOptions) -> int:
@@ -175,13 +177,19 @@ def _serve_http(opts: RunOptions, controller: Controller) -> StatusServer | None
 
     if not 0 <= opts.http_port <= 65535:
         raise WardenError(f"--http-port {opts.http_port}: must be 0..65535")
+    web = load_web_config(opts.web_config) if opts.web_config else None
+    if not on_loopback(f"tcp://{opts.http_host}:0") and (web is None or not web.users):
+        raise WardenError(f"--http-host {opts.http_host}: off loopback the HTTP port needs "
+                          "--web-config FILE with basic_auth_users (and tls_server_config): "
+                          "cluster state and metrics are not served to anyone who asks")
     try:
         server = StatusServer(opts.http_host, opts.http_port, status_doc,
-                              lambda: ready_state(controller))
+                              lambda: ready_state(controller), web)
     except (OSError, OverflowError) as exc:
         raise WardenError(f"cannot listen on {opts.http_host}:{opts.http_port}: {exc}") from None
     server.start()
-    print(f"metrics:           http://{opts.http_host}:{server.port}/metrics  "
+    scheme = "https" if web is not None and web.tls is not None else "http"
+    print(f"metrics:           {scheme}://{opts.http_host}:{server.port}/metrics  "
           f"(/healthz /readyz /status)")
     return server
 

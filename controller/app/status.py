@@ -24,13 +24,15 @@ def printable(text: str) -> str:
 
 
 def render_table(rows: tuple[VmRow, ...]) -> str:
-    head = f"{'VM':<10} {'RESOURCE':<12} {'NODE':<8} {'STATE':<10} {'DESIRED':<16} {'DRIFT':<18} CONSOLE"
+    head = (f"{'VM':<10} {'RESOURCE':<12} {'NODE':<8} {'STATE':<10} {'LIBVIRT':<18} "
+            f"{'DESIRED':<16} {'DRIFT':<18} CONSOLE")
     lines = [head, "-" * len(head)]
     for r in rows:
         desired = f"{r.desired_state or '-'}@{r.desired_node or 'any'}"
         lines.append(printable(
             f"{r.vm:<10} {r.resource:<12} {','.join(r.nodes) or '-':<8} {r.state:<10} "
-            f"{desired:<16} {', '.join(r.drift) or 'none':<18} {r.console or '-'}"))
+            f"{','.join(r.libvirt) or '-':<18} {desired:<16} {', '.join(r.drift) or 'none':<18} "
+            f"{r.console or '-'}"))
     return "\n".join(lines)
 
 

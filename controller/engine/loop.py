@@ -159,6 +159,11 @@ class Controller:
         decisions, findings = decide(index, desired, self.guard, t, observed_at, only)
         decisions = self._preview(decisions, index, desired)
         findings = self.ledger.persistent(findings, t, prune=only is None)
+        if only is not None and self.last is not None:
+            # An incremental pass checked only its VMs: the others' findings still stand.
+            mine = {vm.resource_id for vm in desired.vms if vm.name in only}
+            findings = tuple(f for f in self.last.findings
+                             if f.subject.split("@", 1)[0] not in mine) + findings
         self._recheck_at = paused.due_at(Context(index=index, desired=desired, now=t))
         self.last_rows = vm_rows(observed, desired)  # /status serves these until the next pass
         self._report(decisions, findings, index.fail_counts)

@@ -49,7 +49,8 @@ CAUSES: dict[str, dict[str, frozenset[str]] | frozenset[str] | None] = {
     "shutdown": STOP,
     "suspended": {"paused": frozenset(), "api-error": frozenset(), "migrated": MIGRATE,
                   "postcopy": MIGRATE, "ioerror": frozenset(), "watchdog": frozenset()},
-    "resumed": {"unpaused": frozenset(), "migrated": MIGRATE, "postcopy": MIGRATE},
+    # libvirt starts QEMU with its CPUs stopped and resumes them: a start's own "unpaused"
+    "resumed": {"unpaused": START, "migrated": MIGRATE, "postcopy": MIGRATE},
     "defined": ANY,
     "undefined": ANY,
 }

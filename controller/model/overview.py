@@ -22,6 +22,9 @@ class VmRow(msgspec.Struct, frozen=True, kw_only=True):
     drift: tuple[str, ...]
     vnc_port: int | None
     console: str | None
+    # what libvirt says on each node that lists the domain active: "kvm1:running",
+    # "kvm2:paused(ioerror)" -- Pacemaker's role counts a paused guest as Started
+    libvirt: tuple[str, ...] = ()
 
 
 class NodeRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,7 +103,12 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[VmRo
         node = nodes[0] if len(nodes) == 1 else None
         dom = domains.get((node, name)) if node else None
         port = dom.vnc_port if dom else None
+        seen = tuple(
+            f"{n}:{d.state}" + (f"({d.reason})" if d.reason else "")
+            for (n, dn), d in sorted(domains.items())
+            if dn == name and n not in observed.stale and d.state not in ("shutoff", "unknown"))
         rows.append(VmRow(
+            libvirt=seen,
             vm=name, resource=rid, nodes=nodes, state=role, desired_state=desired_state,
             desired_node=desired_node, drift=tuple(drift), vnc_port=port,
             console=(f"ssh -L {port}:127.0.0.1:{port} admin@{node}  "

@@ -11,104 +11,18 @@ been raised during it: crashes, moves, node losses and libvirtd restarts are not
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lab import lab
-from tests.realdaemons import kvm_usable
+from tests.e2e.conftest import Lab, audits, constraints, converged, metric, quorate
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-DESIRED = """version: 1
-cluster:
-  properties: {{no-quorum-policy: freeze}}
-  nodes: {nodes}
-storage:
-  - name: gfs2_storage
-    resource: gfs2_res01-clone
-    mountpoint: /kvm/storage
-    requires: [clvmd-clone, dlm-clone]
-vms:
-  - name: web01
-    placement: {{prefer: {web01}}}
-  - name: web02
-    placement: {{prefer: {web02}}}
-    anti_affinity: [web01]
-  - name: db01
-{db01}policy:
-  resync_seconds: 5
-  clear_move_leftovers: true
-{policy}"""
-
-
-@dataclass
-class Lab:
-    desired: Path
-
-    def write_desired(self, **over: str) -> None:
-        want = {"web01": "kvm1", "web02": "kvm2", "nodes": "[kvm1, kvm2, kvm3]", "db01": "",
-                "policy": "", **over}
-        self.desired.write_text(DESIRED.format(**want))
-
-
-def constraints() -> str:
-    return lab.on("kvm1", "cibadmin", "--query", "--scope", "constraints").stdout
-
-
-def metric(name: str, **labels: str) -> float | None:
-    text = lab.warden_get("/metrics")
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
-        if m and m.group(1) == name:
-            got = ",".join(sorted((m.group(2) or "").split(","))) if m.group(2) else ""
-            if got == want or (not labels and not m.group(2)):
-                return float(m.group(3))
-    return None
-
-
-def audits() -> list[dict[str, Any]]:
-    """The changes kvm-warden sent to the cluster (applied or failed; refusals are not)."""
-    return [r for r in lab.audit_records() if r.get("event") == "audit"
-            and r.get("outcome") != "refused"]
-
-
-def quorate() -> bool:
-    out = lab.on("kvm1", "crm_mon", "-1", "--output-as=xml", check=False).stdout
-    return 'with_quorum="true"' in out
-
-
-def converged() -> bool:
-    placed = lab.vms_running()
-    return placed.get("vm-web01") == ["kvm1"] and placed.get("vm-web02") == ["kvm2"] and \
-        len(placed.get("vm-db01", [])) == 1
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if not kvm_usable():
-        pytest.fail("/dev/kvm is not usable: the lab needs KVM (see LAB.md)")
-    info = lab.up()
-    print(f"lab up in {info['seconds']} s")
-    desired = tmp_path_factory.mktemp("e2e") / "desired.yaml"
-    env = Lab(desired)
-    env.write_desired()
-    lab.start_warden(desired)
-    try:
-        wait_for("the controller's first pass", lambda: '"vms"' in lab.warden_get("/status"), 60)
-        yield env
-    finally:
-        if not os.environ.get("KVM_WARDEN_KEEP_LAB"):  # keep it to look at after a failure
-            lab.down()
-
 
 def critical_findings() -> list[str]:
     """Split-brain findings (a domain where Pacemaker does not have it, or on two nodes)."""

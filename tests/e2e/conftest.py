@@ -1,0 +1,127 @@
+"""The lab every e2e scenario shares (one per session: bringing it up costs a minute), and the
+helpers scenarios read it with. Each scenario starts by waiting for the converged layout and
+leaves the cluster converged, so each also runs alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import lab
+from tests.realdaemons import kvm_usable
+from tests.waiting import wait_for
+
+DESIRED = """version: 1
+cluster:
+  properties: {{no-quorum-policy: freeze}}
+  nodes: {nodes}
+storage:
+  - name: gfs2_storage
+    resource: gfs2_res01-clone
+    mountpoint: /kvm/storage
+    requires: [clvmd-clone, dlm-clone]
+vms:
+  - name: web01
+    placement: {{prefer: {web01}}}
+  - name: web02
+    placement: {{prefer: {web02}}}
+    anti_affinity: [web01]
+  - name: db01
+{db01}policy:
+  resync_seconds: 5
+  clear_move_leftovers: true
+  pause_grace_seconds: 1
+{policy}"""
+
+
+@dataclass
+class Lab:
+    desired: Path
+
+    def write_desired(self, **over: str) -> None:
+        want = {"web01": "kvm1", "web02": "kvm2", "nodes": "[kvm1, kvm2, kvm3]", "db01": "",
+                "policy": "", **over}
+        self.desired.write_text(DESIRED.format(**want))
+
+
+def constraints() -> str:
+    return lab.on("kvm1", "cibadmin", "--query", "--scope", "constraints").stdout
+
+
+def metric(name: str, **labels: str) -> float | None:
+    text = lab.warden_get("/metrics")
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
+        if m and m.group(1) == name:
+            got = ",".join(sorted((m.group(2) or "").split(","))) if m.group(2) else ""
+            if got == want or (not labels and not m.group(2)):
+                return float(m.group(3))
+    return None
+
+
+def audits() -> list[dict[str, Any]]:
+    """The changes kvm-warden sent to the cluster (applied or failed; refusals and out-of-band
+    observations are not)."""
+    return [r for r in lab.audit_records() if r.get("event") == "audit"
+            and r.get("outcome") not in ("refused", "observed")]
+
+
+def out_of_band(vm: str | None = None) -> list[dict[str, Any]]:
+    """The out-of-band records in the audit file on the state directory."""
+    path = lab.BASE / "state" / "audit.jsonl"
+    recs = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r for r in recs if r.get("kind") == "out_of_band"
+            and (vm is None or r.get("resource") == f"vm-{vm}")]
+
+
+def status() -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads(lab.warden_get("/status"))
+    except ValueError:
+        return {}
+    return doc
+
+
+def findings(kind_text: str) -> list[str]:
+    """Messages of the controller's current findings that contain `kind_text`."""
+    last = status().get("last_pass") or {}
+    return [m for m in last.get("findings", ()) if kind_text in m]
+
+
+def quorate() -> bool:
+    out = lab.on("kvm1", "crm_mon", "-1", "--output-as=xml", check=False).stdout
+    return 'with_quorum="true"' in out
+
+
+def converged() -> bool:
+    placed = lab.vms_running()
+    return placed.get("vm-web01") == ["kvm1"] and placed.get("vm-web02") == ["kvm2"] and \
+        len(placed.get("vm-db01", [])) == 1
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if not kvm_usable():
+        pytest.fail("/dev/kvm is not usable: the lab needs KVM (see LAB.md)")
+    info = lab.up()
+    print(f"lab up in {info['seconds']} s")
+    desired = tmp_path_factory.mktemp("e2e") / "desired.yaml"
+    env = Lab(desired)
+    env.write_desired()
+    lab.start_warden(desired)
+    try:
+        wait_for("the controller's first pass", lambda: '"vms"' in lab.warden_get("/status"), 60)
+        yield env
+    finally:
+        if not os.environ.get("KVM_WARDEN_KEEP_LAB"):  # keep it to look at after a failure
+            lab.down()
+
+
