@@ -373,8 +373,8 @@ def _resources(with_db_deps: bool = False) -> None:
             on("kvm1", *pcs, "constraint", "colocation", "add", rid, "with", "gfs2_res01-clone")
 
 
-def vms_running() -> dict[str, list[str]]:
-    out = on("kvm1", "crm_mon", "-1", "--output-as=xml", check=False).stdout
+def vms_running(via: str = "kvm1") -> dict[str, list[str]]:
+    out = on(via, "crm_mon", "-1", "--output-as=xml", check=False).stdout
     from lxml import etree
 
     placed: dict[str, list[str]] = {}
@@ -553,6 +553,98 @@ def set_link(node: str, up: bool) -> None:
     """Cut (or restore) a node's cable on the lab bridge: a network partition."""
     sh("ip", "-n", BRIDGE_NS, "link", "set", f"veth{NODES.index(node) + 1}",
        "up" if up else "down")
+
+
+# -- the controller as a cluster resource (config/pacemaker/controller-ha.pcs) ----------------
+
+HA_VIP = f"{NET}.100"
+HA_PORT = 9810
+HA_USER, HA_PASSWORD = "lab", "lab-password"
+HA_SHARED = BASE / "storage" / "kvm-warden"  # /kvm/storage/kvm-warden on every node
+
+
+def _ha_web_config() -> Path:
+    import bcrypt
+
+    d = BASE / "ha"
+    d.mkdir(parents=True, exist_ok=True)
+    if not (d / "cert.pem").exists():
+        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+           str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "30", "-subj",
+           f"/CN={HA_VIP}", "-addext", f"subjectAltName=IP:{HA_VIP}")
+    hashed = bcrypt.hashpw(HA_PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    (d / "web.yml").write_text(
+        f"tls_server_config:\n  cert_file: {d / 'cert.pem'}\n  key_file: {d / 'key.pem'}\n"
+        f"basic_auth_users:\n  {HA_USER}: '{hashed}'\n")
+    return d / "web.yml"
+
+
+def ha_commands() -> list[list[str]]:
+    """config/pacemaker/controller-ha.pcs with the lab's values: the lines an operator runs."""
+    import shlex
+    from string import Template
+
+    values = {
+        "VIP": HA_VIP, "CIDR": "24", "NIC": "eth0",
+        "BIN": str(Path(sys.executable).parent / "kvm-warden"),
+        "SHARED": f"{STORAGE}/kvm-warden", "STORAGE": "gfs2_res01-clone",
+        "KEYS": str(BASE / "keys" / "controller.key_secret"),
+        "ALLOW": str(BASE / "allow-controller"), "WEB": str(BASE / "ha" / "web.yml"),
+        "AGENTS": " ".join(f"--agent {n}=tcp://{node_ip(n)}:{AGENT_PORT}" for n in NODES),
+    }
+    text = (ROOT / "config" / "pacemaker" / "controller-ha.pcs").read_text()
+    return [shlex.split(Template(line).substitute(values)) for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def start_ha_controller(desired_text: str, via: str = "kvm1") -> None:
+    """The controller as Pacemaker's resource group warden-ctl, its files on the shared storage."""
+    _keys()
+    _ha_web_config()
+    HA_SHARED.mkdir(parents=True, exist_ok=True)
+    (HA_SHARED / "desired.yaml").write_text(desired_text)
+    for argv in ha_commands():
+        on(via, *argv)
+
+
+def stop_ha_controller(via: str = "kvm1") -> None:
+    on(via, "pcs", "resource", "delete", "warden-ctl", "--force", check=False, timeout=120)
+
+
+def ha_node(via: str = "kvm1") -> str | None:
+    """The node Pacemaker runs the controller's process on."""
+    from lxml import etree
+
+    out = on(via, "crm_mon", "-1", "--output-as=xml", check=False).stdout
+    try:
+        root = etree.fromstring(out.encode())
+    except etree.XMLSyntaxError:
+        return None
+    for r in root.iter("resource"):
+        if r.get("id") == "ctl-proc" and r.get("active") == "true":
+            nodes = [str(n.get("name")) for n in r.iter("node")]
+            return nodes[0] if nodes else None
+    return None
+
+
+def ha_get(path: str, via: str, auth: bool = True) -> tuple[int, str]:
+    """GET https://VIP:9810/PATH from inside a node (the lab network), as Prometheus would."""
+    code = (
+        "import base64, ssl, sys, urllib.request, urllib.error\n"
+        f"req = urllib.request.Request('https://{HA_VIP}:{HA_PORT}{path}')\n"
+        + (f"req.add_header('Authorization', 'Basic ' + base64.b64encode("
+           f"b'{HA_USER}:{HA_PASSWORD}').decode())\n" if auth else "")
+        + f"ctx = ssl.create_default_context(cafile='{BASE / 'ha' / 'cert.pem'}')\n"
+        "try:\n"
+        "    r = urllib.request.urlopen(req, timeout=5, context=ctx)\n"
+        "    sys.stdout.write(str(r.status) + '\\n' + r.read().decode())\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    sys.stdout.write(str(e.code) + '\\n')\n"
+        "except OSError as e:\n"
+        "    sys.stdout.write('0\\n' + str(e))\n")
+    out = on(via, sys.executable, "-c", code, check=False, timeout=30).stdout
+    head, _, body = out.partition("\n")
+    return (int(head) if head.isdigit() else 0), body
 
 
 def restart_node(node: str) -> None:

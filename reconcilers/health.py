@@ -101,6 +101,9 @@ def plan(ctx: Context) -> Plan:
                      f"circuit open: {rid} failed again after {len(attempts)} cleanups on {node} "
                      f"within {CIRCUIT_WINDOW / 60:.0f} min; no more automatic cleanups")
             continue
+        sources = index.migrated_from.get((rid, node), ())
+        if any(index.fail_counts.get((rid, s), 0) > 0 for s in sources):
+            continue  # cleaning the source too would erase a count Pacemaker keeps there
         failed_at = parse_pacemaker_time(index.last_failure.get((rid, node)))
         since = max([t for t in (failed_at, attempts[-1] if attempts else None) if t is not None],
                     default=None)
@@ -108,7 +111,7 @@ def plan(ctx: Context) -> Plan:
         if since is not None and now - since < wait:
             continue
         out.actions.append(Cleanup(
-            reconciler=NAME, rsc=rid, node=node,
+            reconciler=NAME, rsc=rid, node=node, sources=sources,
             why=f"fail-count {count} on {node}, and {rid} runs again on "
                 f"{', '.join(running)}; cleanup #{len(attempts) + 1}"))
 

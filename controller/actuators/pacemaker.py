@@ -184,6 +184,10 @@ class PacemakerActuator:
     @_retry
     def _cleanup(self, action: Cleanup) -> None:
         names.resource_id(action.rsc)
-        names.node_name(action.node)
-        commands.run(["crm_resource", "--cleanup", "--resource", action.rsc, "--node", action.node],
-                 env=commands.tool_env(None), timeout=TOOL_TIMEOUT)
+        for node in (*action.sources, action.node):
+            names.node_name(node)
+        # Migration sources first (see Cleanup): at no instant may the target's history be gone
+        # while a source still records a migrate_to towards it.
+        for node in (*action.sources, action.node):
+            commands.run(["crm_resource", "--cleanup", "--resource", action.rsc, "--node", node],
+                         env=commands.tool_env(None), timeout=TOOL_TIMEOUT)

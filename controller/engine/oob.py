@@ -22,7 +22,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller import metrics
@@ -60,7 +60,9 @@ BEFORE = 1.0  # last-rc-change is whole seconds: an operation may have begun up 
 AFTER = 1.5
 JOURNAL_SECONDS = 600.0
 MERGE_SECONDS = 5.0  # one `virsh shutdown` is several events: one record
-SETTLE_SECONDS = 0.3  # let Pacemaker's pending record land before the CIB is read
+SETTLE_SECONDS = 0.05  # Pacemaker records a pending operation before it runs the agent: read
+# at once -- an operation that ends just after its event is soon replaced by the next one (a
+# stop's record by the start that follows it), and then only an earlier sighting explains it.
 
 
 def causes(event: str, detail: str) -> frozenset[str] | None:
@@ -75,25 +77,31 @@ def causes(event: str, detail: str) -> frozenset[str] | None:
     return entry.get(detail, ANY)
 
 
-def explains(op: OpRecord, at: float) -> bool:
-    """Whether `op` was running at `at` (with the slack of whole-second timestamps)."""
+def explains(op: OpRecord, at: float, pending_until: float | None = None) -> bool:
+    """Whether `op` was running at `at` (with the slack of whole-second timestamps).
+    `pending_until`: a pending operation last seen pending then (None: pending now)."""
     if op.op_status == -1:  # pending: started at last-rc-change, not finished
-        return op.last_rc_change - BEFORE <= at
+        return op.last_rc_change - BEFORE <= at and (
+            pending_until is None or at <= pending_until + AFTER)
     run = op.exec_ms / 1000.0
     return op.last_rc_change - run - BEFORE <= at <= op.last_rc_change + run + AFTER
 
 
-def judge(ev: DomainLifecycle, at: float, resource: str, ops: Iterable[OpRecord]) -> bool | None:
-    """True: Pacemaker made this change; False: out of band; None: not a change we judge."""
+def judge(ev: DomainLifecycle, at: float, resource: str, ops: Iterable[OpRecord],
+          seen_pending: Mapping[OpRecord, float] | None = None) -> bool | None:
+    """True: Pacemaker made this change; False: out of band; None: not a change we judge.
+    `ops`: the operations of the CIB as read now, and finished ones read before;
+    `seen_pending`: operations read pending before (and when), gone from `ops` since."""
     wanted = causes(ev.event, ev.detail)
     if wanted is None:
         return None
-    for op in ops:
+    candidates = [(op, None) for op in ops] + list((seen_pending or {}).items())
+    for op, until in candidates:
         if op.resource != resource or op.task not in wanted:
             continue
         if op.task not in MIGRATE and op.node != ev.node:
             continue
-        if explains(op, at):
+        if explains(op, at, until):
             return True
     return False
 
@@ -109,6 +117,7 @@ class OutOfBandWatcher:
     _inbox: queue.Queue[tuple[DomainLifecycle, float, float]] = field(
         default_factory=lambda: queue.Queue(maxsize=10_000))
     _journal: dict[tuple[str, str, str, int, int], OpRecord] = field(default_factory=dict)
+    _pending: dict[OpRecord, float] = field(default_factory=dict)  # -> last seen pending at
     _last: dict[str, float] = field(default_factory=dict)  # vm -> last record (merging)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -171,7 +180,14 @@ class OutOfBandWatcher:
         self._journal = {k: o for k, o in self._journal.items()
                          if now - o.last_rc_change < JOURNAL_SECONDS}
         pending = [op for op in ops if op.op_status == -1]
-        verdict = judge(ev, at, vm.resource_id, [*self._journal.values(), *pending])
+        for op in pending:
+            self._pending[op] = now
+        self._pending = {op: t for op, t in self._pending.items()
+                         if now - t < JOURNAL_SECONDS and op not in pending}
+        verdict = judge(ev, at, vm.resource_id, [*self._journal.values(), *pending],
+                        self._pending)
+        for op in pending:
+            self._pending[op] = now
         if verdict is not False:
             return
         what = f"{ev.event}/{ev.detail}" if ev.detail else ev.event

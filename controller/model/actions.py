@@ -132,10 +132,16 @@ class SetNodeAttribute(Action, frozen=True, kw_only=True, tag="SetNodeAttribute"
 
 
 class Cleanup(Action, frozen=True, kw_only=True, tag="Cleanup"):
-    """`crm_resource --cleanup --resource R --node N`: forget a failure whose cause cleared."""
+    """`crm_resource --cleanup --resource R --node N`: forget a failure whose cause cleared.
+
+    `sources`: nodes whose history holds a live migration of R *to* N; they are cleaned first.
+    Erasing N's migrate_from while a source keeps its migrate_to makes Pacemaker's scheduler
+    see a half-done migration and restart the running VM ("Forcing recovery ... because it can
+    no longer migrate"), as the lab showed."""
 
     rsc: str
     node: str
+    sources: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -262,8 +268,9 @@ def describe(action: AnyAction) -> str:
             return f"property {n}={v}"
         case SetNodeAttribute(node=n, name=a, value=v):
             return f"node {n}: {a}={v}"
-        case Cleanup(rsc=r, node=n):
-            return f"cleanup {r} on {n}"
+        case Cleanup(rsc=r, node=n, sources=s):
+            return f"cleanup {r} on {n}" + (f" (and its migration history on {', '.join(s)})"
+                                            if s else "")
         case FailResource(rsc=r, node=n):
             return f"fail {r} on {n} (Pacemaker recovers it)"
     return repr(action)

@@ -45,6 +45,8 @@ class ClusterIndex:
     last_failure: Mapping[tuple[str, str], str]
     # (resource, node) -> migration-threshold in force, as crm_mon's node_history reports it
     migration_thresholds: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # (resource, target node) -> source nodes whose history holds that migrate_to
+    migrated_from: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     domains_running: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> nodes
     domain_disks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> sources
     # domain -> node -> Domain, from fresh listings only (live agent, node online in Pacemaker)
@@ -199,7 +201,17 @@ def build_index(observed: ObservedState) -> ClusterIndex:
         listed=listed,
         unfenced={k: tuple(sorted(v)) for k, v in unfenced.items()},
         migration_thresholds=thresholds,
+        migrated_from=_migrated_from(cib.migrations if cib else ()),
     )
+
+
+def _migrated_from(migrations: tuple[tuple[str, str, str], ...]
+                   ) -> dict[tuple[str, str], tuple[str, ...]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    for rid, src, dst in migrations:
+        if src != dst:
+            out.setdefault((rid, dst), []).append(src)
+    return {k: tuple(sorted(v)) for k, v in out.items()}
 
 
 def domain_active(dom: Domain) -> bool:

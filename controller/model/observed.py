@@ -169,6 +169,10 @@ class CibConfig(msgspec.Struct, frozen=True, kw_only=True):
     nodes: tuple[str, ...] = ()
     resources: Mapping[str, ResourceConfig] = msgspec.field(default_factory=dict)
     constraints: Constraints = msgspec.field(default_factory=Constraints)
+    # From the status section: each live migration a node's history still holds, as
+    # (resource, source, target) of its migrate_to record. Cleaning the target's history
+    # alone would leave this half and make Pacemaker restart the VM (health.py).
+    migrations: tuple[tuple[str, str, str], ...] = ()
 
 
 class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,6 +206,8 @@ class OpRecord(msgspec.Struct, frozen=True, kw_only=True):
     interval_ms: int = 0
     last_rc_change: int = 0
     exec_ms: int = 0
+    migrate_source: str | None = None
+    migrate_target: str | None = None
 
 
 class Domain(msgspec.Struct, frozen=True, kw_only=True):

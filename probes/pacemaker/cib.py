@@ -82,7 +82,22 @@ def parse_cib_element(root: etree._Element, *, source: str = "cib") -> CibConfig
         nodes=tuple(nodes),
         resources=resources,
         constraints=constraints,
+        migrations=_migrations(root),
     )
+
+
+def _migrations(root: etree._Element) -> tuple[tuple[str, str, str], ...]:
+    status = root.find("status")
+    if status is None:
+        return ()
+    out = set()
+    for op in status.iterfind("node_state/lrm/lrm_resources/lrm_resource/lrm_rsc_op"
+                              "[@operation='migrate_to']"):
+        rsc = op.getparent()
+        src, dst = op.get("migrate_source"), op.get("migrate_target")
+        if rsc is not None and src and dst and op.get("rc-code") == "0":
+            out.add((str(rsc.get("id", "")).split(":", 1)[0], src, dst))
+    return tuple(sorted(out))
 
 
 def _counter(root: etree._Element, name: str, source: str) -> int:
@@ -249,7 +264,9 @@ def parse_operations(data: bytes, *, source: str = "cib",
                         op_status=int(op.get("op-status", "0") or 0),
                         rc=int(op.get("rc-code", "0") or 0),
                         last_rc_change=int(op.get("last-rc-change", "0") or 0),
-                        exec_ms=int(op.get("exec-time", "0") or 0)))
+                        exec_ms=int(op.get("exec-time", "0") or 0),
+                        migrate_source=op.get("migrate_source"),
+                        migrate_target=op.get("migrate_target")))
                 except ValueError:
                     continue
     return tuple(out)

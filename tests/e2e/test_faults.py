@@ -8,10 +8,13 @@ converged. Times are printed (pytest -s) and reported in the issue notes.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -211,3 +214,62 @@ def test_when_fencing_fails_the_guests_on_the_unclean_node_are_a_split_brain_fin
         assert "error: power controller unreachable" in (lab.BASE / "bmc.log").read_text()
     finally:
         _heal(cluster)
+
+
+def _applied(path: Path) -> list[dict[str, Any]]:
+    recs = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r for r in recs if r.get("outcome") == "applied"]
+
+
+def test_the_controller_fails_over_with_its_address_desired_file_and_ledger(
+        cluster: Lab) -> None:
+    """config/pacemaker/controller-ha.pcs, exactly: kill the controller's node, Pacemaker (after
+    fencing it) starts the controller elsewhere; it reads the same desired file and ledger from
+    the shared storage and answers /metrics on the same address."""
+    wait_for("converged", converged, 120)
+    mine = lab.node_pids("kvm1", "controller.app.cli controller")
+    lab.on("kvm1", "kill", *mine)  # the lab's own controller: exactly one may run
+    audit = lab.HA_SHARED / "audit.jsonl"
+    try:
+        lab.start_ha_controller(cluster.desired.read_text())
+        wait_for("the controller started by Pacemaker", lambda: lab.ha_node() is not None, 120)
+        first = lab.ha_node()
+        assert first is not None
+        via = next(n for n in lab.NODES if n != first)
+        wait_for("/metrics on the controller's address",
+                 lambda: lab.ha_get("/metrics", via)[0] == 200, 60)
+        assert lab.ha_get("/metrics", via, auth=False)[0] == 401
+        assert lab.ha_get("/healthz", via, auth=False)[0] == 200
+        # Give it something to do, so that its ledger remembers applied work.
+        (lab.HA_SHARED / "desired.yaml").write_text(
+            cluster.desired.read_text().replace("prefer: kvm1", "prefer: kvm3"))
+        wait_for("web01 moved by the HA controller",
+                 lambda: lab.vms_running().get("vm-web01") == ["kvm3"], 120)
+        wait_for("the ledger on the shared storage",
+                 lambda: (lab.HA_SHARED / "ledger.json").exists(), 30)
+        time.sleep(6)  # converged and idle
+        done = {r["action"] for r in _applied(audit)}
+        assert any("warden-prefer-vm-web01" in a for a in done), done
+        before = len(_applied(audit))
+        t0 = time.monotonic()
+        lab.kill_node(first)
+        wait_for("the controller on another node", lambda: lab.ha_node(via) not in (None, first),
+                 120, 0.2)
+        wait_for("/metrics on the same address again",
+                 lambda: lab.ha_get("/metrics", via)[0] == 200, 120, 0.2)
+        takeover = time.monotonic() - t0
+        print(f"controller node killed -> /metrics answers on {lab.HA_VIP} from "
+              f"{lab.ha_node(via)}: {takeover:.1f} s")
+        code, body = lab.ha_get("/status", via)
+        doc = json.loads(body)
+        assert doc["desired"]["path"] == "/kvm/storage/kvm-warden/desired.yaml"
+        wait_for("the surviving cluster settles", lambda: lab.vms_running(via).get(
+            "vm-web01") == ["kvm3"] and len(lab.vms_running(via)) == 3, 180)
+        time.sleep(10)
+        again = [r["action"] for r in _applied(audit)[before:] if r["action"] in done]
+        assert again == [], f"the new controller redid what the ledger says was done: {again}"
+    finally:
+        lab.stop_ha_controller(next(n for n in lab.NODES if lab.netns_pids(n)))
+        cluster.write_desired()
+        lab.start_controller(cluster.desired)
+    wait_for("converged", converged, 240)

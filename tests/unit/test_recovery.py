@@ -86,3 +86,35 @@ def test_failures_below_the_threshold_count_towards_it_and_are_not_cleaned_early
 def test_without_a_recovery_policy_failures_keep_their_backoff_cleanup() -> None:
     (c,) = cleanups(failed_on_kvm1(1, threshold=1_000_000, meta={}), FAILED_AT + 100)
     assert (c.rsc, c.node) == ("vm-web01", "kvm1")
+
+
+def recovered_on_the_migration_target(source_failcount: int = 0) -> Context:
+    """web01 was live-migrated kvm3 -> kvm2 (kvm3's history keeps the migrate_to), then failed
+    on kvm2 and Pacemaker restarted it there."""
+    history = [OpHistory(node="kvm2", resource="vm-web01", fail_count=1,
+                         migration_threshold=1_000_000, last_failure="2026-11-30 12:00:00Z")]
+    if source_failcount:
+        history.append(OpHistory(node="kvm3", resource="vm-web01", fail_count=source_failcount,
+                                 migration_threshold=1_000_000))
+    status = ClusterStatus(
+        dc="kvm1", with_quorum=True, nodes=NODES,
+        resources=(Resource(id="vm-web01", agent="ocf:heartbeat:VirtualDomain", role="Started",
+                            active=True, nodes=("kvm2",)),),
+        failures=(Failure(resource="vm-web01", node="kvm2", task="monitor", rc=7,
+                          status="complete", last_rc_change="2026-11-30 12:00:00Z"),),
+        history=tuple(history))
+    cib = CibConfig(resources={"vm-web01": ResourceConfig(
+        id="vm-web01", kind="primitive", agent="ocf:heartbeat:VirtualDomain")},
+        migrations=(("vm-web01", "kvm3", "kvm2"),))
+    return Context(index=build_index(ObservedState(status=status, cib=cib)),
+                   desired=parse_desired("version: 1\nvms:\n  - name: web01\n"), now=0.0)
+
+
+def test_a_cleanup_on_a_migration_target_cleans_the_source_first() -> None:
+    # Without kvm3, Pacemaker 2.1 sees a half-done migration and restarts the running VM.
+    (c,) = cleanups(recovered_on_the_migration_target(), FAILED_AT + 100)
+    assert (c.node, c.sources) == ("kvm2", ("kvm3",))
+    # A source with a fail-count of its own is not cleaned on the way: kvm2 waits until kvm3's
+    # own failure is dealt with (its own cleanup, with its own backoff).
+    got = cleanups(recovered_on_the_migration_target(source_failcount=2), FAILED_AT + 100)
+    assert [(c.node, c.sources) for c in got] == [("kvm3", ())]
