@@ -527,8 +527,13 @@ def netns_ids() -> dict[str, str]:
 def guests_by_node(ids: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Guest name -> the nodes with a live qemu process for it, read straight from /proc (fast
     enough to sample every 0.1 s: "no VM runs twice at any moment" is checked with it)."""
+    return {g: [n for n, _ in procs] for g, procs in guest_processes(ids).items()}
+
+
+def guest_processes(ids: dict[str, str] | None = None) -> dict[str, list[tuple[str, int]]]:
+    """Guest name -> (node, qemu pid) of every live qemu process for it."""
     ids = ids if ids is not None else netns_ids()
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[tuple[str, int]]] = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -545,7 +550,7 @@ def guests_by_node(ids: dict[str, str] | None = None) -> dict[str, list[str]]:
             if a == b"-name":
                 name = argv[i + 1].decode(errors="replace")
                 name = name.split("guest=", 1)[1].split(",", 1)[0] if "guest=" in name else name
-                out.setdefault(name, []).append(node)
+                out.setdefault(name, []).append((node, int(pid)))
     return out
 
 

@@ -187,7 +187,9 @@ class PacemakerActuator:
         for node in (*action.sources, action.node):
             names.node_name(node)
         # Migration sources first (see Cleanup): at no instant may the target's history be gone
-        # while a source still records a migrate_to towards it.
-        for node in (*action.sources, action.node):
-            commands.run(["crm_resource", "--cleanup", "--resource", action.rsc, "--node", node],
+        # while a source still records a migrate_to towards it. --refresh, because --cleanup
+        # leaves a node without failures untouched; the source has none (health checked).
+        for verb, node in [*(("--refresh", s) for s in action.sources),
+                           ("--cleanup", action.node)]:
+            commands.run(["crm_resource", verb, "--resource", action.rsc, "--node", node],
                          env=commands.tool_env(None), timeout=TOOL_TIMEOUT)

@@ -134,7 +134,8 @@ class SetNodeAttribute(Action, frozen=True, kw_only=True, tag="SetNodeAttribute"
 class Cleanup(Action, frozen=True, kw_only=True, tag="Cleanup"):
     """`crm_resource --cleanup --resource R --node N`: forget a failure whose cause cleared.
 
-    `sources`: nodes whose history holds a live migration of R *to* N; they are cleaned first.
+    `sources`: nodes whose history holds a live migration of R *to* N; their history of R is
+    refreshed first (`crm_resource --refresh`: they have no failure for --cleanup to act on).
     Erasing N's migrate_from while a source keeps its migrate_to makes Pacemaker's scheduler
     see a half-done migration and restart the running VM ("Forcing recovery ... because it can
     no longer migrate"), as the lab showed."""
