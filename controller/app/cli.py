@@ -149,6 +149,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return audit_command(args.state_dir, args.since, args.vm, args.json)
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from controller.app.history import history_command
+
+    return history_command(args.state_dir, args.vm, args.since, args.json, args.limit)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from controller.app.status import status_command
 
@@ -314,6 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--vm", metavar="NAME", help="only records about this VM (name or resource)")
     au.add_argument("--json", action="store_true", help="JSON lines, as stored")
     au.set_defaults(func=_cmd_audit)
+
+    hi = sub.add_parser(
+        "history", help="what happened to the VMs: lifecycle, migrations, failures, findings",
+        description="Print the history database of the state directory (written by the "
+        "controller; rows older than history.retention_days are deleted), oldest first.")
+    _state_option(hi)
+    hi.add_argument("vm", nargs="?", metavar="VM", help="only this VM")
+    hi.add_argument("--since", metavar="WHEN",
+                    help="an ISO time (2026-12-01T10:00) or an age: 30m, 2h, 7d")
+    hi.add_argument("--limit", type=int, default=1000, help="at most this many (the newest)")
+    hi.add_argument("--json", action="store_true", help="JSON lines")
+    hi.set_defaults(func=_cmd_history)
 
     k = sub.add_parser("keys", help="CURVE keys for the bus",
                        description="kvm-warden keys generate DIR NAME: writes NAME.key (public) "

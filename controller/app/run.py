@@ -20,6 +20,7 @@ import zmq
 
 from controller import logs
 from controller.actuators.pacemaker import PacemakerActuator
+from controller.app.history import HISTORY_FILE
 from controller.app.http import StatusServer, readiness
 from controller.app.node import on_loopback, snapshot_endpoint, subscribe
 from controller.app.simulated import SimulatedCluster, embedded_desired
@@ -28,6 +29,7 @@ from controller.app.webconfig import load_web_config
 from controller.bus.agent import Agent, AgentConfig
 from controller.engine.audit import AuditLog
 from controller.engine.desired_store import DesiredStore
+from controller.engine.history import History
 from controller.engine.ledger import DEFAULT_STATE_DIR, LedgerFile
 from controller.engine.loop import Controller, PassResult
 from controller.engine.observe import Source, pacemaker_source, with_local_libvirt
@@ -95,7 +97,11 @@ def run_service(opts: RunOptions) -> int:
             actuator=PacemakerActuator(str(sim.cib_file) if sim else opts.cib_file),
             desired=DesiredStore(opts.desired_path), store=store,
             after_apply=sim.settle if sim else None,
-            ledger_file=LedgerFile(state_dir), audit=AuditLog(state_dir))
+            ledger_file=LedgerFile(state_dir), audit=AuditLog(state_dir),
+            history=History(Path(state_dir) / HISTORY_FILE))
+        stack.callback(controller.history.close)  # type: ignore[union-attr]
+        history = controller.history
+        store.taps.append(lambda env: history.tap(env, _domains(controller)))  # type: ignore[union-attr]
         # libvirt events of cluster VMs that no Pacemaker operation explains (engine/oob.py)
         oob = OutOfBandWatcher(query=controller.actuator.query,
                                desired=lambda: controller.desired.current,
@@ -113,6 +119,12 @@ def run_service(opts: RunOptions) -> int:
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def _domains(controller: Controller) -> dict[str, str]:
+    """libvirt domain name -> VM name, for the VMs of the desired file (they are the same)."""
+    desired = controller.desired.current
+    return {vm.name: vm.name for vm in desired.vms} if desired is not None else {}
 
 
 def _local_agent(opts: RunOptions, stack: ExitStack) -> list[str]:

@@ -20,6 +20,7 @@ from controller.engine.audit import AuditLog, records
 from controller.engine.decide import Decision, decide
 from controller.engine.desired_store import DesiredStore
 from controller.engine.guard import Guard
+from controller.engine.history import Event, History
 from controller.engine.ledger import Ledger, LedgerFile
 from controller.engine.observe import CONTROLLER, Source
 from controller.engine.preview import Preview, gate, needs_preview, preview
@@ -83,6 +84,7 @@ class Controller:
     _dirty: set[str] = field(default_factory=set)
     _recheck_at: float | None = None  # wall clock: a grace (a paused VM's) ends then
     _out_of_band: list[OutOfBandChange] = field(default_factory=list)  # the watcher's inbox
+    history: History | None = None  # what happened to every VM (engine/history.py)
     _full: bool = True
     _urgent: bool = False  # a full pass our own change asked for: not rate-limited
     _dirty_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -120,6 +122,9 @@ class Controller:
             self._out_of_band.append(change)
             self._full = self._urgent = True
         self._wake.set()
+        if self.history is not None:
+            self.history.add([Event(at=change.at, kind="out_of_band", vm=change.vm,
+                                    node=change.node, detail=change.what)])
 
     def _take_dirty(self) -> tuple[bool, bool, frozenset[str]]:
         with self._dirty_lock:
@@ -169,6 +174,10 @@ class Controller:
         self._report(decisions, findings, index.fail_counts)
         outcomes, conflict, error = self._apply(decisions, index, t)
         self._audit(decisions, outcomes, error, full=only is None)
+        if self.history is not None:
+            self.history.retention_days = desired.history.retention_days
+            self.history.observe_pass(index, {vm.resource_id: vm.name for vm in desired.vms},
+                                      findings, outcomes, t, full=only is None)
         return self._finish(
             PassResult(decisions, findings, tuple(outcomes), conflict,
                        scope="full" if only is None else "incremental"), started)

@@ -140,12 +140,18 @@ class Policy(_Strict):
     pause_grace_seconds: Annotated[StrictInt, Field(ge=0, le=86400)] = 2
 
 
+class HistoryPolicy(_Strict):
+    # Rows of the history database (state directory) older than this are deleted.
+    retention_days: Annotated[StrictInt, Field(ge=1, le=3650)] = 30
+
+
 class DesiredState(_Strict):
     version: Literal[1]
     cluster: Cluster = Cluster()
     storage: tuple[Storage, ...] = ()
     vms: tuple[Vm, ...] = ()
     policy: Policy = Policy()
+    history: HistoryPolicy = HistoryPolicy()
 
     def storage_by_name(self) -> dict[str, Storage]:
         return {s.name: s for s in self.storage}
