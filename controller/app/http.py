@@ -1,13 +1,20 @@
-"""One HTTP port: /metrics, /healthz, /readyz, /status (JSON). Served from held state only."""
+"""One HTTP port: /metrics, /healthz, /readyz, /status (JSON), and the web view (/, /vm/NAME,
+/api/..., /api/events as server-sent events). Served from held state only.
+
+One port, not a second listener: the same web configuration (TLS + users) guards everything,
+operators open one address in their firewall, and Prometheus and browsers share it."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -15,17 +22,30 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from controller import metrics
 from controller.app.status_html import render_status_html
 from controller.app.webconfig import WebAuth
+
+if TYPE_CHECKING:
+    from controller.app.web import WebView
 from controller.model.overview import StatusDoc
 
 FRESH_SECONDS = 120.0
 OPEN_PATHS = ("/healthz", "/readyz")  # liveness for Pacemaker/Docker: no cluster data in them
+WEB_DIR = Path(__file__).resolve().parent / "web"
+STATIC = {"app.js": "text/javascript", "vm.js": "text/javascript", "style.css": "text/css",
+          "common.js": "text/javascript", "console.js": "text/javascript"}
+VM_PATH = re.compile(r"^/vm/([A-Za-z0-9_.-]{1,64})$")
+API_VM_PATH = re.compile(r"^/api/vms/([A-Za-z0-9_.-]{1,64})$")
+MAX_EVENT_STREAMS = 64  # each open page holds one thread
+KEEPALIVE_SECONDS = 15.0
 
 
 class StatusServer:
     def __init__(self, host: str, port: int, status: Callable[[], StatusDoc],
-                 ready: Callable[[], tuple[bool, str]], web: WebAuth | None = None):
+                 ready: Callable[[], tuple[bool, str]], web: WebAuth | None = None,
+                 view: WebView | None = None):
         self._status = status
         self._ready = ready
+        self._streams = threading.BoundedSemaphore(MAX_EVENT_STREAMS)
+        self._stopping = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +60,8 @@ class StatusServer:
                     self.send_header("Content-Length", "13")
                     self.end_headers()
                     self.wfile.write(b"unauthorized\n")
+                    return
+                if view is not None and self._web(path, view):
                     return
                 if path == "/metrics":
                     self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
@@ -61,6 +83,66 @@ class StatusServer:
                     self._send(200, page, "text/html; charset=utf-8")
                 else:
                     self._send(404, b"not found\n", "text/plain")
+
+            def _web(self, path: str, view: WebView) -> bool:
+                """The web view's routes; False: not one of them."""
+                query = urllib.parse.parse_qs(self.path.partition("?")[2])
+                if path == "/":
+                    self._file("index.html", "text/html; charset=utf-8")
+                elif VM_PATH.match(path):
+                    self._file("vm.html", "text/html; charset=utf-8")
+                elif path.startswith("/static/") and path[8:] in STATIC:
+                    self._file(path[8:], STATIC[path[8:]])
+                elif path == "/api/vms":
+                    self._send(200, view.vms_json(), "application/json")
+                elif (m := API_VM_PATH.match(path)) is not None:
+                    detail = view.vm_detail(m.group(1))
+                    if detail is None:
+                        self._send(404, b'{"error": "no such VM"}\n', "application/json")
+                    else:
+                        self._send(200, json.dumps(detail).encode(), "application/json")
+                elif path == "/api/history":
+                    try:
+                        since = float(query["since"][0]) if "since" in query else None
+                        limit = int(query.get("limit", ["1000"])[0])
+                    except ValueError:
+                        self._send(400, b'{"error": "since: epoch seconds; limit: an integer"}\n',
+                                   "application/json")
+                        return True
+                    self._send(200, view.history_json(query.get("vm", [None])[0], since, limit),
+                               "application/json")
+                elif path == "/api/events":
+                    self._events(view)
+                else:
+                    return False
+                return True
+
+            def _file(self, name: str, ctype: str) -> None:
+                self._send(200, (WEB_DIR / name).read_bytes(), ctype)
+
+            def _events(self, view: WebView) -> None:
+                """Server-sent events: `update` with the pass version whenever a pass ends."""
+                if not outer._streams.acquire(blocking=False):
+                    self._send(503, b"too many open event streams\n", "text/plain")
+                    return
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Cache-Control", "no-store")
+                    self.end_headers()
+                    seen = -1
+                    while not outer._stopping.is_set():
+                        version = view.wait(seen, KEEPALIVE_SECONDS) if seen >= 0 else view.version
+                        if version != seen:
+                            self.wfile.write(f"event: update\ndata: {version}\n\n".encode())
+                            seen = version
+                        else:
+                            self.wfile.write(b": keepalive\n\n")
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the page went away
+                finally:
+                    outer._streams.release()
 
             def _wants_html(self) -> bool:
                 accept = self.headers.get("Accept", "")
@@ -106,6 +188,7 @@ class StatusServer:
         self.thread.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.server.shutdown()
         self.server.server_close()
 

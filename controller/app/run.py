@@ -25,6 +25,7 @@ from controller.app.http import StatusServer, readiness
 from controller.app.node import on_loopback, snapshot_endpoint, subscribe
 from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_nodes, render_table
+from controller.app.web import WebView
 from controller.app.webconfig import load_web_config
 from controller.bus.agent import Agent, AgentConfig
 from controller.engine.audit import AuditLog
@@ -109,13 +110,14 @@ def run_service(opts: RunOptions) -> int:
         oob.start()
         stack.callback(oob.stop)
         store.taps.append(oob.offer)
-        server = _serve_http(opts, controller)
+        view = WebView(controller, controller.history)
+        server = _serve_http(opts, controller, view)
         if server is not None:
             stack.callback(server.stop)
         signal.signal(signal.SIGTERM, lambda *_: controller.stop())
         try:
             controller.run_forever(passes=opts.passes,
-                                   on_pass=lambda r: print(summarize(r, controller), flush=True))
+                                   on_pass=lambda r: _passed(r, controller, view))
         except KeyboardInterrupt:
             pass
     return 0
@@ -180,7 +182,12 @@ def _source(opts: RunOptions, sim: SimulatedCluster | None, has_agents: bool) ->
     return source
 
 
-def _serve_http(opts: RunOptions, controller: Controller) -> StatusServer | None:
+def _passed(result: PassResult, controller: Controller, view: WebView) -> None:
+    print(summarize(result, controller), flush=True)
+    view.passed()
+
+
+def _serve_http(opts: RunOptions, controller: Controller, view: WebView) -> StatusServer | None:
     if opts.http_port < 0:
         return None
 
@@ -195,8 +202,9 @@ def _serve_http(opts: RunOptions, controller: Controller) -> StatusServer | None
                           "--web-config FILE with basic_auth_users (and tls_server_config): "
                           "cluster state and metrics are not served to anyone who asks")
     try:
+        view.console = web is not None and web.users
         server = StatusServer(opts.http_host, opts.http_port, status_doc,
-                              lambda: ready_state(controller), web)
+                              lambda: ready_state(controller), web, view)
     except (OSError, OverflowError) as exc:
         raise WardenError(f"cannot listen on {opts.http_host}:{opts.http_port}: {exc}") from None
     server.start()

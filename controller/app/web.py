@@ -1,0 +1,183 @@
+"""The web view's data: every VM with its findings, one VM in detail (where it runs and why,
+its storage, its history), served from the controller's held state -- never a crm_mon per
+request. The JSON of `/api/vms` is encoded once per pass and shared by every reader (5,000 VMs
+stay in the milliseconds); `/api/events` (server-sent events) tells open pages that a pass
+changed something, within a second of the controller seeing it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from controller.engine.history import History
+from controller.engine.loop import Controller
+from controller.model.observed import ObservedState
+from controller.model.overview import VmRow
+
+PCSD_PORT = 2224
+
+
+class FindingItem(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    severity: str
+    message: str
+
+
+class VmItem(msgspec.Struct, frozen=True, kw_only=True):
+    vm: str
+    resource: str
+    nodes: tuple[str, ...]
+    role: str  # Pacemaker's
+    libvirt: tuple[str, ...]  # libvirt's, per node
+    desired_state: str | None
+    desired_node: str | None
+    drift: tuple[str, ...]
+    findings: tuple[FindingItem, ...]
+    vnc_port: int | None
+
+
+class NodeItem(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    online: bool
+    unclean: bool
+    standby: bool
+    maintenance: bool
+    pcsd: str  # the cluster's own web console on that node
+
+
+class VmsDoc(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    at: float
+    vms: tuple[VmItem, ...]
+    nodes: tuple[NodeItem, ...]
+    console: bool  # whether the console is available (it needs a web configuration)
+
+
+class ConstraintItem(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: str  # location | colocation | order
+    text: str
+    owned: bool  # created by kvm-warden (warden-*)
+
+
+@dataclass
+class WebView:
+    controller: Controller
+    history: History | None = None
+    console: bool = False
+    _version: int = 0
+    _vms: bytes = b""
+    _vms_version: int = -1
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    clock: Callable[[], float] = time.time
+
+    # -- change notification -----------------------------------------------------------------
+    def passed(self) -> None:
+        """After every pass (the loop's on_pass): open pages re-read."""
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def wait(self, seen: int, timeout: float) -> int:
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != seen, timeout=timeout)
+            return self._version
+
+    # -- /api/vms -------------------------------------------------------------------------------
+    def vms_json(self) -> bytes:
+        with self._lock:
+            if self._vms_version != self._version or not self._vms:
+                version = self._version
+                self._vms = msgspec.json.encode(self._doc(version))
+                self._vms_version = version
+            return self._vms
+
+    def _doc(self, version: int) -> VmsDoc:
+        c = self.controller
+        observed = c.last_observed or ObservedState()
+        by_rid: dict[str, list[FindingItem]] = {}
+        for f in c.last.findings if c.last else ():
+            rid = f.subject.split("@", 1)[0]
+            by_rid.setdefault(rid, []).append(
+                FindingItem(kind=f.kind, severity=f.severity, message=f.message))
+        vms = tuple(_item(r, tuple(by_rid.get(r.resource, ()))) for r in c.last_rows)
+        nodes = tuple(
+            NodeItem(name=n.name, online=n.online, unclean=n.unclean, standby=n.standby,
+                     maintenance=n.maintenance, pcsd=f"https://{n.name}:{PCSD_PORT}/")
+            for n in sorted(observed.status.nodes.values(), key=lambda n: n.name))
+        return VmsDoc(version=version, at=self.clock(), vms=vms, nodes=nodes,
+                      console=self.console)
+
+    # -- /api/vms/<name> ------------------------------------------------------------------------
+    def vm_detail(self, name: str) -> dict[str, Any] | None:
+        row = next((r for r in self.controller.last_rows if r.vm == name), None)
+        if row is None:
+            return None
+        doc = msgspec.json.decode(self.vms_json(), type=VmsDoc)
+        item = next((v for v in doc.vms if v.vm == name), None)
+        observed = self.controller.last_observed or ObservedState()
+        desired = self.controller.desired.current
+        vm = desired.vm_by_name().get(name) if desired is not None else None
+        storage = []
+        if desired is not None and vm is not None:
+            by_name = desired.storage_by_name()
+            for s in vm.storage:
+                st = by_name.get(s)
+                if st is not None:
+                    storage.append({"name": st.name, "resource": st.resource,
+                                    "mountpoint": st.mountpoint, "requires": list(st.requires)})
+        history = [msgspec.to_builtins(e) for e in self.history.query(name, limit=200)] \
+            if self.history is not None else []
+        return {"vm": msgspec.to_builtins(item), "constraints": [
+            msgspec.to_builtins(c) for c in constraints_of(observed, row.resource)],
+            "storage": storage, "history": history, "console": self.console}
+
+    def history_json(self, vm: str | None, since: float | None, limit: int) -> bytes:
+        events = self.history.query(vm, since, limit) if self.history is not None else []
+        return msgspec.json.encode({"events": events})
+
+
+def _item(r: VmRow, findings: tuple[FindingItem, ...]) -> VmItem:
+    return VmItem(vm=r.vm, resource=r.resource, nodes=r.nodes, role=r.state, libvirt=r.libvirt,
+                  desired_state=r.desired_state, desired_node=r.desired_node, drift=r.drift,
+                  findings=findings, vnc_port=r.vnc_port)
+
+
+def constraints_of(observed: ObservedState, rid: str) -> list[ConstraintItem]:
+    """The constraints that place a resource or tie it to others, whoever made them."""
+    cib = observed.cib
+    if cib is None:
+        return []
+    out: list[ConstraintItem] = []
+    for loc in cib.constraints.location:
+        members = {loc.rsc} | {r for s in loc.sets for r in s.resources}
+        if rid in members:
+            where = f"on {loc.node} score {loc.score}" if loc.node else (
+                "by rule (" + "; ".join(
+                    " and ".join(f"{e.attribute} {e.operation} {e.value or ''}".strip()
+                                 for e in rule.expressions) + f" score {rule.score}"
+                    for rule in loc.rules) + ")")
+            out.append(ConstraintItem(id=loc.id, type="location", text=f"{rid} {where}",
+                                      owned=loc.id.startswith("warden-")))
+    for col in cib.constraints.colocation:
+        if rid in (col.rsc, col.with_rsc):
+            out.append(ConstraintItem(id=col.id, type="colocation",
+                                      text=f"{col.rsc} with {col.with_rsc} score {col.score}",
+                                      owned=col.id.startswith("warden-")))
+    for o in cib.constraints.order:
+        if rid in (o.first, o.then):
+            out.append(ConstraintItem(id=o.id, type="order",
+                                      text=f"{o.first} then {o.then} ({o.kind or 'Mandatory'})",
+                                      owned=o.id.startswith("warden-")))
+    return out

@@ -1,0 +1,37 @@
+"use strict";
+// One VM: where it runs and why (its constraints, kvm-warden's or not), its storage, its
+// history; refreshed live.
+const NAME = decodeURIComponent(location.pathname.split("/").pop());
+document.getElementById("name").textContent = NAME;
+document.title = "kvm-warden: " + NAME;
+
+function dl(pairs) {
+  return el("dl", {}, ...pairs.flatMap(([k, v, cls]) => [el("dt", {}, k), el("dd", {class: cls || ""}, v)]));
+}
+
+async function reload() {
+  const d = await getJSON("/api/vms/" + encodeURIComponent(NAME));
+  const v = d.vm;
+  window.kvmWardenVm = d;  // the console reads where the VM runs from here
+  document.body.dataset.node = v.nodes.join(",");
+  document.getElementById("summary").replaceChildren(dl([
+    ["runs on", v.nodes.join(", ") || "nowhere", "node"],
+    ["Pacemaker", v.role + " (" + v.resource + ")", "role"],
+    ["libvirt", v.libvirt.join(", ") || "-", "libvirt"],
+    ["desired", (v.desired_state || "-") + " on " + (v.desired_node || "any node")],
+    ["drift", v.drift.join(", ") || "none"],
+    ["findings", v.findings.length ? v.findings.map((f) => f.severity + " " + f.kind + ": " + f.message).join("\n") : "none", "findings"],
+  ]));
+  document.querySelector("#constraints tbody").replaceChildren(...d.constraints.map((c) =>
+    el("tr", {}, el("td", {}, c.id), el("td", {}, c.type), el("td", {}, c.text),
+       el("td", {}, c.owned ? "kvm-warden" : "someone else (kept as is)"))));
+  document.getElementById("storage").replaceChildren(...(d.storage.length ? d.storage.map((s) =>
+    el("li", {}, s.name + ": " + s.resource + " at " + s.mountpoint + (s.requires.length ? " (after " + s.requires.join(", ") + ")" : "")))
+    : [el("li", {}, "no declared storage")]));
+  document.querySelector("#history tbody").replaceChildren(...d.history.slice().reverse().map((e) =>
+    el("tr", {}, el("td", {}, utc(e.at)), el("td", {}, e.kind),
+       el("td", {}, e.from_node ? e.from_node + " → " + e.to_node : (e.node || "-")),
+       el("td", {}, (e.detail || "") + (e.duration_s != null ? " (" + e.duration_s.toFixed(1) + " s)" : "")))));
+  document.body.dataset.loaded = document.body.dataset.version || "0";
+}
+live(reload);
