@@ -41,6 +41,7 @@ bench: venv
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/scrape.py
+	$(BIN)/python bench/web.py
 	$(BIN)/python bench/hostile.py
 	$(BIN)/python bench/preview.py
 	$(BIN)/python bench/lab.py

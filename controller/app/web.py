@@ -74,6 +74,7 @@ class WebView:
     _version: int = 0
     _vms: bytes = b""
     _vms_version: int = -1
+    _items: dict[str, VmItem] = field(default_factory=dict)  # of the cached document
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     clock: Callable[[], float] = time.time
@@ -96,12 +97,17 @@ class WebView:
 
     # -- /api/vms -------------------------------------------------------------------------------
     def vms_json(self) -> bytes:
+        return self._cached()[0]
+
+    def _cached(self) -> tuple[bytes, dict[str, VmItem]]:
         with self._lock:
             if self._vms_version != self._version or not self._vms:
                 version = self._version
-                self._vms = msgspec.json.encode(self._doc(version))
+                doc = self._doc(version)
+                self._vms = msgspec.json.encode(doc)
+                self._items = {v.vm: v for v in doc.vms}
                 self._vms_version = version
-            return self._vms
+            return self._vms, self._items
 
     def _doc(self, version: int) -> VmsDoc:
         c = self.controller
@@ -121,11 +127,9 @@ class WebView:
 
     # -- /api/vms/<name> ------------------------------------------------------------------------
     def vm_detail(self, name: str) -> dict[str, Any] | None:
-        row = next((r for r in self.controller.last_rows if r.vm == name), None)
-        if row is None:
+        item = self._cached()[1].get(name)
+        if item is None:
             return None
-        doc = msgspec.json.decode(self.vms_json(), type=VmsDoc)
-        item = next((v for v in doc.vms if v.vm == name), None)
         observed = self.controller.last_observed or ObservedState()
         desired = self.controller.desired.current
         vm = desired.vm_by_name().get(name) if desired is not None else None
@@ -140,7 +144,7 @@ class WebView:
         history = [msgspec.to_builtins(e) for e in self.history.query(name, limit=200)] \
             if self.history is not None else []
         return {"vm": msgspec.to_builtins(item), "constraints": [
-            msgspec.to_builtins(c) for c in constraints_of(observed, row.resource)],
+            msgspec.to_builtins(c) for c in constraints_of(observed, item.resource)],
             "storage": storage, "history": history, "console": self.console}
 
     def history_json(self, vm: str | None, since: float | None, limit: int) -> bytes:
