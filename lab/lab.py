@@ -35,7 +35,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 NODES = ("kvm1", "kvm2", "kvm3")
 BRIDGE_NS = "kvmlab-br"
@@ -397,6 +401,7 @@ def up(timeout: float = 180.0) -> dict[str, object]:
     down()  # a lab left by a crash is cleaned first
     BASE.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(BASE / "state", ignore_errors=True)  # a new lab starts with an empty ledger
+    shutil.rmtree(BASE / "ha", ignore_errors=True)  # its web certificate and users are new too
     for old in BASE.glob("*.log"):  # logs of the previous lab (kept after down for reading)
         old.unlink()
     _storage()
@@ -480,7 +485,7 @@ def start_controller(desired: Path, http_port: int = 9810) -> subprocess.Popen[b
         sys.executable, "-m", "controller.app.cli", "controller", "--desired",
         str(desired.resolve()),
         "--keys", str(keys / "controller.key_secret"), "--allow", str(BASE / "allow-controller"),
-        "--http-host", "127.0.0.1",
+        "--http-host", "127.0.0.1", "--web-config", str(_ha_web_config()),
         "--state-dir", str(BASE / "state"),
         "--http-port", str(http_port), *agents])
 
@@ -494,9 +499,15 @@ def start_warden(desired: Path) -> dict[str, subprocess.Popen[bytes]]:
 
 
 def warden_get(path: str, port: int = 9810) -> str:
-    """GET from the controller's HTTP port, which listens inside kvm1's network namespace."""
-    code = ("import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
-            f"'http://127.0.0.1:{port}{path}', timeout=10).read().decode())")
+    """GET from the controller's HTTP port, which listens inside kvm1's network namespace
+    (HTTPS with the lab's user: the lab runs it with a web configuration, as production does)."""
+    code = (
+        "import base64, ssl, sys, urllib.request\n"
+        f"req = urllib.request.Request('https://127.0.0.1:{port}{path}')\n"
+        f"req.add_header('Authorization', 'Basic ' + base64.b64encode("
+        f"b'{HA_USER}:{HA_PASSWORD}').decode())\n"
+        f"ctx = ssl.create_default_context(cafile='{BASE / 'ha' / 'cert.pem'}')\n"
+        "sys.stdout.write(urllib.request.urlopen(req, timeout=10, context=ctx).read().decode())\n")
     return on("kvm1", sys.executable, "-c", code, check=False).stdout
 
 
@@ -576,7 +587,8 @@ def _ha_web_config() -> Path:
     if not (d / "cert.pem").exists():
         sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
            str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "30", "-subj",
-           f"/CN={HA_VIP}", "-addext", f"subjectAltName=IP:{HA_VIP}")
+           f"/CN={HA_VIP}", "-addext",
+           f"subjectAltName=IP:{HA_VIP},IP:127.0.0.1,DNS:localhost")
     hashed = bcrypt.hashpw(HA_PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
     (d / "web.yml").write_text(
         f"tls_server_config:\n  cert_file: {d / 'cert.pem'}\n  key_file: {d / 'key.pem'}\n"
@@ -650,6 +662,85 @@ def ha_get(path: str, via: str, auth: bool = True) -> tuple[int, str]:
     out = on(via, sys.executable, "-c", code, check=False, timeout=30).stdout
     head, _, body = out.partition("\n")
     return (int(head) if head.isdigit() else 0), body
+
+
+def in_netns(node: str, fn: Callable[[], T]) -> T:
+    """Run `fn` in a node's network namespace (on a short-lived thread: setns changes only the
+    calling thread). A socket made there stays there: the host can talk into a node with it."""
+    import ctypes
+    import threading
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        fd = os.open(f"/run/netns/{node}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                raise OSError(ctypes.get_errno(), f"setns into {node}")
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            out["error"] = exc
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]  # type: ignore[no-any-return]
+
+
+class Forwarder:
+    """A host port that leads to a port on a node's loopback (the web view for a browser on the
+    host: the controller listens inside kvm1's network namespace)."""
+
+    def __init__(self, node: str, port: int, host_port: int = 0):
+        import socket
+        import threading
+
+        self.node, self.port = node, port
+        self.server = socket.create_server(("127.0.0.1", host_port), reuse_port=False)
+        self.host_port = self.server.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            try:
+                upstream = in_netns(self.node, lambda: socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=10))
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(1)  # SHUT_WR: the other direction ends when its peer sees EOF
+            except OSError:
+                pass
+            src.close()
+
+    def close(self) -> None:
+        self.server.close()
 
 
 def restart_node(node: str) -> None:

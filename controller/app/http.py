@@ -33,6 +33,11 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC = {"app.js": "text/javascript", "vm.js": "text/javascript", "style.css": "text/css",
           "common.js": "text/javascript", "console.js": "text/javascript"}
 VM_PATH = re.compile(r"^/vm/([A-Za-z0-9_.-]{1,64})$")
+CONSOLE_WS = re.compile(r"^/console/([A-Za-z0-9_.-]{1,64})/ws$")
+CONSOLE_TICKET = re.compile(r"^/api/vms/([A-Za-z0-9_.-]{1,64})/console$")
+NOVNC_DIR = Path("/usr/share/novnc")  # Debian's novnc package
+NOVNC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
+               ".png": "image/png", ".html": "text/html; charset=utf-8"}
 API_VM_PATH = re.compile(r"^/api/vms/([A-Za-z0-9_.-]{1,64})$")
 MAX_EVENT_STREAMS = 64  # each open page holds one thread
 KEEPALIVE_SECONDS = 15.0
@@ -50,16 +55,60 @@ class StatusServer:
 
         class Handler(BaseHTTPRequestHandler):
             timeout = 10.0  # seconds a client may take to send its request
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                path = self.path.split("?", 1)[0]
+                user = web.user(self.headers.get("Authorization")) if web is not None else None
+                if web is not None and web.users and user is None:
+                    self._unauthorized()
+                    return
+                m = CONSOLE_TICKET.match(path)
+                if m is None or view is None:
+                    self._send(404, b"not found\n", "text/plain")
+                    return
+                broker = view.broker
+                if broker is None or not view.console:
+                    self._send(403, b'{"error": "console disabled: run the controller with '
+                               b'--web-config (TLS and users)"}\n', "application/json")
+                    return
+                try:
+                    token, node = broker.ticket(m.group(1), user or "anonymous")
+                except LookupError as exc:
+                    self._send(409, json.dumps({"error": str(exc)}).encode(), "application/json")
+                    return
+                self._send(200, json.dumps({"ticket": token, "node": node}).encode(),
+                           "application/json")
+
+            def _unauthorized(self) -> None:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="kvm-warden"')
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "13")
+                self.end_headers()
+                self.wfile.write(b"unauthorized\n")
+
+            def _console(self, vm: str, view: WebView) -> None:
+                """The WebSocket of a console session: the ticket is its authentication."""
+                query = urllib.parse.parse_qs(self.path.partition("?")[2])
+                broker = view.broker
+                ticket = broker.redeem(query.get("ticket", [""])[0], vm) \
+                    if broker is not None and view.console else None
+                if broker is None or ticket is None:
+                    self._send(403, b"console: no valid ticket\n", "text/plain")
+                    return
+                lines = [self.requestline, *(f"{k}: {v}" for k, v in self.headers.items())]
+                request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+                self.close_connection = True
+                broker.serve(self.connection, request, ticket)
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 path = self.path.split("?", 1)[0]
+                ws = CONSOLE_WS.match(path)
+                if ws is not None and view is not None:
+                    self._console(ws.group(1), view)
+                    return
                 if web is not None and path not in OPEN_PATHS and not web.allowed(
                         self.headers.get("Authorization")):
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Basic realm="kvm-warden"')
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", "13")
-                    self.end_headers()
-                    self.wfile.write(b"unauthorized\n")
+                    self._unauthorized()
                     return
                 if view is not None and self._web(path, view):
                     return
@@ -93,6 +142,8 @@ class StatusServer:
                     self._file("vm.html", "text/html; charset=utf-8")
                 elif path.startswith("/static/") and path[8:] in STATIC:
                     self._file(path[8:], STATIC[path[8:]])
+                elif path.startswith("/novnc/"):
+                    self._novnc(path[len("/novnc/"):])
                 elif path == "/api/vms":
                     self._send(200, view.vms_json(), "application/json")
                 elif (m := API_VM_PATH.match(path)) is not None:
@@ -116,6 +167,18 @@ class StatusServer:
                 else:
                     return False
                 return True
+
+            def _novnc(self, rel: str) -> None:
+                """noVNC's files from Debian's package: only below its directory, known types."""
+                try:
+                    target = (NOVNC_DIR / rel).resolve()
+                except (OSError, ValueError):
+                    target = NOVNC_DIR
+                ctype = NOVNC_TYPES.get(target.suffix)
+                if ctype is None or not target.is_relative_to(NOVNC_DIR) or not target.is_file():
+                    self._send(404, b"not found\n", "text/plain")
+                    return
+                self._send(200, target.read_bytes(), ctype)
 
             def _file(self, name: str, ctype: str) -> None:
                 self._send(200, (WEB_DIR / name).read_bytes(), ctype)

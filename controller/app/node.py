@@ -12,6 +12,7 @@ import zmq
 
 from controller import logs
 from controller.bus.agent import Agent, AgentConfig
+from controller.bus.console import console_endpoint
 from controller.bus.keys import Curve, start_authenticator
 from controller.bus.subscriber import Peer, Subscriber
 from controller.bus.wire import to_json
@@ -74,7 +75,8 @@ def run_agent(node: str, bind: str, libvirt_uri: str | None, corosync: bool, key
     auth = start_authenticator(ctx, curve) if curve else None
     try:
         agent = Agent(AgentConfig(node=node, pub_endpoint=bind, snapshot_endpoint=snapshots,
-                                  libvirt_uri=libvirt_uri, corosync=corosync, alerts=alerts),
+                                  libvirt_uri=libvirt_uri, corosync=corosync, alerts=alerts,
+                                  console_endpoint=console_endpoint(bind)),
                       ctx, curve)
     except zmq.ZMQError as exc:
         if auth:

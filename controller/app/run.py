@@ -20,14 +20,16 @@ import zmq
 
 from controller import logs
 from controller.actuators.pacemaker import PacemakerActuator
+from controller.app.console import ConsoleBroker
 from controller.app.history import HISTORY_FILE
 from controller.app.http import StatusServer, readiness
-from controller.app.node import on_loopback, snapshot_endpoint, subscribe
+from controller.app.node import curve_from, on_loopback, snapshot_endpoint, subscribe
 from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_nodes, render_table
 from controller.app.web import WebView
 from controller.app.webconfig import load_web_config
 from controller.bus.agent import Agent, AgentConfig
+from controller.bus.console import console_endpoint
 from controller.engine.audit import AuditLog
 from controller.engine.desired_store import DesiredStore
 from controller.engine.history import History
@@ -110,7 +112,8 @@ def run_service(opts: RunOptions) -> int:
         oob.start()
         stack.callback(oob.stop)
         store.taps.append(oob.offer)
-        view = WebView(controller, controller.history)
+        view = WebView(controller, controller.history,
+                       broker=_console_broker(opts, agents, controller))
         server = _serve_http(opts, controller, view)
         if server is not None:
             stack.callback(server.stop)
@@ -137,7 +140,8 @@ def _local_agent(opts: RunOptions, stack: ExitStack) -> list[str]:
     me = opts.node or socket.gethostname()
     agent = Agent(AgentConfig(node=me, pub_endpoint="inproc://agent",
                               snapshot_endpoint="inproc://agent-snapshot",
-                              libvirt_uri=opts.libvirt_uri or "qemu:///system"),
+                              libvirt_uri=opts.libvirt_uri or "qemu:///system",
+                              console_endpoint="inproc://agent-console"),
                   zmq.Context.instance())
     if opts.watch_endpoint:
         if not on_loopback(opts.watch_endpoint):
@@ -180,6 +184,21 @@ def _source(opts: RunOptions, sim: SimulatedCluster | None, has_agents: bool) ->
     if opts.libvirt_uri and not has_agents:
         source = with_local_libvirt(source, opts.libvirt_uri, socket.gethostname())
     return source
+
+
+def _console_broker(opts: RunOptions, agents: list[str], controller: Controller
+                    ) -> ConsoleBroker | None:
+    """The console relay's controller side: each agent's console endpoint (its PUB port + 2,
+    same CURVE keys). Only named agents: a console must know whose node it reaches."""
+    relays: dict[str, str] = {}
+    curve = None
+    for spec in agents:
+        name, _, endpoint = spec.rpartition("=")
+        if not name:
+            continue
+        relays[name] = console_endpoint(endpoint)
+        curve = curve_from(opts.keys, opts.allow, endpoint, opts.insecure) or curve
+    return ConsoleBroker(controller, relays, curve) if relays else None
 
 
 def _passed(result: PassResult, controller: Controller, view: WebView) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from controller.app.console import ConsoleBroker
 from controller.engine.history import History
 from controller.engine.loop import Controller
 from controller.model.observed import ObservedState
@@ -71,6 +72,7 @@ class WebView:
     controller: Controller
     history: History | None = None
     console: bool = False
+    broker: ConsoleBroker | None = None  # the console relay (app/console.py), when agents exist
     _version: int = 0
     _vms: bytes = b""
     _vms_version: int = -1

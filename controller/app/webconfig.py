@@ -83,31 +83,34 @@ class WebAuth:
 
     def allowed(self, authorization: str | None) -> bool:
         """Whether an `Authorization` header carries a configured user's password."""
-        if not self.users:
-            return True
+        return not self.users or self.user(authorization) is not None
+
+    def user(self, authorization: str | None) -> str | None:
+        """The configured user whose password the `Authorization` header carries, if any."""
         if not authorization or not authorization.startswith("Basic "):
-            return False
+            return None
         try:
             user, sep, password = base64.b64decode(authorization[6:].strip(),
                                                    validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            return False
+            return None
         if not sep or len(password) > 1024:
-            return False
+            return None
         key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
         now = time.monotonic()
         with self._lock:
             at = self._ok.get(key)
             if at is not None and now - at < CACHE_SECONDS:
-                return True
+                return user
         stored = self.config.basic_auth_users.get(user)
         ok = bcrypt.checkpw(password.encode(), stored.encode() if stored else _DUMMY)
         ok = ok and stored is not None
-        if ok:
-            with self._lock:
-                self._ok = {k: t for k, t in self._ok.items() if now - t < CACHE_SECONDS}
-                self._ok[key] = now
-        return ok
+        if not ok:
+            return None
+        with self._lock:
+            self._ok = {k: t for k, t in self._ok.items() if now - t < CACHE_SECONDS}
+            self._ok[key] = now
+        return user
 
 
 def load_web_config(path: str | Path) -> WebAuth:

@@ -8,8 +8,10 @@ from typing import Any
 
 import zmq
 
+from controller.bus.console import ConsoleRelay
 from controller.bus.keys import Curve
 from controller.bus.publisher import Publisher
+from controller.model.events import DomainSeen
 from probes.corosync.quorum import QuorumWatcher
 from probes.libvirt.events import LibvirtWatcher
 from probes.pacemaker.alerts import AlertReceiver
@@ -28,6 +30,9 @@ class AgentConfig:
     # Pacemaker runs alert agents on the node where the event happened: each node's agent
     # receives its own node's alerts (a unix socket) and publishes them on the bus.
     alerts: str | None = None
+    # The console relay (bus/console.py): the controller reaches this node's guests' VNC
+    # (bound to loopback) through here, over CURVE.
+    console_endpoint: str | None = None
 
 
 class Agent:
@@ -38,14 +43,30 @@ class Agent:
         self.publisher = Publisher(self.ctx, cfg.node, cfg.pub_endpoint, cfg.snapshot_endpoint,
                                    curve)
         self.watchers: list[Any] = []
+        self._listing: DomainSeen | None = None
         if cfg.libvirt_uri:
-            self.watchers.append(LibvirtWatcher(cfg.node, cfg.libvirt_uri, self.publisher.publish,
+            self.watchers.append(LibvirtWatcher(cfg.node, cfg.libvirt_uri, self._publish,
                                                 listing_seconds=cfg.listing_seconds))
         if cfg.corosync:
             self.watchers.append(QuorumWatcher(cfg.node, self.publisher.publish))
         if cfg.storage:
             self.watchers.append(MountWatcher(cfg.node, self.publisher.publish))
         self.alerts: AlertReceiver | None = None
+        self.console = ConsoleRelay(self.ctx, cfg.console_endpoint, curve, self.vnc_ports) \
+            if cfg.console_endpoint else None
+
+    def _publish(self, payload: Any) -> int:
+        if isinstance(payload, DomainSeen):
+            self._listing = payload
+        return self.publisher.publish(payload)
+
+    def vnc_ports(self) -> set[int]:
+        """The VNC ports of this node's running guests: the only ports the relay opens."""
+        listing = self._listing
+        if listing is None or not listing.connected:
+            return set()
+        return {d.vnc_port for d in listing.domains if d.vnc_port and d.state == "running"
+                and (d.vnc_listen or "127.0.0.1") in ("127.0.0.1", "::1", "localhost")}
 
     def start(self) -> None:
         for w in self.watchers:
@@ -53,8 +74,12 @@ class Agent:
         if self.cfg.alerts:
             self.alerts = AlertReceiver(self.cfg.alerts,
                                         lambda env: self.publisher.publish(env.payload))
+        if self.console is not None:
+            self.console.start()
 
     def stop(self) -> None:
+        if self.console is not None:
+            self.console.close()
         if self.alerts is not None:
             self.alerts.close()
         for w in self.watchers:

@@ -71,7 +71,7 @@ def audits() -> list[dict[str, Any]]:
     """The changes kvm-warden sent to the cluster (applied or failed; refusals and out-of-band
     observations are not)."""
     return [r for r in lab.audit_records() if r.get("event") == "audit"
-            and r.get("outcome") not in ("refused", "observed")]
+            and r.get("outcome") not in ("refused", "observed", "session")]
 
 
 def out_of_band(vm: str | None = None) -> list[dict[str, Any]]:

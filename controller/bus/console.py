@@ -1,0 +1,172 @@
+"""The console relay between the controller and a node's VNC servers, over CURVE.
+
+VNC stays bound to 127.0.0.1 on every host (VNC itself is not safe on a network). The agent on
+the VM's node runs `ConsoleRelay`: a ROUTER socket (CURVE server, the agent's own keys; only
+the controller's key is admitted) that opens a TCP connection to one of *its own guests'* VNC
+ports on loopback -- never any other port -- and relays bytes both ways. The controller side
+(`open_session`) is a DEALER per console session.
+
+Frames (multipart): controller -> agent `open SID PORT`, `data SID BYTES`, `close SID`;
+agent -> controller `opened SID`, `data SID BYTES`, `closed SID REASON`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+
+from controller import metrics
+from controller.bus.keys import Curve, curve_client, curve_server
+from controller.logs import logger
+
+MAX_SESSIONS = 16
+CHUNK = 65536
+OPEN_TIMEOUT = 5.0
+
+
+def console_endpoint(agent_endpoint: str) -> str:
+    """Our convention: the console ROUTER listens on the agent's PUB port + 2."""
+    if agent_endpoint.startswith("tcp://"):
+        host, _, port = agent_endpoint[6:].rpartition(":")
+        return f"tcp://{host}:{int(port) + 2}"
+    return agent_endpoint + "-console"
+
+
+@dataclass
+class _Session:
+    peer: bytes
+    sid: bytes
+    sock: socket.socket
+
+
+class ConsoleRelay:
+    """The agent side: relays the controller's sessions to this node's guests' VNC ports."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, curve: Curve | None,
+                 vnc_ports: Callable[[], set[int]]):
+        self.vnc_ports = vnc_ports
+        self.log = logger(component="console-relay")
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.MAXMSGSIZE, CHUNK + 1024)
+        self.router.linger = 0
+        curve_server(self.router, curve)
+        self.router.bind(endpoint)
+        self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._sessions: dict[tuple[bytes, bytes], _Session] = {}
+        self._by_fd: dict[int, _Session] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="console-relay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        metrics.watch_thread(self._thread)
+
+    def close(self) -> None:
+        metrics.forget_thread(self._thread)
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for s in list(self._sessions.values()):
+            self._end(s, "agent stopping")
+        self.router.close()
+
+    def _run(self) -> None:
+        me = threading.current_thread().name
+        while not self._stop.is_set():
+            metrics.beat(me)
+            poller = zmq.Poller()
+            poller.register(self.router, zmq.POLLIN)
+            for fd in self._by_fd:
+                poller.register(fd, zmq.POLLIN)
+            try:
+                ready = dict(poller.poll(500))
+            except zmq.ZMQError:
+                continue
+            for fd in [f for f in ready if isinstance(f, int)]:
+                s = self._by_fd.get(fd)
+                if s is not None:
+                    self._from_vnc(s)
+            if self.router in ready:
+                for _ in range(256):  # a burst, then back to the sockets
+                    try:
+                        frames = self.router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        self._from_controller(frames)
+                    except Exception as exc:  # noqa: BLE001 - no frame may end the relay
+                        self.log.warning("console_frame_rejected", error=str(exc))
+
+    def _reply(self, peer: bytes, *frames: bytes) -> None:
+        try:
+            self.router.send_multipart([peer, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the controller went away; its session ends on its side
+
+    def _from_controller(self, frames: list[bytes]) -> None:
+        if len(frames) < 3:
+            return
+        peer, verb, sid = frames[0], frames[1], frames[2]
+        s = self._sessions.get((peer, sid))
+        if verb == b"open" and len(frames) == 4 and s is None:
+            port = int(frames[3]) if frames[3].isdigit() else -1
+            if port not in self.vnc_ports():
+                self._reply(peer, b"closed", sid, b"not a VNC port of a guest on this node")
+                return
+            if len(self._sessions) >= MAX_SESSIONS:
+                self._reply(peer, b"closed", sid, b"too many console sessions on this node")
+                return
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=OPEN_TIMEOUT)
+            except OSError as exc:
+                self._reply(peer, b"closed", sid, f"cannot reach VNC: {exc}".encode())
+                return
+            sock.settimeout(10.0)  # sends; reads only happen when poll says so
+            s = _Session(peer, sid, sock)
+            self._sessions[(peer, sid)] = s
+            self._by_fd[sock.fileno()] = s
+            self.log.info("console_opened", port=port)
+            self._reply(peer, b"opened", sid)
+        elif verb == b"data" and len(frames) == 4 and s is not None:
+            try:
+                s.sock.sendall(frames[3])
+            except OSError as exc:
+                self._end(s, f"VNC write failed: {exc}")
+        elif verb == b"close" and s is not None:
+            self._end(s, "closed by the controller", tell=False)
+
+    def _from_vnc(self, s: _Session) -> None:
+        try:
+            data = s.sock.recv(CHUNK)
+        except OSError as exc:
+            self._end(s, f"VNC read failed: {exc}")
+            return
+        if not data:
+            self._end(s, "the guest's VNC server closed the connection")
+            return
+        self._reply(s.peer, b"data", s.sid, data)
+
+    def _end(self, s: _Session, reason: str, tell: bool = True) -> None:
+        self._sessions.pop((s.peer, s.sid), None)
+        self._by_fd.pop(s.sock.fileno(), None)
+        try:
+            s.sock.close()
+        except OSError:
+            pass
+        if tell:
+            self._reply(s.peer, b"closed", s.sid, reason.encode())
+        self.log.info("console_closed", reason=reason)
+
+
+def open_session(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, curve: Curve | None,
+                 server_key: bytes | None) -> zmq.Socket[bytes]:
+    """The controller side: a DEALER to one agent's relay (CURVE client when keys are set)."""
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.setsockopt(zmq.MAXMSGSIZE, CHUNK + 1024)
+    curve_client(dealer, curve, server_key)
+    dealer.connect(endpoint)
+    return dealer
