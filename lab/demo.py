@@ -99,7 +99,14 @@ def main() -> int:
         seen = watch("placement converged", lambda: lab.vms_running().get("vm-web01") == ["kvm1"]
                      and lab.vms_running().get("vm-web02") == ["kvm2"], 90, seen)
         print(status_table())
-        print("\n   metrics: ip netns exec kvm1 curl -s http://127.0.0.1:9810/metrics")
+        web = lab.Forwarder("kvm1", 9810, host_port=int(os.environ.get("KVM_WARDEN_WEB_PORT",
+                                                                          "9443")))
+        print(f"\n   web view:  https://127.0.0.1:{web.host_port}/   user {lab.HA_USER}, password "
+              f"{lab.HA_PASSWORD} (the lab's own certificate: {lab.BASE / 'ha' / 'cert.pem'};")
+        print("              from another machine: ssh -L "
+              f"{web.host_port}:127.0.0.1:{web.host_port} root@THIS-HOST)")
+        print(f"   metrics:   curl --cacert {lab.BASE / 'ha' / 'cert.pem'} -u "
+              f"{lab.HA_USER}:{lab.HA_PASSWORD} https://127.0.0.1:{web.host_port}/metrics")
         print(f"   desired state: {desired}   audit log: {work / 'controller.log'}")
 
         say("Story 1: web01's qemu process is killed (kill -9) on kvm1")
