@@ -67,8 +67,9 @@ class StatusServer:
                     return
                 broker = view.broker
                 if broker is None or not view.console:
-                    self._send(403, b'{"error": "console disabled: run the controller with '
-                               b'--web-config (TLS and users)"}\n', "application/json")
+                    self._send(403, b'{"error": "console unavailable: the controller needs '
+                               b'--web-config (TLS and users) and named agents to relay to"}\n',
+                               "application/json")
                     return
                 try:
                     token, node = broker.ticket(m.group(1), user or "anonymous")

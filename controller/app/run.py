@@ -221,7 +221,8 @@ def _serve_http(opts: RunOptions, controller: Controller, view: WebView) -> Stat
                           "--web-config FILE with basic_auth_users (and tls_server_config): "
                           "cluster state and metrics are not served to anyone who asks")
     try:
-        view.console = web is not None and web.users
+        # The console needs users to audit and agents to relay to.
+        view.console = web is not None and web.users and view.broker is not None
         server = StatusServer(opts.http_host, opts.http_port, status_doc,
                               lambda: ready_state(controller), web, view)
     except (OSError, OverflowError) as exc:

@@ -10,6 +10,8 @@ import base64
 import json
 import shutil
 import ssl
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -124,4 +126,12 @@ def test_the_console_of_a_real_guest_follows_it_through_a_live_migration(
     assert {str(r["action"]) for r in sessions} >= {"console of web02 on kvm2",
                                                     "console of web02 on kvm3"}
     assert all(r["who"] == f"user:{lab.HA_USER}" for r in sessions)
+    # The history database has the live migration with its nodes, and the sessions.
+    out = subprocess.run([sys.executable, "-m", "controller.app.cli", "history", "web02",
+                          "--state-dir", str(lab.BASE / "state"), "--json"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    events = [json.loads(x) for x in out.splitlines()]
+    assert any(e["kind"] == "migration" and (e["from_node"], e["to_node"]) == ("kvm2", "kvm3")
+               for e in events), events
+    assert {e["node"] for e in events if e["kind"] == "console"} >= {"kvm2", "kvm3"}
     wait_for("converged", converged, 180)

@@ -101,6 +101,7 @@ def test_virsh_destroy_is_one_out_of_band_record_that_outlives_the_recovery(
     node = node_of("web02")
     before = len(out_of_band("web02"))
     acted = len(audits())
+    alerts = metric("kvm_warden_bus_events_total", kind="AlertReceived") or 0
     t0 = time.monotonic()
     virsh(node, "destroy", "web02")
     wait_for("an out-of-band record", lambda: len(out_of_band("web02")) > before, 15, 0.1)
@@ -118,6 +119,10 @@ def test_virsh_destroy_is_one_out_of_band_record_that_outlives_the_recovery(
     # kvm-warden cleans the fail-count once the VM runs again; that must not make Pacemaker
     # restart it (it did, before cleanups took the migration source's history along).
     (recovered,) = lab.guest_processes()["web02"]
+    # Pacemaker ran its alert agent on the VM's node; that node's kvm-warden agent published
+    # the alerts on the bus (the controller on kvm1 has no alert socket of its own in the lab).
+    assert node != "kvm1"
+    assert (metric("kvm_warden_bus_events_total", kind="AlertReceived") or 0) > alerts
     wait_for("kvm-warden's cleanup", lambda: any(
         a["action"].startswith("cleanup vm-web02") for a in audits()[acted:]), 120)
     time.sleep(10)

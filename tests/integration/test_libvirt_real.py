@@ -234,3 +234,78 @@ def test_run_shows_a_guest_crash_in_watch_controller(libvirtd: Libvirtd, tmp_pat
         reader.join(timeout=5)
         if watch.stdout is not None:
             watch.stdout.close()
+
+
+def test_a_real_io_error_pause_is_seen_with_its_reason_and_becomes_a_finding(
+        libvirtd: Libvirtd) -> None:
+    """A guest whose disk is served over NBD: the NBD server dies, the guest reads its disk
+    (a reset makes SeaBIOS read the boot sector) and QEMU pauses it -- libvirt's reason
+    "I/O error". The probe reports it, the store keeps when it began, the paused check raises
+    the finding once the grace has passed."""
+    from controller.engine.store import Store
+    from controller.model.context import Context
+    from controller.model.desired import parse_desired
+    from controller.model.index import build_index
+    from controller.model.observed import ClusterStatus, Node, Resource
+    from probes.libvirt.events import LibvirtWatcher
+    from reconcilers import paused
+    from tests.waiting import wait_for
+
+    base = libvirtd.base
+    img = base / "nbd.raw"
+    subprocess.run(["qemu-img", "create", "-f", "raw", str(img), "16M"], check=True,
+                   capture_output=True, timeout=30)
+    port = free_port()
+    nbd = subprocess.Popen(["qemu-nbd", "--persistent", f"--port={port}", "--bind=127.0.0.1",
+                            "-f", "raw", str(img)])
+    got: list[Any] = []
+    watcher = LibvirtWatcher("kvm1", libvirtd.uri, got.append, listing_seconds=60)
+    started = False
+    try:
+        time.sleep(0.5)
+        (base / "nbd.xml").write_text(
+            "<domain type='kvm'><name>ioerr</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+            "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>"
+            "<disk type='network' device='disk'><driver name='qemu' type='raw' "
+            "error_policy='stop' rerror_policy='stop'/><source protocol='nbd'>"
+            f"<host name='127.0.0.1' port='{port}'/></source><target dev='vda' bus='virtio'/>"
+            "</disk><memballoon model='none'/></devices></domain>")
+        libvirtd.guests.append("ioerr")
+        assert libvirtd.virsh("create", str(base / "nbd.xml")).returncode == 0
+        watcher.start()
+        started = True
+        wait_for("a listing", lambda: any(type(g).__name__ == "DomainSeen" for g in got), 10)
+        nbd.kill()
+        nbd.wait()
+        assert libvirtd.virsh("reset", "ioerr").returncode == 0
+        wait_for("the I/O error pause", lambda: any(
+            type(g).__name__ == "DomainLifecycle" and g.event == "suspended" for g in got), 15)
+        ev = next(g for g in got if type(g).__name__ == "DomainLifecycle"
+                  and g.event == "suspended")
+        assert (ev.detail, ev.state, ev.reason) == ("ioerror", "paused", "ioerror")
+        assert "paused (I/O error)" in libvirtd.virsh("domstate", "ioerr", "--reason").stdout
+        wait_for("a listing with the pause", lambda: any(
+            type(g).__name__ == "DomainSeen" and any(d.reason == "ioerror" for d in g.domains)
+            for g in got), 10)
+        store = Store()
+        store.observe([g for g in got if type(g).__name__ in ("DomainSeen", "DomainLifecycle")],
+                      "kvm1", 100.0)
+        observed = store.state
+        dom = observed.domains["kvm1"]["ioerr"]
+        assert (dom.state, dom.reason, dom.since) == ("paused", "ioerror", 100.0)
+        import msgspec
+
+        observed = msgspec.structs.replace(observed, status=ClusterStatus(
+            dc="kvm1", with_quorum=True, nodes={"kvm1": Node(name="kvm1", online=True)},
+            resources=(Resource(id="vm-ioerr", agent="ocf:heartbeat:VirtualDomain",
+                                role="Started", active=True, nodes=("kvm1",)),)))
+        ctx = Context(index=build_index(observed), now=105.0,
+                      desired=parse_desired("version: 1\nvms:\n  - name: ioerr\n"))
+        (f,) = paused.plan(ctx).findings
+        assert f.kind == "vm-paused" and "(ioerror)" in f.message
+    finally:
+        if started:
+            watcher.stop()
+        if nbd.poll() is None:
+            nbd.kill()
+            nbd.wait()

@@ -97,3 +97,53 @@ def test_off_loopback_the_service_refuses_to_start_without_users(tmp_path: Path)
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert "needs --web-config FILE with basic_auth_users" in res.stderr
+
+
+def test_the_running_controller_guards_every_web_endpoint(web_config: Path, tmp_path: Path) -> None:
+    """`kvm-warden run --simulate --web-config`: the web view, its API, noVNC's files, the
+    console ticket and the event stream -- no, wrong and right credentials, over TLS."""
+    import re
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "controller.app.cli", "run", "--simulate",
+                                 "--http-port", str(port), "--web-config",
+                                 str(web_config / "web.yml")], stdout=out, stderr=subprocess.STDOUT)
+    base, ca = f"https://127.0.0.1:{port}", web_config / "cert.pem"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not re.search(r"pass", log.read_text()):
+            time.sleep(0.2)
+        paths = ["/", "/vm/web01", "/static/app.js", "/api/vms", "/api/vms/web01",
+                 "/api/history", "/metrics", "/status", "/novnc/core/rfb.js"]
+        for path in paths:
+            assert get(base + path, ca)[0] == 401, path
+            code, body = get(base + path, ca, "ops", "wrong")
+            assert code == 401 and b"web01" not in body, path
+        for path in paths:
+            code, body = get(base + path, ca, "ops", PASSWORD)
+            assert code == 200, (path, code)
+        # --simulate has no agents to relay a console to: the page says it is unavailable.
+        assert json.loads(get(base + "/api/vms", ca, "ops", PASSWORD)[1])["console"] is False
+        # The console ticket: a POST, for users only; the WebSocket without a ticket: refused.
+        for user, password, want in ((None, None, 401), ("ops", "wrong", 401)):
+            req = urllib.request.Request(base + "/api/vms/web01/console", method="POST")
+            if user:
+                req.add_header("Authorization", "Basic " + base64.b64encode(
+                    f"{user}:{password}".encode()).decode())
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10,
+                                       context=ssl.create_default_context(cafile=str(ca)))
+            assert err.value.code == want
+            err.value.close()
+        assert get(base + "/console/web01/ws?ticket=guessed", ca)[0] == 403
+        # Path tricks do not leave noVNC's directory.
+        assert get(base + "/novnc/../../../etc/passwd", ca, "ops", PASSWORD)[0] == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -139,3 +139,20 @@ def test_the_api_documents_vms_one_vm_and_history(warden: tuple[str, Path]) -> N
         get("/api/vms/nosuchvm")
     assert err.value.code == 404
     err.value.close()
+
+
+def test_the_grafana_vm_table_links_each_vm_to_its_page_here(warden: tuple[str, Path]) -> None:
+    import json
+    import urllib.request
+
+    url, _ = warden
+    dash = json.loads((Path(__file__).resolve().parents[2] / "config" / "grafana"
+                       / "kvm-warden.json").read_text())
+    table = next(p for p in dash["panels"] if p["title"].startswith("VMs:"))
+    (link,) = table["fieldConfig"]["overrides"][0]["properties"][0]["value"]
+    variable = next(v for v in dash["templating"]["list"] if v["name"] == "kvm_warden_url")
+    # As Grafana fills it in for the row of web01, against this controller:
+    href = link["url"].replace("${kvm_warden_url}", url).replace("${__data.fields.vm}", "web01")
+    assert variable["type"] == "textbox" and href == f"{url}/vm/web01"
+    with urllib.request.urlopen(href, timeout=10) as r:
+        assert r.status == 200 and b"vm.js" in r.read()

@@ -11,7 +11,8 @@ async function connect() {
   const d = window.kvmWardenVm;
   if (!d) { setTimeout(connect, 300); return; }
   if (!d.console) {
-    status.textContent = "console disabled: the controller runs without a web configuration (TLS + users)";
+    status.textContent = "console unavailable: the controller needs a web configuration (TLS + users) and its node agents";
+    document.body.dataset.console = "unavailable";
     return;
   }
   let ticket;
