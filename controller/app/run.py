@@ -43,6 +43,7 @@ from controller.model.desired import load_desired
 from controller.model.errors import DesiredStateError, WardenError
 from controller.model.overview import DesiredInfo, PassSummary, StatusDoc, node_rows
 from probes.pacemaker.alerts import AlertReceiver
+from probes.pacemaker.read import query_status
 
 
 @dataclass
@@ -106,7 +107,8 @@ def run_service(opts: RunOptions) -> int:
         history = controller.history
         store.taps.append(lambda env: history.tap(env, _domains(controller)))  # type: ignore[union-attr]
         # libvirt events of cluster VMs that no Pacemaker operation explains (engine/oob.py)
-        oob = OutOfBandWatcher(query=controller.actuator.query,
+        cib_file = str(sim.cib_file) if sim else opts.cib_file
+        oob = OutOfBandWatcher(query=lambda: query_status(cib_file),
                                desired=lambda: controller.desired.current,
                                audit=controller.audit, found=controller.out_of_band)
         oob.start()

@@ -60,6 +60,7 @@ BEFORE = 1.0  # last-rc-change is whole seconds: an operation may have begun up 
 AFTER = 1.5
 JOURNAL_SECONDS = 600.0
 MERGE_SECONDS = 5.0  # one `virsh shutdown` is several events: one record
+MAX_BATCH = 1000
 SETTLE_SECONDS = 0.05  # Pacemaker records a pending operation before it runs the agent: read
 # at once -- an operation that ends just after its event is soon replaced by the next one (a
 # stop's record by the start that follows it), and then only an earlier sighting explains it.
@@ -149,27 +150,34 @@ class OutOfBandWatcher:
         while not self._stop.is_set():
             metrics.beat(me)
             try:
-                ev, at, arrived = self._inbox.get(timeout=1.0)
+                batch = [self._inbox.get(timeout=1.0)]
             except queue.Empty:
                 continue
+            while len(batch) < MAX_BATCH:  # a burst (a node's worth of guests): one CIB read
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                self._one(ev, at, arrived)
+                self._judge(batch)
             except Exception as exc:  # noqa: BLE001 - one bad event must not end the thread
-                self.log.error("out_of_band_check_failed", error=str(exc), vm=ev.domain)
+                self.log.error("out_of_band_check_failed", error=str(exc),
+                               vm=batch[0][0].domain)
 
-    def _one(self, ev: DomainLifecycle, at: float, arrived: float) -> None:
+    def _judge(self, batch: list[tuple[DomainLifecycle, float, float]]) -> None:
         desired = self.desired()
-        vm = desired.vm_by_name().get(ev.domain) if desired is not None else None
-        if vm is None:
-            return  # not a VM kvm-warden watches over
-        wait = arrived + SETTLE_SECONDS - time.monotonic()
+        vms = desired.vm_by_name() if desired is not None else {}
+        batch = [b for b in batch if b[0].domain in vms]
+        if not batch:
+            return  # not VMs kvm-warden watches over
+        wait = batch[-1][2] + SETTLE_SECONDS - time.monotonic()
         if wait > 0:
             self._stop.wait(wait)
         try:
-            ops = parse_operations(self.query(), source="cibadmin --query")
+            ops = parse_operations(self.query(), source="cibadmin --query --scope status")
         except WardenError as exc:
             # Unknown is not "out of band": without Pacemaker's record we accuse nobody.
-            self.log.warning("out_of_band_unjudged", vm=vm.name, error=str(exc))
+            self.log.warning("out_of_band_unjudged", events=len(batch), error=str(exc))
             return
         now = time.time()
         # Finished operations are kept (the CIB keeps only the last one per resource and
@@ -180,29 +188,29 @@ class OutOfBandWatcher:
         self._journal = {k: o for k, o in self._journal.items()
                          if now - o.last_rc_change < JOURNAL_SECONDS}
         pending = [op for op in ops if op.op_status == -1]
-        for op in pending:
-            self._pending[op] = now
         self._pending = {op: t for op, t in self._pending.items()
                          if now - t < JOURNAL_SECONDS and op not in pending}
-        verdict = judge(ev, at, vm.resource_id, [*self._journal.values(), *pending],
-                        self._pending)
+        known = [*self._journal.values(), *pending]
+        for ev, at, _ in batch:
+            vm = vms[ev.domain]
+            if judge(ev, at, vm.resource_id, known, self._pending) is False:
+                self._found(ev, at, vm.name, vm.resource_id)
         for op in pending:
             self._pending[op] = now
-        if verdict is not False:
-            return
+
+    def _found(self, ev: DomainLifecycle, at: float, name: str, rid: str) -> None:
         what = f"{ev.event}/{ev.detail}" if ev.detail else ev.event
-        if at - self._last.get(vm.name, float("-inf")) < MERGE_SECONDS:
-            self._last[vm.name] = at
-            self.log.info("out_of_band_more", vm=vm.name, node=ev.node, what=what)
+        if at - self._last.get(name, float("-inf")) < MERGE_SECONDS:
+            self._last[name] = at
+            self.log.info("out_of_band_more", vm=name, node=ev.node, what=what)
             return
-        self._last[vm.name] = at
-        change = OutOfBandChange(at=at, vm=vm.name, resource=vm.resource_id, node=ev.node,
-                                 what=what)
-        metrics.OUT_OF_BAND.labels(vm=vm.name, node=ev.node, what=what).inc()
+        self._last[name] = at
+        change = OutOfBandChange(at=at, vm=name, resource=rid, node=ev.node, what=what)
+        metrics.OUT_OF_BAND.labels(vm=name, node=ev.node, what=what).inc()
         self.audit.write([AuditRecord(
             at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)), who="out-of-band",
-            outcome="observed", action=f"{what} of {vm.name} on {ev.node}", kind="out_of_band",
-            reconciler="out-of-band", resource=vm.resource_id, verdict="observed",
+            outcome="observed", action=f"{what} of {name} on {ev.node}", kind="out_of_band",
+            reconciler="out-of-band", resource=rid, verdict="observed",
             why=f"libvirt reported {what} on {ev.node}; Pacemaker ran no matching operation "
-                f"on {vm.resource_id} then")])
+                f"on {rid} then")])
         self.found(change)

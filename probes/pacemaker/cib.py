@@ -236,15 +236,17 @@ def _parse_constraints(section: etree._Element, source: str) -> Constraints:
 
 def parse_operations(data: bytes, *, source: str = "cib",
                      resources: frozenset[str] | None = None) -> tuple[OpRecord, ...]:
-    """The operation history of the CIB's status section (`lrm_rsc_op`), one-shot and pending
+    """The operation history of the CIB's status section (`lrm_rsc_op`; the whole CIB or
+    `cibadmin --query --scope status`), one-shot and pending
     operations only (recurring monitors say nothing about who changed a domain). `resources`:
     only these resource ids. Malformed entries are skipped; a document that is not a CIB is a
     ParseError."""
     root = parse_document(data, source=source)
-    if root.tag != "cib":
-        raise ParseError("not a CIB (expected <cib>)", source=source, element=str(root.tag))
+    if root.tag not in ("cib", "status"):
+        raise ParseError("not a CIB or its status (expected <cib> or <status>)", source=source,
+                         element=str(root.tag))
     out: list[OpRecord] = []
-    status = root.find("status")
+    status = root if root.tag == "status" else root.find("status")
     if status is None:
         return ()
     for ns in status.iterchildren("node_state"):

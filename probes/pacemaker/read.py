@@ -35,6 +35,12 @@ def query_cib(cib_file: str | None = None, *, timeout: float = CIB_TIMEOUT) -> b
     return commands.run(["cibadmin", "--query"], env=commands.tool_env(None), timeout=timeout).stdout
 
 
+def query_status(cib_file: str | None = None, *, timeout: float = CIB_TIMEOUT) -> bytes:
+    """The CIB's status section alone (`cibadmin --query --scope status`): operation history."""
+    return commands.run(["cibadmin", "--query", "--scope", "status"],
+                        env=commands.tool_env(cib_file), timeout=timeout).stdout
+
+
 def cib_version(cib_file: str | None = None, *, timeout: float = CIB_TIMEOUT) -> CibVersion:
     """The CIB's version counters, from its root element alone (cheap at any size)."""
     out = commands.run(["cibadmin", "--query", "--xpath", "/cib", "--no-children"],

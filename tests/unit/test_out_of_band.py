@@ -3,6 +3,8 @@ kind on that resource was running then (the CIB's lrm_rsc_op records), else out 
 
 from __future__ import annotations
 
+import msgspec
+
 from controller.engine.oob import judge
 from controller.model.events import DomainLifecycle
 from probes.pacemaker.cib import parse_operations
@@ -95,3 +97,44 @@ def test_an_operation_seen_pending_earlier_still_explains_its_events() -> None:
     destroy = ev("kvm2", "web02", "stopped", "destroyed")
     assert judge(destroy, 3086.0, "vm-web02", (), {stop: 3086.1}) is True
     assert judge(destroy, 3200.0, "vm-web02", (), {stop: 3086.1}) is False
+
+
+def test_the_watcher_judges_a_burst_with_one_read_and_merges_one_actions_events(
+        tmp_path: object) -> None:
+    import time
+
+    from controller.engine.audit import AuditLog
+    from controller.engine.oob import OutOfBandWatcher
+    from controller.model.context import OutOfBandChange
+    from controller.model.desired import parse_desired
+    from controller.model.events import envelope
+    from tests.waiting import wait_for
+
+    reads: list[int] = []
+    found: list[OutOfBandChange] = []
+    desired = parse_desired("version: 1\nvms:\n  - name: web01\n  - name: web02\n")
+
+    def query() -> bytes:
+        reads.append(1)
+        return CIB
+
+    w = OutOfBandWatcher(query=query, desired=lambda: desired, audit=AuditLog(None),
+                         found=found.append)
+    # virsh shutdown of web01 (two events, one action) at 1500, web02's pending stop on kvm2
+    # explaining its destroy at 3004, and a domain kvm-warden does not watch.
+    for node, dom, event, detail, at in (
+            ("kvm1", "web01", "shutdown", "finished", 1500.0),
+            ("kvm1", "web01", "stopped", "shutdown", 1500.5),
+            ("kvm2", "web02", "stopped", "destroyed", 3004.0),
+            ("kvm1", "other", "stopped", "destroyed", 1500.0)):
+        env = envelope(node, 1, DomainLifecycle(node=node, domain=dom, event=event,
+                                                detail=detail))
+        w.offer(msgspec.structs.replace(env, sent_at=at))
+    w.start()
+    try:
+        wait_for("the burst judged", lambda: w._inbox.empty() and len(reads) >= 1, 5, 0.02)
+        time.sleep(0.2)
+        assert [(c.vm, c.node, c.what) for c in found] == [("web01", "kvm1", "shutdown/finished")]
+        assert len(reads) == 1
+    finally:
+        w.stop()
