@@ -159,7 +159,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from controller.app.status import status_command
 
     return status_command(url=args.url, desired_path=args.desired, cib_file=args.cib,
-                          libvirt_uri=args.libvirt_uri, as_json=args.json)
+                          libvirt_uri=args.libvirt_uri, as_json=args.json, cacert=args.cacert)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The VM overview. With --url it asks a running controller's /status; "
         "otherwise it reads the cluster itself (crm_mon, or --cib FILE) and, with "
         "--libvirt-uri, this node's consoles.")
-    st.add_argument("--url", help="a running controller, e.g. http://127.0.0.1:9810")
+    st.add_argument("--url", help="a running controller, e.g. http://127.0.0.1:9810 (behind a "
+                    "web configuration: KVM_WARDEN_USER, KVM_WARDEN_PASSWORD and --cacert)")
+    st.add_argument("--cacert", metavar="FILE", help="the CA (or certificate) of an https URL")
     st.add_argument("--desired", metavar="FILE")
     st.add_argument("--cib", metavar="FILE")
     st.add_argument("--libvirt-uri")

@@ -54,19 +54,35 @@ def render_nodes(nodes: tuple[NodeRow, ...]) -> str:
     return "\n".join(lines)
 
 
-def fetch_status(url: str) -> StatusDoc:
-    """What a running controller serves on /status."""
+def fetch_status(url: str, cacert: str | None = None) -> StatusDoc:
+    """What a running controller serves on /status. Behind a web configuration: the user and
+    password from KVM_WARDEN_USER / KVM_WARDEN_PASSWORD, the server's CA from `cacert`."""
+    import base64
+    import os
+    import ssl
+
+    req = urllib.request.Request(url.rstrip("/") + "/status",
+                                 headers={"Accept": "application/json"})
+    user, password = os.environ.get("KVM_WARDEN_USER"), os.environ.get("KVM_WARDEN_PASSWORD")
+    if user and password is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(
+            f"{user}:{password}".encode()).decode())
+    ctx = ssl.create_default_context(cafile=cacert) if url.startswith("https://") else None
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
             return msgspec.json.decode(r.read(), type=StatusDoc)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        hint = " (set KVM_WARDEN_USER and KVM_WARDEN_PASSWORD)" if exc.code == 401 else ""
+        raise WardenError(f"{url}: cannot read /status: HTTP {exc.code}{hint}") from None
     except (urllib.error.URLError, OSError, msgspec.DecodeError) as exc:
         raise WardenError(f"{url}: cannot read /status: {exc}") from None
 
 
 def status_command(url: str | None, desired_path: str | None, cib_file: str | None,
-                   libvirt_uri: str | None, as_json: bool) -> int:
+                   libvirt_uri: str | None, as_json: bool, cacert: str | None = None) -> int:
     if url:
-        doc = fetch_status(url)
+        doc = fetch_status(url, cacert)
         rows, nodes = doc.vms, doc.nodes
     else:
         desired = load_desired(desired_path) if desired_path else None

@@ -144,6 +144,18 @@ def test_the_running_controller_guards_every_web_endpoint(web_config: Path, tmp_
         assert get(base + "/console/web01/ws?ticket=guessed", ca)[0] == 403
         # Path tricks do not leave noVNC's directory.
         assert get(base + "/novnc/../../../etc/passwd", ca, "ops", PASSWORD)[0] == 404
+        # `kvm-warden status --url` reads it with the operator's credentials from the
+        # environment, and says what is missing without them.
+        import os
+
+        status = [sys.executable, "-m", "controller.app.cli", "status", "--url", base,
+                  "--cacert", str(ca)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KVM_WARDEN_")}
+        res = subprocess.run(status, capture_output=True, text=True, timeout=60, env=env)
+        assert res.returncode == 1 and "HTTP 401 (set KVM_WARDEN_USER" in res.stderr, res.stderr
+        res = subprocess.run(status, capture_output=True, text=True, timeout=60,
+                             env={**env, "KVM_WARDEN_USER": "ops", "KVM_WARDEN_PASSWORD": PASSWORD})
+        assert res.returncode == 0 and "web01" in res.stdout, res.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=30)
