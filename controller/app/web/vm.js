@@ -13,6 +13,12 @@ async function reload() {
   const d = await getJSON("/api/vms/" + encodeURIComponent(NAME));
   const v = d.vm;
   window.kvmWardenVm = d;  // the console reads where the VM runs from here
+  const open = document.getElementById("console-open");
+  open.disabled = !d.console || v.nodes.length !== 1 || !v.vnc_port;
+  if (!d.console) {
+    document.getElementById("console-status").textContent =
+      "console unavailable: the controller needs a web configuration (TLS + users) and its node agents";
+  }
   document.body.dataset.node = v.nodes.join(",");
   document.getElementById("summary").replaceChildren(dl([
     ["runs on", v.nodes.join(", ") || "nowhere", "node"],
