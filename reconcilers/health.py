@@ -101,7 +101,11 @@ def plan(ctx: Context) -> Plan:
                      f"circuit open: {rid} failed again after {len(attempts)} cleanups on {node} "
                      f"within {CIRCUIT_WINDOW / 60:.0f} min; no more automatic cleanups")
             continue
-        sources = index.migrated_from.get((rid, node), ())
+        # Every other node whose history holds a migrate_to of rid (crm_mon, fresh each full
+        # pass; the CIB's precise source-target pairs may be a configuration change behind).
+        # Refreshing a node without failures only re-probes it: cheap, and never wrong.
+        sources = tuple(sorted((set(index.migrated_from.get((rid, node), ()))
+                                | set(index.migrate_to_nodes.get(rid, ()))) - {node}))
         if any(index.fail_counts.get((rid, s), 0) > 0 for s in sources):
             continue  # cleaning the source too would erase a count Pacemaker keeps there
         failed_at = parse_pacemaker_time(index.last_failure.get((rid, node)))

@@ -113,6 +113,7 @@ def run_service(opts: RunOptions) -> int:
                                audit=controller.audit, found=controller.out_of_band)
         oob.start()
         stack.callback(oob.stop)
+        controller.on_transition = oob.poke
         store.taps.append(oob.offer)
         view = WebView(controller, controller.history,
                        broker=_console_broker(opts, agents, controller))

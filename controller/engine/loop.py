@@ -85,6 +85,8 @@ class Controller:
     _recheck_at: float | None = None  # wall clock: a grace (a paused VM's) ends then
     _out_of_band: list[OutOfBandChange] = field(default_factory=list)  # the watcher's inbox
     history: History | None = None  # what happened to every VM (engine/history.py)
+    # crm_mon shows an operation in flight (the out-of-band watcher wants to see it pending)
+    on_transition: Callable[[], None] | None = None
     _full: bool = True
     _urgent: bool = False  # a full pass our own change asked for: not rate-limited
     _dirty_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -158,6 +160,9 @@ class Controller:
             seen, self._out_of_band = self._out_of_band, []
         self.ledger.saw_out_of_band(seen, t)
         index = build_index(observed)
+        if only is None and self.on_transition is not None and (
+                index.transitioning or index.migrating):
+            self.on_transition()
         # Freshness is that of Pacemaker's view, which every action is planned on; a dead
         # node's silent agent is the stale list's business, not a reason to freeze.
         observed_at = observed.observed_at.get("pacemaker", t)

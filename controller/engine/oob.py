@@ -61,6 +61,7 @@ AFTER = 1.5
 JOURNAL_SECONDS = 600.0
 MERGE_SECONDS = 5.0  # one `virsh shutdown` is several events: one record
 MAX_BATCH = 1000
+POLL_SECONDS = 1.0  # re-read while an operation is pending
 SETTLE_SECONDS = 0.05  # Pacemaker records a pending operation before it runs the agent: read
 # at once -- an operation that ends just after its event is soon replaced by the next one (a
 # stop's record by the start that follows it), and then only an earlier sighting explains it.
@@ -92,7 +93,7 @@ def judge(ev: DomainLifecycle, at: float, resource: str, ops: Iterable[OpRecord]
           seen_pending: Mapping[OpRecord, float] | None = None) -> bool | None:
     """True: Pacemaker made this change; False: out of band; None: not a change we judge.
     `ops`: the operations of the CIB as read now, and finished ones read before;
-    `seen_pending`: operations read pending before (and when), gone from `ops` since."""
+    `seen_pending`: operations read pending before, gone since: when the read found them gone."""
     wanted = causes(ev.event, ev.detail)
     if wanted is None:
         return None
@@ -109,18 +110,29 @@ def judge(ev: DomainLifecycle, at: float, resource: str, ops: Iterable[OpRecord]
 
 @dataclass
 class OutOfBandWatcher:
-    """Judges the libvirt events of cluster VMs on its own thread (it reads the CIB)."""
+    """Judges the libvirt events of cluster VMs on its own thread (it reads the CIB).
 
-    query: Callable[[], bytes]  # the live CIB
+    What it knows of Pacemaker's operations: finished ones (a journal: the CIB keeps only the
+    last one per resource and node), pending ones as the last read shows them, and ones that were
+    pending and are gone -- each with the time of the read that found it gone, the latest it can
+    have ended. While any operation is pending it re-reads every POLL_SECONDS, so that bound stays
+    tight; the loop pokes it when crm_mon shows a resource in transition, so that a long stop is
+    seen pending before its guest is destroyed at the end of it.
+    """
+
+    query: Callable[[], bytes]  # the CIB's status section
     desired: Callable[[], DesiredState | None]
     audit: AuditLog
     found: Callable[[OutOfBandChange], None]  # the loop's inbox (ledger + wake)
     _inbox: queue.Queue[tuple[DomainLifecycle, float, float]] = field(
         default_factory=lambda: queue.Queue(maxsize=10_000))
     _journal: dict[tuple[str, str, str, int, int], OpRecord] = field(default_factory=dict)
-    _pending: dict[OpRecord, float] = field(default_factory=dict)  # -> last seen pending at
+    _open: set[OpRecord] = field(default_factory=set)  # pending at the last read
+    _ended: dict[OpRecord, float] = field(default_factory=dict)  # -> read that found it gone
+    _last_read: float = float("-inf")
     _last: dict[str, float] = field(default_factory=dict)  # vm -> last record (merging)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _poked: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.log = logger(component="out-of-band")
@@ -134,6 +146,10 @@ class OutOfBandWatcher:
         metrics.forget_thread(self._thread)
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def poke(self) -> None:
+        """crm_mon shows an operation in flight: read the CIB soon (any thread)."""
+        self._poked.set()
 
     def offer(self, env: Envelope) -> None:
         """Called for every envelope the store folds (bus thread): cheap, never raises."""
@@ -150,19 +166,44 @@ class OutOfBandWatcher:
         while not self._stop.is_set():
             metrics.beat(me)
             try:
-                batch = [self._inbox.get(timeout=1.0)]
+                batch = [self._inbox.get(timeout=POLL_SECONDS)]
             except queue.Empty:
-                continue
-            while len(batch) < MAX_BATCH:  # a burst (a node's worth of guests): one CIB read
+                batch = []
+            while batch and len(batch) < MAX_BATCH:  # a burst: one CIB read
                 try:
                     batch.append(self._inbox.get_nowait())
                 except queue.Empty:
                     break
             try:
-                self._judge(batch)
+                if batch:
+                    self._judge(batch)
+                elif self._poked.is_set() or (
+                        self._open and time.monotonic() - self._last_read >= POLL_SECONDS):
+                    self._poked.clear()
+                    self._read()
             except Exception as exc:  # noqa: BLE001 - one bad event must not end the thread
-                self.log.error("out_of_band_check_failed", error=str(exc),
-                               vm=batch[0][0].domain)
+                self.log.error("out_of_band_check_failed", error=str(exc))
+
+    def _read(self) -> list[OpRecord] | None:
+        """Read the status section and update what is known; the pending operations, or None."""
+        try:
+            ops = parse_operations(self.query(), source="cibadmin --query --scope status")
+        except WardenError as exc:
+            self.log.warning("out_of_band_status_unread", error=str(exc))
+            return None
+        now = time.time()
+        self._last_read = time.monotonic()
+        for op in ops:
+            if op.op_status != -1:
+                self._journal[(op.resource, op.node, op.task, op.call_id, op.last_rc_change)] = op
+        pending = {op for op in ops if op.op_status == -1}
+        for op in self._open - pending:
+            self._ended[op] = now  # it ended at the latest now
+        self._open = pending
+        self._journal = {k: o for k, o in self._journal.items()
+                         if now - o.last_rc_change < JOURNAL_SECONDS}
+        self._ended = {op: t for op, t in self._ended.items() if now - t < JOURNAL_SECONDS}
+        return sorted(pending, key=lambda o: (o.resource, o.node, o.task))
 
     def _judge(self, batch: list[tuple[DomainLifecycle, float, float]]) -> None:
         desired = self.desired()
@@ -173,30 +214,16 @@ class OutOfBandWatcher:
         wait = batch[-1][2] + SETTLE_SECONDS - time.monotonic()
         if wait > 0:
             self._stop.wait(wait)
-        try:
-            ops = parse_operations(self.query(), source="cibadmin --query --scope status")
-        except WardenError as exc:
+        pending = self._read()
+        if pending is None:
             # Unknown is not "out of band": without Pacemaker's record we accuse nobody.
-            self.log.warning("out_of_band_unjudged", events=len(batch), error=str(exc))
+            self.log.warning("out_of_band_unjudged", events=len(batch))
             return
-        now = time.time()
-        # Finished operations are kept (the CIB keeps only the last one per resource and
-        # node); a pending one counts only while this read still shows it pending.
-        for op in ops:
-            if op.op_status != -1:
-                self._journal[(op.resource, op.node, op.task, op.call_id, op.last_rc_change)] = op
-        self._journal = {k: o for k, o in self._journal.items()
-                         if now - o.last_rc_change < JOURNAL_SECONDS}
-        pending = [op for op in ops if op.op_status == -1]
-        self._pending = {op: t for op, t in self._pending.items()
-                         if now - t < JOURNAL_SECONDS and op not in pending}
         known = [*self._journal.values(), *pending]
         for ev, at, _ in batch:
             vm = vms[ev.domain]
-            if judge(ev, at, vm.resource_id, known, self._pending) is False:
+            if judge(ev, at, vm.resource_id, known, self._ended) is False:
                 self._found(ev, at, vm.name, vm.resource_id)
-        for op in pending:
-            self._pending[op] = now
 
     def _found(self, ev: DomainLifecycle, at: float, name: str, rid: str) -> None:
         what = f"{ev.event}/{ev.detail}" if ev.detail else ev.event

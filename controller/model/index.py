@@ -45,8 +45,11 @@ class ClusterIndex:
     last_failure: Mapping[tuple[str, str], str]
     # (resource, node) -> migration-threshold in force, as crm_mon's node_history reports it
     migration_thresholds: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    # (resource, target node) -> source nodes whose history holds that migrate_to
+    # (resource, target node) -> source nodes whose history holds that migrate_to (from the
+    # CIB: read only when the configuration changed, so it may be behind)
     migrated_from: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # resource -> nodes whose operation history holds a migrate_to (crm_mon: every full pass)
+    migrate_to_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     domains_running: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> nodes
     domain_disks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> sources
     # domain -> node -> Domain, from fresh listings only (live agent, node online in Pacemaker)
@@ -134,8 +137,11 @@ def build_index(observed: ObservedState) -> ClusterIndex:
     fail_counts: dict[tuple[str, str], int] = {}
     last_failure: dict[tuple[str, str], str] = {}
     thresholds: dict[tuple[str, str], int] = {}
+    migrate_to_nodes: dict[str, set[str]] = {}
     for h in status.history:
         rid = h.resource.split(":", 1)[0]  # unique clone instances are "rsc:N"
+        if "migrate_to" in h.tasks:
+            migrate_to_nodes.setdefault(rid, set()).add(h.node)
         if h.migration_threshold is not None:
             thresholds[(rid, h.node)] = h.migration_threshold
         if h.fail_count:
@@ -202,6 +208,7 @@ def build_index(observed: ObservedState) -> ClusterIndex:
         unfenced={k: tuple(sorted(v)) for k, v in unfenced.items()},
         migration_thresholds=thresholds,
         migrated_from=_migrated_from(cib.migrations if cib else ()),
+        migrate_to_nodes={k: tuple(sorted(v)) for k, v in migrate_to_nodes.items()},
     )
 
 

@@ -138,3 +138,42 @@ def test_the_watcher_judges_a_burst_with_one_read_and_merges_one_actions_events(
         assert len(reads) == 1
     finally:
         w.stop()
+
+
+def test_a_stop_seen_pending_then_gone_explains_the_destroy_at_its_end() -> None:
+    """The lab's case: VirtualDomain's stop waits 85 s for a graceful shutdown, destroys the
+    guest, ends; the start that follows replaces its record 16 ms later. The watcher saw the
+    stop pending (poked by crm_mon's "Stopping"), then a read found it gone."""
+    import time
+
+    from controller.engine.audit import AuditLog
+    from controller.engine.oob import OutOfBandWatcher
+    from controller.model.context import OutOfBandChange
+    from controller.model.desired import parse_desired
+    from controller.model.events import envelope
+    from tests.waiting import wait_for
+
+    stop_pending = CIB
+    start_pending = CIB.replace(b'operation="stop" call-id="-1" rc-code="193" op-status="-1"\n'
+                                b'   interval="0" last-rc-change="3000"',
+                                b'operation="start" call-id="-1" rc-code="193" op-status="-1"\n'
+                                b'   interval="0" last-rc-change="3086"')
+    assert start_pending != stop_pending
+    reads = [stop_pending]
+    found: list[OutOfBandChange] = []
+    desired = parse_desired("version: 1\nvms:\n  - name: web02\n")
+    w = OutOfBandWatcher(query=lambda: reads[-1], desired=lambda: desired,
+                         audit=AuditLog(None), found=found.append)
+    w.start()
+    try:
+        w.poke()
+        wait_for("the stop seen pending", lambda: w._open, 5, 0.02)
+        reads.append(start_pending)
+        env = envelope("kvm2", 1, DomainLifecycle(node="kvm2", domain="web02", event="stopped",
+                                                  detail="destroyed"))
+        w.offer(msgspec.structs.replace(env, sent_at=time.time()))  # now: within the stop
+        wait_for("judged", lambda: w._inbox.empty() and w._ended, 5, 0.02)
+        time.sleep(0.2)
+        assert found == []
+    finally:
+        w.stop()

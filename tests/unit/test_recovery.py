@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
+
 from controller.model.actions import Cleanup, SetMeta
 from controller.model.context import Context
 from controller.model.desired import parse_desired
@@ -118,3 +120,17 @@ def test_a_cleanup_on_a_migration_target_cleans_the_source_first() -> None:
     # own failure is dealt with (its own cleanup, with its own backoff).
     got = cleanups(recovered_on_the_migration_target(source_failcount=2), FAILED_AT + 100)
     assert [(c.node, c.sources) for c in got] == [("kvm3", ())]
+
+
+def test_the_migration_source_is_known_from_crm_mons_history_even_when_the_cib_is_behind() -> None:
+    """The CIB is re-read only when the configuration changes; crm_mon's node_history is fresh
+    every full pass and lists kvm3's migrate_to (seen in the lab: a cleanup after a migration the
+    cached CIB did not know yet restarted the VM)."""
+    c = recovered_on_the_migration_target()
+    status = c.index.observed.status
+    status = msgspec.structs.replace(status, history=(*status.history, OpHistory(
+        node="kvm3", resource="vm-web01", tasks=("migrate_to", "stop"))))
+    cib = msgspec.structs.replace(c.index.observed.cib, migrations=())
+    idx = build_index(ObservedState(status=status, cib=cib))
+    (got,) = cleanups(Context(index=idx, desired=c.desired, now=0.0), FAILED_AT + 100)
+    assert (got.node, got.sources) == ("kvm2", ("kvm3",))
