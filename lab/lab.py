@@ -392,6 +392,20 @@ def vms_running(via: str = "kvm1") -> dict[str, list[str]]:
     return placed
 
 
+def nodes_online(via: str = "kvm1") -> list[str]:
+    """The nodes Pacemaker sees online, as `via` sees them."""
+    from lxml import etree
+
+    out = on(via, "crm_mon", "-1", "--output-as=xml", check=False).stdout
+    try:
+        root = etree.fromstring(out.encode())
+    except etree.XMLSyntaxError:
+        return []
+    return sorted(str(n.get("name")) for n in root.iter("node")
+                  if n.get("online") == "true" and n.getparent() is not None
+                  and n.getparent().tag == "nodes")
+
+
 def up(timeout: float = 180.0) -> dict[str, object]:
     started = time.monotonic()
     if os.geteuid() != 0:
