@@ -29,6 +29,10 @@ RUN python3 -m venv /opt/kvm-warden \
     && /opt/kvm-warden/bin/pip install --no-cache-dir --no-compile . \
     && find /opt/kvm-warden -name '__pycache__' -prune -exec rm -rf {} + \
     && rm -rf /opt/kvm-warden/lib/python3*/site-packages/pip /opt/kvm-warden/bin/pip*
+# noVNC for the console page: the files of Debian's novnc package, without its dependencies
+# (nodejs, websockify: the controller is the WebSocket end itself).
+RUN apt-get update && cd /tmp && apt-get download novnc \
+    && dpkg-deb -x novnc_*.deb /novnc && rm -f novnc_*.deb && rm -rf /var/lib/apt/lists/*
 
 FROM ${BASE}
 ARG VERSION=0.1.0
@@ -46,9 +50,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
     && useradd --system --no-create-home --groups haclient kvm-warden \
     && install -d -o kvm-warden -g haclient -m 0750 /var/lib/kvm-warden
 COPY --from=build /opt/kvm-warden /opt/kvm-warden
+COPY --from=build /novnc/usr/share/novnc /usr/share/novnc
 USER kvm-warden
 EXPOSE 9810
+# /healthz needs no password; over https when a web configuration sets TLS (its own loopback).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
-  CMD ["/opt/kvm-warden/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9810/healthz', timeout=4)"]
+  CMD ["/opt/kvm-warden/bin/python", "-c", "import ssl, urllib.request as u\nfor url, ctx in (('http://127.0.0.1:9810/healthz', None), ('https://127.0.0.1:9810/healthz', ssl._create_unverified_context())):\n    try:\n        u.urlopen(url, timeout=4, context=ctx)\n        raise SystemExit(0)\n    except Exception:\n        pass\nraise SystemExit(1)"]
 ENTRYPOINT ["/opt/kvm-warden/bin/kvm-warden"]
 CMD ["controller", "--desired", "/etc/kvm-warden/desired.yaml"]

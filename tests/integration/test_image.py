@@ -77,3 +77,25 @@ def test_the_images_own_binary_and_pacemaker_tools_work(container: tuple[str, Pa
                   "/data/desired.yaml", "--cib", "/data/seed.xml")
     assert plan.returncode == 2, plan.stdout + plan.stderr  # changes pending, none applied
     assert "warden-order-gfs2_res01-clone-vm-db01" in plan.stdout
+
+
+def test_the_images_service_passes_its_own_healthcheck_and_serves_the_web_view(
+        container: tuple[str, Path]) -> None:
+    """The image's `run --simulate` (its own Pacemaker tools), its HEALTHCHECK command as
+    Docker would run it, and the web view with noVNC's files (from Debian's package, copied
+    into the image without nodejs)."""
+    inspect = json.loads(sh("podman", "image", "inspect", TAG).stdout)[0]
+    check = inspect["Healthcheck"]["Test"]
+    assert check[0] == "CMD"
+    quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in check[1:])
+    script = (
+        "/opt/kvm-warden/bin/kvm-warden run --simulate --http-port 9810 >/tmp/run.log 2>&1 &\n"
+        f"for i in $(seq 90); do sleep 1; if {quoted}; then echo healthy; break; fi; done\n"
+        "/opt/kvm-warden/bin/python -c \"import urllib.request as u; "
+        "print(u.urlopen('http://127.0.0.1:9810/novnc/core/rfb.js').status, "
+        "u.urlopen('http://127.0.0.1:9810/').status, "
+        "len(__import__('json').load(u.urlopen('http://127.0.0.1:9810/api/vms'))['vms']))\"\n"
+        "kill %1\n")
+    out = run_in(container, "sh", "-c", script)
+    assert "healthy" in out.stdout, out.stdout + out.stderr
+    assert "200 200 3" in out.stdout, out.stdout + out.stderr
