@@ -42,7 +42,7 @@ function render() {
       el("td", {class: "drift"}, v.drift.join(", ") || "none"),
       el("td", {class: "findings"}, ...v.findings.map((f) => el("span", {class: "badge " + f.severity, title: f.message}, f.kind))),
       el("td", {}, doc.console && v.nodes.length === 1 && v.vnc_port
-        ? el("a", {href: "/vm/" + encodeURIComponent(v.vm) + "#console", class: "console"}, "console")
+        ? el("a", {href: "/vm/" + encodeURIComponent(v.vm) + "#console", class: "console"}, "console (vnc :" + v.vnc_port + ")")
         : (v.vnc_port ? "vnc :" + v.vnc_port : "-")));
     return tr;
   }));
