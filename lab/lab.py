@@ -392,6 +392,19 @@ def vms_running(via: str = "kvm1") -> dict[str, list[str]]:
     return placed
 
 
+def vm_roles(via: str = "kvm1") -> dict[str, str]:
+    """Each VirtualDomain resource's role as crm_mon shows it (Started, Stopping, Migrating...)."""
+    from lxml import etree
+
+    out = on(via, "crm_mon", "-1", "--output-as=xml", check=False).stdout
+    try:
+        root = etree.fromstring(out.encode())
+    except etree.XMLSyntaxError:
+        return {}
+    return {str(r.get("id")): str(r.get("role")) for r in root.iter("resource")
+            if r.get("resource_agent", "").endswith("VirtualDomain")}
+
+
 def nodes_online(via: str = "kvm1") -> list[str]:
     """The nodes Pacemaker sees online, as `via` sees them."""
     from lxml import etree

@@ -67,6 +67,27 @@ def counted_by_pacemaker(index: ClusterIndex, rid: str, node: str, now: float) -
     return not timeout or failed_at is None or now - failed_at < timeout
 
 
+def migration_sources(index: ClusterIndex, rid: str, node: str) -> tuple[str, ...] | None:
+    """The nodes whose history of `rid` must be refreshed before `node`'s is cleaned, or None
+    when no cleanup is safe.
+
+    Erasing a migration target's `migrate_from` while a source still records its `migrate_to`
+    makes Pacemaker 2.1 restart the running VM ("can no longer migrate"). Without a
+    migrate_from on `node` nothing is at stake. With one, every other node holding a migrate_to
+    (crm_mon's history, fresh each full pass; the cached CIB may be a configuration change
+    behind) is refreshed first -- safe only where that erases no migrate_from of its own, no
+    fail-count Pacemaker keeps, and not where the VM runs."""
+    if "migrate_from" not in index.history_tasks.get((rid, node), ()):
+        return ()
+    sources = (set(index.migrated_from.get((rid, node), ()))
+               | set(index.migrate_to_nodes.get(rid, ()))) - {node}
+    for s in sources:
+        if "migrate_from" in index.history_tasks.get((rid, s), ()) \
+                or index.fail_counts.get((rid, s), 0) > 0 or s in index.running.get(rid, ()):
+            return None
+    return tuple(sorted(sources))
+
+
 def _watched(index: ClusterIndex, desired: DesiredState) -> tuple[set[str], set[str]]:
     """(resource ids whose failures health cleans up, ids of clone members among them)."""
     ids = {vm.resource_id for vm in desired.vms}
@@ -101,13 +122,7 @@ def plan(ctx: Context) -> Plan:
                      f"circuit open: {rid} failed again after {len(attempts)} cleanups on {node} "
                      f"within {CIRCUIT_WINDOW / 60:.0f} min; no more automatic cleanups")
             continue
-        # Every other node whose history holds a migrate_to of rid (crm_mon, fresh each full
-        # pass; the CIB's precise source-target pairs may be a configuration change behind).
-        # Refreshing a node without failures only re-probes it: cheap, and never wrong.
-        sources = tuple(sorted((set(index.migrated_from.get((rid, node), ()))
-                                | set(index.migrate_to_nodes.get(rid, ()))) - {node}))
-        if any(index.fail_counts.get((rid, s), 0) > 0 for s in sources):
-            continue  # cleaning the source too would erase a count Pacemaker keeps there
+        sources = migration_sources(index, rid, node)
         failed_at = parse_pacemaker_time(index.last_failure.get((rid, node)))
         since = max([t for t in (failed_at, attempts[-1] if attempts else None) if t is not None],
                     default=None)
@@ -115,7 +130,8 @@ def plan(ctx: Context) -> Plan:
         if since is not None and now - since < wait:
             continue
         out.actions.append(Cleanup(
-            reconciler=NAME, rsc=rid, node=node, sources=sources,
+            reconciler=NAME, rsc=rid, node=node, sources=sources or (),
+            reset_only=sources is None,
             why=f"fail-count {count} on {node}, and {rid} runs again on "
                 f"{', '.join(running)}; cleanup #{len(attempts) + 1}"))
 

@@ -186,6 +186,10 @@ class PacemakerActuator:
         names.resource_id(action.rsc)
         for node in (*action.sources, action.node):
             names.node_name(node)
+        if action.reset_only:
+            commands.run(["crm_failcount", "--delete", "--resource", action.rsc, "--node",
+                          action.node], env=commands.tool_env(None), timeout=TOOL_TIMEOUT)
+            return
         # Migration sources first (see Cleanup): at no instant may the target's history be gone
         # while a source still records a migrate_to towards it. --refresh, because --cleanup
         # leaves a node without failures untouched; the source has none (health checked).

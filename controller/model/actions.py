@@ -143,6 +143,9 @@ class Cleanup(Action, frozen=True, kw_only=True, tag="Cleanup"):
     rsc: str
     node: str
     sources: tuple[str, ...] = ()
+    # Only reset the fail-count (`crm_failcount --delete`), keeping the operation history: when
+    # no order of erasing it is safe (migrations both ways), the failed action stays visible.
+    reset_only: bool = False
 
     @property
     def key(self) -> str:
@@ -269,6 +272,8 @@ def describe(action: AnyAction) -> str:
             return f"property {n}={v}"
         case SetNodeAttribute(node=n, name=a, value=v):
             return f"node {n}: {a}={v}"
+        case Cleanup(rsc=r, node=n, reset_only=True):
+            return f"cleanup {r} on {n} (fail-count reset only: its migration history is kept)"
         case Cleanup(rsc=r, node=n, sources=s):
             return f"cleanup {r} on {n}" + (f" (and its migration history on {', '.join(s)})"
                                             if s else "")

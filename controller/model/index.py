@@ -50,6 +50,8 @@ class ClusterIndex:
     migrated_from: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     # resource -> nodes whose operation history holds a migrate_to (crm_mon: every full pass)
     migrate_to_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # (resource, node) -> the operations its history on that node holds (crm_mon node_history)
+    history_tasks: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     domains_running: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> nodes
     domain_disks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> sources
     # domain -> node -> Domain, from fresh listings only (live agent, node online in Pacemaker)
@@ -138,8 +140,10 @@ def build_index(observed: ObservedState) -> ClusterIndex:
     last_failure: dict[tuple[str, str], str] = {}
     thresholds: dict[tuple[str, str], int] = {}
     migrate_to_nodes: dict[str, set[str]] = {}
+    history_tasks: dict[tuple[str, str], tuple[str, ...]] = {}
     for h in status.history:
         rid = h.resource.split(":", 1)[0]  # unique clone instances are "rsc:N"
+        history_tasks[(rid, h.node)] = h.tasks
         if "migrate_to" in h.tasks:
             migrate_to_nodes.setdefault(rid, set()).add(h.node)
         if h.migration_threshold is not None:
@@ -150,7 +154,10 @@ def build_index(observed: ObservedState) -> ClusterIndex:
                 last_failure[(rid, h.node)] = h.last_failure
     for f in status.failures:
         rid = f.resource.split(":", 1)[0]
-        fail_counts.setdefault((rid, f.node), 1)
+        if (rid, f.node) not in history_tasks:
+            # Only where crm_mon gives no history: there, its fail-count is the count (a reset
+            # fail-count leaves the failed action listed until a cleanup or failure-timeout).
+            fail_counts.setdefault((rid, f.node), 1)
         if f.last_rc_change:
             last_failure.setdefault((rid, f.node), f.last_rc_change)
 
@@ -209,6 +216,7 @@ def build_index(observed: ObservedState) -> ClusterIndex:
         migration_thresholds=thresholds,
         migrated_from=_migrated_from(cib.migrations if cib else ()),
         migrate_to_nodes={k: tuple(sorted(v)) for k, v in migrate_to_nodes.items()},
+        history_tasks=history_tasks,
     )
 
 

@@ -104,10 +104,11 @@ def quorate() -> bool:
 def converged() -> bool:
     """The layout every scenario starts from and leaves: all three nodes online (a node fenced
     by an earlier scenario has rebooted and rejoined), web01 on kvm1, web02 on kvm2, db01 on one
-    node."""
+    node, and nothing in flight (a stop still waiting for its graceful timeout is not "done")."""
     placed = lab.vms_running()
     return placed.get("vm-web01") == ["kvm1"] and placed.get("vm-web02") == ["kvm2"] and \
-        len(placed.get("vm-db01", [])) == 1 and lab.nodes_online() == list(lab.NODES)
+        len(placed.get("vm-db01", [])) == 1 and lab.nodes_online() == list(lab.NODES) and \
+        set(lab.vm_roles().values()) == {"Started"}
 
 
 @pytest.fixture(scope="session")

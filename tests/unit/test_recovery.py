@@ -90,14 +90,17 @@ def test_without_a_recovery_policy_failures_keep_their_backoff_cleanup() -> None
     assert (c.rsc, c.node) == ("vm-web01", "kvm1")
 
 
-def recovered_on_the_migration_target(source_failcount: int = 0) -> Context:
+def recovered_on_the_migration_target(source_failcount: int = 0,
+                                      source_tasks: tuple[str, ...] = ("migrate_to", "stop"),
+                                      target_tasks: tuple[str, ...] = ("migrate_from", "monitor"),
+                                      ) -> Context:
     """web01 was live-migrated kvm3 -> kvm2 (kvm3's history keeps the migrate_to), then failed
     on kvm2 and Pacemaker restarted it there."""
     history = [OpHistory(node="kvm2", resource="vm-web01", fail_count=1,
-                         migration_threshold=1_000_000, last_failure="2026-11-30 12:00:00Z")]
-    if source_failcount:
-        history.append(OpHistory(node="kvm3", resource="vm-web01", fail_count=source_failcount,
-                                 migration_threshold=1_000_000))
+                         migration_threshold=1_000_000, last_failure="2026-11-30 12:00:00Z",
+                         tasks=target_tasks),
+               OpHistory(node="kvm3", resource="vm-web01", fail_count=source_failcount,
+                         migration_threshold=1_000_000, tasks=source_tasks)]
     status = ClusterStatus(
         dc="kvm1", with_quorum=True, nodes=NODES,
         resources=(Resource(id="vm-web01", agent="ocf:heartbeat:VirtualDomain", role="Started",
@@ -116,10 +119,21 @@ def test_a_cleanup_on_a_migration_target_cleans_the_source_first() -> None:
     # Without kvm3, Pacemaker 2.1 sees a half-done migration and restarts the running VM.
     (c,) = cleanups(recovered_on_the_migration_target(), FAILED_AT + 100)
     assert (c.node, c.sources) == ("kvm2", ("kvm3",))
-    # A source with a fail-count of its own is not cleaned on the way: kvm2 waits until kvm3's
-    # own failure is dealt with (its own cleanup, with its own backoff).
+    # A source with a fail-count of its own is not refreshed on the way (that would erase a
+    # count Pacemaker keeps): kvm2's fail-count alone is reset; kvm3 gets its own cleanup.
     got = cleanups(recovered_on_the_migration_target(source_failcount=2), FAILED_AT + 100)
-    assert [(c.node, c.sources) for c in got] == [("kvm3", ())]
+    assert [(c.node, c.sources, c.reset_only) for c in got] == [("kvm2", (), True),
+                                                               ("kvm3", (), False)]
+    # A source whose own history holds a migrate_from: refreshing it would orphan that
+    # migration's source in turn -- no safe order to erase history in, so only the fail-count
+    # is reset (crm_failcount --delete); the history, and the VM, are left alone.
+    (c,) = cleanups(recovered_on_the_migration_target(
+        source_tasks=("migrate_from", "migrate_to", "stop")), FAILED_AT + 100)
+    assert (c.node, c.sources, c.reset_only) == ("kvm2", (), True)
+    # No migrate_from on the failed node: nothing to orphan, a plain cleanup.
+    (c,) = cleanups(recovered_on_the_migration_target(target_tasks=("start", "monitor")),
+                    FAILED_AT + 100)
+    assert (c.node, c.sources) == ("kvm2", ())
 
 
 def test_the_migration_source_is_known_from_crm_mons_history_even_when_the_cib_is_behind() -> None:
@@ -128,9 +142,19 @@ def test_the_migration_source_is_known_from_crm_mons_history_even_when_the_cib_i
     cached CIB did not know yet restarted the VM)."""
     c = recovered_on_the_migration_target()
     status = c.index.observed.status
-    status = msgspec.structs.replace(status, history=(*status.history, OpHistory(
-        node="kvm3", resource="vm-web01", tasks=("migrate_to", "stop"))))
     cib = msgspec.structs.replace(c.index.observed.cib, migrations=())
     idx = build_index(ObservedState(status=status, cib=cib))
     (got,) = cleanups(Context(index=idx, desired=c.desired, now=0.0), FAILED_AT + 100)
     assert (got.node, got.sources) == ("kvm2", ("kvm3",))
+
+
+def test_a_reset_fail_count_is_not_cleaned_again_while_the_failed_action_stays_listed() -> None:
+    """After `crm_failcount --delete` crm_mon still lists the failed action, but its node history
+    says fail-count 0: nothing left to clean (no loop, no breaker)."""
+    c = recovered_on_the_migration_target(source_tasks=("migrate_from", "migrate_to", "stop"))
+    status = c.index.observed.status
+    history = tuple(msgspec.structs.replace(h, fail_count=0) for h in status.history)
+    idx = build_index(ObservedState(status=msgspec.structs.replace(status, history=history),
+                                    cib=c.index.observed.cib))
+    assert idx.fail_counts == {} and status.failures
+    assert cleanups(Context(index=idx, desired=c.desired, now=0.0), FAILED_AT + 100) == []
