@@ -7,7 +7,10 @@ as a real fence agent talks to a BMC over the network. One request per connectio
 `status NODE` -> `on`/`off`; `off NODE` kills every process of the node (Pacemaker, corosync,
 libvirtd, its qemu guests, the kvm-warden agent) and waits until none is left; `on NODE` starts
 the node (no-op if it runs). While the file `bmc-fail` exists in the lab directory, every
-power request fails: the "BMC is unreachable" case where fencing cannot succeed.
+power request fails: the "BMC is unreachable" case where fencing cannot succeed. While the file
+`no-boot-NODE` exists, `on NODE` succeeds but the node does not come up (a board that powers on
+and never boots): a fenced node then stays down until a test boots it, instead of rejoining
+seconds after the fence's reboot.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def power_off(node: str) -> None:
 
 
 def power_on(node: str) -> None:
-    if not lab.netns_pids(node):
+    if not lab.netns_pids(node) and not (lab.BASE / f"no-boot-{node}").exists():
         lab.start_node(node)
 
 

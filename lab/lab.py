@@ -169,7 +169,7 @@ def down() -> None:
         sh("ip", "netns", "del", node, check=False)
     sh("ip", "netns", "del", BRIDGE_NS, check=False)
     _stop_bmc()
-    for flag in ("state.json", WARDEN_MARKER, "bmc-fail"):
+    for flag in ("state.json", WARDEN_MARKER, "bmc-fail", *(f"no-boot-{n}" for n in NODES)):
         (BASE / flag).unlink(missing_ok=True)
     _reap()
 
