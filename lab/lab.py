@@ -17,9 +17,11 @@ Pacemaker alerts go to kvm-warden's alert agent on every node (`pcs alert create
 them to that node's kvm-warden agent.
 
 Lab-only settings, said so here and in the README: corosync token 1000 ms and dc-deadtime 5 s
-for speed; libvirtd listens on tcp without auth inside the lab network; and VirtualDomain's
+for speed; libvirtd listens on tcp without auth inside the lab network; VirtualDomain's
 migrate_options=--unsafe, because libvirt refuses live migration from a plain directory
-("Migration without shared storage is unsafe") -- on real GFS2 it is not needed.
+("Migration without shared storage is unsafe") -- on real GFS2 it is not needed; and
+force_stop=true, which VirtualDomain's documentation prescribes for guests that cannot shut down
+gracefully: the lab's guests have no OS, so a graceful stop would only wait out its timeout.
 
 Everything the lab starts runs inside its namespaces; `down` kills every PID in them
 (`ip netns pids`) and deletes them, so it stops exactly what it started, also after a crash.
@@ -366,7 +368,7 @@ def _resources(with_db_deps: bool = False) -> None:
         rid = f"vm-{name}"
         on("kvm1", *pcs, "resource", "create", rid, "ocf:heartbeat:VirtualDomain",
            f"config={STORAGE}/{name}.xml", "hypervisor=qemu:///system",
-           "migration_transport=tcp", "migrate_options=--unsafe",
+           "migration_transport=tcp", "migrate_options=--unsafe", "force_stop=true",
            "meta", "allow-migrate=true", "resource-stickiness=100",
            "op", "start", "timeout=90s", "op", "stop", "timeout=90s",
            "op", "migrate_to", "timeout=120s", "op", "migrate_from", "timeout=120s",

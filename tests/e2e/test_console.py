@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import ssl
 import subprocess
 import sys
@@ -19,12 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
 from lab import lab
+from tests.browser import chromium
 from tests.e2e.conftest import Lab, converged
 from tests.waiting import wait_for
 
@@ -47,22 +44,6 @@ def web() -> Iterator[str]:
         yield f"https://127.0.0.1:{fwd.host_port}"
     finally:
         fwd.close()
-
-
-def browser(tmp_path: Path) -> webdriver.Chrome:
-    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
-        pytest.fail("chromium and chromium-driver are not installed (make test installs them)")
-    opts = Options()
-    opts.binary_location = shutil.which("chromium") or "chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'profile'}", "--ignore-certificate-errors"):
-        opts.add_argument(arg)
-    drv = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-    token = base64.b64encode(f"{lab.HA_USER}:{lab.HA_PASSWORD}".encode()).decode()
-    drv.execute_cdp_cmd("Network.enable", {})
-    drv.execute_cdp_cmd("Network.setExtraHTTPHeaders",
-                        {"headers": {"Authorization": f"Basic {token}"}})
-    return drv
 
 
 def request(url: str, method: str = "GET", auth: bool = True) -> int:
@@ -93,7 +74,7 @@ def test_the_console_of_a_real_guest_follows_it_through_a_live_migration(
     assert request(f"{web}/api/vms/web02/console", "POST", auth=False) == 401
     assert request(f"{web}/console/web02/ws?ticket=forged") == 403
     before = len(console_records())
-    drv = browser(tmp_path)
+    drv = chromium(tmp_path / "profile", (lab.HA_USER, lab.HA_PASSWORD))
     try:
         t0 = time.monotonic()
         drv.get(f"{web}/vm/web02#console")

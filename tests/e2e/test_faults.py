@@ -95,6 +95,46 @@ def test_virsh_suspend_is_a_paused_finding_within_seconds_and_resume_clears_it(
     assert out_of_band("web01"), "virsh suspend/resume was not recorded as out of band"
 
 
+def test_on_pause_restart_has_pacemaker_restart_a_paused_vm_once(cluster: Lab) -> None:
+    wait_for("converged", converged, 120)
+    node = node_of("web02")
+    ((_, paused_pid),) = lab.guest_processes()["web02"]
+    acted, oob = len(audits()), len(out_of_band("web02"))
+    generation = metric("kvm_warden_desired_state_generation") or 0
+    cluster.write_desired(policy="  on_pause: restart\n")
+    try:
+        wait_for("the controller loaded on_pause: restart", lambda: (metric(
+            "kvm_warden_desired_state_generation") or 0) > generation, 20)
+        t0 = time.monotonic()
+        virsh(node, "suspend", "web02")
+        # Past the grace, kvm-warden marks the resource failed there; Pacemaker's recovery
+        # (VirtualDomain stop = destroy with force_stop, then start) gives a new, running qemu.
+        wait_for("web02 restarted by Pacemaker", lambda: any(
+            pid != paused_pid for _, pid in lab.guest_processes().get("web02", []))
+            and lab.vm_roles().get("vm-web02") == "Started"
+            and not findings("domain web02 is paused"), 60, 0.2)
+        print(f"virsh suspend -> restarted by Pacemaker (on_pause: restart): "
+              f"{time.monotonic() - t0:.1f} s")
+        fails = [a for a in audits()[acted:] if a["action"].startswith("fail vm-web02")]
+        assert [a["action"] for a in fails] == [f"fail vm-web02 on {node} (Pacemaker recovers it)"]
+        assert fails[0]["outcome"] == "applied"
+        ((_, pid),) = lab.guest_processes()["web02"]
+        state = lab.on(lab.vms_running()["vm-web02"][0], "virsh", "-c", "qemu:///system",
+                       "domstate", "web02").stdout.strip()
+        assert state == "running", state
+        time.sleep(5)  # a later pass must not fail it again: the new guest is not paused
+        assert len([a for a in audits()[acted:] if a["action"].startswith("fail vm-web02")]) == 1
+        assert [p for _, p in lab.guest_processes()["web02"]] == [pid]
+        # The suspend was behind the cluster's back; the stop and start it led to were not.
+        assert [r["action"] for r in out_of_band("web02")[oob:]] == \
+            [f"suspended/paused of web02 on {node}"]  # libvirt: SUSPENDED_PAUSED
+    finally:
+        cluster.write_desired()
+        for n, _ in lab.guest_processes().get("web02", []):
+            lab.on(n, "virsh", "-c", "qemu:///system", "resume", "web02", check=False)
+    wait_for("converged", converged, 120)
+
+
 def test_virsh_destroy_is_one_out_of_band_record_that_outlives_the_recovery(
         cluster: Lab) -> None:
     wait_for("converged", converged, 120)

@@ -6,7 +6,6 @@ open page without a reload."""
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,11 +16,10 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser import chromium
 from tests.waiting import wait_for
 
 
@@ -48,17 +46,6 @@ def warden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         proc.wait(timeout=30)
 
 
-def browser(tmp_path: Path) -> webdriver.Chrome:
-    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
-        pytest.fail("chromium and chromium-driver are not installed (make test installs them)")
-    opts = Options()
-    opts.binary_location = shutil.which("chromium") or "chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'profile'}", "--ignore-certificate-errors"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-
-
 def rows(drv: webdriver.Chrome) -> dict[str, str]:
     """VM name -> its node cell, as the page shows them (read in one go: the live page may
     re-render between two WebDriver calls)."""
@@ -71,7 +58,7 @@ def rows(drv: webdriver.Chrome) -> dict[str, str]:
 def test_list_filter_vm_page_and_live_update_without_reload(
         warden: tuple[str, Path], tmp_path: Path) -> None:
     url, desired = warden
-    drv = browser(tmp_path)
+    drv = chromium(tmp_path / "profile")
     wait = WebDriverWait(drv, 30, poll_frequency=0.1)
     try:
         drv.get(url + "/")
