@@ -1,18 +1,20 @@
 """Paused VMs: a guest frozen by an I/O error, a watchdog or a `virsh suspend` looks healthy to
 Pacemaker (VirtualDomain's monitor counts "paused" as running), so nobody raises it -- we do.
 
-A cluster VM paused for longer than `policy.pause_grace_seconds` is a critical finding, unless
-it is paused by a migration (libvirt pauses a guest at the end of a live migration) while
-Pacemaker migrates it. With `policy.on_pause: restart` kvm-warden also marks the resource failed
-on that node (`crm_resource --fail`): Pacemaker's own recovery restarts it, counting a failure
-as for any other -- except for pauses that are a job in progress (save, dump, snapshot), which
-restarting would break.
+A cluster VM (any VirtualDomain resource, listed in the desired file or not) paused for longer
+than `policy.pause_grace_seconds` is a critical finding, unless it is paused by a migration
+(libvirt pauses a guest at the end of a live migration) while Pacemaker migrates it. With
+`policy.on_pause: restart` kvm-warden also marks the resource failed on that node
+(`crm_resource --fail`): Pacemaker's own recovery restarts it, counting a failure as for any
+other -- only for VMs the file lists (kvm-warden acts on what it governs), and never for pauses
+that are a job in progress (save, dump, snapshot), which restarting would break.
 """
 
 from __future__ import annotations
 
 from controller.model.actions import FailResource, Plan
 from controller.model.context import Context
+from controller.model.vms import cluster_vms
 from reconcilers.base import PlanBuilder
 
 NAME = "paused"
@@ -21,21 +23,21 @@ JOB_REASONS = frozenset({"save", "dump", "snapshot", "from-snapshot", "shutdown"
 
 
 def paused_vms(ctx: Context) -> list[tuple[str, str, str, str, float | None]]:
-    """(vm, resource id, node, reason, seconds paused) of the cluster VMs that count as paused."""
+    """(vm, resource id, node, reason, seconds paused) of the cluster VMs that count as paused:
+    every VirtualDomain resource's, listed in the file or not (controller/model/vms.py)."""
     index, only = ctx.index, ctx.scope
     out = []
-    for vm in ctx.desired.vms:
-        if only is not None and vm.name not in only:
+    for name, rid in sorted(cluster_vms(index, ctx.desired).items()):
+        if only is not None and name not in only:
             continue
-        rid = vm.resource_id
-        for node, dom in sorted(index.listed.get(vm.name, {}).items()):
+        for node, dom in sorted(index.listed.get(name, {}).items()):
             if dom.state != "paused":
                 continue
             if dom.reason in MIGRATION_REASONS and (rid in index.migrating
                                                     or rid in index.transitioning):
                 continue
             age = ctx.now - dom.since if dom.since is not None else None
-            out.append((vm.name, rid, node, dom.reason or "unknown", age))
+            out.append((name, rid, node, dom.reason or "unknown", age))
     return out
 
 
@@ -50,17 +52,19 @@ def due_at(ctx: Context) -> float | None:
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
     policy = ctx.desired.policy
+    declared = {vm.resource_id for vm in ctx.desired.vms}
     for name, rid, node, reason, age in paused_vms(ctx):
         if age is None or age < policy.pause_grace_seconds:
             continue
+        restart = policy.on_pause == "restart" and reason not in JOB_REASONS and rid in declared
         out.find("vm-paused", "critical", f"{rid}@{node}",
                  f"domain {name} is paused on {node} ({reason}) for {age:.0f} s; Pacemaker's "
                  "monitor counts a paused VM as running"
-                 + ("" if policy.on_pause == "restart" and reason not in JOB_REASONS
+                 + ("" if restart
                     else "; not restarted (on_pause: report)" if policy.on_pause == "report"
+                    else "; not restarted: the desired file does not list it" if rid not in declared
                     else f"; not restarted: a {reason} job may be in progress"))
-        if policy.on_pause == "restart" and reason not in JOB_REASONS \
-                and node in ctx.index.running.get(rid, ()):
+        if restart and node in ctx.index.running.get(rid, ()):
             out.actions.append(FailResource(
                 reconciler=NAME, rsc=rid, node=node,
                 why=f"{name} paused on {node} ({reason}) for {age:.0f} s; on_pause: restart"))

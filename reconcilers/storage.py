@@ -22,6 +22,7 @@ from controller.model.actions import AddColocation, AddOrder, Plan, RemoveConstr
 from controller.model.context import Context
 from controller.model.desired import DesiredState, Storage
 from controller.model.index import ClusterIndex, domain_active
+from controller.model.vms import domain_names, vm_resources
 from reconcilers.base import PlanBuilder, under
 
 NAME = "storage"
@@ -34,23 +35,6 @@ def order_id(first: str, then: str) -> str:
 
 def colo_id(rsc: str, with_rsc: str) -> str:
     return f"warden-colo-{rsc}-{with_rsc}"
-
-
-def domain_names(rid: str, desired: DesiredState) -> tuple[str, ...]:
-    """The libvirt domain name(s) a VirtualDomain resource may run as: the file's name for a
-    listed VM; by the `vm-NAME` convention (or the id itself) for one the file does not list."""
-    for vm in desired.vms:
-        if vm.resource_id == rid:
-            return (vm.name,)
-    return (rid.removeprefix("vm-"), rid) if rid.startswith("vm-") else (rid,)
-
-
-def vm_resources(index: ClusterIndex, desired: DesiredState) -> list[str]:
-    """Every VirtualDomain resource of the CIB, and every VM resource the file declares."""
-    rids = {rid for rid, cfg in index.configured.items()
-            if cfg.parent is None and (cfg.agent or "").endswith(":VirtualDomain")}
-    rids.update(vm.resource_id for vm in desired.vms)
-    return sorted(rids)
 
 
 def vm_dependencies(

@@ -105,11 +105,12 @@ def run_service(opts: RunOptions) -> int:
             history=History(Path(state_dir) / HISTORY_FILE))
         stack.callback(controller.history.close)  # type: ignore[union-attr]
         history = controller.history
-        store.taps.append(lambda env: history.tap(env, _domains(controller)))  # type: ignore[union-attr]
+        store.taps.append(lambda env: history.tap(  # type: ignore[union-attr]
+            env, _vms(controller), controller.vm_names))
         # libvirt events of cluster VMs that no Pacemaker operation explains (engine/oob.py)
         cib_file = str(sim.cib_file) if sim else opts.cib_file
         oob = OutOfBandWatcher(query=lambda: query_status(cib_file),
-                               desired=lambda: controller.desired.current,
+                               vms=lambda: _vms(controller),
                                audit=controller.audit, found=controller.out_of_band)
         oob.start()
         stack.callback(oob.stop)
@@ -129,10 +130,13 @@ def run_service(opts: RunOptions) -> int:
     return 0
 
 
-def _domains(controller: Controller) -> dict[str, str]:
-    """libvirt domain name -> VM name, for the VMs of the desired file (they are the same)."""
+def _vms(controller: Controller) -> dict[str, str]:
+    """libvirt domain name -> resource id of every cluster VM as of the last pass; before the
+    first pass, the desired file's VMs."""
+    if controller.vms:
+        return controller.vms
     desired = controller.desired.current
-    return {vm.name: vm.name for vm in desired.vms} if desired is not None else {}
+    return {vm.name: vm.resource_id for vm in desired.vms} if desired is not None else {}
 
 
 def _local_agent(opts: RunOptions, stack: ExitStack) -> list[str]:

@@ -94,19 +94,20 @@ class History:
         except sqlite3.Error as exc:  # a full disk must not stop the controller
             self.log.error("history_not_written", error=str(exc), path=str(self.path))
 
-    def tap(self, env: Envelope, vms: Mapping[str, str]) -> None:
-        """A bus envelope: libvirt lifecycle events of known VMs (`vms`: domain -> VM name)."""
+    def tap(self, env: Envelope, vms: Mapping[str, str], names: Mapping[str, str]) -> None:
+        """A bus envelope: libvirt lifecycle events of cluster VMs (`vms`: domain -> resource
+        id, `names`: resource id -> VM name)."""
         p = env.payload
         if isinstance(p, DomainLifecycle) and p.domain in vms:
             what = f"{p.event}/{p.detail}" if p.detail else p.event
-            self.add([Event(at=env.sent_at, kind="lifecycle", vm=vms[p.domain], node=p.node,
-                            detail=what)])
+            self.add([Event(at=env.sent_at, kind="lifecycle",
+                            vm=names.get(vms[p.domain], p.domain), node=p.node, detail=what)])
 
     def observe_pass(self, index: ClusterIndex, vms: Mapping[str, str],
                      findings: tuple[Finding, ...], outcomes: Iterable[Outcome], now: float,
                      full: bool) -> None:
         """What changed since the last pass: moves, failures, new findings, applied actions.
-        `vms`: resource id -> VM name of the VMs the desired file lists."""
+        `vms`: resource id -> VM name of every cluster VM (controller/model/vms.py)."""
         events: list[Event] = []
         for rid, vm in vms.items():
             nodes = index.running.get(rid, ())

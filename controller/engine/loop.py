@@ -40,6 +40,7 @@ from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex, build_index
 from controller.model.observed import ObservedState
 from controller.model.overview import VmRow, vm_rows
+from controller.model.vms import cluster_vms, vm_names
 from reconcilers import paused
 
 DEBOUNCE_SECONDS = 0.2
@@ -85,6 +86,11 @@ class Controller:
     _recheck_at: float | None = None  # wall clock: a grace (a paused VM's) ends then
     _out_of_band: list[OutOfBandChange] = field(default_factory=list)  # the watcher's inbox
     history: History | None = None  # what happened to every VM (engine/history.py)
+    # Every cluster VM, listed in the file or not (model/vms.py), as of the last pass: libvirt
+    # domain name -> resource id, and resource id -> VM name. Replaced whole, read by other
+    # threads (the out-of-band watcher, the history tap).
+    vms: dict[str, str] = field(default_factory=dict)
+    vm_names: dict[str, str] = field(default_factory=dict)
     # crm_mon shows an operation in flight (the out-of-band watcher wants to see it pending)
     on_transition: Callable[[], None] | None = None
     _full: bool = True
@@ -160,6 +166,8 @@ class Controller:
             seen, self._out_of_band = self._out_of_band, []
         self.ledger.saw_out_of_band(seen, t)
         index = build_index(observed)
+        self.vms = cluster_vms(index, desired)
+        self.vm_names = vm_names(self.vms)
         if only is None and self.on_transition is not None and (
                 index.transitioning or index.migrating):
             self.on_transition()
@@ -171,7 +179,7 @@ class Controller:
         findings = self.ledger.persistent(findings, t, prune=only is None)
         if only is not None and self.last is not None:
             # An incremental pass checked only its VMs: the others' findings still stand.
-            mine = {vm.resource_id for vm in desired.vms if vm.name in only}
+            mine = {rid for name, rid in self.vms.items() if name in only}
             findings = tuple(f for f in self.last.findings
                              if f.subject.split("@", 1)[0] not in mine) + findings
         self._recheck_at = paused.due_at(Context(index=index, desired=desired, now=t))
@@ -181,8 +189,8 @@ class Controller:
         self._audit(decisions, outcomes, error, full=only is None)
         if self.history is not None:
             self.history.retention_days = desired.history.retention_days
-            self.history.observe_pass(index, {vm.resource_id: vm.name for vm in desired.vms},
-                                      findings, outcomes, t, full=only is None)
+            self.history.observe_pass(index, self.vm_names, findings, outcomes, t,
+                                      full=only is None)
         return self._finish(
             PassResult(decisions, findings, tuple(outcomes), conflict,
                        scope="full" if only is None else "incremental"), started)

@@ -29,7 +29,6 @@ from controller import metrics
 from controller.engine.audit import AuditLog, AuditRecord
 from controller.logs import logger
 from controller.model.context import OutOfBandChange
-from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.events import DomainLifecycle, Envelope
 from controller.model.observed import OpRecord
@@ -121,7 +120,7 @@ class OutOfBandWatcher:
     """
 
     query: Callable[[], bytes]  # the CIB's status section
-    desired: Callable[[], DesiredState | None]
+    vms: Callable[[], Mapping[str, str]]  # libvirt domain name -> resource id, every cluster VM
     audit: AuditLog
     found: Callable[[OutOfBandChange], None]  # the loop's inbox (ledger + wake)
     _inbox: queue.Queue[tuple[DomainLifecycle, float, float]] = field(
@@ -206,8 +205,7 @@ class OutOfBandWatcher:
         return sorted(pending, key=lambda o: (o.resource, o.node, o.task))
 
     def _judge(self, batch: list[tuple[DomainLifecycle, float, float]]) -> None:
-        desired = self.desired()
-        vms = desired.vm_by_name() if desired is not None else {}
+        vms = self.vms()
         batch = [b for b in batch if b[0].domain in vms]
         if not batch:
             return  # not VMs kvm-warden watches over
@@ -221,9 +219,9 @@ class OutOfBandWatcher:
             return
         known = [*self._journal.values(), *pending]
         for ev, at, _ in batch:
-            vm = vms[ev.domain]
-            if judge(ev, at, vm.resource_id, known, self._ended) is False:
-                self._found(ev, at, vm.name, vm.resource_id)
+            rid = vms[ev.domain]
+            if judge(ev, at, rid, known, self._ended) is False:
+                self._found(ev, at, ev.domain, rid)
 
     def _found(self, ev: DomainLifecycle, at: float, name: str, rid: str) -> None:
         what = f"{ev.event}/{ev.detail}" if ev.detail else ev.event

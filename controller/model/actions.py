@@ -143,8 +143,9 @@ class Cleanup(Action, frozen=True, kw_only=True, tag="Cleanup"):
     rsc: str
     node: str
     sources: tuple[str, ...] = ()
-    # Only reset the fail-count (`crm_failcount --delete`), keeping the operation history: when
-    # no order of erasing it is safe (migrations both ways), the failed action stays visible.
+    # Only reset the fail-count (`attrd_updater --delete` of its fail-count/last-failure
+    # attributes; `crm_failcount --delete` would be a --cleanup), keeping the operation history:
+    # when no order of erasing it is safe (migrations both ways), the failed action stays visible.
     reset_only: bool = False
 
     @property

@@ -147,3 +147,50 @@ def test_observe_and_plan_apply_on_the_live_cib(pacemaker_node: ClusterNode,
                             "--desired", str(desired)], capture_output=True, text=True,
                            timeout=120, cwd=env_cwd)
     assert again.returncode == 0, again.stdout
+
+
+def lrm_ops(node: ClusterNode, rid: str) -> dict[str, str]:
+    """The resource's operation history on node1: op id -> call-id (the CIB's lrm_rsc_op)."""
+    from lxml import etree
+
+    status = etree.fromstring(node.run("cibadmin", "--query", "--scope", "status").stdout.encode())
+    return {str(op.get("id")): str(op.get("call-id"))
+            for op in status.iterfind(f".//lrm_resource[@id='{rid}']/lrm_rsc_op")}
+
+
+def test_a_fail_count_reset_keeps_the_operation_history(pacemaker_node: ClusterNode) -> None:
+    # The reset-only cleanup (for VMs whose migration history must not be erased) on the real
+    # attrd: the fail-count goes, every operation record stays, nothing is restarted.
+    # (`crm_failcount --delete` would erase the history: it runs crm_resource --cleanup.)
+    node = pacemaker_node
+    node.run("pcs", "resource", "create", "vm-web01", "ocf:pacemaker:Dummy",
+             "op", "monitor", "interval=2s")
+    wait_for("vm-web01 running", lambda: "is running on: node1" in locate(node, "vm-web01"), 20)
+    node.run("crm_resource", "--fail", "--resource", "vm-web01", "--node", "node1")
+
+    def failcount() -> int:
+        out = node.run("crm_failcount", "--query", "--resource", "vm-web01", "--node", "node1",
+                       check=False).stdout
+        return int(out.rsplit("value=", 1)[1]) if "value=" in out else -1
+
+    wait_for("a fail-count", lambda: failcount() > 0, 20, 0.2)
+    wait_for("recovered", lambda: "is running on: node1" in locate(node, "vm-web01")
+             and "vm-web01_last_failure_0" in lrm_ops(node, "vm-web01"), 20, 0.2)
+    time.sleep(3)  # the recovery's start and monitor are recorded
+    before = lrm_ops(node, "vm-web01")
+    script = ("from controller.actuators.pacemaker import PacemakerActuator\n"
+              "from controller.model.actions import Cleanup\n"
+              "(o,) = PacemakerActuator().apply([Cleanup(reconciler='recovery', why='t', "
+              "rsc='vm-web01', node='node1', reset_only=True)])\n"
+              "assert o.applied, o.error\n")
+    done = subprocess.run([*node.prefix, sys.executable, "-c", script], capture_output=True,
+                          text=True, timeout=120, cwd=str(ROOT))
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_for("the fail-count reset", lambda: failcount() == 0, 20, 0.2)
+    time.sleep(3)
+    after = lrm_ops(node, "vm-web01")
+    # Same records, same call-ids: a cleanup would have erased them and re-probed (new
+    # call-ids). The recurring monitor's record is left out: its own runs rewrite it.
+    assert {k: v for k, v in after.items() if not k.endswith("_monitor_2000")} == \
+        {k: v for k, v in before.items() if not k.endswith("_monitor_2000")}
+    assert "vm-web01_last_failure_0" in after and "vm-web01_monitor_2000" in after

@@ -106,19 +106,18 @@ def test_the_watcher_judges_a_burst_with_one_read_and_merges_one_actions_events(
     from controller.engine.audit import AuditLog
     from controller.engine.oob import OutOfBandWatcher
     from controller.model.context import OutOfBandChange
-    from controller.model.desired import parse_desired
     from controller.model.events import envelope
     from tests.waiting import wait_for
 
     reads: list[int] = []
     found: list[OutOfBandChange] = []
-    desired = parse_desired("version: 1\nvms:\n  - name: web01\n  - name: web02\n")
+    vms = {"web01": "vm-web01", "web02": "vm-web02"}  # the cluster's VMs (model/vms.py)
 
     def query() -> bytes:
         reads.append(1)
         return CIB
 
-    w = OutOfBandWatcher(query=query, desired=lambda: desired, audit=AuditLog(None),
+    w = OutOfBandWatcher(query=query, vms=lambda: vms, audit=AuditLog(None),
                          found=found.append)
     # virsh shutdown of web01 (two events, one action) at 1500, web02's pending stop on kvm2
     # explaining its destroy at 3004, and a domain kvm-warden does not watch.
@@ -149,7 +148,6 @@ def test_a_stop_seen_pending_then_gone_explains_the_destroy_at_its_end() -> None
     from controller.engine.audit import AuditLog
     from controller.engine.oob import OutOfBandWatcher
     from controller.model.context import OutOfBandChange
-    from controller.model.desired import parse_desired
     from controller.model.events import envelope
     from tests.waiting import wait_for
 
@@ -161,8 +159,8 @@ def test_a_stop_seen_pending_then_gone_explains_the_destroy_at_its_end() -> None
     assert start_pending != stop_pending
     reads = [stop_pending]
     found: list[OutOfBandChange] = []
-    desired = parse_desired("version: 1\nvms:\n  - name: web02\n")
-    w = OutOfBandWatcher(query=lambda: reads[-1], desired=lambda: desired,
+    vms = {"web02": "vm-web02"}
+    w = OutOfBandWatcher(query=lambda: reads[-1], vms=lambda: vms,
                          audit=AuditLog(None), found=found.append)
     w.start()
     try:

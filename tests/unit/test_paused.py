@@ -7,7 +7,16 @@ from controller.model.actions import FailResource
 from controller.model.context import Context
 from controller.model.desired import parse_desired
 from controller.model.index import build_index
-from controller.model.observed import ClusterStatus, Domain, Node, ObservedState, Resource
+from controller.model.observed import (
+    CibConfig,
+    ClusterStatus,
+    Domain,
+    Node,
+    ObservedState,
+    Resource,
+    ResourceConfig,
+)
+from controller.model.vms import cluster_vms
 from reconcilers import paused
 
 NODES = {n: Node(name=n, online=True) for n in ("kvm1", "kvm2")}
@@ -49,3 +58,27 @@ def test_restart_marks_the_resource_failed_through_pacemaker() -> None:
     # A snapshot or a save is a job in progress: reported, not broken by a restart.
     plan = paused.plan(ctx("snapshot", 100.0, 110.0, on_pause="restart"))
     assert plan.actions == () and "job may be in progress" in plan.findings[0].message
+
+
+def undeclared_ctx(on_pause: str) -> Context:
+    """db01 is a VirtualDomain resource of the CIB that the desired file does not list."""
+    desired = parse_desired(f"version: 1\nvms:\n  - name: web01\npolicy:\n  on_pause: {on_pause}\n")
+    vd = "ocf:heartbeat:VirtualDomain"
+    observed = ObservedState(
+        status=ClusterStatus(dc="kvm1", with_quorum=True, nodes=NODES, resources=(
+            Resource(id="vm-db01", agent=vd, role="Started", active=True, nodes=("kvm2",)),)),
+        cib=CibConfig(resources={"vm-db01": ResourceConfig(id="vm-db01", kind="primitive",
+                                                             agent=vd)}),
+        domains={"kvm2": {"db01": Domain(name="db01", state="paused", reason="ioerror",
+                                         since=100.0)}})
+    return Context(index=build_index(observed), desired=desired, now=110.0)
+
+
+def test_a_cluster_vm_the_file_does_not_list_is_reported_never_restarted() -> None:
+    assert cluster_vms(undeclared_ctx("report").index, undeclared_ctx("report").desired) == {
+        "web01": "vm-web01", "db01": "vm-db01", "vm-db01": "vm-db01"}
+    (f,) = paused.plan(undeclared_ctx("report")).findings
+    assert (f.kind, f.subject) == ("vm-paused", "vm-db01@kvm2")
+    plan = paused.plan(undeclared_ctx("restart"))
+    assert plan.actions == ()
+    assert "not restarted: the desired file does not list it" in plan.findings[0].message

@@ -126,7 +126,7 @@ def test_a_cleanup_on_a_migration_target_cleans_the_source_first() -> None:
                                                                ("kvm3", (), False)]
     # A source whose own history holds a migrate_from: refreshing it would orphan that
     # migration's source in turn -- no safe order to erase history in, so only the fail-count
-    # is reset (crm_failcount --delete); the history, and the VM, are left alone.
+    # is reset (attrd_updater --delete); the history, and the VM, are left alone.
     (c,) = cleanups(recovered_on_the_migration_target(
         source_tasks=("migrate_from", "migrate_to", "stop")), FAILED_AT + 100)
     assert (c.node, c.sources, c.reset_only) == ("kvm2", (), True)
@@ -149,7 +149,7 @@ def test_the_migration_source_is_known_from_crm_mons_history_even_when_the_cib_i
 
 
 def test_a_reset_fail_count_is_not_cleaned_again_while_the_failed_action_stays_listed() -> None:
-    """After `crm_failcount --delete` crm_mon still lists the failed action, but its node history
+    """After the fail-count is reset crm_mon still lists the failed action, but its node history
     says fail-count 0: nothing left to clean (no loop, no breaker)."""
     c = recovered_on_the_migration_target(source_tasks=("migrate_from", "migrate_to", "stop"))
     status = c.index.observed.status
