@@ -174,6 +174,37 @@ def test_virsh_destroy_is_one_out_of_band_record_that_outlives_the_recovery(
                for m in findings("was not Pacemaker's doing"))
 
 
+def test_a_vm_the_file_does_not_list_is_watched_too(cluster: Lab) -> None:
+    # An operator lists only some VMs: a VirtualDomain resource outside the file still gets the
+    # paused finding and the out-of-band record (controller/model/vms.py), never an action.
+    wait_for("converged", converged, 120)
+    listed = cluster.desired.read_text()
+    assert "  - name: db01\n" in listed
+    generation = metric("kvm_warden_desired_state_generation") or 0
+    cluster.desired.write_text(listed.replace("  - name: db01\n", ""))
+    node = node_of("db01")
+    try:
+        wait_for("the file without db01 in force", lambda: (metric(
+            "kvm_warden_desired_state_generation") or 0) > generation, 20)
+        before, acted = len(out_of_band("db01")), len(audits())
+        virsh(node, "suspend", "db01")
+        (msg,) = wait_for("the paused finding for db01",
+                          lambda: findings("domain db01 is paused"), 10, 0.1)
+        assert f"paused on {node} (user)" in msg
+        virsh(node, "resume", "db01")
+        wait_for("an out-of-band record for db01",
+                 lambda: len(out_of_band("db01")) > before, 15, 0.1)
+        assert out_of_band("db01")[before]["action"] == f"suspended/paused of db01 on {node}"
+        wait_for("the finding cleared", lambda: not findings("domain db01 is paused"), 10, 0.1)
+        assert not [a["action"] for a in audits()[acted:]
+                    if a["action"].startswith(("fail vm-db01", "cleanup vm-db01"))]
+    finally:
+        for n, _ in lab.guest_processes().get("db01", []):
+            lab.on(n, "virsh", "-c", "qemu:///system", "resume", "db01", check=False)
+        cluster.write_desired()
+    wait_for("converged", converged, 120)
+
+
 def test_a_live_migration_by_pacemaker_is_not_out_of_band(cluster: Lab) -> None:
     wait_for("converged", converged, 120)
     before = len(out_of_band())
