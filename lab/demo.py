@@ -32,6 +32,22 @@ def can_run_lab() -> str | None:
     return None
 
 
+def settled() -> bool:
+    """Nothing in flight, in Pacemaker's view and in the controller's (whose last pass the
+    tables show): every VM Started."""
+    import msgspec
+
+    from controller.model.overview import StatusDoc
+
+    if set(lab.vm_roles().values()) != {"Started"}:
+        return False
+    try:
+        rows = msgspec.json.decode(lab.warden_get("/status"), type=StatusDoc).vms
+    except (ValueError, KeyError):
+        return False
+    return all(r.state == "Started" for r in rows)
+
+
 def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
@@ -97,7 +113,7 @@ def main() -> int:
         lab.start_warden(desired)
         seen = watch("first pass done", lambda: '"vms"' in lab.warden_get("/status"), 60, 0)
         seen = watch("placement converged", lambda: lab.vms_running().get("vm-web01") == ["kvm1"]
-                     and lab.vms_running().get("vm-web02") == ["kvm2"], 90, seen)
+                     and lab.vms_running().get("vm-web02") == ["kvm2"] and settled(), 90, seen)
         print(status_table())
         web = lab.Forwarder("kvm1", 9810, host_port=int(os.environ.get("KVM_WARDEN_WEB_PORT",
                                                                           "9443")))
@@ -121,7 +137,7 @@ def main() -> int:
         say("Story 2: the operator edits the desired state: web02 should prefer kvm3")
         desired.write_text(desired.read_text().replace("prefer: kvm2", "prefer: kvm3"))
         seen = watch("web02 live-migrated to kvm3",
-                     lambda: lab.vms_running().get("vm-web02") == ["kvm3"], 120, seen)
+                     lambda: lab.vms_running().get("vm-web02") == ["kvm3"] and settled(), 120, seen)
         print(status_table())
 
         say("The cluster keeps running; kvm-warden keeps watching. Ctrl-C tears it all down.")
