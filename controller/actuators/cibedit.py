@@ -149,13 +149,15 @@ class CibEditor:
                 block = self._attributes(host, "instance_attributes",
                                          f"nodes-{host.get('id') or n}")
                 return self._set_nvpair(block, str(block.get("id")), a, v)
-            case Cleanup(rsc=r, node=n):
-                return clear_failures_in_status(self.root, r, n)
+            case Cleanup(rsc=r, node=n, reset_only=only):
+                return clear_failures_in_status(self.root, r, n, keep_history=only)
         raise EditError(f"no CIB edit for {type(action).__name__}")
 
 
-def clear_failures_in_status(root: etree._Element, rsc: str, node: str) -> tuple[str | None, str | None]:
-    """The status part of a cleanup, for CIB files only.
+def clear_failures_in_status(root: etree._Element, rsc: str, node: str,
+                             keep_history: bool = False) -> tuple[str | None, str | None]:
+    """The status part of a cleanup, for CIB files only; with `keep_history` only the
+    fail-count and last-failure attributes go (what attrd_updater --delete does live).
 
     On a live cluster `crm_resource --cleanup` asks the controller to do this; with CIB_file=
     crm_resource only says "Dry run: skipping clean-up ... due to CIB_file" (and crashes in 2.1.5),
@@ -169,7 +171,7 @@ def clear_failures_in_status(root: etree._Element, rsc: str, node: str) -> tuple
         if ns.get("uname") != node:
             continue
         for lrm_res in ns.iter("lrm_resource"):
-            if lrm_res.get("id", "").split(":", 1)[0] != rsc:
+            if keep_history or lrm_res.get("id", "").split(":", 1)[0] != rsc:
                 continue
             for op in list(lrm_res):
                 if str(op.get("id", "")).endswith("_last_failure_0"):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from lxml import etree
 
@@ -284,6 +285,15 @@ def test_failcount_is_cleaned_only_after_the_vm_runs_again(tmp_path: Path) -> No
     decisions, _ = decide(build_index(observed), desired, Guard(), later, later)
     cleanups = [d.action for d in decisions if isinstance(d.action, Cleanup)]
     assert [(c.rsc, c.node) for c in cleanups] == [("vm-web01", "kvm1")]
+    # A reset-only cleanup: the fail-count goes, the failed action stays listed (crm_mon).
+    reset = tmp_path / "reset.xml"
+    reset.write_bytes(recovered.read_bytes())
+    (o,) = PacemakerActuator(str(reset)).apply(
+        [msgspec.structs.replace(cleanups[0], reset_only=True)], cib=raw)
+    assert o.applied
+    observed, _ = observe_once(str(reset))
+    assert build_index(observed).fail_counts == {}
+    assert [f.resource for f in observed.status.failures] == ["vm-web01"]
     outcomes = PacemakerActuator(str(recovered)).apply(cleanups, cib=raw)
     assert all(o.applied for o in outcomes)
     observed, _ = observe_once(str(recovered))
