@@ -57,14 +57,22 @@ def plan(ctx: Context) -> Plan:
         if age is None or age < policy.pause_grace_seconds:
             continue
         restart = policy.on_pause == "restart" and reason not in JOB_REASONS and rid in declared
+        # One restart per pause: once marked failed, the recovery is Pacemaker's (a stop of a
+        # paused guest may wait out its graceful timeout); another --fail would only count more
+        # failures towards migration-threshold. Nor while Pacemaker has an operation in flight.
+        asked = ctx.ledger.failed_at.get(f"fail:{rid}:{node}")
+        asked_now = asked is not None and asked >= ctx.now - age
+        busy = rid in ctx.index.transitioning or rid in ctx.index.migrating
         out.find("vm-paused", "critical", f"{rid}@{node}",
                  f"domain {name} is paused on {node} ({reason}) for {age:.0f} s; Pacemaker's "
                  "monitor counts a paused VM as running"
-                 + ("" if restart
+                 + ("; marked failed, Pacemaker recovers it" if restart and asked_now
+                    else "; Pacemaker has an operation in flight on it" if restart and busy
+                    else "" if restart
                     else "; not restarted (on_pause: report)" if policy.on_pause == "report"
                     else "; not restarted: the desired file does not list it" if rid not in declared
                     else f"; not restarted: a {reason} job may be in progress"))
-        if restart and node in ctx.index.running.get(rid, ()):
+        if restart and not asked_now and not busy and node in ctx.index.running.get(rid, ()):
             out.actions.append(FailResource(
                 reconciler=NAME, rsc=rid, node=node,
                 why=f"{name} paused on {node} ({reason}) for {age:.0f} s; on_pause: restart"))

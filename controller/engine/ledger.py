@@ -82,7 +82,9 @@ class Ledger:
     out_of_band: list[OutOfBandChange] = field(default_factory=list)
 
     def view(self) -> LedgerView:
-        return LedgerView(cleanups=self.cleanups, out_of_band=tuple(self.out_of_band))
+        return LedgerView(cleanups=self.cleanups, out_of_band=tuple(self.out_of_band),
+                          failed_at={k: t for k, t in self.last_change.items()
+                                     if k.startswith("fail:")})
 
     def saw_out_of_band(self, changes: list[OutOfBandChange], now: float) -> None:
         self.out_of_band = [c for c in (*self.out_of_band, *changes)

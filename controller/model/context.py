@@ -46,6 +46,8 @@ class LedgerView(msgspec.Struct, frozen=True, kw_only=True):
 
     cleanups: CleanupHistory = msgspec.field(default_factory=CleanupHistory)
     out_of_band: tuple[OutOfBandChange, ...] = ()
+    # when kvm-warden last marked a resource failed on a node ("fail:RSC:NODE" -> wall clock)
+    failed_at: Mapping[str, float] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ through Pacemaker (crm_resource --fail), never virsh."""
 from __future__ import annotations
 
 from controller.model.actions import FailResource
-from controller.model.context import Context
+from controller.model.context import Context, LedgerView
 from controller.model.desired import parse_desired
 from controller.model.index import build_index
 from controller.model.observed import (
@@ -23,7 +23,7 @@ NODES = {n: Node(name=n, online=True) for n in ("kvm1", "kvm2")}
 
 
 def ctx(reason: str, since: float, now: float, on_pause: str = "report", role: str = "Started",
-        grace: int = 2) -> Context:
+        grace: int = 2, failed_at: float | None = None) -> Context:
     desired = parse_desired(f"version: 1\nvms:\n  - name: web01\npolicy:\n  on_pause: {on_pause}\n"
                             f"  pause_grace_seconds: {grace}\n")
     observed = ObservedState(
@@ -32,7 +32,8 @@ def ctx(reason: str, since: float, now: float, on_pause: str = "report", role: s
                      nodes=("kvm1",)),)),
         domains={"kvm1": {"web01": Domain(name="web01", state="paused", reason=reason,
                                           since=since)}})
-    return Context(index=build_index(observed), desired=desired, now=now)
+    ledger = LedgerView(failed_at={} if failed_at is None else {"fail:vm-web01:kvm1": failed_at})
+    return Context(index=build_index(observed), desired=desired, now=now, ledger=ledger)
 
 
 def test_an_io_error_pause_is_critical_after_the_grace_and_not_before() -> None:
@@ -82,3 +83,16 @@ def test_a_cluster_vm_the_file_does_not_list_is_reported_never_restarted() -> No
     plan = paused.plan(undeclared_ctx("restart"))
     assert plan.actions == ()
     assert "not restarted: the desired file does not list it" in plan.findings[0].message
+
+
+def test_one_restart_per_pause_and_none_while_pacemaker_acts() -> None:
+    # Marked failed at 103 during the pause that began at 100: Pacemaker's recovery is under
+    # way (its stop may wait out a graceful timeout); asking again only counts more failures.
+    plan = paused.plan(ctx("ioerror", 100.0, 200.0, on_pause="restart", failed_at=103.0))
+    assert plan.actions == () and "marked failed, Pacemaker recovers it" in plan.findings[0].message
+    # A fail from before this pause (an earlier episode) does not count for this one.
+    plan = paused.plan(ctx("ioerror", 100.0, 200.0, on_pause="restart", failed_at=90.0))
+    assert [type(a).__name__ for a in plan.actions] == ["FailResource"]
+    # Pacemaker is stopping it: no --fail on top of its own operation.
+    plan = paused.plan(ctx("ioerror", 100.0, 200.0, on_pause="restart", role="Stopping"))
+    assert plan.actions == () and "operation in flight" in plan.findings[0].message
