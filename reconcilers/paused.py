@@ -27,9 +27,7 @@ def paused_vms(ctx: Context) -> list[tuple[str, str, str, str, float | None]]:
     every VirtualDomain resource's, listed in the file or not (controller/model/vms.py)."""
     index, only = ctx.index, ctx.scope
     out = []
-    for name, rid in sorted(cluster_vms(index, ctx.desired).items()):
-        if only is not None and name not in only:
-            continue
+    for name, rid in sorted(cluster_vms(index, ctx.desired, only).items()):
         for node, dom in sorted(index.listed.get(name, {}).items()):
             if dom.state != "paused":
                 continue

@@ -18,11 +18,13 @@ libvirtd down, a stale agent, an offline node -- keeps it, and `plan` says so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from controller.model.actions import AddColocation, AddOrder, Plan, RemoveConstraint, SetProperty
 from controller.model.context import Context
 from controller.model.desired import DesiredState, Storage
 from controller.model.index import ClusterIndex, domain_active
-from controller.model.vms import domain_names, vm_resources
+from controller.model.vms import cluster_vms, declared, domain_names, vm_resources
 from reconcilers.base import PlanBuilder, under
 
 NAME = "storage"
@@ -42,11 +44,13 @@ def vm_dependencies(
 ) -> dict[str, list[tuple[str, str]]]:
     """VM resource id -> [(storage name, why)] for every storage entry it depends on."""
     declared = {vm.resource_id: vm for vm in desired.vms}
+    listed = {rid: vm.name for rid, vm in declared.items()}
     deps: dict[str, list[tuple[str, str]]] = {}
-    for rid in vm_resources(index, desired):
-        names = domain_names(rid, desired)
-        if only is not None and only.isdisjoint(names):
-            continue
+    # An incremental pass looks at its VMs' resources alone (not all 5,000).
+    rids = vm_resources(index, desired) if only is None else \
+        sorted(set(cluster_vms(index, desired, only).values()))
+    for rid in rids:
+        names = domain_names(rid, listed)
         vm = declared.get(rid)
         found: dict[str, str] = {s: "declared in the desired state" for s in (vm.storage if vm else ())}
         cfg = index.configured.get(rid)
@@ -65,7 +69,8 @@ def vm_dependencies(
     return deps
 
 
-def disproved(index: ClusterIndex, desired: DesiredState, rid: str, st: Storage) -> str | None:
+def disproved(index: ClusterIndex, listed: Mapping[str, str], rid: str,
+              st: Storage) -> str | None:
     """Positive evidence that VM `rid` does not need storage `st`, said in words; else None."""
     cfg = index.configured.get(rid)
     config_path = cfg.params.get("config") if cfg else None
@@ -75,7 +80,7 @@ def disproved(index: ClusterIndex, desired: DesiredState, rid: str, st: Storage)
     if len(running) != 1 or rid in index.migrating or rid in index.transitioning:
         return None
     node = running[0]
-    for name in domain_names(rid, desired):
+    for name in domain_names(rid, listed):
         dom = index.listed.get(name, {}).get(node)
         if dom is not None and domain_active(dom) and dom.disks:
             if any(under(d, st.mountpoint) for d in dom.disks):
@@ -130,6 +135,7 @@ def remove_on_evidence(out: PlanBuilder, index: ClusterIndex, desired: DesiredSt
     """Plan the removal of kvm-warden's own storage constraints nothing asks for -- only where
     there is positive evidence that the safety they give is not needed; report the rest."""
     by_resource = {st.resource: st for st in desired.storage}
+    listed = declared(desired)
     chain_members = {r for st in desired.storage for r in (st.resource, *st.requires)}
     owned: list[tuple[str, str, str]] = []  # (id, storage side, dependent side)
     owned += [(cid, c.first or "", c.then or "") for cid, c in index.order.items()]
@@ -147,7 +153,7 @@ def remove_on_evidence(out: PlanBuilder, index: ClusterIndex, desired: DesiredSt
             why = "the desired storage chain no longer asks for it"
         else:
             st = by_resource.get(first)
-            why = disproved(index, desired, then, st) if st is not None else (
+            why = disproved(index, listed, then, st) if st is not None else (
                 f"{first} is no longer a storage resource of the desired state")
         if why is None:
             out.find("storage-kept", "info", cid,
