@@ -126,7 +126,7 @@ class StatusServer:
                     ok, why = outer._ready()
                     self._send(200 if ok else 503, (why + "\n").encode(), "text/plain")
                 elif path == "/status" and not self._wants_html():
-                    body = json.dumps(msgspec.to_builtins(outer._status()), indent=1).encode()
+                    body = msgspec.json.format(msgspec.json.encode(outer._status()), indent=1)
                     self._send(200, body, "application/json")
                 elif path in ("/status", "/status.html", "/"):
                     page = render_status_html(outer._status()).encode()
