@@ -10,7 +10,6 @@ against the CIB schema, so a bad edit is refused whole.
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from controller.actuators.cibedit import CibEditor, EditError
 from controller.model import names
 from controller.model.actions import CIB_ACTIONS, AnyAction, Cleanup, FailResource, Outcome
 from controller.model.errors import ActuatorError, ToolError, WardenError
+from probes.pacemaker.cib import failure_attributes
 from probes.pacemaker.read import cib_version, query_cib, query_status
 
 CRM_EX_DISCONNECT = 102  # lost the connection to the CIB manager: transient
@@ -50,22 +50,6 @@ def without_positions(patch: bytes) -> bytes:
         if change.get("operation") == "create" and "position" in change.attrib:
             del change.attrib["position"]
     return etree.tostring(root)
-
-
-def failure_attributes(status: etree._Element, rsc: str, node: str) -> list[str]:
-    """The names of the node's transient attributes that count the resource's failures:
-    `fail-count-RSC#OP_INTERVAL` and `last-failure-RSC#OP_INTERVAL` (validated: they reach a
-    command line)."""
-    pattern = re.compile(rf"(fail-count|last-failure)-{re.escape(rsc)}#[a-z_]+_[0-9]+")
-    out = []
-    for ns in status.iter("node_state"):
-        if ns.get("uname") != node:
-            continue
-        for nv in ns.iter("nvpair"):
-            name = nv.get("name", "")
-            if pattern.fullmatch(name) and nv.get("value", "") not in ("", "0"):
-                out.append(name)
-    return sorted(set(out))
 
 
 def _transient(exc: BaseException) -> bool:
@@ -202,9 +186,8 @@ class PacemakerActuator:
         """Unset the resource's fail-count and last-failure attributes on the node in
         pacemaker-attrd, which owns them, and nothing else: its operation history stays.
         (`crm_failcount --delete` is `crm_resource --cleanup`, which erases the history.)"""
-        status = etree.fromstring(query_status(None, timeout=TOOL_TIMEOUT),
-                                  parser=etree.XMLParser(resolve_entities=False, huge_tree=True))
-        for name in failure_attributes(status, rsc, node):
+        status = query_status(None, timeout=TOOL_TIMEOUT)
+        for name in failure_attributes(status, rsc, node, source="cibadmin --query --scope status"):
             commands.run(["attrd_updater", "--delete", "--name", name, "--node", node],
                          env=commands.tool_env(None), timeout=TOOL_TIMEOUT)
 

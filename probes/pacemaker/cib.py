@@ -8,6 +8,8 @@ Schema: /usr/share/pacemaker/pacemaker-3.*.rng (constraints-3.*.rng, resources-3
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 
 from controller.model.errors import ParseError
@@ -272,3 +274,24 @@ def parse_operations(data: bytes, *, source: str = "cib",
                 except ValueError:
                     continue
     return tuple(out)
+
+
+FAILURE_ATTRIBUTE = re.compile(r"(fail-count|last-failure)-(?P<rsc>[^#]+)#[a-z_]+_[0-9]+")
+
+
+def failure_attributes(data: bytes, rsc: str, node: str, *, source: str = "cib") -> list[str]:
+    """The names of the node's transient attributes that count the resource's failures
+    (`fail-count-RSC#OP_INTERVAL`, `last-failure-RSC#OP_INTERVAL`) with a value set, from the
+    whole CIB or its status section. Only names of that exact shape: they reach a command line."""
+    root = parse_document(data, source=source)
+    status = root if root.tag == "status" else root.find("status")
+    out: set[str] = set()
+    for ns in status.iterchildren("node_state") if status is not None else ():
+        if ns.get("uname") != node:
+            continue
+        for nv in ns.iterfind("transient_attributes//nvpair"):
+            name = nv.get("name") or ""
+            m = FAILURE_ATTRIBUTE.fullmatch(name)
+            if m and m.group("rsc") == rsc and (nv.get("value") or "") not in ("", "0"):
+                out.add(name)
+    return sorted(out)

@@ -147,3 +147,26 @@ def test_real_alert_environments_reach_the_controller_intact() -> None:
             env["CRM_alert_kind"], env["CRM_alert_node"], env["CRM_alert_rsc"],
             env["CRM_alert_task"], env["CRM_alert_rc"])
         assert a.sequence == int(env["CRM_alert_node_sequence"])
+
+
+def test_failure_attributes_names_exactly_the_resources_counters_on_the_node() -> None:
+    from probes.pacemaker.cib import failure_attributes
+
+    status = b"""<status>
+      <node_state uname="kvm2"><transient_attributes id="2"><instance_attributes id="status-2">
+        <nvpair id="a" name="fail-count-vm-web01#monitor_5000" value="2"/>
+        <nvpair id="b" name="last-failure-vm-web01#monitor_5000" value="1796106236"/>
+        <nvpair id="c" name="fail-count-vm-web01#asyncmon_0" value=""/>
+        <nvpair id="d" name="fail-count-vm-web010#monitor_5000" value="1"/>
+        <nvpair id="e" name="fail-count-vm-web01#start_0; rm -rf /" value="1"/>
+        <nvpair id="f" name="master-vm-web01" value="1"/>
+      </instance_attributes></transient_attributes></node_state>
+      <node_state uname="kvm1"><transient_attributes id="1"><instance_attributes id="status-1">
+        <nvpair id="g" name="fail-count-vm-web01#monitor_5000" value="1"/>
+      </instance_attributes></transient_attributes></node_state>
+    </status>"""
+    # Unset (empty) counters, another resource whose id merely starts the same, a name that is
+    # not of Pacemaker's shape, and another node's counters are not named.
+    assert failure_attributes(status, "vm-web01", "kvm2") == [
+        "fail-count-vm-web01#monitor_5000", "last-failure-vm-web01#monitor_5000"]
+    assert failure_attributes(status, "vm-web01", "kvm3") == []
