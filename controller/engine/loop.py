@@ -166,8 +166,9 @@ class Controller:
             seen, self._out_of_band = self._out_of_band, []
         self.ledger.saw_out_of_band(seen, t)
         index = build_index(observed)
-        self.vms = cluster_vms(index, desired)
-        self.vm_names = vm_names(self.vms)
+        if only is None:  # which VMs exist changes with the CIB or the file: full passes only
+            self.vms = cluster_vms(index, desired)
+            self.vm_names = vm_names(self.vms)
         if only is None and self.on_transition is not None and (
                 index.transitioning or index.migrating):
             self.on_transition()
