@@ -47,30 +47,39 @@ def due_at(ctx: Context) -> float | None:
     return min(waits) if waits else None
 
 
+def _why_not(ctx: Context, rid: str, node: str, reason: str, age: float,
+             declared: set[str]) -> str | None:
+    """Why a paused VM is not restarted now (None: restart it)."""
+    if ctx.desired.policy.on_pause == "report":
+        return "not restarted (on_pause: report)"
+    if rid not in declared:
+        return "not restarted: the desired file does not list it"
+    if reason in JOB_REASONS:
+        return f"not restarted: a {reason} job may be in progress"
+    # One restart per pause: once marked failed, the recovery is Pacemaker's (a stop of a
+    # paused guest may wait out its graceful timeout); another --fail would only count more
+    # failures towards migration-threshold. Nor while Pacemaker has an operation in flight.
+    asked = ctx.ledger.failed_at.get(f"fail:{rid}:{node}")
+    if asked is not None and asked >= ctx.now - age:
+        return "marked failed, Pacemaker recovers it"
+    if rid in ctx.index.transitioning or rid in ctx.index.migrating:
+        return "Pacemaker has an operation in flight on it"
+    if node not in ctx.index.running.get(rid, ()):
+        return "Pacemaker does not have it running there"
+    return None
+
+
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
-    policy = ctx.desired.policy
     declared = {vm.resource_id for vm in ctx.desired.vms}
     for name, rid, node, reason, age in paused_vms(ctx):
-        if age is None or age < policy.pause_grace_seconds:
+        if age is None or age < ctx.desired.policy.pause_grace_seconds:
             continue
-        restart = policy.on_pause == "restart" and reason not in JOB_REASONS and rid in declared
-        # One restart per pause: once marked failed, the recovery is Pacemaker's (a stop of a
-        # paused guest may wait out its graceful timeout); another --fail would only count more
-        # failures towards migration-threshold. Nor while Pacemaker has an operation in flight.
-        asked = ctx.ledger.failed_at.get(f"fail:{rid}:{node}")
-        asked_now = asked is not None and asked >= ctx.now - age
-        busy = rid in ctx.index.transitioning or rid in ctx.index.migrating
+        why_not = _why_not(ctx, rid, node, reason, age, declared)
         out.find("vm-paused", "critical", f"{rid}@{node}",
                  f"domain {name} is paused on {node} ({reason}) for {age:.0f} s; Pacemaker's "
-                 "monitor counts a paused VM as running"
-                 + ("; marked failed, Pacemaker recovers it" if restart and asked_now
-                    else "; Pacemaker has an operation in flight on it" if restart and busy
-                    else "" if restart
-                    else "; not restarted (on_pause: report)" if policy.on_pause == "report"
-                    else "; not restarted: the desired file does not list it" if rid not in declared
-                    else f"; not restarted: a {reason} job may be in progress"))
-        if restart and not asked_now and not busy and node in ctx.index.running.get(rid, ()):
+                 "monitor counts a paused VM as running" + (f"; {why_not}" if why_not else ""))
+        if why_not is None:
             out.actions.append(FailResource(
                 reconciler=NAME, rsc=rid, node=node,
                 why=f"{name} paused on {node} ({reason}) for {age:.0f} s; on_pause: restart"))
