@@ -24,6 +24,7 @@ from prometheus_client import (
 from controller.model.actions import PLACEMENT_FINDINGS, Finding
 from controller.model.observed import ObservedState
 from controller.model.overview import VmRow
+from controller.model.vms import conventional_name
 
 # `_created` gauges double the series count and no dashboard or rule reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -285,7 +286,7 @@ def update_findings(findings: Iterable[Finding]) -> None:
             CIRCUIT_OPEN.labels(resource=f.subject.split("@", 1)[0]).set(1)
         if f.kind == "operator-ban":
             rid, _, node = f.subject.rpartition("@")
-            OPERATOR_BAN.labels(vm=rid.removeprefix("vm-"), node=node).set(1)
+            OPERATOR_BAN.labels(vm=conventional_name(rid), node=node).set(1)
         if f.kind in PLACEMENT_FINDINGS:
             split += 1
     for (rec, sev), n in counts.items():

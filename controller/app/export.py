@@ -21,6 +21,7 @@ from controller.model.errors import DesiredStateError, WardenError
 from controller.model.index import ClusterIndex, build_index
 from controller.model.names import DOMAIN_NAME, RESOURCE_ID
 from controller.model.observed import LocationConstraint
+from controller.model.vms import conventional_name
 from reconcilers.placement import foreign, score_value
 
 
@@ -113,7 +114,7 @@ def export_desired(cib_file: str | None) -> str:
         lines.append("vms:")
     names = {}
     for rid, _cfg in vms:
-        name = rid.removeprefix("vm-") if rid.startswith("vm-") else rid
+        name = conventional_name(rid)
         if not DOMAIN_NAME.fullmatch(name) or not RESOURCE_ID.fullmatch(rid):
             skipped.append(rid)
             continue

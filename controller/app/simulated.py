@@ -20,6 +20,7 @@ from controller.engine.observe import Reading
 from controller.model.errors import ToolError
 from controller.model.events import DomainSeen, PacemakerSeen
 from controller.model.observed import Domain
+from controller.model.vms import conventional_name
 from probes.libvirt.domains import list_domains
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.read import read_status
@@ -65,7 +66,7 @@ class SimulatedCluster:
         for r in status.resources:
             if r.agent.endswith(":VirtualDomain") and r.active:
                 for n in r.nodes:
-                    per_node.setdefault(n, []).append(r.id.removeprefix("vm-"))
+                    per_node.setdefault(n, []).append(conventional_name(r.id))
         for name in sorted({d for ds in per_node.values() for d in ds}):
             self.vnc_ports.setdefault(name, 5900 + len(self.vnc_ports))
         for node, doms in per_node.items():

@@ -10,6 +10,7 @@ import msgspec
 
 from controller.model.desired import DesiredState
 from controller.model.observed import ObservedState
+from controller.model.vms import conventional_name
 
 
 class VmRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,7 +86,7 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[VmRo
         nodes = tuple(sorted({n for r in inst if r.active for n in r.nodes}))
         role = inst[0].role if inst else "absent"
         vm = wanted.get(rid)
-        name = vm.name if vm else rid.removeprefix("vm-")
+        name = vm.name if vm else conventional_name(rid)
         desired_state = vm.state if vm else None
         desired_node = vm.placement.prefer if vm else None
         allowed = vm.placement.allowed if vm else None

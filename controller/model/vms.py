@@ -19,6 +19,12 @@ def declared(desired: DesiredState) -> dict[str, str]:
     return {vm.resource_id: vm.name for vm in desired.vms}
 
 
+def conventional_name(rid: str) -> str:
+    """The VM name the `vm-NAME` convention gives a resource the file does not name: its id
+    without the `vm-` prefix (or the id itself)."""
+    return rid.removeprefix("vm-")
+
+
 def domain_names(rid: str, listed: Mapping[str, str]) -> tuple[str, ...]:
     """The libvirt domain name(s) a VirtualDomain resource may run as: the file's name for a
     listed VM (`listed`: from `declared`); by the `vm-NAME` convention (or the id itself) for
@@ -26,7 +32,7 @@ def domain_names(rid: str, listed: Mapping[str, str]) -> tuple[str, ...]:
     name = listed.get(rid)
     if name is not None:
         return (name,)
-    return (rid.removeprefix("vm-"), rid) if rid.startswith("vm-") else (rid,)
+    return (conventional_name(rid), rid) if rid.startswith("vm-") else (rid,)
 
 
 def is_vm_resource(index: ClusterIndex, rid: str) -> bool:
