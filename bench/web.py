@@ -21,7 +21,7 @@ from controller.actuators.pacemaker import PacemakerActuator  # noqa: E402
 from controller.app.http import StatusServer  # noqa: E402
 from controller.app.web import WebView  # noqa: E402
 from controller.engine.desired_store import DesiredStore  # noqa: E402
-from controller.engine.loop import Controller, PassResult  # noqa: E402
+from controller.engine.loop import Controller, PassResult, Published  # noqa: E402
 from controller.engine.observe import Reading  # noqa: E402
 from controller.model.overview import StatusDoc, vm_rows  # noqa: E402
 
@@ -55,9 +55,8 @@ def main() -> None:
 
     controller = Controller(source=source, actuator=PacemakerActuator(str(cib)),  # type: ignore[arg-type]
                             desired=store)
-    controller.last_observed = observed
-    controller.last_rows = vm_rows(observed, desired)
-    controller.last = PassResult((), ())
+    controller.view = Published(last=PassResult((), ()), observed=observed,
+                                rows=vm_rows(observed, desired))
     view = WebView(controller)
     server = StatusServer("127.0.0.1", 0, lambda: StatusDoc(), lambda: (True, "ready"), None, view)
     server.start()

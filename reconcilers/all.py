@@ -41,4 +41,4 @@ def _dedupe(plans: Plan) -> Plan:
         if a.key not in seen:
             seen.add(a.key)
             actions.append(a)
-    return Plan(tuple(actions), plans.findings)
+    return Plan(tuple(actions), plans.findings, plans.requeue_at)

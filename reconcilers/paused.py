@@ -83,4 +83,5 @@ def plan(ctx: Context) -> Plan:
             out.actions.append(FailResource(
                 reconciler=NAME, rsc=rid, node=node,
                 why=f"{name} paused on {node} ({reason}) for {age:.0f} s; on_pause: restart"))
-    return out.build()
+    plan = out.build()
+    return Plan(plan.actions, plan.findings, due_at(ctx))

@@ -11,9 +11,19 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 NODES = ("kvm1", "kvm2", "kvm3")
+ROOT = Path(__file__).parent.parent
+SEED = ROOT / "tests" / "fixtures" / "seed-settled.cib.xml"
+EXAMPLE = ROOT / "config" / "desired-state.example.yaml"
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """`kvm-warden ARGV...` from the repository, output captured."""
+    return subprocess.run([sys.executable, "-m", "controller.app.cli", *argv],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
 def nvpairs(owner: str, kind: str, pairs: dict[str, str]) -> str:

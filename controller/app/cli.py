@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -66,8 +67,10 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from controller import logs
     from controller.app.plan import plan_command
 
+    logs.configure(sys.stderr, logging.WARNING)  # stdout carries the plan (or its JSON) only
     return plan_command(
         desired_path=args.desired, cib_file=args.cib, as_json=args.json, apply=args.apply,
         state_dir=args.state_dir, allow_disruption=args.allow_disruption,
@@ -132,9 +135,11 @@ def _bus_options(p: argparse.ArgumentParser) -> None:
 
 def _state_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", metavar="DIR",
-                   help="where the ledger (rate limits, cooldowns, breakers) is kept: default "
-                   "/var/lib/kvm-warden (--simulate: its work directory); on shared storage "
-                   "when the controller runs as a cluster resource")
+                   help="where the ledger (rate limits, cooldowns, breakers), the audit log and "
+                   "the writer lock are kept: default /var/lib/kvm-warden; with --cib FILE, "
+                   "FILE.kvm-warden beside it (plan --apply --cib: a private one for the run); "
+                   "--simulate: its work directory. On shared storage when the controller runs "
+                   "as a cluster resource: plan --apply must be given the controller's")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -213,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the changes kvm-warden would make",
         description="Compare the cluster with a desired-state file and print the actions, "
         "grouped by reconciler, with the guard's verdict. Exit 0: nothing to do; 2: changes "
-        "pending; 1: error. --apply makes the admitted changes (one CIB patch).",
+        "pending; 1: error; 3: another writer (a running controller) holds the cluster. "
+        "--apply makes the admitted changes (one CIB patch) through the same pass and ledger "
+        "as the service.",
     )
     pl.add_argument("--desired", required=True, metavar="FILE")
     pl.add_argument("--cib", metavar="FILE", help="work on a CIB file (CIB_file=), like pcs -f")

@@ -1,25 +1,36 @@
-"""`kvm-warden plan`: one pass without a loop, printed; `--apply` makes the admitted changes."""
+"""`kvm-warden plan`: one pass without a loop, printed; `--apply` makes the admitted changes.
+
+The pass is the service's own (engine/pipeline.py) over the service's ledger: `plan --apply`
+honours the cooldowns, rate limits, breakers and once-per-pause marks the service recorded,
+and records its outcomes there. It applies only as the cluster's one writer
+(engine/writer.py): while a controller runs, it refuses and names it.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import msgspec
 
-from controller.actuators.pacemaker import CibConflict, PacemakerActuator
-from controller.engine.audit import AuditLog, invoking_user, records
-from controller.engine.decide import Decision, decide
-from controller.engine.guard import Guard
-from controller.engine.ledger import DEFAULT_STATE_DIR
+from controller.actuators.pacemaker import PacemakerActuator
+from controller.engine.audit import AuditLog, PassAudit, invoking_user
+from controller.engine.decide import Decision
+from controller.engine.ledger import DEFAULT_STATE_DIR, LedgerFile
 from controller.engine.observe import observe_once
-from controller.engine.preview import Preview, describe_step, gate, preview
-from controller.model.actions import CIB_ACTIONS, Finding, Outcome, describe
-from controller.model.desired import load_desired
+from controller.engine.pipeline import PassEffects, PassInput, PassOutput, run_pass
+from controller.engine.preview import InlinePreviewer, Preview, describe_step
+from controller.engine.writer import WriterBusy, WriterLock, lock_path, offline_state_dir
+from controller.model.actions import Finding, describe
+from controller.model.desired import DesiredState, load_desired
 from controller.model.errors import DesiredStateError
 from controller.model.index import build_index
 from reconcilers.all import ORDER
+
+EXIT_BUSY = 3  # another writer (a running controller) holds the cluster
 
 
 def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: bool,
@@ -30,57 +41,82 @@ def plan_command(desired_path: str, cib_file: str | None, as_json: bool, apply: 
         for line in exc.problems:
             print(line, file=sys.stderr)
         return 1
+    # Offline work never touches the production state directory: a CIB file without
+    # --state-dir gets a private, empty ledger for this run.
+    private = cib_file is not None and state_dir is None
+    state = Path(state_dir) if state_dir else (
+        offline_state_dir() if private and apply else Path(DEFAULT_STATE_DIR))
+    lock = WriterLock(lock_path(cib_file, state), "plan --apply") if apply else None
+    try:
+        if lock is not None:
+            lock.acquire()
+        return _plan(desired, cib_file, as_json, apply, state, allow_disruption,
+                     read_ledger=not private)
+    except WriterBusy as exc:
+        print(f"kvm-warden: nothing applied: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    finally:
+        if lock is not None:
+            lock.release()
+        if private and apply:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def _plan(desired: DesiredState, cib_file: str | None, as_json: bool, apply: bool,
+          state: Path, allow_disruption: bool, read_ledger: bool) -> int:
+    ledger_file = LedgerFile(state)
+    # Without --apply the ledger is only read (a plan shows the cooldowns the service keeps);
+    # an unreadable one is the service's to set aside, not a read-only command's.
+    ledger = ledger_file.load(set_aside=apply) if read_ledger else ledger_file.empty()
     observed, raw = observe_once(cib_file)
     now = time.time()
-    index = build_index(observed)
-    decisions, findings = decide(index, desired, Guard(), now, now)
-    # What Pacemaker's scheduler will do once the patch is applied, before it is.
-    cib_actions = [d.action for d in decisions if d.verdict.admitted
-                   and isinstance(d.action, CIB_ACTIONS)]
-    pv = (preview(raw, cib_actions, desired.policy.preview_timeout_seconds) if cib_actions
-          else Preview())
-    decisions = gate(decisions, pv, index, desired,
-                     allow_disruption or desired.policy.allow_disruption)
-    outcomes: list[Outcome] = []
+    actuator = PacemakerActuator(cib_file)
+    # The CIB was just read, status included: it is the cluster as it is now.
+    out = run_pass(
+        PassInput(build_index(observed), desired, now, now, raw),
+        PassEffects(ledger, InlinePreviewer(lambda: raw),
+                    PassAudit(AuditLog(state if apply else None), invoking_user(),
+                              dedupe=False),
+                    actuator if apply else None, allow_disruption))
     if apply:
-        audit = AuditLog(state_dir or DEFAULT_STATE_DIR)
-        admitted = [d.action for d in decisions if d.verdict.admitted]
-        if admitted:
-            try:
-                outcomes = PacemakerActuator(cib_file).apply(admitted, cib=raw)
-            except CibConflict as exc:
-                audit.write(records(decisions, [], invoking_user(),
-                                    f"not applied, the CIB changed meanwhile: {exc}"))
-                print(f"kvm-warden: the CIB changed while planning ({exc}); nothing applied, "
-                      "run plan again", file=sys.stderr)
-                return 1
-        audit.write(records(decisions, outcomes, invoking_user()))
-    applied = {id(o.action) for o in outcomes if o.applied}
-    failed = [o for o in outcomes if not o.applied]
+        ledger_file.save(ledger, time.time())
+    if out.conflict:
+        print(f"kvm-warden: {out.error}; nothing applied, run plan again", file=sys.stderr)
+        return 1
+    _print(out, as_json)
+    failed = [o for o in out.outcomes if not o.applied]
+    for o in failed:
+        print(f"kvm-warden: not applied: {describe(o.action)}: {o.error}", file=sys.stderr)
+    if out.error is not None:
+        print(f"kvm-warden: {out.error}", file=sys.stderr)
+    if failed or out.error is not None:
+        return 1
+    applied = {id(o.action) for o in out.outcomes if o.applied}
+    remaining = [d for d in out.decisions if id(d.action) not in applied]
+    return 2 if remaining else 0
+
+
+def _print(out: PassOutput, as_json: bool) -> None:
+    applied = {id(o.action) for o in out.outcomes if o.applied}
+    pv = out.preview if out.preview is not None else Preview()
     if as_json:
         doc = {
             "actions": [
                 {**msgspec.to_builtins(d.action), "description": describe(d.action),
                  "verdict": d.verdict.reason, "detail": d.verdict.detail,
                  "applied": id(d.action) in applied}
-                for d in decisions
+                for d in out.decisions
             ],
             "transition": msgspec.to_builtins(pv.steps),
             "transition_error": pv.error,
-            "findings": [msgspec.to_builtins(f) for f in findings],
+            "findings": [msgspec.to_builtins(f) for f in out.findings],
         }
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(render_plan(decisions, findings, applied))
-        if cib_actions:
+        print(render_plan(out.decisions, out.findings, applied))
+        if out.preview is not None:
             print(render_transition(pv))
-    for o in failed:
-        print(f"kvm-warden: not applied: {describe(o.action)}: {o.error}", file=sys.stderr)
-    if failed:
-        return 1
-    remaining = [d for d in decisions if id(d.action) not in applied]
-    return 2 if remaining else 0
 
 
 def render_transition(pv: Preview) -> str:

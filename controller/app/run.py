@@ -12,6 +12,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from controller.app.console import ConsoleBroker
 from controller.app.history import HISTORY_FILE
 from controller.app.http import StatusServer, readiness
 from controller.app.node import curve_from, on_loopback, snapshot_endpoint, subscribe
+from controller.app.plan import EXIT_BUSY
 from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_nodes, render_table
 from controller.app.web import WebView
@@ -37,7 +39,9 @@ from controller.engine.ledger import DEFAULT_STATE_DIR, LedgerFile
 from controller.engine.loop import Controller, PassResult
 from controller.engine.observe import Source, pacemaker_source, with_local_libvirt
 from controller.engine.oob import OutOfBandWatcher
+from controller.engine.preview import BackgroundPreviewer
 from controller.engine.store import Store
+from controller.engine.writer import WriterBusy, WriterLock, lock_path, state_dir_beside
 from controller.model.actions import describe
 from controller.model.desired import load_desired
 from controller.model.errors import DesiredStateError, WardenError
@@ -95,7 +99,21 @@ def run_service(opts: RunOptions) -> int:
             for line in exc.problems:
                 print(line, file=sys.stderr)
             return 1
-        state_dir = opts.state_dir or (str(sim.workdir / "state") if sim else DEFAULT_STATE_DIR)
+        cib_file = str(sim.cib_file) if sim else opts.cib_file
+        state_dir = opts.state_dir or (
+            str(sim.workdir / "state") if sim else
+            str(state_dir_beside(opts.cib_file)) if opts.cib_file else DEFAULT_STATE_DIR)
+        # One writer per cluster: a second controller, or a plan --apply, is refused while
+        # this one runs (and names it).
+        lock = WriterLock(lock_path(cib_file, state_dir), "controller",
+                          http=f"{opts.http_host}:{opts.http_port}" if opts.http_port >= 0
+                          else None)
+        try:
+            lock.acquire()
+        except WriterBusy as exc:
+            print(f"kvm-warden: error: {exc}", file=sys.stderr)
+            return EXIT_BUSY
+        stack.callback(lock.release)
         controller = Controller(
             source=_source(opts, sim, bool(agents)),
             actuator=PacemakerActuator(str(sim.cib_file) if sim else opts.cib_file),
@@ -103,12 +121,14 @@ def run_service(opts: RunOptions) -> int:
             after_apply=sim.settle if sim else None,
             ledger_file=LedgerFile(state_dir), audit=AuditLog(state_dir),
             history=History(Path(state_dir) / HISTORY_FILE))
+        # The scheduler's preview runs on its own thread: passes go on while it computes.
+        controller.previewer = BackgroundPreviewer(controller.current_cib,
+                                                   controller.preview_ready)
         stack.callback(controller.history.close)  # type: ignore[union-attr]
         history = controller.history
         store.taps.append(lambda env: history.tap(  # type: ignore[union-attr]
             env, _vms(controller), controller.vm_names))
         # libvirt events of cluster VMs that no Pacemaker operation explains (engine/oob.py)
-        cib_file = str(sim.cib_file) if sim else opts.cib_file
         oob = OutOfBandWatcher(query=lambda: query_status(cib_file),
                                vms=lambda: _vms(controller),
                                audit=controller.audit, found=controller.out_of_band)
@@ -130,7 +150,7 @@ def run_service(opts: RunOptions) -> int:
     return 0
 
 
-def _vms(controller: Controller) -> dict[str, str]:
+def _vms(controller: Controller) -> Mapping[str, str]:
     """libvirt domain name -> resource id of every cluster VM as of the last pass; before the
     first pass, the desired file's VMs."""
     if controller.vms:

@@ -71,6 +71,28 @@ def records(decisions: Sequence[Decision], outcomes: Sequence[Outcome], who: str
     return out
 
 
+class PassAudit:
+    """The audit of passes: every change sent; a refusal when it starts (`dedupe`, the
+    service: not again on every pass while it lasts) or every time (`plan`). A patch held
+    while its preview runs is not a refusal and is not recorded."""
+
+    def __init__(self, log: AuditLog, who: str, dedupe: bool):
+        self.log, self.who, self.dedupe = log, who, dedupe
+        self._refusals: set[tuple[str, str]] = set()
+
+    def write(self, decisions: Sequence[Decision], outcomes: Sequence[Outcome],
+              error: str | None, full: bool) -> None:
+        decisions = [d for d in decisions if d.verdict.reason != "previewing"]
+        if self.dedupe:
+            refusals: set[tuple[str, str]] = {(d.action.key, d.verdict.reason) for d in decisions
+                        if not d.verdict.admitted}
+            decisions = [d for d in decisions if d.verdict.admitted
+                         or (d.action.key, d.verdict.reason) not in self._refusals]
+            # An incremental pass sees only its VMs: the others' refusals still stand.
+            self._refusals = refusals if full else self._refusals | refusals
+        self.log.write(records(decisions, outcomes, self.who, error))
+
+
 class AuditLog:
     """Appends records to `<state dir>/audit.jsonl` and logs them; never raises."""
 

@@ -28,6 +28,21 @@ def decide(
     index: ClusterIndex, desired: DesiredState, guard: Guard, now: float,
     observed_at: float | None, scope: frozenset[str] | None = None,
 ) -> tuple[tuple[Decision, ...], tuple[Finding, ...]]:
+    decided = decide_pass(index, desired, guard, now, observed_at, scope)
+    return decided.decisions, decided.findings
+
+
+@dataclass(frozen=True)
+class Decided:
+    decisions: tuple[Decision, ...]
+    findings: tuple[Finding, ...]
+    requeue_at: float | None  # a reconciler wants a pass then (wall clock)
+
+
+def decide_pass(
+    index: ClusterIndex, desired: DesiredState, guard: Guard, now: float,
+    observed_at: float | None, scope: frozenset[str] | None = None,
+) -> Decided:
     ctx = Context(index=index, desired=desired, scope=scope, ledger=guard.ledger.view(), now=now)
     plan = plan_all(ctx)
     tentative = Guard(guard.ledger.tentative())
@@ -37,4 +52,4 @@ def decide(
         if verdict.admitted:
             tentative.ledger.spend(action, index, now)
         decisions.append(Decision(action, verdict))
-    return tuple(decisions), plan.findings
+    return Decided(tuple(decisions), plan.findings, plan.requeue_at)

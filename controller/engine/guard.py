@@ -9,7 +9,7 @@ quorum is lost, *every* action is refused with the same reason (and counted as s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 from controller.engine.ledger import Ledger, moves_resource
 from controller.model.actions import AnyAction
@@ -23,8 +23,9 @@ COOLDOWN_SECONDS = 10.0  # one object is changed at most once per cooldown
 Reason = Literal[
     "admitted", "dry-run", "no-quorum", "node-unclean", "maintenance-mode", "resource-unmanaged",
     "stale-observation", "cooldown", "rate-limit", "max-concurrent-migrations", "would-disrupt",
+    # held, not refused: the scheduler's preview of the patch is still running (engine/preview.py)
+    "previewing",
 ]
-REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
 @dataclass(frozen=True)

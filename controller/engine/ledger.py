@@ -199,28 +199,36 @@ class LedgerFile:
         self._written = b""
         self.log = logger(component="ledger")
 
-    def load(self) -> Ledger:
+    def empty(self) -> Ledger:
+        return Ledger()
+
+    def load(self, set_aside: bool = True) -> Ledger:
+        """The ledger on disk. `set_aside=False` (a read-only `plan`): an unreadable file is
+        reported and left where it is for the service to deal with."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return Ledger()
         except OSError as exc:
-            self._reject(f"cannot read: {exc.strerror}")
+            self._reject(f"cannot read: {exc.strerror}", set_aside)
             return Ledger()
         try:
             rec = msgspec.json.decode(data, type=LedgerRecord)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
-            self._reject(f"not a ledger: {exc}")
+            self._reject(f"not a ledger: {exc}", set_aside)
             return Ledger()
         self._written = data
         self.log.info("ledger_loaded", path=str(self.path), cooldowns=len(rec.last_change),
                       cleanups=len(rec.cleanups), moves=len(rec.moves))
         return from_record(rec)
 
-    def _reject(self, why: str) -> None:
+    def _reject(self, why: str, set_aside: bool = True) -> None:
         metrics.LEDGER_ERRORS.inc()
         self.log.error("ledger_unreadable", path=str(self.path), error=why,
-                       action="set aside; starting with an empty ledger")
+                       action="set aside; starting with an empty ledger" if set_aside
+                       else "planning with an empty ledger")
+        if not set_aside:
+            return
         try:
             os.replace(self.path, self.path.with_name(self.NAME + ".corrupt"))
         except OSError:

@@ -15,33 +15,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from controller import metrics
-from controller.actuators.pacemaker import CibConflict, PacemakerActuator
-from controller.engine.audit import AuditLog, records
-from controller.engine.decide import Decision, decide
+from controller.actuators.pacemaker import PacemakerActuator
+from controller.engine.audit import AuditLog, PassAudit
+from controller.engine.decide import Decision
 from controller.engine.desired_store import DesiredStore
-from controller.engine.guard import Guard
 from controller.engine.history import Event, History
 from controller.engine.ledger import Ledger, LedgerFile
 from controller.engine.observe import CONTROLLER, Source
-from controller.engine.preview import Preview, gate, needs_preview, preview
+from controller.engine.pipeline import PassEffects, PassInput, PassOutput, run_pass
+from controller.engine.preview import InlinePreviewer, Preview, Previewer
 from controller.engine.store import Store
 from controller.logs import logger
-from controller.model.actions import (
-    CIB_ACTIONS,
-    AddColocation,
-    AddOrder,
-    Finding,
-    Outcome,
-    describe,
-)
-from controller.model.context import Context, OutOfBandChange
-from controller.model.desired import DesiredState
+from controller.model.actions import AddColocation, AddOrder, Finding, Outcome, describe
+from controller.model.context import OutOfBandChange
 from controller.model.errors import WardenError
-from controller.model.index import ClusterIndex, build_index
+from controller.model.index import build_index
 from controller.model.observed import ObservedState
 from controller.model.overview import VmRow, vm_rows
 from controller.model.vms import cluster_vms, vm_names
-from reconcilers import paused
 
 DEBOUNCE_SECONDS = 0.2
 # Alerts ask for a full pass (crm_mon); a storm of them (real or forged) gets at most one per
@@ -61,9 +52,71 @@ class PassResult:
     scope: str = "full"
     finished_at: float = 0.0  # wall clock, for /readyz and the "not reconciling" alert
 
-    @property
-    def pending(self) -> bool:
-        return bool(self.decisions)
+
+@dataclass(frozen=True)
+class Published:
+    """What the last pass saw and did, replaced whole after each pass: the web view, the
+    console, /status and the watchers read it from their own threads without a lock."""
+
+    last: PassResult | None = None
+    observed: ObservedState | None = None
+    rows: tuple[VmRow, ...] = ()
+    # Every cluster VM, listed in the file or not (model/vms.py): libvirt domain name ->
+    # resource id, and resource id -> VM name.
+    vms: Mapping[str, str] = field(default_factory=dict)
+    vm_names: Mapping[str, str] = field(default_factory=dict)
+    preview: Preview | None = None
+
+
+class Scheduler:
+    """What the next pass must cover, and when it is due: the dirty set events mark, whether a
+    full pass (crm_mon) is wanted, whether it is urgent (our own change: not rate-limited), and
+    the time a plan asked to run again. Written by every thread, always under its lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirty: set[str] = set()
+        self._full = True
+        self._urgent = False
+        self._requeue_at: float | None = None
+        self.wake = threading.Event()
+
+    def mark(self, changed: frozenset[str], full: bool = False) -> None:
+        with self._lock:
+            self._dirty |= changed
+            self._full = self._full or full
+        self.wake.set()
+
+    def urgent(self) -> None:
+        """A full pass now, not rate-limited: our change landed, a conflict, a preview ready."""
+        with self._lock:
+            self._full = self._urgent = True
+        self.wake.set()
+
+    def defer(self, full: bool, dirty: frozenset[str]) -> None:
+        """Not yet: keep what the events asked for."""
+        with self._lock:
+            self._full = self._full or full
+            self._dirty |= dirty
+
+    def take(self) -> tuple[bool, bool, frozenset[str]]:
+        with self._lock:
+            full, urgent, dirty = self._full, self._urgent, frozenset(self._dirty)
+            self._full, self._urgent, self._dirty = False, False, set()
+        return full, urgent, dirty
+
+    def requeue(self, at: float | None) -> None:
+        with self._lock:
+            self._requeue_at = at
+
+    def due(self, now: float) -> bool:
+        """A plan asked for a pass by now (wall clock): make it a full, urgent one."""
+        with self._lock:
+            if self._requeue_at is None or now < self._requeue_at:
+                return False
+            self._requeue_at = None
+        self.urgent()
+        return True
 
 
 @dataclass
@@ -73,76 +126,89 @@ class Controller:
     desired: DesiredStore
     store: Store = field(default_factory=Store)
     after_apply: Callable[[], None] | None = None  # the simulated cluster "reacts" here
-    guard: Guard = field(default_factory=Guard)
     ledger_file: LedgerFile | None = None  # the ledger survives restarts and failover here
     audit: AuditLog = field(default_factory=lambda: AuditLog(None))  # the log only, by default
-    _refusals: set[tuple[str, str]] = field(default_factory=set)
-    last_preview: Preview | None = None
-    last: PassResult | None = None
-    last_observed: ObservedState | None = None
-    last_rows: tuple[VmRow, ...] = ()
-    cib: bytes | None = None  # the CIB of the last full reading: the base of the next patch
-    _dirty: set[str] = field(default_factory=set)
-    _recheck_at: float | None = None  # wall clock: a grace (a paused VM's) ends then
-    _out_of_band: list[OutOfBandChange] = field(default_factory=list)  # the watcher's inbox
     history: History | None = None  # what happened to every VM (engine/history.py)
-    # Every cluster VM, listed in the file or not (model/vms.py), as of the last pass: libvirt
-    # domain name -> resource id, and resource id -> VM name. Replaced whole, read by other
-    # threads (the out-of-band watcher, the history tap).
-    vms: dict[str, str] = field(default_factory=dict)
-    vm_names: dict[str, str] = field(default_factory=dict)
+    # The preview of each patch; by default computed inline on the CIB as it is now. The
+    # service uses a BackgroundPreviewer so its passes go on while the scheduler runs.
+    previewer: Previewer | None = None
     # crm_mon shows an operation in flight (the out-of-band watcher wants to see it pending)
     on_transition: Callable[[], None] | None = None
-    _full: bool = True
-    _urgent: bool = False  # a full pass our own change asked for: not rate-limited
-    _dirty_lock: threading.Lock = field(default_factory=threading.Lock)
-    _wake: threading.Event = field(default_factory=threading.Event)
+    ledger: Ledger = field(default_factory=Ledger)
+    view: Published = field(default_factory=Published)
+    cib: bytes | None = None  # the CIB of the last full reading: the base of the next patch
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    _out_of_band: list[OutOfBandChange] = field(default_factory=list)  # the watcher's inbox
+    _inbox_lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.log = logger(component="loop")
         if self.ledger_file is not None:
-            self.guard = Guard(self.ledger_file.load())
+            self.ledger = self.ledger_file.load()
+        if self.previewer is None:
+            self.previewer = InlinePreviewer(self.current_cib)
+        self._audit = PassAudit(self.audit, "service", dedupe=True)
         # Events only wake the loop (debounced); the pass re-reads everything (level-triggered).
         self.store.listeners.append(self.mark)
 
+    # The last pass's view, by name (what the faces read).
     @property
-    def ledger(self) -> Ledger:
-        return self.guard.ledger
+    def last(self) -> PassResult | None:
+        return self.view.last
+
+    @property
+    def last_observed(self) -> ObservedState | None:
+        return self.view.observed
+
+    @property
+    def last_rows(self) -> tuple[VmRow, ...]:
+        return self.view.rows
+
+    @property
+    def vms(self) -> Mapping[str, str]:
+        return self.view.vms
+
+    @property
+    def vm_names(self) -> Mapping[str, str]:
+        return self.view.vm_names
+
+    def current_cib(self) -> bytes:
+        """The CIB as it is now, status included (the preview judges this, not the reading
+        cached since the last configuration change)."""
+        if self.actuator is not None:
+            return self.actuator.query()
+        if self.cib is None:
+            raise WardenError("no CIB read yet")
+        return self.cib
 
     def wake(self) -> None:
-        self._wake.set()
+        self.scheduler.wake.set()
 
     def mark(self, changed: frozenset[str]) -> None:
-        """Objects an event changed (the store's change keys): the next pass's dirty set."""
-        with self._dirty_lock:
-            self._dirty |= changed
-            # Alerts mean Pacemaker acted: only crm_mon tells what it did. Quorum and mounts
-            # change what the guard and storage see cluster-wide.
-            if any(k.startswith(("alert:", "quorum:", "mounts:")) for k in changed):
-                self._full = True
-        self._wake.set()
+        """Objects an event changed (the store's change keys): the next pass's dirty set.
+        Alerts mean Pacemaker acted: only crm_mon tells what it did. Quorum and mounts change
+        what the guard and storage see cluster-wide: a full pass."""
+        self.scheduler.mark(changed, full=any(
+            k.startswith(("alert:", "quorum:", "mounts:")) for k in changed))
+
+    def preview_ready(self) -> None:
+        """The background preview finished: plan again now, to use it."""
+        self.scheduler.urgent()
 
     def out_of_band(self, change: OutOfBandChange) -> None:
         """The out-of-band watcher found one (its thread): into the ledger at the next pass,
         which is a full one now, so that status shows the finding at once."""
-        with self._dirty_lock:
+        with self._inbox_lock:
             self._out_of_band.append(change)
-            self._full = self._urgent = True
-        self._wake.set()
+        self.scheduler.urgent()
         if self.history is not None:
             self.history.add([Event(at=change.at, kind="out_of_band", vm=change.vm,
                                     node=change.node, detail=change.what)])
 
-    def _take_dirty(self) -> tuple[bool, bool, frozenset[str]]:
-        with self._dirty_lock:
-            full, urgent, dirty = self._full, self._urgent, frozenset(self._dirty)
-            self._full, self._urgent, self._dirty = False, False, set()
-        return full, urgent, dirty
-
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self.scheduler.wake.set()
 
     # -- one pass ----------------------------------------------------------------------------
     def run_pass(self, now: float | None = None, only: frozenset[str] | None = None
@@ -159,56 +225,45 @@ class Controller:
             if error is not None:
                 return self._finish(PassResult((), (), error=error), started)
         observed = self.store.state
-        self.last_observed = observed
         metrics.update_cluster(observed)
         t = now if now is not None else time.time()
-        with self._dirty_lock:
+        with self._inbox_lock:
             seen, self._out_of_band = self._out_of_band, []
         self.ledger.saw_out_of_band(seen, t)
         index = build_index(observed)
+        vms, names = self.view.vms, self.view.vm_names
         if only is None:  # which VMs exist changes with the CIB or the file: full passes only
-            self.vms = cluster_vms(index, desired)
-            self.vm_names = vm_names(self.vms)
+            vms = cluster_vms(index, desired)
+            names = vm_names(vms)
         if only is None and self.on_transition is not None and (
                 index.transitioning or index.migrating):
             self.on_transition()
         # Freshness is that of Pacemaker's view, which every action is planned on; a dead
         # node's silent agent is the stale list's business, not a reason to freeze.
         observed_at = observed.observed_at.get("pacemaker", t)
-        decisions, findings = decide(index, desired, self.guard, t, observed_at, only)
-        decisions = self._preview(decisions, index, desired)
-        findings = self.ledger.persistent(findings, t, prune=only is None)
-        if only is not None and self.last is not None:
+        assert self.previewer is not None
+        out = run_pass(PassInput(index, desired, t, observed_at, self.cib, only),
+                       PassEffects(self.ledger, self.previewer, self._audit, self.actuator))
+        findings = self.ledger.persistent(out.findings, t, prune=only is None)
+        last = self.view.last
+        if only is not None and last is not None:
             # An incremental pass checked only its VMs: the others' findings still stand.
-            mine = {rid for name, rid in self.vms.items() if name in only}
-            findings = tuple(f for f in self.last.findings
+            mine = {rid for name, rid in vms.items() if name in only}
+            findings = tuple(f for f in last.findings
                              if f.subject.split("@", 1)[0] not in mine) + findings
-        self._recheck_at = paused.due_at(Context(index=index, desired=desired, now=t))
-        self.last_rows = vm_rows(observed, desired)  # /status serves these until the next pass
-        self._report(decisions, findings, index.fail_counts)
-        outcomes, conflict, error = self._apply(decisions, index, t)
-        self._audit(decisions, outcomes, error, full=only is None)
+        self.scheduler.requeue(out.requeue_at)
+        rows = vm_rows(observed, desired)
+        self.view = Published(last, observed, rows, vms, names,
+                              out.preview if out.preview is not None else self.view.preview)
+        self._report(out, findings, index.fail_counts)
+        self._after(out)
         if self.history is not None:
             self.history.retention_days = desired.history.retention_days
-            self.history.observe_pass(index, self.vm_names, findings, outcomes, t,
+            self.history.observe_pass(index, names, findings, out.outcomes, t,
                                       full=only is None)
         return self._finish(
-            PassResult(decisions, findings, tuple(outcomes), conflict,
+            PassResult(out.decisions, findings, out.outcomes, out.conflict, None,
                        scope="full" if only is None else "incremental"), started)
-
-    def _preview(self, decisions: tuple[Decision, ...], index: ClusterIndex,
-                 desired: DesiredState) -> tuple[Decision, ...]:
-        """The disruption gate, for passes whose patch could move VMs (engine/preview.py)."""
-        if self.cib is None or not needs_preview(decisions):
-            return decisions
-        cib_actions = [d.action for d in decisions if d.verdict.admitted
-                       and isinstance(d.action, CIB_ACTIONS)]
-        pv = preview(self.cib, cib_actions, desired.policy.preview_timeout_seconds)
-        self.last_preview = pv
-        metrics.PREVIEW_DURATION.observe(pv.seconds)
-        if pv.error is not None:
-            self.log.warning("preview_failed", error=pv.error)
-        return gate(decisions, pv, index, desired, desired.policy.allow_disruption)
 
     def _read(self) -> str | None:
         try:
@@ -217,19 +272,30 @@ class Controller:
             metrics.PROBE_ERRORS.labels(probe="pacemaker").inc()
             self.log.error("observe_failed", error=str(exc))
             return str(exc)
+        except OSError as exc:  # a file the reading needs (disk full, descriptors): not fatal
+            metrics.PROBE_ERRORS.labels(probe="pacemaker").inc()
+            self.log.error("observe_failed", error=str(exc))
+            return f"cannot read the cluster: {exc}"
         self.store.observe(reading.observations, CONTROLLER, reading.at)
         self.cib = reading.cib
         return None
 
-    def _report(self, decisions: tuple[Decision, ...], findings: tuple[Finding, ...],
+    def _after(self, out: PassOutput) -> None:
+        """A change landed or a conflict: a full, urgent pass re-reads what it did."""
+        if out.applied and self.after_apply:
+            self.after_apply()
+        if out.applied or out.conflict:
+            self.scheduler.urgent()
+
+    def _report(self, out: PassOutput, findings: tuple[Finding, ...],
                 fail_counts: Mapping[tuple[str, str], int]) -> None:
-        metrics.update_vms(self.last_rows, fail_counts)
+        metrics.update_vms(self.view.rows, fail_counts)
         metrics.STORAGE_DEPS_MISSING.set(sum(
-            1 for d in decisions if d.action.reconciler == "storage"
+            1 for d in out.decisions if d.action.reconciler == "storage"
             and isinstance(d.action, AddOrder | AddColocation)))
-        for d in decisions:
+        for d in out.decisions:
             metrics.ACTIONS.labels(kind=type(d.action).__name__, verdict=d.verdict.reason).inc()
-            if not d.verdict.admitted:
+            if not d.verdict.admitted and d.verdict.reason != "previewing":
                 metrics.GUARD_REFUSALS.labels(reason=d.verdict.reason).inc()
             self.log.info("decision", action=describe(d.action), reconciler=d.action.reconciler,
                           why=d.action.why, verdict=d.verdict.reason, detail=d.verdict.detail)
@@ -237,46 +303,8 @@ class Controller:
             self.log.warning("finding", reconciler=f.reconciler, kind=f.kind,
                              severity=f.severity, subject=f.subject, message=f.message)
         metrics.update_findings(findings)
-
-    def _audit(self, decisions: tuple[Decision, ...], outcomes: list[Outcome],
-               error: str | None, full: bool) -> None:
-        """One record per change sent, and per refusal when it starts (not every pass)."""
-        refusals: set[tuple[str, str]] = {
-            (d.action.key, d.verdict.reason) for d in decisions if not d.verdict.admitted}
-        fresh = tuple(d for d in decisions if d.verdict.admitted
-                      or (d.action.key, d.verdict.reason) not in self._refusals)
-        self._refusals = refusals if full else self._refusals | refusals
-        self.audit.write(records(fresh, outcomes, "service", error))
-
-    def _apply(self, decisions: tuple[Decision, ...], index: ClusterIndex, now: float
-               ) -> tuple[list[Outcome], bool, str | None]:
-        admitted = [d.action for d in decisions if d.verdict.admitted]
-        if not admitted:
-            return [], False, None
-        outcomes: list[Outcome] = []
-        conflict, error = False, None
-        try:
-            outcomes = self.actuator.apply(admitted, cib=self.cib)
-        except CibConflict as exc:
-            conflict, error = True, f"not applied, the CIB changed meanwhile: {exc}"
-            metrics.CIB_CONFLICTS.inc()
-            self.log.warning("cib_conflict", error=str(exc))
-            self._full = self._urgent = True
-            self._wake.set()  # re-read and re-plan at once
-        except WardenError as exc:
-            error = str(exc)
-            metrics.ACTUATOR_ERRORS.inc()
-            self.log.error("apply_failed", error=str(exc))
-        for o in outcomes:
-            self.ledger.record(o.action, o.applied, index, now)
-            metrics.APPLIED.labels(kind=type(o.action).__name__,
-                                   outcome="applied" if o.applied else "failed").inc()
-        if any(o.applied for o in outcomes):
-            if self.after_apply:
-                self.after_apply()
-            self._full = self._urgent = True
-            self._wake.set()  # re-observe soon: the next pass sees what the change did
-        return outcomes, conflict, error
+        if out.error:
+            self.log.warning("pass_not_applied", error=out.error)
 
     def _finish(self, result: PassResult, started: float) -> PassResult:
         duration = time.monotonic() - started
@@ -290,7 +318,8 @@ class Controller:
         metrics.DRIFT.clear()
         for d in result.decisions:
             metrics.DRIFT.labels(reconciler=d.action.reconciler).inc()
-        self.last = result
+        v = self.view
+        self.view = Published(result, v.observed, v.rows, v.vms, v.vm_names, v.preview)
         if self.ledger_file is not None:
             self.ledger_file.save(self.ledger, finished)
         return result
@@ -312,26 +341,21 @@ class Controller:
         done = 0
         next_resync = 0.0
         last_full = float("-inf")
+        sched = self.scheduler
         while not self._stop.is_set():
             metrics.beat(me)
-            if self._recheck_at is not None and time.time() >= self._recheck_at:
-                self._recheck_at = None
-                with self._dirty_lock:  # a grace has ended: a full pass now
-                    self._full = self._urgent = True
-                self._wake.set()
+            sched.due(time.time())  # a plan asked to run again by now (a grace has ended)
             changed = self.desired.poll()
             now = time.monotonic()
-            if changed or self._wake.is_set() or now >= next_resync:
-                self._wake.clear()
-                full, urgent, dirty = self._take_dirty()
+            if changed or sched.wake.is_set() or now >= next_resync:
+                sched.wake.clear()
+                full, urgent, dirty = sched.take()
                 domains = frozenset(k.split(":", 1)[1] for k in dirty if k.startswith("domain:"))
                 if full and not (urgent or changed or now >= next_resync or self.cib is None) \
                         and now - last_full < MIN_FULL_PASS_SECONDS:
-                    with self._dirty_lock:  # not yet: keep what the events asked for
-                        self._full = True
-                        self._dirty |= dirty
+                    sched.defer(True, dirty)
                     self._stop.wait(MIN_FULL_PASS_SECONDS - (now - last_full))
-                    self._wake.set()
+                    sched.wake.set()
                     continue
                 if full or changed or now >= next_resync or self.cib is None:
                     last_full = time.monotonic()
@@ -348,5 +372,5 @@ class Controller:
                 done += 1
                 if passes and done >= passes:
                     return
-            if self._wake.wait(timeout=1.0):  # also polls the desired file once a second
+            if sched.wake.wait(timeout=1.0):  # also polls the desired file once a second
                 time.sleep(DEBOUNCE_SECONDS)  # a burst of events becomes one pass

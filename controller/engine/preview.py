@@ -10,22 +10,30 @@ such a patch unless allowed. Live migrations are not disruptions.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from lxml import etree
 
 from controller.actuators.cibedit import CibEditor, EditError
 from controller.engine.decide import Decision
 from controller.engine.guard import Verdict
-from controller.model.actions import CIB_ACTIONS, AnyAction, TransitionStep
+from controller.logs import logger
+from controller.model.actions import CIB_ACTIONS, AnyAction, TransitionStep, describe
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex
-from probes.pacemaker.simulate import simulate_both
+from controller.model.observed import ConfigVersion
+from controller.model.vms import is_vm_resource
+from probes.pacemaker.read import config_version
+from probes.pacemaker.simulate import simulate, simulate_both
+from probes.xmlparse import parse_document
 
 DISRUPTIVE = frozenset({"stop", "restart", "move", "recover"})
 
@@ -35,29 +43,141 @@ class Preview:
     steps: tuple[TransitionStep, ...] = ()
     error: str | None = None  # the scheduler could not say (timed out, failed): not proven safe
     seconds: float = 0.0
+    # The CIB the scheduler judged (the cluster as it was when the preview started) and its
+    # configuration version: the base of the patch, applied only while that version stands.
+    cib: bytes | None = None
+    config: ConfigVersion | None = None
+    simulations: int = 0  # crm_simulate runs this preview cost (1 when the baseline was known)
 
 
-def preview(cib: bytes, actions: Sequence[AnyAction], timeout: float) -> Preview:
+@dataclass
+class Baseline:
+    """The transition Pacemaker computes for an unpatched CIB, kept for the CIB it was computed
+    on (by digest): a preview of the same reading runs the scheduler once, on the patched copy."""
+
+    digest: bytes = b""
+    steps: tuple[TransitionStep, ...] = ()
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, digest: bytes) -> tuple[TransitionStep, ...] | None:
+        with self._lock:
+            return self.steps if digest == self.digest else None
+
+    def put(self, digest: bytes, steps: tuple[TransitionStep, ...]) -> None:
+        with self._lock:
+            self.digest, self.steps = digest, steps
+
+
+def preview(cib: bytes, actions: Sequence[AnyAction], timeout: float,
+            baseline: Baseline | None = None) -> Preview:
     started = time.monotonic()
+    runs = 0
     try:
-        root = etree.fromstring(cib, parser=etree.XMLParser(resolve_entities=False,
-                                                            huge_tree=True))
+        root = parse_document(cib, source="the CIB to preview")
+        config = config_version(root)
         editor = CibEditor(root)
         for a in actions:
             try:
                 editor.apply(a)
             except EditError:
                 continue  # the actuator would report this one as failed: not in the patch
+        digest = hashlib.sha256(cib).digest()
+        base = baseline.get(digest) if baseline is not None else None
         with tempfile.TemporaryDirectory(prefix="kvm-warden-preview-") as tmp:
             before, after = Path(tmp, "before.xml"), Path(tmp, "after.xml")
-            before.write_bytes(cib)
             after.write_bytes(etree.tostring(root))
-            base, steps = simulate_both(str(before), str(after), timeout=timeout)
-            baseline = set(base)
-    except (WardenError, etree.XMLSyntaxError) as exc:
-        return Preview(error=str(exc), seconds=time.monotonic() - started)
-    return Preview(tuple(s for s in steps if s not in baseline), None,
-                   time.monotonic() - started)
+            if base is None:
+                before.write_bytes(cib)
+                base, steps = simulate_both(str(before), str(after), timeout=timeout)
+                runs = 2
+                if baseline is not None:
+                    baseline.put(digest, base)
+            else:
+                steps, runs = simulate(str(after), timeout=timeout), 1
+    except (WardenError, OSError) as exc:  # a full disk is "not proven safe", not a crash
+        return Preview(error=str(exc), seconds=time.monotonic() - started, simulations=runs)
+    known = set(base)
+    return Preview(tuple(s for s in steps if s not in known), None,
+                   time.monotonic() - started, cib, config, runs)
+
+
+class Previewer(Protocol):
+    """What the pass asks for: the preview of these CIB actions on the cluster as it is now,
+    or None while it is being computed (the pass then holds the patch)."""
+
+    def __call__(self, actions: tuple[AnyAction, ...], planned_on: ConfigVersion | None,
+                 timeout: float) -> Preview | None: ...
+
+
+def patch_key(actions: Sequence[AnyAction]) -> tuple[str, ...]:
+    """What makes two passes' patches the same patch (their edits, not their wording)."""
+    return tuple(sorted(describe(a) for a in actions))
+
+
+@dataclass
+class InlinePreviewer:
+    """The preview computed in the caller's thread (`plan`, tests): on the CIB `current` reads
+    now -- status included, so a VM Pacemaker moved since the last configuration change is
+    previewed where it runs."""
+
+    current: Callable[[], bytes]
+    baseline: Baseline = field(default_factory=Baseline)
+
+    def __call__(self, actions: tuple[AnyAction, ...], planned_on: ConfigVersion | None,
+                 timeout: float) -> Preview | None:
+        try:
+            cib = self.current()
+        except WardenError as exc:
+            return Preview(error=f"cannot read the CIB to preview: {exc}")
+        return preview(cib, actions, timeout, self.baseline)
+
+
+class BackgroundPreviewer:
+    """The service's previewer: the scheduler runs on its own thread (20 s at 16 x 1,000), the
+    loop's passes go on meanwhile, and `done` wakes the loop when a result is ready. One result
+    is kept, for one patch on one configuration version: a pass that plans the same patch on
+    the same configuration gets it; anything else starts a new preview."""
+
+    def __init__(self, current: Callable[[], bytes], done: Callable[[], None]):
+        self.current, self.done = current, done
+        self.baseline = Baseline()
+        self._lock = threading.Lock()
+        self._running: tuple[object, ...] | None = None
+        self._result: tuple[tuple[object, ...], Preview] | None = None
+        self.log = logger(component="preview")
+
+    def __call__(self, actions: tuple[AnyAction, ...], planned_on: ConfigVersion | None,
+                 timeout: float) -> Preview | None:
+        key = (planned_on, patch_key(actions))
+        with self._lock:
+            if self._result is not None and self._result[0] == key:
+                return self._result[1]
+            if self._running is not None:
+                return None  # one preview at a time; the next pass asks again
+            self._running = key
+        threading.Thread(target=self._work, args=(key, actions, planned_on, timeout),
+                         name="preview", daemon=True).start()
+        return None
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running is not None
+
+    def _work(self, key: tuple[object, ...], actions: tuple[AnyAction, ...],
+              planned_on: ConfigVersion | None, timeout: float) -> None:
+        try:
+            pv = InlinePreviewer(self.current, self.baseline)(actions, planned_on, timeout)
+        except Exception as exc:  # noqa: BLE001 -- a crash is "not proven safe", never a dead thread
+            self.log.error("preview_crashed", error=repr(exc))
+            pv = Preview(error=f"the preview crashed: {exc!r}")
+        with self._lock:
+            self._running = None
+            # Judged on another configuration than the one planned on: the plan is stale and
+            # the result is of no use to it; the next pass plans on what the cluster is now.
+            if pv is not None and (pv.config is None or pv.config == planned_on):
+                self._result = (key, pv)
+        self.done()
 
 
 def disruptions(pv: Preview, index: ClusterIndex, desired: DesiredState) -> list[str]:
@@ -65,9 +185,7 @@ def disruptions(pv: Preview, index: ClusterIndex, desired: DesiredState) -> list
     stopped_on_purpose = {vm.resource_id for vm in desired.vms if vm.state == "stopped"}
     out = []
     for s in pv.steps:
-        cfg = index.configured.get(s.resource)
-        is_vm = cfg is not None and (cfg.agent or "").endswith(":VirtualDomain")
-        if (is_vm and s.action in DISRUPTIVE and s.resource in index.running
+        if (is_vm_resource(index, s.resource) and s.action in DISRUPTIVE and s.resource in index.running
                 and s.resource not in stopped_on_purpose):
             out.append(describe_step(s))
     return out
@@ -79,15 +197,6 @@ def describe_step(s: TransitionStep) -> str:
     }.get(s.action, s.to_node or s.from_node or "")
     word = {"migrate": "live-migrate", "move": "move (stop/start)"}.get(s.action, s.action)
     return f"{word} {s.resource} {where}".rstrip()
-
-
-MOVING = frozenset({"placement", "storage", "nodes"})  # reconcilers whose patches move VMs
-
-
-def needs_preview(decisions: Sequence[Decision]) -> bool:
-    """Whether a pass's admitted actions could make Pacemaker move VMs (the loop previews
-    those; `plan` previews every patch)."""
-    return any(d.verdict.admitted and d.action.reconciler in MOVING for d in decisions)
 
 
 def gate(decisions: tuple[Decision, ...], pv: Preview, index: ClusterIndex,

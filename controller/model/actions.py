@@ -249,9 +249,14 @@ class Plan:
 
     actions: tuple[AnyAction, ...] = ()
     findings: tuple[Finding, ...] = ()
+    # When a reconciler wants the next pass even if nothing changes (wall clock): a grace
+    # period ends then. The scheduler wakes for it without knowing which reconciler asked.
+    requeue_at: float | None = None
 
     def __add__(self, other: Plan) -> Plan:
-        return Plan(self.actions + other.actions, self.findings + other.findings)
+        times = [t for t in (self.requeue_at, other.requeue_at) if t is not None]
+        return Plan(self.actions + other.actions, self.findings + other.findings,
+                    min(times) if times else None)
 
 
 def describe(action: AnyAction) -> str:

@@ -159,6 +159,11 @@ class ResourceConfig(msgspec.Struct, frozen=True, kw_only=True):
     utilization: Mapping[str, str] = msgspec.field(default_factory=dict)
 
 
+# A CIB's configuration version, (admin_epoch, epoch): what a configuration change moves.
+# num_updates moves with every status update and is not part of it.
+ConfigVersion = tuple[int, int]
+
+
 class CibConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The configuration section of a CIB, with its version counters."""
 
@@ -173,6 +178,10 @@ class CibConfig(msgspec.Struct, frozen=True, kw_only=True):
     # (resource, source, target) of its migrate_to record. Cleaning the target's history
     # alone would leave this half and make Pacemaker restart the VM (health.py).
     migrations: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def version(self) -> ConfigVersion:
+        return self.admin_epoch, self.epoch
 
 
 class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):

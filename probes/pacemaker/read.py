@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+from lxml import etree
 
 from controller import commands
 from controller.model.errors import ParseError, ToolError
-from controller.model.observed import CibConfig, ClusterStatus
+from controller.model.observed import CibConfig, ClusterStatus, ConfigVersion
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.crm_mon import parse_crm_mon
-from probes.xmlparse import parse_document
+from probes.xmlparse import parse_document, to_int
 
 CRM_MON_TIMEOUT = 60.0  # 2.2 s at 32 nodes x 5,000 VMs here; a hung crm_mon is killed
 
@@ -71,6 +72,13 @@ def read_both(
         raise
     out = commands.finish(child, timeout=timeout)
     return parse_crm_mon(out.stdout, source=cib_file or "crm_mon"), cib
+
+
+def config_version(root: etree._Element) -> ConfigVersion:
+    """The configuration version of a parsed CIB (its root element's counters)."""
+    return (to_int(root.get("admin_epoch", "0"), element="cib", attribute="admin_epoch",
+                   source="cib"),
+            to_int(root.get("epoch", "0"), element="cib", attribute="epoch", source="cib"))
 
 
 class CibVersion(msgspec.Struct, frozen=True, kw_only=True):

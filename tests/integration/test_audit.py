@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,18 +14,11 @@ from controller.actuators.pacemaker import PacemakerActuator
 from controller.app.simulated import embedded_desired
 from controller.engine.audit import AuditLog, read
 from controller.engine.loop import Controller
-from controller.engine.observe import Reading
+from controller.engine.preview import InlinePreviewer
+from tests.cibs import EXAMPLE, SEED, cli
 from tests.simulated import simulated
 
 pytestmark = pytest.mark.usefixtures("pacemaker_tools")
-ROOT = Path(__file__).parent.parent.parent
-SEED = ROOT / "tests" / "fixtures" / "seed-settled.cib.xml"
-EXAMPLE = ROOT / "config" / "desired-state.example.yaml"
-
-
-def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "controller.app.cli", *argv],
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_plan_apply_leaves_one_record_per_action_applied_or_refused(tmp_path: Path) -> None:
@@ -59,15 +50,17 @@ def test_the_service_records_failed_and_applied_changes(tmp_path: Path) -> None:
     sim, store, _ = simulated(tmp_path)
     state = tmp_path / "state"
     vanish = {"now": True}
+    actuator = PacemakerActuator(str(sim.cib_file))
+    inline = InlinePreviewer(actuator.query)
 
-    def source() -> Reading:
-        reading = sim.read()
-        if vanish["now"]:  # the CIB goes away between the read and the patch: a tool error
+    def previewer(actions, planned_on, timeout):  # type: ignore[no-untyped-def]
+        pv = inline(actions, planned_on, timeout)
+        if vanish["now"]:  # the CIB goes away between the preview and the patch: a tool error
             os.rename(sim.cib_file, tmp_path / "hidden.xml")
-        return reading
+        return pv
 
-    ctl = Controller(source=source, actuator=PacemakerActuator(str(sim.cib_file)),
-                     desired=store, after_apply=sim.settle, audit=AuditLog(state))
+    ctl = Controller(source=sim.read, actuator=actuator, desired=store,
+                     after_apply=sim.settle, audit=AuditLog(state), previewer=previewer)
     first = ctl.run_pass()
     assert first.decisions and not first.outcomes
     failed = list(read(state))

@@ -133,7 +133,8 @@ def test_observe_and_plan_apply_on_the_live_cib(pacemaker_node: ClusterNode,
                        "    state: stopped\n")
     env_cwd = str(ROOT)
     applied = subprocess.run([*node.prefix, sys.executable, "-m", "controller.app.cli", "plan",
-                              "--desired", str(desired), "--apply"], capture_output=True,
+                              "--desired", str(desired), "--apply", "--state-dir",
+                              str(tmp_path / "state")], capture_output=True,
                              text=True, timeout=120, cwd=env_cwd)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "3 applied" in applied.stdout

@@ -95,9 +95,17 @@ def test_run_serves_metrics_status_and_readiness(tmp_path: Path) -> None:
                         break
             except urllib.error.HTTPError:
                 time.sleep(0.2)
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
-            body = r.read().decode()
-        assert 'kvm_warden_actions_total{kind="SetLocation",verdict="admitted"}' in body
+        # The first pass holds its patch while the scheduler previews it (off the loop's
+        # thread); the pass after the preview admits and applies it.
+        admitted = 'kvm_warden_actions_total{kind="SetLocation",verdict="admitted"}'
+        while True:
+            with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+                body = r.read().decode()
+            if admitted in body or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert admitted in body
+        assert 'kvm_warden_actions_total{kind="SetLocation",verdict="previewing"}' in body
         assert "kvm_warden_cluster_quorate 1.0" in body
         assert "kvm_warden_desired_state_valid 1.0" in body
         with urllib.request.urlopen(f"{url}/status", timeout=5) as r:

@@ -7,7 +7,7 @@ import time
 from controller import metrics
 from controller.app.run import ready_state
 from controller.engine.desired_store import DesiredStore
-from controller.engine.loop import Controller, PassResult
+from controller.engine.loop import Controller, PassResult, Published
 from controller.engine.observe import Reading
 from controller.metrics import REGISTRY
 from controller.model.desired import parse_desired
@@ -28,10 +28,10 @@ def controller(source=None) -> Controller:  # type: ignore[no-untyped-def]
 
 def test_readyz_uses_the_end_of_the_last_good_pass_not_the_clock() -> None:
     ctl = controller()
-    ctl.last = PassResult((), (), finished_at=time.time() - 1000)
+    ctl.view = Published(last=PassResult((), (), finished_at=time.time() - 1000))
     ok, why = ready_state(ctl)
     assert not ok and "ago" in why
-    ctl.last = PassResult((), (), finished_at=time.time())
+    ctl.view = Published(last=PassResult((), (), finished_at=time.time()))
     assert ready_state(ctl) == (True, "ready")
 
 

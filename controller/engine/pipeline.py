@@ -1,0 +1,141 @@
+"""One pass, for the service and for `plan` alike: decide -> preview -> gate -> apply -> record
+the outcomes in the ledger -> audit.
+
+There is no second, weaker path: `plan --apply` runs this with the ledger of the state
+directory it shares with the service (cooldowns, rates, the breaker, the once-per-pause `fail:`
+marks, the cleanup history), under the one-writer lock (engine/writer.py). What differs between
+the two is only what they hand in: which previewer (the service's runs off its loop's thread),
+who is recorded in the audit, and whether to apply at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from controller import metrics
+from controller.actuators.pacemaker import CibConflict, PacemakerActuator
+from controller.engine.audit import PassAudit
+from controller.engine.decide import Decision, decide_pass
+from controller.engine.guard import Guard, Verdict
+from controller.engine.ledger import Ledger
+from controller.engine.preview import Preview, Previewer, gate
+from controller.logs import logger
+from controller.model.actions import CIB_ACTIONS, Finding, Outcome
+from controller.model.desired import DesiredState
+from controller.model.errors import WardenError
+from controller.model.index import ClusterIndex
+
+log = logger(component="pass")
+
+
+@dataclass(frozen=True)
+class PassInput:
+    """What one pass plans on: one reading of the cluster, indexed, and the desired file."""
+
+    index: ClusterIndex
+    desired: DesiredState
+    now: float  # wall clock
+    observed_at: float | None  # when Pacemaker was read (the guard's freshness)
+    cib: bytes | None  # the CIB of that reading: the patch's base when nothing fresher is
+    scope: frozenset[str] | None = None  # VM names of an incremental pass
+
+
+@dataclass(frozen=True)
+class PassEffects:
+    """Who acts, and how: what differs between the service's passes and `plan`'s."""
+
+    ledger: Ledger
+    previewer: Previewer
+    audit: PassAudit
+    actuator: PacemakerActuator | None = None  # None: plan only, nothing is sent
+    allow_disruption: bool = False
+
+
+@dataclass(frozen=True)
+class PassOutput:
+    decisions: tuple[Decision, ...]
+    findings: tuple[Finding, ...]
+    outcomes: tuple[Outcome, ...] = ()
+    preview: Preview | None = None
+    conflict: bool = False  # the CIB's configuration changed under the plan: re-plan at once
+    error: str | None = None
+    requeue_at: float | None = None  # a reconciler wants a pass then (wall clock)
+
+    @property
+    def applied(self) -> bool:
+        return any(o.applied for o in self.outcomes)
+
+
+def run_pass(inp: PassInput, fx: PassEffects) -> PassOutput:
+    decided = decide_pass(inp.index, inp.desired, Guard(fx.ledger), inp.now, inp.observed_at,
+                          inp.scope)
+    decisions, pv, stale = _preview(decided.decisions, inp, fx)
+    out = PassOutput(decisions, decided.findings, preview=pv, requeue_at=decided.requeue_at)
+    if stale:
+        out = replace(out, conflict=True,
+                      error="not applied, the CIB configuration changed since it was read")
+    elif fx.actuator is not None:
+        out = _apply(out, inp, fx, fx.actuator, pv.cib if pv is not None else None)
+    fx.audit.write(out.decisions, out.outcomes, out.error, full=inp.scope is None)
+    return out
+
+
+def _preview(decisions: tuple[Decision, ...], inp: PassInput, fx: PassEffects
+             ) -> tuple[tuple[Decision, ...], Preview | None, bool]:
+    """Every patch is previewed on the cluster as it is now. Returns the gated decisions, the
+    preview, and whether the plan is stale (the configuration moved since it was read)."""
+    patch = tuple(d.action for d in decisions
+                  if d.verdict.admitted and isinstance(d.action, CIB_ACTIONS))
+    if not patch:
+        return decisions, None, False
+    cib = inp.index.observed.cib
+    planned_on = cib.version if cib is not None else None
+    policy = inp.desired.policy
+    pv = fx.previewer(patch, planned_on, policy.preview_timeout_seconds)
+    if pv is None:
+        return _hold(decisions, "the scheduler's preview of this patch is running"), None, False
+    metrics.PREVIEW_DURATION.observe(pv.seconds)
+    if pv.error is not None:
+        log.warning("preview_failed", error=pv.error)
+    if pv.config is not None and planned_on is not None and pv.config != planned_on:
+        return _hold(decisions, "the CIB configuration changed since it was read: planning "
+                     "again"), pv, True
+    allow = fx.allow_disruption or policy.allow_disruption
+    return gate(decisions, pv, inp.index, inp.desired, allow), pv, False
+
+
+def _hold(decisions: tuple[Decision, ...], detail: str) -> tuple[Decision, ...]:
+    verdict = Verdict(False, "previewing", detail)
+    return tuple(Decision(d.action, verdict)
+                 if d.verdict.admitted and isinstance(d.action, CIB_ACTIONS) else d
+                 for d in decisions)
+
+
+def _apply(out: PassOutput, inp: PassInput, fx: PassEffects, actuator: PacemakerActuator,
+           base: bytes | None) -> PassOutput:
+    """Send the admitted actions (one CIB patch, then crm_resource); record every outcome in
+    the ledger: an applied or failed action spends its rate and starts its cooldown."""
+    admitted = [d.action for d in out.decisions if d.verdict.admitted]
+    if not admitted:
+        return out
+    outcomes: list[Outcome] = []
+    conflict, error = False, None
+    try:
+        outcomes = actuator.apply(admitted, cib=base if base is not None else inp.cib)
+    except CibConflict as exc:
+        conflict, error = True, f"not applied, the CIB changed meanwhile: {exc}"
+        metrics.CIB_CONFLICTS.inc()
+        log.warning("cib_conflict", error=str(exc))
+    except WardenError as exc:
+        error = str(exc)
+        metrics.ACTUATOR_ERRORS.inc()
+        log.error("apply_failed", error=str(exc))
+    except OSError as exc:  # a temporary file the patch needs (disk full): a failed pass
+        error = f"cannot prepare the patch: {exc}"
+        metrics.ACTUATOR_ERRORS.inc()
+        log.error("apply_failed", error=error)
+    for o in outcomes:
+        fx.ledger.record(o.action, o.applied, inp.index, inp.now)
+        metrics.APPLIED.labels(kind=type(o.action).__name__,
+                               outcome="applied" if o.applied else "failed").inc()
+    return replace(out, outcomes=tuple(outcomes), conflict=conflict, error=error)
