@@ -274,7 +274,8 @@ def _update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int
             VM_FAILCOUNT.labels(vm=vms[rid], node=node).set(count)
 
 
-def update_findings(findings: Iterable[Finding]) -> None:
+def update_findings(findings: Iterable[Finding], vm_names: Mapping[str, str]) -> None:
+    """`vm_names`: resource id -> VM name of every cluster VM (model/vms.py)."""
     FINDINGS.clear()
     CIRCUIT_OPEN.clear()
     OPERATOR_BAN.clear()
@@ -282,11 +283,12 @@ def update_findings(findings: Iterable[Finding]) -> None:
     counts: dict[tuple[str, str], int] = {}
     for f in findings:
         counts[(f.reconciler, f.severity)] = counts.get((f.reconciler, f.severity), 0) + 1
-        if f.kind == "circuit-open":
-            CIRCUIT_OPEN.labels(resource=f.subject.split("@", 1)[0]).set(1)
-        if f.kind == "operator-ban":
-            rid, _, node = f.subject.rpartition("@")
-            OPERATOR_BAN.labels(vm=conventional_name(rid), node=node).set(1)
+        if f.kind == "circuit-open" and f.rsc is not None:
+            CIRCUIT_OPEN.labels(resource=f.rsc).set(1)
+        if f.kind == "operator-ban" and f.rsc is not None:
+            # The file's VM name when it lists the resource (its entry may name any `resource:`)
+            vm = vm_names.get(f.rsc) or conventional_name(f.rsc)
+            OPERATOR_BAN.labels(vm=vm, node=f.node or "").set(1)
         if f.kind in PLACEMENT_FINDINGS:
             split += 1
     for (rec, sev), n in counts.items():

@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.model.actions import AnyAction, Finding, FindingKind, Plan, RemoveConstraint, Severity
+from controller.model.actions import (
+    AnyAction,
+    Finding,
+    FindingKind,
+    Plan,
+    RemoveConstraint,
+    Severity,
+    Subject,
+)
 from controller.model.context import Context
 from controller.model.index import ClusterIndex
 
@@ -21,10 +29,11 @@ class PlanBuilder:
     actions: list[AnyAction] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
-    def find(self, kind: FindingKind, severity: Severity, subject: str, message: str,
+    def find(self, kind: FindingKind, severity: Severity, about: Subject, message: str,
              urgent: bool = False) -> None:
         self.findings.append(Finding(reconciler=self.reconciler, kind=kind, severity=severity,
-                                     subject=subject, message=message, urgent=urgent))
+                                     subject=str(about), rsc=about.rsc, node=about.node,
+                                     message=message, urgent=urgent))
 
     def build(self) -> Plan:
         return Plan(tuple(self.actions), tuple(self.findings))

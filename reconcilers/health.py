@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from controller.model.actions import Cleanup, Plan
+from controller.model.actions import Cleanup, Plan, Subject
 from controller.model.context import CIRCUIT_WINDOW, Context
 from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
@@ -116,9 +116,9 @@ def plan(ctx: Context) -> Plan:
             continue
         if counted_by_pacemaker(index, rid, node, now):
             continue  # Pacemaker's own recovery: failure-timeout expires it, not a cleanup
-        attempts = tuple(t for t in history.attempts.get(f"{rid}@{node}", ()) if now - t < CIRCUIT_WINDOW)
+        attempts = tuple(t for t in history.of(rid, node) if now - t < CIRCUIT_WINDOW)
         if len(attempts) >= CIRCUIT_MAX:
-            out.find("circuit-open", "critical", f"{rid}@{node}",
+            out.find("circuit-open", "critical", Subject(rid, node),
                      f"circuit open: {rid} failed again after {len(attempts)} cleanups on {node} "
                      f"within {CIRCUIT_WINDOW / 60:.0f} min; no more automatic cleanups")
             continue
@@ -144,13 +144,13 @@ def plan(ctx: Context) -> Plan:
                 st = index.nodes.get(node)
                 how = "UNCLEAN (fencing pending or failed)" if st is not None and st.unclean \
                     else "offline"
-                out.find("split-brain", "critical", f"{rid}@{node}",
+                out.find("split-brain", "critical", Subject(rid, node),
                          f"split brain: domain {vm.name} was last seen running on {node}, which "
                          f"Pacemaker sees {how}; nothing proves it stopped there",
                          urgent=st is not None and st.unclean)
             for c in ctx.ledger.out_of_band:
                 if c.vm == vm.name:
-                    out.find("out-of-band", "warning", f"{rid}@{c.node}",
+                    out.find("out-of-band", "warning", Subject(rid, c.node),
                              f"{vm.name}: {c.what} on {c.node} at "
                              f"{datetime.fromtimestamp(c.at, UTC):%H:%M:%S}Z was not Pacemaker's "
                              "doing (virsh behind the cluster's back?)")
@@ -159,10 +159,10 @@ def plan(ctx: Context) -> Plan:
                 continue
             placed = set(index.running.get(rid, ()))
             if len(on) > 1:
-                out.find("split-brain", "critical", rid,
+                out.find("split-brain", "critical", Subject(rid),
                          f"split brain? domain {vm.name} runs on {', '.join(on)}")
             elif set(on) - placed:
-                out.find("unplaced-domain", "critical", rid,
+                out.find("unplaced-domain", "critical", Subject(rid),
                          f"domain {vm.name} runs on {on[0]} where Pacemaker does not have {rid} "
                          f"active ({', '.join(sorted(placed)) or 'nowhere'})")
     return out.build()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.model.actions import Plan
+from controller.model.actions import Plan, Subject
 from controller.model.context import Context
 from reconcilers.base import PlanBuilder
 
@@ -17,24 +17,24 @@ def plan(ctx: Context) -> Plan:
     for vm in desired.vms:
         rid = vm.resource_id
         if rid not in index.exists:
-            out.find("missing-resource", "warning", rid,
+            out.find("missing-resource", "warning", Subject(rid),
                      f"VM {vm.name}: no Pacemaker resource {rid!r}; create it "
                      "(pcs resource create ... ocf:heartbeat:VirtualDomain) to put it under "
                      "cluster control")
             continue
         cfg = index.configured.get(rid)
         if cfg is not None and cfg.agent and not cfg.agent.endswith(":VirtualDomain"):
-            out.find("wrong-agent", "warning", rid,
+            out.find("wrong-agent", "warning", Subject(rid),
                      f"VM {vm.name}: resource {rid!r} is {cfg.agent}, "
                      "not ocf:heartbeat:VirtualDomain")
         nodes = (vm.placement.allowed or ()) + ((vm.placement.prefer,) if vm.placement.prefer else ())
         for node in nodes:
             if index.node_names and node not in index.node_names:
-                out.find("unknown-node", "warning", rid,
+                out.find("unknown-node", "warning", Subject(rid),
                          f"VM {vm.name}: node {node!r} is not a cluster node")
     for st in desired.storage:
         for rid in (st.resource, *st.requires):
             if rid not in index.exists:
-                out.find("missing-storage-resource", "warning", rid,
+                out.find("missing-storage-resource", "warning", Subject(rid),
                          f"storage {st.name}: no Pacemaker resource {rid!r}")
     return out.build()

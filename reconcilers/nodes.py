@@ -17,7 +17,7 @@ a finding, and the node is not put in standby: nothing moves.
 
 from __future__ import annotations
 
-from controller.model.actions import Plan, SetNodeAttribute, SetProperty
+from controller.model.actions import Plan, SetNodeAttribute, SetProperty, Subject
 from controller.model.context import Context
 from reconcilers.base import PlanBuilder
 
@@ -43,7 +43,7 @@ def plan(ctx: Context) -> Plan:
         if want == "standby" and not current.standby:
             blocked = _blocked_vms(ctx, node, targets)
             if blocked:
-                out.find("drain-blocked", "critical", node,
+                out.find("drain-blocked", "critical", Subject(node=node),
                          f"drain of {node} not started: no node may take {', '.join(blocked)} "
                          f"(eligible nodes: {', '.join(sorted(targets)) or 'none'})")
                 continue

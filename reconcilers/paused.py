@@ -12,7 +12,7 @@ that are a job in progress (save, dump, snapshot), which restarting would break.
 
 from __future__ import annotations
 
-from controller.model.actions import FailResource, Plan
+from controller.model.actions import FailResource, Plan, Subject, fail_mark
 from controller.model.context import Context
 from controller.model.vms import cluster_vms
 from reconcilers.base import PlanBuilder
@@ -59,7 +59,7 @@ def _why_not(ctx: Context, rid: str, node: str, reason: str, age: float,
     # One restart per pause: once marked failed, the recovery is Pacemaker's (a stop of a
     # paused guest may wait out its graceful timeout); another --fail would only count more
     # failures towards migration-threshold. Nor while Pacemaker has an operation in flight.
-    asked = ctx.ledger.failed_at.get(f"fail:{rid}:{node}")
+    asked = ctx.ledger.failed_at.get(fail_mark(rid, node))
     if asked is not None and asked >= ctx.now - age:
         return "marked failed, Pacemaker recovers it"
     if rid in ctx.index.transitioning or rid in ctx.index.migrating:
@@ -76,7 +76,7 @@ def plan(ctx: Context) -> Plan:
         if age is None or age < ctx.desired.policy.pause_grace_seconds:
             continue
         why_not = _why_not(ctx, rid, node, reason, age, declared)
-        out.find("vm-paused", "critical", f"{rid}@{node}",
+        out.find("vm-paused", "critical", Subject(rid, node),
                  f"domain {name} is paused on {node} ({reason}) for {age:.0f} s; Pacemaker's "
                  "monitor counts a paused VM as running" + (f"; {why_not}" if why_not else ""))
         if why_not is None:

@@ -11,7 +11,14 @@ contradicts the file is reported.
 
 from __future__ import annotations
 
-from controller.model.actions import AddColocation, Plan, RemoveConstraint, SetAllowedNodes, SetLocation
+from controller.model.actions import (
+    AddColocation,
+    Plan,
+    RemoveConstraint,
+    SetAllowedNodes,
+    SetLocation,
+    Subject,
+)
 from controller.model.context import Context
 from controller.model.index import ClusterIndex
 from controller.model.observed import LocationConstraint
@@ -210,6 +217,6 @@ def report_bans(out: PlanBuilder, ctx: Context) -> None:
                 why = f"with the other bans it keeps {vm.name}, which should run, from running"
             else:
                 continue
-            out.find("operator-ban", "warning", f"{rid}@{node}",
+            out.find("operator-ban", "warning", Subject(rid, node),
                      f"operator ban cli-ban-{rid}-on-{node} contradicts the desired state: {why}; "
                      f"kept (clear it with `pcs resource clear {rid}` when the evacuation is over)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.model.actions import Plan, SetProperty
+from controller.model.actions import Plan, SetProperty, Subject
 from controller.model.context import Context
 from controller.model.pcmk import same_value
 from reconcilers.base import PlanBuilder
@@ -24,7 +24,7 @@ def plan(ctx: Context) -> Plan:
             if name == "stonith-enabled" and same_value(value, "true") and not has_fencing:
                 # Pacemaker refuses to start any resource with STONITH on and no device:
                 # enabling it would stop every VM. A person must configure fencing first.
-                out.find("stonith-without-device", "critical", "stonith-enabled",
+                out.find("stonith-without-device", "critical", Subject(name="stonith-enabled"),
                          "desired stonith-enabled=true, but no stonith resource is configured; "
                          "not enabling it (Pacemaker would stop every resource)")
                 continue

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controller.model.actions import AddColocation, AddOrder, Plan, RemoveConstraint, SetProperty
+from controller.model.actions import AddColocation, AddOrder, Plan, RemoveConstraint, SetProperty, Subject
 from controller.model.context import Context
 from controller.model.desired import DesiredState, Storage
 from controller.model.index import ClusterIndex, domain_active
@@ -156,7 +156,7 @@ def remove_on_evidence(out: PlanBuilder, index: ClusterIndex, desired: DesiredSt
             why = disproved(index, listed, then, st) if st is not None else (
                 f"{first} is no longer a storage resource of the desired state")
         if why is None:
-            out.find("storage-kept", "info", cid,
+            out.find("storage-kept", "info", Subject(name=cid),
                      f"kept {cid}: nothing proves {then} no longer needs {first} (it is not "
                      "declared, and no fresh listing of its running domain disproves a disk on "
                      "the storage)")

@@ -18,7 +18,7 @@ from controller.bus.subscriber import Peer, Subscriber
 from controller.bus.wire import to_json
 from controller.engine.store import Store, mark_stale
 from controller.model.errors import WardenError
-from controller.model.events import Envelope
+from controller.model.events import Dirty, Envelope
 from probes.pacemaker.alerts import AlertReceiver
 
 
@@ -131,7 +131,7 @@ def run_watch(agents: list[str], keys: str | None, allow: str | None, insecure: 
         printed.release()
 
     class Printer(Store):
-        def fold(self, env: Envelope) -> frozenset[str]:
+        def fold(self, env: Envelope) -> frozenset[Dirty]:
             show(env)
             return frozenset()
 

@@ -116,8 +116,9 @@ class WebView:
         observed = c.last_observed or ObservedState()
         by_rid: dict[str, list[FindingItem]] = {}
         for f in c.last.findings if c.last else ():
-            rid = f.subject.split("@", 1)[0]
-            by_rid.setdefault(rid, []).append(
+            if f.rsc is None:
+                continue
+            by_rid.setdefault(f.rsc, []).append(
                 FindingItem(kind=f.kind, severity=f.severity, message=f.message))
         vms = tuple(_item(r, tuple(by_rid.get(r.resource, ()))) for r in c.last_rows)
         nodes = tuple(

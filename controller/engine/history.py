@@ -140,9 +140,8 @@ class History:
             current: set[tuple[str, str]] = {(f.kind, f.subject) for f in findings}
             for f in findings:
                 if (f.kind, f.subject) not in self._findings:
-                    rid, _, node = f.subject.partition("@")
-                    events.append(Event(at=now, kind="finding", vm=names.get(rid),
-                                        node=node or None, detail=f"{f.kind}: {f.message}"))
+                    events.append(Event(at=now, kind="finding", vm=names.get(f.rsc or ""),
+                                        node=f.node, detail=f"{f.kind}: {f.message}"))
             self._findings = current
         for o in outcomes:
             if o.applied:

@@ -32,6 +32,7 @@ from controller.model.actions import (
     RemoveConstraint,
     SetAllowedNodes,
     SetLocation,
+    is_fail_mark,
 )
 from controller.model.context import (
     CIRCUIT_WINDOW,
@@ -84,7 +85,7 @@ class Ledger:
     def view(self) -> LedgerView:
         return LedgerView(cleanups=self.cleanups, out_of_band=tuple(self.out_of_band),
                           failed_at={k: t for k, t in self.last_change.items()
-                                     if k.startswith("fail:")})
+                                     if is_fail_mark(k)})
 
     def saw_out_of_band(self, changes: list[OutOfBandChange], now: float) -> None:
         self.out_of_band = [c for c in (*self.out_of_band, *changes)

@@ -29,6 +29,7 @@ from controller.logs import logger
 from controller.model.actions import AddColocation, AddOrder, Finding, Outcome, describe
 from controller.model.context import OutOfBandChange
 from controller.model.errors import WardenError
+from controller.model.events import Dirty
 from controller.model.index import build_index
 from controller.model.observed import ObservedState
 from controller.model.overview import VmRow, vm_rows
@@ -75,13 +76,13 @@ class Scheduler:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._dirty: set[str] = set()
+        self._dirty: set[Dirty] = set()
         self._full = True
         self._urgent = False
         self._requeue_at: float | None = None
         self.wake = threading.Event()
 
-    def mark(self, changed: frozenset[str], full: bool = False) -> None:
+    def mark(self, changed: frozenset[Dirty], full: bool = False) -> None:
         with self._lock:
             self._dirty |= changed
             self._full = self._full or full
@@ -93,13 +94,13 @@ class Scheduler:
             self._full = self._urgent = True
         self.wake.set()
 
-    def defer(self, full: bool, dirty: frozenset[str]) -> None:
+    def defer(self, full: bool, dirty: frozenset[Dirty]) -> None:
         """Not yet: keep what the events asked for."""
         with self._lock:
             self._full = self._full or full
             self._dirty |= dirty
 
-    def take(self) -> tuple[bool, bool, frozenset[str]]:
+    def take(self) -> tuple[bool, bool, frozenset[Dirty]]:
         with self._lock:
             full, urgent, dirty = self._full, self._urgent, frozenset(self._dirty)
             self._full, self._urgent, self._dirty = False, False, set()
@@ -185,12 +186,11 @@ class Controller:
     def wake(self) -> None:
         self.scheduler.wake.set()
 
-    def mark(self, changed: frozenset[str]) -> None:
+    def mark(self, changed: frozenset[Dirty]) -> None:
         """Objects an event changed (the store's change keys): the next pass's dirty set.
         Alerts mean Pacemaker acted: only crm_mon tells what it did. Quorum and mounts change
         what the guard and storage see cluster-wide: a full pass."""
-        self.scheduler.mark(changed, full=any(
-            k.startswith(("alert:", "quorum:", "mounts:")) for k in changed))
+        self.scheduler.mark(changed, full=any(d.kind != "domain" for d in changed))
 
     def preview_ready(self) -> None:
         """The background preview finished: plan again now, to use it."""
@@ -249,8 +249,7 @@ class Controller:
         if only is not None and last is not None:
             # An incremental pass checked only its VMs: the others' findings still stand.
             mine = {rid for name, rid in vms.items() if name in only}
-            findings = tuple(f for f in last.findings
-                             if f.subject.split("@", 1)[0] not in mine) + findings
+            findings = tuple(f for f in last.findings if f.rsc not in mine) + findings
         self.scheduler.requeue(out.requeue_at)
         rows = vm_rows(observed, desired)
         self.view = Published(last, observed, rows, vms, names,
@@ -302,7 +301,7 @@ class Controller:
         for f in findings:
             self.log.warning("finding", reconciler=f.reconciler, kind=f.kind,
                              severity=f.severity, subject=f.subject, message=f.message)
-        metrics.update_findings(findings)
+        metrics.update_findings(findings, self.view.vm_names)
         if out.error:
             self.log.warning("pass_not_applied", error=out.error)
 
@@ -350,7 +349,7 @@ class Controller:
             if changed or sched.wake.is_set() or now >= next_resync:
                 sched.wake.clear()
                 full, urgent, dirty = sched.take()
-                domains = frozenset(k.split(":", 1)[1] for k in dirty if k.startswith("domain:"))
+                domains = frozenset(d.name for d in dirty if d.kind == "domain")
                 if full and not (urgent or changed or now >= next_resync or self.cib is None) \
                         and now - last_full < MIN_FULL_PASS_SECONDS:
                     sched.defer(True, dirty)

@@ -15,6 +15,7 @@ import msgspec
 
 from controller.model.events import (
     AlertReceived,
+    Dirty,
     DomainLifecycle,
     DomainSeen,
     Envelope,
@@ -29,17 +30,17 @@ from controller.model.observed import Domain, ObservedState, Quorum
 from controller.model.pcmk import SHARED_FS_TYPES
 
 
-def fold(state: ObservedState, env: Envelope) -> tuple[ObservedState, frozenset[str]]:
+def fold(state: ObservedState, env: Envelope) -> tuple[ObservedState, frozenset[Dirty]]:
     return _apply(state, env.payload, env.source, env.sent_at)
 
 
 def _apply(state: ObservedState, p: Observation, source: str, at: float
-           ) -> tuple[ObservedState, frozenset[str]]:
+           ) -> tuple[ObservedState, frozenset[Dirty]]:
     seen = {**state.observed_at}
     stale = state.stale - {source}
     match p:
         case Snapshot(payloads=payloads):
-            changed: set[str] = set()
+            changed: set[Dirty] = set()
             for inner in payloads:
                 state, ch = _apply(state, inner, source, at)
                 changed |= ch
@@ -55,7 +56,7 @@ def _apply(state: ObservedState, p: Observation, source: str, at: float
             names = set(old) | set(doms.get(node, {}))
             changed_names = {n for n in names if old.get(n) != doms.get(node, {}).get(n)}
             return (msgspec.structs.replace(state, domains=doms, observed_at=seen, stale=stale),
-                    frozenset(f"domain:{n}" for n in changed_names))
+                    frozenset(Dirty("domain", n) for n in changed_names))
         case DomainLifecycle(node=node, domain=name, state=new_state) if new_state:
             seen[f"libvirt:{node}"] = at
             doms = {**state.domains}
@@ -65,22 +66,22 @@ def _apply(state: ObservedState, p: Observation, source: str, at: float
                 cur, state=new_state, reason=p.reason), at)
             doms[node] = node_doms
             return (msgspec.structs.replace(state, domains=doms, observed_at=seen, stale=stale),
-                    frozenset({f"domain:{name}"}))
+                    frozenset({Dirty("domain", name)}))
         case DomainLifecycle(domain=name):
-            return msgspec.structs.replace(state, stale=stale), frozenset({f"domain:{name}"})
+            return msgspec.structs.replace(state, stale=stale), frozenset({Dirty("domain", name)})
         case QuorumChanged(node=node):
             seen[f"corosync:{node}"] = at
             q = Quorum(state=p.state, quorate=p.quorate, members=p.members,
                        expected_votes=p.expected_votes, total_votes=p.total_votes)
             quorum = {**state.quorum, node: q}
             return (msgspec.structs.replace(state, quorum=quorum, observed_at=seen, stale=stale),
-                    frozenset({f"quorum:{node}"}))
+                    frozenset({Dirty("quorum", node)}))
         case MountsSeen(node=node, mounts=mounts):
             seen[f"storage:{node}"] = at
             mps = tuple(sorted(m.mountpoint for m in mounts if m.fstype in SHARED_FS_TYPES))
             return (msgspec.structs.replace(state, mounts={**state.mounts, node: mps},
                                             observed_at=seen, stale=stale),
-                    frozenset({f"mounts:{node}"}))
+                    frozenset({Dirty("mounts", node)}))
         case PacemakerSeen(status=status, cib=cib):
             seen["pacemaker"] = at
             return (msgspec.structs.replace(state, status=status, cib=cib, observed_at=seen),
@@ -89,7 +90,7 @@ def _apply(state: ObservedState, p: Observation, source: str, at: float
             seen[f"agent:{source}"] = at
             return msgspec.structs.replace(state, observed_at=seen, stale=stale), frozenset()
         case AlertReceived(resource=rsc, node=node):
-            return state, frozenset({f"alert:{rsc or node}"})
+            return state, frozenset({Dirty("alert", rsc or node or "")})
     return state, frozenset()
 
 
@@ -113,7 +114,7 @@ class Store:
     def __init__(self, initial: ObservedState | None = None):
         self._state = initial or ObservedState()
         self._lock = threading.Lock()
-        self.listeners: list[Callable[[frozenset[str]], None]] = []
+        self.listeners: list[Callable[[frozenset[Dirty]], None]] = []
         # Hear every envelope itself (the out-of-band watcher needs the event, not its effect).
         self.taps: list[Callable[[Envelope], None]] = []
 
@@ -121,7 +122,7 @@ class Store:
     def state(self) -> ObservedState:
         return self._state
 
-    def fold(self, env: Envelope) -> frozenset[str]:
+    def fold(self, env: Envelope) -> frozenset[Dirty]:
         with self._lock:
             self._state, changed = fold(self._state, env)
         for tap in self.taps:

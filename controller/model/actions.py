@@ -16,6 +16,19 @@ import msgspec
 OWNED_PREFIX = "warden-"
 
 
+FAIL_MARK = "fail:"
+
+
+def fail_mark(rsc: str, node: str) -> str:
+    """The ledger's mark of a `crm_resource --fail` kvm-warden asked for (FailResource's key:
+    its cooldown is the once-per-pause memory). The one constructor; `is_fail_mark` the test."""
+    return f"{FAIL_MARK}{rsc}:{node}"
+
+
+def is_fail_mark(key: str) -> bool:
+    return key.startswith(FAIL_MARK)
+
+
 class Action(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     reconciler: str
     why: str
@@ -167,7 +180,7 @@ class FailResource(Action, frozen=True, kw_only=True, tag="FailResource"):
 
     @property
     def key(self) -> str:
-        return f"fail:{self.rsc}:{self.node}"
+        return fail_mark(self.rsc, self.node)
 
     @property
     def resource(self) -> str | None:
@@ -230,14 +243,33 @@ FindingKind = Literal[
 PLACEMENT_FINDINGS: frozenset[FindingKind] = frozenset({"split-brain", "unplaced-domain"})
 
 
+class Subject(msgspec.Struct, frozen=True):
+    """What a finding is about: a resource (on a node), a node, or another named object (a
+    constraint, a property). A value, never a string to split; `str()` is for display."""
+
+    rsc: str | None = None
+    node: str | None = None
+    name: str | None = None
+
+    def __str__(self) -> str:
+        if self.name is not None:
+            return self.name
+        if self.rsc is not None and self.node is not None:
+            return f"{self.rsc}@{self.node}"
+        return self.rsc or self.node or ""
+
+
 class Finding(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Something an operator must know that kvm-warden will not fix by itself."""
+    """Something an operator must know that kvm-warden will not fix by itself. `rsc` and
+    `node` are what code reads; `subject` is their display form (`status`, JSON, alerts)."""
 
     reconciler: str
     kind: FindingKind
     severity: Severity
     subject: str
     message: str
+    rsc: str | None = None
+    node: str | None = None
     # Reported at once, not only once it persists: Pacemaker itself vouches for it (a guest on
     # a node it sees unclean), so no race between two readings can have made it up.
     urgent: bool = False

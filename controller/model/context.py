@@ -22,8 +22,17 @@ class CleanupHistory(msgspec.Struct, frozen=True, kw_only=True):
 
     attempts: Mapping[str, tuple[float, ...]] = msgspec.field(default_factory=dict)
 
+    @staticmethod
+    def key(rsc: str, node: str) -> str:
+        """The one spelling of a (resource, node) key here (it is also how the ledger file
+        stores it); nothing parses it back."""
+        return f"{rsc}@{node}"
+
+    def of(self, rsc: str, node: str) -> tuple[float, ...]:
+        return self.attempts.get(self.key(rsc, node), ())
+
     def record(self, rsc: str, node: str, at: float) -> CleanupHistory:
-        key = f"{rsc}@{node}"
+        key = self.key(rsc, node)
         recent = tuple(t for t in self.attempts.get(key, ()) if at - t < CIRCUIT_WINDOW)
         return CleanupHistory(attempts={**self.attempts, key: (*recent, at)})
 

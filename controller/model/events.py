@@ -9,12 +9,24 @@ payload -- from the bus, from an alert, or from the controller's own reading of 
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import msgspec
 
 from controller.model.observed import CibConfig, ClusterStatus, Domain
 
 VERSION = 1
+
+
+DirtyKind = Literal["domain", "quorum", "mounts", "alert"]
+
+
+class Dirty(msgspec.Struct, frozen=True):
+    """One object an observation changed: a key of the loop's work queue. Domains give an
+    incremental pass over those VMs; quorum, mounts and alerts a full one (crm_mon)."""
+
+    kind: DirtyKind
+    name: str
 
 
 class DomainLifecycle(msgspec.Struct, frozen=True, kw_only=True, tag=True):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from controller.engine.store import Store
-from controller.model.events import Envelope, QuorumChanged
+from controller.model.events import Dirty, Envelope, QuorumChanged
 from probes.corosync.quorum import QuorumWatcher, read_quorum
 from probes.pacemaker.alerts import AlertReceiver
 from tests.realdaemons import ClusterNode
@@ -115,7 +115,7 @@ def test_alert_agent_run_by_pacemaker_reaches_the_controller(pacemaker_node: Clu
         alert = next(e.payload for e in got if e.payload.task == "stop")  # type: ignore[union-attr]
         assert alert.kind == "resource" and alert.node == "node1" and alert.rc == "0"
         print(f"stop -> alert at the controller: {got[0].sent_at - stopped_at:.2f} s")
-        assert "alert:dummy1" in store.fold(got[-1])
+        assert Dirty("alert", "dummy1") in store.fold(got[-1])
     finally:
         receiver.close()
         shutil.rmtree(shared, ignore_errors=True)

@@ -18,6 +18,7 @@ import pytest
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.app.simulated import SimulatedCluster
 from controller.engine.loop import Controller
+from controller.model.events import Dirty
 from tests import cibs
 from tests.simulated import simulated
 
@@ -150,11 +151,11 @@ def test_libvirt_events_give_incremental_passes_and_alerts_full_ones(tmp_path: P
         while len(results) < 2 and time.time() < deadline:  # first pass applies, second settles
             time.sleep(0.05)
         runs = len(crm_mon_runs)
-        ctl.mark(frozenset({"domain:web01", "domain:db01"}))
+        ctl.mark(frozenset({Dirty("domain", "web01"), Dirty("domain", "db01")}))
         while len(results) < 3 and time.time() < deadline:
             time.sleep(0.05)
         assert results[2].scope == "incremental" and len(crm_mon_runs) == runs
-        ctl.mark(frozenset({"alert:vm-web01"}))
+        ctl.mark(frozenset({Dirty("alert", "vm-web01")}))
         while len(results) < 4 and time.time() < deadline:
             time.sleep(0.05)
         assert results[3].scope == "full" and len(crm_mon_runs) == runs + 1

@@ -39,7 +39,8 @@ def test_a_live_migration_is_one_event_with_from_to_and_duration(tmp_path: Path)
 def test_failures_and_findings_are_recorded_when_they_appear(tmp_path: Path) -> None:
     h = History(tmp_path / "history.sqlite")
     split = Finding(reconciler="health", kind="split-brain", severity="critical",
-                    subject="vm-web01@kvm2", message="split brain: ...")
+                    subject="vm-web01@kvm2", rsc="vm-web01", node="kvm2",
+                    message="split brain: ...")
     for t in (1.0, 2.0):  # the same failure and finding two passes running: one event each
         h.observe_pass(index("Started", ("kvm1",), fail_count=1), VMS, (split,), (), t, True)
     kinds = [(e.kind, e.vm, e.node) for e in h.query()]

@@ -9,7 +9,7 @@ from controller.engine.desired_store import DesiredStore
 from controller.engine.loop import MIN_FULL_PASS_SECONDS, Controller
 from controller.engine.observe import Reading
 from controller.model.desired import parse_desired
-from controller.model.events import PacemakerSeen
+from controller.model.events import Dirty, PacemakerSeen
 from controller.model.observed import ClusterStatus
 
 
@@ -29,7 +29,7 @@ def test_an_alert_storm_gives_at_most_one_full_pass_per_interval() -> None:
         time.sleep(0.5)
         started = time.monotonic()
         while time.monotonic() - started < 4.0:  # ~4,000 forged alerts in 4 s
-            ctl.mark(frozenset({f"alert:vm-{int(time.monotonic() * 1000)}"}))
+            ctl.mark(frozenset({Dirty("alert", f"vm-{int(time.monotonic() * 1000)}")}))
             time.sleep(0.001)
         time.sleep(MIN_FULL_PASS_SECONDS + 0.5)
     finally:

@@ -10,6 +10,7 @@ from controller.engine.desired_store import DesiredStore
 from controller.engine.loop import Controller, PassResult, Published
 from controller.engine.observe import Reading
 from controller.metrics import REGISTRY
+from controller.model.actions import Finding
 from controller.model.desired import parse_desired
 from controller.model.errors import ToolError
 from controller.model.observed import ObservedState
@@ -60,3 +61,14 @@ def test_storage_clones_are_not_vms_in_the_failcount_series() -> None:
     text = metrics.render().decode()
     assert 'kvm_warden_vm_failcount{node="kvm2",vm="web01"} 2.0' in text
     assert 'vm="dlm"' not in text
+
+
+def test_the_ban_metric_names_the_files_vm_not_the_naming_convention() -> None:
+    # The file's entry `name: db01, resource: pg-primary`: the resource id says nothing of it.
+    ban = Finding(reconciler="placement", kind="operator-ban", severity="warning",
+                  subject="pg-primary@kvm3", rsc="pg-primary", node="kvm3", message="...")
+    metrics.update_findings([ban], {"pg-primary": "db01"})
+    assert REGISTRY.get_sample_value("kvm_warden_operator_ban",
+                                     {"vm": "db01", "node": "kvm3"}) == 1.0
+    assert REGISTRY.get_sample_value("kvm_warden_operator_ban",
+                                     {"vm": "pg-primary", "node": "kvm3"}) is None

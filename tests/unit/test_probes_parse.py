@@ -7,6 +7,7 @@ from pathlib import Path
 from controller.engine.store import fold, mark_stale
 from controller.model.events import (
     AlertReceived,
+    Dirty,
     DomainLifecycle,
     DomainSeen,
     Heartbeat,
@@ -93,12 +94,12 @@ def test_fold_tracks_domains_quorum_mounts_and_staleness() -> None:
     s = ObservedState()
     s, ch = fold(s, envelope("kvm1", 1, DomainSeen(node="kvm1", domains=(
         Domain(name="web01", state="running"),))))
-    assert ch == {"domain:web01"} and s.domains["kvm1"]["web01"].state == "running"
+    assert ch == {Dirty("domain", "web01")} and s.domains["kvm1"]["web01"].state == "running"
     s, ch = fold(s, envelope("kvm1", 2, DomainLifecycle(
         node="kvm1", domain="web01", event="stopped", detail="failed", state="shutoff")))
-    assert ch == {"domain:web01"} and s.domains["kvm1"]["web01"].state == "shutoff"
+    assert ch == {Dirty("domain", "web01")} and s.domains["kvm1"]["web01"].state == "shutoff"
     s, ch = fold(s, envelope("kvm1", 3, QuorumChanged(node="kvm1", quorate=True)))
-    assert ch == {"quorum:kvm1"} and s.quorum["kvm1"].quorate is True
+    assert ch == {Dirty("quorum", "kvm1")} and s.quorum["kvm1"].quorate is True
     s, ch = fold(s, envelope("kvm1", 4, MountsSeen(node="kvm1", mounts=(
         Mount(mountpoint="/kvm/storage", fstype="gfs2", source="/dev/x"),
         Mount(mountpoint="/", fstype="ext4", source="/dev/vda")))))
@@ -109,14 +110,14 @@ def test_fold_tracks_domains_quorum_mounts_and_staleness() -> None:
     assert ch == frozenset() and s.stale == frozenset() and "agent:kvm1" in s.observed_at
     # libvirtd away: the node's domains become unknown (not "gone": nothing acts on absence)
     s, ch = fold(s, envelope("kvm1", 6, DomainSeen(node="kvm1", connected=False)))
-    assert "kvm1" not in s.domains and ch == {"domain:web01"}
+    assert "kvm1" not in s.domains and ch == {Dirty("domain", "web01")}
     # a snapshot applies everything it carries
     s, ch = fold(s, envelope("kvm1", 9, Snapshot(node="kvm1", payloads=(
         DomainSeen(node="kvm1", domains=(Domain(name="db01", state="running"),)),
         QuorumChanged(node="kvm1", quorate=False)))))
-    assert ch == {"domain:db01", "quorum:kvm1"} and s.quorum["kvm1"].quorate is False
+    assert ch == {Dirty("domain", "db01"), Dirty("quorum", "kvm1")} and s.quorum["kvm1"].quorate is False
     _, ch = fold(s, envelope("alert:kvm1", 0, AlertReceived(kind="resource", resource="db01")))
-    assert ch == {"alert:db01"}
+    assert ch == {Dirty("alert", "db01")}
 
 
 def test_the_alert_agent_cuts_fields_never_the_document() -> None:
