@@ -10,14 +10,17 @@ from controller.model.errors import ParseError
 _PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, huge_tree=True, remove_blank_text=True
 )
+# The same, keeping the text exactly: for documents written back (a CIB to patch or preview,
+# whose diff against the original must hold only our edits).
+_EXACT = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
 
 
-def parse_document(data: bytes, *, source: str) -> etree._Element:
+def parse_document(data: bytes, *, source: str, exact: bool = False) -> etree._Element:
     """Parse bytes into an element tree, turning every lxml failure into ParseError."""
     if not data.strip():
         raise ParseError("empty document", source=source)
     try:
-        root = etree.fromstring(data, parser=_PARSER)
+        root = etree.fromstring(data, parser=_EXACT if exact else _PARSER)
     except etree.XMLSyntaxError as exc:
         raise ParseError(f"not well-formed XML: {exc}", source=source) from None
     except ValueError as exc:  # e.g. an encoding declaration lxml refuses

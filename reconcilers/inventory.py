@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controller.model.actions import Plan, Subject
 from controller.model.context import Context
+from controller.model.vms import is_vm_agent
 from reconcilers.base import PlanBuilder
 
 NAME = "inventory"
@@ -23,7 +24,7 @@ def plan(ctx: Context) -> Plan:
                      "cluster control")
             continue
         cfg = index.configured.get(rid)
-        if cfg is not None and cfg.agent and not cfg.agent.endswith(":VirtualDomain"):
+        if cfg is not None and cfg.agent and not is_vm_agent(cfg.agent):
             out.find("wrong-agent", "warning", Subject(rid),
                      f"VM {vm.name}: resource {rid!r} is {cfg.agent}, "
                      "not ocf:heartbeat:VirtualDomain")

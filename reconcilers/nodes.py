@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from controller.model.actions import Plan, SetNodeAttribute, SetProperty, Subject
 from controller.model.context import Context
+from controller.model.vms import is_vm_agent
 from reconcilers.base import PlanBuilder
 
 NAME = "nodes"
@@ -71,7 +72,7 @@ def _blocked_vms(ctx: Context, node: str, targets: set[str]) -> list[str]:
             banned.setdefault(c.rsc, set()).add(c.node)
     blocked = []
     for rid, cfg in sorted(index.configured.items()):
-        if not (cfg.agent or "").endswith(":VirtualDomain") or node not in index.running.get(rid, ()):
+        if not is_vm_agent(cfg.agent) or node not in index.running.get(rid, ()):
             continue
         vm = declared.get(rid)
         allowed = set(vm.placement.allowed) if vm and vm.placement.allowed else set(targets)

@@ -12,6 +12,8 @@ contradicts the file is reported.
 from __future__ import annotations
 
 from controller.model.actions import (
+    OWNED_PREFIX,
+    PREFER_PREFIX,
     AddColocation,
     Plan,
     RemoveConstraint,
@@ -25,20 +27,20 @@ from controller.model.observed import LocationConstraint
 from reconcilers.base import PlanBuilder, remove_stale
 
 NAME = "placement"
-OWNED = ("warden-prefer-", "warden-allowed-", "warden-anti-")
+OWNED = (PREFER_PREFIX, f"{OWNED_PREFIX}allowed-", f"{OWNED_PREFIX}anti-")
 
 
 def prefer_id(rid: str) -> str:
-    return f"warden-prefer-{rid}"
+    return f"{PREFER_PREFIX}{rid}"
 
 
 def allowed_id(rid: str) -> str:
-    return f"warden-allowed-{rid}"
+    return f"{OWNED_PREFIX}allowed-{rid}"
 
 
 def anti_id(a: str, b: str) -> str:
     x, y = sorted((a, b))
-    return f"warden-anti-{x}-{y}"
+    return f"{OWNED_PREFIX}anti-{x}-{y}"
 
 
 def allowed_matches(c: LocationConstraint, rid: str, nodes: tuple[str, ...]) -> bool:

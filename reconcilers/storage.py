@@ -20,7 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controller.model.actions import AddColocation, AddOrder, Plan, RemoveConstraint, SetProperty, Subject
+from controller.model.actions import (
+    OWNED_PREFIX,
+    AddColocation,
+    AddOrder,
+    Plan,
+    RemoveConstraint,
+    SetProperty,
+    Subject,
+)
 from controller.model.context import Context
 from controller.model.desired import DesiredState, Storage
 from controller.model.index import ClusterIndex, domain_active
@@ -28,15 +36,15 @@ from controller.model.vms import cluster_vms, declared, domain_names, vm_resourc
 from reconcilers.base import PlanBuilder, under
 
 NAME = "storage"
-OWNED = ("warden-order-", "warden-colo-")
+OWNED = (f"{OWNED_PREFIX}order-", f"{OWNED_PREFIX}colo-")
 
 
 def order_id(first: str, then: str) -> str:
-    return f"warden-order-{first}-{then}"
+    return f"{OWNED_PREFIX}order-{first}-{then}"
 
 
 def colo_id(rsc: str, with_rsc: str) -> str:
-    return f"warden-colo-{rsc}-{with_rsc}"
+    return f"{OWNED_PREFIX}colo-{rsc}-{with_rsc}"
 
 
 def vm_dependencies(

@@ -22,9 +22,10 @@ from controller import commands
 from controller.actuators.cibedit import CibEditor, EditError
 from controller.model import names
 from controller.model.actions import CIB_ACTIONS, AnyAction, Cleanup, FailResource, Outcome
-from controller.model.errors import ActuatorError, ToolError, WardenError
+from controller.model.errors import ActuatorError, ParseError, ToolError, WardenError
 from probes.pacemaker.cib import failure_attributes
 from probes.pacemaker.read import cib_version, query_cib, query_status
+from probes.xmlparse import parse_document
 
 CRM_EX_DISCONNECT = 102  # lost the connection to the CIB manager: transient
 CRM_EX_OLD = 103  # the patch was made against an older CIB: a conflict, re-plan
@@ -45,7 +46,7 @@ def without_positions(patch: bytes) -> bytes:
     appended and the same patch takes 0.3 s. Nothing kvm-warden creates depends on sibling
     order (constraints, nvpairs, meta_attributes blocks, rule expressions joined by "and").
     """
-    root = etree.fromstring(patch, parser=etree.XMLParser(resolve_entities=False, huge_tree=True))
+    root = parse_document(patch, source="crm_diff", exact=True)
     for change in root.iter("change"):
         if change.get("operation") == "create" and "position" in change.attrib:
             del change.attrib["position"]
@@ -93,9 +94,8 @@ class PacemakerActuator:
     def _patch(self, actions: Sequence[AnyAction], original: bytes) -> list[Outcome]:
         started = time.monotonic()
         try:
-            root = etree.fromstring(original, parser=etree.XMLParser(resolve_entities=False,
-                                                                     huge_tree=True))
-        except etree.XMLSyntaxError as exc:
+            root = parse_document(original, source="the CIB we read", exact=True)
+        except ParseError as exc:
             raise ActuatorError(["cibadmin"], f"the CIB we read is not XML: {exc}") from None
         editor = CibEditor(root)
         edits: list[tuple[AnyAction, str | None, str | None, str | None]] = []
@@ -139,7 +139,7 @@ class PacemakerActuator:
         patching; a different epoch is a real conflict (re-plan); a different num_updates is
         status, and the patch's source is moved to it.
         """
-        root = etree.fromstring(patch)
+        root = parse_document(patch, source="crm_diff", exact=True)
         source = root.find("version/source")
         if source is None:
             return patch

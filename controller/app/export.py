@@ -21,7 +21,7 @@ from controller.model.errors import DesiredStateError, WardenError
 from controller.model.index import ClusterIndex, build_index
 from controller.model.names import DOMAIN_NAME, RESOURCE_ID
 from controller.model.observed import LocationConstraint
-from controller.model.vms import conventional_name
+from controller.model.vms import conventional_name, is_vm_agent
 from reconcilers.placement import foreign, score_value
 
 
@@ -107,7 +107,7 @@ def export_desired(cib_file: str | None) -> str:
                 lines.append(f"    requires: [{', '.join(q(c) for c in chain)}]   # existing "
                              "Mandatory orders")
     vms = [(rid, cfg) for rid, cfg in sorted(index.configured.items())
-           if cfg.parent is None and (cfg.agent or "").endswith(":VirtualDomain")]
+           if cfg.parent is None and is_vm_agent(cfg.agent)]
     skipped: list[str] = []
     scores: list[int] = []
     if vms:

@@ -22,12 +22,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from controller import metrics
 from controller.app.status_html import render_status_html
 from controller.app.webconfig import WebAuth
+from controller.engine.guard import FRESHNESS_SECONDS
 
 if TYPE_CHECKING:
     from controller.app.web import WebView
 from controller.model.overview import StatusDoc
 
-FRESH_SECONDS = 120.0
 OPEN_PATHS = ("/healthz", "/readyz")  # liveness for Pacemaker/Docker: no cluster data in them
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC = {"app.js": "text/javascript", "vm.js": "text/javascript", "style.css": "text/css",
@@ -263,6 +263,6 @@ def readiness(last_pass_at: float | None, desired_valid: bool) -> tuple[bool, st
     if last_pass_at is None:
         return False, "no reconcile pass yet"
     age = time.time() - last_pass_at
-    if age > FRESH_SECONDS:
+    if age > FRESHNESS_SECONDS:
         return False, f"last pass {age:.0f} s ago"
     return True, "ready"

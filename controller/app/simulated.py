@@ -20,7 +20,7 @@ from controller.engine.observe import Reading
 from controller.model.errors import ToolError
 from controller.model.events import DomainSeen, PacemakerSeen
 from controller.model.observed import Domain
-from controller.model.vms import conventional_name
+from controller.model.vms import conventional_name, is_vm_agent
 from probes.libvirt.domains import list_domains
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.read import read_status
@@ -64,7 +64,7 @@ class SimulatedCluster:
         status = read_status(str(self.cib_file))
         per_node: dict[str, list[str]] = {n: [] for n in NODES}
         for r in status.resources:
-            if r.agent.endswith(":VirtualDomain") and r.active:
+            if is_vm_agent(r.agent) and r.active:
                 for n in r.nodes:
                     per_node.setdefault(n, []).append(conventional_name(r.id))
         for name in sorted({d for ds in per_node.values() for d in ds}):

@@ -18,29 +18,11 @@ import msgspec
 from controller.app.console import ConsoleBroker
 from controller.engine.history import History
 from controller.engine.loop import Controller
+from controller.model.actions import owned
 from controller.model.observed import ObservedState
 from controller.model.overview import VmRow
 
 PCSD_PORT = 2224
-
-
-class FindingItem(msgspec.Struct, frozen=True, kw_only=True):
-    kind: str
-    severity: str
-    message: str
-
-
-class VmItem(msgspec.Struct, frozen=True, kw_only=True):
-    vm: str
-    resource: str
-    nodes: tuple[str, ...]
-    role: str  # Pacemaker's
-    libvirt: tuple[str, ...]  # libvirt's, per node
-    desired_state: str | None
-    desired_node: str | None
-    drift: tuple[str, ...]
-    findings: tuple[FindingItem, ...]
-    vnc_port: int | None
 
 
 class NodeItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,7 +37,7 @@ class NodeItem(msgspec.Struct, frozen=True, kw_only=True):
 class VmsDoc(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     at: float
-    vms: tuple[VmItem, ...]
+    vms: tuple[VmRow, ...]
     nodes: tuple[NodeItem, ...]
     console: bool  # whether the console is available (it needs a web configuration)
 
@@ -76,7 +58,7 @@ class WebView:
     _version: int = 0
     _vms: bytes = b""
     _vms_version: int = -1
-    _items: dict[str, VmItem] = field(default_factory=dict)  # of the cached document
+    _items: dict[str, VmRow] = field(default_factory=dict)  # of the cached document
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     clock: Callable[[], float] = time.time
@@ -101,7 +83,7 @@ class WebView:
     def vms_json(self) -> bytes:
         return self._cached()[0]
 
-    def _cached(self) -> tuple[bytes, dict[str, VmItem]]:
+    def _cached(self) -> tuple[bytes, dict[str, VmRow]]:
         with self._lock:
             if self._vms_version != self._version or not self._vms:
                 version = self._version
@@ -114,13 +96,7 @@ class WebView:
     def _doc(self, version: int) -> VmsDoc:
         c = self.controller
         observed = c.last_observed or ObservedState()
-        by_rid: dict[str, list[FindingItem]] = {}
-        for f in c.last.findings if c.last else ():
-            if f.rsc is None:
-                continue
-            by_rid.setdefault(f.rsc, []).append(
-                FindingItem(kind=f.kind, severity=f.severity, message=f.message))
-        vms = tuple(_item(r, tuple(by_rid.get(r.resource, ()))) for r in c.last_rows)
+        vms = c.last_rows  # the pass's rows carry their findings (model/overview.py)
         nodes = tuple(
             NodeItem(name=n.name, online=n.online, unclean=n.unclean, standby=n.standby,
                      maintenance=n.maintenance, pcsd=f"https://{n.name}:{PCSD_PORT}/")
@@ -155,12 +131,6 @@ class WebView:
         return msgspec.json.encode({"events": events})
 
 
-def _item(r: VmRow, findings: tuple[FindingItem, ...]) -> VmItem:
-    return VmItem(vm=r.vm, resource=r.resource, nodes=r.nodes, role=r.state, libvirt=r.libvirt,
-                  desired_state=r.desired_state, desired_node=r.desired_node, drift=r.drift,
-                  findings=findings, vnc_port=r.vnc_port)
-
-
 def constraints_of(observed: ObservedState, rid: str) -> list[ConstraintItem]:
     """The constraints that place a resource or tie it to others, whoever made them."""
     cib = observed.cib
@@ -176,15 +146,15 @@ def constraints_of(observed: ObservedState, rid: str) -> list[ConstraintItem]:
                                  for e in rule.expressions) + f" score {rule.score}"
                     for rule in loc.rules) + ")")
             out.append(ConstraintItem(id=loc.id, type="location", text=f"{rid} {where}",
-                                      owned=loc.id.startswith("warden-")))
+                                      owned=owned(loc.id)))
     for col in cib.constraints.colocation:
         if rid in (col.rsc, col.with_rsc):
             out.append(ConstraintItem(id=col.id, type="colocation",
                                       text=f"{col.rsc} with {col.with_rsc} score {col.score}",
-                                      owned=col.id.startswith("warden-")))
+                                      owned=owned(col.id)))
     for o in cib.constraints.order:
         if rid in (o.first, o.then):
             out.append(ConstraintItem(id=o.id, type="order",
                                       text=f"{o.first} then {o.then} ({o.kind or 'Mandatory'})",
-                                      owned=o.id.startswith("warden-")))
+                                      owned=owned(o.id)))
     return out

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from controller.model.errors import BusError
-from controller.model.events import KINDS, VERSION, AlertReceived, Envelope, Payload
+from controller.model.events import KINDS, TOPICS, VERSION, AlertReceived, Envelope, Payload
 from controller.model.names import NODE_NAME
 
 MAX_SEQ = 2**53  # sequence numbers stay exact in every JSON reader
@@ -72,8 +72,5 @@ def to_json(env: Envelope) -> bytes:
 
 
 def topic_for(payload: Payload, node: str) -> bytes:
-    prefix = {
-        "DomainLifecycle": "libvirt", "DomainSeen": "libvirt", "QuorumChanged": "corosync",
-        "MountsSeen": "storage", "Heartbeat": "heartbeat", "AlertReceived": "pacemaker",
-    }.get(type(payload).__name__, "other")
+    prefix = TOPICS.get(type(payload), "other")
     return f"{prefix}.{node}".encode() if prefix != "pacemaker" else b"pacemaker"

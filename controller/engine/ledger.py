@@ -25,6 +25,7 @@ from controller import metrics
 from controller.logs import logger
 from controller.model.actions import (
     PLACEMENT_FINDINGS,
+    PREFER_PREFIX,
     AddColocation,
     AnyAction,
     Cleanup,
@@ -66,7 +67,7 @@ def moves_resource(action: AnyAction, index: ClusterIndex) -> str | None:
         case AddColocation(rsc=r, with_rsc=w, score=s) if s.startswith("-"):
             shared = set(index.running.get(r, ())) & set(index.running.get(w, ()))
             return r if shared else None
-        case RemoveConstraint(id=i, rsc=r) if r and i.startswith(("cli-", "warden-prefer-")):
+        case RemoveConstraint(id=i, rsc=r) if r and i.startswith(("cli-", PREFER_PREFIX)):
             return r if r in index.running else None
     return None
 

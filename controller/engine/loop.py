@@ -24,6 +24,7 @@ from controller.engine.ledger import Ledger, LedgerFile
 from controller.engine.observe import CONTROLLER, Source
 from controller.engine.pipeline import PassEffects, PassInput, PassOutput, run_pass
 from controller.engine.preview import InlinePreviewer, Preview, Previewer
+from controller.engine.scheduler import Scheduler
 from controller.engine.store import Store
 from controller.logs import logger
 from controller.model.actions import AddColocation, AddOrder, Finding, Outcome, describe
@@ -67,57 +68,6 @@ class Published:
     vms: Mapping[str, str] = field(default_factory=dict)
     vm_names: Mapping[str, str] = field(default_factory=dict)
     preview: Preview | None = None
-
-
-class Scheduler:
-    """What the next pass must cover, and when it is due: the dirty set events mark, whether a
-    full pass (crm_mon) is wanted, whether it is urgent (our own change: not rate-limited), and
-    the time a plan asked to run again. Written by every thread, always under its lock."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._dirty: set[Dirty] = set()
-        self._full = True
-        self._urgent = False
-        self._requeue_at: float | None = None
-        self.wake = threading.Event()
-
-    def mark(self, changed: frozenset[Dirty], full: bool = False) -> None:
-        with self._lock:
-            self._dirty |= changed
-            self._full = self._full or full
-        self.wake.set()
-
-    def urgent(self) -> None:
-        """A full pass now, not rate-limited: our change landed, a conflict, a preview ready."""
-        with self._lock:
-            self._full = self._urgent = True
-        self.wake.set()
-
-    def defer(self, full: bool, dirty: frozenset[Dirty]) -> None:
-        """Not yet: keep what the events asked for."""
-        with self._lock:
-            self._full = self._full or full
-            self._dirty |= dirty
-
-    def take(self) -> tuple[bool, bool, frozenset[Dirty]]:
-        with self._lock:
-            full, urgent, dirty = self._full, self._urgent, frozenset(self._dirty)
-            self._full, self._urgent, self._dirty = False, False, set()
-        return full, urgent, dirty
-
-    def requeue(self, at: float | None) -> None:
-        with self._lock:
-            self._requeue_at = at
-
-    def due(self, now: float) -> bool:
-        """A plan asked for a pass by now (wall clock): make it a full, urgent one."""
-        with self._lock:
-            if self._requeue_at is None or now < self._requeue_at:
-                return False
-            self._requeue_at = None
-        self.urgent()
-        return True
 
 
 @dataclass
@@ -251,7 +201,7 @@ class Controller:
             mine = {rid for name, rid in vms.items() if name in only}
             findings = tuple(f for f in last.findings if f.rsc not in mine) + findings
         self.scheduler.requeue(out.requeue_at)
-        rows = vm_rows(observed, desired)
+        rows = vm_rows(observed, desired, findings)
         self.view = Published(last, observed, rows, vms, names,
                               out.preview if out.preview is not None else self.view.preview)
         self._report(out, findings, index.fail_counts)

@@ -32,6 +32,7 @@ from controller.model.context import OutOfBandChange
 from controller.model.errors import WardenError
 from controller.model.events import DomainLifecycle, Envelope
 from controller.model.observed import OpRecord
+from controller.threads import Background
 from probes.pacemaker.cib import parse_operations
 
 MIGRATE = frozenset({"migrate_to", "migrate_from"})
@@ -130,21 +131,18 @@ class OutOfBandWatcher:
     _ended: dict[OpRecord, float] = field(default_factory=dict)  # -> read that found it gone
     _last_read: float = float("-inf")
     _last: dict[str, float] = field(default_factory=dict)  # vm -> last record (merging)
-    _stop: threading.Event = field(default_factory=threading.Event)
     _poked: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.log = logger(component="out-of-band")
-        self._thread = threading.Thread(target=self._run, name="out-of-band", daemon=True)
+        self._bg = Background("out-of-band", lambda _: self._run())
+        self._stop = self._bg.stopping
 
     def start(self) -> None:
-        self._thread.start()
-        metrics.watch_thread(self._thread)
+        self._bg.start()
 
     def stop(self) -> None:
-        metrics.forget_thread(self._thread)
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._bg.stop()
 
     def poke(self) -> None:
         """crm_mon shows an operation in flight: read the CIB soon (any thread)."""

@@ -73,7 +73,7 @@ def preview(cib: bytes, actions: Sequence[AnyAction], timeout: float,
     started = time.monotonic()
     runs = 0
     try:
-        root = parse_document(cib, source="the CIB to preview")
+        root = parse_document(cib, source="the CIB to preview", exact=True)
         config = config_version(root)
         editor = CibEditor(root)
         for a in actions:

@@ -13,7 +13,13 @@ from typing import Literal
 
 import msgspec
 
-OWNED_PREFIX = "warden-"
+OWNED_PREFIX = "warden-"  # every id kvm-warden creates, and only those, starts so
+PREFER_PREFIX = f"{OWNED_PREFIX}prefer-"  # placement's preference: removing it can move a VM
+
+
+def owned(cid: str) -> bool:
+    """Whether kvm-warden made this constraint (DESIGN: it owns exactly the ids it creates)."""
+    return cid.startswith(OWNED_PREFIX)
 
 
 FAIL_MARK = "fail:"

@@ -110,8 +110,15 @@ class PacemakerSeen(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
 Observation = Payload | PacemakerSeen
 
-KINDS = {cls.__name__: cls for cls in (DomainLifecycle, DomainSeen, QuorumChanged, AlertReceived,
-                                       MountsSeen, Heartbeat, Snapshot)}
+# The payload registry: every kind the bus carries, with the topic prefix it is published
+# under (`<prefix>.<node>`; Pacemaker's alerts are cluster-wide: `pacemaker`). The wire format
+# accepts exactly these kinds; a new probe's payload is added here and folded in engine/store.py.
+TOPICS: dict[type[Payload], str] = {
+    DomainLifecycle: "libvirt", DomainSeen: "libvirt", QuorumChanged: "corosync",
+    MountsSeen: "storage", Heartbeat: "heartbeat", AlertReceived: "pacemaker",
+    Snapshot: "snapshot",
+}
+KINDS = {cls.__name__: cls for cls in TOPICS}
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):

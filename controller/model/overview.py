@@ -6,14 +6,27 @@ One typed row per VM, shared by `status`, `/status`, the HTML page and the per-V
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
+from controller.model.actions import Finding
 from controller.model.desired import DesiredState
 from controller.model.observed import ObservedState
-from controller.model.vms import conventional_name
+from controller.model.vms import conventional_name, is_vm_agent
+
+
+class FindingBrief(msgspec.Struct, frozen=True, kw_only=True):
+    """A finding as a VM's row shows it."""
+
+    kind: str
+    severity: str
+    message: str
 
 
 class VmRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One VM, the one row type of `status`, `/status`, the web view and the per-VM metrics."""
+
     vm: str
     resource: str
     nodes: tuple[str, ...]
@@ -26,6 +39,7 @@ class VmRow(msgspec.Struct, frozen=True, kw_only=True):
     # what libvirt says on each node that lists the domain active: "kvm1:running",
     # "kvm2:paused(ioerror)" -- Pacemaker's role counts a paused guest as Started
     libvirt: tuple[str, ...] = ()
+    findings: tuple[FindingBrief, ...] = ()  # the last pass's findings about its resource
 
 
 class NodeRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,7 +78,7 @@ def node_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[No
     states = desired.cluster.node_states() if desired else {}
     on: dict[str, list[str]] = {}
     for r in observed.status.resources:
-        if r.agent.endswith(":VirtualDomain") and r.active:
+        if is_vm_agent(r.agent) and r.active:
             for n in r.nodes:
                 on.setdefault(n, []).append(r.id)
     return tuple(
@@ -73,10 +87,16 @@ def node_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[No
         for n in sorted(observed.status.nodes.values(), key=lambda n: n.name))
 
 
-def vm_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[VmRow, ...]:
+def vm_rows(observed: ObservedState, desired: DesiredState | None,
+            findings: Iterable[Finding] = ()) -> tuple[VmRow, ...]:
     status = observed.status
+    about: dict[str, list[FindingBrief]] = {}
+    for f in findings:
+        if f.rsc is not None:
+            about.setdefault(f.rsc, []).append(
+                FindingBrief(kind=f.kind, severity=f.severity, message=f.message))
     wanted = {vm.resource_id: vm for vm in (desired.vms if desired else ())}
-    ids = [r.id for r in status.resources if r.agent.endswith(":VirtualDomain")]
+    ids = [r.id for r in status.resources if is_vm_agent(r.agent)]
     ids += [rid for rid in wanted if rid not in ids]
     domains = {(node, name): d for node, doms in observed.domains.items()
                for name, d in doms.items()}
@@ -109,7 +129,7 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[VmRo
             for (n, dn), d in sorted(domains.items())
             if dn == name and n not in observed.stale and d.state not in ("shutoff", "unknown"))
         rows.append(VmRow(
-            libvirt=seen,
+            libvirt=seen, findings=tuple(about.get(rid, ())),
             vm=name, resource=rid, nodes=nodes, state=role, desired_state=desired_state,
             desired_node=desired_node, drift=tuple(drift), vnc_port=port,
             console=(f"ssh -L {port}:127.0.0.1:{port} admin@{node}  "

@@ -35,9 +35,15 @@ def domain_names(rid: str, listed: Mapping[str, str]) -> tuple[str, ...]:
     return (conventional_name(rid), rid) if rid.startswith("vm-") else (rid,)
 
 
+def is_vm_agent(agent: str | None) -> bool:
+    """The one test of what a VM is, in the CIB or in crm_mon: a VirtualDomain resource
+    (ocf:heartbeat:VirtualDomain, whatever the provider)."""
+    return (agent or "").endswith(":VirtualDomain")
+
+
 def is_vm_resource(index: ClusterIndex, rid: str) -> bool:
     cfg = index.configured.get(rid)
-    return cfg is not None and cfg.parent is None and (cfg.agent or "").endswith(":VirtualDomain")
+    return cfg is not None and cfg.parent is None and is_vm_agent(cfg.agent)
 
 
 def vm_resources(index: ClusterIndex, desired: DesiredState) -> list[str]:

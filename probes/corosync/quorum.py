@@ -11,9 +11,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
 
-from controller import commands, metrics
+from controller import commands
 from controller.model.errors import ToolError
 from controller.model.events import QuorumChanged
+from controller.threads import Background
 
 HEADER = "Quorum information"
 
@@ -94,13 +95,12 @@ class QuorumWatcher:
         self.poll_seconds = poll_seconds
         self.last: QuorumChanged | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._proc: commands.Process[str] | None = None
-        self._thread = threading.Thread(target=self._run, name="corosync-quorum", daemon=True)
+        self._bg = Background("corosync-quorum", lambda _: self._run())
+        self._stop = self._bg.stopping
 
     def start(self) -> None:
-        self._thread.start()
-        metrics.watch_thread(self._thread)
+        self._bg.start()
 
     def _emit(self, q: QuorumChanged) -> None:
         with self._lock:
@@ -151,8 +151,7 @@ class QuorumWatcher:
             self._emit(QuorumChanged(node=self.node, state="unknown"))  # corosync went away
 
     def stop(self) -> None:
-        metrics.forget_thread(self._thread)
         self._stop.set()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
-        self._thread.join(timeout=5)
+        self._bg.stop()

@@ -20,6 +20,7 @@ from controller import metrics
 from controller.logs import logger
 from controller.model.errors import ToolError
 from controller.model.events import DomainLifecycle, DomainSeen
+from controller.threads import Background
 from probes.libvirt.domains import STATES, list_domains
 
 # virDomainEventType and its details (libvirt-domain.h), named as `virsh event` names them.
@@ -88,19 +89,17 @@ class LibvirtWatcher:
         self.log = logger(component="libvirt", node=node, uri=uri)
         self._conn: Any = None
         self._work: queue.Queue[str] = queue.Queue(maxsize=1000)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="libvirt-probe", daemon=True)
+        self._bg = Background("libvirt-probe", lambda _: self._run())
+        self._stop = self._bg.stopping
 
     def start(self) -> None:
         start_event_loop()
-        self._thread.start()
-        metrics.watch_thread(self._thread)
+        self._bg.start()
 
     def stop(self) -> None:
-        metrics.forget_thread(self._thread)
         self._stop.set()
         self._queue("stop")
-        self._thread.join(timeout=5)
+        self._bg.stop()
         self._close()
 
     def _queue(self, what: str) -> None:
@@ -187,8 +186,12 @@ class LibvirtWatcher:
     def _connect_with_backoff(self) -> None:
         import libvirt
 
+        def failed(_: object) -> None:  # each failed connect counts: a libvirtd that is away shows
+            metrics.PROBE_ERRORS.labels(probe="libvirt").inc()
+
         for attempt in Retrying(retry=retry_if_exception_type(libvirt.libvirtError),
-                                wait=wait_random_exponential(multiplier=0.5, max=self.max_backoff)):
+                                wait=wait_random_exponential(multiplier=0.5, max=self.max_backoff),
+                                before_sleep=failed):
             with attempt:
                 if self._stop.is_set():
                     return

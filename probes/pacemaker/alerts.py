@@ -11,7 +11,6 @@ import grp
 import json
 import os
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from controller import metrics
 from controller.logs import logger
 from controller.model.errors import BusError
 from controller.model.events import AlertReceived, Envelope, envelope
+from controller.threads import Background
 
 MAX_ALERT_NODES = 64  # corosync has at most 32 nodes; forged names cannot grow this
 MAX_ALERT_GAP = 10_000
@@ -53,14 +53,14 @@ class AlertReceiver:
             self.endpoint = str(path)
         self.sock.settimeout(0.2)
         self.last_sequence: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
-        self._thread.start()
-        metrics.watch_thread(self._thread, stall_after=30.0)  # it comes round every 0.2 s
+        # It comes round every 0.2 s: 30 s without, it is stuck.
+        self._bg = Background("alerts", lambda _: self._run(), stall_after=30.0)
+        self._stop = self._bg.stopping
+        self._bg.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            metrics.beat(self._thread.name)
+            self._bg.beat()
             try:
                 data = self.sock.recv(8192)
             except (TimeoutError, OSError):
@@ -89,9 +89,7 @@ class AlertReceiver:
             del self.last_sequence[next(iter(self.last_sequence))]
 
     def close(self) -> None:
-        self._stop.set()
-        metrics.forget_thread(self._thread)
-        self._thread.join(timeout=2)
+        self._bg.stop(timeout=2)
         self.sock.close()
 
 

@@ -11,11 +11,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from controller import commands, metrics
+from controller import commands
 from controller.logs import logger
 from controller.model.errors import ToolError
 from controller.model.events import Mount, MountsSeen
 from controller.model.pcmk import SHARED_FS_TYPES
+from controller.threads import Background
 
 
 def _unescape(field: str) -> str:
@@ -64,14 +65,15 @@ class MountWatcher:
     def __init__(self, node: str, publish: Callable[[MountsSeen], object], seconds: float = 10.0):
         self.node, self.publish, self.seconds = node, publish, seconds
         self.last: MountsSeen | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="storage-probe", daemon=True)
+        self._bg = Background("storage-probe", self._run)
 
     def start(self) -> None:
-        self._thread.start()
-        metrics.watch_thread(self._thread)
+        self._bg.start()
 
-    def _run(self) -> None:
+    def stop(self) -> None:
+        self._bg.stop()
+
+    def _run(self, stopping: threading.Event) -> None:
         while True:
             try:
                 seen = read_mounts(self.node)
@@ -80,10 +82,5 @@ class MountWatcher:
                     self.publish(seen)
             except Exception:  # noqa: BLE001 - an odd mount table must not end the probe
                 logger(component="storage").exception("mounts_probe_failed")
-            if self._stop.wait(self.seconds):
+            if stopping.wait(self.seconds):
                 return
-
-    def stop(self) -> None:
-        metrics.forget_thread(self._thread)
-        self._stop.set()
-        self._thread.join(timeout=5)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import libvirt
 
 from controller.engine.store import Store
-from controller.metrics import REGISTRY
+from controller.metrics import REGISTRY, dead_threads
 from probes.libvirt.events import LibvirtWatcher
 from probes.pacemaker.alerts import AlertReceiver
 from tests.waiting import wait_for
@@ -48,10 +47,15 @@ def test_destroy_and_create_arrive_as_lifecycle_events_with_listings() -> None:
 def test_a_bad_uri_never_kills_the_probe() -> None:
     got: list[Any] = []
     w = LibvirtWatcher("n1", "test:///nonexistent/file.xml", got.append, max_backoff=0.2)
+    before = REGISTRY.get_sample_value("kvm_warden_probe_errors_total", {"probe": "libvirt"}) or 0
     w.start()
-    time.sleep(1.0)
-    assert w._thread.is_alive() and not w.connected
-    w.stop()
+    try:
+        # It keeps trying (each failure counted) and stays alive, unconnected.
+        wait_for("two failed connects", lambda: (REGISTRY.get_sample_value(
+            "kvm_warden_probe_errors_total", {"probe": "libvirt"}) or 0) >= before + 2, 10)
+        assert "libvirt-probe" not in dead_threads() and not w.connected
+    finally:
+        w.stop()
 
 
 def test_alert_receiver_counts_lost_alerts_and_rejects_garbage(tmp_path: Path) -> None:

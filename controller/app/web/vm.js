@@ -22,7 +22,7 @@ async function reload() {
   document.body.dataset.node = v.nodes.join(",");
   document.getElementById("summary").replaceChildren(dl([
     ["runs on", v.nodes.join(", ") || "nowhere", "node"],
-    ["Pacemaker", v.role + " (" + v.resource + ")", "role"],
+    ["Pacemaker", v.state + " (" + v.resource + ")", "role"],
     ["libvirt", v.libvirt.join(", ") || "-", "libvirt"],
     ["desired", (v.desired_state || "-") + " on " + (v.desired_node || "any node")],
     ["drift", v.drift.join(", ") || "none"],
