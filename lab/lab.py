@@ -1,12 +1,13 @@
 """A real 3-node Corosync/Pacemaker/libvirt cluster on one machine, in network namespaces.
 
-Recipe from ../shared/LAB.md, measured there: nodes kvm1..kvm3 are network namespaces on a
-bridge (10.213.0.0/24, inside our own namespaces only) with a private mount + UTS namespace each
-(own hostname, /etc/corosync, Pacemaker and libvirt state, /run, /dev/shm, /etc/hosts). Each
-node runs corosync, pacemakerd and libvirtd; the cluster gets the seed's resources: dlm-clone,
-clvmd-clone and gfs2_res01-clone (ocf:pacemaker:Dummy stand-ins: this kernel has no gfs2/dlm
-modules) with their order/colocation chain, no-quorum-policy=freeze, and VirtualDomain VMs
-(tiny KVM guests, no OS) whose XML and qcow2 disks live in one directory bind-mounted at
+Measured on Debian 12 (docs/architecture.md, "Where no real component can run here"): nodes
+kvm1..kvm3 are network namespaces on a bridge (10.213.0.0/24, inside our own namespaces only)
+with a private mount + UTS namespace each (own hostname, /etc/corosync, Pacemaker and libvirt
+state, /run, /dev/shm, /etc/hosts). Each node runs corosync, pacemakerd and libvirtd; the
+cluster gets the seed's resources: dlm-clone, clvmd-clone and gfs2_res01-clone
+(ocf:pacemaker:Dummy stand-ins: this kernel has no gfs2/dlm modules) with their
+order/colocation chain, no-quorum-policy=freeze, and VirtualDomain VMs (tiny KVM guests, no OS)
+whose XML and qcow2 disks live in one directory bind-mounted at
 /kvm/storage on every node (the GFS2 stand-in).
 
 Fencing is real, as in production (stonith-enabled=true): a fence device `fence-lab` runs the

@@ -1,6 +1,6 @@
 """The guard: admits or refuses each action, with a reason, before anything touches the cluster.
 
-Checks, in order (DESIGN.md section 6): dry-run; quorum; unclean nodes / fencing; maintenance
+Checks, in order (docs/architecture.md, "The guard"): dry-run; quorum; unclean nodes / fencing; maintenance
 mode; the resource unmanaged or in maintenance; stale observation; cooldown per object; rate
 limit per action kind; concurrent migrations. The cluster-wide checks come first so that, while
 quorum is lost, *every* action is refused with the same reason (and counted as such).

@@ -128,6 +128,10 @@ class OutOfBandWatcher:
         default_factory=lambda: queue.Queue(maxsize=10_000))
     _journal: dict[tuple[str, str, str, int, int], OpRecord] = field(default_factory=dict)
     _open: set[OpRecord] = field(default_factory=set)  # pending at the last read
+    # Events judged so far, and failures of the judge (logged and counted, never fatal): what
+    # a test waits on instead of a sleep, and what it asserts is zero.
+    judged: int = 0
+    errors: int = 0
     _ended: dict[OpRecord, float] = field(default_factory=dict)  # -> read that found it gone
     _last_read: float = float("-inf")
     _last: dict[str, float] = field(default_factory=dict)  # vm -> last record (merging)
@@ -174,12 +178,15 @@ class OutOfBandWatcher:
             try:
                 if batch:
                     self._judge(batch)
+                    self.judged += len(batch)
                 elif self._poked.is_set() or (
                         self._open and time.monotonic() - self._last_read >= POLL_SECONDS):
                     self._poked.clear()
                     self._read()
             except Exception as exc:  # noqa: BLE001 - one bad event must not end the thread
-                self.log.error("out_of_band_check_failed", error=str(exc))
+                self.errors += 1
+                metrics.PROBE_ERRORS.labels(probe="out-of-band").inc()
+                self.log.error("out_of_band_check_failed", error=repr(exc))
 
     def _read(self) -> list[OpRecord] | None:
         """Read the status section and update what is known; the pending operations, or None."""

@@ -65,6 +65,10 @@ def warden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 break
         except OSError:
             time.sleep(0.3)
+    else:
+        proc.terminate()
+        proc.wait(timeout=30)
+        pytest.fail("kvm-warden served no pass on /metrics within 60 s")
     yield url
     proc.terminate()
     proc.wait(timeout=30)
@@ -96,6 +100,10 @@ def prometheus(warden: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         except OSError:
             pass
         time.sleep(0.5)
+    else:
+        proc.terminate()
+        proc.wait(timeout=30)
+        pytest.fail("Prometheus did not scrape kvm-warden within 60 s (up == 1)")
     time.sleep(4)  # a few scrapes, so rate() has samples to work on
     yield url
     proc.terminate()

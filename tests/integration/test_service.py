@@ -126,7 +126,7 @@ def test_run_serves_metrics_status_and_readiness(tmp_path: Path) -> None:
 
 
 def test_libvirt_events_give_incremental_passes_and_alerts_full_ones(tmp_path: Path) -> None:
-    """DESIGN.md section 2: crm_mon on resync and after alerts, not per libvirt event."""
+    """docs/architecture.md, "A pass": crm_mon on resync and after alerts, not per libvirt event."""
     sim, store, _ = simulated(tmp_path, poll=False)
     crm_mon_runs = []
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.model.errors import ParseError
+from controller.model.observed import ClusterStatus
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.crm_mon import parse_crm_mon
 
@@ -87,8 +87,12 @@ def test_cib_constraints_and_params_are_read() -> None:
 @settings(max_examples=300, deadline=None)
 @given(cut=st.integers(min_value=0, max_value=len(SEED)))
 def test_truncated_crm_mon_xml_raises_only_parse_error(cut: int) -> None:
-    with contextlib.suppress(ParseError):
-        parse_crm_mon(SEED[:cut])
+    try:
+        status = parse_crm_mon(SEED[:cut])
+    except ParseError:
+        return
+    # Only the whole document (or one cut after its root closed) parses, and to the seed.
+    assert status == parse_crm_mon(SEED)
 
 
 @settings(max_examples=300, deadline=None)
@@ -97,8 +101,11 @@ def test_truncated_crm_mon_xml_raises_only_parse_error(cut: int) -> None:
     junk=st.binary(min_size=1, max_size=8),
 )
 def test_mutated_crm_mon_xml_raises_only_parse_error(pos: int, junk: bytes) -> None:
-    with contextlib.suppress(ParseError):
-        parse_crm_mon(SEED[:pos] + junk + SEED[pos + len(junk):])
+    try:
+        status = parse_crm_mon(SEED[:pos] + junk + SEED[pos + len(junk):])
+    except ParseError:
+        return
+    assert_valid_status(status)
 
 
 @settings(max_examples=200, deadline=None)
@@ -107,8 +114,24 @@ def test_mutated_crm_mon_xml_raises_only_parse_error(pos: int, junk: bytes) -> N
     junk=st.binary(min_size=1, max_size=8),
 )
 def test_mutated_cib_raises_only_parse_error(pos: int, junk: bytes) -> None:
-    with contextlib.suppress(ParseError):
-        parse_cib(SEED_CIB[:pos] + junk + SEED_CIB[pos + len(junk):])
+    try:
+        cib = parse_cib(SEED_CIB[:pos] + junk + SEED_CIB[pos + len(junk):])
+    except ParseError:
+        return
+    # A valid value: typed counters, every constraint naming what it constrains.
+    assert isinstance(cib.epoch, int) and isinstance(cib.admin_epoch, int)
+    assert all(isinstance(r, str) and r for r in cib.resources)
+    assert all(c.id for c in (*cib.constraints.location, *cib.constraints.colocation,
+                              *cib.constraints.order))
+
+
+def assert_valid_status(status: ClusterStatus) -> None:
+    """What every reader of a parsed crm_mon relies on: typed nodes and resources."""
+    assert isinstance(status, ClusterStatus)
+    assert all(name == n.name and isinstance(n.online, bool) for name, n in status.nodes.items())
+    for r in status.resources:
+        assert isinstance(r.id, str) and isinstance(r.active, bool)
+        assert all(isinstance(n, str) for n in r.nodes)
 
 
 def test_a_failed_migration_is_reported_for_its_resource_with_its_task() -> None:

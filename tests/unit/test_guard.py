@@ -1,4 +1,4 @@
-"""The guard's checks, each with the reason an operator sees (DESIGN.md section 6)."""
+"""The guard's checks, each with the reason an operator sees (docs/architecture.md, "The guard")."""
 
 from __future__ import annotations
 

@@ -14,8 +14,10 @@ NODES = {n: Node(name=n, online=n != "kvm3") for n in ("kvm1", "kvm2", "kvm3")}
 
 
 def findings(role: str, nodes: tuple[str, ...], domains: dict[str, str],
-             stale: frozenset[str] = frozenset(), unclean: str = "") -> list[str]:
-    return [f.message for f in finding_list(role, nodes, domains, stale, unclean)]
+             stale: frozenset[str] = frozenset(), unclean: str = "",
+             ) -> list[tuple[str, str | None, str | None]]:
+    """(kind, resource, node) of each finding: what code reads, not the prose."""
+    return [(f.kind, f.rsc, f.node) for f in finding_list(role, nodes, domains, stale, unclean)]
 
 
 def finding_list(role: str, nodes: tuple[str, ...], domains: dict[str, str],
@@ -34,10 +36,10 @@ def finding_list(role: str, nodes: tuple[str, ...], domains: dict[str, str],
 
 
 def test_domain_running_where_pacemaker_does_not_place_it_is_critical() -> None:
-    (msg,) = findings("Started", ("kvm1",), {"kvm1": "running", "kvm2": "running"})
-    assert "split brain? domain web01 runs on kvm1, kvm2" in msg
-    (msg,) = findings("Stopped", (), {"kvm2": "running"})
-    assert "runs on kvm2 where Pacemaker does not have vm-web01 active" in msg
+    assert findings("Started", ("kvm1",), {"kvm1": "running", "kvm2": "running"}) == [
+        ("split-brain", "vm-web01", None)]
+    (f,) = finding_list("Stopped", (), {"kvm2": "running"})
+    assert (f.kind, f.severity, f.rsc) == ("unplaced-domain", "critical", "vm-web01")
 
 
 def test_agreement_and_shut_off_domains_are_fine() -> None:
@@ -63,7 +65,7 @@ def test_a_guest_on_an_unclean_node_is_split_brain_at_once_even_from_a_silent_ag
     (f,) = finding_list("Started", ("kvm1",), {"kvm1": "running", "kvm2": "running"},
                         stale=frozenset({"kvm2"}), unclean="kvm2")
     assert f.kind == "split-brain" and f.severity == "critical" and f.urgent
-    assert f.subject == "vm-web01@kvm2" and "UNCLEAN" in f.message
+    assert (f.rsc, f.node, f.subject) == ("vm-web01", "kvm2", "vm-web01@kvm2")
     # A paused guest there is as alive as a running one; a shut-off one is not.
     assert len(finding_list("Started", ("kvm1",), {"kvm2": "paused"}, unclean="kvm2",
                             stale=frozenset({"kvm2"}))) == 1
@@ -75,5 +77,5 @@ def test_a_live_agent_on_a_node_pacemaker_sees_offline_is_believed() -> None:
     # kvm3's cluster stack died but its libvirtd and agent live (no fencing): the guest still
     # runs there while Pacemaker would start it elsewhere.
     (f,) = finding_list("Started", ("kvm1",), {"kvm1": "running", "kvm3": "running"})
-    assert f.kind == "split-brain" and "kvm3" in f.message and "offline" in f.message
+    assert (f.kind, f.rsc, f.node) == ("split-brain", "vm-web01", "kvm3")
     assert not f.urgent  # reported once it persists (the agent may just not be marked stale)

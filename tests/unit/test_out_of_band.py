@@ -101,7 +101,6 @@ def test_an_operation_seen_pending_earlier_still_explains_its_events() -> None:
 
 def test_the_watcher_judges_a_burst_with_one_read_and_merges_one_actions_events(
         tmp_path: object) -> None:
-    import time
 
     from controller.engine.audit import AuditLog
     from controller.engine.oob import OutOfBandWatcher
@@ -131,8 +130,8 @@ def test_the_watcher_judges_a_burst_with_one_read_and_merges_one_actions_events(
         w.offer(msgspec.structs.replace(env, sent_at=at))
     w.start()
     try:
-        wait_for("the burst judged", lambda: w._inbox.empty() and len(reads) >= 1, 5, 0.02)
-        time.sleep(0.2)
+        wait_for("the burst judged", lambda: w.judged == 4, 5, 0.02)
+        assert w.errors == 0
         assert [(c.vm, c.node, c.what) for c in found] == [("web01", "kvm1", "shutdown/finished")]
         assert len(reads) == 1
     finally:
@@ -170,8 +169,30 @@ def test_a_stop_seen_pending_then_gone_explains_the_destroy_at_its_end() -> None
         env = envelope("kvm2", 1, DomainLifecycle(node="kvm2", domain="web02", event="stopped",
                                                   detail="destroyed"))
         w.offer(msgspec.structs.replace(env, sent_at=time.time()))  # now: within the stop
-        wait_for("judged", lambda: w._inbox.empty() and w._ended, 5, 0.02)
-        time.sleep(0.2)
+        wait_for("judged", lambda: w.judged == 1, 5, 0.02)
+        assert w.errors == 0 and w._ended  # judged without failing, the stop seen ended
         assert found == []
+    finally:
+        w.stop()
+
+
+def test_a_failing_judge_is_counted_and_the_watcher_lives_on() -> None:
+    from controller.engine.audit import AuditLog
+    from controller.engine.oob import OutOfBandWatcher
+    from controller.model.events import envelope
+    from tests.waiting import wait_for
+
+    def broken() -> dict[str, str]:
+        raise RuntimeError("the VM map is gone")
+
+    w = OutOfBandWatcher(query=lambda: CIB, vms=broken, audit=AuditLog(None),
+                         found=lambda c: None)
+    w.start()
+    try:
+        for n in (1, 2):
+            w.offer(envelope("kvm1", n, DomainLifecycle(node="kvm1", domain="web01",
+                                                        event="stopped", detail="destroyed")))
+            wait_for(f"failure {n} counted", lambda n=n: w.errors == n, 5, 0.02)  # type: ignore[misc]
+        assert w.judged == 0
     finally:
         w.stop()
