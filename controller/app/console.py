@@ -11,25 +11,17 @@ live migration the page's reconnect lands on the new node. Every session is an a
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-import socket
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 
 import zmq
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    RejectConnection,
-    Request,
-    TextMessage,
-)
+import zmq.asyncio
+from aiohttp import WSMsgType, web
 
+from controller.app.webconfig import ConsoleLimits
 from controller.bus.console import OPEN_TIMEOUT, open_session
 from controller.bus.keys import Curve
 from controller.engine.audit import AuditRecord
@@ -53,9 +45,10 @@ class ConsoleBroker:
     controller: Controller
     agents: dict[str, str]  # node -> the agent's console endpoint
     curve: Curve | None
-    ctx: zmq.Context[zmq.Socket[bytes]] = field(default_factory=zmq.Context.instance)
+    limits: ConsoleLimits = field(default_factory=ConsoleLimits)
     _tickets: dict[str, Ticket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ctx: zmq.asyncio.Context | None = None
 
     def __post_init__(self) -> None:
         self.log = logger(component="console")
@@ -68,7 +61,8 @@ class ConsoleBroker:
         return row.nodes[0], row.vnc_port
 
     def ticket(self, vm: str, user: str) -> tuple[str, str]:
-        """A single-use ticket for `vm`'s console, and the node it runs on. Raises LookupError."""
+        """A single-use ticket for `vm`'s console, and the node it runs on. Raises LookupError.
+        Each user has their own allowance: one user's tickets cannot lock the others out."""
         place = self.where(vm)
         if place is None:
             raise LookupError(f"{vm} is not running on one node with a VNC console")
@@ -78,6 +72,9 @@ class ConsoleBroker:
         now = time.monotonic()
         with self._lock:
             self._tickets = {k: t for k, t in self._tickets.items() if t.expires > now}
+            if sum(t.user == user for t in self._tickets.values()) >= \
+                    self.limits.tickets_per_user:
+                raise LookupError(f"too many open console tickets for {user}")
             if len(self._tickets) >= MAX_TICKETS:
                 raise LookupError("too many open console tickets")
             self._tickets[token] = Ticket(vm=vm, user=user, expires=now + TICKET_SECONDS)
@@ -91,93 +88,113 @@ class ConsoleBroker:
         return t
 
     # -- one session: WebSocket <-> agent ------------------------------------------------------
-    def serve(self, sock: socket.socket, request: bytes, ticket: Ticket) -> None:
-        """Run one console session on the handler's socket (after the HTTP request was read)."""
-        ws = WSConnection(ConnectionType.SERVER)
-        ws.receive_data(request)
-        req = next((e for e in ws.events() if isinstance(e, Request)), None)
-        if req is None:
-            return
+    async def serve(self, request: web.Request, ticket: Ticket) -> web.StreamResponse:
+        """One console session on the HTTP port's event loop: the browser's WebSocket relayed
+        to the agent on the VM's node, for at most max_session_seconds, closed when idle."""
         place = self.where(ticket.vm)
         if place is None or place[0] not in self.agents:
-            sock.sendall(ws.send(RejectConnection(status_code=409)))
-            return
+            return web.Response(status=409, text=f"{ticket.vm} is not running on one node\n")
         node, port = place
-        sub = "binary" if "binary" in req.subprotocols else None
-        sock.sendall(ws.send(AcceptConnection(subprotocol=sub)))
+        ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=1 << 20, heartbeat=30)
+        await ws.prepare(request)
+        if self._ctx is None:
+            self._ctx = zmq.asyncio.Context.shadow(zmq.Context.instance())
         key = self.curve.peer_key(node) if self.curve is not None else None
-        dealer = open_session(self.ctx, self.agents[node], self.curve, key)
+        dealer = open_session(self._ctx, self.agents[node], self.curve, key)
         sid = secrets.token_bytes(8)
         started = time.time()
+        client = request.remote or "?"
         reason = "closed"
         try:
-            dealer.send_multipart([b"open", sid, str(port).encode()])
-            if not dealer.poll(int(OPEN_TIMEOUT * 1000)):
+            await dealer.send_multipart([b"open", sid, str(port).encode()])
+            if not await dealer.poll(int(OPEN_TIMEOUT * 1000)):
                 reason = f"the agent on {node} did not answer"
-                return
-            first = dealer.recv_multipart()
+                return ws
+            first = await dealer.recv_multipart()
             if first[:1] != [b"opened"]:
                 reason = (first[2] if len(first) > 2 else b"refused").decode(errors="replace")
-                return
-            self.log.info("console_session_started", vm=ticket.vm, node=node, user=ticket.user)
-            reason = self._pump(sock, ws, dealer, sid)
+                return ws
+            self._record(ticket, node, client, started, None)  # audited when it opens
+            reason = await self._pump(ws, dealer, sid)
         finally:
             try:
-                dealer.send_multipart([b"close", sid], zmq.NOBLOCK)
+                await dealer.send_multipart([b"close", sid], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
             dealer.close()
-            try:
-                sock.sendall(ws.send(CloseConnection(code=1000, reason=reason[:100])))
-            except Exception:  # noqa: BLE001 - the browser may already be gone
-                pass
-            self._record(ticket, node, started, reason)
+            await ws.close(message=reason[:100].encode())
+            self._record(ticket, node, client, started, reason)
+        return ws
 
-    def _pump(self, sock: socket.socket, ws: WSConnection, dealer: zmq.Socket[bytes],
-              sid: bytes) -> str:
-        poller = zmq.Poller()
-        poller.register(dealer, zmq.POLLIN)
-        poller.register(sock.fileno(), zmq.POLLIN)
-        while True:
-            pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-            ready = dict(poller.poll(0 if pending else 30_000))
-            if pending or sock.fileno() in ready:
-                try:
-                    data = sock.recv(65536)
-                except (ssl.SSLWantReadError, BlockingIOError):
-                    data = None
-                except OSError:
+    async def _pump(self, ws: web.WebSocketResponse, dealer: zmq.asyncio.Socket,
+                    sid: bytes) -> str:
+        last = time.monotonic()
+
+        async def to_agent() -> str:
+            nonlocal last
+            async for msg in ws:
+                last = time.monotonic()
+                if msg.type == WSMsgType.BINARY:
+                    await dealer.send_multipart([b"data", sid, msg.data])
+                elif msg.type == WSMsgType.TEXT:
+                    await dealer.send_multipart([b"data", sid, msg.data.encode()])
+                elif msg.type == WSMsgType.ERROR:
                     return "the browser went away"
-                if data is not None:
-                    if not data:
-                        return "the browser closed the connection"
-                    ws.receive_data(data)
-                    for ev in ws.events():
-                        if isinstance(ev, BytesMessage):
-                            dealer.send_multipart([b"data", sid, bytes(ev.data)])
-                        elif isinstance(ev, TextMessage):
-                            dealer.send_multipart([b"data", sid, ev.data.encode()])
-                        elif isinstance(ev, Ping):
-                            sock.sendall(ws.send(ev.response()))
-                        elif isinstance(ev, CloseConnection):
-                            return "closed by the browser"
-            if dealer in ready:
-                frames = dealer.recv_multipart()
+            return "closed by the browser"
+
+        async def to_browser() -> str:
+            nonlocal last
+            while True:
+                frames = await dealer.recv_multipart()
                 if frames[:1] == [b"data"] and len(frames) == 3:
-                    sock.sendall(ws.send(BytesMessage(data=frames[2])))
+                    last = time.monotonic()
+                    await ws.send_bytes(frames[2])
                 elif frames[:1] == [b"closed"]:
                     return (frames[2] if len(frames) > 2 else b"closed").decode(errors="replace")
 
-    def _record(self, ticket: Ticket, node: str, started: float, reason: str) -> None:
+        async def idle() -> str:
+            while True:
+                left = self.limits.idle_seconds - (time.monotonic() - last)
+                if left <= 0:
+                    return f"idle for {self.limits.idle_seconds:.0f} s"
+                await asyncio.sleep(left)
+
+        tasks = [asyncio.ensure_future(c) for c in (to_agent(), to_browser(), idle())]
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=self.limits.max_session_seconds,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                return f"the session reached its {self.limits.max_session_seconds:.0f} s limit"
+            try:
+                return done.pop().result()
+            except (ConnectionError, zmq.ZMQError) as exc:
+                return f"relay ended: {exc}"
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def _record(self, ticket: Ticket, node: str, client: str, started: float,
+                reason: str | None) -> None:
+        """The audit record and history row of a session: once when it opens (who, from
+        where, which VM on which node), once when it ends (how long, why)."""
         ended = time.time()
-        self.log.info("console_session_ended", vm=ticket.vm, node=node, user=ticket.user,
-                      reason=reason)
         c = self.controller
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+        if reason is None:
+            self.log.info("console_session_started", vm=ticket.vm, node=node, user=ticket.user,
+                          client=client)
+            c.audit.write([AuditRecord(
+                at=at, who=f"user:{ticket.user}", outcome="session-open", kind="console",
+                reconciler="web", action=f"console of {ticket.vm} on {node}",
+                resource=ticket.vm, verdict="session", why=f"opened from {client}")])
+            return
+        self.log.info("console_session_ended", vm=ticket.vm, node=node, user=ticket.user,
+                      client=client, reason=reason)
         c.audit.write([AuditRecord(
-            at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            who=f"user:{ticket.user}", outcome="session", kind="console", reconciler="web",
-            action=f"console of {ticket.vm} on {node}", resource=ticket.vm, verdict="session",
-            why=f"from {time.strftime('%H:%M:%SZ', time.gmtime(started))} to "
+            at=at, who=f"user:{ticket.user}", outcome="session", kind="console",
+            reconciler="web", action=f"console of {ticket.vm} on {node}", resource=ticket.vm,
+            verdict="session",
+            why=f"from {client}, {time.strftime('%H:%M:%SZ', time.gmtime(started))} to "
                 f"{time.strftime('%H:%M:%SZ', time.gmtime(ended))}: {reason}",
             duration_s=round(ended - started, 3))])
         if c.history is not None:

@@ -243,13 +243,17 @@ def _serve_http(opts: RunOptions, controller: Controller, view: WebView) -> Stat
     if not 0 <= opts.http_port <= 65535:
         raise WardenError(f"--http-port {opts.http_port}: must be 0..65535")
     web = load_web_config(opts.web_config) if opts.web_config else None
-    if not on_loopback(f"tcp://{opts.http_host}:0") and (web is None or not web.users):
+    if not on_loopback(f"tcp://{opts.http_host}:0") and (
+            web is None or not web.users or web.tls is None):
         raise WardenError(f"--http-host {opts.http_host}: off loopback the HTTP port needs "
-                          "--web-config FILE with basic_auth_users (and tls_server_config): "
-                          "cluster state and metrics are not served to anyone who asks")
+                          "--web-config FILE with basic_auth_users and tls_server_config: "
+                          "cluster state, metrics and consoles are not served to anyone who "
+                          "asks, nor in clear text")
     try:
         # The console needs users to audit and agents to relay to.
         view.console = web is not None and web.users and view.broker is not None
+        if web is not None and view.broker is not None:
+            view.broker.limits = web.console_limits
         server = StatusServer(opts.http_host, opts.http_port, status_doc,
                               lambda: ready_state(controller), web, view)
     except (OSError, OverflowError) as exc:

@@ -62,6 +62,7 @@ class WebView:
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     clock: Callable[[], float] = time.time
+    listeners: list[Callable[[], None]] = field(default_factory=list)  # the HTTP port's streams
 
     # -- change notification -----------------------------------------------------------------
     def passed(self) -> None:
@@ -69,6 +70,8 @@ class WebView:
         with self._changed:
             self._version += 1
             self._changed.notify_all()
+        for tell in self.listeners:
+            tell()
 
     @property
     def version(self) -> int:

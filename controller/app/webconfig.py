@@ -3,8 +3,14 @@
     tls_server_config:
       cert_file: /etc/kvm-warden/tls.crt
       key_file: /etc/kvm-warden/tls.key
+      min_version: TLS12            # or TLS13
     basic_auth_users:
       ops: $2b$12$...   # bcrypt hash (htpasswd -nBC 12 ops, or python's bcrypt.hashpw)
+      grafana: $2b$12$...
+    kvm_warden:                     # kvm-warden's own extension
+      roles: {ops: operator}        # viewer (the default) | operator (consoles) | admin
+      host_names: [warden.example.org]
+      console: {max_session_seconds: 28800, idle_seconds: 900, tickets_per_user: 8}
 
 Operators configure node_exporter this way already; kvm-warden reads the same keys. Checks at
 load: unknown keys are errors, the TLS pair is loaded into an SSL context (so a wrong path or a
@@ -17,11 +23,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import secrets
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import bcrypt
 import yaml
@@ -31,8 +39,9 @@ from controller.model.errors import WardenError
 
 BCRYPT = r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$"
 CACHE_SECONDS = 60.0  # a verified password is not re-hashed (bcrypt costs ~0.2 s) for this long
-# Checked when the user is unknown, so that a wrong name costs as long as a wrong password.
-_DUMMY = bcrypt.hashpw(b"kvm-warden", bcrypt.gensalt(rounds=10))
+BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; bcrypt 5 refuses longer passwords
+Role = Literal["viewer", "operator", "admin"]
+RANK: dict[str, int] = {"open": 0, "ticket": 0, "viewer": 1, "operator": 2, "admin": 3}
 
 
 class _Strict(BaseModel):
@@ -42,21 +51,50 @@ class _Strict(BaseModel):
 class TlsServerConfig(_Strict):
     cert_file: str
     key_file: str
-    min_version: str = "TLS12"
+    min_version: Literal["TLS12", "TLS13"] = "TLS12"
+
+
+class ConsoleLimits(_Strict):
+    max_session_seconds: Annotated[float, Field(gt=0)] = 8 * 3600.0
+    idle_seconds: Annotated[float, Field(gt=0)] = 900.0
+    tickets_per_user: Annotated[int, Field(gt=0, le=256)] = 8
+
+
+class WardenWeb(_Strict):
+    """kvm-warden's extension of the exporter-toolkit format (its own key, so the rest stays
+    what node_exporter reads)."""
+
+    # Users not listed are viewers: they see everything, change nothing, open no console.
+    roles: dict[str, Role] = Field(default_factory=dict)
+    # The names browsers reach this port by (besides loopback's own): a request for another
+    # Host is refused (DNS rebinding through a tunnel or a proxy).
+    host_names: tuple[str, ...] = ()
+    console: ConsoleLimits = Field(default_factory=ConsoleLimits)
 
 
 class WebConfig(_Strict):
     tls_server_config: TlsServerConfig | None = None
     basic_auth_users: dict[str, Annotated[str, StringConstraints(pattern=BCRYPT)]] = Field(
         default_factory=dict)
+    kvm_warden: WardenWeb = Field(default_factory=WardenWeb)
 
 
 class WebConfigError(WardenError):
     pass
 
 
+@dataclass(frozen=True)
+class Login:
+    """The answer to one Authorization header: the user and role, or why not (for the 401)."""
+
+    user: str | None
+    role: Role | None = None
+    problem: str = "unauthorized"
+
+
 class WebAuth:
-    """The loaded configuration: an SSL context (or None) and the Basic-auth check."""
+    """The loaded configuration: an SSL context (or None), the users and their roles, and the
+    Basic-auth check at a constant cost."""
 
     def __init__(self, config: WebConfig, source: str):
         self.config = config
@@ -64,12 +102,16 @@ class WebAuth:
         self.tls: ssl.SSLContext | None = None
         self._ok: dict[bytes, float] = {}  # sha256(user:password) -> verified at
         self._lock = threading.Lock()
+        # A wrong user name costs what a wrong password does: the stand-in hash has the cost of
+        # the configured ones (the highest), not bcrypt's default.
+        costs = [int(h.split("$")[2]) for h in config.basic_auth_users.values()]
+        self._dummy = bcrypt.hashpw(b"kvm-warden", bcrypt.gensalt(rounds=max(costs or [4])))
+        self.csrf_secret = secrets.token_bytes(32)  # per process (app/policy.py's CSRF tokens)
         tls = config.tls_server_config
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = {"TLS12": ssl.TLSVersion.TLSv1_2,
-                                   "TLS13": ssl.TLSVersion.TLSv1_3}.get(
-                                       tls.min_version, ssl.TLSVersion.TLSv1_2)
+                                   "TLS13": ssl.TLSVersion.TLSv1_3}[tls.min_version]
             try:
                 ctx.load_cert_chain(tls.cert_file, tls.key_file)
             except (OSError, ssl.SSLError) as exc:
@@ -81,36 +123,49 @@ class WebAuth:
     def users(self) -> bool:
         return bool(self.config.basic_auth_users)
 
+    @property
+    def console_limits(self) -> ConsoleLimits:
+        return self.config.kvm_warden.console
+
+    def role_of(self, user: str) -> Role:
+        return self.config.kvm_warden.roles.get(user, "viewer")
+
     def allowed(self, authorization: str | None) -> bool:
         """Whether an `Authorization` header carries a configured user's password."""
         return not self.users or self.user(authorization) is not None
 
     def user(self, authorization: str | None) -> str | None:
-        """The configured user whose password the `Authorization` header carries, if any."""
+        return self.login(authorization).user
+
+    def login(self, authorization: str | None) -> Login:
+        """Check an `Authorization: Basic` header (blocking: bcrypt; run it off the event
+        loop). Every wrong answer costs one bcrypt of the configured cost."""
         if not authorization or not authorization.startswith("Basic "):
-            return None
+            return Login(None, problem="credentials required")
         try:
             user, sep, password = base64.b64decode(authorization[6:].strip(),
                                                    validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            return None
-        if not sep or len(password) > 1024:
-            return None
+            return Login(None, problem="malformed Basic credentials")
+        if not sep:
+            return Login(None, problem="malformed Basic credentials")
+        secret = password.encode()
+        if len(secret) > BCRYPT_MAX_BYTES:
+            return Login(None, problem=f"password longer than bcrypt's {BCRYPT_MAX_BYTES} bytes")
         key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
         now = time.monotonic()
         with self._lock:
             at = self._ok.get(key)
             if at is not None and now - at < CACHE_SECONDS:
-                return user
+                return Login(user, self.role_of(user))
         stored = self.config.basic_auth_users.get(user)
-        ok = bcrypt.checkpw(password.encode(), stored.encode() if stored else _DUMMY)
-        ok = ok and stored is not None
-        if not ok:
-            return None
+        ok = bcrypt.checkpw(secret, stored.encode() if stored else self._dummy)
+        if not ok or stored is None:
+            return Login(None, problem="wrong user or password")
         with self._lock:
             self._ok = {k: t for k, t in self._ok.items() if now - t < CACHE_SECONDS}
             self._ok[key] = now
-        return user
+        return Login(user, self.role_of(user))
 
 
 def load_web_config(path: str | Path) -> WebAuth:

@@ -16,11 +16,12 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import zmq
 
 from controller import metrics
-from controller.bus.keys import Curve, curve_client, curve_server
+from controller.bus.keys import CONSOLE_DOMAIN, Curve, curve_client, curve_server
 from controller.logs import logger
 
 MAX_SESSIONS = 16
@@ -53,6 +54,7 @@ class ConsoleRelay:
         self.router = ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.MAXMSGSIZE, CHUNK + 1024)
         self.router.linger = 0
+        self.router.zap_domain = CONSOLE_DOMAIN.encode()  # only the controller's key (keys.py)
         curve_server(self.router, curve)
         self.router.bind(endpoint)
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -161,9 +163,13 @@ class ConsoleRelay:
         self.log.info("console_closed", reason=reason)
 
 
-def open_session(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, curve: Curve | None,
-                 server_key: bytes | None) -> zmq.Socket[bytes]:
-    """The controller side: a DEALER to one agent's relay (CURVE client when keys are set)."""
+S = TypeVar("S", bound="zmq.Socket[Any]")
+
+
+def open_session(ctx: zmq.Context[S], endpoint: str, curve: Curve | None,
+                 server_key: bytes | None) -> S:
+    """The controller side: a DEALER to one agent's relay (CURVE client when keys are set);
+    a plain or an asyncio socket, after the context's kind."""
     dealer = ctx.socket(zmq.DEALER)
     dealer.linger = 0
     dealer.setsockopt(zmq.MAXMSGSIZE, CHUNK + 1024)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -71,6 +72,10 @@ def generate_keys(directory: Path, name: str, force: bool = False) -> tuple[Path
     return Path(made_public), Path(made_secret)
 
 
+CONSOLE_DOMAIN = "console"  # the ZAP domain of the console relay's socket
+CONTROLLER_KEY = "controller"  # the allow-list file name of the controller's public key
+
+
 class _AllowList:
     """ZAP credentials provider: a client key must be in the allow-list directory."""
 
@@ -80,7 +85,13 @@ class _AllowList:
 
     def callback(self, domain: str, key: bytes) -> bool:
         try:
-            allowed = set(zmq.auth.load_certificates(str(self.allow_dir)).keys())
+            if domain == CONSOLE_DOMAIN:
+                # The console relay opens guests' screens: the controller's key only, never
+                # another node's agent (whose key the bus allow-list may also hold).
+                allowed = {zmq.auth.load_certificate(
+                    str(self.allow_dir / f"{CONTROLLER_KEY}.key"))[0]}
+            else:
+                allowed = set(zmq.auth.load_certificates(str(self.allow_dir)).keys())
         except Exception as exc:  # noqa: BLE001 - a broken allow-list refuses; it never kills ZAP
             metrics.BUS_AUTH_REFUSED.inc()
             self.log.error("allow_list_unreadable", path=str(self.allow_dir), error=str(exc))
@@ -95,7 +106,10 @@ class _AllowList:
 def start_authenticator(ctx: zmq.Context[zmq.Socket[bytes]], curve: Curve) -> ThreadAuthenticator:
     auth = ThreadAuthenticator(ctx)
     auth.start()
-    auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(curve.allow_dir))
+    allow = _AllowList(curve.allow_dir)
+    # pyzmq looks providers up by the socket's ZAP domain: the console relay has its own.
+    for domain in ("*", CONSOLE_DOMAIN):
+        auth.configure_curve_callback(domain=domain, credentials_provider=allow)
     return auth
 
 
@@ -106,7 +120,7 @@ def curve_server(sock: zmq.Socket[bytes], curve: Curve | None) -> None:
         sock.curve_server = True
 
 
-def curve_client(sock: zmq.Socket[bytes], curve: Curve | None, server_key: bytes | None) -> None:
+def curve_client(sock: zmq.Socket[Any], curve: Curve | None, server_key: bytes | None) -> None:
     if curve is not None and server_key is not None:
         sock.curve_secretkey = curve.secret
         sock.curve_publickey = curve.public

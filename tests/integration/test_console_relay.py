@@ -101,3 +101,25 @@ def test_a_controller_without_an_admitted_key_gets_nothing(ctx: zmq.Context, tmp
         relay.close()
         auth.stop()
         srv.close()
+
+
+def test_another_nodes_agent_key_opens_no_console(ctx: zmq.Context, tmp_path: Path) -> None:
+    # kvm1's key is on kvm2's allow-list (the bus admits it), but the relay opens guests'
+    # screens for the controller's key only.
+    agent_curve, _ = keys(tmp_path)
+    generate_keys(tmp_path / "keys", "kvm1")
+    (tmp_path / "agent" / "kvm1.key").write_bytes((tmp_path / "keys" / "kvm1.key").read_bytes())
+    kvm1 = Curve.load(tmp_path / "keys" / "kvm1.key_secret", tmp_path / "agent")
+    auth = start_authenticator(ctx, agent_curve)
+    srv, port = vnc_server()
+    relay = ConsoleRelay(ctx, "tcp://127.0.0.1:*", agent_curve, lambda: {port})
+    relay.start()
+    dealer = open_session(ctx, relay.endpoint, kvm1, agent_curve.public)
+    try:
+        dealer.send_multipart([b"open", b"s1", str(port).encode()])
+        assert not dealer.poll(2000), "a node's agent key must not reach the console relay"
+    finally:
+        dealer.close()
+        relay.close()
+        auth.stop()
+        srv.close()

@@ -17,7 +17,9 @@ async function connect() {
   }
   let ticket;
   try {
-    const r = await fetch("/api/vms/" + encodeURIComponent(NAME) + "/console", {method: "POST", credentials: "same-origin"});
+    const session = await getJSON("/api/session");  // the CSRF token of this user
+    const r = await fetch("/api/vms/" + encodeURIComponent(NAME) + "/console",
+      {method: "POST", credentials: "same-origin", headers: {[session.csrf_header]: session.csrf}});
     ticket = await r.json();
     if (!r.ok) throw new Error(ticket.error || r.status);
   } catch (e) {
