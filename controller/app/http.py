@@ -309,6 +309,8 @@ class StatusServer:
     def stop(self) -> None:
         if not self.thread.is_alive():
             self._sock.close()
+            self._loop.close()
+            self.policy.executor.shutdown(wait=False)
             return
 
         async def shutdown() -> None:
@@ -323,6 +325,9 @@ class StatusServer:
             fut.result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self._loop.close()
+        self.policy.executor.shutdown(wait=False, cancel_futures=True)
         self._sock.close()
 
 

@@ -83,24 +83,29 @@ def test_a_session_reaches_a_guests_vnc_and_nothing_else(ctx: zmq.Context, tmp_p
         srv.close()
 
 
-def test_a_controller_without_an_admitted_key_gets_nothing(ctx: zmq.Context, tmp_path: Path) -> None:
-    agent_curve, _ = keys(tmp_path)
+def assert_refused(ctx: zmq.Context, agent_curve: Curve, client: Curve) -> None:
+    """The relay never answers a session opened with `client`'s key."""
     auth = start_authenticator(ctx, agent_curve)
-    generate_keys(tmp_path / "other", "intruder")
-    (tmp_path / "other-allow").mkdir()
-    intruder = Curve.load(tmp_path / "other" / "intruder.key_secret", tmp_path / "other-allow")
     srv, port = vnc_server()
     relay = ConsoleRelay(ctx, "tcp://127.0.0.1:*", agent_curve, lambda: {port})
     relay.start()
-    dealer = open_session(ctx, relay.endpoint, intruder, agent_curve.public)
+    dealer = open_session(ctx, relay.endpoint, client, agent_curve.public)
     try:
         dealer.send_multipart([b"open", b"s1", str(port).encode()])
-        assert not dealer.poll(2000), "an unknown key must not reach the relay"
+        assert not dealer.poll(2000), "this key must not reach the relay"
     finally:
         dealer.close()
         relay.close()
         auth.stop()
         srv.close()
+
+
+def test_a_controller_without_an_admitted_key_gets_nothing(ctx: zmq.Context, tmp_path: Path) -> None:
+    agent_curve, _ = keys(tmp_path)
+    generate_keys(tmp_path / "other", "intruder")
+    (tmp_path / "other-allow").mkdir()
+    assert_refused(ctx, agent_curve,
+                   Curve.load(tmp_path / "other" / "intruder.key_secret", tmp_path / "other-allow"))
 
 
 def test_another_nodes_agent_key_opens_no_console(ctx: zmq.Context, tmp_path: Path) -> None:
@@ -109,17 +114,5 @@ def test_another_nodes_agent_key_opens_no_console(ctx: zmq.Context, tmp_path: Pa
     agent_curve, _ = keys(tmp_path)
     generate_keys(tmp_path / "keys", "kvm1")
     (tmp_path / "agent" / "kvm1.key").write_bytes((tmp_path / "keys" / "kvm1.key").read_bytes())
-    kvm1 = Curve.load(tmp_path / "keys" / "kvm1.key_secret", tmp_path / "agent")
-    auth = start_authenticator(ctx, agent_curve)
-    srv, port = vnc_server()
-    relay = ConsoleRelay(ctx, "tcp://127.0.0.1:*", agent_curve, lambda: {port})
-    relay.start()
-    dealer = open_session(ctx, relay.endpoint, kvm1, agent_curve.public)
-    try:
-        dealer.send_multipart([b"open", b"s1", str(port).encode()])
-        assert not dealer.poll(2000), "a node's agent key must not reach the console relay"
-    finally:
-        dealer.close()
-        relay.close()
-        auth.stop()
-        srv.close()
+    assert_refused(ctx, agent_curve,
+                   Curve.load(tmp_path / "keys" / "kvm1.key_secret", tmp_path / "agent"))
