@@ -622,7 +622,8 @@ def _ha_web_config() -> Path:
     hashed = bcrypt.hashpw(HA_PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
     (d / "web.yml").write_text(
         f"tls_server_config:\n  cert_file: {d / 'cert.pem'}\n  key_file: {d / 'key.pem'}\n"
-        f"basic_auth_users:\n  {HA_USER}: '{hashed}'\n")
+        f"basic_auth_users:\n  {HA_USER}: '{hashed}'\n"
+        f"kvm_warden:\n  roles: {{{HA_USER}: operator}}\n")  # the lab's user opens consoles
     return d / "web.yml"
 
 
