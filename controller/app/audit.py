@@ -7,6 +7,7 @@ import time
 
 import msgspec
 
+from controller.app.text import for_terminal
 from controller.engine.audit import read
 from controller.engine.ledger import DEFAULT_STATE_DIR
 from controller.model.errors import WardenError
@@ -37,6 +38,6 @@ def audit_command(state_dir: str | None, since: str | None, vm: str | None, as_j
         else:
             extra = f" [{r.verdict}: {r.detail}]" if r.outcome == "refused" else (
                 f" error: {r.error}" if r.error else "")
-            print(f"{r.at} {r.who:<14} {r.outcome:<8} {r.action}  ({r.reconciler}: {r.why})"
-                  f"{extra}")
+            print(for_terminal(f"{r.at} {r.who:<14} {r.outcome:<8} {r.action}  "
+                               f"({r.reconciler}: {r.why}){extra}"))
     return 0

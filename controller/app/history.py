@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from controller.app.audit import since_iso
+from controller.app.text import for_terminal
 from controller.engine.history import Event, read
 from controller.engine.ledger import DEFAULT_STATE_DIR
 from controller.model.errors import WardenError
@@ -36,6 +37,6 @@ def history_command(state_dir: str | None, vm: str | None, since: str | None, as
         raise WardenError(f"{path}: no history yet (the controller writes it in --state-dir)")
     start = since_seconds(since) if since else None
     for e in read(path, vm, start, limit):
-        print(msgspec.json.encode(e).decode() if as_json else line(e))
+        print(msgspec.json.encode(e).decode() if as_json else for_terminal(line(e)))
     return 0
 

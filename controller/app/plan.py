@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from controller.actuators.pacemaker import PacemakerActuator
+from controller.app.text import for_terminal
 from controller.engine.audit import AuditLog, PassAudit, invoking_user
 from controller.engine.decide import Decision
 from controller.engine.ledger import DEFAULT_STATE_DIR, LedgerFile
@@ -114,9 +115,9 @@ def _print(out: PassOutput, as_json: bool) -> None:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(render_plan(out.decisions, out.findings, applied))
+        print(for_terminal(render_plan(out.decisions, out.findings, applied)))
         if out.preview is not None:
-            print(render_transition(pv))
+            print(for_terminal(render_transition(pv)))
 
 
 def render_transition(pv: Preview) -> str:

@@ -28,6 +28,7 @@ from controller.app.node import curve_from, on_loopback, snapshot_endpoint, subs
 from controller.app.plan import EXIT_BUSY
 from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_nodes, render_table
+from controller.app.text import for_terminal
 from controller.app.web import WebView
 from controller.app.webconfig import load_web_config
 from controller.bus.agent import Agent, AgentConfig
@@ -229,7 +230,7 @@ def _console_broker(opts: RunOptions, agents: list[str], controller: Controller
 
 
 def _passed(result: PassResult, controller: Controller, view: WebView) -> None:
-    print(summarize(result, controller), flush=True)
+    print(for_terminal(summarize(result, controller)), flush=True)
     view.passed()
 
 

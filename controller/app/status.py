@@ -9,6 +9,7 @@ import urllib.request
 
 import msgspec
 
+from controller.app.text import for_terminal
 from controller.engine.observe import observe_once
 from controller.model.desired import load_desired
 from controller.model.errors import WardenError
@@ -94,8 +95,8 @@ def status_command(url: str | None, desired_path: str | None, cib_file: str | No
     if as_json:
         print(json.dumps(msgspec.to_builtins(rows), indent=2))
     else:
-        print(render_table(rows))
+        print(for_terminal(render_table(rows)))
         drains = render_nodes(nodes)
         if drains:
-            print(drains)
+            print(for_terminal(drains))
     return 0

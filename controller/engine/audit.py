@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from controller.engine.decide import Decision
+from controller.engine.writer import STATE_FILE_MODE, make_state_dir
 from controller.logs import logger
 from controller.model.actions import Outcome, describe
 
@@ -110,9 +111,11 @@ class AuditLog:
         if not lines or self.path is None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_state_dir(self.path.parent)
             self._rotate()
-            with open(self.path, "ab") as fh:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                         STATE_FILE_MODE)
+            with os.fdopen(fd, "ab") as fh:
                 fh.write(b"".join(lines))
         except OSError as exc:
             self.log.error("audit_not_written", path=str(self.path), error=str(exc))

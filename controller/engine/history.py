@@ -12,6 +12,7 @@ WAL, so readers (the web view, `kvm-warden history`) never wait for a writer.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import msgspec
 
+from controller.engine.writer import STATE_FILE_MODE, make_state_dir
 from controller.logs import logger
 from controller.model.actions import Finding, Outcome, describe
 from controller.model.events import DomainLifecycle, Envelope
@@ -69,7 +71,9 @@ class History:
 
     def __post_init__(self) -> None:
         self.log = logger(component="history")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_state_dir(self.path.parent)
+        if not self.path.exists():  # sqlite creates it 0644 (the umask's): ours is 0640
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, STATE_FILE_MODE))
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)

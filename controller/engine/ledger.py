@@ -22,6 +22,7 @@ from pathlib import Path
 import msgspec
 
 from controller import metrics
+from controller.engine.writer import make_state_dir
 from controller.logs import logger
 from controller.model.actions import (
     PLACEMENT_FINDINGS,
@@ -241,7 +242,7 @@ class LedgerFile:
         if data == self._written:
             return
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            make_state_dir(self.dir)
             fd, tmp = tempfile.mkstemp(prefix=".ledger-", dir=self.dir)
             try:
                 with os.fdopen(fd, "wb") as fh:

@@ -273,6 +273,18 @@ class Controller:
             self.ledger_file.save(self.ledger, finished)
         return result
 
+    def _guarded_pass(self, only: frozenset[str] | None) -> PassResult:
+        """A pass that fails for any reason (a full disk under the history database, a bug)
+        is a failed pass, logged and counted: the loop goes on and the next pass runs."""
+        started = time.monotonic()
+        try:
+            return self.run_pass(only=only)
+        except Exception as exc:  # noqa: BLE001 - nothing may end the loop
+            self.log.exception("pass_crashed", error=repr(exc))
+            return self._finish(PassResult((), (), error=f"the pass failed: {exc!r}",
+                                           scope="full" if only is None else "incremental"),
+                                started)
+
     # -- the loop ----------------------------------------------------------------------------
     def run_forever(self, passes: int = 0, on_pass: Callable[[PassResult], None] | None = None
                     ) -> None:
@@ -308,12 +320,12 @@ class Controller:
                     continue
                 if full or changed or now >= next_resync or self.cib is None:
                     last_full = time.monotonic()
-                    result = self.run_pass()
+                    result = self._guarded_pass(None)
                     period = (self.desired.current.policy.resync_seconds
                               if self.desired.current else 30)
                     next_resync = time.monotonic() + period
                 elif domains:
-                    result = self.run_pass(only=domains)
+                    result = self._guarded_pass(domains)
                 else:
                     continue
                 if on_pass:

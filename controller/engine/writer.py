@@ -23,6 +23,16 @@ import msgspec
 from controller.model.errors import WardenError
 
 LOCK_NAME = "writer.lock"
+# The state directory holds the audit trail, the history and the ledger: the service's user
+# and its group (the `kvm-warden audit`/`history` readers) only.
+STATE_DIR_MODE = 0o750
+STATE_FILE_MODE = 0o640
+
+
+def make_state_dir(path: Path) -> None:
+    """Create the state directory (and parents) as 0750; an existing one is left as it is (an
+    operator may have chosen otherwise on purpose)."""
+    path.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
 
 
 class Holder(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,8 +88,8 @@ class WriterLock:
 
     def acquire(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            make_state_dir(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, STATE_FILE_MODE)
         except OSError as exc:
             raise WardenError(f"cannot open the writer lock {self.path}: {exc.strerror}"
                               ) from None

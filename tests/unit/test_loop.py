@@ -39,3 +39,22 @@ def test_an_alert_storm_gives_at_most_one_full_pass_per_interval() -> None:
     # One per interval during the storm, plus the one that catches the storm's tail.
     assert 1 <= len(during) <= 4.0 / MIN_FULL_PASS_SECONDS + 2, len(during)
     assert reads[-1] >= started + 4.0  # the last alerts were not dropped: a pass followed them
+
+
+def test_a_pass_that_crashes_is_a_failed_pass_and_the_loop_goes_on() -> None:
+    calls: list[int] = []
+
+    def source() -> Reading:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("an unexpected bug in a reading")
+        return Reading((PacemakerSeen(status=ClusterStatus(with_quorum=True)),), b"<cib/>",
+                       time.time())
+
+    ctl = Controller(source=source, actuator=None,  # type: ignore[arg-type]
+                     desired=DesiredStore(None, parse_desired("version: 1\n")))
+    results = []
+    ctl.scheduler.urgent()  # and a second full pass right after the first
+    ctl.run_forever(passes=2, on_pass=lambda r: (results.append(r), ctl.scheduler.urgent()))
+    assert results[0].error is not None and "unexpected bug" in results[0].error
+    assert results[1].error is None
