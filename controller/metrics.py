@@ -58,6 +58,10 @@ VM_INFO = Gauge("kvm_warden_vm_info",
                 "One series per VM: where it runs, its role and its VNC port (value always 1)",
                 ["vm", "resource", "node", "state", "desired_node", "vnc_port"], registry=VM_REGISTRY)
 VM_UP = Gauge("kvm_warden_vm_up", "1 when the VM's resource is active", ["vm"], registry=VM_REGISTRY)
+VM_HEALTH = Gauge("kvm_warden_vm_health",
+                  "One series per VM, its truth in one word (failed, blocked, unmanaged, orphaned, "
+                  "paused, migrating, pending, stopped, absent, ok; value always 1)",
+                  ["vm", "health"], registry=VM_REGISTRY)
 VM_DESIRED_MATCH = Gauge("kvm_warden_vm_desired_match",
                          "1 when the VM runs as and where the desired state asks", ["vm"],
                          registry=VM_REGISTRY)
@@ -261,12 +265,14 @@ def update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int]
 def _update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int]) -> None:
     VM_INFO.clear()
     VM_UP.clear()
+    VM_HEALTH.clear()
     VM_DESIRED_MATCH.clear()
     VM_FAILCOUNT.clear()
     for r in rows:
         VM_INFO.labels(vm=r.vm, resource=r.resource, node=",".join(r.nodes), state=r.state,
                        desired_node=r.desired_node or "", vnc_port=str(r.vnc_port or "")).set(1)
         VM_UP.labels(vm=r.vm).set(1 if r.nodes else 0)
+        VM_HEALTH.labels(vm=r.vm, health=r.health).set(1)
         VM_DESIRED_MATCH.labels(vm=r.vm).set(0 if r.drift else 1)
     vms = {r.resource: r.vm for r in rows}
     for (rid, node), count in fail_counts.items():

@@ -18,7 +18,8 @@ from controller.model.actions import Cleanup, Plan, Subject
 from controller.model.context import CIRCUIT_WINDOW, Context
 from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
-from controller.model.pcmk import interval_seconds
+from controller.model.pcmk import interval_seconds, ocf_rc
+from controller.model.vms import cluster_vms
 from reconcilers.base import PlanBuilder
 
 NAME = "health"
@@ -135,6 +136,7 @@ def plan(ctx: Context) -> Plan:
             why=f"fail-count {count} on {node}, and {rid} runs again on "
                 f"{', '.join(running)}; cleanup #{len(attempts) + 1}"))
 
+    _failed_vms(ctx, out)
     if index.observed.domains:
         for vm in desired.vms:
             if only is not None and vm.name not in only:
@@ -166,3 +168,22 @@ def plan(ctx: Context) -> Plan:
                          f"domain {vm.name} runs on {on[0]} where Pacemaker does not have {rid} "
                          f"active ({', '.join(sorted(placed)) or 'nowhere'})")
     return out.build()
+
+
+def _failed_vms(ctx: Context, out: PlanBuilder) -> None:
+    """Every cluster VM Pacemaker flags FAILED, listed in the file or not: its role may still
+    say Started (a failed monitor), so only this finding says it is not fine."""
+    index = ctx.index
+    scope = ctx.scope
+    for name, rid in sorted(cluster_vms(index, ctx.desired).items()):
+        if rid not in index.failed or (scope is not None and name not in scope):
+            continue
+        inst = index.observed.status.instances(rid)
+        where = sorted({n for r in inst if r.failed for n in r.nodes})
+        why = "; ".join(f"{f.task or 'operation'} on {f.node}: {ocf_rc(f.rc)}"
+                        for f in index.observed.status.failures if f.resource == rid)
+        out.find("vm-failed", "critical", Subject(rid, where[0] if len(where) == 1 else None),
+                 f"{name}: Pacemaker has {rid} FAILED on {', '.join(where) or 'no node'}"
+                 + (f" ({why})" if why else "") + "; it recovers it by its policy "
+                 "(migration-threshold, on-fail), or clean it up once the cause is fixed",
+                 urgent=True)

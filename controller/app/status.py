@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 
 import msgspec
 
 from controller.app.text import for_terminal
+from controller.engine.decide import decide_pass
+from controller.engine.guard import Guard
 from controller.engine.observe import observe_once
 from controller.model.desired import load_desired
 from controller.model.errors import WardenError
+from controller.model.index import build_index
 from controller.model.observed import ObservedState
-from controller.model.overview import NodeRow, StatusDoc, VmRow, node_rows, vm_rows
+from controller.model.overview import NodeRow, StatusDoc, VmRow, node_rows, state_text, vm_rows
 from probes.libvirt.domains import list_domains
 
 
@@ -25,15 +29,17 @@ def printable(text: str) -> str:
 
 
 def render_table(rows: tuple[VmRow, ...]) -> str:
-    head = (f"{'VM':<10} {'RESOURCE':<12} {'NODE':<8} {'STATE':<10} {'LIBVIRT':<18} "
+    head = (f"{'VM':<10} {'RESOURCE':<12} {'NODE':<8} {'STATE':<18} {'LIBVIRT':<18} "
             f"{'DESIRED':<16} {'DRIFT':<18} CONSOLE")
     lines = [head, "-" * len(head)]
     for r in rows:
         desired = f"{r.desired_state or '-'}@{r.desired_node or 'any'}"
         lines.append(printable(
-            f"{r.vm:<10} {r.resource:<12} {','.join(r.nodes) or '-':<8} {r.state:<10} "
+            f"{r.vm:<10} {r.resource:<12} {','.join(r.nodes) or '-':<8} {state_text(r):<18} "
             f"{','.join(r.libvirt) or '-':<18} {desired:<16} {', '.join(r.drift) or 'none':<18} "
             f"{r.console or '-'}"))
+        for flag in (*r.flags, *r.failures):  # the whole truth, under the row
+            lines.append(printable(f"{'':<10} ! {flag}"))
     return "\n".join(lines)
 
 
@@ -91,7 +97,12 @@ def status_command(url: str | None, desired_path: str | None, cib_file: str | No
         if libvirt_uri:
             observed = ObservedState(status=observed.status, cib=observed.cib,
                                      domains={socket.gethostname(): list_domains(libvirt_uri)})
-        rows, nodes = vm_rows(observed, desired), node_rows(observed, desired)
+        index = build_index(observed)
+        now = time.time()
+        # The findings a pass would report (a failed VM, a ban...), with a fresh ledger.
+        findings = decide_pass(index, desired, Guard(), now, now).findings if desired else ()
+        rows = vm_rows(observed, desired, findings, index.fail_counts)
+        nodes = node_rows(observed, desired)
     if as_json:
         print(json.dumps(msgspec.to_builtins(rows), indent=2))
     else:

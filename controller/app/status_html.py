@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from controller.model.overview import StatusDoc, VmRow
+from controller.model.overview import StatusDoc, VmRow, state_text
 
 STYLE = (
     "body{font-family:sans-serif;margin:1.5em;color:#222}"
@@ -20,7 +20,8 @@ def _row(vm: VmRow) -> str:
         escape(vm.vm),
         escape(vm.resource),
         escape(", ".join(vm.nodes) or "-"),
-        escape(vm.state),
+        (f"<span class='bad' title='{escape('; '.join(vm.flags + vm.failures), quote=True)}'>"
+         f"{escape(state_text(vm))}</span>" if vm.flags else escape(vm.state)),
         escape(f"{vm.desired_state or '-'} @ {vm.desired_node or 'any'}"),
         (f"<span class='bad'>{escape(', '.join(vm.drift))}</span>" if vm.drift
          else "<span class='ok'>none</span>"),

@@ -25,6 +25,8 @@ Reason = Literal[
     "stale-observation", "cooldown", "rate-limit", "max-concurrent-migrations", "would-disrupt",
     # held, not refused: the scheduler's preview of the patch is still running (engine/preview.py)
     "previewing",
+    # held: the patch would move a VM nothing in the desired file asks to move (engine/explain.py)
+    "would-move-unasked",
 ]
 
 

@@ -201,7 +201,7 @@ class Controller:
             mine = {rid for name, rid in vms.items() if name in only}
             findings = tuple(f for f in last.findings if f.rsc not in mine) + findings
         self.scheduler.requeue(out.requeue_at)
-        rows = vm_rows(observed, desired, findings)
+        rows = vm_rows(observed, desired, findings, index.fail_counts)
         self.view = Published(last, observed, rows, vms, names,
                               out.preview if out.preview is not None else self.view.preview)
         self._report(out, findings, index.fail_counts)

@@ -16,9 +16,10 @@ from controller import metrics
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
 from controller.engine.audit import PassAudit
 from controller.engine.decide import Decision, decide_pass
-from controller.engine.guard import Guard, Verdict
+from controller.engine.explain import finding, unasked_moves
+from controller.engine.guard import Guard, Reason, Verdict
 from controller.engine.ledger import Ledger
-from controller.engine.preview import Preview, Previewer, gate
+from controller.engine.preview import Preview, Previewer, describe_step, gate
 from controller.logs import logger
 from controller.model.actions import CIB_ACTIONS, Finding, Outcome
 from controller.model.desired import DesiredState
@@ -69,8 +70,9 @@ class PassOutput:
 def run_pass(inp: PassInput, fx: PassEffects) -> PassOutput:
     decided = decide_pass(inp.index, inp.desired, Guard(fx.ledger), inp.now, inp.observed_at,
                           inp.scope)
-    decisions, pv, stale = _preview(decided.decisions, inp, fx)
-    out = PassOutput(decisions, decided.findings, preview=pv, requeue_at=decided.requeue_at)
+    decisions, pv, stale, held = _preview(decided.decisions, inp, fx)
+    out = PassOutput(decisions, decided.findings + held, preview=pv,
+                     requeue_at=decided.requeue_at)
     if stale:
         out = replace(out, conflict=True,
                       error="not applied, the CIB configuration changed since it was read")
@@ -80,32 +82,59 @@ def run_pass(inp: PassInput, fx: PassEffects) -> PassOutput:
     return out
 
 
+MAX_ROUNDS = 3  # previews per pass: the patch, then without what it would move unasked
+
+
 def _preview(decisions: tuple[Decision, ...], inp: PassInput, fx: PassEffects
-             ) -> tuple[tuple[Decision, ...], Preview | None, bool]:
+             ) -> tuple[tuple[Decision, ...], Preview | None, bool, tuple[Finding, ...]]:
     """Every patch is previewed on the cluster as it is now. Returns the gated decisions, the
-    preview, and whether the plan is stale (the configuration moved since it was read)."""
-    patch = tuple(d.action for d in decisions
-                  if d.verdict.admitted and isinstance(d.action, CIB_ACTIONS))
-    if not patch:
-        return decisions, None, False
+    preview of what is left to apply, whether the plan is stale (the configuration moved
+    since it was read), and the findings of the moves held as unasked."""
     cib = inp.index.observed.cib
     planned_on = cib.version if cib is not None else None
     policy = inp.desired.policy
-    pv = fx.previewer(patch, planned_on, policy.preview_timeout_seconds)
-    if pv is None:
-        return _hold(decisions, "the scheduler's preview of this patch is running"), None, False
-    metrics.PREVIEW_DURATION.observe(pv.seconds)
-    if pv.error is not None:
-        log.warning("preview_failed", error=pv.error)
-    if pv.config is not None and planned_on is not None and pv.config != planned_on:
-        return _hold(decisions, "the CIB configuration changed since it was read: planning "
-                     "again"), pv, True
-    allow = fx.allow_disruption or policy.allow_disruption
-    return gate(decisions, pv, inp.index, inp.desired, allow), pv, False
+    prefers = {vm.resource_id: vm.placement.prefer for vm in inp.desired.vms
+               if vm.placement.prefer}
+    held: list[Finding] = []
+    pv: Preview | None = None
+    for _ in range(MAX_ROUNDS):
+        patch = tuple(d.action for d in decisions
+                      if d.verdict.admitted and isinstance(d.action, CIB_ACTIONS))
+        if not patch:
+            return decisions, pv, False, tuple(held)
+        pv = fx.previewer(patch, planned_on, policy.preview_timeout_seconds)
+        if pv is None:
+            return (_hold(decisions, "the scheduler's preview of this patch is running"), None,
+                    False, tuple(held))
+        metrics.PREVIEW_DURATION.observe(pv.seconds)
+        if pv.error is not None:
+            log.warning("preview_failed", error=pv.error)
+        if pv.config is not None and planned_on is not None and pv.config != planned_on:
+            return (_hold(decisions, "the CIB configuration changed since it was read: "
+                          "planning again"), pv, True, tuple(held))
+        unasked = unasked_moves(pv.steps, patch, inp.index, prefers) if pv.error is None else []
+        if not unasked:
+            allow = fx.allow_disruption or policy.allow_disruption
+            return gate(decisions, pv, inp.index, inp.desired, allow), pv, False, tuple(held)
+        causes: dict[int, list[str]] = {}
+        for u in unasked:
+            word = describe_step(u.step)
+            held.append(finding(u, word))
+            for a in u.causes:
+                causes.setdefault(id(a), []).append(word)
+        decisions = tuple(
+            Decision(d.action, Verdict(False, "would-move-unasked",
+                                       "Pacemaker would " + "; ".join(causes[id(d.action)])
+                                       + ", which nothing in the desired file asks for"))
+            if id(d.action) in causes and d.verdict.admitted else d for d in decisions)
+    # Still moving something unasked after the last round: nothing of the patch goes.
+    return (_hold(decisions, "the patch kept moving VMs nothing asks to move", "would-move-unasked"),
+            pv, False, tuple(held))
 
 
-def _hold(decisions: tuple[Decision, ...], detail: str) -> tuple[Decision, ...]:
-    verdict = Verdict(False, "previewing", detail)
+def _hold(decisions: tuple[Decision, ...], detail: str, reason: Reason = "previewing"
+          ) -> tuple[Decision, ...]:
+    verdict = Verdict(False, reason, detail)
     return tuple(Decision(d.action, verdict)
                  if d.verdict.admitted and isinstance(d.action, CIB_ACTIONS) else d
                  for d in decisions)

@@ -132,26 +132,31 @@ class InlinePreviewer:
         return preview(cib, actions, timeout, self.baseline)
 
 
+MAX_RESULTS = 8
+
+
 class BackgroundPreviewer:
     """The service's previewer: the scheduler runs on its own thread (20 s at 16 x 1,000), the
     loop's passes go on meanwhile, and `done` wakes the loop when a result is ready. One result
-    is kept, for one patch on one configuration version: a pass that plans the same patch on
-    the same configuration gets it; anything else starts a new preview."""
+    is kept per patch of the current configuration version: a pass that plans the same patch
+    on the same configuration gets it; anything else starts a new preview."""
 
     def __init__(self, current: Callable[[], bytes], done: Callable[[], None]):
         self.current, self.done = current, done
         self.baseline = Baseline()
         self._lock = threading.Lock()
         self._running: tuple[object, ...] | None = None
-        self._result: tuple[tuple[object, ...], Preview] | None = None
+        # Results of this configuration version, by patch: a pass that holds part of its patch
+        # asks for the rest's preview next, and must still find the whole patch's.
+        self._results: dict[tuple[object, ...], Preview] = {}
         self.log = logger(component="preview")
 
     def __call__(self, actions: tuple[AnyAction, ...], planned_on: ConfigVersion | None,
                  timeout: float) -> Preview | None:
         key = (planned_on, patch_key(actions))
         with self._lock:
-            if self._result is not None and self._result[0] == key:
-                return self._result[1]
+            if key in self._results:
+                return self._results[key]
             if self._running is not None:
                 return None  # one preview at a time; the next pass asks again
             self._running = key
@@ -176,7 +181,9 @@ class BackgroundPreviewer:
             # Judged on another configuration than the one planned on: the plan is stale and
             # the result is of no use to it; the next pass plans on what the cluster is now.
             if pv is not None and (pv.config is None or pv.config == planned_on):
-                self._result = (key, pv)
+                self._results = {k: v for k, v in self._results.items()
+                                 if k[0] == planned_on and len(self._results) < MAX_RESULTS}
+                self._results[key] = pv
         self.done()
 
 

@@ -243,6 +243,8 @@ FindingKind = Literal[
     "drain-blocked",  # nodes: a declared drain no node could take a VM from (not started)
     "vm-paused",  # paused: a cluster VM paused (I/O error, watchdog, user...) past the grace
     "out-of-band",  # health: a lifecycle change of a cluster VM that Pacemaker did not make
+    "vm-failed",  # health: Pacemaker flags a cluster VM FAILED (until it recovers or is cleaned)
+    "unasked-move",  # preview: a patch would move a VM nothing asked to move: its cause is held
 ]
 # Findings about where domains run compare two sources taken at different instants (libvirt's
 # events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).

@@ -6,13 +6,14 @@ One typed row per VM, shared by `status`, `/status`, the HTML page and the per-V
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
 from controller.model.actions import Finding
 from controller.model.desired import DesiredState
-from controller.model.observed import ObservedState
+from controller.model.observed import ObservedState, Resource
+from controller.model.pcmk import ocf_rc
 from controller.model.vms import conventional_name, is_vm_agent
 
 
@@ -40,6 +41,13 @@ class VmRow(msgspec.Struct, frozen=True, kw_only=True):
     # "kvm2:paused(ioerror)" -- Pacemaker's role counts a paused guest as Started
     libvirt: tuple[str, ...] = ()
     findings: tuple[FindingBrief, ...] = ()  # the last pass's findings about its resource
+    # The truth in one word, worst first: failed | blocked | unmanaged | orphaned | paused |
+    # migrating | pending | stopped | absent (no resource) | ok. Pacemaker's role alone says
+    # Started for a VM whose monitor failed and for a paused guest.
+    health: str = "ok"
+    flags: tuple[str, ...] = ()  # every condition that holds, in words ("FAILED on kvm2", ...)
+    failures: tuple[str, ...] = ()  # crm_mon's failed actions: operation, node, rc, when
+    fail_counts: Mapping[str, int] = msgspec.field(default_factory=dict)  # node -> fail-count
 
 
 class NodeRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +82,14 @@ class StatusDoc(msgspec.Struct, frozen=True, kw_only=True):
     last_pass: PassSummary | None = None
 
 
+def state_text(r: VmRow) -> str:
+    """What the STATE column shows: Pacemaker's role, led by the worse truth when there is one
+    ("FAILED (Started)", "PAUSED (Started)")."""
+    if r.health in ("ok", "stopped", "absent"):
+        return r.state
+    return f"{r.health.upper()} ({r.state})"
+
+
 def node_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[NodeRow, ...]:
     states = desired.cluster.node_states() if desired else {}
     on: dict[str, list[str]] = {}
@@ -87,8 +103,43 @@ def node_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[No
         for n in sorted(observed.status.nodes.values(), key=lambda n: n.name))
 
 
+def _truth(inst: tuple[Resource, ...], libvirt: tuple[str, ...], nodes: tuple[str, ...]
+           ) -> tuple[str, tuple[str, ...]]:
+    """(health, flags) from crm_mon's flags and libvirt's states, worst first."""
+    flags: list[str] = []
+    words: list[str] = []
+
+    def add(word: str, flag: str) -> None:
+        words.append(word)
+        flags.append(flag)
+
+    for r in inst:
+        where = ", ".join(r.nodes) or "no node"
+        if r.failed:
+            add("failed", f"FAILED on {where}")
+        if r.blocked:
+            add("blocked", f"blocked on {where} (Pacemaker will not act on it: stop failed?)")
+        if not r.managed:
+            add("unmanaged", "unmanaged (Pacemaker does not act on it)")
+        if r.orphaned:
+            add("orphaned", "orphaned (running, no longer in the configuration)")
+        if r.role == "Migrating" or (r.pending or "").startswith("Migrat"):
+            add("migrating", f"migrating ({where})")
+        elif r.pending:
+            add("pending", f"{r.pending} on {where}")
+    for entry in libvirt:
+        if ":paused" in entry:
+            add("paused", f"paused in libvirt ({entry})")
+    if not words:
+        return ("absent" if not inst else "ok" if nodes else "stopped"), ()
+    order = ("failed", "blocked", "unmanaged", "orphaned", "paused", "migrating", "pending")
+    return min(words, key=order.index), tuple(dict.fromkeys(flags))
+
+
 def vm_rows(observed: ObservedState, desired: DesiredState | None,
-            findings: Iterable[Finding] = ()) -> tuple[VmRow, ...]:
+            findings: Iterable[Finding] = (),
+            fail_counts: Mapping[tuple[str, str], int] | None = None) -> tuple[VmRow, ...]:
+    fail_counts = fail_counts or {}
     status = observed.status
     about: dict[str, list[FindingBrief]] = {}
     for f in findings:
@@ -128,7 +179,15 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
             f"{n}:{d.state}" + (f"({d.reason})" if d.reason else "")
             for (n, dn), d in sorted(domains.items())
             if dn == name and n not in observed.stale and d.state not in ("shutoff", "unknown"))
+        health, flags = _truth(inst, seen, nodes)
+        fails = tuple(
+            f"{f.task or 'operation'} on {f.node}: {ocf_rc(f.rc)} (rc {f.rc}, {f.status})"
+            + (f" at {f.last_rc_change}" if f.last_rc_change else "")
+            + (f": {f.exitreason}" if f.exitreason else "")
+            for f in status.failures if f.resource == rid)
         rows.append(VmRow(
+            health=health, flags=flags, failures=fails,
+            fail_counts={n: c for (r, n), c in fail_counts.items() if r == rid and c},
             libvirt=seen, findings=tuple(about.get(rid, ())),
             vm=name, resource=rid, nodes=nodes, state=role, desired_state=desired_state,
             desired_node=desired_node, drift=tuple(drift), vnc_port=port,

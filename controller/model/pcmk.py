@@ -60,3 +60,13 @@ def interval_seconds(value: str | None) -> float | None:
         return None
     unit = v[digits:].strip()
     return int(v[:digits]) * _UNITS[unit] if unit in _UNITS else None
+
+
+# OCF agents' exit codes (the OCF resource agent API, Pacemaker Explained "OCF Return Codes").
+OCF_RC = {0: "ok", 1: "generic error", 2: "invalid parameter", 3: "unimplemented feature",
+          4: "insufficient privileges", 5: "not installed", 6: "not configured",
+          7: "not running", 8: "running promoted", 9: "failed promoted"}
+
+
+def ocf_rc(rc: int) -> str:
+    return OCF_RC.get(rc, f"rc {rc}")

@@ -7,6 +7,7 @@ desired file says. Expected placements come from the desired file, never from kv
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -236,12 +237,25 @@ def test_leftover_cli_prefer_is_kept_while_the_migration_is_in_progress(tmp_path
     desired.write_text("version: 1\nvms:\n  - name: web01\n")
     assert "cli-prefer-vm-web01" not in plan(desired, moving).stdout
 
-    # Once the scheduler has moved it, the leftover goes.
+    # Once the scheduler has moved it, removing the leftover would move web01 back to kvm1
+    # (the location l prefers kvm1, nothing makes it stay): the operator's move is not undone.
     done, _ = schedule(base)
     assert cibs.locate(done, "vm-web01") == ["kvm2"]
+    out = plan(desired, done, "--apply", "--json")
+    doc = json.loads(out.stdout)
+    (removal,) = [a for a in doc["actions"] if a["id"] == "cli-prefer-vm-web01"]
+    assert removal["verdict"] == "would-move-unasked"
+    assert "live-migrate vm-web01 kvm2 → kvm1" in removal["detail"]
+    (why,) = [f for f in doc["findings"] if f["kind"] == "unasked-move"]
+    assert why["rsc"] == "vm-web01" and "resource-stickiness" in why["message"]
+    assert "cli-prefer-vm-web01" in constraints(done)
+    # With a resource-stickiness that outweighs the preference, the VM stays: the leftover goes.
+    subprocess.run(["pcs", "-f", str(done), "resource", "defaults", "update",
+                    "resource-stickiness=200"], check=True, capture_output=True, timeout=60)
     out = plan(desired, done, "--apply")
-    assert "remove constraint cli-prefer-vm-web01" in out.stdout
+    assert "remove constraint cli-prefer-vm-web01" in out.stdout, out.stdout
     assert "cli-prefer-vm-web01" not in constraints(done)
+    assert cibs.locate(schedule(done)[0], "vm-web01") == ["kvm2"]
 
 
 def planned_on_a_seed_copy(tmp_path: Path) -> tuple[Path, bytes, list[Any]]:

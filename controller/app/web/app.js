@@ -19,7 +19,7 @@ function key(v, k) {
 function matches(v, text, node) {
   if (node && !v.nodes.includes(node)) return false;
   if (!text) return true;
-  const hay = [v.vm, v.resource, v.state, ...v.nodes, ...v.libvirt, ...v.drift,
+  const hay = [v.vm, v.resource, v.state, v.health, ...v.nodes, ...v.libvirt, ...v.drift,
                ...v.findings.map((f) => f.kind + " " + f.message)].join(" ").toLowerCase();
   return text.toLowerCase().split(/\s+/).every((w) => hay.includes(w));
 }
@@ -36,7 +36,7 @@ function render() {
     tr.append(
       el("td", {}, el("a", {href: "/vm/" + encodeURIComponent(v.vm), class: "vm"}, v.vm)),
       el("td", {class: "node"}, v.nodes.join(", ") || "-"),
-      el("td", {class: "role"}, v.state),
+      el("td", {class: "role health-" + v.health, title: v.flags.concat(v.failures).join("\n")}, stateText(v)),
       el("td", {class: "libvirt"}, v.libvirt.join(", ") || "-"),
       el("td", {}, (v.desired_state || "-") + "@" + (v.desired_node || "any")),
       el("td", {class: "drift"}, v.drift.join(", ") || "none"),

@@ -34,3 +34,8 @@ function live(reload) {
 }
 
 function utc(t) { return new Date(t * 1000).toISOString().replace(".000Z", "Z").replace("T", " "); }
+
+// Pacemaker's role, led by the worse truth when there is one ("FAILED (Started)").
+function stateText(v) {
+  return ["ok", "stopped", "absent"].includes(v.health) ? v.state : v.health.toUpperCase() + " (" + v.state + ")";
+}

@@ -22,7 +22,8 @@ async function reload() {
   document.body.dataset.node = v.nodes.join(",");
   document.getElementById("summary").replaceChildren(dl([
     ["runs on", v.nodes.join(", ") || "nowhere", "node"],
-    ["Pacemaker", v.state + " (" + v.resource + ")", "role"],
+    ["Pacemaker", stateText(v) + " (" + v.resource + ")", "role"],
+    ["conditions", v.flags.concat(v.failures).join("\n") || "none", "flags"],
     ["libvirt", v.libvirt.join(", ") || "-", "libvirt"],
     ["desired", (v.desired_state || "-") + " on " + (v.desired_node || "any node")],
     ["drift", v.drift.join(", ") || "none"],

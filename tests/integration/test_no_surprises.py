@@ -1,0 +1,127 @@
+"""Never surprise the operator: no VM moves unless the desired file asked for that VM, and a
+failed VM never looks healthy. Judged by Pacemaker's own tools (CIB_file=, crm_simulate as the
+scheduler) on the embedded cluster, which sets no resource-stickiness."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from controller.actuators.pacemaker import PacemakerActuator
+from controller.engine.loop import Controller
+from tests import cibs
+from tests.cibs import SEED, STORAGE_CHAIN, STORAGE_CONSTRAINTS, cib, cli, simulate, vm
+from tests.simulated import simulated
+
+pytestmark = pytest.mark.usefixtures("pacemaker_tools")
+STORAGE = """storage:
+  - name: gfs2_storage
+    resource: gfs2_res01-clone
+    mountpoint: /kvm/storage
+    requires: [clvmd-clone, dlm-clone]
+"""
+
+
+def converged(tmp_path: Path) -> tuple[Controller, Path]:
+    sim, store, _ = simulated(tmp_path)
+    ctl = Controller(source=sim.read, actuator=PacemakerActuator(str(sim.cib_file)),
+                     desired=store, after_apply=sim.settle)
+    for _ in range(5):
+        if not ctl.run_pass(now=ctl_time(ctl)).decisions:
+            break
+    return ctl, sim.cib_file
+
+
+def ctl_time(ctl: Controller) -> float:
+    """Each pass 11 s further than the last (past the 10 s cooldown, within the 120 s
+    freshness of the reading): cooldowns never hide a decision here."""
+    n = getattr(ctl, "_n", 0) + 1
+    ctl._n = n  # type: ignore[attr-defined]
+    return time.time() + 11.0 * n
+
+
+def test_a_manual_move_stays_where_the_operator_put_it(tmp_path: Path) -> None:
+    ctl, cib_file = converged(tmp_path)
+    assert cibs.locate(cib_file, "vm-db01") == ["kvm3"]
+    # `pcs resource move vm-db01 kvm1` on a VM the file gives no placement.
+    cibs.tool(["crm_resource", "--move", "--resource", "vm-db01", "--node", "kvm1"], cib_file)
+    ctl.after_apply()  # type: ignore[misc]  # the simulated cluster executes the transition
+    assert cibs.locate(cib_file, "vm-db01") == ["kvm1"]
+    for _ in range(3):
+        result = ctl.run_pass(now=ctl_time(ctl))
+    held = [d for d in result.decisions if getattr(d.action, "id", "") == "cli-prefer-vm-db01"]
+    assert [d.verdict.reason for d in held] == ["would-move-unasked"]
+    assert "vm-db01 kvm1 → kvm3" in held[0].verdict.detail
+    assert any(f.kind == "unasked-move" and f.rsc == "vm-db01" for f in result.findings)
+    assert "cli-prefer-vm-db01" in cibs.tool(["cibadmin", "--query", "--scope", "constraints"],
+                                             cib_file)
+    assert cibs.locate(cib_file, "vm-db01") == ["kvm1"]  # not moved back
+
+
+def test_a_storage_constraint_that_would_move_a_vm_is_held(tmp_path: Path) -> None:
+    # vm-x runs on kvm3 (an operator's location); the GFS2 clone cannot run there: the
+    # colocation the storage safety wants would make Pacemaker move vm-x.
+    work = simulate(tmp_path / "c.xml", cib(
+        STORAGE_CHAIN + vm("vm-x"), STORAGE_CONSTRAINTS
+        + '<rsc_location id="x-on-kvm3" rsc="vm-x" node="kvm3" score="100"/>'
+        '<rsc_location id="no-gfs2-kvm3" rsc="gfs2_res01-clone" node="kvm3" score="-INFINITY"/>'))
+    assert cibs.locate(work, "vm-x") == ["kvm3"]
+    desired = tmp_path / "d.yaml"
+    desired.write_text("version: 1\n" + STORAGE + "vms:\n  - name: x\n    storage: [gfs2_storage]\n")
+    out = cli("plan", "--desired", str(desired), "--cib", str(work), "--apply", "--json")
+    doc = json.loads(out.stdout)
+    colo = [a for a in doc["actions"] if a["kind"] == "AddColocation" and a["rsc"] == "vm-x"]
+    assert [a["verdict"] for a in colo] == ["would-move-unasked"], doc["actions"]
+    assert any(f["kind"] == "unasked-move" and f["rsc"] == "vm-x" for f in doc["findings"])
+    assert cibs.locate(work, "vm-x") == ["kvm3"]
+
+
+def failed_monitor(tmp_path: Path) -> Path:
+    """web02's monitor on kvm2 failed (`crm_simulate -i`): crm_mon prints `FAILED kvm2`."""
+    work = tmp_path / "cib.xml"
+    shutil.copy(SEED, work)
+    out = tmp_path / "failed.xml"
+    subprocess.run(["crm_simulate", "-x", str(work), "-O", str(out),
+                    "-i", "vm-web02_monitor_10000@kvm2=7"], check=True, capture_output=True,
+                   timeout=60)
+    return out
+
+
+def test_a_failed_vm_is_failed_in_status_and_plan(tmp_path: Path) -> None:
+    work = failed_monitor(tmp_path)
+    assert "FAILED kvm2" in cibs.tool(["crm_mon", "-1"], work)
+    desired = cibs.EXAMPLE
+    rows = json.loads(cli("status", "--cib", str(work), "--desired", str(desired), "--json")
+                      .stdout)
+    web02 = next(r for r in rows if r["vm"] == "web02")
+    assert web02["state"] == "Started" and web02["health"] == "failed"
+    assert "FAILED on kvm2" in web02["flags"]
+    assert any(f.startswith("monitor on kvm2: not running (rc 7") for f in web02["failures"])
+    assert [f["kind"] for f in web02["findings"]] == ["vm-failed"]
+    text = cli("status", "--cib", str(work), "--desired", str(desired)).stdout
+    assert "FAILED (Started)" in text
+    findings = json.loads(cli("plan", "--desired", str(desired), "--cib", str(work),
+                              "--json").stdout)["findings"]
+    (f,) = [f for f in findings if f["kind"] == "vm-failed"]
+    assert (f["rsc"], f["node"], f["severity"]) == ("vm-web02", "kvm2", "critical")
+
+
+def test_the_service_shows_a_failed_vm_failed_everywhere(tmp_path: Path) -> None:
+    ctl, cib_file = converged(tmp_path)
+    injected = tmp_path / "injected.xml"
+    subprocess.run(["crm_simulate", "-x", str(cib_file), "-O", str(injected),
+                    "-i", "vm-web01_monitor_10000@kvm2=7"], check=True, capture_output=True,
+                   timeout=60)
+    shutil.move(injected, cib_file)
+    ctl.run_pass(now=ctl_time(ctl))
+    row = next(r for r in ctl.view.rows if r.vm == "web01")
+    assert row.health == "failed" and [f.kind for f in row.findings] == ["vm-failed"]
+    from controller import metrics
+
+    body = metrics.render().decode()
+    assert 'kvm_warden_vm_health{health="failed",vm="web01"} 1.0' in body
