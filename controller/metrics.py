@@ -21,7 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from controller.model.actions import PLACEMENT_FINDINGS, Finding
+from controller.model.actions import SPLIT_BRAIN_FINDINGS, Finding
 from controller.model.observed import ObservedState
 from controller.model.overview import VmRow
 from controller.model.vms import conventional_name
@@ -295,7 +295,7 @@ def update_findings(findings: Iterable[Finding], vm_names: Mapping[str, str]) ->
             # The file's VM name when it lists the resource (its entry may name any `resource:`)
             vm = vm_names.get(f.rsc) or conventional_name(f.rsc)
             OPERATOR_BAN.labels(vm=vm, node=f.node or "").set(1)
-        if f.kind in PLACEMENT_FINDINGS:
+        if f.kind in SPLIT_BRAIN_FINDINGS:
             split += 1
     for (rec, sev), n in counts.items():
         FINDINGS.labels(reconciler=rec, severity=sev).set(n)

@@ -192,7 +192,56 @@ def plan(ctx: Context) -> Plan:
                     reconciler=NAME, id=cid, rsc=rid,
                     why=f"leftover of a manual move: {rid} now runs on {c.node}"))
     report_bans(out, ctx)
+    report_unsatisfiable(out, ctx)
     return out.build()
+
+
+def report_unsatisfiable(out: PlanBuilder, ctx: Context) -> None:
+    """A VM whose preference kvm-warden already set and Pacemaker does not honour: say why
+    (what wins over it), instead of drifting in silence. Counted once it persists (a VM being
+    migrated there is not yet on its node)."""
+    index, desired = ctx.index, ctx.desired
+    for vm in desired.vms:
+        rid, prefer = vm.resource_id, vm.placement.prefer
+        if ctx.scope is not None and vm.name not in ctx.scope:
+            continue
+        nodes = index.running.get(rid, ())
+        mine = index.location.get(prefer_id(rid))
+        if (prefer is None or not nodes or prefer in nodes or rid in index.migrating
+                or rid in index.transitioning or mine is None or mine.node != prefer):
+            continue
+        why = unsatisfiable_because(ctx, rid, prefer, vm.placement.allowed)
+        out.find("placement-unsatisfiable", "warning", Subject(rid, prefer),
+                 f"{vm.name} cannot run on its preferred node {prefer} (it runs on "
+                 f"{', '.join(nodes)}): {why}")
+
+
+def unsatisfiable_because(ctx: Context, rid: str, node: str,
+                          allowed: tuple[str, ...] | None) -> str:
+    """What keeps `rid` off `node`, from the cluster's own constraints and node states."""
+    index = ctx.index
+    n = index.nodes.get(node)
+    if n is None or not n.online:
+        return f"{node} is not online"
+    if n.unclean:
+        return f"{node} is UNCLEAN"
+    if n.standby or n.maintenance:
+        return f"{node} is in {'standby' if n.standby else 'maintenance'}"
+    if allowed is not None and node not in allowed:
+        return f"the desired file allows it only on {', '.join(allowed)}"
+    for cid, c in sorted(index.location.items()):
+        if c.rsc == rid and c.node == node and (c.score or "").strip().lstrip("-").upper() \
+                == "INFINITY" and (c.score or "").strip().startswith("-"):
+            return (f"{cid} bans it from {node}" + (" (an operator's `pcs resource ban`: "
+                    f"`pcs resource clear {rid}` lifts it)" if cid.startswith("cli-ban-") else ""))
+    for cid, col in sorted(index.colocation.items()):
+        if (col.score or "").strip().upper() != "-INFINITY" or rid not in (col.rsc, col.with_rsc):
+            continue
+        other = col.with_rsc if col.rsc == rid else col.rsc
+        if other and node in index.running.get(other, ()):
+            return f"anti-affinity {cid} with {other}, which runs on {node}"
+    return ("a stronger score elsewhere wins (resource-stickiness, another location "
+            "constraint, utilization); `crm_simulate -sL` shows the scores")
 
 
 def report_bans(out: PlanBuilder, ctx: Context) -> None:

@@ -267,6 +267,9 @@ class Controller:
         metrics.DRIFT.clear()
         for d in result.decisions:
             metrics.DRIFT.labels(reconciler=d.action.reconciler).inc()
+        for f in result.findings:  # off target with nothing left to do: drift all the same
+            if f.kind == "placement-unsatisfiable":
+                metrics.DRIFT.labels(reconciler=f.reconciler).inc()
         v = self.view
         self.view = Published(result, v.observed, v.rows, v.vms, v.vm_names, v.preview)
         if self.ledger_file is not None:

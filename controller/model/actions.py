@@ -245,10 +245,12 @@ FindingKind = Literal[
     "out-of-band",  # health: a lifecycle change of a cluster VM that Pacemaker did not make
     "vm-failed",  # health: Pacemaker flags a cluster VM FAILED (until it recovers or is cleaned)
     "unasked-move",  # preview: a patch would move a VM nothing asked to move: its cause is held
+    "placement-unsatisfiable",  # placement: Pacemaker does not honour a preference; says why
 ]
 # Findings about where domains run compare two sources taken at different instants (libvirt's
 # events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).
-PLACEMENT_FINDINGS: frozenset[FindingKind] = frozenset({"split-brain", "unplaced-domain"})
+SPLIT_BRAIN_FINDINGS: frozenset[FindingKind] = frozenset({"split-brain", "unplaced-domain"})
+PLACEMENT_FINDINGS: frozenset[FindingKind] = SPLIT_BRAIN_FINDINGS | {"placement-unsatisfiable"}
 
 
 class Subject(msgspec.Struct, frozen=True):

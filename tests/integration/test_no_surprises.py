@@ -8,12 +8,14 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.engine.loop import Controller
+from controller.model.actions import Finding
 from tests import cibs
 from tests.cibs import SEED, STORAGE_CHAIN, STORAGE_CONSTRAINTS, cib, cli, simulate, vm
 from tests.simulated import simulated
@@ -125,3 +127,78 @@ def test_the_service_shows_a_failed_vm_failed_everywhere(tmp_path: Path) -> None
 
     body = metrics.render().decode()
     assert 'kvm_warden_vm_health{health="failed",vm="web01"} 1.0' in body
+
+
+def unsatisfiable(tmp_path: Path, edit: Callable[[str], str], before: Callable[[Path], None]
+                  ) -> list[Finding]:
+    """The embedded cluster converged, then the desired file edited; the findings after."""
+    ctl, cib_file = converged(tmp_path)
+    before(cib_file)
+    desired = tmp_path / "desired.yaml"
+    desired.write_text(edit(desired.read_text()))
+    time.sleep(0.01)
+    assert ctl.desired.poll()
+    found: list[Finding] = []
+    for _ in range(4):
+        found = [f for f in ctl.run_pass(now=ctl_time(ctl)).findings
+                 if f.kind == "placement-unsatisfiable"]
+    return found
+
+
+def db01_prefers(node: str) -> Callable[[str], str]:
+    return lambda text: text.replace("  - name: db01                           # resource vm-db01; "
+                                     "its disk lies under /kvm/storage\n    state: running\n",
+                                     "  - name: db01\n    state: running\n    placement:\n"
+                                     f"      prefer: {node}\n")
+
+
+def test_a_ban_on_the_preferred_node_is_named(tmp_path: Path) -> None:
+    def ban(cib_file: Path) -> None:  # `pcs resource ban vm-db01 kvm1`
+        cibs.tool(["crm_resource", "--ban", "--resource", "vm-db01", "--node", "kvm1"], cib_file)
+
+    (f,) = unsatisfiable(tmp_path, db01_prefers("kvm1"), ban)
+    assert (f.rsc, f.node) == ("vm-db01", "kvm1")
+    assert "cli-ban-vm-db01-on-kvm1 bans it from kvm1" in f.message
+    assert "pcs resource clear vm-db01" in f.message
+
+
+def test_anti_affinity_with_the_vm_on_the_preferred_node_is_named(tmp_path: Path) -> None:
+    def db01_kvm2_apart_from_a_pinned_web01(text: str) -> str:
+        # db01 (the file's last VM) prefers kvm2 and never shares a node with web01, which
+        # may only run on kvm2: nothing can give way.
+        text = db01_prefers("kvm2")(text).replace("      allowed: [kvm1, kvm2]",
+                                                  "      allowed: [kvm2]")
+        return text.replace("      prefer: kvm2\npolicy:",
+                            "      prefer: kvm2\n    anti_affinity: [web01]\npolicy:")
+
+    (f,) = unsatisfiable(tmp_path, db01_kvm2_apart_from_a_pinned_web01, lambda cib_file: None)
+    assert (f.rsc, f.node) == ("vm-db01", "kvm2")
+    assert "anti-affinity warden-anti-vm-db01-vm-web01 with vm-web01, which runs on kvm2" \
+        in f.message
+
+
+def test_a_preferred_node_in_standby_is_named(tmp_path: Path) -> None:
+    def standby_kvm1(cib_file: Path) -> None:
+        cibs.tool(["crm_attribute", "--node", "kvm1", "--name", "standby", "--update", "on"],
+                  cib_file)
+
+    found = unsatisfiable(tmp_path, db01_prefers("kvm1"), standby_kvm1)
+    (f,) = [f for f in found if f.rsc == "vm-db01"]  # (web02 prefers kvm1 too)
+    assert f.node == "kvm1" and "kvm1 is in standby" in f.message
+
+
+def test_moving_a_vm_that_would_push_another_is_held_and_explained(tmp_path: Path) -> None:
+    # web02 asked onto kvm2, where web01 runs (anti-affinity): Pacemaker would move web01,
+    # which nothing asked to move. The change waits and says so.
+    ctl, cib_file = converged(tmp_path)
+    cibs.tool(["crm_resource", "--clear", "--resource", "vm-web02"], cib_file)
+    desired = tmp_path / "desired.yaml"
+    desired.write_text(desired.read_text().replace("    placement:\n      prefer: kvm1\n",
+                                                   "    placement:\n      prefer: kvm2\n"))
+    time.sleep(0.01)
+    assert ctl.desired.poll()
+    result = ctl.run_pass(now=ctl_time(ctl))
+    (d,) = [d for d in result.decisions if getattr(d.action, "id", "") == "warden-prefer-vm-web02"]
+    assert d.verdict.reason == "would-move-unasked" and "vm-web01" in d.verdict.detail
+    assert any(f.kind == "unasked-move" and f.rsc == "vm-web01" for f in result.findings)
+    assert cibs.locate(cib_file, "vm-web01") == ["kvm2"]
