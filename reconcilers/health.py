@@ -106,7 +106,7 @@ def plan(ctx: Context) -> Plan:
     history = ctx.ledger.cleanups
     watched, members = _watched(index, desired)
     for (rid, node), count in sorted(index.fail_counts.items()):
-        if only is not None:
+        if only is not None or not desired.policy.clean_failures:
             break
         if rid not in watched or count <= 0:
             continue

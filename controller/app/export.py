@@ -148,10 +148,16 @@ def export_desired(cib_file: str | None) -> str:
         if anti:
             lines.append(f"    anti_affinity: [{', '.join(q(names[o]) for o in anti)}]   # "
                          "colocations -INFINITY")
+    # Adopting a cluster changes nothing but missing safety: move leftovers and failures are
+    # reported, and acting on them is the operator's opt-in.
+    lines += ["policy:",
+              "  clear_move_leftovers: false   # true: remove `pcs resource move` leftovers "
+              "(cli-prefer-*) once settled",
+              "  clean_failures: false         # true: clean up failures whose cause has cleared"]
     if scores:
         # The existing preferences are adopted as they are: kvm-warden's own preference score
         # is their weakest one, so each of them already satisfies the file.
-        lines += ["policy:", f"  prefer_score: {min(min(scores), 1_000_000)}   # the weakest "
+        lines += [f"  prefer_score: {min(min(scores), 1_000_000)}   # the weakest "
                   "existing preference"]
     for rid in skipped:
         lines.append(f"# not exported: {rid} (its name is not one kvm-warden can use safely)")

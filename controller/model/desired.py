@@ -129,6 +129,9 @@ class Policy(_Strict):
     max_concurrent_migrations: Annotated[StrictInt, Field(ge=1)] = 2
     prefer_score: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] = 1000
     clear_move_leftovers: StrictBool = True
+    # health's automatic cleanups of failures whose cause has cleared; off, failures are only
+    # reported (what an exported file starts with: adopting a cluster changes nothing).
+    clean_failures: StrictBool = True
     recovery: Recovery | None = None  # migration-threshold / failure-timeout of every VM
     # A patch Pacemaker would answer by stopping, restarting or cold-moving a running VM the
     # file does not ask to stop is refused (would-disrupt) unless this is true.

@@ -87,3 +87,27 @@ def test_pcs_made_placement_and_stopped_vms_are_adopted_as_they_are(tmp_path: Pa
     assert "prefer: \"kvm2\"   # rsc_location location-vm-a-kvm2-50" in text
     assert "allowed: [\"kvm1\", \"kvm3\"]" in text and "state: stopped" in text
     assert "anti_affinity: [\"b\"]" in text
+
+
+def test_a_move_leftover_and_a_failure_are_reported_not_acted_on_after_adoption(
+        tmp_path: Path) -> None:
+    # An operator moved vm-a (`pcs resource move`: cli-prefer-vm-a, settled) and vm-b's
+    # monitor failed once and Pacemaker recovered it (a fail-count, no failed flag).
+    work = simulate(tmp_path / "c.xml", cib(
+        STORAGE_CHAIN + vm("vm-a") + vm("vm-b"), STORAGE_CONSTRAINTS
+        + '<rsc_location id="a-on-kvm1" rsc="vm-a" node="kvm1" score="100"/>'),
+        inject=("vm-b_monitor_10000@kvm2=7",))
+    subprocess.run(["crm_resource", "--move", "--resource", "vm-a", "--node", "kvm3"],
+                   env={**__import__("os").environ, "CIB_file": str(work)}, check=True,
+                   capture_output=True, timeout=60)
+    settled = tmp_path / "settled.xml"
+    subprocess.run(["crm_simulate", "-x", str(work), "-S", "-O", str(settled)], check=True,
+                   capture_output=True, timeout=120)
+    shutil.move(settled, work)
+    status = json.loads(cli("status", "--cib", str(work), "--json").stdout)
+    by_vm = {r["resource"]: r for r in status}
+    assert by_vm["vm-b"]["fail_counts"] and by_vm["vm-a"]["nodes"] == ["kvm3"]
+    actions = adopt(work, tmp_path)  # only storage safety (asserted inside)
+    assert not any(a["kind"] in ("RemoveConstraint", "Cleanup") for a in actions)
+    text = cli("export", "--cib", str(work)).stdout
+    assert "clear_move_leftovers: false" in text and "clean_failures: false" in text
