@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -88,9 +89,16 @@ def fetch_status(url: str, cacert: str | None = None) -> StatusDoc:
 
 def status_command(url: str | None, desired_path: str | None, cib_file: str | None,
                    libvirt_uri: str | None, as_json: bool, cacert: str | None = None) -> int:
+    banner: list[str] = []
     if url:
         doc = fetch_status(url, cacert)
         rows, nodes = doc.vms, doc.nodes
+        if doc.desired is not None and not doc.desired.valid:
+            banner.append(f"!! the desired file {doc.desired.path} is invalid; the last good "
+                          f"one (generation {doc.desired.generation}) stays in force: "
+                          + "; ".join(doc.desired.errors[:5]))
+        if doc.last_pass is not None and doc.last_pass.error:
+            banner.append(f"!! the last pass failed: {doc.last_pass.error}")
     else:
         desired = load_desired(desired_path) if desired_path else None
         observed, _ = observe_once(cib_file)
@@ -104,8 +112,12 @@ def status_command(url: str | None, desired_path: str | None, cib_file: str | No
         rows = vm_rows(observed, desired, findings, index.fail_counts)
         nodes = node_rows(observed, desired)
     if as_json:
+        for line in banner:
+            print(f"kvm-warden: {line}", file=sys.stderr)
         print(json.dumps(msgspec.to_builtins(rows), indent=2))
     else:
+        for line in banner:  # loud, on top (stderr would be missed in a pipe to less)
+            print(for_terminal(line))
         print(for_terminal(render_table(rows)))
         drains = render_nodes(nodes)
         if drains:

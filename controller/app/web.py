@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from controller.app.console import ConsoleBroker
+from controller.engine.desired_store import invalid_finding
 from controller.engine.history import History
 from controller.engine.loop import Controller
 from controller.model.actions import owned
@@ -40,6 +41,7 @@ class VmsDoc(msgspec.Struct, frozen=True, kw_only=True):
     vms: tuple[VmRow, ...]
     nodes: tuple[NodeItem, ...]
     console: bool  # whether the console is available (it needs a web configuration)
+    banner: tuple[str, ...] = ()  # what every page shows on top: an invalid file, failed passes
 
 
 class ConstraintItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,7 +107,19 @@ class WebView:
                      maintenance=n.maintenance, pcsd=f"https://{n.name}:{PCSD_PORT}/")
             for n in sorted(observed.status.nodes.values(), key=lambda n: n.name))
         return VmsDoc(version=version, at=self.clock(), vms=vms, nodes=nodes,
-                      console=self.console)
+                      console=self.console, banner=self.banner())
+
+    def banner(self) -> tuple[str, ...]:
+        """The desired file rejected, or the last pass failed: said on every page until fixed."""
+        c = self.controller
+        out = []
+        loud = invalid_finding(c.desired)
+        if loud is not None:
+            out.append(loud.message)
+        last = c.last
+        if last is not None and last.error:
+            out.append(f"the last pass failed: {last.error}")
+        return tuple(out)
 
     # -- /api/vms/<name> ------------------------------------------------------------------------
     def vm_detail(self, name: str) -> dict[str, Any] | None:
@@ -127,7 +141,8 @@ class WebView:
             if self.history is not None else []
         return {"vm": msgspec.to_builtins(item), "constraints": [
             msgspec.to_builtins(c) for c in constraints_of(observed, item.resource)],
-            "storage": storage, "history": history, "console": self.console}
+            "storage": storage, "history": history, "console": self.console,
+            "banner": list(self.banner())}
 
     def history_json(self, vm: str | None, since: float | None, limit: int) -> bytes:
         events = self.history.query(vm, since, limit) if self.history is not None else []

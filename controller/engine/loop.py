@@ -18,7 +18,7 @@ from controller import metrics
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.engine.audit import AuditLog, PassAudit
 from controller.engine.decide import Decision
-from controller.engine.desired_store import DesiredStore
+from controller.engine.desired_store import DesiredStore, invalid_finding
 from controller.engine.history import Event, History
 from controller.engine.ledger import Ledger, LedgerFile
 from controller.engine.observe import CONTROLLER, Source
@@ -195,11 +195,15 @@ class Controller:
         out = run_pass(PassInput(index, desired, t, observed_at, self.cib, only),
                        PassEffects(self.ledger, self.previewer, self._audit, self.actuator))
         findings = self.ledger.persistent(out.findings, t, prune=only is None)
+        loud = invalid_finding(self.desired)
+        if loud is not None:
+            findings = (loud, *findings)
         last = self.view.last
         if only is not None and last is not None:
             # An incremental pass checked only its VMs: the others' findings still stand.
             mine = {rid for name, rid in vms.items() if name in only}
-            findings = tuple(f for f in last.findings if f.rsc not in mine) + findings
+            findings = tuple(f for f in last.findings if f.rsc not in mine
+                             and f.kind != "desired-invalid") + findings
         self.scheduler.requeue(out.requeue_at)
         rows = vm_rows(observed, desired, findings, index.fail_counts)
         self.view = Published(last, observed, rows, vms, names,
@@ -309,7 +313,9 @@ class Controller:
         while not self._stop.is_set():
             metrics.beat(me)
             sched.due(time.time())  # a plan asked to run again by now (a grace has ended)
-            changed = self.desired.poll()
+            rejected = self.desired.rejected_at
+            # A new file in force, or one rejected: a pass now (the finding, the banner).
+            changed = self.desired.poll() or self.desired.rejected_at != rejected
             now = time.monotonic()
             if changed or sched.wake.is_set() or now >= next_resync:
                 sched.wake.clear()

@@ -246,6 +246,7 @@ FindingKind = Literal[
     "vm-failed",  # health: Pacemaker flags a cluster VM FAILED (until it recovers or is cleaned)
     "unasked-move",  # preview: a patch would move a VM nothing asked to move: its cause is held
     "placement-unsatisfiable",  # placement: Pacemaker does not honour a preference; says why
+    "desired-invalid",  # the desired file on disk is invalid: the last good one stays in force
 ]
 # Findings about where domains run compare two sources taken at different instants (libvirt's
 # events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).

@@ -162,3 +162,18 @@ def test_libvirt_events_give_incremental_passes_and_alerts_full_ones(tmp_path: P
     finally:
         ctl.stop()
         t.join(timeout=10)
+
+
+def test_an_invalid_desired_file_is_a_critical_finding_in_runs_output(tmp_path: Path) -> None:
+    from controller.app.run import summarize
+
+    ctl, _, desired = make_controller(tmp_path)
+    ctl.run_pass()
+    desired.write_text(desired.read_text().replace("dry_run: false", "dry_run: nope"))
+    time.sleep(0.01)
+    assert ctl.desired.poll() is False and ctl.desired.errors
+    result = ctl.run_pass()
+    (f,) = [f for f in result.findings if f.kind == "desired-invalid"]
+    assert f.severity == "critical" and "policy.dry_run" in f.message
+    assert "the last good file stays in force (generation 1" in f.message
+    assert "! critical: " + f.message in summarize(result, ctl)

@@ -143,3 +143,28 @@ def test_the_grafana_vm_table_links_each_vm_to_its_page_here(warden: tuple[str, 
     assert variable["type"] == "textbox" and href == f"{url}/vm/web01"
     with urllib.request.urlopen(href, timeout=10) as r:
         assert r.status == 200 and b"vm.js" in r.read()
+
+
+def test_an_invalid_desired_file_is_a_banner_on_every_page(
+        warden: tuple[str, Path], tmp_path: Path) -> None:
+    url, desired = warden
+    good = desired.read_text()
+    drv = chromium(tmp_path / "profile")
+    wait = WebDriverWait(drv, 30, poll_frequency=0.1)
+    try:
+        drv.get(url + "/")
+        wait.until(lambda d: len(rows(d)) == 3)
+        assert not drv.find_element(By.ID, "banner").is_displayed()
+        assert "dry_run: false" in good
+        desired.write_text(good.replace("dry_run: false", "dry_run: nope"))  # a typo
+        wait.until(lambda d: d.find_element(By.ID, "banner").is_displayed())
+        text = drv.find_element(By.ID, "banner").text
+        assert f"{desired} is invalid since" in text and "policy.dry_run" in text
+        assert "the last good file stays in force" in text
+        drv.get(url + "/vm/web01")  # the VM page says it too
+        wait.until(lambda d: d.find_element(By.ID, "banner").is_displayed())
+        desired.write_text(good)
+        wait.until(lambda d: not d.find_element(By.ID, "banner").is_displayed())
+    finally:
+        desired.write_text(good)
+        drv.quit()

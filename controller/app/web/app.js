@@ -64,6 +64,7 @@ function renderNodes() {
 
 async function reload() {
   doc = await getJSON("/api/vms");
+  showBanner(doc.banner);
   document.body.dataset.loaded = String(doc.version);
   renderNodes();
   render();

@@ -39,3 +39,12 @@ function utc(t) { return new Date(t * 1000).toISOString().replace(".000Z", "Z").
 function stateText(v) {
   return ["ok", "stopped", "absent"].includes(v.health) ? v.state : v.health.toUpperCase() + " (" + v.state + ")";
 }
+
+// An invalid desired file or a failing pass: said on top of every page until it is fixed.
+function showBanner(lines) {
+  const b = document.getElementById("banner");
+  if (!b) return;
+  b.hidden = !lines || !lines.length;
+  b.replaceChildren(...(lines || []).map((l) => el("p", {}, l)));
+  document.body.dataset.banner = b.hidden ? "" : "shown";
+}

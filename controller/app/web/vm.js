@@ -11,6 +11,7 @@ function dl(pairs) {
 
 async function reload() {
   const d = await getJSON("/api/vms/" + encodeURIComponent(NAME));
+  showBanner(d.banner);
   const v = d.vm;
   window.kvmWardenVm = d;  // the console reads where the VM runs from here
   const open = document.getElementById("console-open");
