@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -167,12 +168,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
                           libvirt_uri=args.libvirt_uri, as_json=args.json, cacert=args.cacert)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kvm-warden")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kvm-warden",
         description="Keeps a Pacemaker/Corosync KVM cluster (GFS2 shared storage) in the state "
         "its operators declared, acting only through Pacemaker.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     o = sub.add_parser(
@@ -243,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--simulate", action="store_true", help="use the embedded simulated cluster")
     r.add_argument("--libvirt-uri", default=None, help="libvirt URI (default: qemu:///system)")
     r.add_argument("--http-host", default="127.0.0.1")
-    r.add_argument("--http-port", type=int, default=9810, help="metrics/health port (0: off)")
+    r.add_argument("--http-port", type=int, default=9810,
+                   help="the HTTP port: metrics, health, status, web view (default %(default)s; "
+                   "0: any free port, printed; -1: none)")
     r.add_argument("--web-config", metavar="FILE",
                    help="TLS and basic auth for the HTTP port (Prometheus exporter format: "
                         "tls_server_config, basic_auth_users with bcrypt hashes); required off "
@@ -274,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--alerts", default="/run/kvm-warden/alerts.sock", metavar="ENDPOINT",
                    help="where kvm-warden-alert sends: a unix datagram socket or udp://HOST:PORT")
     c.add_argument("--http-host", default="127.0.0.1")
-    c.add_argument("--http-port", type=int, default=9810)
+    c.add_argument("--http-port", type=int, default=9810,
+                   help="the HTTP port: metrics, health, status, web view (default %(default)s; "
+                   "0: any free port, printed; -1: none)")
     c.add_argument("--web-config", metavar="FILE",
                    help="TLS and basic auth for the HTTP port (Prometheus exporter format: "
                         "tls_server_config, basic_auth_users with bcrypt hashes); required off "
@@ -363,6 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `kvm-warden observe --json | head`: the reader went away; say nothing more. Python
+        # would otherwise complain again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a process ended by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ agent, remote agents, alerts), which Source a full pass reads, and what HTTP ser
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import sys
@@ -89,8 +90,8 @@ def run_service(opts: RunOptions) -> int:
             stack.callback(receiver.close)
             print(f"alerts:            {receiver.endpoint} (recipient value for kvm-warden-alert)")
         sim = _simulated(opts) if opts.simulate else None
-        if sim is not None:
-            stack.callback(print, f"stopped; the simulated cluster is left in {sim.workdir}")
+        if sim is not None:  # a demo leaves nothing behind (the ledger, the history: all in it)
+            stack.callback(shutil.rmtree, sim.workdir, ignore_errors=True)
         if opts.desired_path is None:
             print("kvm-warden: error: --desired FILE is required (or --simulate)", file=sys.stderr)
             return 1
@@ -194,7 +195,11 @@ def _local_agent(opts: RunOptions, stack: ExitStack) -> list[str]:
 def _simulated(opts: RunOptions) -> SimulatedCluster:
     workdir = Path(tempfile.mkdtemp(prefix="kvm-warden-demo-")).resolve()
     sim = SimulatedCluster(workdir)
-    sim.create()
+    try:
+        sim.create()
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)  # a failed start leaves nothing either
+        raise
     if opts.desired_path is None:
         opts.desired_path = str(workdir / "desired.yaml")
         Path(opts.desired_path).write_text(embedded_desired())

@@ -21,8 +21,29 @@ def crm_mon_argv() -> list[str]:
     return ["crm_mon", "--one-shot", "--inactive", "--output-as=xml"]
 
 
+CRM_EX_DISCONNECT = 102  # Pacemaker's tools: no connection to the cluster's daemons
+CRM_EX_UNAVAILABLE = 105
+
+
+def _pacemaker(argv: list[str], cib_file: str | None, timeout: float) -> commands.Completed:
+    """Run one of Pacemaker's tools, saying plainly when there is no cluster to ask (or no
+    CIB file): their own words ("Could not connect to the CIB: No such device or address",
+    or an exit status alone) do not tell an operator what to do."""
+    if cib_file is not None and not Path(cib_file).is_file():
+        raise ParseError("no such file (a CIB file: cibadmin --query > FILE)", source=cib_file)
+    try:
+        return commands.run(argv, env=commands.tool_env(cib_file), timeout=timeout)
+    except ToolError as exc:
+        if cib_file is None and exc.returncode in (CRM_EX_DISCONNECT, CRM_EX_UNAVAILABLE):
+            raise ToolError(argv, "cannot reach Pacemaker on this node (exit "
+                            f"{exc.returncode}): is the cluster running here (`pcs status`)? "
+                            "To work on a copy of the CIB, use --cib FILE",
+                            returncode=exc.returncode) from None
+        raise
+
+
 def read_status(cib_file: str | None = None, *, timeout: float = CRM_MON_TIMEOUT) -> ClusterStatus:
-    out = commands.run(crm_mon_argv(), env=commands.tool_env(cib_file), timeout=timeout)
+    out = _pacemaker(crm_mon_argv(), cib_file, timeout)
     return parse_crm_mon(out.stdout, source=cib_file or "crm_mon")
 
 
@@ -33,19 +54,18 @@ def query_cib(cib_file: str | None = None, *, timeout: float = CIB_TIMEOUT) -> b
     """The whole CIB: the file itself offline, `cibadmin --query` live. The one CIB read."""
     if cib_file is not None:
         return _read_file(cib_file)
-    return commands.run(["cibadmin", "--query"], env=commands.tool_env(None), timeout=timeout).stdout
+    return _pacemaker(["cibadmin", "--query"], None, timeout).stdout
 
 
 def query_status(cib_file: str | None = None, *, timeout: float = CIB_TIMEOUT) -> bytes:
     """The CIB's status section alone (`cibadmin --query --scope status`): operation history."""
-    return commands.run(["cibadmin", "--query", "--scope", "status"],
-                        env=commands.tool_env(cib_file), timeout=timeout).stdout
+    return _pacemaker(["cibadmin", "--query", "--scope", "status"], cib_file, timeout).stdout
 
 
 def cib_version(cib_file: str | None = None, *, timeout: float = CIB_TIMEOUT) -> CibVersion:
     """The CIB's version counters, from its root element alone (cheap at any size)."""
-    out = commands.run(["cibadmin", "--query", "--xpath", "/cib", "--no-children"],
-                       env=commands.tool_env(cib_file), timeout=timeout)
+    out = _pacemaker(["cibadmin", "--query", "--xpath", "/cib", "--no-children"], cib_file,
+                     timeout)
     root = parse_document(out.stdout, source="cibadmin --query --xpath /cib")
     return CibVersion(admin_epoch=root.get("admin_epoch"), epoch=root.get("epoch"),
                       num_updates=root.get("num_updates"))

@@ -129,3 +129,38 @@ def test_the_alert_socket_is_not_writable_by_every_local_user(tmp_path: Path) ->
         assert mode & 0o007 == 0, oct(mode)  # only root and Pacemaker's group may send
     finally:
         rx.close()
+
+
+def test_version_missing_cib_file_and_no_cluster_say_what_to_do(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"kvm-warden {version('kvm-warden')}"
+    assert_clean_error(cli("plan", "--desired", str(Path("config/desired-state.example.yaml")
+                                                     .resolve()), "--cib", str(tmp_path / "nope.xml")),
+                       "nope.xml: no such file")
+    # This machine runs no Pacemaker outside the tests' namespaces: the live commands say so.
+    for argv in (("observe",), ("status",)):
+        assert_clean_error(cli(*argv), "cannot reach Pacemaker on this node")
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    seed = Path(__file__).resolve().parents[1] / "fixtures" / "seed-settled.cib.xml"
+    proc = subprocess.Popen([sys.executable, "-m", "controller.app.cli", "observe", "--cib",
+                             str(seed), "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # `| head -c 10`
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) in (0, 141) and "Traceback" not in err, err
+
+
+def test_a_simulated_run_leaves_no_temporary_directory(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", "controller.app.cli", "run", "--simulate",
+                          "--http-port", "-1", "--passes", "1"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert list(tmp_path.iterdir()) == []
