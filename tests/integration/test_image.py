@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -88,14 +89,19 @@ def test_the_images_service_passes_its_own_healthcheck_and_serves_the_web_view(
     check = inspect["Healthcheck"]["Test"]
     assert check[0] == "CMD"
     quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in check[1:])
+    with socket.socket() as probe:  # the build shares the host's network: a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    check_cmd = quoted.replace("9810", str(port))
     script = (
-        "/opt/kvm-warden/bin/kvm-warden run --simulate --http-port 9810 >/tmp/run.log 2>&1 &\n"
-        f"for i in $(seq 90); do sleep 1; if {quoted}; then echo healthy; break; fi; done\n"
+        f"/opt/kvm-warden/bin/kvm-warden run --simulate --http-port {port} >/tmp/run.log 2>&1 &\n"
+        "pid=$!\n"  # no job control in `sh -c`: `kill %1` would leave the service running
+        f"for i in $(seq 90); do sleep 1; if {check_cmd}; then echo healthy; break; fi; done\n"
         "/opt/kvm-warden/bin/python -c \"import urllib.request as u; "
-        "print(u.urlopen('http://127.0.0.1:9810/novnc/core/rfb.js').status, "
-        "u.urlopen('http://127.0.0.1:9810/').status, "
-        "len(__import__('json').load(u.urlopen('http://127.0.0.1:9810/api/vms'))['vms']))\"\n"
-        "kill %1\n")
+        f"print(u.urlopen('http://127.0.0.1:{port}/novnc/core/rfb.js').status, "
+        f"u.urlopen('http://127.0.0.1:{port}/').status, "
+        f"len(__import__('json').load(u.urlopen('http://127.0.0.1:{port}/api/vms'))['vms']))\"\n"
+        "kill $pid; wait $pid\n")
     out = run_in(container, "sh", "-c", script)
     assert "healthy" in out.stdout, out.stdout + out.stderr
     assert "200 200 3" in out.stdout, out.stdout + out.stderr
