@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from controller.app.limits import Limits
 from controller.app.policy import Policy, policy_middleware, security_headers
 from controller.app.routes import Handlers, routes
 from controller.app.webconfig import WebAuth
@@ -39,20 +40,6 @@ from controller.model.overview import StatusDoc
 
 if TYPE_CHECKING:
     from controller.app.web import WebView
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_connections: int = 512
-    per_client: int = 64
-    request_seconds: float = 10.0  # TLS handshake + request head + body, from accept
-    max_body: int = 64 * 1024
-    max_streams: int = 64  # open /api/events streams, all users together
-    streams_per_user: int = 8
-    stream_write_seconds: float = 10.0  # a stream whose reader stopped reading is dropped
-    # Descriptors the process keeps for itself (crm_mon, cibadmin, the bus, the ledger): the
-    # port never takes more than the soft limit minus this.
-    reserve_descriptors: int = 256
 
 
 def raise_descriptor_limit() -> int:
@@ -233,8 +220,8 @@ class StatusServer:
 
     def __init__(self, host: str, port: int, status: Callable[[], StatusDoc],
                  ready: Callable[[], tuple[bool, str]], web_auth: WebAuth | None = None,
-                 view: WebView | None = None, limits: Limits = Limits()):
-        self.limits = limits
+                 view: WebView | None = None, limits: Limits | None = None):
+        self.limits = limits = limits or Limits()
         soft = raise_descriptor_limit()
         cap = max(16, min(limits.max_connections, soft - limits.reserve_descriptors))
         self.guard = ConnectionGuard(limits, cap)

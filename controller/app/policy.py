@@ -20,15 +20,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from aiohttp import web
 
 from controller.app.webconfig import RANK, Login, WebAuth
 from controller.logs import logger
 
-if TYPE_CHECKING:
-    from controller.app.http import ConnectionGuard
+
+class Claims(Protocol):
+    """The connection guard's side the policy step needs (app/http.py)."""
+
+    def claim(self, transport: asyncio.BaseTransport | None) -> None: ...
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Need = Literal["open", "ticket", "viewer", "operator", "admin"]
@@ -70,7 +73,7 @@ def host_name(host_header: str) -> str:
 
 class Policy:
     def __init__(self, auth: WebAuth | None, listen_host: str, port: int,
-                 guard: ConnectionGuard, tls: bool):
+                 guard: Claims, tls: bool):
         self.auth, self.port, self.guard, self.tls = auth, port, guard, tls
         self.loopback = is_loopback(listen_host)
         named = set(auth.config.kvm_warden.host_names) if auth is not None else set()

@@ -21,12 +21,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from controller import metrics
+from controller.app.limits import Limits
 from controller.app.policy import CSRF_HEADER, ROLE, USER, Policy, Route
 from controller.app.status_html import render_status_html
 from controller.model.overview import StatusDoc
 
 if TYPE_CHECKING:
-    from controller.app.http import Limits
     from controller.app.web import WebView
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
