@@ -11,7 +11,7 @@ import urllib.request
 
 import msgspec
 
-from controller.app.text import for_terminal
+from controller.app.text import for_terminal, one_line
 from controller.engine.decide import decide_pass
 from controller.engine.guard import Guard
 from controller.engine.observe import observe_once
@@ -23,24 +23,18 @@ from controller.model.overview import NodeRow, StatusDoc, VmRow, node_rows, stat
 from probes.libvirt.domains import list_domains
 
 
-def printable(text: str) -> str:
-    """A name as a terminal may show it: control characters (an ESC sequence in a domain or
-    node name could rewrite the screen) become visible escapes."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-
-
 def render_table(rows: tuple[VmRow, ...]) -> str:
     head = (f"{'VM':<10} {'RESOURCE':<12} {'NODE':<8} {'STATE':<18} {'LIBVIRT':<18} "
             f"{'DESIRED':<16} {'DRIFT':<18} CONSOLE")
     lines = [head, "-" * len(head)]
     for r in rows:
         desired = f"{r.desired_state or '-'}@{r.desired_node or 'any'}"
-        lines.append(printable(
+        lines.append(one_line(
             f"{r.vm:<10} {r.resource:<12} {','.join(r.nodes) or '-':<8} {state_text(r):<18} "
             f"{','.join(r.libvirt) or '-':<18} {desired:<16} {', '.join(r.drift) or 'none':<18} "
             f"{r.console or '-'}"))
         for flag in (*r.flags, *r.failures):  # the whole truth, under the row
-            lines.append(printable(f"{'':<10} ! {flag}"))
+            lines.append(one_line(f"{'':<10} ! {flag}"))
     return "\n".join(lines)
 
 
@@ -58,7 +52,7 @@ def render_nodes(nodes: tuple[NodeRow, ...]) -> str:
             progress = "drained"
         else:
             progress = f"{len(n.vms)} VM(s)"
-        lines.append(printable(f"node {n.name}: {state}{want}, {progress}"))
+        lines.append(one_line(f"node {n.name}: {state}{want}, {progress}"))
     return "\n".join(lines)
 
 

@@ -15,3 +15,9 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def for_terminal(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def one_line(text: str) -> str:
+    """A table cell or a single line: every non-printable character (newline included) made
+    visible, so data cannot break the layout either."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)

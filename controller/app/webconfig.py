@@ -130,13 +130,6 @@ class WebAuth:
     def role_of(self, user: str) -> Role:
         return self.config.kvm_warden.roles.get(user, "viewer")
 
-    def allowed(self, authorization: str | None) -> bool:
-        """Whether an `Authorization` header carries a configured user's password."""
-        return not self.users or self.user(authorization) is not None
-
-    def user(self, authorization: str | None) -> str | None:
-        return self.login(authorization).user
-
     def login(self, authorization: str | None) -> Login:
         """Check an `Authorization: Basic` header (blocking: bcrypt; run it off the event
         loop). Every wrong answer costs one bcrypt of the configured cost."""
