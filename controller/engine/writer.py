@@ -5,8 +5,8 @@ A live cluster's writers share a state directory (the ledger's home, on the shar
 the controller is a cluster resource), so the lock is a file there; a CIB file is its own
 cluster, so its lock lies next to it, whatever state directory a writer uses. The lock is an
 `flock` (released by the kernel when its holder dies, SIGKILL included: no stale lock to clear
-by hand; GFS2 makes it cluster-wide through DLM, unless mounted with `localflocks`) and the file names its holder, so a refused
-writer can say who holds it.
+by hand; GFS2 makes it cluster-wide through DLM, unless mounted with `localflocks`) and the
+file names its holder, so a refused writer can say who holds it.
 """
 
 from __future__ import annotations
