@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck unit deps venv clean lab-up lab-down image
+.PHONY: test demo bench lint typecheck unit deps venv clean lab-up lab-down image soak
 
 deps:
 	@scripts/install-deps.sh image
@@ -51,6 +51,13 @@ clean:
 
 lab-up: venv
 	$(BIN)/python -m lab.lab up --with-warden config/desired-state.example.yaml
+
+# An hour of seeded faults on the lab, judged by an independent checker (lab/chaos.py):
+# make soak MINUTES=10 SEED=42 FAULTS=kill-guest,partition
+MINUTES ?= 60
+SOAK_ARGS = --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) $(if $(FAULTS),--faults $(FAULTS))
+soak: venv
+	$(BIN)/python -m lab.chaos $(SOAK_ARGS)
 
 lab-down:
 	$(BIN)/python -m lab.lab down

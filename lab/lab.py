@@ -101,6 +101,30 @@ SEED_CIB = """<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.8" epoch=
 
 
 
+# The desired file of the e2e scenarios and the soak (str.format: web01, web02, nodes, db01,
+# policy): web01 on kvm1, web02 on kvm2 and apart from web01, db01 anywhere.
+E2E_DESIRED = """version: 1
+cluster:
+  properties: {{no-quorum-policy: freeze}}
+  nodes: {nodes}
+storage:
+  - name: gfs2_storage
+    resource: gfs2_res01-clone
+    mountpoint: /kvm/storage
+    requires: [clvmd-clone, dlm-clone]
+vms:
+  - name: web01
+    placement: {{prefer: {web01}}}
+  - name: web02
+    placement: {{prefer: {web02}}}
+    anti_affinity: [web01]
+  - name: db01
+{db01}policy:
+  resync_seconds: 5
+  clear_move_leftovers: true
+  pause_grace_seconds: 1
+{policy}"""
+
 def sh(*argv: str, check: bool = True, timeout: float = 60, **kw: object
        ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=check,

@@ -18,27 +18,7 @@ from lab import lab
 from tests.realdaemons import kvm_usable
 from tests.waiting import wait_for
 
-DESIRED = """version: 1
-cluster:
-  properties: {{no-quorum-policy: freeze}}
-  nodes: {nodes}
-storage:
-  - name: gfs2_storage
-    resource: gfs2_res01-clone
-    mountpoint: /kvm/storage
-    requires: [clvmd-clone, dlm-clone]
-vms:
-  - name: web01
-    placement: {{prefer: {web01}}}
-  - name: web02
-    placement: {{prefer: {web02}}}
-    anti_affinity: [web01]
-  - name: db01
-{db01}policy:
-  resync_seconds: 5
-  clear_move_leftovers: true
-  pause_grace_seconds: 1
-{policy}"""
+DESIRED = lab.E2E_DESIRED  # the layout every scenario starts from (lab/lab.py)
 
 
 @dataclass
