@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -79,6 +80,9 @@ def _plan(desired: DesiredState, cib_file: str | None, as_json: bool, apply: boo
                     PassAudit(AuditLog(state if apply else None), invoking_user(),
                               dedupe=False),
                     actuator if apply else None, allow_disruption))
+    # Placement findings count once they persist, as the service's do: a VM Pacemaker is about
+    # to move (or, offline, that nothing executes the transition for) is not a finding yet.
+    out = replace(out, findings=ledger.persistent(out.findings, now, prune=False))
     if apply:
         ledger_file.save(ledger, time.time())
     if out.conflict:

@@ -15,6 +15,7 @@ from controller.app.text import for_terminal, one_line
 from controller.engine.decide import decide_pass
 from controller.engine.guard import Guard
 from controller.engine.observe import observe_once
+from controller.engine.pipeline import drift
 from controller.model.desired import load_desired
 from controller.model.errors import WardenError
 from controller.model.index import build_index
@@ -102,8 +103,10 @@ def status_command(url: str | None, desired_path: str | None, cib_file: str | No
         index = build_index(observed)
         now = time.time()
         # The findings a pass would report (a failed VM, a ban...), with a fresh ledger.
-        findings = decide_pass(index, desired, Guard(), now, now).findings if desired else ()
-        rows = vm_rows(observed, desired, findings, index.fail_counts)
+        decided = decide_pass(index, desired, Guard(), now, now) if desired else None
+        findings = decided.findings if decided else ()
+        rows = vm_rows(observed, desired, findings, index.fail_counts,
+                       drift(decided.decisions, findings) if decided else None)
         nodes = node_rows(observed, desired)
     if as_json:
         for line in banner:

@@ -22,7 +22,7 @@ from controller.engine.desired_store import DesiredStore, invalid_finding
 from controller.engine.history import Event, History
 from controller.engine.ledger import Ledger, LedgerFile
 from controller.engine.observe import CONTROLLER, Source
-from controller.engine.pipeline import PassEffects, PassInput, PassOutput, run_pass
+from controller.engine.pipeline import PassEffects, PassInput, PassOutput, drift, run_pass
 from controller.engine.preview import InlinePreviewer, Preview, Previewer
 from controller.engine.scheduler import Scheduler
 from controller.engine.store import Store
@@ -91,6 +91,7 @@ class Controller:
     scheduler: Scheduler = field(default_factory=Scheduler)
     _out_of_band: list[OutOfBandChange] = field(default_factory=list)  # the watcher's inbox
     _inbox_lock: threading.Lock = field(default_factory=threading.Lock)
+    _drift: dict[str, tuple[str, ...]] = field(default_factory=dict)  # resource -> words
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -205,7 +206,15 @@ class Controller:
             findings = tuple(f for f in last.findings if f.rsc not in mine
                              and f.kind != "desired-invalid") + findings
         self.scheduler.requeue(out.requeue_at)
-        rows = vm_rows(observed, desired, findings, index.fail_counts)
+        # Drift as the reconcilers see it; an incremental pass saw only its VMs.
+        now_drift = drift(out.decisions, findings)
+        if only is None:
+            self._drift = now_drift
+        else:
+            mine = {rid for name, rid in vms.items() if name in only}
+            self._drift = {**{r: w for r, w in self._drift.items() if r not in mine},
+                           **now_drift}
+        rows = vm_rows(observed, desired, findings, index.fail_counts, self._drift)
         self.view = Published(last, observed, rows, vms, names,
                               out.preview if out.preview is not None else self.view.preview)
         self._report(out, findings, index.fail_counts)

@@ -10,6 +10,7 @@ who is recorded in the audit, and whether to apply at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from controller import metrics
@@ -168,3 +169,25 @@ def _apply(out: PassOutput, inp: PassInput, fx: PassEffects, actuator: Pacemaker
         metrics.APPLIED.labels(kind=type(o.action).__name__,
                                outcome="applied" if o.applied else "failed").inc()
     return replace(out, outcomes=tuple(outcomes), conflict=conflict, error=error)
+
+
+# Findings that say a VM is not as the file wants it although no action of the pass is left.
+DRIFT_FINDINGS = frozenset({"missing-resource", "wrong-agent", "placement-unsatisfiable",
+                            "unasked-move", "operator-ban"})
+
+
+def drift(decisions: Sequence[Decision], findings: Sequence[Finding]
+          ) -> dict[str, tuple[str, ...]]:
+    """The reconcilers' view of each VM's drift (resource id -> words): every action a
+    reconciler still wants for it (with the verdict when it was not admitted), and the
+    findings that say why the file is not met. The overview shows exactly this."""
+    out: dict[str, list[str]] = {}
+    for d in decisions:
+        rid = d.action.resource
+        if rid is not None:
+            held = "" if d.verdict.admitted else f" [{d.verdict.reason}]"
+            out.setdefault(rid, []).append(d.action.why + held)
+    for f in findings:
+        if f.rsc is not None and f.kind in DRIFT_FINDINGS:
+            out.setdefault(f.rsc, []).append(f.kind)
+    return {rid: tuple(dict.fromkeys(words)) for rid, words in out.items()}

@@ -138,7 +138,10 @@ def _truth(inst: tuple[Resource, ...], libvirt: tuple[str, ...], nodes: tuple[st
 
 def vm_rows(observed: ObservedState, desired: DesiredState | None,
             findings: Iterable[Finding] = (),
-            fail_counts: Mapping[tuple[str, str], int] | None = None) -> tuple[VmRow, ...]:
+            fail_counts: Mapping[tuple[str, str], int] | None = None,
+            drift_of: Mapping[str, tuple[str, ...]] | None = None) -> tuple[VmRow, ...]:
+    """`drift_of`: resource id -> what the reconcilers still want for it, or what keeps it
+    from the file (engine/pipeline.drift): the one drift definition, shown as it is."""
     fail_counts = fail_counts or {}
     status = observed.status
     about: dict[str, list[FindingBrief]] = {}
@@ -160,18 +163,7 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
         name = vm.name if vm else conventional_name(rid)
         desired_state = vm.state if vm else None
         desired_node = vm.placement.prefer if vm else None
-        allowed = vm.placement.allowed if vm else None
-        drift = []
-        if vm and not inst:
-            drift.append("no resource")
-        if desired_state == "running" and not nodes:
-            drift.append("not running")
-        if desired_state == "stopped" and nodes:
-            drift.append("running")
-        if desired_node and nodes and desired_node not in nodes:
-            drift.append(f"not on {desired_node}")
-        if allowed and any(n not in allowed for n in nodes):
-            drift.append("on a disallowed node")
+        drift = (drift_of or {}).get(rid, ())
         node = nodes[0] if len(nodes) == 1 else None
         dom = domains.get((node, name)) if node else None
         port = dom.vnc_port if dom else None

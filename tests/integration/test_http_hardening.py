@@ -10,7 +10,6 @@ import json
 import resource
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import time
@@ -198,7 +197,8 @@ def test_a_wrong_user_costs_what_a_wrong_password_costs(tls_dir: Path) -> None:
         for _ in range(8):  # interleaved: a load that changes over time weighs on both alike
             for u in samples:
                 samples[u].append(timed_login(site, u))
-        unknown, known = (statistics.median(samples[u]) for u in ("nobody", "ops"))
+        # The least of each: its own cost, free of the load of whatever else this machine runs.
+        unknown, known = (min(samples[u]) for u in ("nobody", "ops"))
         assert abs(unknown - known) / known < 0.10, samples
 
 

@@ -182,7 +182,8 @@ def test_status_page_in_headless_chromium(warden: str, tmp_path: Path) -> None:
     cells = [re.findall(r"<td>(.*?)</td>", r, re.S) for r in rows[1:]]
     vms = {re.sub("<[^>]+>", "", c[0]): c for c in cells}
     assert set(vms) == {"web01", "web02", "db01"}
-    assert "kvm1" in vms["web01"][2] and "not on kvm2" in vms["web01"][5]  # dry-run: drift stays
+    # Dry-run: the drift stays, as the reconcilers see it (what they want, and why it waits).
+    assert "kvm1" in vms["web01"][2] and "web01 prefers kvm2 [dry-run]" in vms["web01"][5]
     assert "ssh -L" in vms["db01"][7]
     shot = tmp_path / "status.png"
     subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,500",
