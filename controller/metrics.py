@@ -140,6 +140,9 @@ BUS_EVENTS = Counter("kvm_warden_bus_events_total", "Events received on the bus,
                      registry=REGISTRY)
 BUS_REJECTED = Counter("kvm_warden_bus_rejected_total", "Bus messages dropped as malformed",
                        ["reason"], registry=REGISTRY)
+HTTP_REFUSED = Counter("kvm_warden_http_refused_total",
+                       "HTTP requests the policy step refused, by reason (host, origin, login, "
+                       "role, csrf, budget)", ["reason"], registry=REGISTRY)
 BUS_RESYNCS = Counter("kvm_warden_bus_resyncs_total", "Snapshot requests to a publisher, by cause",
                       ["reason"], registry=REGISTRY)
 BUS_STALE = Gauge("kvm_warden_bus_publisher_stale", "1 while a publisher's heartbeats are missing",

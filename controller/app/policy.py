@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 from aiohttp import web
 
+from controller import metrics
 from controller.app.webconfig import RANK, Login, WebAuth
 from controller.logs import logger
 
@@ -151,24 +152,30 @@ def policy_middleware(p: Policy) -> Callable[..., Awaitable[web.StreamResponse]]
         route = p.routes.get(request.match_info.handler)
         need: Need = route.need if route is not None else "viewer"  # unknown paths: login first
         if not p.host_ok(request):
+            metrics.HTTP_REFUSED.labels(reason="host").inc()
             return _text(421, f"this port does not serve the host {request.host[:100]!r}")
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if (request.method not in ("GET", "HEAD") or upgrade) and not p.same_origin(request):
+            metrics.HTTP_REFUSED.labels(reason="origin").inc()
             return _text(403, "cross-origin request refused")
         if need in ("open", "ticket"):
             return await handler(request)
         peer = _peer(request)
         if p.over_budget(peer):
+            metrics.HTTP_REFUSED.labels(reason="budget").inc()
             return _text(429, "too many failed logins from this address; try again in a minute",
                          {"Retry-After": str(int(FAILED_WINDOW))})
         who = await p.login(request)
         if who.user is None or who.role is None:
             if "Authorization" in request.headers:
                 p.failed(peer)
+            metrics.HTTP_REFUSED.labels(reason="login").inc()
             return _text(401, who.problem, {"WWW-Authenticate": 'Basic realm="kvm-warden"'})
         if RANK[who.role] < RANK[need]:
+            metrics.HTTP_REFUSED.labels(reason="role").inc()
             return _text(403, f"{who.user} is a {who.role}; this needs the {need} role")
         if request.method == "POST" and not p.csrf_ok(who.user, request.headers.get(CSRF_HEADER)):
+            metrics.HTTP_REFUSED.labels(reason="csrf").inc()
             return _text(403, f"missing or wrong {CSRF_HEADER} (GET /api/session gives it)")
         request[USER], request[ROLE] = who.user, who.role
         return await handler(request)

@@ -172,6 +172,13 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
             for (n, dn), d in sorted(domains.items())
             if dn == name and n not in observed.stale and d.state not in ("shutoff", "unknown"))
         health, flags = _truth(inst, seen, nodes)
+        cfg = observed.cib.resources.get(rid) if observed.cib is not None else None
+        threshold = cfg.meta.get("migration-threshold") if cfg is not None else None
+        counts = {n: c for (r, n), c in fail_counts.items() if r == rid and c}
+        flags += tuple(  # how close Pacemaker is to banning it from a node
+            f"fail-count {c} on {n}" + (f" of migration-threshold {threshold}" if threshold
+                                        else "")
+            for n, c in sorted(counts.items()))
         fails = tuple(
             f"{f.task or 'operation'} on {f.node}: {ocf_rc(f.rc)} (rc {f.rc}, {f.status})"
             + (f" at {f.last_rc_change}" if f.last_rc_change else "")
@@ -179,7 +186,7 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
             for f in status.failures if f.resource == rid)
         rows.append(VmRow(
             health=health, flags=flags, failures=fails,
-            fail_counts={n: c for (r, n), c in fail_counts.items() if r == rid and c},
+            fail_counts=counts,
             libvirt=seen, findings=tuple(about.get(rid, ())),
             vm=name, resource=rid, nodes=nodes, state=role, desired_state=desired_state,
             desired_node=desired_node, drift=tuple(drift), vnc_port=port,

@@ -256,3 +256,46 @@ def test_off_loopback_users_without_tls_are_refused(tmp_path: Path) -> None:
                          cwd=ROOT)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert "basic_auth_users and tls_server_config" in res.stderr
+
+
+def test_a_second_origin_in_a_real_browser_gets_neither_a_ticket_nor_a_websocket(
+        site: Site, tmp_path: Path) -> None:
+    """Chromium carries the operator's credentials (as a browser that logged in does); a page
+    of another origin posts a form to the console endpoint and opens the console WebSocket."""
+    import functools
+    import http.server
+    import threading
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from controller.metrics import REGISTRY
+    from tests.browser import chromium
+
+    target = f"https://127.0.0.1:{site.port}"
+    (tmp_path / "evil.html").write_text(
+        "<!doctype html><form id=f method=post "
+        f"action='{target}/api/vms/web01/console'></form><script>"
+        f"const ws = new WebSocket('wss://127.0.0.1:{site.port}/console/web01/ws?ticket=x');"
+        "ws.onclose = () => { document.title = 'ws closed'; document.getElementById('f').submit(); };"
+        "</script>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+
+    def refused(reason: str) -> float:
+        return REGISTRY.get_sample_value("kvm_warden_http_refused_total",
+                                         {"reason": reason}) or 0.0
+
+    before = refused("origin")
+    drv = chromium(tmp_path / "profile", ("ops", PASSWORD))
+    try:
+        drv.get(f"http://127.0.0.1:{evil.server_address[1]}/evil.html")
+        wait = WebDriverWait(drv, 30, poll_frequency=0.1)
+        wait.until(lambda d: "cross-origin request refused" in d.find_element(
+            By.TAG_NAME, "body").text)  # the form's POST, answered by the policy step
+        assert refused("origin") >= before + 2  # the WebSocket upgrade and the POST
+    finally:
+        drv.quit()
+        evil.shutdown()
+        evil.server_close()

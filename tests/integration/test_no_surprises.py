@@ -102,7 +102,8 @@ def test_a_failed_vm_is_failed_in_status_and_plan(tmp_path: Path) -> None:
                       .stdout)
     web02 = next(r for r in rows if r["vm"] == "web02")
     assert web02["state"] == "Started" and web02["health"] == "failed"
-    assert "FAILED on kvm2" in web02["flags"]
+    assert "FAILED on kvm2" in web02["flags"] and "fail-count 1 on kvm2" in web02["flags"]
+    assert web02["fail_counts"] == {"kvm2": 1}
     assert any(f.startswith("monitor on kvm2: not running (rc 7") for f in web02["failures"])
     assert [f["kind"] for f in web02["findings"]] == ["vm-failed"]
     text = cli("status", "--cib", str(work), "--desired", str(desired)).stdout
