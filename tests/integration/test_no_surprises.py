@@ -203,3 +203,38 @@ def test_moving_a_vm_that_would_push_another_is_held_and_explained(tmp_path: Pat
     assert d.verdict.reason == "would-move-unasked" and "vm-web01" in d.verdict.detail
     assert any(f.kind == "unasked-move" and f.rsc == "vm-web01" for f in result.findings)
     assert cibs.locate(cib_file, "vm-web01") == ["kvm2"]
+
+
+def simulated_failure(tmp_path: Path, *argv: str, apply_example: bool = False) -> list[dict]:  # type: ignore[type-arg]
+    """The seed with the scheduler run once while some operation fails (`crm_simulate -F`,
+    `-i`); `status --json`'s rows of the result."""
+    work = tmp_path / "cib.xml"
+    shutil.copy(SEED, work)
+    if apply_example:
+        assert cli("plan", "--desired", str(cibs.EXAMPLE), "--cib", str(work), "--apply",
+                   "--state-dir", str(tmp_path / "s")).returncode == 0
+    out = tmp_path / "after.xml"
+    subprocess.run(["crm_simulate", "-x", str(work), "-S", "-O", str(out), *argv], check=True,
+                   capture_output=True, timeout=120)
+    rows: list[dict] = json.loads(cli("status", "--cib", str(out), "--json").stdout)  # type: ignore[type-arg]
+    return rows
+
+
+def test_a_blocked_vm_is_blocked_everywhere(tmp_path: Path) -> None:
+    # web02's monitor fails, then its stop too; without fencing Pacemaker blocks it.
+    rows = simulated_failure(tmp_path, "-i", "vm-web02_monitor_10000@kvm2=1",
+                             "-F", "vm-web02_stop_0@kvm2=1")
+    web02 = next(r for r in rows if r["vm"] == "web02")
+    assert web02["health"] == "failed"
+    assert any(f.startswith("blocked on kvm2") for f in web02["flags"])
+    assert any(f.startswith("stop on kvm2: generic error (rc 1") for f in web02["failures"])
+
+
+def test_a_failed_live_migration_is_failed_on_both_nodes(tmp_path: Path) -> None:
+    # The example moves web01 kvm1 -> kvm2 live; its migrate_to fails.
+    rows = simulated_failure(tmp_path, "-F", "vm-web01_migrate_to_0@kvm1=1",
+                             apply_example=True)
+    web01 = next(r for r in rows if r["vm"] == "web01")
+    assert web01["health"] == "failed" and "FAILED on kvm1, kvm2" in web01["flags"]
+    assert "fail-count 1 on kvm1 of migration-threshold 3" in web01["flags"]
+    assert any(f.startswith("migrate_to on kvm1") for f in web01["failures"])
