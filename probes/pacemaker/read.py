@@ -29,7 +29,7 @@ def _pacemaker(argv: list[str], cib_file: str | None, timeout: float) -> command
     """Run one of Pacemaker's tools, saying plainly when there is no cluster to ask (or no
     CIB file): their own words ("Could not connect to the CIB: No such device or address",
     or an exit status alone) do not tell an operator what to do."""
-    if cib_file is not None and not Path(cib_file).is_file():
+    if cib_file is not None and not Path(cib_file).exists():
         raise ParseError("no such file (a CIB file: cibadmin --query > FILE)", source=cib_file)
     try:
         return commands.run(argv, env=commands.tool_env(cib_file), timeout=timeout)
