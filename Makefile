@@ -1,5 +1,7 @@
 # kvm-warden: `make test` and `make demo` set up everything they need (Debian 12, root).
-PYTHON ?= python3
+# Debian's own interpreter: the HA controller runs as its own user, who must be able to run it
+# (an interpreter under /root, e.g. pyenv's, is not theirs to run).
+PYTHON ?= /usr/bin/python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

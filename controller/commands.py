@@ -8,6 +8,7 @@ argv element, and names are validated (controller.model.names) before they get h
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,22 @@ class Completed:
     returncode: int
     stdout: bytes
     stderr: str
+
+
+# Pacemaker's, corosync's and libvirt's tools live in /usr/sbin, which a login PATH of a user
+# other than root lacks (the HA controller runs as its own user: `su -` gives it
+# /usr/local/bin:/usr/bin:/bin): they are looked for there too.
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def _resolve(argv: Sequence[str]) -> list[str]:
+    args = list(argv)
+    if args and "/" not in args[0]:
+        path = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN])
+        found = shutil.which(args[0], path=path)
+        if found:
+            args[0] = found
+    return args
 
 
 def tool_env(cib_file: str | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -51,7 +68,7 @@ def run(
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            args,
+            _resolve(args),
             input=input,
             capture_output=True,
             env=dict(env) if env is not None else None,
@@ -86,7 +103,7 @@ def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subpr
     """Start a command whose output is collected later with `finish` (to overlap work)."""
     try:
         return subprocess.Popen(
-            tuple(argv),
+            _resolve(argv),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None,
@@ -102,7 +119,7 @@ def stream(argv: Sequence[str], *, env: Mapping[str, str] | None = None
     """Start a long-running watcher whose stdout is read line by line as it comes (e.g.
     `corosync-quorumtool -m`); stderr is discarded. The caller kills it (`proc.kill()`)."""
     try:
-        return subprocess.Popen(tuple(argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        return subprocess.Popen(_resolve(argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True, env=dict(env) if env is not None else None)
     except FileNotFoundError:
         raise ToolError(tuple(argv), "not installed (command not found)") from None

@@ -198,6 +198,7 @@ def down() -> None:
     _stop_bmc()
     for flag in ("state.json", WARDEN_MARKER, "bmc-fail", *(f"no-boot-{n}" for n in NODES)):
         (BASE / flag).unlink(missing_ok=True)
+    _remove_ha_user()
     _reap()
 
 
@@ -524,7 +525,7 @@ def _agent_argv(node: str) -> list[str]:
     return [sys.executable, "-m", "controller.app.cli", "agent", "--node", node,
             "--bind", f"tcp://{node_ip(node)}:{AGENT_PORT}", "--libvirt-uri", "qemu:///system",
             "--keys", str(keys / f"{node}.key_secret"), "--allow", str(BASE / "allow-agents"),
-            "--alerts", ALERT_SOCKET]
+            "--alerts", ALERT_SOCKET, "--config-dir", str(STORAGE)]
 
 
 def start_agent(node: str) -> subprocess.Popen[bytes]:
@@ -631,6 +632,33 @@ HA_VIP = f"{NET}.100"
 HA_PORT = 9810
 HA_USER, HA_PASSWORD = "lab", "lab-password"
 HA_SHARED = BASE / "storage" / "kvm-warden"  # /kvm/storage/kvm-warden on every node
+HA_LOG = BASE / "ha" / "log"
+HA_RUN_AS = "kvm-warden"  # the HA controller's own user (config/pacemaker/README.md's useradd)
+_HA_USER_MADE = BASE / "ha-user-made"  # the lab made that user: down() removes it again
+
+
+def _ha_user() -> None:
+    """The controller's user as the README makes it, if this host has none yet."""
+    import pwd
+
+    try:
+        pwd.getpwnam(HA_RUN_AS)
+    except KeyError:
+        sh("useradd", "--system", "--no-create-home", "--user-group", "--groups", "haclient",
+           "--shell", "/bin/sh", HA_RUN_AS)
+        _HA_USER_MADE.touch()
+
+
+def _remove_ha_user() -> None:
+    if _HA_USER_MADE.exists():
+        sh("userdel", HA_RUN_AS, check=False)
+        _HA_USER_MADE.unlink()
+
+
+def _give_to_ha_user(*paths: Path, mode: int) -> None:
+    for path in paths:
+        shutil.chown(path, HA_RUN_AS, HA_RUN_AS)
+        path.chmod(mode)
 
 
 def _ha_web_config() -> Path:
@@ -663,6 +691,7 @@ def ha_commands() -> list[list[str]]:
         "KEYS": str(BASE / "keys" / "controller.key_secret"),
         "ALLOW": str(BASE / "allow-controller"), "WEB": str(BASE / "ha" / "web.yml"),
         "AGENTS": " ".join(f"--agent {n}=tcp://{node_ip(n)}:{AGENT_PORT}" for n in NODES),
+        "USER": HA_RUN_AS, "RUN": "/run/kvm-warden-controller", "LOG": str(HA_LOG),
     }
     text = (ROOT / "config" / "pacemaker" / "controller-ha.pcs").read_text()
     return [shlex.split(Template(line).substitute(values)) for line in text.splitlines()
@@ -673,8 +702,14 @@ def start_ha_controller(desired_text: str, via: str = "kvm1") -> None:
     """The controller as Pacemaker's resource group warden-ctl, its files on the shared storage."""
     _keys()
     _ha_web_config()
-    HA_SHARED.mkdir(parents=True, exist_ok=True)
+    _ha_user()
+    for d in (HA_SHARED, HA_LOG):
+        d.mkdir(parents=True, exist_ok=True)
     (HA_SHARED / "desired.yaml").write_text(desired_text)
+    _give_to_ha_user(HA_SHARED, HA_LOG, mode=0o750)
+    _give_to_ha_user(*(f for f in HA_SHARED.iterdir() if f.is_file()), mode=0o640)
+    _give_to_ha_user(BASE / "keys" / "controller.key_secret", BASE / "ha" / "key.pem",
+                     BASE / "ha" / "web.yml", mode=0o600)
     for argv in ha_commands():
         on(via, *argv)
 

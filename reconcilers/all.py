@@ -5,6 +5,7 @@ from __future__ import annotations
 from controller.model.actions import AnyAction, Plan
 from controller.model.context import Context
 from reconcilers import (
+    enroll,
     health,
     inventory,
     nodes,
@@ -22,16 +23,21 @@ from reconcilers.base import Reconciler
 # file's explicit words come first.
 ALL: tuple[Reconciler, ...] = (
     properties, storage, placement, nodes, run_state, recovery, health, paused, inventory)
-ORDER = tuple(r.NAME for r in ALL)
+ORDER = (enroll.NAME, *(r.NAME for r in ALL))
 
 
 def plan_all(ctx: Context) -> Plan:
     """Every reconciler; with `ctx.scope` (VM names made dirty by events) just those VMs' part
-    -- cluster-wide checks, removals and health's cleanups run on the full passes."""
+    -- cluster-wide checks, removals and health's cleanups run on the full passes. A resource
+    enrollment creates, hands over or removes in this pass is left alone by the others."""
+    first = enroll.plan(ctx)
+    busy = enroll.acted_on(first)
     total = Plan()
     for reconciler in ALL:
-        total = total + reconciler.plan(ctx)
-    return _dedupe(total)
+        p = reconciler.plan(ctx)
+        total = total + Plan(tuple(a for a in p.actions if a.resource not in busy),
+                             p.findings, p.requeue_at)
+    return _dedupe(total + first)
 
 
 def _dedupe(plans: Plan) -> Plan:

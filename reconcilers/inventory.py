@@ -18,10 +18,12 @@ def plan(ctx: Context) -> Plan:
     for vm in desired.vms:
         rid = vm.resource_id
         if rid not in index.exists:
+            if vm.config is not None or vm.state == "absent":
+                continue  # enroll.py's: it brings it in, or it is out
             out.find("missing-resource", "warning", Subject(rid),
                      f"VM {vm.name}: no Pacemaker resource {rid!r}; create it "
-                     "(pcs resource create ... ocf:heartbeat:VirtualDomain) to put it under "
-                     "cluster control")
+                     "(pcs resource create ... ocf:heartbeat:VirtualDomain), or give its "
+                     "`config:` and kvm-warden enrolls it")
             continue
         cfg = index.configured.get(rid)
         if cfg is not None and cfg.agent and not is_vm_agent(cfg.agent):

@@ -22,12 +22,13 @@ def plan(ctx: Context) -> Plan:
         current = cfg.meta.get("target-role")
         # Pacemaker's default target-role is Started: absent means running is wanted.
         effective = (current or "Started").lower()
-        want = "Started" if vm.state == "running" else "Stopped"
-        if vm.state == "running" and effective == "stopped" or (
-            vm.state == "stopped" and effective != "stopped"
-        ):
+        if vm.state == "absent" and vm.keep_running:
+            continue  # enroll.py holds it where it runs and takes it out
+        want = "Stopped" if vm.wants_stopped else "Started"
+        if want.lower() != effective:
+            words = "stopped (state: absent)" if vm.state == "absent" else vm.state
             out.actions.append(
                 SetMeta(reconciler=NAME, rsc=rid, name="target-role", value=want,
-                        why=f"{vm.name} should be {vm.state}; target-role is {current or '(unset)'}")
+                        why=f"{vm.name} should be {words}; target-role is {current or '(unset)'}")
             )
     return out.build()

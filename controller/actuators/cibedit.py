@@ -14,15 +14,27 @@ from controller.model.actions import (
     AddOrder,
     AnyAction,
     Cleanup,
+    CreateVm,
+    ForgetResource,
+    HoldVm,
+    ManageVm,
+    ReleaseOrphans,
     RemoveConstraint,
+    RemoveVm,
     SetAllowedNodes,
     SetLocation,
     SetMeta,
     SetNodeAttribute,
     SetProperty,
+    owned,
 )
+from controller.model.pcmk import HOLD_MARK, ORPHANS_SET
 
 RESOURCE_TAGS = ("primitive", "clone", "master", "group", "bundle")
+# VirtualDomain's operations as its metadata recommends them (start/stop 90 s, migrations
+# 120 s), monitored every 10 s.
+VM_OPERATIONS = (("start", "0s", "90s"), ("stop", "0s", "90s"), ("monitor", "10s", "30s"),
+                 ("migrate_to", "0s", "120s"), ("migrate_from", "0s", "120s"))
 
 
 class EditError(Exception):
@@ -102,6 +114,62 @@ class CibEditor:
                               value=value)
         return None, _serialize(nv)
 
+    def _create_vm(self, a: CreateVm) -> tuple[str | None, str | None]:
+        if a.rsc in self.ids:
+            raise EditError(f"{a.rsc} already exists in the CIB")
+        prim = etree.SubElement(self._section("resources"), "primitive", {
+            "id": a.rsc, "class": "ocf", "provider": "heartbeat", "type": "VirtualDomain"})
+        inst = etree.SubElement(prim, "instance_attributes", id=f"{a.rsc}-instance_attributes")
+        for name, value in (("config", a.config), ("hypervisor", a.hypervisor),
+                            ("migration_transport", a.migration_transport), *a.params):
+            _nv(inst, str(inst.get("id")), name, value)
+        meta = etree.SubElement(prim, "meta_attributes", id=f"{a.rsc}-meta_attributes")
+        held = (("is-managed", "false"), (HOLD_MARK, "enroll")) if a.node else ()
+        for name, value in (("allow-migrate", "true"), *a.meta, *held):
+            _nv(meta, str(meta.get("id")), name, value)
+        ops = etree.SubElement(prim, "operations")
+        for name, interval, timeout in VM_OPERATIONS:
+            etree.SubElement(ops, "op", id=f"{a.rsc}-{name}-interval-{interval}", name=name,
+                             interval=interval, timeout=timeout)
+        self.ids.update(str(el.get("id")) for el in prim.iter() if el.get("id"))
+        if self._resources is not None:
+            self._resources[a.rsc] = prim
+        return None, _serialize(prim)
+
+    def _drop_meta(self, rsc: str, names: tuple[str, ...]) -> tuple[str | None, str | None]:
+        res = self._resource(rsc)
+        before = []
+        for block in res.iterfind("meta_attributes"):
+            for nv in list(block.iterfind("nvpair")):
+                if nv.get("name") in names:
+                    before.append(_serialize(nv) or "")
+                    block.remove(nv)
+        return ("".join(before) or None), None
+
+    def _remove_vm(self, rsc: str, keep_running: bool) -> tuple[str | None, str | None]:
+        res = self._resource(rsc)
+        before = [_serialize(res) or ""]
+        res.getparent().remove(res)  # type: ignore[union-attr]
+        assert self._resources is not None
+        del self._resources[rsc]
+        for cid, el in list(self.by_id.items()):
+            refs = {el.get(k) for k in ("rsc", "with-rsc", "first", "then")} | {
+                r.get("id") for r in el.iter("resource_ref")}
+            if owned(cid) and rsc in refs:
+                before.append(_serialize(el) or "")
+                self.constraints.remove(el)
+                del self.by_id[cid]
+        after = None
+        if keep_running:
+            crm_config = self._section("crm_config")
+            if next((b for b in crm_config if b.get("id") == ORPHANS_SET), None) is None:
+                # score INFINITY: this set wins over cib-bootstrap-options for as long as it is
+                held = etree.SubElement(crm_config, "cluster_property_set", id=ORPHANS_SET,
+                                        score="INFINITY")
+                _nv(held, ORPHANS_SET, "stop-orphan-resources", "false")
+                after = _serialize(held)
+        return "".join(before), after
+
     def apply(self, action: AnyAction) -> tuple[str | None, str | None]:
         """Apply one action to the tree; return the affected XML before and after."""
         match action:
@@ -151,7 +219,43 @@ class CibEditor:
                 return self._set_nvpair(block, str(block.get("id")), a, v)
             case Cleanup(rsc=r, node=n, reset_only=only):
                 return clear_failures_in_status(self.root, r, n, keep_history=only)
+            case CreateVm():
+                return self._create_vm(action)
+            case ManageVm(rsc=r):
+                return self._drop_meta(r, ("is-managed", HOLD_MARK))
+            case HoldVm(rsc=r):
+                block = self._attributes(self._resource(r), "meta_attributes",
+                                         f"{r}-meta_attributes")
+                before, _ = self._set_nvpair(block, str(block.get("id")), "is-managed", "false")
+                self._set_nvpair(block, str(block.get("id")), HOLD_MARK, "retire")
+                return before, _serialize(block)
+            case RemoveVm(rsc=r, keep_running=keep):
+                return self._remove_vm(r, keep)
+            case ReleaseOrphans():
+                crm_config = self._section("crm_config")
+                held = next((b for b in crm_config if b.get("id") == ORPHANS_SET), None)
+                if held is None:
+                    return None, None
+                crm_config.remove(held)
+                return _serialize(held), None
+            case ForgetResource(rsc=r):
+                return forget_in_status(self.root, r)
         raise EditError(f"no CIB edit for {type(action).__name__}")
+
+
+def _nv(parent: etree._Element, owner: str, name: str, value: str) -> None:
+    etree.SubElement(parent, "nvpair", id=f"{owner}-{name}", name=name, value=value)
+
+
+def forget_in_status(root: etree._Element, rsc: str) -> tuple[str | None, str | None]:
+    """The CIB part of `crm_resource --refresh` of an orphan, for CIB files only."""
+    status = root.find("status")
+    gone = [] if status is None else [
+        el for el in status.iterfind("node_state/lrm/lrm_resources/lrm_resource")
+        if el.get("id") == rsc]
+    for el in gone:
+        el.getparent().remove(el)  # type: ignore[union-attr]
+    return (f"{len(gone)} histories of {rsc}" if gone else None), None
 
 
 def clear_failures_in_status(root: etree._Element, rsc: str, node: str,

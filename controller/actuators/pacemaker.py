@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lxml import etree
@@ -21,7 +21,15 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_
 from controller import commands
 from controller.actuators.cibedit import CibEditor, EditError
 from controller.model import names
-from controller.model.actions import CIB_ACTIONS, AnyAction, Cleanup, FailResource, Outcome
+from controller.model.actions import (
+    CIB_ACTIONS,
+    AnyAction,
+    Cleanup,
+    ExportConfig,
+    FailResource,
+    ForgetResource,
+    Outcome,
+)
 from controller.model.errors import ActuatorError, ParseError, ToolError, WardenError
 from probes.pacemaker.cib import failure_attributes
 from probes.pacemaker.read import cib_version, query_cib, query_status
@@ -67,11 +75,17 @@ _retry = retry(
 )
 
 
-class PacemakerActuator:
-    """Changes a live cluster (cib_file=None) or a CIB file (like `pcs -f`)."""
+# (node, domain, path) -> the sha256 of what the node's agent wrote (bus/console.request)
+Exporter = Callable[[str, str, str], str]
 
-    def __init__(self, cib_file: str | None = None):
+
+class PacemakerActuator:
+    """Changes a live cluster (cib_file=None) or a CIB file (like `pcs -f`). `exporter` reaches
+    the agents, for the one action that is not Pacemaker's: writing a domain's XML file."""
+
+    def __init__(self, cib_file: str | None = None, exporter: Exporter | None = None):
         self.cib_file = cib_file
+        self.exporter = exporter
 
     @_retry
     def query(self) -> bytes:
@@ -83,7 +97,7 @@ class PacemakerActuator:
         cib_actions: list[AnyAction] = [a for a in actions if isinstance(a, CIB_ACTIONS)]
         # Offline, a cleanup is a status edit and rides in the same patch (see cibedit).
         if self.cib_file is not None:
-            cib_actions += [a for a in actions if isinstance(a, Cleanup)]
+            cib_actions += [a for a in actions if isinstance(a, Cleanup | ForgetResource)]
         others = [a for a in actions if a not in cib_actions]
         if cib_actions:
             outcomes += self._patch(cib_actions, cib if cib is not None else self.query())
@@ -168,6 +182,16 @@ class PacemakerActuator:
                 self._cleanup(action)
             elif isinstance(action, FailResource):
                 self._fail(action)
+            elif isinstance(action, ForgetResource):
+                names.resource_id(action.rsc)
+                commands.run(["crm_resource", "--refresh", "--resource", action.rsc],
+                             env=commands.tool_env(None), timeout=TOOL_TIMEOUT)
+            elif isinstance(action, ExportConfig):
+                if self.exporter is None:
+                    raise ActuatorError(["kvm-warden"], "no agents to write a domain's XML")
+                digest = self.exporter(action.node, action.domain, action.path)
+                return Outcome(action=action, applied=True, after=f"sha256 {digest}",
+                               duration=time.monotonic() - started)
             else:
                 raise ActuatorError(["kvm-warden"], f"no actuator for {type(action).__name__}")
         except WardenError as exc:  # a failing tool, or a name that must not reach one

@@ -99,7 +99,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     return run_agent(node=args.node or socket.gethostname(), bind=args.bind,
                      libvirt_uri=None if args.libvirt_uri == "none" else args.libvirt_uri,
                      corosync=not args.no_corosync, keys=args.keys, allow=args.allow,
-                     insecure=args.insecure, alerts=args.alerts)
+                     insecure=args.insecure, alerts=args.alerts,
+                     config_dirs=tuple(args.config_dir))
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
@@ -284,8 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--desired", metavar="FILE")
     c.add_argument("--cib", metavar="FILE")
     c.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT")
-    c.add_argument("--alerts", default="/run/kvm-warden/alerts.sock", metavar="ENDPOINT",
-                   help="where kvm-warden-alert sends: a unix datagram socket or udp://HOST:PORT")
+    # No default: each node's agent owns its /run/kvm-warden/alerts.sock and publishes the
+    # alerts on the bus; a controller binding it too would take it from the agent.
+    c.add_argument("--alerts", default=None, metavar="ENDPOINT",
+                   help="also receive Pacemaker alerts here (a unix datagram socket or "
+                        "udp://HOST:PORT); normally the agents deliver them (default: none)")
     c.add_argument("--http-host", default="127.0.0.1")
     c.add_argument("--http-port", type=int, default=9810,
                    help="the HTTP port: metrics, health, status, web view (default %(default)s; "
@@ -310,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--alerts", metavar="PATH",
                    help="receive this node's Pacemaker alerts here (the kvm-warden-alert "
                         "recipient, e.g. /run/kvm-warden/alerts.sock) and publish them")
+    a.add_argument("--config-dir", action="append", default=[], metavar="DIR",
+                   help="a shared-storage directory of domain XML files (VirtualDomain's "
+                        "config=): their hashes are published for enrollment's checks, and "
+                        "enrollment writes a running VM's XML there (repeatable; default: none)")
     _bus_options(a)
     a.set_defaults(func=_cmd_agent)
 

@@ -67,7 +67,8 @@ def _wait_for_signal() -> None:
 
 
 def run_agent(node: str, bind: str, libvirt_uri: str | None, corosync: bool, keys: str | None,
-              allow: str | None, insecure: bool, alerts: str | None = None) -> int:
+              allow: str | None, insecure: bool, alerts: str | None = None,
+              config_dirs: tuple[str, ...] = ()) -> int:
     logs.configure(sys.stderr)
     snapshots = snapshot_endpoint(bind)  # validates the endpoint first
     curve = curve_from(keys, allow, bind, insecure)
@@ -76,7 +77,8 @@ def run_agent(node: str, bind: str, libvirt_uri: str | None, corosync: bool, key
     try:
         agent = Agent(AgentConfig(node=node, pub_endpoint=bind, snapshot_endpoint=snapshots,
                                   libvirt_uri=libvirt_uri, corosync=corosync, alerts=alerts,
-                                  console_endpoint=console_endpoint(bind)),
+                                  console_endpoint=console_endpoint(bind),
+                                  config_dirs=config_dirs),
                       ctx, curve)
     except zmq.ZMQError as exc:
         if auth:

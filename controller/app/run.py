@@ -21,7 +21,7 @@ from pathlib import Path
 import zmq
 
 from controller import logs
-from controller.actuators.pacemaker import PacemakerActuator
+from controller.actuators.pacemaker import Exporter, PacemakerActuator
 from controller.app.console import ConsoleBroker
 from controller.app.history import HISTORY_FILE
 from controller.app.http import StatusServer, readiness
@@ -33,7 +33,8 @@ from controller.app.text import for_terminal
 from controller.app.web import WebView
 from controller.app.webconfig import load_web_config
 from controller.bus.agent import Agent, AgentConfig
-from controller.bus.console import console_endpoint
+from controller.bus.console import RequestRefused, console_endpoint, request
+from controller.bus.keys import Curve
 from controller.engine.audit import AuditLog
 from controller.engine.desired_store import DesiredStore
 from controller.engine.history import History
@@ -46,7 +47,7 @@ from controller.engine.store import Store
 from controller.engine.writer import WriterBusy, WriterLock, lock_path, state_dir_beside
 from controller.model.actions import describe
 from controller.model.desired import load_desired
-from controller.model.errors import DesiredStateError, WardenError
+from controller.model.errors import ActuatorError, DesiredStateError, WardenError
 from controller.model.overview import DesiredInfo, PassSummary, StatusDoc, node_rows
 from probes.pacemaker.alerts import AlertReceiver
 from probes.pacemaker.read import query_status
@@ -118,7 +119,8 @@ def run_service(opts: RunOptions) -> int:
         stack.callback(lock.release)
         controller = Controller(
             source=_source(opts, sim, bool(agents)),
-            actuator=PacemakerActuator(str(sim.cib_file) if sim else opts.cib_file),
+            actuator=PacemakerActuator(str(sim.cib_file) if sim else opts.cib_file,
+                                       exporter=_exporter(opts, agents)),
             desired=DesiredStore(opts.desired_path), store=store,
             after_apply=sim.settle if sim else None,
             ledger_file=LedgerFile(state_dir), audit=AuditLog(state_dir),
@@ -219,10 +221,9 @@ def _source(opts: RunOptions, sim: SimulatedCluster | None, has_agents: bool) ->
     return source
 
 
-def _console_broker(opts: RunOptions, agents: list[str], controller: Controller
-                    ) -> ConsoleBroker | None:
-    """The console relay's controller side: each agent's console endpoint (its PUB port + 2,
-    same CURVE keys). Only named agents: a console must know whose node it reaches."""
+def _relays(opts: RunOptions, agents: list[str]) -> tuple[dict[str, str], Curve | None]:
+    """Each named agent's relay endpoint (its PUB port + 2, same CURVE keys): consoles and
+    the controller's requests must know whose node they reach."""
     relays: dict[str, str] = {}
     curve = None
     for spec in agents:
@@ -231,7 +232,32 @@ def _console_broker(opts: RunOptions, agents: list[str], controller: Controller
             continue
         relays[name] = console_endpoint(endpoint)
         curve = curve_from(opts.keys, opts.allow, endpoint, opts.insecure) or curve
+    return relays, curve
+
+
+def _console_broker(opts: RunOptions, agents: list[str], controller: Controller
+                    ) -> ConsoleBroker | None:
+    relays, curve = _relays(opts, agents)
     return ConsoleBroker(controller, relays, curve) if relays else None
+
+
+def _exporter(opts: RunOptions, agents: list[str]) -> Exporter | None:
+    """ExportConfig's way to a node: the `export` request over its agent's relay."""
+    relays, curve = _relays(opts, agents)
+    if not relays:
+        return None
+
+    def export(node: str, domain: str, path: str) -> str:
+        if node not in relays:
+            raise ActuatorError(["kvm-warden", "export"], f"no agent known on {node}")
+        key = curve.peer_key(node) if curve is not None else None
+        try:
+            return request(relays[node], curve, key, b"export", domain.encode(),
+                           path.encode()).decode()
+        except (RequestRefused, TimeoutError, zmq.ZMQError) as exc:
+            raise ActuatorError(["kvm-warden", "export", node], str(exc)) from None
+
+    return export
 
 
 def _passed(result: PassResult, controller: Controller, view: WebView) -> None:

@@ -8,13 +8,16 @@ from typing import Any
 
 import zmq
 
-from controller.bus.console import ConsoleRelay
+from controller.bus.console import ConsoleRelay, RequestRefused
 from controller.bus.keys import Curve
 from controller.bus.publisher import Publisher
+from controller.model import names
+from controller.model.errors import WardenError
 from controller.model.events import DomainSeen
 from probes.corosync.quorum import QuorumWatcher
 from probes.libvirt.events import LibvirtWatcher
 from probes.pacemaker.alerts import AlertReceiver
+from probes.storage.configs import ConfigWatcher, ExportRefused, export_domain_xml
 from probes.storage.mounts import MountWatcher
 
 
@@ -33,6 +36,9 @@ class AgentConfig:
     # The console relay (bus/console.py): the controller reaches this node's guests' VNC
     # (bound to loopback) through here, over CURVE.
     console_endpoint: str | None = None
+    # Shared-storage directories of domain XML files (e.g. /kvm/storage/xml): hashed and
+    # published for enrollment's checks; the only places an export may write.
+    config_dirs: tuple[str, ...] = ()
 
 
 class Agent:
@@ -51,9 +57,36 @@ class Agent:
             self.watchers.append(QuorumWatcher(cfg.node, self.publisher.publish))
         if cfg.storage:
             self.watchers.append(MountWatcher(cfg.node, self.publisher.publish))
+        self.configs: ConfigWatcher | None = None
+        if cfg.config_dirs:
+            self.configs = ConfigWatcher(cfg.node, cfg.config_dirs, self.publisher.publish)
+            self.watchers.append(self.configs)
         self.alerts: AlertReceiver | None = None
-        self.console = ConsoleRelay(self.ctx, cfg.console_endpoint, curve, self.vnc_ports) \
+        self.console = ConsoleRelay(self.ctx, cfg.console_endpoint, curve, self.vnc_ports,
+                                    {b"export": self._export}) \
             if cfg.console_endpoint else None
+
+    def _export(self, args: list[bytes]) -> bytes:
+        """`export DOMAIN PATH`: write the running domain's XML into a config directory."""
+        import libvirt
+
+        if len(args) != 2 or not self.cfg.libvirt_uri:
+            raise RequestRefused("export DOMAIN PATH, on an agent with libvirt")
+        domain, path = args[0].decode(), args[1].decode()
+        try:
+            names.domain_name(domain)
+            conn = libvirt.open(self.cfg.libvirt_uri)
+        except (WardenError, libvirt.libvirtError) as exc:
+            raise RequestRefused(str(exc)) from None
+        try:
+            digest = export_domain_xml(conn, domain, path, self.cfg.config_dirs)
+        except (ExportRefused, WardenError, OSError) as exc:
+            raise RequestRefused(str(exc)) from None
+        finally:
+            conn.close()
+        if self.configs is not None:
+            self.configs.poke()
+        return digest.encode()
 
     def _publish(self, payload: Any) -> int:
         if isinstance(payload, DomainSeen):

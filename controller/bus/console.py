@@ -8,13 +8,19 @@ ports on loopback -- never any other port -- and relays bytes both ways. The con
 
 Frames (multipart): controller -> agent `open SID PORT`, `data SID BYTES`, `close SID`;
 agent -> controller `opened SID`, `data SID BYTES`, `closed SID REASON`.
+
+The same authenticated channel carries the controller's few requests of an agent (`export SID
+DOMAIN PATH`: write a running domain's XML to the shared storage, for enrollment), answered
+`done SID RESULT` or `refused SID REASON` (`request` is the controller side).
 """
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,8 +54,11 @@ class ConsoleRelay:
     """The agent side: relays the controller's sessions to this node's guests' VNC ports."""
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, curve: Curve | None,
-                 vnc_ports: Callable[[], set[int]]):
+                 vnc_ports: Callable[[], set[int]],
+                 requests: Mapping[bytes, Callable[[list[bytes]], bytes]] | None = None):
         self.vnc_ports = vnc_ports
+        # verb -> handler(args) -> result; a handler raises RequestRefused to refuse
+        self.requests = dict(requests or {})
         self.log = logger(component="console-relay")
         self.router = ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.MAXMSGSIZE, CHUNK + 1024)
@@ -112,6 +121,13 @@ class ConsoleRelay:
         if len(frames) < 3:
             return
         peer, verb, sid = frames[0], frames[1], frames[2]
+        handler = self.requests.get(verb)
+        if handler is not None:
+            try:
+                self._reply(peer, b"done", sid, handler(frames[3:]))
+            except RequestRefused as exc:
+                self._reply(peer, b"refused", sid, str(exc).encode())
+            return
         s = self._sessions.get((peer, sid))
         if verb == b"open" and len(frames) == 4 and s is None:
             port = int(frames[3]) if frames[3].isdigit() else -1
@@ -161,6 +177,35 @@ class ConsoleRelay:
         if tell:
             self._reply(s.peer, b"closed", s.sid, reason.encode())
         self.log.info("console_closed", reason=reason)
+
+
+class RequestRefused(Exception):
+    """An agent's answer to a request it did not carry out, in words for the controller."""
+
+
+REQUEST_TIMEOUT = 30.0
+
+
+def request(endpoint: str, curve: Curve | None, server_key: bytes | None, verb: bytes,
+            *args: bytes, timeout: float = REQUEST_TIMEOUT) -> bytes:
+    """The controller side of one request: its result, or RequestRefused / TimeoutError."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    dealer = open_session(ctx, endpoint, curve, server_key)
+    try:
+        sid = secrets.token_bytes(8)
+        dealer.send_multipart([verb, sid, *args])
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not dealer.poll(int(left * 1000)):
+                break
+            frames = dealer.recv_multipart()
+            if len(frames) >= 3 and frames[1] == sid:
+                if frames[0] == b"done":
+                    return frames[2]
+                raise RequestRefused(frames[2].decode(errors="replace"))
+        raise TimeoutError(f"the agent at {endpoint} did not answer in {timeout:.0f} s")
+    finally:
+        dealer.close()
 
 
 S = TypeVar("S", bound="zmq.Socket[Any]")

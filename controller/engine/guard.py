@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from controller.engine.ledger import Ledger, moves_resource
-from controller.model.actions import AnyAction
+from controller.model.actions import AnyAction, ResourceAction
 from controller.model.desired import Policy
 from controller.model.index import ClusterIndex
-from controller.model.pcmk import to_bool
+from controller.model.observed import ResourceConfig
+from controller.model.pcmk import HOLD_MARK, to_bool
 
 FRESHNESS_SECONDS = 120.0  # observed state older than this is not acted on
 COOLDOWN_SECONDS = 10.0  # one object is changed at most once per cooldown
@@ -38,6 +39,14 @@ class Verdict:
 
 
 ADMIT = Verdict(True, "admitted")
+
+
+def _held_by_us(action: AnyAction, cfg: ResourceConfig | None) -> bool:
+    """kvm-warden's own hold (enrollment, retirement) or an orphan: the steps that end it may
+    act on the unmanaged resource; nothing else may."""
+    if not isinstance(action, ResourceAction) or not action.on_held:
+        return False
+    return cfg is None or HOLD_MARK in cfg.meta
 
 
 @dataclass
@@ -77,7 +86,8 @@ class Guard:
         if rsc is not None:
             cfg = index.configured.get(rsc)
             parent = cfg.parent if cfg is not None else None
-            if rsc in index.unmanaged or (parent is not None and parent in index.unmanaged):
+            if (rsc in index.unmanaged or (parent is not None and parent in index.unmanaged)) \
+                    and not _held_by_us(action, cfg):
                 return Verdict(False, "resource-unmanaged", f"{rsc} is unmanaged or in maintenance")
             node = getattr(action, "node", None)
             n = index.nodes.get(node) if isinstance(node, str) else None

@@ -27,6 +27,7 @@ from controller.logs import logger
 from controller.model.actions import (
     PLACEMENT_FINDINGS,
     PREFER_PREFIX,
+    ROLLBACK_MARK,
     AddColocation,
     AnyAction,
     Cleanup,
@@ -87,7 +88,9 @@ class Ledger:
     def view(self) -> LedgerView:
         return LedgerView(cleanups=self.cleanups, out_of_band=tuple(self.out_of_band),
                           failed_at={k: t for k, t in self.last_change.items()
-                                     if is_fail_mark(k)})
+                                     if is_fail_mark(k)},
+                          rolled_back={k: t for k, t in self.last_change.items()
+                                       if k.startswith(ROLLBACK_MARK)})
 
     def saw_out_of_band(self, changes: list[OutOfBandChange], now: float) -> None:
         self.out_of_band = [c for c in (*self.out_of_band, *changes)

@@ -189,7 +189,7 @@ class BackgroundPreviewer:
 
 def disruptions(pv: Preview, index: ClusterIndex, desired: DesiredState) -> list[str]:
     """The steps that would interrupt a running VM the file wants running, in words."""
-    stopped_on_purpose = {vm.resource_id for vm in desired.vms if vm.state == "stopped"}
+    stopped_on_purpose = {vm.resource_id for vm in desired.vms if vm.wants_stopped}
     out = []
     for s in pv.steps:
         if (is_vm_resource(index, s.resource) and s.action in DISRUPTIVE and s.resource in index.running

@@ -15,6 +15,7 @@ import msgspec
 
 from controller.model.events import (
     AlertReceived,
+    ConfigFilesSeen,
     Dirty,
     DomainLifecycle,
     DomainSeen,
@@ -82,6 +83,14 @@ def _apply(state: ObservedState, p: Observation, source: str, at: float
             return (msgspec.structs.replace(state, mounts={**state.mounts, node: mps},
                                             observed_at=seen, stale=stale),
                     frozenset({Dirty("mounts", node)}))
+        case ConfigFilesSeen(node=node, files=files):
+            seen[f"config:{node}"] = at
+            new = {f.path: f for f in files}
+            old_files = state.config_files.get(node, {})
+            changed_paths = {p for p in set(new) | set(old_files) if new.get(p) != old_files.get(p)}
+            return (msgspec.structs.replace(state, config_files={**state.config_files, node: new},
+                                            observed_at=seen, stale=stale),
+                    frozenset(Dirty("config", p) for p in changed_paths))
         case PacemakerSeen(status=status, cib=cib):
             seen["pacemaker"] = at
             return (msgspec.structs.replace(state, status=status, cib=cib, observed_at=seen),

@@ -9,7 +9,7 @@ RemoveConstraint of a foreign id is only ever planned for `cli-prefer-*`/`cli-ba
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -193,13 +193,104 @@ class FailResource(Action, frozen=True, kw_only=True, tag="FailResource"):
         return self.rsc
 
 
+class ResourceAction(Action, frozen=True, kw_only=True):
+    """An action on a VM resource as a whole (enrollment and retirement, reconcilers/enroll.py)."""
+
+    rsc: str
+    # Allowed on a resource kvm-warden itself holds unmanaged (HOLD_MARK) or an orphan: the
+    # guard's "resource-unmanaged" refusal is for resources an operator took out of its hands.
+    on_held: ClassVar[bool] = True
+
+    @property
+    def key(self) -> str:
+        return f"resource:{self.rsc}"
+
+    @property
+    def resource(self) -> str | None:
+        return self.rsc
+
+
+class CreateVm(ResourceAction, frozen=True, kw_only=True, tag="CreateVm"):
+    """A new `ocf:heartbeat:VirtualDomain` primitive. With `node` (where the domain already
+    runs) it is created unmanaged and marked HOLD_MARK=enroll, so that Pacemaker's probes find
+    it running there and nothing is started, stopped or restarted; ManageVm then hands it over."""
+
+    domain: str
+    config: str
+    hypervisor: str
+    migration_transport: str
+    params: tuple[tuple[str, str], ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()
+    node: str | None = None
+    on_held: ClassVar[bool] = False
+
+
+class ManageVm(ResourceAction, frozen=True, kw_only=True, tag="ManageVm"):
+    """Enrollment's last step: drop is-managed=false and the hold mark."""
+
+
+class HoldVm(ResourceAction, frozen=True, kw_only=True, tag="HoldVm"):
+    """Retirement's first step (keep_running): is-managed=false and HOLD_MARK=retire."""
+
+    on_held: ClassVar[bool] = False
+
+
+ROLLBACK_MARK = "rollback:"
+
+
+class RemoveVm(ResourceAction, frozen=True, kw_only=True, tag="RemoveVm"):
+    """Delete the primitive and kvm-warden's own constraints on it. `keep_running`: with
+    stop-orphan-resources=false (ORPHANS_SET) in the same patch, so that Pacemaker leaves the
+    running domain alone while its resource is an orphan. `rollback`: an enrollment undone (its
+    own key: the ledger's memory that keeps it from being retried at once)."""
+
+    keep_running: bool = False
+    rollback: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{ROLLBACK_MARK}{self.rsc}" if self.rollback else f"resource:{self.rsc}"
+
+
+class ForgetResource(ResourceAction, frozen=True, kw_only=True, tag="ForgetResource"):
+    """`crm_resource --refresh --resource R` of an orphan: Pacemaker forgets its history (in the
+    CIB and in each node's executor), so that no later join brings the orphan back to stop."""
+
+    @property
+    def key(self) -> str:
+        return f"forget:{self.rsc}"
+
+
+class ReleaseOrphans(Action, frozen=True, kw_only=True, tag="ReleaseOrphans"):
+    """Remove ORPHANS_SET once no orphan kvm-warden left running remains."""
+
+    @property
+    def key(self) -> str:
+        return "property:stop-orphan-resources"
+
+
+class ExportConfig(Action, frozen=True, kw_only=True, tag="ExportConfig"):
+    """Have the agent on `node` write running domain `domain`'s XML to `path` (never over an
+    existing file), for VirtualDomain's `config`."""
+
+    node: str
+    domain: str
+    path: str
+
+    @property
+    def key(self) -> str:
+        return f"file:{self.path}"
+
+
 AnyAction = (
     SetLocation | SetAllowedNodes | AddOrder | AddColocation | RemoveConstraint | SetMeta
-    | SetProperty | SetNodeAttribute | Cleanup | FailResource
+    | SetProperty | SetNodeAttribute | Cleanup | FailResource | CreateVm | ManageVm | HoldVm
+    | RemoveVm | ForgetResource | ReleaseOrphans | ExportConfig
 )
 
 CIB_ACTIONS = (SetLocation, SetAllowedNodes, AddOrder, AddColocation, RemoveConstraint, SetMeta,
-               SetProperty, SetNodeAttribute)
+               SetProperty, SetNodeAttribute, CreateVm, ManageVm, HoldVm, RemoveVm,
+               ReleaseOrphans)
 
 
 @dataclass(frozen=True)
@@ -247,6 +338,10 @@ FindingKind = Literal[
     "unasked-move",  # preview: a patch would move a VM nothing asked to move: its cause is held
     "placement-unsatisfiable",  # placement: Pacemaker does not honour a preference; says why
     "desired-invalid",  # the desired file on disk is invalid: the last good one stays in force
+    "enroll-refused",  # enroll: a check before putting a VM under the cluster failed (no change)
+    "enroll-waiting",  # enroll: waits for evidence (the agents' view of the config file, probes)
+    "enroll-rolled-back",  # enroll: a step failed; the CIB was brought back, the VM runs on
+    "retire-blocked",  # enroll: foreign constraints name a VM to retire (reported, not removed)
 ]
 # Findings about where domains run compare two sources taken at different instants (libvirt's
 # events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).
@@ -328,4 +423,23 @@ def describe(action: AnyAction) -> str:
                                             if s else "")
         case FailResource(rsc=r, node=n):
             return f"fail {r} on {n} (Pacemaker recovers it)"
+        case CreateVm(rsc=r, config=c, node=None):
+            return f"create {r} (VirtualDomain config={c})"
+        case CreateVm(rsc=r, config=c, node=n):
+            return (f"create {r} unmanaged (VirtualDomain config={c}), where it runs: {n}; "
+                    "Pacemaker probes it")
+        case ManageVm(rsc=r):
+            return f"manage {r} (enrolled: probes found it where it runs)"
+        case HoldVm(rsc=r):
+            return f"unmanage {r} (to take it out of the cluster running)"
+        case RemoveVm(rsc=r, keep_running=True):
+            return f"remove {r} and kvm-warden's constraints on it, leaving the domain running"
+        case RemoveVm(rsc=r):
+            return f"remove {r} and kvm-warden's constraints on it"
+        case ForgetResource(rsc=r):
+            return f"forget {r}'s history (crm_resource --refresh of the orphan)"
+        case ReleaseOrphans():
+            return "remove stop-orphan-resources=false (no held orphan is left)"
+        case ExportConfig(node=n, domain=d, path=p):
+            return f"write {d}'s XML from {n}'s libvirt to {p}"
     return repr(action)

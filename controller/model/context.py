@@ -57,6 +57,8 @@ class LedgerView(msgspec.Struct, frozen=True, kw_only=True):
     out_of_band: tuple[OutOfBandChange, ...] = ()
     # when kvm-warden last marked a resource failed on a node ("fail:RSC:NODE" -> wall clock)
     failed_at: Mapping[str, float] = msgspec.field(default_factory=dict)
+    # when an enrollment was rolled back ("rollback:RSC" -> wall clock): not retried at once
+    rolled_back: Mapping[str, float] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -63,18 +63,39 @@ class Recovery(_Strict):
     failure_timeout_seconds: Annotated[StrictInt, Field(ge=0, le=31_536_000)] = 600
 
 
+ParamValue = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]{0,1024}$", strict=True)]
+ParamName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", strict=True)]
+# VirtualDomain's own parameters kvm-warden sets itself when it enrolls a VM.
+ENROLL_PARAMS = frozenset({"config", "hypervisor", "migration_transport"})
+
+
 class Vm(_Strict):
     name: DomainName
     resource: ResourceId | None = None
-    state: Literal["running", "stopped"] = "running"
+    # absent: take the VM out of the cluster (reconcilers/enroll.py); with keep_running the
+    # domain goes on running where it is, unmanaged, else Pacemaker stops it first.
+    state: Literal["running", "stopped", "absent"] = "running"
+    keep_running: StrictBool = False
     placement: Placement = Placement()
     storage: tuple[Name, ...] = ()
     anti_affinity: tuple[DomainName, ...] = ()
     recovery: Recovery | None = None  # overrides policy.recovery for this VM
+    # Enrollment (a VM whose resource does not exist yet): VirtualDomain's `config`, on the
+    # declared shared storage, and how the resource is made.
+    config: AbsPath | None = None
+    hypervisor: ParamValue = "qemu:///system"
+    migration_transport: Literal["ssh", "tcp", "tls"] | None = None
+    params: dict[ParamName, ParamValue] = {}  # further VirtualDomain parameters
+    meta: dict[PropertyName, PropertyValue] = {}  # meta attributes besides allow-migrate
 
     @property
     def resource_id(self) -> str:
         return self.resource or f"vm-{self.name}"
+
+    @property
+    def wants_stopped(self) -> bool:
+        """Pacemaker should stop it: `stopped`, or `absent` without keep_running."""
+        return self.state == "stopped" or (self.state == "absent" and not self.keep_running)
 
 
 class Storage(_Strict):
@@ -382,6 +403,10 @@ def _strs(value: Any) -> list[tuple[int, str]]:
     return []
 
 
+def _strs_keys(value: Any) -> list[str]:
+    return [k for k in value if isinstance(k, str)] if isinstance(value, dict) else []
+
+
 def _cross_check(data: dict[str, Any]) -> list[tuple[Path_, str]]:
     """References inside the file: names unique, every name used is declared, no contradictions."""
     out: list[tuple[Path_, str]] = []
@@ -433,6 +458,11 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[Path_, str]]:
                 out.append((("vms", i, "anti_affinity", j), "a VM cannot be anti-affine to itself"))
             elif ref not in vm_names:
                 out.append((("vms", i, "anti_affinity", j), f"unknown VM {ref!r}"))
+        if vm.get("keep_running") is True and vm.get("state") != "absent":
+            out.append((("vms", i, "keep_running"), "only means something with state: absent"))
+        for key in _strs_keys(vm.get("params")):
+            if key in ENROLL_PARAMS:
+                out.append((("vms", i, "params", key), f"set {key} as the VM's own field"))
         placement = vm.get("placement")
         if not isinstance(placement, dict):
             continue

@@ -13,12 +13,12 @@ from typing import Literal
 
 import msgspec
 
-from controller.model.observed import CibConfig, ClusterStatus, Domain
+from controller.model.observed import CibConfig, ClusterStatus, ConfigFile, Domain
 
 VERSION = 1
 
 
-DirtyKind = Literal["domain", "quorum", "mounts", "alert"]
+DirtyKind = Literal["domain", "quorum", "mounts", "alert", "config"]
 
 
 class Dirty(msgspec.Struct, frozen=True):
@@ -85,6 +85,13 @@ class MountsSeen(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     lockspaces: tuple[str, ...] = ()
 
 
+class ConfigFilesSeen(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The domain XML files in one node's shared configuration directories (`--config-dir`)."""
+
+    node: str
+    files: tuple[ConfigFile, ...] = ()
+
+
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     node: str
 
@@ -93,11 +100,12 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """A publisher's whole current state: the last payload of each kind it publishes."""
 
     node: str
-    payloads: tuple[DomainSeen | QuorumChanged | MountsSeen, ...] = ()
+    payloads: tuple[DomainSeen | QuorumChanged | MountsSeen | ConfigFilesSeen, ...] = ()
 
 
 Payload = (
-    DomainLifecycle | DomainSeen | QuorumChanged | AlertReceived | MountsSeen | Heartbeat | Snapshot
+    DomainLifecycle | DomainSeen | QuorumChanged | AlertReceived | MountsSeen | ConfigFilesSeen
+    | Heartbeat | Snapshot
 )
 
 
@@ -115,7 +123,7 @@ Observation = Payload | PacemakerSeen
 # accepts exactly these kinds; a new probe's payload is added here and folded in engine/store.py.
 TOPICS: dict[type[Payload], str] = {
     DomainLifecycle: "libvirt", DomainSeen: "libvirt", QuorumChanged: "corosync",
-    MountsSeen: "storage", Heartbeat: "heartbeat", AlertReceived: "pacemaker",
+    MountsSeen: "storage", ConfigFilesSeen: "config", Heartbeat: "heartbeat", AlertReceived: "pacemaker",
     Snapshot: "snapshot",
 }
 KINDS = {cls.__name__: cls for cls in TOPICS}

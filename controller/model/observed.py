@@ -178,6 +178,10 @@ class CibConfig(msgspec.Struct, frozen=True, kw_only=True):
     # (resource, source, target) of its migrate_to record. Cleaning the target's history
     # alone would leave this half and make Pacemaker restart the VM (health.py).
     migrations: tuple[tuple[str, str, str], ...] = ()
+    # From the status section, for the resources kvm-warden holds unmanaged (enrollment):
+    # (resource, node, rc) of each finished probe -- 0 running there, 7 not running.
+    probes: tuple[tuple[str, str, int], ...] = ()
+    held_orphans: bool = False  # kvm-warden's stop-orphan-resources=false set is in place
 
     @property
     def version(self) -> ConfigVersion:
@@ -232,6 +236,21 @@ class Domain(msgspec.Struct, frozen=True, kw_only=True):
     disks: tuple[str, ...] = ()
     vnc_port: int | None = None
     vnc_listen: str | None = None
+    persistent: bool | None = None  # defined in libvirt (not only running); None: not known
+    autostart: bool | None = None  # libvirt starts it at boot, outside the cluster
+
+
+class ConfigFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A domain XML file in a node's shared configuration directory, as that node reads it:
+    what enrollment checks before VirtualDomain may use it (reconcilers/enroll.py)."""
+
+    path: str
+    sha256: str = ""
+    domain: str = ""  # its <name>
+    # VirtualDomain finds the name with a line match: `<name>` alone on its line
+    name_on_own_line: bool = False
+    disks: tuple[str, ...] = ()
+    error: str = ""  # unreadable or not a domain XML: why
 
 
 class Quorum(msgspec.Struct, frozen=True, kw_only=True):
@@ -252,5 +271,7 @@ class ObservedState(msgspec.Struct, frozen=True, kw_only=True):
     domains: Mapping[str, Mapping[str, Domain]] = msgspec.field(default_factory=dict)
     quorum: Mapping[str, Quorum] = msgspec.field(default_factory=dict)
     mounts: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)  # node -> GFS2 mountpoints
+    # node -> path -> the domain XML files its agent reads in its shared config directories
+    config_files: Mapping[str, Mapping[str, ConfigFile]] = msgspec.field(default_factory=dict)
     stale: frozenset[str] = frozenset()  # publishers whose heartbeats are missing
     observed_at: Mapping[str, float] = msgspec.field(default_factory=dict)

@@ -70,3 +70,11 @@ OCF_RC = {0: "ok", 1: "generic error", 2: "invalid parameter", 3: "unimplemented
 
 def ocf_rc(rc: int) -> str:
     return OCF_RC.get(rc, f"rc {rc}")
+
+# The meta attribute on a VM resource kvm-warden holds unmanaged while it enrolls it
+# (`enroll`) or takes it out of the cluster (`retire`), reconcilers/enroll.py. Pacemaker passes
+# unknown meta attributes to the agent and otherwise ignores them.
+HOLD_MARK = "kvm-warden-hold"
+# The cluster_property_set kvm-warden adds while a retired VM's resource is an orphan that
+# must keep running (stop-orphan-resources=false), and removes once the orphan is forgotten.
+ORPHANS_SET = "warden-keep-orphans"

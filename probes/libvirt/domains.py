@@ -89,9 +89,16 @@ def list_domains(uri: str, conn: Any = None) -> dict[str, Domain]:
                 facts = parse_domain_xml(dom.XMLDesc(0), source=f"{uri} {dom.name()}")
             except (libvirt.libvirtError, ParseError):
                 continue  # vanished while listing, or XML we cannot read: next listing retries
+            persistent: bool | None
+            autostart: bool | None
+            try:  # what enrollment checks: a domain libvirt itself starts at boot
+                persistent, autostart = bool(dom.isPersistent()), bool(dom.autostart())
+            except libvirt.libvirtError:
+                persistent = autostart = None
             out[facts.name] = msgspec.structs.replace(
                 facts, state=STATES.get(state, "nostate"),
-                reason=paused_reason(reason) if state == 3 else "")
+                reason=paused_reason(reason) if state == 3 else "",
+                persistent=persistent, autostart=autostart)
         return out
     finally:
         if own:

@@ -25,7 +25,7 @@ from controller.model.observed import (
     ResourceSet,
     Rule,
 )
-from controller.model.pcmk import opt_bool
+from controller.model.pcmk import HOLD_MARK, ORPHANS_SET, opt_bool
 from probes.xmlparse import parse_document, required, to_int
 
 _CONTAINERS = frozenset({"clone", "master", "group", "bundle"})
@@ -61,11 +61,13 @@ def parse_cib_element(root: etree._Element, *, source: str = "cib") -> CibConfig
     nodes: list[str] = []
     resources: dict[str, ResourceConfig] = {}
     constraints = Constraints()
+    held_orphans = False
     for section in _children(config):
         if section.tag == "crm_config":
             for ps in _children(section):
                 if ps.tag == "cluster_property_set":
                     properties.update(_nvpairs(ps))
+                    held_orphans = held_orphans or ps.get("id") == ORPHANS_SET
         elif section.tag == "nodes":
             nodes = [
                 n.get("uname") or required(n, "id", source=source)
@@ -85,7 +87,29 @@ def parse_cib_element(root: etree._Element, *, source: str = "cib") -> CibConfig
         resources=resources,
         constraints=constraints,
         migrations=_migrations(root),
+        held_orphans=held_orphans,
+        probes=_probes(root, {r.id for r in resources.values() if HOLD_MARK in r.meta}),
     )
+
+
+def _probes(root: etree._Element, held: set[str]) -> tuple[tuple[str, str, int], ...]:
+    """(resource, node, rc) of each finished probe (monitor, interval 0) of the resources
+    kvm-warden holds unmanaged: where Pacemaker has looked for them, and what it found."""
+    status = root.find("status")
+    if status is None or not held:
+        return ()
+    out = set()
+    for ns in status.iterfind("node_state"):
+        node = ns.get("uname")
+        for res in ns.iterfind("lrm/lrm_resources/lrm_resource"):
+            rid = str(res.get("id", ""))
+            if rid not in held or not node:
+                continue
+            for op in res.iterfind("lrm_rsc_op"):
+                if op.get("operation") == "monitor" and op.get("interval") == "0" \
+                        and op.get("op-status") == "0" and (op.get("rc-code") or "").isdigit():
+                    out.add((rid, str(node), int(str(op.get("rc-code")))))
+    return tuple(sorted(out))
 
 
 def _migrations(root: etree._Element) -> tuple[tuple[str, str, str], ...]:

@@ -53,7 +53,7 @@ def test_wrong_type() -> None:
 
 def test_wrong_enum_value() -> None:
     assert problems("version: 1\nvms:\n  - name: a\n    state: paused\n") == [
-        "d.yaml:4: vms[0].state: Input should be 'running' or 'stopped'"
+        "d.yaml:4: vms[0].state: Input should be 'running', 'stopped' or 'absent'"
     ]
 
 
