@@ -10,6 +10,7 @@ from lxml import etree
 from controller import commands
 from controller.model.errors import ParseError, ToolError
 from controller.model.observed import CibConfig, ClusterStatus, ConfigVersion
+from controller.model.pcmk import HOLD_MARK
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.crm_mon import parse_crm_mon
 from probes.xmlparse import parse_document, to_int
@@ -123,13 +124,17 @@ class CibCache:
 
     def __init__(self, cib_file: str | None = None):
         self.cib_file = cib_file
-        self.key: tuple[str | None, str | None] | None = None
+        self.key: tuple[str | None, ...] | None = None
         self.cib: CibConfig | None = None
         self.raw: bytes = b""
         self.reads = 0
 
     def get(self) -> tuple[CibConfig, bytes]:
-        key = cib_version(self.cib_file).configuration
+        version = cib_version(self.cib_file)
+        key: tuple[str | None, ...] = version.configuration
+        if self.cib is not None and any(HOLD_MARK in r.meta for r in self.cib.resources.values()):
+            # A VM held for enrollment: its probes' results are status, read them as they come.
+            key = (*key, version.num_updates)
         if key != self.key or self.cib is None:
             raw = query_cib(self.cib_file)
             self.cib = parse_cib(raw, source=cib_source(self.cib_file))
