@@ -113,6 +113,11 @@ def checks(index: ClusterIndex, desired: DesiredState, vm: Vm) -> tuple[list[str
     if unheard:
         wait.append(f"no fresh report from the agent on {', '.join(unheard)}")
     active = _active_on(index, vm.name)
+    # A domain known only from a lifecycle event: its disks and autostart come with the
+    # listing the agent makes right after.
+    unlisted = [n for n in active if index.listed[vm.name][n].persistent is None]
+    if unlisted:
+        wait.append(f"no full listing of {vm.name} from {', '.join(unlisted)} yet")
     if len(active) > 1:
         refuse.append(f"domain {vm.name} runs on {len(active)} nodes ({', '.join(active)})")
     autostarted = sorted(n for n, d in index.listed.get(vm.name, {}).items() if d.autostart)

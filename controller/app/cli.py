@@ -147,7 +147,14 @@ def _state_option(p: argparse.ArgumentParser) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from controller.app.export import export_command
 
-    return export_command(args.cib, args.output)
+    libvirt = {}
+    for spec in args.libvirt:
+        node, sep, uri = spec.partition("=")
+        if not sep or not node or not uri:
+            raise WardenError(f"--libvirt {spec!r}: expected NODE=URI, e.g. "
+                              "kvm2=qemu+ssh://kvm2/system")
+        libvirt[node] = uri
+    return export_command(args.cib, args.output, libvirt)
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -340,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
         "existing constraints give it. plan with it proposes only missing safety.")
     ex.add_argument("--cib", metavar="FILE")
     ex.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    ex.add_argument("--libvirt", action="append", default=[], metavar="NODE=URI",
+                    help="also list the domains running on NODE's libvirt (e.g. "
+                         "kvm2=qemu+ssh://kvm2/system) without a Pacemaker resource, as "
+                         "commented enrollment candidates (repeatable)")
     ex.set_defaults(func=_cmd_export)
 
     au = sub.add_parser(

@@ -7,21 +7,27 @@ location preference, an allowed-nodes rule, -INFINITY colocations) -- never from
 to run -- and its state from `target-role`; the cluster properties that matter. Every entry says
 where it came from. The contract (tests/integration/test_export.py): `plan` with the exported file
 on the same cluster proposes no placement, run-state or property change and no removal; only
-missing safety (storage dependencies, the storage chain, no-quorum-policy=freeze).
+missing safety (storage dependencies, the storage chain, no-quorum-policy=freeze). With
+`--libvirt NODE=URI`, the domains running there without a resource are listed as commented
+enrollment candidates.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
+from controller.app.text import one_line
 from controller.engine.observe import observe_once
 from controller.model.desired import parse_desired
-from controller.model.errors import DesiredStateError, WardenError
+from controller.model.errors import DesiredStateError, ToolError, WardenError
 from controller.model.index import ClusterIndex, build_index
 from controller.model.names import DOMAIN_NAME, RESOURCE_ID
 from controller.model.observed import LocationConstraint
 from controller.model.vms import conventional_name, is_vm_agent
+from probes.libvirt.domains import list_domains
+from reconcilers.base import under
 from reconcilers.placement import foreign, score_value
 
 
@@ -75,7 +81,37 @@ def _allowed(index: ClusterIndex, rid: str) -> tuple[LocationConstraint, list[st
     return None
 
 
-def export_desired(cib_file: str | None) -> str:
+def _candidates(index: ClusterIndex, libvirt: Mapping[str, str],
+                storage: list[tuple[str, str, str, list[str], str]]) -> list[str]:
+    """Commented entries for the domains running on the given nodes' libvirt without a
+    Pacemaker resource: what enrollment would bring in once uncommented (and checked)."""
+    known = {conventional_name(rid) for rid, cfg in index.configured.items()
+             if is_vm_agent(cfg.agent)}
+    out: list[str] = []
+    for node, uri in sorted(libvirt.items()):
+        try:
+            domains = list_domains(uri)
+        except ToolError as exc:
+            out.append(f"# (could not list {node}'s domains: {one_line(str(exc))})")
+            continue
+        for name, dom in sorted(domains.items()):
+            if name in known or dom.state not in ("running", "paused") \
+                    or not DOMAIN_NAME.fullmatch(name):
+                continue
+            st = next((s for s in storage if dom.disks and all(
+                under(d, s[2]) for d in dom.disks)), None)
+            out += [f"#  - name: {q(name)}   # {dom.state} on {node} ({uri}), no Pacemaker "
+                    "resource: uncomment to enroll it",
+                    f"#    config: {q((st[2] if st else '/SHARED/STORAGE') + '/' + name + '.xml')}"
+                    "   # on the shared storage; written from libvirt if missing",
+                    "#    migration_transport: ssh",
+                    f"#    storage: [{q(st[0]) if st else 'NAME'}]"
+                    + ("" if st else "   # its disks are on no storage found: "
+                       + ", ".join(dom.disks))]
+    return out
+
+
+def export_desired(cib_file: str | None, libvirt: Mapping[str, str] | None = None) -> str:
     observed, _ = observe_once(cib_file)
     index = build_index(observed)
     source = cib_file or "the live cluster (cibadmin --query)"
@@ -148,6 +184,11 @@ def export_desired(cib_file: str | None) -> str:
         if anti:
             lines.append(f"    anti_affinity: [{', '.join(q(names[o]) for o in anti)}]   # "
                          "colocations -INFINITY")
+    candidates = _candidates(index, libvirt or {}, storage)
+    if candidates:
+        lines += [*([] if vms else ["vms: []"]),
+                  "# Domains running outside the cluster (kvm-warden enrolls one without a "
+                  "restart):", *candidates]
     # Adopting a cluster changes nothing but missing safety: move leftovers and failures are
     # reported, and acting on them is the operator's opt-in.
     lines += ["policy:",
@@ -170,8 +211,9 @@ def export_desired(cib_file: str | None) -> str:
     return text
 
 
-def export_command(cib_file: str | None, output: str | None) -> int:
-    text = export_desired(cib_file)
+def export_command(cib_file: str | None, output: str | None,
+                   libvirt: Mapping[str, str] | None = None) -> int:
+    text = export_desired(cib_file, libvirt)
     if output:
         Path(output).write_text(text)
         print(f"wrote {output}")

@@ -130,9 +130,13 @@ def _truth(inst: tuple[Resource, ...], libvirt: tuple[str, ...], nodes: tuple[st
     for entry in libvirt:
         if ":paused" in entry:
             add("paused", f"paused in libvirt ({entry})")
+    if not inst and libvirt:
+        add("outside", "outside the cluster: runs in libvirt (" + ", ".join(libvirt)
+            + ") with no Pacemaker resource")
     if not words:
         return ("absent" if not inst else "ok" if nodes else "stopped"), ()
-    order = ("failed", "blocked", "unmanaged", "orphaned", "paused", "migrating", "pending")
+    order = ("failed", "blocked", "outside", "unmanaged", "orphaned", "paused", "migrating",
+             "pending")
     return min(words, key=order.index), tuple(dict.fromkeys(flags))
 
 
@@ -152,6 +156,12 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
     wanted = {vm.resource_id: vm for vm in (desired.vms if desired else ())}
     ids = [r.id for r in status.resources if is_vm_agent(r.agent)]
     ids += [rid for rid in wanted if rid not in ids]
+    # Domains running on a cluster node that neither a resource nor the file names: shown
+    # too, as running outside the cluster (enrollment candidates).
+    names = {wanted[r].name if r in wanted else conventional_name(r) for r in ids}
+    ids += sorted({f"vm-{name}" for node, doms in observed.domains.items()
+                   if node not in observed.stale for name, d in doms.items()
+                   if name not in names and d.state in ("running", "paused")})
     domains = {(node, name): d for node, doms in observed.domains.items()
                for name, d in doms.items()}
     rows = []

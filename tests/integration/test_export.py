@@ -111,3 +111,22 @@ def test_a_move_leftover_and_a_failure_are_reported_not_acted_on_after_adoption(
     assert not any(a["kind"] in ("RemoveConstraint", "Cleanup") for a in actions)
     text = cli("export", "--cib", str(work)).stdout
     assert "clear_move_leftovers: false" in text and "clean_failures: false" in text
+
+
+def test_domains_running_outside_the_cluster_are_listed_as_enrollment_candidates(
+        tmp_path: Path) -> None:
+    # libvirt's test driver runs one domain, "test", that no Pacemaker resource names.
+    work = simulate(tmp_path / "c.xml", cib(STORAGE_CHAIN + vm("vm-web01"), STORAGE_CONSTRAINTS))
+    out = cli("export", "--cib", str(work), "--libvirt", "kvm2=test:///default")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith('#  - name: "test" '))
+    assert "running on kvm2 (test:///default), no Pacemaker resource" in lines[head]
+    assert lines[head + 1].startswith("#    config: ")
+    assert lines[head + 2] == "#    migration_transport: ssh"
+    assert not any("name: web01 " in line and line.startswith("#") for line in lines)
+    exported = tmp_path / "e.yaml"
+    exported.write_text(out.stdout)
+    assert cli("validate", str(exported)).returncode == 0
+    bad = cli("export", "--cib", str(work), "--libvirt", "kvm2")
+    assert bad.returncode != 0 and "expected NODE=URI" in bad.stderr

@@ -41,3 +41,21 @@ def test_a_scoped_lookup_agrees_with_the_full_one() -> None:
     for name in (*full, "dlm", "ingroup", "vm-ingroup", "kvm-web", "nosuch"):
         assert cluster_vms(index(), DESIRED, frozenset({name})) == (
             {name: full[name]} if name in full else {}), name
+
+
+def test_domains_running_outside_the_cluster_are_rows_marked_so() -> None:
+    from controller.model.observed import Domain
+    from controller.model.overview import state_text, vm_rows
+
+    observed = ObservedState(
+        status=ClusterStatus(dc="kvm1", with_quorum=True),
+        domains={"kvm2": {"app": Domain(name="app", state="running"),
+                          "stray": Domain(name="stray", state="paused"),
+                          "off": Domain(name="off", state="shutoff")}})
+    rows = {r.vm: r for r in vm_rows(observed, DESIRED)}
+    # the file's `app` (no resource yet) and a domain nothing names; a shut-off one is no VM
+    assert rows["app"].health == rows["stray"].health == "outside"
+    assert "off" not in rows
+    assert "no Pacemaker resource" in rows["app"].flags[0] and "kvm2:running" in rows["app"].flags[0]
+    assert state_text(rows["stray"]) == "OUTSIDE (absent)"
+    assert rows["web01"].health == "absent"  # declared, not running anywhere
