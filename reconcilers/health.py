@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from controller.model.actions import Cleanup, Plan, Subject
 from controller.model.context import CIRCUIT_WINDOW, Context
-from controller.model.desired import DesiredState
+from controller.model.desired import DesiredState, Vm
 from controller.model.index import ClusterIndex
 from controller.model.pcmk import interval_seconds, ocf_rc
 from controller.model.vms import cluster_vms
@@ -175,8 +175,12 @@ def _failed_vms(ctx: Context, out: PlanBuilder) -> None:
     say Started (a failed monitor), so only this finding says it is not fine."""
     index = ctx.index
     scope = ctx.scope
+    wanted = {vm.resource_id: vm for vm in ctx.desired.vms}
     for name, rid in sorted(cluster_vms(index, ctx.desired).items()):
-        if rid not in index.failed or (scope is not None and name not in scope):
+        if scope is not None and name not in scope:
+            continue
+        if rid not in index.failed:
+            _cannot_start(out, index, name, rid, wanted.get(rid))
             continue
         inst = index.observed.status.instances(rid)
         where = sorted({n for r in inst if r.failed for n in r.nodes})
@@ -187,3 +191,24 @@ def _failed_vms(ctx: Context, out: PlanBuilder) -> None:
                  + (f" ({why})" if why else "") + "; it recovers it by its policy "
                  "(migration-threshold, on-fail), or clean it up once the cause is fixed",
                  urgent=True)
+
+
+def _cannot_start(out: PlanBuilder, index: ClusterIndex, name: str, rid: str,
+                  vm: Vm | None) -> None:
+    """A VM that should run, runs nowhere, and whose starts failed: Pacemaker flags it no
+    longer (it is Stopped, the failed starts ban it from those nodes) but it is not fine."""
+    cfg = index.configured.get(rid)
+    role = (cfg.meta.get("target-role") if cfg is not None else None) or "Started"
+    if (vm is not None and vm.wants_stopped) or role.lower() == "stopped" \
+            or index.running.get(rid) or rid in index.transitioning:
+        return
+    starts = [f for f in index.observed.status.failures if f.resource == rid
+              and f.task == "start"]
+    if not starts:
+        return
+    why = "; ".join(f"start on {f.node}: {ocf_rc(f.rc)}" + (f" ({f.exitreason})"
+                    if f.exitreason else "") for f in starts)
+    out.find("vm-failed", "critical", Subject(rid),
+             f"{name}: {rid} cannot start, it runs nowhere ({why}); Pacemaker does not try "
+             "those nodes again until the failures expire (failure-timeout) or are cleaned up "
+             "once the cause is fixed", urgent=True)

@@ -24,6 +24,7 @@ from controller import metrics
 from controller.app.limits import Limits
 from controller.app.policy import CSRF_HEADER, ROLE, USER, Policy, Route
 from controller.app.status_html import render_status_html
+from controller.model.errors import WardenError
 from controller.model.overview import StatusDoc
 
 if TYPE_CHECKING:
@@ -143,6 +144,17 @@ class Handlers:
             return _json(404, {"error": "no such VM"})
         return _json(200, detail)
 
+    async def vm_scores(self, request: web.Request) -> web.Response:
+        view = self._view()
+        try:  # crm_simulate: off the event loop
+            doc = await asyncio.get_running_loop().run_in_executor(
+                None, view.scores, request.match_info["name"])
+        except (WardenError, OSError) as exc:
+            return _json(503, {"error": f"cannot compute the scores: {exc}"})
+        if doc is None:
+            return _json(404, {"error": "no such VM"})
+        return _json(200, doc)
+
     async def history(self, request: web.Request) -> web.Response:
         q = request.query
         try:
@@ -225,6 +237,7 @@ def routes(h: Handlers) -> list[Route]:
         Route("GET", "/api/session", h.session, "viewer"),
         Route("GET", "/api/vms", h.vms, "viewer"),
         Route("GET", f"/api/vms/{NAME}", h.vm, "viewer"),
+        Route("GET", f"/api/vms/{NAME}/scores", h.vm_scores, "viewer"),
         Route("GET", "/api/history", h.history, "viewer"),
         Route("GET", "/api/events", h.events, "viewer"),
         Route("POST", f"/api/vms/{NAME}/console", h.console_ticket, "operator"),

@@ -7,10 +7,13 @@ changed something, within a second of the controller seeing it.
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,8 +23,10 @@ from controller.engine.desired_store import invalid_finding
 from controller.engine.history import History
 from controller.engine.loop import Controller
 from controller.model.actions import owned
+from controller.model.errors import WardenError
 from controller.model.observed import ObservedState
 from controller.model.overview import VmRow
+from probes.pacemaker.simulate import allocation_scores
 
 PCSD_PORT = 2224
 
@@ -65,6 +70,8 @@ class WebView:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     clock: Callable[[], float] = time.time
     listeners: list[Callable[[], None]] = field(default_factory=list)  # the HTTP port's streams
+    _scores: tuple[str, dict[str, dict[str, str]]] = ("", {})  # CIB digest -> scores
+    _scores_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- change notification -----------------------------------------------------------------
     def passed(self) -> None:
@@ -143,6 +150,30 @@ class WebView:
             msgspec.to_builtins(c) for c in constraints_of(observed, item.resource)],
             "storage": storage, "history": history, "console": self.console,
             "banner": list(self.banner())}
+
+    # -- /api/vms/<name>/scores -----------------------------------------------------------------
+    def scores(self, name: str) -> dict[str, Any] | None:
+        """Pacemaker's allocation scores of the VM per node, on the CIB as it is now (one
+        crm_simulate per CIB, shared by every reader; one at a time)."""
+        item = self._cached()[1].get(name)
+        if item is None:
+            return None
+        # One computation at a time, and nobody waits for it: a second reader is told to come
+        # back (each waiting reader would hold a thread of the HTTP port's executor).
+        if not self._scores_lock.acquire(blocking=False):
+            raise WardenError("the scores are being computed: try again in a moment")
+        try:
+            cib = self.controller.current_cib()
+            digest = hashlib.sha256(cib).hexdigest()
+            if self._scores[0] != digest:
+                with tempfile.TemporaryDirectory(prefix="kvm-warden-scores-") as tmp:
+                    path = Path(tmp, "cib.xml")
+                    path.write_bytes(cib)
+                    self._scores = (digest, allocation_scores(str(path)))
+            table = self._scores[1].get(item.resource, {})
+        finally:
+            self._scores_lock.release()
+        return {"vm": name, "resource": item.resource, "scores": dict(sorted(table.items()))}
 
     def history_json(self, vm: str | None, since: float | None, limit: int) -> bytes:
         events = self.history.query(vm, since, limit) if self.history is not None else []

@@ -194,6 +194,13 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
             + (f" at {f.last_rc_change}" if f.last_rc_change else "")
             + (f": {f.exitreason}" if f.exitreason else "")
             for f in status.failures if f.resource == rid)
+        wants_stopped = (vm is not None and vm.wants_stopped) or (
+            cfg is not None and (cfg.meta.get("target-role") or "").lower() == "stopped")
+        starts = [f.node for f in status.failures if f.resource == rid and f.task == "start"]
+        if inst and not nodes and starts and not wants_stopped and health in ("stopped", "ok"):
+            # Stopped after its starts failed: Pacemaker no longer flags it, it is not fine.
+            health = "failed"
+            flags = (f"cannot start: its start failed on {', '.join(sorted(starts))}", *flags)
         rows.append(VmRow(
             health=health, flags=flags, failures=fails,
             fail_counts=counts,

@@ -62,3 +62,23 @@ def simulate_both(first: str, second: str, *, timeout: float = SIMULATE_TIMEOUT
                 p.communicate()
     return (parse_transition(outs[0].stdout, source=f"crm_simulate -x {first}"),
             parse_transition(outs[1].stdout, source=f"crm_simulate -x {second}"))
+
+
+def parse_scores(data: bytes, *, source: str = "crm_simulate -s") -> dict[str, dict[str, str]]:
+    """Each primitive's allocation score per node (`node_weight` of pcmk__primitive_assign,
+    crm_simulate -s): the number the scheduler places it by, "-INFINITY" where it may not run."""
+    root = parse_document(data, source=source)
+    if root.tag != "pacemaker-result":
+        raise ParseError("not crm_simulate XML", source=source, element=str(root.tag))
+    out: dict[str, dict[str, str]] = {}
+    for el in root.iter("node_weight"):
+        if el.get("function") == "pcmk__primitive_assign" and el.get("id") and el.get("node"):
+            out.setdefault(str(el.get("id")), {})[str(el.get("node"))] = str(el.get("score"))
+    return out
+
+
+def allocation_scores(cib_path: str, *, timeout: float = SIMULATE_TIMEOUT
+                      ) -> dict[str, dict[str, str]]:
+    out = commands.run(["crm_simulate", "-x", cib_path, "--show-scores", "--output-as=xml"],
+                       env=commands.tool_env(None), timeout=timeout)
+    return parse_scores(out.stdout, source=f"crm_simulate -s -x {cib_path}")

@@ -238,3 +238,48 @@ def test_a_failed_live_migration_is_failed_on_both_nodes(tmp_path: Path) -> None
     assert web01["health"] == "failed" and "FAILED on kvm1, kvm2" in web01["flags"]
     assert "fail-count 1 on kvm1 of migration-threshold 3" in web01["flags"]
     assert any(f.startswith("migrate_to on kvm1") for f in web01["failures"])
+
+
+def test_a_vm_whose_start_fails_everywhere_is_failed_not_stopped(tmp_path: Path) -> None:
+    # A broken config: the start fails on every node (rc 5, not installed); Pacemaker bans
+    # it from each and leaves it Stopped, no longer flagged failed -- and it should run.
+    work = simulate(tmp_path / "c.xml", cib(STORAGE_CHAIN + vm("vm-web01"), STORAGE_CONSTRAINTS),
+                    inject=tuple(f"vm-web01_start_0@{n}=5" for n in cibs.NODES))
+    mon = cibs.tool(["crm_mon", "-1", "--output-as=xml"], work)
+    assert 'id="vm-web01"' in mon and 'role="Stopped"' in mon.split('id="vm-web01"')[1][:300]
+    desired = tmp_path / "d.yaml"
+    desired.write_text("version: 1\n" + STORAGE + "vms:\n  - name: web01\n    storage: "
+                       "[gfs2_storage]\n")
+    rows = json.loads(cli("status", "--cib", str(work), "--desired", str(desired), "--json")
+                      .stdout)
+    web01 = next(r for r in rows if r["vm"] == "web01")
+    assert web01["health"] == "failed"
+    assert web01["flags"][0] == "cannot start: its start failed on kvm1, kvm2, kvm3"
+    findings = json.loads(cli("plan", "--desired", str(desired), "--cib", str(work),
+                              "--json").stdout)["findings"]
+    (f,) = [f for f in findings if f["kind"] == "vm-failed"]
+    assert f["severity"] == "critical" and "cannot start, it runs nowhere" in f["message"]
+    assert "start on kvm1: not installed" in f["message"]
+    # asked to be stopped, the same history is no failure
+    desired.write_text(desired.read_text() + "    state: stopped\n")
+    findings = json.loads(cli("plan", "--desired", str(desired), "--cib", str(work),
+                              "--json").stdout)["findings"]
+    assert not [f for f in findings if f["kind"] == "vm-failed"]
+
+
+def test_the_vm_page_shows_pacemakers_own_node_scores(tmp_path: Path) -> None:
+    from controller.app.web import WebView
+
+    ctl, cib_file = converged(tmp_path)
+    cibs.tool(["crm_resource", "--ban", "--resource", "vm-web01", "--node", "kvm3"], cib_file)
+    ctl.run_pass(now=ctl_time(ctl))
+    view = WebView(ctl)
+    doc = view.scores("web01")
+    assert doc is not None and doc["resource"] == "vm-web01"
+    assert doc["scores"]["kvm3"] == "-INFINITY"  # the operator's ban, in the scheduler's words
+    # the same numbers crm_simulate prints for it
+    out = subprocess.run(["crm_simulate", "-x", str(cib_file), "-s"], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    for node, score in doc["scores"].items():
+        assert f"pcmk__primitive_assign: vm-web01 allocation score on {node}: {score}" in out
+    assert view.scores("nosuch") is None

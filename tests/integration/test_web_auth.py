@@ -120,6 +120,7 @@ def test_the_running_controller_guards_every_web_endpoint(web_config: Path, tmp_
         while time.monotonic() < deadline and not re.search(r"pass", log.read_text()):
             time.sleep(0.2)
         paths = ["/", "/vm/web01", "/static/app.js", "/api/vms", "/api/vms/web01",
+                 "/api/vms/web01/scores",
                  "/api/history", "/metrics", "/status", "/novnc/core/rfb.js"]
         for path in paths:
             assert get(base + path, ca)[0] == 401, path

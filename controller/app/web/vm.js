@@ -40,6 +40,21 @@ async function reload() {
     el("tr", {}, el("td", {}, utc(e.at)), el("td", {}, e.kind),
        el("td", {}, e.from_node ? e.from_node + " → " + e.to_node : (e.node || "-")),
        el("td", {}, (e.detail || "") + (e.duration_s != null ? " (" + e.duration_s.toFixed(1) + " s)" : "")))));
+  await showScores();
   document.body.dataset.loaded = document.body.dataset.version || "0";
+}
+
+// The scheduler's own numbers: -INFINITY where it may not run, the highest where it goes.
+async function showScores() {
+  const note = document.getElementById("scores-note");
+  try {
+    const s = await getJSON("/api/vms/" + encodeURIComponent(NAME) + "/scores");
+    const rows = Object.entries(s.scores);
+    document.querySelector("#scores tbody").replaceChildren(...rows.map(([node, score]) =>
+      el("tr", {class: score === "-INFINITY" ? "banned" : ""}, el("td", {}, node), el("td", {}, score))));
+    note.textContent = rows.length ? "" : "no scores: the scheduler does not place it (no resource?)";
+  } catch (e) {
+    note.textContent = "scores unavailable: " + e.message;
+  }
 }
 live(reload);
