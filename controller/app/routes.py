@@ -21,9 +21,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from controller import metrics
+from controller.app.edits import Edit, Stale
 from controller.app.limits import Limits
 from controller.app.policy import CSRF_HEADER, ROLE, USER, Policy, Route
 from controller.app.status_html import render_status_html
+from controller.app.web import Busy
 from controller.model.errors import WardenError
 from controller.model.overview import StatusDoc
 
@@ -211,6 +213,44 @@ class Handlers:
             return _json(409, {"error": str(exc)})
         return _json(200, {"ticket": token, "node": node})
 
+    async def edit_review(self, request: web.Request) -> web.Response:
+        """What an action would change: the diff of the desired file, its verdict, the plan
+        and Pacemaker's predicted transition. Nothing is written."""
+        view = self._view()
+        try:
+            body = await request.json()
+            e = msgspec.convert(body.get("edit"), Edit)
+            doc = await asyncio.get_running_loop().run_in_executor(None, view.review, e)
+        except (ValueError, TypeError, AttributeError, msgspec.ValidationError) as exc:
+            return _json(400, {"error": f"not an edit: {exc}"})
+        except Busy as exc:
+            return _json(503, {"error": str(exc)})
+        except (WardenError, OSError) as exc:
+            return _json(409, {"error": str(exc)})
+        return _json(200, doc)
+
+    async def edit_confirm(self, request: web.Request) -> web.Response:
+        """Write a reviewed edit: refused (409, review again) if the file or the CIB's
+        configuration changed since that review."""
+        view = self._view()
+        try:
+            body = await request.json()
+            e = msgspec.convert(body.get("edit"), Edit)
+            sha, version = str(body["file_sha256"]), body.get("cib_version")
+            cib_version = (int(version[0]), int(version[1])) if version is not None else None
+            doc = await asyncio.get_running_loop().run_in_executor(
+                None, view.confirm, e, sha, cib_version, request[USER])
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                msgspec.ValidationError) as exc:
+            return _json(400, {"error": f"not a reviewed edit: {exc}"})
+        except Busy as exc:
+            return _json(503, {"error": str(exc)})
+        except Stale as exc:
+            return _json(409, {"error": str(exc), "stale": True})
+        except (WardenError, OSError) as exc:
+            return _json(409, {"error": str(exc)})
+        return _json(200, doc)
+
     # -- ticket ---------------------------------------------------------------------------------
     async def console_ws(self, request: web.Request) -> web.StreamResponse:
         """The WebSocket of a console session: the ticket is its authentication."""
@@ -241,5 +281,7 @@ def routes(h: Handlers) -> list[Route]:
         Route("GET", "/api/history", h.history, "viewer"),
         Route("GET", "/api/events", h.events, "viewer"),
         Route("POST", f"/api/vms/{NAME}/console", h.console_ticket, "operator"),
+        Route("POST", "/api/edits/review", h.edit_review, "operator"),
+        Route("POST", "/api/edits/confirm", h.edit_confirm, "operator"),
         Route("GET", f"/console/{NAME}/ws", h.console_ws, "ticket"),
     ]

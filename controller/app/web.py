@@ -11,7 +11,8 @@ import hashlib
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,14 @@ from typing import Any
 import msgspec
 
 from controller.app.console import ConsoleBroker
+from controller.app.edits import Edit, EditError, Sources, confirm, review
 from controller.engine.desired_store import invalid_finding
 from controller.engine.history import History
+from controller.engine.ledger import Ledger
 from controller.engine.loop import Controller
 from controller.model.actions import owned
 from controller.model.errors import WardenError
-from controller.model.observed import ObservedState
+from controller.model.observed import ConfigVersion, ObservedState
 from controller.model.overview import VmRow
 from probes.pacemaker.simulate import allocation_scores
 
@@ -72,6 +75,7 @@ class WebView:
     listeners: list[Callable[[], None]] = field(default_factory=list)  # the HTTP port's streams
     _scores: tuple[str, dict[str, dict[str, str]]] = ("", {})  # CIB digest -> scores
     _scores_lock: threading.Lock = field(default_factory=threading.Lock)
+    _edit_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- change notification -----------------------------------------------------------------
     def passed(self) -> None:
@@ -151,6 +155,37 @@ class WebView:
             "storage": storage, "history": history, "console": self.console,
             "banner": list(self.banner())}
 
+    # -- /api/edits: the page's actions, as reviewed edits of the desired file ------------------
+    def edit_sources(self) -> Sources:
+        c = self.controller
+        if c.desired.path is None:
+            raise EditError("the controller has no desired file to edit")
+        return Sources(
+            path=c.desired.path, observed=lambda: c.last_observed or ObservedState(),
+            current_cib=c.current_cib,
+            ledger=lambda: c.ledger_file.load(set_aside=False) if c.ledger_file is not None
+            else Ledger(),
+            audit=c.audit, after_write=c.wake)
+
+    def review(self, e: Edit) -> dict[str, Any]:
+        with self._busy("a review"):
+            return review(self.edit_sources(), e)
+
+    def confirm(self, e: Edit, file_sha256: str, cib_version: ConfigVersion | None,
+                user: str) -> dict[str, Any]:
+        with self._busy("a change"):
+            return confirm(self.edit_sources(), e, file_sha256, cib_version, user)
+
+    @contextmanager
+    def _busy(self, what: str) -> Iterator[None]:
+        # One at a time (each runs the scheduler), nobody waits: the port's threads stay free.
+        if not self._edit_lock.acquire(blocking=False):
+            raise Busy(f"{what} is being computed for someone else: try again in a moment")
+        try:
+            yield
+        finally:
+            self._edit_lock.release()
+
     # -- /api/vms/<name>/scores -----------------------------------------------------------------
     def scores(self, name: str) -> dict[str, Any] | None:
         """Pacemaker's allocation scores of the VM per node, on the CIB as it is now (one
@@ -178,6 +213,10 @@ class WebView:
     def history_json(self, vm: str | None, since: float | None, limit: int) -> bytes:
         events = self.history.query(vm, since, limit) if self.history is not None else []
         return msgspec.json.encode({"events": events})
+
+
+class Busy(WardenError):
+    """Another review or change is being computed."""
 
 
 def constraints_of(observed: ObservedState, rid: str) -> list[ConstraintItem]:
