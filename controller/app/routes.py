@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC = {"app.js": "text/javascript", "vm.js": "text/javascript", "style.css": "text/css",
-          "common.js": "text/javascript", "console.js": "text/javascript"}
+          "common.js": "text/javascript", "console.js": "text/javascript",
+          "actions.js": "text/javascript"}
 NOVNC_DIR = Path("/usr/share/novnc")  # Debian's novnc package
 NOVNC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
                ".png": "image/png", ".html": "text/html; charset=utf-8"}

@@ -63,11 +63,13 @@ function renderNodes() {
 }
 
 async function reload() {
+  if (!document.body.dataset.role) await loadSession();
   doc = await getJSON("/api/vms");
   showBanner(doc.banner);
-  document.body.dataset.loaded = String(doc.version);
   renderNodes();
+  nodeCards(doc);
   render();
+  document.body.dataset.loaded = String(doc.version);
 }
 
 q.addEventListener("input", () => { page = 0; render(); });
