@@ -109,3 +109,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             lab.down()
 
 
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """test_lab_commands.py runs `make lab-down`, which ends the session's lab: it goes last
+    among the e2e files, whatever they are named; every other order is kept."""
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if item.path.parent == here]
+    e2e = sorted((items[i] for i in slots),
+                 key=lambda item: item.path.name == "test_lab_commands.py")
+    for i, item in zip(slots, e2e, strict=True):
+        items[i] = item

@@ -1,7 +1,7 @@
 """The soak, short: the seeded nemesis of lab/chaos.py against the lab with real fencing,
 judged by its independent checker (host /proc, kvm1's crm_mon, the audit log). `make soak` runs
 it for an hour; CI runs KVM_WARDEN_SOAK_MINUTES (default 3) with a fixed seed. It is the first
-e2e file on purpose: test_lab_commands takes the session's lab down."""
+e2e file: test_lab_commands takes the session's lab down (it runs last, conftest.py)."""
 
 from __future__ import annotations
 
