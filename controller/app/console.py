@@ -5,8 +5,10 @@ A page first asks for a ticket (`POST /api/vms/NAME/console`, behind the web con
 users); the ticket -- random, single use, valid for 30 s -- then opens the WebSocket
 (`/console/NAME/ws?ticket=...`), so the console never depends on how a browser passes basic
 credentials to a WebSocket. The VM's node and VNC port are resolved when the socket opens: after a
-live migration the page's reconnect lands on the new node. Every session is an audit record
-(user, VM, node, start, end) and a history event.
+live migration the page's reconnect lands on the new node. Every session that opens is audited
+when it opens (user, VM, node, client) and when it ends (how long, why), and is a history event;
+an attempt that never opened (the guest gone, the agent silent) is only logged and kept as the
+reason the page shows -- a page retrying for a minute writes no audit records.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class ConsoleBroker:
     curve: Curve | None
     limits: ConsoleLimits = field(default_factory=ConsoleLimits)
     _tickets: dict[str, Ticket] = field(default_factory=dict)
+    # (user, VM) -> why that user's last attempt or session on that VM ended (bounded)
+    _reasons: dict[tuple[str, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ctx: zmq.asyncio.Context | None = None
 
@@ -80,6 +84,17 @@ class ConsoleBroker:
             self._tickets[token] = Ticket(vm=vm, user=user, expires=now + TICKET_SECONDS)
         return token, place[0]
 
+    def last_reason(self, user: str, vm: str) -> str:
+        with self._lock:
+            return self._reasons.get((user, vm), "")
+
+    def _ended(self, ticket: Ticket, reason: str) -> None:
+        with self._lock:
+            self._reasons.pop((ticket.user, ticket.vm), None)
+            self._reasons[(ticket.user, ticket.vm)] = reason
+            while len(self._reasons) > MAX_TICKETS:
+                self._reasons.pop(next(iter(self._reasons)))
+
     def redeem(self, token: str, vm: str) -> Ticket | None:
         with self._lock:
             t = self._tickets.pop(token, None)
@@ -93,6 +108,7 @@ class ConsoleBroker:
         to the agent on the VM's node, for at most max_session_seconds, closed when idle."""
         place = self.where(ticket.vm)
         if place is None or place[0] not in self.agents:
+            self._ended(ticket, f"{ticket.vm} is not running on one node (moved?)")
             return web.Response(status=409, text=f"{ticket.vm} is not running on one node\n")
         node, port = place
         ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=1 << 20, heartbeat=30)
@@ -105,6 +121,7 @@ class ConsoleBroker:
         started = time.time()
         client = request.remote or "?"
         reason = "closed"
+        opened = False
         try:
             await dealer.send_multipart([b"open", sid, str(port).encode()])
             if not await dealer.poll(int(OPEN_TIMEOUT * 1000)):
@@ -114,6 +131,7 @@ class ConsoleBroker:
             if first[:1] != [b"opened"]:
                 reason = (first[2] if len(first) > 2 else b"refused").decode(errors="replace")
                 return ws
+            opened = True
             self._record(ticket, node, client, started, None)  # audited when it opens
             reason = await self._pump(ws, dealer, sid)
         finally:
@@ -123,7 +141,12 @@ class ConsoleBroker:
                 pass
             dealer.close()
             await ws.close(message=reason[:100].encode())
-            self._record(ticket, node, client, started, reason)
+            self._ended(ticket, reason)
+            if opened:
+                self._record(ticket, node, client, started, reason)
+            else:
+                self.log.info("console_attempt_failed", vm=ticket.vm, node=node,
+                              user=ticket.user, client=client, reason=reason)
         return ws
 
     async def _pump(self, ws: web.WebSocketResponse, dealer: zmq.asyncio.Socket,

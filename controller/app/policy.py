@@ -25,6 +25,7 @@ from typing import Literal, Protocol
 from aiohttp import web
 
 from controller import metrics
+from controller.app.pages import refusal
 from controller.app.webconfig import RANK, Login, WebAuth
 from controller.logs import logger
 
@@ -139,10 +140,6 @@ def _peer(request: web.Request) -> str:
     return request.remote or "?"
 
 
-def _text(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=text + "\n", headers=headers)
-
-
 def policy_middleware(p: Policy) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def policy(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -153,32 +150,35 @@ def policy_middleware(p: Policy) -> Callable[..., Awaitable[web.StreamResponse]]
         need: Need = route.need if route is not None else "viewer"  # unknown paths: login first
         if not p.host_ok(request):
             metrics.HTTP_REFUSED.labels(reason="host").inc()
-            return _text(421, f"this port does not serve the host {request.host[:100]!r}")
+            return refusal(request, 421, f"this port does not serve the host {request.host[:100]!r}")
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if (request.method not in ("GET", "HEAD") or upgrade) and not p.same_origin(request):
             metrics.HTTP_REFUSED.labels(reason="origin").inc()
-            return _text(403, "cross-origin request refused")
+            return refusal(request, 403, "cross-origin request refused")
         if need in ("open", "ticket"):
             return await handler(request)
         peer = _peer(request)
         if p.over_budget(peer):
             metrics.HTTP_REFUSED.labels(reason="budget").inc()
-            return _text(429, "too many failed logins from this address; try again in a minute",
+            return refusal(request, 429, "too many failed logins from this address; try again in a minute",
                          {"Retry-After": str(int(FAILED_WINDOW))})
         who = await p.login(request)
         if who.user is None or who.role is None:
             if "Authorization" in request.headers:
                 p.failed(peer)
             metrics.HTTP_REFUSED.labels(reason="login").inc()
-            return _text(401, who.problem, {"WWW-Authenticate": 'Basic realm="kvm-warden"'})
+            return refusal(request, 401, who.problem, {"WWW-Authenticate": 'Basic realm="kvm-warden"'})
         if RANK[who.role] < RANK[need]:
             metrics.HTTP_REFUSED.labels(reason="role").inc()
-            return _text(403, f"{who.user} is a {who.role}; this needs the {need} role")
+            return refusal(request, 403, f"{who.user} is a {who.role}; this needs the {need} role")
         if request.method == "POST" and not p.csrf_ok(who.user, request.headers.get(CSRF_HEADER)):
             metrics.HTTP_REFUSED.labels(reason="csrf").inc()
-            return _text(403, f"missing or wrong {CSRF_HEADER} (GET /api/session gives it)")
+            return refusal(request, 403, f"missing or wrong {CSRF_HEADER} (GET /api/session gives it)")
         request[USER], request[ROLE] = who.user, who.role
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return refusal(request, 404, f"nothing is served at {request.path[:200]}")
 
     return policy
 

@@ -23,8 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from controller import metrics
 from controller.app.edits import Edit, Stale
 from controller.app.limits import Limits
+from controller.app.pages import refusal
 from controller.app.policy import CSRF_HEADER, ROLE, USER, Policy, Route
-from controller.app.status_html import render_status_html
 from controller.app.web import Busy
 from controller.model.errors import WardenError
 from controller.model.overview import StatusDoc
@@ -95,14 +95,17 @@ class Handlers:
         return web.Response(body=body, content_type=JSON)
 
     async def status_page(self, request: web.Request) -> web.Response:
-        return web.Response(text=render_status_html(self.status()), content_type="text/html")
+        """The old status page is the web view now: one place, one look."""
+        raise web.HTTPMovedPermanently("/")
 
     async def index(self, request: web.Request) -> web.Response:
-        if self.view is None:
-            return await self.status_page(request)
+        self._view()
         return self._file("index.html", "text/html")
 
     async def vm_page(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if not self._view().knows(name):
+            return refusal(request, 404, f"no VM named {name} (it may have been retired)")
         return self._file("vm.html", "text/html")
 
     async def static(self, request: web.Request) -> web.Response:
@@ -206,8 +209,8 @@ class Handlers:
         view = self._view()
         broker = view.broker
         if broker is None or not view.console:
-            return _json(403, {"error": "console unavailable: the controller needs --web-config "
-                                        "(TLS and users) and named agents to relay to"})
+            return _json(403, {"error": "console unavailable: " + (
+                view.console_reason or "the controller has no console relay")})
         try:
             token, node = broker.ticket(request.match_info["name"], request[USER])
         except LookupError as exc:
@@ -252,6 +255,13 @@ class Handlers:
             return _json(409, {"error": str(exc)})
         return _json(200, doc)
 
+    async def console_last(self, request: web.Request) -> web.Response:
+        """Why this user's last console attempt on the VM ended (the page says it)."""
+        broker = self._view().broker
+        name = request.match_info["name"]
+        return _json(200, {"last": broker.last_reason(request[USER], name)
+                           if broker is not None else ""})
+
     # -- ticket ---------------------------------------------------------------------------------
     async def console_ws(self, request: web.Request) -> web.StreamResponse:
         """The WebSocket of a console session: the ticket is its authentication."""
@@ -282,6 +292,7 @@ def routes(h: Handlers) -> list[Route]:
         Route("GET", "/api/history", h.history, "viewer"),
         Route("GET", "/api/events", h.events, "viewer"),
         Route("POST", f"/api/vms/{NAME}/console", h.console_ticket, "operator"),
+        Route("GET", f"/api/vms/{NAME}/console", h.console_last, "operator"),
         Route("POST", "/api/edits/review", h.edit_review, "operator"),
         Route("POST", "/api/edits/confirm", h.edit_confirm, "operator"),
         Route("GET", f"/console/{NAME}/ws", h.console_ws, "ticket"),

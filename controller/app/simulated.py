@@ -19,13 +19,16 @@ from controller import commands
 from controller.engine.observe import Reading
 from controller.model.errors import ToolError
 from controller.model.events import DomainSeen, PacemakerSeen
-from controller.model.observed import Domain
+from controller.model.observed import Domain, HostInfo
 from controller.model.vms import conventional_name, is_vm_agent
-from probes.libvirt.domains import list_domains
+from probes.libvirt.domains import host_info, list_domains
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.read import read_status
 
 NODES = ("kvm1", "kvm2", "kvm3")
+# each simulated host: 8 CPUs, 16 GiB (libvirt's test driver reads <cpu> and <memory>, KiB)
+HOST = ("<cpu><mhz>2400</mhz><model>x86_64</model><active>8</active><max>8</max><nodes>1</nodes>"
+        "<sockets>1</sockets><cores>8</cores><threads>1</threads></cpu><memory>16777216</memory>")
 
 
 def embedded_cib() -> bytes:
@@ -71,18 +74,21 @@ class SimulatedCluster:
             self.vnc_ports.setdefault(name, 5900 + len(self.vnc_ports))
         for node, doms in per_node.items():
             body = "".join(self._domain_xml(d) for d in sorted(doms))
-            (self.workdir / f"{node}.xml").write_text(f"<node>{body}</node>\n")
+            (self.workdir / f"{node}.xml").write_text(f"<node>{HOST}{body}</node>\n")
 
     def _domain_xml(self, name: str) -> str:
         n = escape(name)
         return (
-            f"<domain type='test'><name>{n}</name><memory>65536</memory>"
+            f"<domain type='test'><name>{n}</name><memory>2097152</memory><vcpu>2</vcpu>"
             "<os><type>hvm</type></os><devices>"
             f"<disk type='file' device='disk'><source file='/kvm/storage/images/{n}.qcow2'/>"
             "<target dev='vda' bus='virtio'/></disk>"
             f"<graphics type='vnc' port='{self.vnc_ports[name]}' autoport='no' listen='127.0.0.1'/>"
             "</devices></domain>"
         )
+
+    def hosts(self) -> dict[str, HostInfo | None]:
+        return {n: host_info(f"test://{self.workdir / (n + '.xml')}") for n in NODES}
 
     def domains(self) -> dict[str, dict[str, Domain]]:
         out: dict[str, dict[str, Domain]] = {}
@@ -99,6 +105,7 @@ class SimulatedCluster:
         cib = parse_cib(raw, source=str(self.cib_file))
         status = read_status(str(self.cib_file))
         domains = self.domains()
-        seen = tuple(DomainSeen(node=n, connected=n in domains,
+        hosts = self.hosts()
+        seen = tuple(DomainSeen(node=n, connected=n in domains, host=hosts.get(n),
                                 domains=tuple(domains.get(n, {}).values())) for n in NODES)
         return Reading((PacemakerSeen(status=status, cib=cib), *seen), raw, time.time())

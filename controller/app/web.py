@@ -11,7 +11,8 @@ import hashlib
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from controller.engine.history import History
 from controller.engine.ledger import Ledger
 from controller.engine.loop import Controller
 from controller.model.actions import owned
+from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.observed import ConfigVersion, ObservedState
 from controller.model.overview import VmRow
@@ -36,11 +38,41 @@ PCSD_PORT = 2224
 
 class NodeItem(msgspec.Struct, frozen=True, kw_only=True):
     name: str
+    state: str  # the worst first: unclean | offline | maintenance | standby | online
     online: bool
     unclean: bool
     standby: bool
     maintenance: bool
     pcsd: str  # the cluster's own web console on that node
+    desired_state: str | None = None  # what the file declares for it (a drain: standby)
+    # capacity: what its running guests take (libvirt's <vcpu>, <currentMemory>) of the host
+    vcpus: int = 0
+    memory_kib: int = 0
+    host_cpus: int | None = None  # None: its libvirtd has not said
+    host_memory_kib: int | None = None
+    # a drain declared in the file: the VMs still on it (0 when drained)
+    draining: bool = False
+    left: tuple[str, ...] = ()
+
+
+class Summary(msgspec.Struct, frozen=True, kw_only=True):
+    """The header: the cluster at a glance."""
+
+    quorum: bool
+    fencing: bool  # stonith-enabled (Pacemaker's default: true)
+    vms: int
+    running: int
+    failed: int
+    paused: int
+    stopped: int
+    drifting: int
+    findings: Mapping[str, int]  # severity -> open findings of the last pass
+    desired_valid: bool
+    desired_since: float | None  # the file in force since (valid), or rejected since
+    desired_path: str | None
+    last_pass_at: float | None
+    last_pass_seconds: float | None
+    last_pass_error: str | None
 
 
 class VmsDoc(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,7 +81,9 @@ class VmsDoc(msgspec.Struct, frozen=True, kw_only=True):
     vms: tuple[VmRow, ...]
     nodes: tuple[NodeItem, ...]
     console: bool  # whether the console is available (it needs a web configuration)
+    console_reason: str = ""  # why it is not
     banner: tuple[str, ...] = ()  # what every page shows on top: an invalid file, failed passes
+    summary: Summary | None = None
 
 
 class ConstraintItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +98,7 @@ class WebView:
     controller: Controller
     history: History | None = None
     console: bool = False
+    console_reason: str = ""  # why there is no console, in words the page shows
     broker: ConsoleBroker | None = None  # the console relay (app/console.py), when agents exist
     _version: int = 0
     _vms: bytes = b""
@@ -113,12 +148,31 @@ class WebView:
         c = self.controller
         observed = c.last_observed or ObservedState()
         vms = c.last_rows  # the pass's rows carry their findings (model/overview.py)
-        nodes = tuple(
-            NodeItem(name=n.name, online=n.online, unclean=n.unclean, standby=n.standby,
-                     maintenance=n.maintenance, pcsd=f"https://{n.name}:{PCSD_PORT}/")
-            for n in sorted(observed.status.nodes.values(), key=lambda n: n.name))
-        return VmsDoc(version=version, at=self.clock(), vms=vms, nodes=nodes,
-                      console=self.console, banner=self.banner())
+        desired = c.desired.current
+        return VmsDoc(version=version, at=self.clock(), vms=vms,
+                      nodes=node_items(observed, desired, vms), console=self.console,
+                      console_reason=self.console_reason,
+                      banner=self.banner(), summary=self.summary(observed, vms))
+
+    def summary(self, observed: ObservedState, vms: tuple[VmRow, ...]) -> Summary:
+        c, last = self.controller, self.controller.last
+        health = Counter(v.health for v in vms)
+        severities = Counter(f.severity for f in (last.findings if last is not None else ()))
+        valid = not c.desired.errors and c.desired.current is not None
+        return Summary(
+            quorum=observed.status.with_quorum,
+            fencing=observed.status.properties.get("stonith-enabled", "true").lower()
+            in ("true", "yes", "on", "1", "y"),
+            vms=len(vms), running=sum(1 for v in vms if v.nodes and v.health != "failed"),
+            failed=health["failed"] + health["blocked"], paused=health["paused"],
+            stopped=sum(1 for v in vms if not v.nodes), drifting=sum(1 for v in vms if v.drift),
+            findings={k: severities.get(k, 0) for k in ("critical", "warning", "info")},
+            desired_valid=valid,
+            desired_since=c.desired.loaded_at if valid else c.desired.rejected_at,
+            desired_path=c.desired.path,
+            last_pass_at=last.finished_at if last is not None else None,
+            last_pass_seconds=round(last.duration, 3) if last is not None else None,
+            last_pass_error=last.error if last is not None else None)
 
     def banner(self) -> tuple[str, ...]:
         """The desired file rejected, or the last pass failed: said on every page until fixed."""
@@ -133,6 +187,9 @@ class WebView:
         return tuple(out)
 
     # -- /api/vms/<name> ------------------------------------------------------------------------
+    def knows(self, name: str) -> bool:
+        return name in self._cached()[1]
+
     def vm_detail(self, name: str) -> dict[str, Any] | None:
         item = self._cached()[1].get(name)
         if item is None:
@@ -153,6 +210,7 @@ class WebView:
         return {"vm": msgspec.to_builtins(item), "constraints": [
             msgspec.to_builtins(c) for c in constraints_of(observed, item.resource)],
             "storage": storage, "history": history, "console": self.console,
+            "console_reason": self.console_reason,
             "banner": list(self.banner())}
 
     # -- /api/edits: the page's actions, as reviewed edits of the desired file ------------------
@@ -213,6 +271,40 @@ class WebView:
     def history_json(self, vm: str | None, since: float | None, limit: int) -> bytes:
         events = self.history.query(vm, since, limit) if self.history is not None else []
         return msgspec.json.encode({"events": events})
+
+
+def node_state(online: bool, unclean: bool, standby: bool, maintenance: bool) -> str:
+    return ("unclean" if unclean else "offline" if not online else
+            "maintenance" if maintenance else "standby" if standby else "online")
+
+
+def node_items(observed: ObservedState, desired: DesiredState | None,
+               vms: tuple[VmRow, ...]) -> tuple[NodeItem, ...]:
+    """Every node as its card shows it: its state, what the file wants of it, what its guests
+    take of the host, and the VMs a declared drain still has to move."""
+    wants = desired.cluster.node_states() if desired is not None else {}
+    on: dict[str, list[str]] = {}
+    for v in vms:
+        for where in v.nodes:
+            on.setdefault(where, []).append(v.vm)
+    out = []
+    for n in sorted(observed.status.nodes.values(), key=lambda n: n.name):
+        guests = [d for d in observed.domains.get(n.name, {}).values()
+                  if d.state in ("running", "paused", "blocked")]
+        host = observed.hosts.get(n.name)
+        want = wants.get(n.name)
+        draining = want == "standby"  # maintenance leaves its guests where they are
+        out.append(NodeItem(
+            name=n.name, state=node_state(n.online, n.unclean, n.standby, n.maintenance),
+            online=n.online, unclean=n.unclean, standby=n.standby, maintenance=n.maintenance,
+            pcsd=f"https://{n.name}:{PCSD_PORT}/", desired_state=want,
+            vcpus=sum(d.vcpus or 0 for d in guests),
+            memory_kib=sum(d.memory_kib or 0 for d in guests),
+            host_cpus=host.cpus if host is not None else None,
+            host_memory_kib=host.memory_kib if host is not None else None,
+            draining=draining,
+            left=tuple(sorted(on.get(n.name, ()))) if draining else ()))
+    return tuple(out)
 
 
 class Busy(WardenError):

@@ -16,7 +16,7 @@ from controller.logs import logger
 from controller.model.errors import ToolError
 from controller.model.events import DomainSeen, Observation, PacemakerSeen
 from controller.model.observed import ObservedState
-from probes.libvirt.domains import list_domains
+from probes.libvirt.domains import host_info, list_domains
 from probes.pacemaker.read import CibCache, read_status
 
 
@@ -50,7 +50,8 @@ def with_local_libvirt(source: Source, uri: str, node: str) -> Source:
     def read() -> Reading:
         reading = source()
         try:
-            seen = DomainSeen(node=node, domains=tuple(list_domains(uri).values()))
+            seen = DomainSeen(node=node, domains=tuple(list_domains(uri).values()),
+                              host=host_info(uri))
         except ToolError as exc:
             log.warning("libvirt_unavailable", error=str(exc))
             seen = DomainSeen(node=node, connected=False)  # unknown, not "no domains"

@@ -56,7 +56,10 @@ def _apply(state: ObservedState, p: Observation, source: str, at: float
                 doms.pop(node, None)  # unknown, not "gone": planners never act on absence
             names = set(old) | set(doms.get(node, {}))
             changed_names = {n for n in names if old.get(n) != doms.get(node, {}).get(n)}
-            return (msgspec.structs.replace(state, domains=doms, observed_at=seen, stale=stale),
+            hosts = state.hosts if p.host is None or state.hosts.get(node) == p.host \
+                else {**state.hosts, node: p.host}
+            return (msgspec.structs.replace(state, domains=doms, hosts=hosts, observed_at=seen,
+                                            stale=stale),
                     frozenset(Dirty("domain", n) for n in changed_names))
         case DomainLifecycle(node=node, domain=name, state=new_state) if new_state:
             seen[f"libvirt:{node}"] = at

@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-from controller.model.observed import CibConfig, ClusterStatus, ConfigFile, Domain
+from controller.model.observed import CibConfig, ClusterStatus, ConfigFile, Domain, HostInfo
 
 VERSION = 1
 
@@ -47,6 +47,7 @@ class DomainSeen(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     node: str
     connected: bool = True
     domains: tuple[Domain, ...] = ()
+    host: HostInfo | None = None  # the node's CPUs and memory, when libvirt gave them
 
 
 class QuorumChanged(msgspec.Struct, frozen=True, kw_only=True, tag=True):

@@ -238,6 +238,15 @@ class Domain(msgspec.Struct, frozen=True, kw_only=True):
     vnc_listen: str | None = None
     persistent: bool | None = None  # defined in libvirt (not only running); None: not known
     autostart: bool | None = None  # libvirt starts it at boot, outside the cluster
+    vcpus: int | None = None  # <vcpu>: what the guest takes of its host (the node cards)
+    memory_kib: int | None = None  # <currentMemory>, else <memory>
+
+
+class HostInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What one node's libvirtd says the host has (virNodeGetInfo): the cards' capacity."""
+
+    cpus: int
+    memory_kib: int
 
 
 class ConfigFile(msgspec.Struct, frozen=True, kw_only=True):
@@ -273,5 +282,6 @@ class ObservedState(msgspec.Struct, frozen=True, kw_only=True):
     mounts: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)  # node -> GFS2 mountpoints
     # node -> path -> the domain XML files its agent reads in its shared config directories
     config_files: Mapping[str, Mapping[str, ConfigFile]] = msgspec.field(default_factory=dict)
+    hosts: Mapping[str, HostInfo] = msgspec.field(default_factory=dict)  # node -> its capacity
     stale: frozenset[str] = frozenset()  # publishers whose heartbeats are missing
     observed_at: Mapping[str, float] = msgspec.field(default_factory=dict)

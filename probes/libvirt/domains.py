@@ -13,7 +13,7 @@ import msgspec
 from lxml import etree
 
 from controller.model.errors import ParseError, ToolError
-from controller.model.observed import Domain
+from controller.model.observed import Domain, HostInfo
 from probes.xmlparse import parse_document
 
 # virDomainState numbering (libvirt-domain.h), as the names virsh prints.
@@ -60,7 +60,46 @@ def parse_domain_xml(xml: str | bytes, *, source: str = "domain XML") -> Domain:
                 vnc_port = port if port > 0 else None
                 vnc_listen = g.get("listen") or _listen(g)
     return Domain(name=name, uuid=root.findtext("uuid") or "", disks=tuple(disks),
-                  vnc_port=vnc_port, vnc_listen=vnc_listen)
+                  vnc_port=vnc_port, vnc_listen=vnc_listen, vcpus=_int(root.findtext("vcpu")),
+                  memory_kib=_kib(root.find("currentMemory")) or _kib(root.find("memory")))
+
+
+# libvirt's memory units (formatdomain.html, "Memory Allocation"); KiB when none is given
+UNITS = {"b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 10**6, "m": 2**20,
+         "mib": 2**20, "gb": 10**9, "g": 2**30, "gib": 2**30, "tb": 10**12, "t": 2**40,
+         "tib": 2**40}
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        value = int((text or "").strip())
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _kib(e: etree._Element | None) -> int | None:
+    if e is None:
+        return None
+    value, unit = _int(e.text), UNITS.get((e.get("unit") or "KiB").lower())
+    return None if value is None or unit is None else value * unit // 1024
+
+
+def host_info(uri: str, conn: Any = None) -> HostInfo | None:
+    """The host's CPUs and memory (virNodeGetInfo); None when libvirt does not answer."""
+    import libvirt
+
+    own = conn is None
+    try:
+        if own:
+            conn = libvirt.openReadOnly(uri)
+        info = conn.getInfo()  # [model, memory MiB, cpus, MHz, NUMA nodes, sockets, cores, threads]
+    except libvirt.libvirtError:
+        return None
+    finally:
+        if own and conn is not None:
+            conn.close()
+    return HostInfo(cpus=int(info[2]), memory_kib=int(info[1]) * 1024)
 
 
 def _listen(g: etree._Element) -> str | None:

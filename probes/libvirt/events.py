@@ -21,7 +21,7 @@ from controller.logs import logger
 from controller.model.errors import ToolError
 from controller.model.events import DomainLifecycle, DomainSeen
 from controller.threads import Background
-from probes.libvirt.domains import STATES, list_domains
+from probes.libvirt.domains import STATES, host_info, list_domains
 
 # virDomainEventType and its details (libvirt-domain.h), named as `virsh event` names them.
 EVENTS = ("defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown",
@@ -230,7 +230,8 @@ class LibvirtWatcher:
             self._queue("reconnect")
             return False
         self.publish(DomainSeen(node=self.node, connected=True,
-                                domains=tuple(domains[k] for k in sorted(domains))))
+                                domains=tuple(domains[k] for k in sorted(domains)),
+                                host=host_info(self.uri, conn=self._conn)))
         return True
 
     def _disconnected(self) -> None:

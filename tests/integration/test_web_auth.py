@@ -60,7 +60,7 @@ def test_every_data_endpoint_needs_the_password_over_tls(web_config: Path) -> No
     base = f"https://127.0.0.1:{server.port}"
     ca = web_config / "cert.pem"
     try:
-        for path in ("/metrics", "/status", "/"):
+        for path in ("/metrics", "/status", "/api/session"):
             assert get(base + path, ca)[0] == 401, path
             code, body = get(base + path, ca, "ops", "wrong")
             assert (code, b"web01" in body) == (401, False), path

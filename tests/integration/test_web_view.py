@@ -65,10 +65,13 @@ def test_list_filter_vm_page_and_live_update_without_reload(
         wait.until(lambda d: len(rows(d)) == 3)
         assert set(rows(drv)) == {"web01", "web02", "db01"}
         wait.until(lambda d: d.find_element(By.ID, "live").text == "live")
-        # The node chips link to each node's pcsd.
+        # The node chips lead to each node's card; the card links to that node's pcsd.
         links = {a.text.split()[0]: a.get_attribute("href")
                  for a in drv.find_elements(By.CSS_SELECTOR, "#nodes a")}
-        assert links == {n: f"https://{n}:2224/" for n in ("kvm1", "kvm2", "kvm3")}
+        assert links == {n: f"{url}/#node-{n}" for n in ("kvm1", "kvm2", "kvm3")}
+        pcsd = {c.get_attribute("data-node"): c.find_element(By.CSS_SELECTOR, "a.pcsd")
+                .get_attribute("href") for c in drv.find_elements(By.CSS_SELECTOR, "#cards .card")}
+        assert pcsd == {n: f"https://{n}:2224/" for n in ("kvm1", "kvm2", "kvm3")}
         # Search filters client-side; the node filter too.
         drv.find_element(By.ID, "q").send_keys("web01")
         wait.until(lambda d: list(rows(d)) == ["web01"])

@@ -20,52 +20,79 @@ async function post(url, body) {
 
 function canAct() { return session.role === "operator" || session.role === "admin"; }
 
+function button(cls, text, edit) {
+  const b = el("button", {type: "button", class: cls}, text);
+  b.addEventListener("click", () => reviewEdit(edit));
+  return b;
+}
+
+// One VM as a card lists it: its state, the console, and (for operators) what can be done.
+function cardVm(doc, v, here) {
+  const li = el("li", {"data-vm": v.vm, "data-health": v.health},
+    el("a", {href: "/vm/" + encodeURIComponent(v.vm), class: "vm"}, v.vm), " ", vmState(v));
+  if (doc.console && v.nodes.length === 1 && v.vnc_port) {
+    li.append(" ", el("a", {href: "/vm/" + encodeURIComponent(v.vm) + "#console", class: "console",
+                            title: "open its console"}, "\u{1F5B5}"));
+  }
+  if (!canAct() || !v.desired_state) return li;  // a VM the file does not list: nothing to edit
+  const move = el("select", {class: "move", "aria-label": "move " + v.vm},
+    el("option", {value: ""}, "move to…"),
+    ...doc.nodes.filter((o) => o.name !== here).map((o) => el("option", {value: o.name}, o.name)),
+    ...(v.desired_node ? [el("option", {value: "-"}, "any node (clear)")] : []));
+  move.addEventListener("change", () => move.value &&
+    reviewEdit({type: "place", vm: v.vm, node: move.value === "-" ? null : move.value}));
+  li.append(" ", move, " ",
+    v.desired_state === "stopped" ? button("start", "start", {type: "run-state", vm: v.vm, state: "running"})
+      : button("stop", "stop", {type: "run-state", vm: v.vm, state: "stopped"}),
+    " ", button("retire", "retire", {type: "retire", vm: v.vm, keep_running: true}));
+  return li;
+}
+
+function capacity(n) {
+  if (n.host_cpus == null) return el("p", {class: "capacity note"}, "capacity: its libvirtd has not said");
+  const pct = (a, b) => Math.min(100, Math.round(100 * a / Math.max(1, b)));
+  const meter = (label, used, total, text) => el("div", {class: "meter", title: label + " " + text},
+    el("span", {class: "meter-label"}, label + " " + text),
+    el("span", {class: "meter-bar"}, el("span", {class: "meter-fill" + (used > total ? " over" : ""),
+                                                 style: "width:" + pct(used, total) + "%"})));
+  return el("div", {class: "capacity"},
+    meter("vCPU", n.vcpus, n.host_cpus, n.vcpus + " / " + n.host_cpus),
+    meter("memory", n.memory_kib, n.host_memory_kib, gib(n.memory_kib) + " / " + gib(n.host_memory_kib) + " GiB"));
+}
+
 function nodeCards(doc) {
   const on = {};
   for (const v of doc.vms) for (const n of v.nodes) (on[n] = on[n] || []).push(v);
   document.getElementById("cards").replaceChildren(...doc.nodes.map((n) => {
-    const state = n.unclean ? "unclean" : !n.online ? "offline" : n.maintenance ? "maintenance"
-      : n.standby ? "standby" : "online";
-    const card = el("section", {class: "card node-" + state, "data-node": n.name},
-      el("h3", {}, n.name, " ", el("span", {class: "node-state"}, state)));
-    const list = el("ul", {class: "card-vms"});
-    for (const v of (on[n.name] || []).sort((a, b) => a.vm.localeCompare(b.vm))) {
-      const li = el("li", {"data-vm": v.vm},
-        el("a", {href: "/vm/" + encodeURIComponent(v.vm)}, v.vm), " ",
-        el("span", {class: "state health-" + v.health, title: v.flags.join("\n")}, stateText(v)));
-      if (canAct()) {
-        const move = el("select", {class: "move", "aria-label": "move " + v.vm},
-          el("option", {value: ""}, "move to…"),
-          ...doc.nodes.filter((o) => o.name !== n.name).map((o) => el("option", {value: o.name}, o.name)));
-        move.addEventListener("change", () => move.value &&
-          reviewEdit({type: "place", vm: v.vm, node: move.value}));
-        const stop = el("button", {type: "button", class: "stop"}, "stop");
-        stop.addEventListener("click", () => reviewEdit({type: "run-state", vm: v.vm, state: "stopped"}));
-        li.append(" ", move, " ", stop);
-      }
-      list.append(li);
+    const card = el("section", {class: "card node-" + n.state, "data-node": n.name, id: "node-" + n.name},
+      el("h3", {}, n.name, " ", el("span", {class: "node-state"}, n.state),
+         " ", el("a", {href: n.pcsd, class: "pcsd", target: "_blank", rel: "noopener",
+                       title: "the cluster's own web console (pcsd) on " + n.name}, "pcsd \u2197")));
+    if (n.desired_state && n.desired_state !== n.state) {
+      card.append(el("p", {class: "want"}, "the file asks: " + n.desired_state));
     }
-    card.append(list.childElementCount ? list : el("p", {class: "note"}, "no VMs"));
+    if (n.draining) {
+      card.append(el("p", {class: "drain " + (n.left.length ? "warn" : "good")}, n.left.length
+        ? "draining: " + n.left.length + " VM(s) left (" + n.left.join(", ") + ")" : "drained"));
+    }
+    card.append(capacity(n));
+    const vms = (on[n.name] || []).sort((a, b) => a.vm.localeCompare(b.vm));
+    card.append(vms.length ? el("ul", {class: "card-vms"}, ...vms.map((v) => cardVm(doc, v, n.name)))
+      : el("p", {class: "note"}, "no VMs"));
     if (canAct()) {
-      const next = state === "online" ? ["standby", "drain (standby)"] : ["online", "bring online"];
-      const b = el("button", {type: "button", class: "node-action"}, next[1]);
-      b.addEventListener("click", () => reviewEdit({type: "node-state", node: n.name, state: next[0]}));
-      card.append(b);
+      if (n.state === "online") {
+        card.append(button("node-action", "drain (standby)", {type: "node-state", node: n.name, state: "standby"}),
+          " ", button("node-maint", "maintenance", {type: "node-state", node: n.name, state: "maintenance"}));
+      } else if (n.online || n.desired_state) {
+        card.append(button("node-action", "bring online", {type: "node-state", node: n.name, state: "online"}));
+      }
     }
     return card;
   }));
-  // stopped VMs of the file: a start button
-  const stopped = doc.vms.filter((v) => v.desired_state === "stopped");
-  const box = document.getElementById("stopped");
-  box.replaceChildren(...stopped.map((v) => {
-    const li = el("li", {"data-vm": v.vm}, v.vm + " (stopped)");
-    if (canAct()) {
-      const start = el("button", {type: "button", class: "start"}, "start");
-      start.addEventListener("click", () => reviewEdit({type: "run-state", vm: v.vm, state: "running"}));
-      li.append(" ", start);
-    }
-    return li;
-  }));
+  // the VMs that run nowhere: stopped by the file, failed, not created yet
+  const idle = doc.vms.filter((v) => !v.nodes.length).sort((a, b) => a.vm.localeCompare(b.vm));
+  document.getElementById("elsewhere").hidden = !idle.length;
+  document.getElementById("stopped").replaceChildren(...idle.map((v) => cardVm(doc, v, null)));
 }
 
 async function reviewEdit(edit) {

@@ -8,7 +8,7 @@ const q = document.getElementById("q"), nodeSel = document.getElementById("node"
 function key(v, k) {
   switch (k) {
     case "node": return v.nodes.join(",");
-    case "desired": return (v.desired_state || "") + "@" + (v.desired_node || "");
+    case "desired": return desiredText(v);
     case "drift": return v.drift.join(",");
     case "findings": return String(100 + v.findings.length);
     case "libvirt": return v.libvirt.join(",");
@@ -19,7 +19,7 @@ function key(v, k) {
 function matches(v, text, node) {
   if (node && !v.nodes.includes(node)) return false;
   if (!text) return true;
-  const hay = [v.vm, v.resource, v.state, v.health, ...v.nodes, ...v.libvirt, ...v.drift,
+  const hay = [v.vm, v.resource, v.state, v.health, (STATES[v.health] || [])[1], desiredText(v), ...v.nodes, ...v.libvirt, ...v.drift,
                ...v.findings.map((f) => f.kind + " " + f.message)].join(" ").toLowerCase();
   return text.toLowerCase().split(/\s+/).every((w) => hay.includes(w));
 }
@@ -36,26 +36,33 @@ function render() {
     tr.append(
       el("td", {}, el("a", {href: "/vm/" + encodeURIComponent(v.vm), class: "vm"}, v.vm)),
       el("td", {class: "node"}, v.nodes.join(", ") || "-"),
-      el("td", {class: "role health-" + v.health, title: v.flags.concat(v.failures).join("\n")}, stateText(v)),
+      el("td", {class: "role"}, vmState(v)),
       el("td", {class: "libvirt"}, v.libvirt.join(", ") || "-"),
-      el("td", {}, (v.desired_state || "-") + "@" + (v.desired_node || "any")),
+      el("td", {class: "desired"}, desiredText(v)),
       el("td", {class: "drift"}, v.drift.join(", ") || "none"),
-      el("td", {class: "findings"}, ...v.findings.map((f) => el("span", {class: "badge " + f.severity, title: f.message}, f.kind))),
-      el("td", {}, doc.console && v.nodes.length === 1 && v.vnc_port
-        ? el("a", {href: "/vm/" + encodeURIComponent(v.vm) + "#console", class: "console"}, "console (vnc :" + v.vnc_port + ")")
-        : (v.vnc_port ? "vnc :" + v.vnc_port : "-")));
+      el("td", {class: "findings"}, ...v.findings.map(findingBadge)),
+      el("td", {class: "console"}, consoleCell(v)));
     return tr;
   }));
   document.getElementById("count").textContent = rows.length + " of " + doc.vms.length + " VMs";
   document.getElementById("page").textContent = (page + 1) + " / " + pages;
 }
 
+// The console one click away when the web console can reach it; else how to reach it by hand.
+function consoleCell(v) {
+  if (doc.console && v.nodes.length === 1 && v.vnc_port) {
+    return el("a", {href: "/vm/" + encodeURIComponent(v.vm) + "#console", class: "console",
+                    title: "VNC :" + v.vnc_port + " on " + v.nodes[0]}, "\u{1F5B5} console");
+  }
+  return v.console ? el("code", {title: doc.console_reason || ""}, v.console) : "-";
+}
+
 function renderNodes() {
   const nav = document.getElementById("nodes");
   nav.replaceChildren(...doc.nodes.map((n) => el("a", {
-    href: n.pcsd, class: "node-chip " + (n.unclean ? "unclean" : n.online ? "online" : "offline"),
-    title: "the cluster's own web console (pcsd) on " + n.name, target: "_blank", rel: "noopener"},
-    n.name + (n.unclean ? " UNCLEAN" : n.online ? "" : " offline") + (n.standby ? " (standby)" : ""))));
+    href: "#node-" + n.name, class: "node-chip node-" + n.state,
+    title: n.name + ": " + n.state + " (its card below)"},
+    n.name + (n.state === "online" ? "" : " " + n.state))));
   const chosen = nodeSel.value;
   nodeSel.replaceChildren(el("option", {value: ""}, "all nodes"),
     ...doc.nodes.map((n) => el("option", {value: n.name}, n.name)));
@@ -66,6 +73,7 @@ async function reload() {
   if (!document.body.dataset.role) await loadSession();
   doc = await getJSON("/api/vms");
   showBanner(doc.banner);
+  renderSummary(doc.summary);
   renderNodes();
   nodeCards(doc);
   render();

@@ -10,9 +10,29 @@ function el(tag, attrs, ...children) {
 }
 
 async function getJSON(url) {
-  const r = await fetch(url, {credentials: "same-origin", cache: "no-store"});
-  if (!r.ok) throw new Error(url + ": " + r.status);
+  let r;
+  try {
+    r = await fetch(url, {credentials: "same-origin", cache: "no-store"});
+  } catch (e) {
+    throw new Error("cannot reach the controller (" + e.message + ")");
+  }
+  if (!r.ok) {
+    const text = (await r.text().catch(() => "")).trim();
+    let why = text;
+    try { why = JSON.parse(text).error || text; } catch (e) { /* plain text */ }
+    throw Object.assign(new Error(url + ": HTTP " + r.status + (why ? " — " + why : "")), {status: r.status});
+  }
   return r.json();
+}
+
+// A failed call is said on the page (never only in the browser's console); cleared by the
+// next call that works.
+function showError(e) {
+  const box = document.getElementById("error");
+  if (!box) return;
+  box.hidden = !e;
+  box.textContent = e ? e.message : "";
+  document.body.dataset.error = e ? "shown" : "";
 }
 
 // Calls reload() now and whenever the controller finishes a pass; shows the link's state.
@@ -22,7 +42,7 @@ function live(reload) {
   async function run() {
     if (busy) { again = true; return; }
     busy = true;
-    try { await reload(); } catch (e) { console.error(e); }
+    try { await reload(); showError(null); } catch (e) { showError(e); }
     busy = false;
     if (again) { again = false; run(); }
   }
@@ -33,11 +53,71 @@ function live(reload) {
   run();
 }
 
-function utc(t) { return new Date(t * 1000).toISOString().replace(".000Z", "Z").replace("T", " "); }
+function utc(t) { return new Date(Math.round(t) * 1000).toISOString().replace(".000Z", "Z").replace("T", " "); }
 
 // Pacemaker's role, led by the worse truth when there is one ("FAILED (Started)").
 function stateText(v) {
   return ["ok", "stopped", "absent"].includes(v.health) ? v.state : v.health.toUpperCase() + " (" + v.state + ")";
+}
+
+// One icon and colour per state, everywhere a VM is shown (list, node cards, VM page). The
+// word is the truth (model/overview.py's health), never Pacemaker's role alone.
+const STATES = {
+  ok: ["\u25B6", "running"], stopped: ["\u25A0", "stopped"], failed: ["\u2716", "failed"],
+  blocked: ["\u26D4", "blocked"], paused: ["\u23F8", "paused"], migrating: ["\u21C4", "migrating"],
+  pending: ["\u231B", "changing"], unmanaged: ["\u270B", "unmanaged"],
+  orphaned: ["\u26A0", "orphaned"], outside: ["\u26A0", "outside the cluster"],
+  absent: ["\u25CC", "not created"],
+};
+
+function vmState(v) {
+  const [icon, word] = STATES[v.health] || ["?", v.health];
+  return el("span", {class: "state health-" + v.health, "data-health": v.health,
+                     title: [stateText(v), ...v.flags, ...v.failures].join("\n")},
+    el("span", {class: "icon", "aria-hidden": "true"}, icon), " " + word);
+}
+
+// What the file asks, in words: "running on kvm2", "running, any node", "not in the file".
+function desiredText(v) {
+  if (!v.desired_state) return "not in the file";
+  if (v.desired_state === "absent") return "to be retired";
+  if (v.desired_state === "stopped") return "stopped";
+  return v.desired_state + (v.desired_node ? " on " + v.desired_node : ", any node");
+}
+
+function findingBadge(f) {
+  return el("span", {class: "badge " + f.severity, title: f.severity + ": " + f.message}, f.kind);
+}
+
+function ago(t) {
+  const s = Math.max(0, Math.round(Date.now() / 1000 - t));
+  return s < 90 ? s + " s ago" : s < 5400 ? Math.round(s / 60) + " min ago" : utc(t);
+}
+
+function gib(kib) { return (kib / 1048576).toFixed(1); }
+
+// The header's summary of the cluster: quorum, fencing, the VMs, the findings, the file, the pass.
+function renderSummary(s) {
+  const box = document.getElementById("cluster-summary");
+  if (!box || !s) return;
+  const item = (cls, text, title) => el("span", {class: "sum " + cls, title: title || ""}, text);
+  const f = s.findings;
+  box.replaceChildren(
+    item(s.quorum ? "good" : "bad", s.quorum ? "quorum" : "NO QUORUM"),
+    item(s.fencing ? "good" : "bad", s.fencing ? "fencing on" : "FENCING OFF", "stonith-enabled"),
+    item("", s.vms + " VMs: " + s.running + " running"),
+    item(s.failed ? "bad" : "", s.failed + " failed"),
+    item(s.paused ? "warn" : "", s.paused + " paused"),
+    item(s.drifting ? "warn" : "", s.drifting + " drifting"),
+    item(f.critical ? "bad" : f.warning ? "warn" : "good",
+         "findings: " + f.critical + " critical, " + f.warning + " warning, " + f.info + " info"),
+    item(s.desired_valid ? "good" : "bad",
+         (s.desired_valid ? "desired file valid" : "desired file INVALID") +
+         (s.desired_since ? " since " + utc(s.desired_since) : ""), s.desired_path || ""),
+    item(s.last_pass_error ? "bad" : "",
+         s.last_pass_at ? "last pass " + ago(s.last_pass_at) + " (" + s.last_pass_seconds.toFixed(2) + " s)"
+           + (s.last_pass_error ? ": FAILED" : "") : "no pass yet", s.last_pass_error || ""));
+  box.dataset.failed = String(s.failed);
 }
 
 // An invalid desired file or a failing pass: said on top of every page until it is fixed.

@@ -9,24 +9,42 @@ function dl(pairs) {
   return el("dl", {}, ...pairs.flatMap(([k, v, cls]) => [el("dt", {}, k), el("dd", {class: cls || ""}, v)]));
 }
 
+function gone(e) {
+  // a VM that is not (or no longer) there: said, and nothing left to click
+  document.getElementById("summary").replaceChildren(el("p", {class: "bad"},
+    e.status === 404 ? "no VM named " + NAME + " (it may have been retired)" : e.message));
+  document.getElementById("console-open").disabled = true;
+  window.kvmWardenVm = {gone: true};
+  document.body.dataset.loaded = "gone";
+}
+
 async function reload() {
-  const d = await getJSON("/api/vms/" + encodeURIComponent(NAME));
+  let d;
+  try {
+    d = await getJSON("/api/vms/" + encodeURIComponent(NAME));
+  } catch (e) {
+    if (e.status === 404) { gone(e); return; }
+    throw e;
+  }
   showBanner(d.banner);
   const v = d.vm;
   window.kvmWardenVm = d;  // the console reads where the VM runs from here
   const open = document.getElementById("console-open");
-  open.disabled = !d.console || v.nodes.length !== 1 || !v.vnc_port;
+  open.disabled = !d.console || v.nodes.length !== 1 || !v.vnc_port || document.body.dataset.console === "connected";
   if (!d.console) {
-    document.getElementById("console-status").textContent =
-      "console unavailable: the controller needs a web configuration (TLS + users) and its node agents";
+    document.getElementById("console-status").textContent = "console unavailable: " + d.console_reason;
+  } else if (!document.body.dataset.console && (v.nodes.length !== 1 || !v.vnc_port)) {
+    document.getElementById("console-status").textContent = v.nodes.length
+      ? "no console: it has no VNC display" : "no console: it runs nowhere";
   }
   document.body.dataset.node = v.nodes.join(",");
+  const stateCell = el("span", {}, vmState(v), " Pacemaker: " + v.state + " (" + v.resource + ")");
   document.getElementById("summary").replaceChildren(dl([
     ["runs on", v.nodes.join(", ") || "nowhere", "node"],
-    ["Pacemaker", stateText(v) + " (" + v.resource + ")", "role"],
+    ["state", stateCell, "role"],
     ["conditions", v.flags.concat(v.failures).join("\n") || "none", "flags"],
     ["libvirt", v.libvirt.join(", ") || "-", "libvirt"],
-    ["desired", (v.desired_state || "-") + " on " + (v.desired_node || "any node")],
+    ["desired", desiredText(v)],
     ["drift", v.drift.join(", ") || "none"],
     ["findings", v.findings.length ? v.findings.map((f) => f.severity + " " + f.kind + ": " + f.message).join("\n") : "none", "findings"],
   ]));
