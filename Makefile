@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck unit deps venv clean lab-up lab-down image soak
+.PHONY: test demo bench lint typecheck unit deps venv clean lab-up lab-down image soak screenshots
 
 deps:
 	@scripts/install-deps.sh image
@@ -47,6 +47,10 @@ bench: venv
 	$(BIN)/python bench/hostile.py
 	$(BIN)/python bench/preview.py
 	$(BIN)/python bench/lab.py
+
+# The README's pictures of the web view, taken by its browser test (tests/integration/test_web_glance.py)
+screenshots: venv
+	KVM_WARDEN_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q tests/integration/test_web_glance.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -32,7 +32,7 @@ function cardVm(doc, v, here) {
     el("a", {href: "/vm/" + encodeURIComponent(v.vm), class: "vm"}, v.vm), " ", vmState(v));
   if (doc.console && v.nodes.length === 1 && v.vnc_port) {
     li.append(" ", el("a", {href: "/vm/" + encodeURIComponent(v.vm) + "#console", class: "console",
-                            title: "open its console"}, "\u{1F5B5}"));
+                            title: "open its console"}, "console"));
   }
   if (!canAct() || !v.desired_state) return li;  // a VM the file does not list: nothing to edit
   const move = el("select", {class: "move", "aria-label": "move " + v.vm},

@@ -52,7 +52,7 @@ function render() {
 function consoleCell(v) {
   if (doc.console && v.nodes.length === 1 && v.vnc_port) {
     return el("a", {href: "/vm/" + encodeURIComponent(v.vm) + "#console", class: "console",
-                    title: "VNC :" + v.vnc_port + " on " + v.nodes[0]}, "\u{1F5B5} console");
+                    title: "VNC :" + v.vnc_port + " on " + v.nodes[0]}, "console");
   }
   return v.console ? el("code", {title: doc.console_reason || ""}, v.console) : "-";
 }

@@ -60,12 +60,12 @@ function stateText(v) {
   return ["ok", "stopped", "absent"].includes(v.health) ? v.state : v.health.toUpperCase() + " (" + v.state + ")";
 }
 
-// One icon and colour per state, everywhere a VM is shown (list, node cards, VM page). The
+// One icon and colour per state (glyphs every Debian font has: DejaVu), everywhere a VM is shown (list, node cards, VM page). The
 // word is the truth (model/overview.py's health), never Pacemaker's role alone.
 const STATES = {
   ok: ["\u25B6", "running"], stopped: ["\u25A0", "stopped"], failed: ["\u2716", "failed"],
-  blocked: ["\u26D4", "blocked"], paused: ["\u23F8", "paused"], migrating: ["\u21C4", "migrating"],
-  pending: ["\u231B", "changing"], unmanaged: ["\u270B", "unmanaged"],
+  blocked: ["\u2298", "blocked"], paused: ["\u2016", "paused"], migrating: ["\u21C4", "migrating"],
+  pending: ["\u2026", "changing"], unmanaged: ["\u25C7", "unmanaged"],
   orphaned: ["\u26A0", "orphaned"], outside: ["\u26A0", "outside the cluster"],
   absent: ["\u25CC", "not created"],
 };

@@ -1,0 +1,118 @@
+"""The web view tells the truth at a glance, in a real browser (headless Chromium, Selenium)
+against `kvm-warden run --simulate`: the header's summary and the node cards agree with the API
+and with libvirt (capacity), a failed VM (a monitor failure injected with `crm_simulate -i`) and
+a paused guest (libvirt's test driver, `test:runstate` 3) show their badge in the list and on
+their card, and a VM that does not exist gets a real 404 page. With KVM_WARDEN_SCREENSHOTS=DIR
+(`make screenshots`) the README's pictures are written there."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.browser import chromium
+from tests.integration.test_web_view import rows, warden  # noqa: F401  (the fixture)
+
+RUNSTATE_NS = "http://libvirt.org/schemas/domain/test/1.0"
+
+
+def api(url: str) -> Any:
+    with urllib.request.urlopen(url + "/api/vms", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def health(drv: webdriver.Chrome, where: str) -> dict[str, str]:
+    """VM -> the state badge's health in the list (`#vms`) or on the node cards (`#cards`)."""
+    got = drv.execute_script(
+        f"return Object.fromEntries([...document.querySelectorAll('{where} [data-vm]')]"
+        ".map((e) => [e.dataset.vm, e.querySelector('.state').dataset.health]))")
+    return {str(k): str(v) for k, v in got.items()}
+
+
+def shoot(drv: webdriver.Chrome, name: str, tmp: Path) -> None:
+    out = Path(os.environ.get("KVM_WARDEN_SCREENSHOTS") or tmp)
+    out.mkdir(parents=True, exist_ok=True)
+    assert drv.save_screenshot(str(out / name))
+
+
+def test_summary_cards_badges_and_real_error_pages(
+        warden: tuple[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    url, desired = warden
+    work = desired.parent  # the simulated cluster: cib.xml and each node's libvirt file
+    drv = chromium(tmp_path / "profile")
+    wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+    try:
+        drv.set_window_size(1280, 900)
+        drv.get(url + "/")
+        wait.until(lambda d: len(rows(d)) == 3)
+        doc = api(url)
+        s = doc["summary"]
+        assert (s["quorum"], s["fencing"], s["vms"], s["running"]) == (True, True, 3, 3)
+        assert s["desired_valid"] is True and s["last_pass_at"] is not None
+        text = drv.find_element(By.ID, "cluster-summary").text
+        assert "quorum" in text and "fencing on" in text and "3 VMs: 3 running" in text
+        # capacity: the test driver's host (8 CPUs, 16 GiB) and each guest's <vcpu>/<memory>
+        for n in doc["nodes"]:
+            card = drv.find_element(By.CSS_SELECTOR, f"#cards .card[data-node='{n['name']}']")
+            guests = [v for v in doc["vms"] if n["name"] in v["nodes"]]
+            assert (n["host_cpus"], n["vcpus"]) == (8, 2 * len(guests))
+            assert f"vCPU {2 * len(guests)} / 8" in card.text
+            assert f"memory {2.0 * len(guests):.1f} / 16.0 GiB" in card.text
+        assert set(health(drv, "#vms").values()) == {"ok"} == set(health(drv, "#cards").values())
+        shoot(drv, "web-view.png", tmp_path)
+
+        # web01's monitor fails where it runs: FAILED, although Pacemaker's role says Started
+        web01 = rows(drv)["web01"]
+        injected = work / "injected.xml"
+        subprocess.run(["crm_simulate", "-x", str(work / "cib.xml"), "-O", str(injected), "-i",
+                        f"vm-web01_monitor_10000@{web01}=7"], check=True, capture_output=True,
+                       timeout=60)
+        shutil.move(injected, work / "cib.xml")
+        # and db01's guest is paused in its node's libvirt (an I/O error, say)
+        db01 = rows(drv)["db01"]
+        node_xml = work / f"{db01}.xml"
+        node_xml.write_text(re.sub(
+            r"<domain type='test'><name>db01</name>",
+            f"<domain type='test' xmlns:test='{RUNSTATE_NS}'><name>db01</name>"
+            "<test:runstate>3</test:runstate>", node_xml.read_text()))
+        wait.until(lambda d: health(d, "#vms").get("web01") == "failed"
+                   and health(d, "#vms").get("db01") == "paused")
+        assert health(drv, "#cards") == health(drv, "#vms")
+        assert health(drv, "#vms")["web02"] == "ok"
+        badge = drv.find_element(By.CSS_SELECTOR, "#vms tr[data-vm='web01'] .state")
+        assert "failed" in badge.text and "FAILED (Started)" in str(badge.get_attribute("title"))
+        wait.until(lambda d: "1 failed" in d.find_element(By.ID, "cluster-summary").text
+                   and "1 paused" in d.find_element(By.ID, "cluster-summary").text)
+        s = api(url)["summary"]
+        assert (s["failed"], s["paused"]) == (1, 1) and s["findings"]["critical"] >= 1
+        shoot(drv, "web-view-failed.png", tmp_path)
+        drv.find_element(By.CSS_SELECTOR, "#vms tr[data-vm='web01'] a.vm").click()
+        wait.until(lambda d: "failed" in d.find_element(By.CSS_SELECTOR, "#summary dd.role").text)
+        shoot(drv, "vm-page.png", tmp_path)
+
+        # a VM that does not exist: a real 404 page, for the browser and for the API
+        drv.get(url + "/vm/nosuch")
+        assert drv.find_element(By.TAG_NAME, "body").get_attribute("data-status") == "404"
+        assert "no VM named nosuch" in drv.find_element(By.ID, "detail").text
+        try:
+            urllib.request.urlopen(url + "/api/vms/nosuch", timeout=10)
+            raise AssertionError("/api/vms/nosuch answered")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404 and json.loads(exc.read())["error"] == "no such VM"
+            exc.close()
+        # and the old status page is the web view
+        drv.get(url + "/status.html")
+        wait.until(lambda d: d.current_url == url + "/")
+    finally:
+        drv.quit()
