@@ -70,8 +70,34 @@ def main() -> None:
             print(f"{what:<52} {vms} VMs: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
                   f"{size / 1024:.0f} KiB; target p99 <= {target:.0f} ms: "
                   f"{target / p99:.1f}x headroom")
+        render(base, vms)
     finally:
         server.stop()
+
+
+def render(base: str, vms: int) -> None:
+    """The browser's side: headless Chromium loads the page and draws the node cards and the
+    list's first page (operator: every card's VM with its actions)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser import chromium
+
+    with tempfile.TemporaryDirectory() as profile:
+        drv = chromium(Path(profile))
+        try:
+            drv.set_window_size(1280, 900)
+            times = []
+            for _ in range(3):
+                drv.get(base + "/")
+                WebDriverWait(drv, 120, poll_frequency=0.05).until(
+                    lambda d: d.execute_script("return document.body.dataset.loaded"))
+                ms = drv.execute_script("return performance.now()")  # since navigation began
+                times.append(float(ms))
+            cards = drv.execute_script("return document.querySelectorAll('#cards li').length")
+            print(f"{'browser: page load -> cards and list drawn':<52} {vms} VMs "
+                  f"({cards} on cards): best {min(times):.0f} ms, worst {max(times):.0f} ms")
+        finally:
+            drv.quit()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def test_a_move_from_a_node_card_is_reviewed_confirmed_and_followed(
             if len(set(placed.values())) < 3 else next(n for n in ("kvm1", "kvm2", "kvm3")
                                                        if n != source)
         before = desired.read_bytes()
+        drv.find_element(By.CSS_SELECTOR, '#cards li[data-vm="db01"] button.act').click()
         select = drv.find_element(By.CSS_SELECTOR, '#cards li[data-vm="db01"] select.move')
         Select(select).select_by_value(target)
         wait.until(lambda d: d.find_element(By.ID, "review").get_attribute("open") is not None

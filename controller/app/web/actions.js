@@ -3,6 +3,7 @@
 // (the diff, validate's verdict, the plan and Pacemaker's transition) before it is confirmed.
 let session = {role: "viewer"};
 let pending = null;  // the reviewed edit the dialog would confirm
+const CARD_VMS = 40;  // per card; the rest are one click away in the list, filtered by node
 
 async function loadSession() {
   try { session = await getJSON("/api/session"); } catch (e) { session = {role: "viewer"}; }
@@ -35,17 +36,25 @@ function cardVm(doc, v, here) {
                             title: "open its console"}, "console"));
   }
   if (!canAct() || !v.desired_state) return li;  // a VM the file does not list: nothing to edit
+  // Its actions are built when asked for: 5,000 VMs on the cards stay one button each.
+  const more = el("button", {type: "button", class: "act", "aria-label": "actions on " + v.vm,
+                             title: "move, start/stop, retire"}, "\u22EF");
+  more.addEventListener("click", () => more.replaceWith(vmActions(doc, v, here)));
+  li.append(" ", more);
+  return li;
+}
+
+function vmActions(doc, v, here) {
   const move = el("select", {class: "move", "aria-label": "move " + v.vm},
     el("option", {value: ""}, "move to…"),
     ...doc.nodes.filter((o) => o.name !== here).map((o) => el("option", {value: o.name}, o.name)),
     ...(v.desired_node ? [el("option", {value: "-"}, "any node (clear)")] : []));
   move.addEventListener("change", () => move.value &&
     reviewEdit({type: "place", vm: v.vm, node: move.value === "-" ? null : move.value}));
-  li.append(" ", move, " ",
+  return el("span", {class: "actions"}, move, " ",
     v.desired_state === "stopped" ? button("start", "start", {type: "run-state", vm: v.vm, state: "running"})
       : button("stop", "stop", {type: "run-state", vm: v.vm, state: "stopped"}),
     " ", button("retire", "retire", {type: "retire", vm: v.vm, keep_running: true}));
-  return li;
 }
 
 function capacity(n) {
@@ -76,9 +85,16 @@ function nodeCards(doc) {
         ? "draining: " + n.left.length + " VM(s) left (" + n.left.join(", ") + ")" : "drained"));
     }
     card.append(capacity(n));
-    const vms = (on[n.name] || []).sort((a, b) => a.vm.localeCompare(b.vm));
-    card.append(vms.length ? el("ul", {class: "card-vms"}, ...vms.map((v) => cardVm(doc, v, n.name)))
+    // the worst first, so a failed VM is never below the fold of a full card
+    const vms = (on[n.name] || []).sort((a, b) => (a.health === "ok") - (b.health === "ok") || a.vm.localeCompare(b.vm));
+    const shown = vms.slice(0, CARD_VMS);
+    card.append(vms.length ? el("ul", {class: "card-vms"}, ...shown.map((v) => cardVm(doc, v, n.name)))
       : el("p", {class: "note"}, "no VMs"));
+    if (vms.length > shown.length) {
+      const all = el("a", {href: "#vms", class: "more"}, "all " + vms.length + " VMs on " + n.name + " in the list");
+      all.addEventListener("click", () => { nodeSel.value = n.name; nodeSel.dispatchEvent(new Event("change")); });
+      card.append(el("p", {}, all));
+    }
     if (canAct()) {
       if (n.state === "online") {
         card.append(button("node-action", "drain (standby)", {type: "node-state", node: n.name, state: "standby"}),
