@@ -104,7 +104,9 @@ class Handlers:
 
     async def vm_page(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if not self._view().knows(name):
+        view = self._view()
+        # before the first pass nothing is known yet: the page loads and says what it finds
+        if view.controller.last is not None and not view.knows(name):
             return refusal(request, 404, f"no VM named {name} (it may have been retired)")
         return self._file("vm.html", "text/html")
 

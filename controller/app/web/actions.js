@@ -3,6 +3,7 @@
 // (the diff, validate's verdict, the plan and Pacemaker's transition) before it is confirmed.
 let session = {role: "viewer"};
 let pending = null;  // the reviewed edit the dialog would confirm
+let openActions = null;  // the VM whose actions the operator opened
 const CARD_VMS = 40;  // per card; the rest are one click away in the list, filtered by node
 
 async function loadSession() {
@@ -36,10 +37,12 @@ function cardVm(doc, v, here) {
                             title: "open its console"}, "console"));
   }
   if (!canAct() || !v.desired_state) return li;  // a VM the file does not list: nothing to edit
-  // Its actions are built when asked for: 5,000 VMs on the cards stay one button each.
+  // Its actions are built when asked for: 5,000 VMs on the cards stay one button each. The
+  // one open stays open when a pass re-draws the cards.
+  if (openActions === v.vm) { li.append(" ", vmActions(doc, v, here)); return li; }
   const more = el("button", {type: "button", class: "act", "aria-label": "actions on " + v.vm,
                              title: "move, start/stop, retire"}, "\u22EF");
-  more.addEventListener("click", () => more.replaceWith(vmActions(doc, v, here)));
+  more.addEventListener("click", () => { openActions = v.vm; more.replaceWith(vmActions(doc, v, here)); });
   li.append(" ", more);
   return li;
 }
