@@ -9,7 +9,6 @@ import base64
 import difflib
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,19 +19,10 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from lab import lab
 from tests.browser import chromium
 from tests.e2e.conftest import Lab, converged
-from tests.e2e.test_console import NONBLACK
+from tests.e2e.test_console import NONBLACK, web  # noqa: F401  (the fixture)
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture
-def web() -> Iterator[str]:
-    fwd = lab.Forwarder("kvm1", 9810)  # the controller listens inside kvm1's namespace
-    try:
-        yield f"https://127.0.0.1:{fwd.host_port}"
-    finally:
-        fwd.close()
 
 
 def incoming_seen(node: str, guest: str, stop: threading.Event, seen: list[str]) -> None:
@@ -50,7 +40,7 @@ def incoming_seen(node: str, guest: str, stop: threading.Event, seen: list[str])
 
 
 def test_a_real_guest_moved_from_its_node_card_migrates_live_and_the_console_follows(
-        cluster: Lab, web: str, tmp_path: Path) -> None:
+        cluster: Lab, web: str, tmp_path: Path) -> None:  # noqa: F811
     wait_for("converged", converged, 180)
     assert lab.vms_running()["vm-web02"] == ["kvm2"]
     before = cluster.desired.read_text()
