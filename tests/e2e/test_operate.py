@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import WebDriverWait
 
 from lab import lab
 from tests.browser import chromium
@@ -64,21 +64,16 @@ def test_a_real_guest_moved_from_its_node_card_migrates_live_and_the_console_fol
         drv.get(f"{web}/")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR,
                                              "#cards .card[data-node='kvm2'] li[data-vm='web02']"))
-        drv.find_element(By.CSS_SELECTOR,
-                         "#cards .card[data-node='kvm2'] li[data-vm='web02'] button.act").click()
+        # One script per step: a pass may re-draw the cards between two WebDriver calls.
+        drv.execute_script("document.querySelector(\"#cards li[data-vm='web02'] button.act\")"
+                           ".click()")
 
         def reviewed() -> str | None:
             """Choose kvm3 and read the review; None (and cancel) while kvm-warden's own
             cooldown on web02's placement (10 s after the lab's last change) holds it."""
-            for _ in range(50):  # a pass may re-draw the cards between two WebDriver calls
-                try:
-                    move = Select(drv.find_element(By.CSS_SELECTOR,
-                                                   "#cards li[data-vm='web02'] select.move"))
-                    move.select_by_value("")
-                    move.select_by_value("kvm3")
-                    break
-                except StaleElementReferenceException:
-                    time.sleep(0.1)
+            drv.execute_script(
+                "const m = document.querySelector(\"#cards li[data-vm='web02'] select.move\");"
+                "m.value = 'kvm3'; m.dispatchEvent(new Event('change'));")
             try:
                 wait.until(lambda d: d.find_element(By.ID, "confirm").is_enabled())
             except TimeoutException:
