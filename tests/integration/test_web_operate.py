@@ -10,7 +10,7 @@ from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import chromium
 from tests.integration.test_web_view import rows, warden  # noqa: F401  (the fixture)
@@ -41,9 +41,10 @@ def test_a_move_from_a_node_card_is_reviewed_confirmed_and_followed(
             if len(set(placed.values())) < 3 else next(n for n in ("kvm1", "kvm2", "kvm3")
                                                        if n != source)
         before = desired.read_bytes()
-        drv.find_element(By.CSS_SELECTOR, '#cards li[data-vm="db01"] button.act').click()
-        select = drv.find_element(By.CSS_SELECTOR, '#cards li[data-vm="db01"] select.move')
-        Select(select).select_by_value(target)
+        # one script per step: a pass may re-draw the cards between two WebDriver calls
+        drv.execute_script("document.querySelector('#cards li[data-vm=\"db01\"] button.act').click()")
+        drv.execute_script("const m = document.querySelector('#cards li[data-vm=\"db01\"] select.move');"
+                           f"m.value = '{target}'; m.dispatchEvent(new Event('change'));")
         wait.until(lambda d: d.find_element(By.ID, "review").get_attribute("open") is not None
                    and "prefer" in d.find_element(By.CSS_SELECTOR, "#review pre.diff").text)
         diff = drv.find_element(By.CSS_SELECTOR, "#review pre.diff").text
