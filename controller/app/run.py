@@ -31,7 +31,7 @@ from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_nodes, render_table
 from controller.app.text import for_terminal
 from controller.app.web import WebView
-from controller.app.webconfig import WebAuth, load_web_config
+from controller.app.webconfig import load_web_config
 from controller.bus.agent import Agent, AgentConfig
 from controller.bus.console import RequestRefused, console_endpoint, request
 from controller.bus.keys import Curve
@@ -284,7 +284,7 @@ def _serve_http(opts: RunOptions, controller: Controller, view: WebView) -> Stat
     try:
         # The console needs users to audit and agents to relay to.
         view.console = web is not None and web.users and view.broker is not None
-        view.console_reason = "" if view.console else console_reason(web, view.broker)
+        view.console_reason = "" if view.console else console_reason(view.broker)
         if web is not None and view.broker is not None:
             view.broker.limits = web.console_limits
         server = StatusServer(opts.http_host, opts.http_port, status_doc,
@@ -298,7 +298,7 @@ def _serve_http(opts: RunOptions, controller: Controller, view: WebView) -> Stat
     return server
 
 
-def console_reason(web: WebAuth | None, broker: ConsoleBroker | None) -> str:
+def console_reason(broker: ConsoleBroker | None) -> str:
     if broker is None:
         return ("no node agents to relay to (the console reaches a guest's VNC through the "
                 "kvm-warden agent on its node: run with --agent NODE=ENDPOINT)")
