@@ -100,12 +100,28 @@ def _files(index: ClusterIndex, path: str, nodes: list[str]) -> dict[str, Config
     return {n: cf.get(n, {}).get(path) for n in nodes}
 
 
+def _removed_before(index: ClusterIndex, rid: str) -> list[str]:
+    """A resource of this id deleted earlier that Pacemaker still handles: created again now,
+    it would inherit the orphan's stop and its old probe results (a false rollback)."""
+    orphan = sorted({n for r in index.observed.status.resources if r.id == rid and r.orphaned
+                     for n in r.nodes})
+    if orphan:
+        return [f"Pacemaker still stops the removed resource {rid} (an orphan on "
+                f"{', '.join(orphan)})"]
+    cib = index.observed.cib
+    if cib is not None and rid in cib.histories:
+        return [f"the CIB still holds the history of a removed resource {rid}; Pacemaker "
+                f"forgets it once stopped (by hand: `crm_resource --refresh -r {rid}`)"]
+    return []
+
+
 def checks(index: ClusterIndex, desired: DesiredState, vm: Vm) -> tuple[list[str], list[str]]:
     """(refusals, waits) for enrolling `vm`: what is wrong, and what is not known yet."""
     assert vm.config is not None
     refuse: list[str] = []
     wait: list[str] = []
     nodes = _may_run(index, vm)
+    wait.extend(_removed_before(index, vm.resource_id))
     offline = [n for n in nodes if not (index.nodes.get(n) and index.nodes[n].online)]
     if offline:
         wait.append(f"{', '.join(offline)} offline: their view of {vm.config} cannot be checked")
@@ -201,8 +217,9 @@ def _enroll(out: PlanBuilder, ctx: Context, vm: Vm) -> None:
     if vm.state == "stopped":
         meta.setdefault("target-role", "Stopped")
     assert vm.migration_transport is not None
+    unit = f"enroll:{rid}"  # the primitive with its location and storage, or nothing
     actions: list[AnyAction] = [CreateVm(
-        reconciler=NAME, rsc=rid, domain=vm.name, config=vm.config, hypervisor=vm.hypervisor,
+        reconciler=NAME, unit=unit, rsc=rid, domain=vm.name, config=vm.config, hypervisor=vm.hypervisor,
         migration_transport=vm.migration_transport, params=tuple(sorted(vm.params.items())),
         meta=tuple(sorted(meta.items())), node=where,
         why=(f"{vm.name} runs on {where} outside the cluster: created unmanaged there, so "
@@ -210,16 +227,16 @@ def _enroll(out: PlanBuilder, ctx: Context, vm: Vm) -> None:
             f"{vm.name} is declared with config {vm.config} and runs nowhere")]
     if where is not None:
         actions.append(SetLocation(
-            reconciler=NAME, id=enroll_location(rid), rsc=rid, node=where,
+            reconciler=NAME, unit=unit, id=enroll_location(rid), rsc=rid, node=where,
             score=str(desired.policy.prefer_score),
             why=f"{vm.name} stays on {where}, where it runs, when it is managed"))
     storage = desired.storage_by_name()
     for s in vm.storage:
         first = storage[s].resource
         why = f"{rid} needs {first}: declared in the desired state (with its creation)"
-        actions.append(AddOrder(reconciler=NAME, id=order_id(first, rid), first=first,
-                                then=rid, why=why))
-        actions.append(AddColocation(reconciler=NAME, id=colo_id(rid, first), rsc=rid,
+        actions.append(AddOrder(reconciler=NAME, unit=unit, id=order_id(first, rid),
+                                first=first, then=rid, why=why))
+        actions.append(AddColocation(reconciler=NAME, unit=unit, id=colo_id(rid, first), rsc=rid,
                                      with_rsc=first, score="INFINITY", why=why))
     out.actions.extend(actions)
 

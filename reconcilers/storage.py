@@ -107,6 +107,8 @@ def plan(ctx: Context) -> Plan:
         """`then` must start after `first` and run where `first` runs."""
         if first not in index.exists or then not in index.exists:
             return
+        if index.observed.cib is not None and then not in index.configured:
+            return  # an orphan (deleted, still stopping): a constraint cannot name it
         oid, cid = order_id(first, then), colo_id(then, first)
         wanted.update((oid, cid))
         if (first, then) not in index.order_pairs:

@@ -52,4 +52,24 @@ def decide_pass(
         if verdict.admitted:
             tentative.ledger.spend(action, index, now)
         decisions.append(Decision(action, verdict))
-    return Decided(tuple(decisions), plan.findings, plan.requeue_at)
+    return Decided(whole_units(tuple(decisions)), plan.findings, plan.requeue_at)
+
+
+def whole_units(decisions: tuple[Decision, ...]) -> tuple[Decision, ...]:
+    """An action of a unit refused refuses the others with it, for the same reason: half an
+    enrollment (its primitive without the location that says where it runs) is worse than
+    none."""
+    refused: dict[str, Decision] = {}
+    for d in decisions:
+        if d.action.unit and not d.verdict.admitted:
+            refused.setdefault(d.action.unit, d)
+    if not refused:
+        return decisions
+    out = []
+    for d in decisions:
+        first = refused.get(d.action.unit) if d.action.unit else None
+        if first is not None and d.verdict.admitted:
+            d = Decision(d.action, Verdict(False, first.verdict.reason,
+                                           f"with {first.action.key}: {first.verdict.detail}"))
+        out.append(d)
+    return tuple(out)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from controller import metrics
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
 from controller.engine.audit import PassAudit
-from controller.engine.decide import Decision, decide_pass
+from controller.engine.decide import Decision, decide_pass, whole_units
 from controller.engine.explain import finding, unasked_moves
 from controller.engine.guard import Guard, Reason, Verdict
 from controller.engine.ledger import Ledger
@@ -128,6 +128,7 @@ def _preview(decisions: tuple[Decision, ...], inp: PassInput, fx: PassEffects
                                        "Pacemaker would " + "; ".join(causes[id(d.action)])
                                        + ", which nothing in the desired file asks for"))
             if id(d.action) in causes and d.verdict.admitted else d for d in decisions)
+        decisions = whole_units(decisions)
     # Still moving something unasked after the last round: nothing of the patch goes.
     return (_hold(decisions, "the patch kept moving VMs nothing asks to move", "would-move-unasked"),
             pv, False, tuple(held))

@@ -38,6 +38,9 @@ def is_fail_mark(key: str) -> bool:
 class Action(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     reconciler: str
     why: str
+    # Actions that only make sense together (an enrollment's primitive and its constraints)
+    # share a unit: the guard and the preview admit all of them or none (engine/decide.py).
+    unit: str = ""
 
     @property
     def key(self) -> str:

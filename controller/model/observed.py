@@ -182,6 +182,10 @@ class CibConfig(msgspec.Struct, frozen=True, kw_only=True):
     # (resource, node, rc) of each finished probe -- 0 running there, 7 not running.
     probes: tuple[tuple[str, str, int], ...] = ()
     held_orphans: bool = False  # kvm-warden's stop-orphan-resources=false set is in place
+    # From the status section: resources with a history there but no configuration (deleted,
+    # not forgotten yet). A resource created again under such an id would have its probes
+    # answered from that old history.
+    histories: tuple[str, ...] = ()
 
     @property
     def version(self) -> ConfigVersion:

@@ -89,7 +89,20 @@ def parse_cib_element(root: etree._Element, *, source: str = "cib") -> CibConfig
         migrations=_migrations(root),
         held_orphans=held_orphans,
         probes=_probes(root, {r.id for r in resources.values() if HOLD_MARK in r.meta}),
+        histories=_histories(root, set(resources)),
     )
+
+
+def _histories(root: etree._Element, configured: set[str]) -> tuple[str, ...]:
+    """VMs (VirtualDomain) the status section still has a history of although the
+    configuration no longer has them. Only VMs: bundles and guest nodes have implicit
+    resources that are never configured."""
+    status = root.find("status")
+    if status is None:
+        return ()
+    ids = {str(res.get("id", "")) for res in
+           status.iterfind("node_state/lrm/lrm_resources/lrm_resource[@type='VirtualDomain']")}
+    return tuple(sorted(i for i in ids if i and i not in configured))
 
 
 def _probes(root: etree._Element, held: set[str]) -> tuple[tuple[str, str, int], ...]:

@@ -132,8 +132,10 @@ class CibCache:
     def get(self) -> tuple[CibConfig, bytes]:
         version = cib_version(self.cib_file)
         key: tuple[str | None, ...] = version.configuration
-        if self.cib is not None and any(HOLD_MARK in r.meta for r in self.cib.resources.values()):
-            # A VM held for enrollment: its probes' results are status, read them as they come.
+        if self.cib is not None and (self.cib.histories or any(
+                HOLD_MARK in r.meta for r in self.cib.resources.values())):
+            # A VM held for enrollment (its probes' results) or a removed resource's history
+            # (its forgetting) is status: read it as it comes.
             key = (*key, version.num_updates)
         if key != self.key or self.cib is None:
             raw = query_cib(self.cib_file)

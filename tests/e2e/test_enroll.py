@@ -12,7 +12,7 @@ import pytest
 from lxml import etree
 
 from lab import lab
-from tests.e2e.conftest import Lab, converged, findings
+from tests.e2e.conftest import Lab, converged, findings, status
 from tests.waiting import wait_for
 
 NAME, RID, PORT = "web03", "vm-web03", 5904
@@ -83,6 +83,11 @@ def clean(cluster: Lab) -> Iterator[Lab]:
     try:
         yield cluster
     finally:
+        # The file first: while it still declares web03, deleting the resource would have
+        # kvm-warden enroll it again, racing the deletion.
+        cluster.write_desired()
+        wait_for("a pass without web03 in the file", lambda: not any(
+            r.get("vm") == NAME and r.get("desired_state") for r in status().get("vms", ())), 60)
         lab.on("kvm1", "pcs", "resource", "delete", RID, "--force", check=False, timeout=120)
         lab.on("kvm1", "cibadmin", "--delete", "--xml-text",
                '<cluster_property_set id="warden-keep-orphans"/>', check=False)
@@ -92,7 +97,6 @@ def clean(cluster: Lab) -> Iterator[Lab]:
         for f in (lab.BASE / "storage" / f"{NAME}.xml", lab.BASE / "storage" / f"{NAME}.qcow2",
                   lab.BASE / "storage" / f"{NAME}-copy.qcow2"):
             f.unlink(missing_ok=True)
-        cluster.write_desired()
         lab.on("kvm1", "crm_resource", "--refresh", "--resource", RID, check=False)
         wait_for("converged again", converged, 240)
 
