@@ -3,7 +3,9 @@
 A failure is cleaned (`crm_resource --cleanup --resource R --node N`) only once Pacemaker has
 the resource running again (the cause cleared), the node is online and the failure is older
 than an exponential backoff; a resource cleaned too often in a window opens a circuit breaker
-(a critical finding, no more cleanups) because repeated failures need a person. A domain that
+(a critical finding, no more cleanups) because repeated failures need a person -- whose
+cleanup is `clean_failures_before` in the file (the web view's "clean up"): the failures up to
+that instant, cleaned once, failed VM or not, backoff and breaker aside. A domain that
 libvirt reports running where Pacemaker does not place it, or on two nodes, is a possible split
 brain: a critical finding, never an automatic action. So is a domain last seen running on a node
 Pacemaker sees unclean (partitioned, fencing pending or failed) or offline while its agent still
@@ -105,9 +107,12 @@ def plan(ctx: Context) -> Plan:
     index, desired, only, now = ctx.index, ctx.desired, ctx.scope, ctx.now
     history = ctx.ledger.cleanups
     watched, members = _watched(index, desired)
+    asked = _asked(ctx, out)
     for (rid, node), count in sorted(index.fail_counts.items()):
         if only is not None or not desired.policy.clean_failures:
             break
+        if (rid, node) in asked:
+            continue
         if rid not in watched or count <= 0:
             continue
         n = index.nodes.get(node)
@@ -170,6 +175,44 @@ def plan(ctx: Context) -> Plan:
     return out.build()
 
 
+def _asked(ctx: Context, out: PlanBuilder) -> set[tuple[str, str]]:
+    """The operator's cleanups (`clean_failures_before`): each failure of the VM up to that
+    instant, on an online node, cleaned once -- failed or not, backoff and circuit breaker
+    aside: a person has looked. Only the migration history's order of erasing still holds
+    (migration_sources). Returns the (resource, node) pairs this decides."""
+    index, now = ctx.index, ctx.now
+    decided: set[tuple[str, str]] = set()
+    if ctx.scope is not None:
+        return decided
+    for vm in ctx.desired.vms:
+        if vm.clean_failures_before is None:
+            continue
+        before = vm.clean_failures_before.timestamp()
+        rid = vm.resource_id
+        if before > now + 60:  # a clock ahead, a typo: every failure until then, cleaned
+            out.find("cleanup-in-future", "warning", Subject(rid),
+                     f"{vm.name}: clean_failures_before "
+                     f"{vm.clean_failures_before:%Y-%m-%d %H:%M:%S%z} is in the future; nothing "
+                     "is cleaned until it is a time that has passed")
+            continue
+        for (r, node), count in sorted(index.fail_counts.items()):
+            failed_at = parse_pacemaker_time(index.last_failure.get((r, node)))
+            if r != rid or count <= 0 or (failed_at is not None and failed_at > before):
+                continue
+            decided.add((r, node))
+            n = index.nodes.get(node)
+            if n is None or not n.online or rid in index.migrating:
+                continue
+            sources = migration_sources(index, rid, node)
+            out.actions.append(Cleanup(
+                reconciler=NAME, rsc=rid, node=node, sources=sources or (),
+                reset_only=sources is None,
+                why=f"the file asks {vm.name}'s failures up to "
+                    f"{vm.clean_failures_before:%Y-%m-%d %H:%M:%S%z} cleaned (fail-count {count} "
+                    f"on {node})"))
+    return decided
+
+
 def _failed_vms(ctx: Context, out: PlanBuilder) -> None:
     """Every cluster VM Pacemaker flags FAILED, listed in the file or not: its role may still
     say Started (a failed monitor), so only this finding says it is not fine."""
@@ -189,7 +232,8 @@ def _failed_vms(ctx: Context, out: PlanBuilder) -> None:
         out.find("vm-failed", "critical", Subject(rid, where[0] if len(where) == 1 else None),
                  f"{name}: Pacemaker has {rid} FAILED on {', '.join(where) or 'no node'}"
                  + (f" ({why})" if why else "") + "; it recovers it by its policy "
-                 "(migration-threshold, on-fail), or clean it up once the cause is fixed",
+                 "(migration-threshold, on-fail), or clean it up once the cause is fixed "
+                 "(the web view's clean up: clean_failures_before in the file)",
                  urgent=True)
 
 
@@ -211,4 +255,5 @@ def _cannot_start(out: PlanBuilder, index: ClusterIndex, name: str, rid: str,
     out.find("vm-failed", "critical", Subject(rid),
              f"{name}: {rid} cannot start, it runs nowhere ({why}); Pacemaker does not try "
              "those nodes again until the failures expire (failure-timeout) or are cleaned up "
-             "once the cause is fixed", urgent=True)
+             "once the cause is fixed (the web view's clean up: clean_failures_before in the "
+             "file)", urgent=True)

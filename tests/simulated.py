@@ -20,3 +20,15 @@ def simulated(tmp_path: Path, desired_text: str | None = None, poll: bool = True
     if poll:
         store.poll()
     return sim, store, desired
+
+
+def add_outside_domain(node_xml: Path, name: str) -> str:
+    """A domain `name` running in one simulated node's libvirt (test driver) with no resource:
+    a domain outside the cluster. Returns the file as it was, to put back."""
+    kept = node_xml.read_text()
+    node_xml.write_text(kept.replace("</node>", (
+        f"<domain type='test'><name>{name}</name><memory>1048576</memory><vcpu>1</vcpu>"
+        "<os><type>hvm</type></os><devices><disk type='file' device='disk'>"
+        f"<source file='/kvm/storage/images/{name}.qcow2'/><target dev='vda' bus='virtio'/>"
+        "</disk></devices></domain></node>")))
+    return kept

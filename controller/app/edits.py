@@ -16,11 +16,13 @@ import difflib
 import hashlib
 import io
 import os
+import re
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import msgspec
@@ -30,10 +32,11 @@ from ruamel.yaml.error import YAMLError
 
 from controller import commands
 from controller.engine.audit import AuditLog, AuditRecord, PassAudit
+from controller.engine.guard import COOLDOWN_SECONDS
 from controller.engine.ledger import Ledger
 from controller.engine.pipeline import PassEffects, PassInput, run_pass
 from controller.engine.preview import InlinePreviewer
-from controller.model.actions import describe
+from controller.model.actions import ROLLBACK_MARK, describe, is_fail_mark
 from controller.model.desired import DesiredState, parse_desired
 from controller.model.errors import DesiredStateError, ToolError, WardenError
 from controller.model.index import build_index
@@ -43,6 +46,7 @@ from controller.model.observed import ConfigVersion, ObservedState
 # Layouts tried, in order: the one that reproduces the file byte for byte is kept. (mapping,
 # sequence, offset) as ruamel.yaml names them: "vms:\n  - name: a\n    state: x" is (2, 4, 2).
 LAYOUTS = ((2, 4, 2), (2, 2, 0), (4, 4, 2), (4, 6, 4), (4, 4, 0), (2, 4, 0))
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 MAX_CHANGED_LINES = 8  # an edit is a few lines; more means the file would be reformatted
 
 
@@ -74,7 +78,91 @@ class Retire(msgspec.Struct, frozen=True, tag="retire"):
     keep_running: bool = False
 
 
-Edit = Place | RunState | NodeState | Retire
+class CleanFailures(msgspec.Struct, frozen=True, tag="clean-failures"):
+    """Pacemaker's cleanup of the VM's failures (vms[].clean_failures_before). `before` is
+    the instant, filled in by the review (now) so that confirm writes what was reviewed."""
+
+    vm: str
+    before: str | None = None
+
+
+Transport = Literal["ssh", "tcp", "tls"]
+
+
+class Enroll(msgspec.Struct, frozen=True, tag="enroll"):
+    """Declare a domain that runs outside the cluster (reconcilers/enroll.py takes it from
+    there). What is not given, the review suggests from the cluster (`suggest_enrollment`)."""
+
+    vm: str
+    config: str | None = None
+    migration_transport: Transport | None = None
+    storage: str | None = None
+    prefer: str | None = None
+
+
+Edit = Place | RunState | NodeState | Retire | CleanFailures | Enroll
+
+
+def completed(e: Edit, now: float, observed: ObservedState | None = None,
+              desired: DesiredState | None = None) -> Edit:
+    """The edit with what the review decides filled in (a cleanup's instant, an enrollment's
+    config, transport, storage and node)."""
+    if isinstance(e, CleanFailures) and e.before is None:
+        return CleanFailures(vm=e.vm, before=time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                           time.gmtime(now)))
+    if isinstance(e, Enroll) and None in (e.config, e.migration_transport, e.storage,
+                                          e.prefer):
+        if observed is None or desired is None:
+            raise EditError("an enrollment is suggested from a valid desired file and the "
+                            "observed cluster")
+        return suggest_enrollment(e, observed, desired)
+    return e
+
+
+def _within(path: str, mountpoint: str) -> bool:
+    return PurePosixPath(mountpoint) in PurePosixPath(path).parents and mountpoint != "/"
+
+
+def _transport(value: str | None) -> Transport | None:
+    match value:
+        case "ssh" | "tcp" | "tls":
+            return value
+    return None
+
+
+def suggest_enrollment(e: Enroll, observed: ObservedState, desired: DesiredState) -> Enroll:
+    """What an operator would write: the node it runs on, its XML beside the other VMs' (the
+    agents' config directories, the existing VirtualDomain `config`s) on declared storage, the
+    transport the cluster's VMs use (else ssh). Each choice is in the review's diff."""
+    if e.vm in desired.vm_by_name():
+        raise EditError(f"{e.vm} is in the desired file already")
+    on = sorted(n for n, doms in observed.domains.items() if n not in observed.stale
+                and (d := doms.get(e.vm)) is not None and d.state in ("running", "paused"))
+    if len(on) != 1:
+        raise EditError(f"{e.vm} runs on {', '.join(on) or 'no node'} (libvirt): enrolling "
+                        "takes a domain that runs on one node")
+    vds = [r for r in (observed.cib.resources.values() if observed.cib else ())
+           if (r.agent or "").endswith(":VirtualDomain")]
+    dirs = [str(PurePosixPath(p).parent) for files in observed.config_files.values()
+            for p in files] + [str(PurePosixPath(r.params["config"]).parent) for r in vds
+                               if r.params.get("config", "").startswith("/")]
+    stores = {st.name: st.mountpoint for st in desired.storage}
+    shared = [d for d in dirs if any(_within(d + "/x", m) for m in stores.values())]
+    config = e.config
+    if config is None:
+        if not shared:
+            raise EditError("no directory of domain XML on declared storage is known (the "
+                            "agents' --config-dir, the config of the cluster's VirtualDomain "
+                            f"resources): declare {e.vm} in the file by hand")
+        config = f"{Counter(shared).most_common(1)[0][0]}/{e.vm}.xml"
+    storage = e.storage or max((n for n, m in stores.items() if _within(config, m)),
+                               key=lambda n: len(stores[n]), default=None)
+    if storage is None:
+        raise EditError(f"{config} is under no declared storage")
+    used = Counter(t for r in vds if (t := _transport(r.params.get("migration_transport"))))
+    transport = e.migration_transport or (used.most_common(1)[0][0] if used else "ssh")
+    return Enroll(vm=e.vm, config=config, migration_transport=transport, storage=storage,
+                  prefer=e.prefer or on[0])
 
 
 def describe_edit(e: Edit) -> str:
@@ -89,6 +177,10 @@ def describe_edit(e: Edit) -> str:
             return f"node {n} {s}"
         case Retire(vm=v, keep_running=k):
             return f"retire {v}" + (" (keep it running)" if k else "")
+        case CleanFailures(vm=v, before=b):
+            return f"clean up {v}'s failures" + (f" up to {b}" if b else "")
+        case Enroll(vm=v, prefer=n):
+            return f"enroll {v}" + (f" where it runs ({n})" if n else "")
     return repr(e)
 
 
@@ -155,6 +247,13 @@ def _apply(data: Any, e: Edit) -> None:
                 item["keep_running"] = True
             elif "keep_running" in item:
                 del item["keep_running"]
+        case CleanFailures(vm=v, before=b):
+            if b is None or not ISO_UTC.fullmatch(b):
+                raise EditError(f"{b!r} is not a time as the review writes it "
+                                "(YYYY-MM-DDTHH:MM:SSZ)")
+            _vm(data, v)["clean_failures_before"] = b
+        case Enroll():
+            _append_vm(data, e)
         case NodeState(node=n, state=s):
             cluster = data.get("cluster")
             nodes = cluster.get("nodes") if isinstance(cluster, CommentedMap) else None
@@ -175,6 +274,27 @@ def _apply(data: Any, e: Edit) -> None:
                     nodes[i] = spec
                 return
             raise EditError(f"node {n!r} is not in cluster.nodes")
+
+
+def _append_vm(data: Any, e: Enroll) -> None:
+    if None in (e.config, e.migration_transport, e.storage, e.prefer):
+        raise EditError(f"the enrollment of {e.vm} is not complete (a review completes it)")
+    if not isinstance(e.config, str) or not re.fullmatch(r"/[^\x00-\x1f\x7f]{1,1023}", e.config):
+        raise EditError(f"{e.config!r} is not an absolute path")
+    vms = data.get("vms")
+    if vms is None:
+        vms = data["vms"] = CommentedSeq()
+    if not isinstance(vms, CommentedSeq):
+        raise EditError("vms: in the desired file is not a list")
+    if any(isinstance(i, CommentedMap) and i.get("name") == e.vm for i in vms):
+        raise EditError(f"{e.vm} is in the desired file already")
+    storage = CommentedSeq([e.storage])
+    storage.fa.set_flow_style()
+    placement = CommentedMap([("prefer", e.prefer)])
+    placement.fa.set_flow_style()
+    vms.append(CommentedMap([("name", e.vm), ("config", e.config),
+                             ("migration_transport", e.migration_transport),
+                             ("storage", storage), ("placement", placement)]))
 
 
 def edit_text(text: str, e: Edit) -> str:
@@ -217,8 +337,9 @@ class Sources:
 def review(src: Sources, e: Edit) -> dict[str, Any]:
     """The change, its verdict and its plan; nothing is written."""
     text = Path(src.path).read_text(encoding="utf-8")
-    new = edit_text(text, e)
     observed = src.observed()
+    e = completed(e, time.time(), observed, _current(text, src.path))
+    new = edit_text(text, e)
     cib = observed.cib
     doc: dict[str, Any] = {
         "edit": msgspec.to_builtins(e), "description": describe_edit(e),
@@ -231,25 +352,54 @@ def review(src: Sources, e: Edit) -> dict[str, Any]:
     except DesiredStateError as exc:
         return {**doc, "valid": False, "problems": list(exc.problems), "actions": [],
                 "transition": [], "findings": []}
+    vm = desired.vm_by_name().get(getattr(e, "vm", ""))
+    # what the review's findings are filtered by: the edited VM's resource, or the node
+    doc["subject"] = {"resource": vm.resource_id if vm else None,
+                      "node": getattr(e, "node", None) if isinstance(e, NodeState) else None}
     return {**doc, "valid": True, "problems": [], **_plan(src, observed, desired)}
+
+
+def _current(text: str, path: str) -> DesiredState | None:
+    try:
+        return parse_desired(text, source=path)
+    except DesiredStateError:
+        return None
 
 
 def _plan(src: Sources, observed: ObservedState, desired: DesiredState) -> dict[str, Any]:
     now = time.time()
     raw = src.current_cib()
+    ledger, cooling = _without_cooldowns(src.ledger(), now)
     out = run_pass(PassInput(build_index(observed), desired, now, now, raw),
-                   PassEffects(src.ledger(), InlinePreviewer(lambda: raw),
+                   PassEffects(ledger, InlinePreviewer(lambda: raw),
                                PassAudit(AuditLog(None), "review", dedupe=False), None))
     steps = out.preview.steps if out.preview is not None else ()
     return {
         "actions": [{"action": describe(d.action), "reconciler": d.action.reconciler,
-                     "verdict": d.verdict.reason, "detail": d.verdict.detail,
+                     "verdict": d.verdict.reason,
+                     "detail": d.verdict.detail or (
+                         f"once its cooldown is over ({cooling[d.action.key]:.0f} s)"
+                         if d.verdict.admitted and d.action.key in cooling else ""),
                      "why": d.action.why} for d in out.decisions],
         "transition": msgspec.to_builtins(steps),
         "transition_error": out.preview.error if out.preview is not None else None,
-        "findings": [{"kind": f.kind, "severity": f.severity, "message": f.message}
-                     for f in out.findings],
+        "findings": [{"kind": f.kind, "severity": f.severity, "message": f.message,
+                      "resource": f.rsc, "node": f.node} for f in out.findings],
     }
+
+
+def _without_cooldowns(ledger: Ledger, now: float) -> tuple[Ledger, dict[str, float]]:
+    """A copy of the service's ledger with its cooldowns over, and the seconds each had left:
+    a review shows what the edit will do (and Pacemaker's transition for it) even right after
+    kvm-warden changed that object; the loop still waits the cooldown out. Rollback holds and
+    failure marks are not cooldowns: they stay."""
+    copy = ledger.tentative()
+    cooling = {k: COOLDOWN_SECONDS - (now - t) for k, t in ledger.last_change.items()
+               if now - t < COOLDOWN_SECONDS and not k.startswith(ROLLBACK_MARK)
+               and not is_fail_mark(k)}
+    for k in cooling:
+        del copy.last_change[k]
+    return copy, cooling
 
 
 class Stale(EditError):

@@ -345,6 +345,7 @@ FindingKind = Literal[
     "enroll-waiting",  # enroll: waits for evidence (the agents' view of the config file, probes)
     "enroll-rolled-back",  # enroll: a step failed; the CIB was brought back, the VM runs on
     "retire-blocked",  # enroll: foreign constraints name a VM to retire (reported, not removed)
+    "cleanup-in-future",  # health: clean_failures_before names a time still to come
 ]
 # Findings about where domains run compare two sources taken at different instants (libvirt's
 # events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -87,6 +88,19 @@ class Vm(_Strict):
     migration_transport: Literal["ssh", "tcp", "tls"] | None = None
     params: dict[ParamName, ParamValue] = {}  # further VirtualDomain parameters
     meta: dict[PropertyName, PropertyValue] = {}  # meta attributes besides allow-migrate
+    # The operator's cleanup (`pcs resource cleanup`, the web view's "clean up"): failures of
+    # this VM that happened up to this instant are cleaned once, through the guard and the
+    # preview, whatever the automatic cleanup's backoff and circuit breaker say. Later
+    # failures are the policy's again.
+    clean_failures_before: AwareDatetime | None = None
+
+    @field_validator("clean_failures_before", mode="before")
+    @classmethod
+    def _written_time(cls, value: Any) -> Any:
+        # as text only: a bare number would be read as seconds since 1970
+        if value is not None and not isinstance(value, str):
+            raise ValueError("not a time with its zone (ISO 8601, e.g. 2026-12-02T10:40:12Z)")
+        return value
 
     @property
     def resource_id(self) -> str:
@@ -207,6 +221,7 @@ MAX_NODES = 1_000_000
 MAX_DEPTH = 64
 _SCALAR_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "bool", "null", "float"))
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 # libyaml's parser (C) when PyYAML was built with it: the same nodes and marks, ~10x faster.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -341,6 +356,8 @@ class _Converter:
 
     def scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
         line = node.start_mark.line + 1
+        if node.tag == _TIMESTAMP_TAG:
+            return node.value  # as written: the field's own type parses it (its time zone too)
         if node.tag not in _SCALAR_TAGS:
             self.problems.append((line, f"{_field(path) or '(document)'}: unsupported YAML tag "
                                         f"{node.tag!r}"))
@@ -379,6 +396,10 @@ def _message(err: Any) -> str:
         return "required field is missing"
     if kind == "literal_error" and err["loc"] == ("version",):
         return f"unsupported format version {err.get('input')!r} (this kvm-warden reads version 1)"
+    if kind == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    if kind == "timezone_aware" or kind.startswith(("datetime_", "date_")):
+        return "not a time with its zone (ISO 8601, e.g. 2026-12-02T10:40:12Z)"
     if kind == "string_pattern_mismatch":
         pattern = err.get("ctx", {}).get("pattern", "")
         return _PATTERN_WORDS.get(pattern, str(err["msg"]))

@@ -69,8 +69,9 @@ def test_a_real_guest_moved_from_its_node_card_migrates_live_and_the_console_fol
                            ".click()")
 
         def reviewed() -> str | None:
-            """Choose kvm3 and read the review; None (and cancel) while kvm-warden's own
-            cooldown on web02's placement (10 s after the lab's last change) holds it."""
+            """Choose kvm3 and read the review; None (and cancel) while the guard refuses it.
+            kvm-warden's own cooldown on web02's placement (10 s after the lab's last change)
+            no longer does: the review shows the move and says when the loop makes it."""
             drv.execute_script(
                 "const m = document.querySelector(\"#cards li[data-vm='web02'] select.move\");"
                 "m.value = 'kvm3'; m.dispatchEvent(new Event('change'));")
@@ -80,7 +81,7 @@ def test_a_real_guest_moved_from_its_node_card_migrates_live_and_the_console_fol
                 raise AssertionError("no confirmable review: "
                                      + drv.find_element(By.ID, "review-body").text) from None
             body = str(drv.find_element(By.ID, "review-body").text)
-            if "cooldown" in body:
+            if "— cooldown" in body:
                 drv.find_element(By.ID, "cancel").click()
                 return None
             return body

@@ -9,7 +9,9 @@ import base64
 import difflib
 import http.client
 import json
+import re
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +22,12 @@ from controller.actuators.pacemaker import PacemakerActuator
 from controller.app.http import StatusServer
 from controller.app.web import WebView
 from controller.app.webconfig import load_web_config
+from controller.engine.ledger import LedgerFile
 from controller.engine.loop import Controller
 from controller.model.overview import StatusDoc
 from tests import cibs
 from tests.integration.test_http_hardening import PASSWORD, certificate, web_yml
-from tests.simulated import simulated
+from tests.simulated import add_outside_domain, simulated
 
 pytestmark = pytest.mark.usefixtures("pacemaker_tools")
 
@@ -149,3 +152,109 @@ def test_a_stale_review_is_refused_and_a_viewer_cannot_act(
     code, doc = client.call("POST", "/api/edits/review", "ops",
                             {"edit": {"type": "place", "vm": "nosuch", "node": "kvm1"}}, token)
     assert code == 409 and "no VM 'nosuch'" in str(doc["error"])
+
+
+def test_a_cleanup_is_a_reviewed_edit_the_loop_carries_out_through_pacemaker(
+        served: tuple[Controller, Client, Path, Path]) -> None:
+    """db01's monitor failed and Pacemaker recovered it: its fail-count and failed action stay
+    until somebody cleans them. The button writes `clean_failures_before` (the review's
+    instant); health then has Pacemaker clean them (crm_resource --cleanup), through the guard."""
+    ctl, client, desired, cib_file = served
+    (node,) = cibs.locate(cib_file, "vm-db01")
+    failed = cib_file.with_name("failed.xml")
+    subprocess.run(["crm_simulate", "-x", str(cib_file), "-O", str(failed), "-i",
+                    f"vm-db01_monitor_10000@{node}=7"], check=True, capture_output=True,
+                   timeout=60)
+    failed.replace(cib_file)
+    ctl.run_pass(now=time.time())  # the loop sees it (a review reads what the loop observed)
+    assert "vm-db01" in cibs.tool(["crm_mon", "-1", "--output-as=xml"], cib_file).split(
+        "<failures>", 1)[-1]
+    edit = {"edit": {"type": "clean-failures", "vm": "db01"}}
+    token = client.token("ops")
+    code, review = client.call("POST", "/api/edits/review", "ops", edit, token)
+    assert code == 200 and review["valid"] is True, review
+    when = str(review["edit"]["before"])  # type: ignore[index]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", when)
+    assert f"+    clean_failures_before: '{when}'" in str(review["diff"]), review["diff"]
+    (cleanup,) = [a for a in review["actions"] if "cleanup" in a["action"]]
+    assert cleanup["verdict"] == "admitted" and f"vm-db01 on {node}" in cleanup["action"]
+    code, done = client.call("POST", "/api/edits/confirm", "ops", {
+        "edit": review["edit"], "file_sha256": review["file_sha256"],
+        "cib_version": review["cib_version"]}, token)
+    assert code == 200 and done["written"] is True, done
+    assert f"    clean_failures_before: '{when}'\n" in desired.read_text()
+    assert ctl.desired.poll()
+    result = ctl.run_pass(now=time.time() + 11)
+    assert [(type(o.action).__name__, o.action.reconciler, o.applied) for o in result.outcomes
+            ] == [("Cleanup", "health", True)]
+    assert "the file asks db01's failures" in result.outcomes[0].action.why
+    mon = cibs.tool(["crm_mon", "-1", "--output-as=xml"], cib_file)
+    assert "vm-db01" not in mon.split("<failures>", 1)[-1] if "<failures>" in mon else True
+    assert cibs.locate(cib_file, "vm-db01") == [node]  # cleaned, not moved
+    # the file keeps the instant: later passes clean nothing more
+    assert not [o for o in ctl.run_pass(now=time.time() + 30).outcomes]
+
+
+def test_a_domain_outside_the_cluster_is_enrolled_by_a_reviewed_edit(
+        served: tuple[Controller, Client, Path, Path]) -> None:
+    """web03 runs in kvm2's libvirt with no resource: the review suggests its entry from the
+    cluster (the XML beside the other VMs' on the declared storage, their transport, the node
+    it runs on) and shows the enrollment's first step; confirmed, the file has those lines."""
+    ctl, client, desired, cib_file = served
+    add_outside_domain(cib_file.with_name("kvm2.xml"), "web03")
+    ctl.run_pass(now=time.time())
+    (row,) = [r for r in ctl.last_rows if r.vm == "web03"]
+    assert row.health == "outside" and row.libvirt == ("kvm2:running",)
+    token = client.token("ops")
+    before = desired.read_text()
+    code, review = client.call("POST", "/api/edits/review", "ops",
+                               {"edit": {"type": "enroll", "vm": "web03"}}, token)
+    assert code == 200 and review["valid"] is True, review
+    added = [line for line in str(review["diff"]).splitlines()
+             if line.startswith("+") and not line.startswith("+++")]
+    assert added == ["+  - name: web03", "+    config: /kvm/storage/xml/web03.xml",
+                     "+    migration_transport: ssh", "+    storage: [gfs2_storage]",
+                     "+    placement: {prefer: kvm2}"], added
+    assert review["subject"] == {"resource": "vm-web03", "node": None}
+    # the enrollment's first step: no node has its XML yet, kvm2's agent writes it from libvirt
+    assert [(a["action"], a["verdict"]) for a in review["actions"]] == [  # type: ignore[index]
+        ("write web03's XML from kvm2's libvirt to /kvm/storage/xml/web03.xml", "admitted")]
+    assert desired.read_text() == before
+    code, done = client.call("POST", "/api/edits/confirm", "ops", {
+        "edit": review["edit"], "file_sha256": review["file_sha256"],
+        "cib_version": review["cib_version"]}, token)
+    assert code == 200 and done["written"] is True, done
+    changed = [line for line in difflib.unified_diff(before.splitlines(),
+                                                     desired.read_text().splitlines(),
+                                                     lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed == added  # after the last VM, every other byte as it was
+    # a second review of the same: it is in the file now
+    code, again = client.call("POST", "/api/edits/review", "ops",
+                              {"edit": {"type": "enroll", "vm": "web03"}}, token)
+    assert code == 409 and "in the desired file already" in str(again["error"])
+
+
+def test_a_review_right_after_kvm_warden_changed_the_vm_still_shows_what_it_will_do(
+        served: tuple[Controller, Client, Path, Path]) -> None:
+    """kvm-warden set db01's placement 2 s ago (its 10 s cooldown runs): the review shows the
+    move and Pacemaker's transition anyway, and says when the loop will make it."""
+    ctl, client, _, cib_file = served
+    where = cibs.locate(cib_file, "vm-db01")
+    target = next(n for n in cibs.NODES if n not in where)
+    # the service's ledger as its pass saved it (what reviews read)
+    ctl.ledger_file = LedgerFile(cib_file.parent / "state")
+    ctl.ledger.moves.clear()  # the fixture's passes ran at instants still to come
+    ctl.ledger.last_change["constraint:warden-prefer-vm-db01"] = time.time() - 2.0
+    ctl.ledger_file.save(ctl.ledger, time.time())
+    code, review = client.call("POST", "/api/edits/review", "ops",
+                               {"edit": {"type": "place", "vm": "db01", "node": target}},
+                               client.token("ops"))
+    assert code == 200, review
+    (move,) = review["actions"]
+    assert move["verdict"] == "admitted", move  # type: ignore[index]
+    assert "once its cooldown is over (8 s)" in move["detail"]  # type: ignore[index]
+    assert review["transition"] == [{"resource": "vm-db01", "action": "migrate",
+                                     "from": where[0], "to": target}]
+    # the service's own memory is untouched: the loop still waits the cooldown out
+    assert "constraint:warden-prefer-vm-db01" in ctl.ledger.last_change

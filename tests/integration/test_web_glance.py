@@ -1,7 +1,8 @@
 """The web view tells the truth at a glance, in a real browser (headless Chromium, Selenium)
 against `kvm-warden run --simulate`: the header's summary and the node cards agree with the API
 and with libvirt (capacity), a failed VM (a monitor failure injected with `crm_simulate -i`) and
-a paused guest (libvirt's test driver, `test:runstate` 3) show their badge in the list and on
+a paused guest (libvirt's test driver, `test:runstate` 3) and a VM in a live migration (a
+pending migrate_to in its history) show their badge in the list and on
 their card, and a VM that does not exist gets a real 404 page. With KVM_WARDEN_SCREENSHOTS=DIR
 (`make screenshots`) the README's pictures are written there."""
 
@@ -12,11 +13,13 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from lxml import etree
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -38,6 +41,24 @@ def health(drv: webdriver.Chrome, where: str) -> dict[str, str]:
         f"return Object.fromEntries([...document.querySelectorAll('{where} [data-vm]')]"
         ".map((e) => [e.dataset.vm, e.querySelector('.state').dataset.health]))")
     return {str(k): str(v) for k, v in got.items()}
+
+
+def pending_migration(cib: Path, rid: str, source: str, target: str) -> None:
+    """A migrate_to of `rid` from `source` to `target` the executor has not answered yet
+    (op-status -1, rc 193: what Pacemaker records while an operation runs)."""
+    tree = etree.parse(str(cib))
+    (history,) = tree.xpath(f"//node_state[@uname='{source}']//lrm_resource[@id='{rid}']")
+    etree.SubElement(history, "lrm_rsc_op", {
+        "id": f"{rid}_migrate_to_0", "operation_key": f"{rid}_migrate_to_0",
+        "operation": "migrate_to", "crm_feature_set": "3.16.1",
+        "transition-key": "5:9:0:00000000-0000-0000-0000-000000000000",
+        "transition-magic": "-1:193;5:9:0:00000000-0000-0000-0000-000000000000",
+        "call-id": "-1", "rc-code": "193", "op-status": "-1", "interval": "0",
+        "last-rc-change": str(int(time.time())), "exec-time": "0", "queue-time": "0",
+        "migrate_source": source, "migrate_target": target})
+    new = cib.with_name("pending.xml")
+    tree.write(str(new))
+    shutil.move(new, cib)
 
 
 def shoot(drv: webdriver.Chrome, name: str, tmp: Path) -> None:
@@ -97,6 +118,16 @@ def test_summary_cards_badges_and_real_error_pages(
         s = api(url)["summary"]
         assert (s["failed"], s["paused"]) == (1, 1) and s["findings"]["critical"] >= 1
         shoot(drv, "web-view-failed.png", tmp_path)
+
+        # web02 in the middle of a live migration: a migrate_to still pending in its node's
+        # history, which crm_mon shows as role Migrating
+        web02 = rows(drv)["web02"]
+        pending_migration(work / "cib.xml", "vm-web02", web02,
+                          next(n for n in ("kvm1", "kvm2", "kvm3") if n != web02))
+        wait.until(lambda d: health(d, "#vms").get("web02") == "migrating"
+                   and health(d, "#cards").get("web02") == "migrating")
+        badge = drv.find_element(By.CSS_SELECTOR, "#vms tr[data-vm='web02'] .state")
+        assert "migrating" in badge.text
         drv.find_element(By.CSS_SELECTOR, "#vms tr[data-vm='web01'] a.vm").click()
         wait.until(lambda d: "failed" in d.find_element(By.CSS_SELECTOR, "#summary dd.role").text)
         shoot(drv, "vm-page.png", tmp_path)

@@ -6,6 +6,10 @@ without a reload; usable at 420 px."""
 from __future__ import annotations
 
 import difflib
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 from selenium import webdriver
@@ -13,7 +17,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import chromium
+from tests.integration.test_web_glance import health
 from tests.integration.test_web_view import rows, warden  # noqa: F401  (the fixture)
+from tests.simulated import add_outside_domain
 
 
 def cards(drv: webdriver.Chrome) -> dict[str, list[str]]:
@@ -69,3 +75,79 @@ def test_a_move_from_a_node_card_is_reviewed_confirmed_and_followed(
             "return document.documentElement.scrollWidth <= window.innerWidth"))
     finally:
         drv.quit()
+
+
+def test_a_failed_vm_is_cleaned_up_from_its_card_through_a_reviewed_edit(
+        warden: tuple[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """db01's monitor fails (injected with crm_simulate): its card offers "clean up"; the
+    review shows the one line the file gets and the cleanup health will ask of Pacemaker;
+    confirmed, the loop has Pacemaker clean it and the page shows it healthy again."""
+    url, desired = warden
+    cib = desired.parent / "cib.xml"  # run --simulate's cluster, beside its desired file
+    drv = chromium(tmp_path / "profile")
+    wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+    try:
+        drv.get(url + "/")
+        wait.until(lambda d: len(rows(d)) == 3 and health(d, "#vms").get("db01") == "ok")
+        node = rows(drv)["db01"]
+        injected = tmp_path / "injected.xml"
+        subprocess.run(["crm_simulate", "-x", str(cib), "-O", str(injected), "-i",
+                        f"vm-db01_monitor_10000@{node}=7"], check=True, capture_output=True,
+                       timeout=60)
+        shutil.move(injected, cib)
+        wait.until(lambda d: health(d, "#cards").get("db01") == "failed")
+        before = desired.read_bytes()
+        drv.execute_script("document.querySelector('#cards li[data-vm=\"db01\"] button.act').click()")
+        drv.execute_script("document.querySelector('#cards li[data-vm=\"db01\"] button.cleanup').click()")
+        wait.until(lambda d: "clean_failures_before" in d.find_element(
+            By.CSS_SELECTOR, "#review pre.diff").text)
+        plan = drv.find_element(By.CSS_SELECTOR, "#review ul.plan").text
+        # (with the refresh of its migration history first when it was live-migrated here)
+        assert re.search(f"cleanup vm-db01 on {node}( \\(.*\\))? — admitted", plan), plan
+        assert desired.read_bytes() == before  # a review writes nothing
+        wait.until(lambda d: d.find_element(By.ID, "confirm").is_enabled())
+        drv.find_element(By.ID, "confirm").click()
+        wait.until(lambda d: d.find_element(By.ID, "review").get_attribute("open") is None)
+        changed = [line for line in difflib.unified_diff(
+            before.decode().splitlines(), desired.read_text().splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+        assert len(changed) == 1 and re.fullmatch(
+            r"\+    clean_failures_before: '\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ'", changed[0]), changed
+        # the loop cleans it through Pacemaker; the open page follows without a reload
+        wait.until(lambda d: health(d, "#cards").get("db01") == "ok"
+                   and health(d, "#vms").get("db01") == "ok")
+        mon = subprocess.run(["crm_mon", "-1", "--output-as=xml"], env={**os.environ,
+                             "CIB_file": str(cib)}, capture_output=True, text=True,
+                             check=True, timeout=60).stdout
+        assert "vm-db01" not in mon.split("<failures>", 1)[-1] if "<failures>" in mon else True
+    finally:
+        drv.quit()
+
+
+def test_a_domain_outside_the_cluster_is_on_its_nodes_card_with_an_enroll_review(
+        warden: tuple[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """web03 runs in kvm2's libvirt only: kvm2's card shows it OUTSIDE with an enroll button
+    whose review shows the entry the file would get and the enrollment's first step."""
+    url, desired = warden
+    node_xml = desired.parent / "kvm2.xml"  # run --simulate's libvirt of kvm2
+    kept = node_xml.read_text()
+    drv = chromium(tmp_path / "profile")
+    wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+    try:
+        drv.get(url + "/")
+        wait.until(lambda d: len(rows(d)) == 3)
+        before = desired.read_bytes()
+        add_outside_domain(node_xml, "web03")
+        wait.until(lambda d: "web03" in cards(d).get("kvm2", []))
+        assert health(drv, "#cards")["web03"] == "outside"
+        drv.execute_script("document.querySelector('#cards li[data-vm=\"web03\"] button.enroll').click()")
+        wait.until(lambda d: "name: web03" in d.find_element(By.CSS_SELECTOR, "#review pre.diff").text)
+        diff = drv.find_element(By.CSS_SELECTOR, "#review pre.diff").text
+        assert "+    placement: {prefer: kvm2}" in diff and "+    migration_transport: ssh" in diff
+        plan = drv.find_element(By.CSS_SELECTOR, "#review ul.plan").text
+        assert "write web03's XML from kvm2's libvirt" in plan, plan
+        assert desired.read_bytes() == before  # a review writes nothing
+        drv.find_element(By.ID, "cancel").click()
+    finally:
+        drv.quit()
+        node_xml.write_text(kept)

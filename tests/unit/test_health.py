@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from controller.model.actions import Finding
+import time
+
+from controller.model.actions import Cleanup, Finding
 from controller.model.context import Context
 from controller.model.desired import parse_desired
 from controller.model.index import build_index
-from controller.model.observed import ClusterStatus, Domain, Node, ObservedState, Resource
+from controller.model.observed import (
+    ClusterStatus,
+    Domain,
+    Failure,
+    Node,
+    ObservedState,
+    Resource,
+)
 from reconcilers.health import plan as plan_health
 
 DESIRED = parse_desired("version: 1\nvms:\n  - name: web01\n")
@@ -79,3 +88,38 @@ def test_a_live_agent_on_a_node_pacemaker_sees_offline_is_believed() -> None:
     (f,) = finding_list("Started", ("kvm1",), {"kvm1": "running", "kvm3": "running"})
     assert (f.kind, f.rsc, f.node) == ("split-brain", "vm-web01", "kvm3")
     assert not f.urgent  # reported once it persists (the agent may just not be marked stale)
+
+
+# -- the operator's cleanup (vms[].clean_failures_before) -------------------------------------
+T0 = 1796205600.0  # 2026-12-02 10:00:00Z
+
+
+def asked_plan(before: str, failed_at: float, now: float, failed: bool = False
+               ) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(Cleanup actions as (resource, node, why), finding kinds) of health for web01, whose
+    monitor failed on kvm1 at `failed_at`, with the file asking its failures up to `before`."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(failed_at))
+    observed = ObservedState(status=ClusterStatus(
+        dc="kvm1", with_quorum=True, nodes=NODES,
+        resources=(Resource(id="vm-web01", agent="ocf:heartbeat:VirtualDomain", role="Started",
+                            active=True, nodes=("kvm1",), failed=failed),),
+        failures=(Failure(resource="vm-web01", node="kvm1", task="monitor", rc=7,
+                          status="complete", interval_ms=10000, last_rc_change=stamp),)))
+    desired = parse_desired("version: 1\nvms:\n  - name: web01\n"
+                            f"    clean_failures_before: {before}\n")
+    p = plan_health(Context(index=build_index(observed), desired=desired, now=now))
+    return ([(a.rsc, a.node, a.why) for a in p.actions if isinstance(a, Cleanup)],
+            [f.kind for f in p.findings])
+
+
+def test_the_operators_cleanup_cleans_failures_up_to_its_instant_even_of_a_failed_vm() -> None:
+    # failed at 10:00, FAILED still (the automatic cleanup waits for it to run again): asked
+    # at 10:05, cleaned at once
+    (clean,), kinds = asked_plan("2026-12-02T10:05:00Z", T0, T0 + 360, failed=True)
+    assert clean[:2] == ("vm-web01", "kvm1") and "the file asks" in clean[2]
+    assert "vm-failed" in kinds
+    # a failure after the instant is not the operator's: the policy's backoff holds it (5 s)
+    assert asked_plan("2026-12-02T10:05:00Z", T0 + 600, T0 + 605) == ([], [])
+    # an instant still to come cleans nothing and says so
+    cleans, kinds = asked_plan("2026-12-02T10:30:00Z", T0, T0 + 10)
+    assert cleans == [] and kinds == ["cleanup-in-future"]

@@ -36,12 +36,16 @@ function cardVm(doc, v, here) {
     li.append(" ", el("a", {href: "/vm/" + encodeURIComponent(v.vm) + "#console", class: "console",
                             title: "open its console"}, "console"));
   }
+  if (canAct() && v.health === "outside" && !v.desired_state) {  // outside the cluster and the file: declare it
+    li.append(" ", button("enroll", "enroll", {type: "enroll", vm: v.vm}));
+    return li;
+  }
   if (!canAct() || !v.desired_state) return li;  // a VM the file does not list: nothing to edit
   // Its actions are built when asked for: 5,000 VMs on the cards stay one button each. The
   // one open stays open when a pass re-draws the cards.
   if (openActions === v.vm) { li.append(" ", vmActions(doc, v, here)); return li; }
   const more = el("button", {type: "button", class: "act", "aria-label": "actions on " + v.vm,
-                             title: "move, start/stop, retire"}, "\u22EF");
+                             title: failed(v) ? "move, start/stop, retire, clean up" : "move, start/stop, retire"}, "\u22EF");
   more.addEventListener("click", () => { openActions = v.vm; more.replaceWith(vmActions(doc, v, here)); });
   li.append(" ", more);
   return li;
@@ -57,7 +61,18 @@ function vmActions(doc, v, here) {
   return el("span", {class: "actions"}, move, " ",
     v.desired_state === "stopped" ? button("start", "start", {type: "run-state", vm: v.vm, state: "running"})
       : button("stop", "stop", {type: "run-state", vm: v.vm, state: "stopped"}),
-    " ", button("retire", "retire", {type: "retire", vm: v.vm, keep_running: true}));
+    " ", button("retire", "retire", {type: "retire", vm: v.vm, keep_running: true}),
+    ...(failed(v) ? [" ", button("cleanup", "clean up", {type: "clean-failures", vm: v.vm})] : []));
+}
+
+// The nodes a VM is on: Pacemaker's, or libvirt's for a domain outside the cluster.
+function where(v) {
+  return v.nodes.length || v.health !== "outside" ? v.nodes : v.libvirt.map((e) => e.split(":")[0]);
+}
+
+// Failures Pacemaker keeps for it: what a cleanup (crm_resource --cleanup) would forget.
+function failed(v) {
+  return v.health === "failed" || Object.values(v.fail_counts || {}).some((c) => c > 0);
 }
 
 function capacity(n) {
@@ -74,7 +89,7 @@ function capacity(n) {
 
 function nodeCards(doc) {
   const on = {};
-  for (const v of doc.vms) for (const n of v.nodes) (on[n] = on[n] || []).push(v);
+  for (const v of doc.vms) for (const n of where(v)) (on[n] = on[n] || []).push(v);
   document.getElementById("cards").replaceChildren(...doc.nodes.map((n) => {
     const card = el("section", {class: "card node-" + n.state, "data-node": n.name, id: "node-" + n.name},
       el("h3", {}, n.name, " ", el("span", {class: "node-state"}, n.state),
@@ -109,7 +124,7 @@ function nodeCards(doc) {
     return card;
   }));
   // the VMs that run nowhere: stopped by the file, failed, not created yet
-  const idle = doc.vms.filter((v) => !v.nodes.length).sort((a, b) => a.vm.localeCompare(b.vm));
+  const idle = doc.vms.filter((v) => !where(v).length).sort((a, b) => a.vm.localeCompare(b.vm));
   document.getElementById("elsewhere").hidden = !idle.length;
   document.getElementById("stopped").replaceChildren(...idle.map((v) => cardVm(doc, v, null)));
 }
@@ -122,7 +137,8 @@ async function reviewEdit(edit) {
   if (!dlg.open) dlg.showModal();
   try {
     const r = await post("/api/edits/review", {edit});
-    pending = {edit, file_sha256: r.file_sha256, cib_version: r.cib_version};
+    // the review's edit: what it filled in (a cleanup's instant) is what confirm writes
+    pending = {edit: r.edit, file_sha256: r.file_sha256, cib_version: r.cib_version};
     out.replaceChildren(
       el("h3", {}, r.description),
       el("pre", {class: "diff"}, r.diff || "(no change)"),
@@ -131,6 +147,7 @@ async function reviewEdit(edit) {
       el("h4", {}, "the plan"),
       el("ul", {class: "plan"}, ...r.actions.map((a) => el("li", {class: "verdict-" + a.verdict},
         a.action + " — " + a.verdict + (a.detail ? ": " + a.detail : "")))),
+      ...reviewFindings(r),
       el("h4", {}, "Pacemaker would"),
       el("ul", {class: "transition"}, ...(r.transition.length ? r.transition.map((s) =>
         el("li", {}, s.action + " " + s.resource + (s.from ? " " + s.from : "") + (s.to ? " → " + s.to : "")))
@@ -139,6 +156,15 @@ async function reviewEdit(edit) {
   } catch (e) {
     out.replaceChildren(el("p", {class: "bad"}, "cannot review: " + e.message));
   }
+}
+
+// What kvm-warden would say of the edited VM or node (a refused enrollment says why here).
+function reviewFindings(r) {
+  const sub = r.subject || {};
+  const mine = (r.findings || []).filter((f) => (sub.resource && f.resource === sub.resource)
+    || (sub.node && f.node === sub.node && !f.resource));
+  return mine.length ? [el("h4", {}, "findings"), el("ul", {class: "findings"},
+    ...mine.map((f) => el("li", {class: "finding " + f.severity}, f.severity + ": " + f.message)))] : [];
 }
 
 async function confirmEdit() {
