@@ -16,6 +16,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests import cibs
 from tests.browser import chromium
 from tests.integration.test_web_glance import health
 from tests.integration.test_web_view import rows, warden  # noqa: F401  (the fixture)
@@ -42,6 +43,10 @@ def test_a_move_from_a_node_card_is_reviewed_confirmed_and_followed(
         assert set(cards(drv)) == {"kvm1", "kvm2", "kvm3"}
         for node, vms in cards(drv).items():
             assert vms == sorted(v for v, n in placed.items() if n == node)
+        # and where Pacemaker itself says each runs (crm_resource --locate on the CIB)
+        cib = desired.parent / "cib.xml"
+        for vm, node in placed.items():
+            assert cibs.locate(cib, f"vm-{vm}") == [node], vm
         source = placed["db01"]
         target = next(n for n in ("kvm1", "kvm2", "kvm3") if n not in placed.values()) \
             if len(set(placed.values())) < 3 else next(n for n in ("kvm1", "kvm2", "kvm3")
