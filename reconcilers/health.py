@@ -128,18 +128,15 @@ def plan(ctx: Context) -> Plan:
                      f"circuit open: {rid} failed again after {len(attempts)} cleanups on {node} "
                      f"within {CIRCUIT_WINDOW / 60:.0f} min; no more automatic cleanups")
             continue
-        sources = migration_sources(index, rid, node)
         failed_at = parse_pacemaker_time(index.last_failure.get((rid, node)))
         since = max([t for t in (failed_at, attempts[-1] if attempts else None) if t is not None],
                     default=None)
         wait = backoff(len(attempts) + 1)
         if since is not None and now - since < wait:
             continue
-        out.actions.append(Cleanup(
-            reconciler=NAME, rsc=rid, node=node, sources=sources or (),
-            reset_only=sources is None,
-            why=f"fail-count {count} on {node}, and {rid} runs again on "
-                f"{', '.join(running)}; cleanup #{len(attempts) + 1}"))
+        out.actions.append(_cleanup(
+            index, rid, node, f"fail-count {count} on {node}, and {rid} runs again on "
+                              f"{', '.join(running)}; cleanup #{len(attempts) + 1}"))
 
     _failed_vms(ctx, out)
     if index.observed.domains:
@@ -203,14 +200,19 @@ def _asked(ctx: Context, out: PlanBuilder) -> set[tuple[str, str]]:
             n = index.nodes.get(node)
             if n is None or not n.online or rid in index.migrating:
                 continue
-            sources = migration_sources(index, rid, node)
-            out.actions.append(Cleanup(
-                reconciler=NAME, rsc=rid, node=node, sources=sources or (),
-                reset_only=sources is None,
-                why=f"the file asks {vm.name}'s failures up to "
-                    f"{vm.clean_failures_before:%Y-%m-%d %H:%M:%S%z} cleaned (fail-count {count} "
-                    f"on {node})"))
+            out.actions.append(_cleanup(
+                index, rid, node, f"the file asks {vm.name}'s failures up to "
+                f"{vm.clean_failures_before:%Y-%m-%d %H:%M:%S%z} cleaned (fail-count {count} "
+                f"on {node})"))
     return decided
+
+
+def _cleanup(index: ClusterIndex, rid: str, node: str, why: str) -> Cleanup:
+    """A cleanup in the order the migration history allows (a fail-count reset alone when no
+    order of erasing it is safe)."""
+    sources = migration_sources(index, rid, node)
+    return Cleanup(reconciler=NAME, rsc=rid, node=node, sources=sources or (),
+                   reset_only=sources is None, why=why)
 
 
 def _failed_vms(ctx: Context, out: PlanBuilder) -> None:

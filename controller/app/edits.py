@@ -42,6 +42,8 @@ from controller.model.errors import DesiredStateError, ToolError, WardenError
 from controller.model.index import build_index
 from controller.model.names import DOMAIN_NAME, NODE_NAME
 from controller.model.observed import ConfigVersion, ObservedState
+from controller.model.vms import is_vm_agent
+from reconcilers.base import under
 
 # Layouts tried, in order: the one that reproduces the file byte for byte is kept. (mapping,
 # sequence, offset) as ruamel.yaml names them: "vms:\n  - name: a\n    state: x" is (2, 4, 2).
@@ -119,10 +121,6 @@ def completed(e: Edit, now: float, observed: ObservedState | None = None,
     return e
 
 
-def _within(path: str, mountpoint: str) -> bool:
-    return PurePosixPath(mountpoint) in PurePosixPath(path).parents and mountpoint != "/"
-
-
 def _transport(value: str | None) -> Transport | None:
     match value:
         case "ssh" | "tcp" | "tls":
@@ -142,12 +140,12 @@ def suggest_enrollment(e: Enroll, observed: ObservedState, desired: DesiredState
         raise EditError(f"{e.vm} runs on {', '.join(on) or 'no node'} (libvirt): enrolling "
                         "takes a domain that runs on one node")
     vds = [r for r in (observed.cib.resources.values() if observed.cib else ())
-           if (r.agent or "").endswith(":VirtualDomain")]
+           if is_vm_agent(r.agent)]
     dirs = [str(PurePosixPath(p).parent) for files in observed.config_files.values()
             for p in files] + [str(PurePosixPath(r.params["config"]).parent) for r in vds
                                if r.params.get("config", "").startswith("/")]
     stores = {st.name: st.mountpoint for st in desired.storage}
-    shared = [d for d in dirs if any(_within(d + "/x", m) for m in stores.values())]
+    shared = [d for d in dirs if any(under(d + "/x", m) for m in stores.values())]
     config = e.config
     if config is None:
         if not shared:
@@ -155,7 +153,7 @@ def suggest_enrollment(e: Enroll, observed: ObservedState, desired: DesiredState
                             "agents' --config-dir, the config of the cluster's VirtualDomain "
                             f"resources): declare {e.vm} in the file by hand")
         config = f"{Counter(shared).most_common(1)[0][0]}/{e.vm}.xml"
-    storage = e.storage or max((n for n, m in stores.items() if _within(config, m)),
+    storage = e.storage or max((n for n, m in stores.items() if under(config, m)),
                                key=lambda n: len(stores[n]), default=None)
     if storage is None:
         raise EditError(f"{config} is under no declared storage")
