@@ -532,7 +532,8 @@ def start_agent(node: str) -> subprocess.Popen[bytes]:
     return _spawn(node, f"agent-{node}", _agent_argv(node))
 
 
-def start_controller(desired: Path, http_port: int = 9810) -> subprocess.Popen[bytes]:
+def start_controller(desired: Path, http_port: int = 9810, state_dir: Path | None = None
+                     ) -> subprocess.Popen[bytes]:
     keys = BASE / "keys"
     agents = [a for n in NODES for a in ("--agent", f"{n}=tcp://{node_ip(n)}:{AGENT_PORT}")]
     # nsenter --mount starts the command in the node's root: every path must be absolute.
@@ -541,7 +542,7 @@ def start_controller(desired: Path, http_port: int = 9810) -> subprocess.Popen[b
         str(desired.resolve()),
         "--keys", str(keys / "controller.key_secret"), "--allow", str(BASE / "allow-controller"),
         "--http-host", "127.0.0.1", "--web-config", str(_ha_web_config()),
-        "--state-dir", str(BASE / "state"),
+        "--state-dir", str(state_dir or BASE / "state"),
         "--http-port", str(http_port), *agents])
 
 

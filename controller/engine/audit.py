@@ -113,10 +113,7 @@ class AuditLog:
         try:
             make_state_dir(self.path.parent)
             self._rotate()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                         STATE_FILE_MODE)
-            with os.fdopen(fd, "ab") as fh:
-                fh.write(b"".join(lines))
+            _append_whole(self.path, b"".join(lines))
         except OSError as exc:
             self.log.error("audit_not_written", path=str(self.path), error=str(exc))
 
@@ -132,6 +129,23 @@ class AuditLog:
             if older.exists():
                 older.replace(self.path.with_name(f"{self.NAME}.{k + 1}"))
         self.path.replace(self.path.with_name(f"{self.NAME}.1"))
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append all of `data` or nothing: a write cut short (a full disk) is undone, or the torn
+    record would glue itself to the next one and both would be unreadable."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, STATE_FILE_MODE)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        rest = memoryview(data)
+        try:
+            while rest:
+                rest = rest[os.write(fd, rest):]
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 def read(state_dir: str | Path) -> Iterator[AuditRecord]:
