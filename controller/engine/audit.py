@@ -22,6 +22,9 @@ from controller.logs import logger
 from controller.model.actions import Outcome, describe
 
 ROTATE_BYTES = 10 * 1024 * 1024
+# Free space the state directory must have for kvm-warden to change the cluster: room for
+# thousands of records, so that no change goes unrecorded (the guard's `audit-unwritable`).
+RESERVE_BYTES = 1024 * 1024
 KEEP = 5  # audit.jsonl.1 .. audit.jsonl.5
 
 
@@ -93,6 +96,9 @@ class PassAudit:
             self._refusals = refusals if full else self._refusals | refusals
         self.log.write(records(decisions, outcomes, self.who, error))
 
+    def unwritable(self) -> str | None:
+        return self.log.unwritable()
+
 
 class AuditLog:
     """Appends records to `<state dir>/audit.jsonl` and logs them; never raises."""
@@ -116,6 +122,25 @@ class AuditLog:
             _append_whole(self.path, b"".join(lines))
         except OSError as exc:
             self.log.error("audit_not_written", path=str(self.path), error=str(exc))
+
+    def unwritable(self) -> str | None:
+        """Why a change now could not be recorded (None: it can): the state directory's
+        filesystem has less than RESERVE_BYTES free. A directory not made yet is judged by
+        the nearest one that exists."""
+        if self.path is None:
+            return None
+        where = self.path.parent
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            st = os.statvfs(where)
+        except OSError as exc:
+            return f"the state directory {self.path.parent} cannot be read: {exc.strerror}"
+        free = st.f_bavail * st.f_frsize
+        if free < RESERVE_BYTES:
+            return (f"the state directory {self.path.parent} has {free // 1024} kB free "
+                    f"(a change needs {RESERVE_BYTES // 1024} kB for its audit record)")
+        return None
 
     def _rotate(self) -> None:
         assert self.path is not None

@@ -28,6 +28,8 @@ Reason = Literal[
     "previewing",
     # held: the patch would move a VM nothing in the desired file asks to move (engine/explain.py)
     "would-move-unasked",
+    # held: the state directory has no room for the audit record of a change (engine/audit.py)
+    "audit-unwritable",
 ]
 
 

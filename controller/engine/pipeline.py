@@ -71,7 +71,13 @@ class PassOutput:
 def run_pass(inp: PassInput, fx: PassEffects) -> PassOutput:
     decided = decide_pass(inp.index, inp.desired, Guard(fx.ledger), inp.now, inp.observed_at,
                           inp.scope)
-    decisions, pv, stale, held = _preview(decided.decisions, inp, fx)
+    decisions = decided.decisions
+    no_room = fx.audit.unwritable() if fx.actuator is not None else None
+    if no_room is not None:  # no change that could not be recorded
+        held_verdict = Verdict(False, "audit-unwritable", no_room)
+        decisions = tuple(Decision(d.action, held_verdict) if d.verdict.admitted else d
+                          for d in decisions)
+    decisions, pv, stale, held = _preview(decisions, inp, fx)
     out = PassOutput(decisions, decided.findings + held, preview=pv,
                      requeue_at=decided.requeue_at)
     if stale:

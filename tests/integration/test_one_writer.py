@@ -227,3 +227,36 @@ def test_no_desired_state_means_no_writer_lock_leak(tmp_path: Path) -> None:
                "--http-port", "-1").returncode == 1
     assert cli("plan", "--desired", str(EXAMPLE), "--cib", str(work), "--apply"
                ).returncode in (0, 2)
+
+
+def test_no_change_while_the_state_directory_has_no_room_for_its_audit(tmp_path: Path) -> None:
+    """A full state directory (a real 2 MiB tmpfs, filled) holds every change with
+    `audit-unwritable`: a change that could not be recorded is not made. Once there is room,
+    the same plan applies and its records are there."""
+    sim, _, desired = simulated(tmp_path)
+    prefer_web02_on_kvm3(desired, sim.cib_file)
+    state, out = tmp_path / "state", tmp_path / "out"
+    state.mkdir()
+    out.mkdir()
+    plan = " ".join([sys.executable, "-m", "controller.app.cli", "plan", "--desired",
+                     str(desired), "--cib", str(sim.cib_file), "--apply", "--state-dir",
+                     str(state), "--json"])
+    script = (f"set -e; mount -t tmpfs -o size=2m tmpfs {state}; "
+              f"dd if=/dev/zero of={state}/fill bs=64k 2>/dev/null || true; "
+              f"{plan} > {out}/full.json || echo $? > {out}/full.rc; "
+              f"cp {sim.cib_file} {out}/cib-full.xml; rm {state}/fill; "
+              f"{plan} > {out}/room.json || echo $? > {out}/room.rc; "
+              f"cp {state}/audit.jsonl {out}/audit.jsonl")
+    subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                   cwd=ROOT, check=True, timeout=300)
+    full = json.loads((out / "full.json").read_text())
+    assert {a["verdict"] for a in full["actions"]} == {"audit-unwritable"}
+    assert "warden-prefer-vm-web02" in {a.get("id") for a in full["actions"]}
+    assert "kB free" in full["actions"][0]["detail"]
+    assert 'id="warden-prefer-vm-web02"' not in (out / "cib-full.xml").read_text()
+    room = json.loads((out / "room.json").read_text())
+    assert {a.get("id"): a["verdict"] for a in room["actions"]}["warden-prefer-vm-web02"] == \
+        "admitted"
+    assert 'id="warden-prefer-vm-web02"' in sim.cib_file.read_text()
+    applied = [r.action for r in read(out) if r.outcome == "applied"]
+    assert any("warden-prefer-vm-web02" in a for a in applied)
