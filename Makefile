@@ -58,7 +58,8 @@ clean:
 lab-up: venv
 	$(BIN)/python -m lab.lab up --with-warden config/desired-state.example.yaml
 
-# An hour of seeded faults on the lab, judged by an independent checker (lab/chaos.py):
+# An hour of seeded faults on the lab, judged by an independent checker (lab/chaos.py,
+# lab/checker.py); the report goes to soak-report/ (report.json, report.html):
 # make soak MINUTES=10 SEED=42 FAULTS=kill-guest,partition
 MINUTES ?= 60
 SOAK_ARGS = --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) $(if $(FAULTS),--faults $(FAULTS))

@@ -463,9 +463,9 @@ def run(desired_path: Path, minutes: float, seed: int, faults: tuple[str, ...]) 
     finally:
         sampler.stop()
         report.ended = time.time()
-    judge(report, state)
     _kill(Controller.pids(), signal.SIGCONT)
     _kill(Controller.pids())
+    judge(report, state)  # on files nobody writes any more
     lab.start_controller(desired_path)  # back on the lab's own state directory
     return report
 

@@ -19,11 +19,14 @@ audited, every fault in the history, nothing written lost, bounded memory, a tru
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -473,13 +476,13 @@ def state_counts(state: Path) -> tuple[int, int | None, bool | None]:
             except ValueError:
                 pass
     rows = None
-    db = state / "history.sqlite"
-    if db.exists():
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2) as con:
-                rows = int(con.execute("SELECT count(*) FROM events").fetchone()[0])
-        except sqlite3.Error:
-            rows = None
+    with history_copy(state) as db:
+        if db is not None:
+            try:
+                with contextlib.closing(sqlite3.connect(db, timeout=2)) as con:
+                    rows = int(con.execute("SELECT count(*) FROM events").fetchone()[0])
+            except sqlite3.Error:
+                rows = None
     ledger: bool | None = None
     try:
         json.loads((state / "ledger.json").read_text())
@@ -491,14 +494,36 @@ def state_counts(state: Path) -> tuple[int, int | None, bool | None]:
     return lines, rows, ledger
 
 
+@contextlib.contextmanager
+def history_copy(state: Path) -> Iterator[Path | None]:
+    """A copy of the history database (and its write-ahead log) to read. The state directory
+    is in kvm1's mount namespace, reached through /proc/PID/root, and sqlite resolves that link
+    to a path of the host's namespace, where the file is not: so read a copy."""
+    src = state / "history.sqlite"
+    with tempfile.TemporaryDirectory(prefix="soak-history-") as tmp:
+        try:
+            shutil.copyfile(src, Path(tmp) / src.name)
+        except OSError:
+            yield None
+            return
+        for suffix in ("-wal",):
+            try:
+                shutil.copyfile(f"{src}{suffix}", Path(tmp) / f"{src.name}{suffix}")
+            except OSError:
+                pass
+        yield Path(tmp) / src.name
+
+
 def history_rows(state: Path) -> list[tuple[float, str]]:
-    try:
-        with sqlite3.connect(f"file:{state / 'history.sqlite'}?mode=ro", uri=True,
-                             timeout=5) as con:
-            return [(float(at), str(vm)) for at, vm in
-                    con.execute("SELECT at, vm FROM events WHERE vm IS NOT NULL")]
-    except sqlite3.Error:
-        return []
+    with history_copy(state) as db:
+        if db is None:
+            return []
+        try:
+            with contextlib.closing(sqlite3.connect(db, timeout=5)) as con:
+                return [(float(at), str(vm)) for at, vm in
+                        con.execute("SELECT at, vm FROM events WHERE vm IS NOT NULL")]
+        except sqlite3.Error:
+            return []
 
 
 class Sampler:

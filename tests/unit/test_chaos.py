@@ -261,3 +261,20 @@ def test_a_drain_is_lifted_by_declaring_the_node_online(tmp_path: Path) -> None:
     d.drained, d.lifted = None, "kvm3"
     d.write()
     assert load_desired(d.path).cluster.node_states() == {"kvm3": "online"}
+
+
+def test_the_checker_reads_a_live_history_and_audit(tmp_path: Path) -> None:
+    """The state files as the controller writes them (sqlite in WAL mode, still open; JSON
+    lines with a torn one), read without kvm-warden's readers."""
+    from controller.engine.audit import AuditLog, AuditRecord
+    from controller.engine.history import Event, History
+
+    h = History(tmp_path / "history.sqlite")
+    h.add([Event(at=T0, kind="lifecycle", vm="web01"), Event(at=T0 + 1, kind="move", vm="db01")])
+    AuditLog(tmp_path).write([AuditRecord(at=stamp(T0), who="service", outcome="applied",
+                                          action="a", kind="SetMeta", reconciler="r", why="w")])
+    with open(tmp_path / "audit.jsonl", "ab") as f:
+        f.write(b'{"at": "torn')
+    assert checker.state_counts(tmp_path) == (1, 2, None)
+    assert sorted(checker.history_rows(tmp_path)) == [(T0, "web01"), (T0 + 1, "db01")]
+    h.close()
