@@ -6,15 +6,18 @@ Metrics are served from the state the controller already holds: a scrape never r
 
 from __future__ import annotations
 
+import platform
+import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    Info,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
@@ -23,8 +26,9 @@ from prometheus_client import (
 
 from controller.model.actions import SPLIT_BRAIN_FINDINGS, Finding
 from controller.model.observed import ObservedState
-from controller.model.overview import VmRow
+from controller.model.overview import HEALTH_WORDS, VmRow
 from controller.model.vms import conventional_name
+from controller.version import version
 
 # `_created` gauges double the series count and no dashboard or rule reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -38,6 +42,13 @@ _vm_dirty = True
 _vm_lock = threading.Lock()
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
+
+_HOST = socket.gethostname()
+
+
+BUILD = Info("kvm_warden_build", "The running kvm-warden: its version and Python's",
+             registry=REGISTRY)
+BUILD.info({"version": version(), "python": platform.python_version()})
 
 QUORATE = Gauge("kvm_warden_cluster_quorate", "1 when the observed partition has quorum",
                 registry=REGISTRY)
@@ -54,13 +65,22 @@ NODE_MAINTENANCE = Gauge("kvm_warden_node_maintenance", "1 when the node is in m
                          ["node"], registry=REGISTRY)
 NODE_DOMAINS = Gauge("kvm_warden_node_domains_running", "Domains libvirt reports running",
                      ["node"], registry=REGISTRY)
-VM_INFO = Gauge("kvm_warden_vm_info",
-                "One series per VM: where it runs, its role and its VNC port (value always 1)",
-                ["vm", "resource", "node", "state", "desired_node", "vnc_port"], registry=VM_REGISTRY)
+# Per-VM series keep their labels for the VM's life: what changes (where it runs, its health)
+# is a value, one series per VM and node or per VM and word, so a migration makes no new series.
+VM_INFO = Gauge("kvm_warden_vm_info", "One series per VM, naming its resource (value always 1)",
+                ["vm", "resource"], registry=VM_REGISTRY)
+VM_NODE = Gauge("kvm_warden_vm_node",
+                "1 on the node where the VM's resource is active, 0 on the cluster's other nodes",
+                ["vm", "node"], registry=VM_REGISTRY)
+VM_DESIRED_NODE = Gauge("kvm_warden_vm_desired_node",
+                        "1 on the node the desired file prefers for the VM, 0 on the others "
+                        "(no series when it names none)", ["vm", "node"], registry=VM_REGISTRY)
+VM_VNC_PORT = Gauge("kvm_warden_vm_vnc_port", "The VM's VNC port on its node (when it has one)",
+                    ["vm"], registry=VM_REGISTRY)
 VM_UP = Gauge("kvm_warden_vm_up", "1 when the VM's resource is active", ["vm"], registry=VM_REGISTRY)
 VM_HEALTH = Gauge("kvm_warden_vm_health",
-                  "One series per VM, its truth in one word (failed, blocked, unmanaged, orphaned, "
-                  "paused, migrating, pending, stopped, absent, ok; value always 1)",
+                  "The VM's truth in one word: 1 for its word, 0 for every other (failed, blocked, "
+                  "outside, unmanaged, orphaned, paused, migrating, pending, stopped, absent, ok)",
                   ["vm", "health"], registry=VM_REGISTRY)
 VM_DESIRED_MATCH = Gauge("kvm_warden_vm_desired_match",
                          "1 when the VM runs as and where the desired state asks", ["vm"],
@@ -115,7 +135,7 @@ VM_PAUSED = Gauge("kvm_warden_vm_paused",
 OUT_OF_BAND = Counter("kvm_warden_out_of_band_total",
                       "Lifecycle changes of cluster VMs that Pacemaker did not make (virsh "
                       "destroy/suspend/migrate... behind the cluster's back)",
-                      ["vm", "node", "what"], registry=REGISTRY)
+                      ["vm", "node"], registry=REGISTRY)
 SPLIT_BRAIN = Gauge("kvm_warden_split_brain_findings",
                     "Domains running where Pacemaker does not place them", registry=REGISTRY)
 CIB_CONFLICTS = Counter("kvm_warden_cib_conflicts_total",
@@ -252,30 +272,40 @@ def update_cluster(observed: ObservedState) -> None:
         for mp in mps:
             STORAGE_MOUNTED.labels(node=node, mountpoint=mp).set(1)
     for source, at in observed.observed_at.items():
-        # "libvirt:kvm1" -> one series per node: one node's dead libvirtd must show.
+        # "libvirt:kvm1" -> one series per node: one node's dead libvirtd must show. A
+        # cluster-wide source ("pacemaker") is read where the controller runs: that node.
         probe, _, node = source.partition(":")
-        PROBE_LAST_SUCCESS.labels(probe=probe, node=node).set(at)
+        PROBE_LAST_SUCCESS.labels(probe=probe, node=node or _HOST).set(at)
 
 
-def update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int]) -> None:
-    """Per-VM series from the overview rows (controller.model.overview.vm_rows)."""
+def update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int],
+               nodes: Sequence[str] = ()) -> None:
+    """Per-VM series from the overview rows (controller.model.overview.vm_rows); `nodes`: the
+    cluster's nodes, each VM's per-node series are made for every one of them."""
     global _vm_dirty
     with _vm_lock:
-        _update_vms(rows, fail_counts)
+        _update_vms(rows, fail_counts, nodes)
         _vm_dirty = True
 
 
-def _update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int]) -> None:
-    VM_INFO.clear()
-    VM_UP.clear()
-    VM_HEALTH.clear()
-    VM_DESIRED_MATCH.clear()
-    VM_FAILCOUNT.clear()
+def _update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int],
+                nodes: Sequence[str]) -> None:
+    for g in (VM_INFO, VM_NODE, VM_DESIRED_NODE, VM_VNC_PORT, VM_UP, VM_HEALTH, VM_DESIRED_MATCH,
+              VM_FAILCOUNT):
+        g.clear()
     for r in rows:
-        VM_INFO.labels(vm=r.vm, resource=r.resource, node=",".join(r.nodes), state=r.state,
-                       desired_node=r.desired_node or "", vnc_port=str(r.vnc_port or "")).set(1)
+        VM_INFO.labels(vm=r.vm, resource=r.resource).set(1)
+        for node in sorted({*nodes, *r.nodes}):
+            VM_NODE.labels(vm=r.vm, node=node).set(1 if node in r.nodes else 0)
+            # Created at 0: `increase()` sees a VM's first out-of-band change.
+            OUT_OF_BAND.labels(vm=r.vm, node=node)
+            if r.desired_node:
+                VM_DESIRED_NODE.labels(vm=r.vm, node=node).set(node == r.desired_node)
+        if r.vnc_port:
+            VM_VNC_PORT.labels(vm=r.vm).set(r.vnc_port)
         VM_UP.labels(vm=r.vm).set(1 if r.nodes else 0)
-        VM_HEALTH.labels(vm=r.vm, health=r.health).set(1)
+        for word in HEALTH_WORDS:
+            VM_HEALTH.labels(vm=r.vm, health=word).set(word == r.health)
         VM_DESIRED_MATCH.labels(vm=r.vm).set(0 if r.drift else 1)
     vms = {r.resource: r.vm for r in rows}
     for (rid, node), count in fail_counts.items():

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from controller.model.errors import DesiredStateError, WardenError
+from controller.version import version
 
 
 def _cmd_observe(args: argparse.Namespace) -> int:
@@ -176,22 +177,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
                           libvirt_uri=args.libvirt_uri, as_json=args.json, cacert=args.cacert)
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("kvm-warden")
-    except PackageNotFoundError:  # run from a source tree that was not installed
-        return "unknown (not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kvm-warden",
         description="Keeps a Pacemaker/Corosync KVM cluster (GFS2 shared storage) in the state "
         "its operators declared, acting only through Pacemaker.",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     o = sub.add_parser(

@@ -251,7 +251,9 @@ class Controller:
 
     def _report(self, out: PassOutput, findings: tuple[Finding, ...],
                 fail_counts: Mapping[tuple[str, str], int]) -> None:
-        metrics.update_vms(self.view.rows, fail_counts)
+        observed = self.view.observed
+        metrics.update_vms(self.view.rows, fail_counts,
+                           sorted(observed.status.nodes) if observed is not None else ())
         metrics.STORAGE_DEPS_MISSING.set(sum(
             1 for d in out.decisions if d.action.reconciler == "storage"
             and isinstance(d.action, AddOrder | AddColocation)))

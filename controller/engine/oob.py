@@ -236,7 +236,7 @@ class OutOfBandWatcher:
             return
         self._last[name] = at
         change = OutOfBandChange(at=at, vm=name, resource=rid, node=ev.node, what=what)
-        metrics.OUT_OF_BAND.labels(vm=name, node=ev.node, what=what).inc()
+        metrics.OUT_OF_BAND.labels(vm=name, node=ev.node).inc()
         self.audit.write([AuditRecord(
             at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)), who="out-of-band",
             outcome="observed", action=f"{what} of {name} on {ev.node}", kind="out_of_band",

@@ -25,6 +25,11 @@ class FindingBrief(msgspec.Struct, frozen=True, kw_only=True):
     message: str
 
 
+# Every word of VmRow.health, worst first.
+HEALTH_WORDS = ("failed", "blocked", "outside", "unmanaged", "orphaned", "paused", "migrating",
+                "pending", "stopped", "absent", "ok")
+
+
 class VmRow(msgspec.Struct, frozen=True, kw_only=True):
     """One VM, the one row type of `status`, `/status`, the web view and the per-VM metrics."""
 
@@ -135,9 +140,7 @@ def _truth(inst: tuple[Resource, ...], libvirt: tuple[str, ...], nodes: tuple[st
             + ") with no Pacemaker resource")
     if not words:
         return ("absent" if not inst else "ok" if nodes else "stopped"), ()
-    order = ("failed", "blocked", "outside", "unmanaged", "orphaned", "paused", "migrating",
-             "pending")
-    return min(words, key=order.index), tuple(dict.fromkeys(flags))
+    return min(words, key=HEALTH_WORDS.index), tuple(dict.fromkeys(flags))
 
 
 def vm_rows(observed: ObservedState, desired: DesiredState | None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+import socket
 import time
 
 from controller import metrics
@@ -51,7 +53,9 @@ def test_probe_freshness_is_one_series_per_node() -> None:
            for m in REGISTRY.collect() if m.name == "kvm_warden_probe_last_success_timestamp_seconds"
            for s in m.samples}
     assert got[("libvirt", "kvm1")] == 10.0 and got[("libvirt", "kvm2")] == 20.0
-    assert got[("pacemaker", "")] == 30.0
+    # Pacemaker is read where the controller runs: that node, never an empty label.
+    assert got[("pacemaker", socket.gethostname())] == 30.0
+    assert all(node for _, node in got)
 
 
 def test_storage_clones_are_not_vms_in_the_failcount_series() -> None:
@@ -72,3 +76,42 @@ def test_the_ban_metric_names_the_files_vm_not_the_naming_convention() -> None:
                                      {"vm": "db01", "node": "kvm3"}) == 1.0
     assert REGISTRY.get_sample_value("kvm_warden_operator_ban",
                                      {"vm": "pg-primary", "node": "kvm3"}) is None
+
+
+def test_a_migration_makes_no_new_series_and_out_of_band_counters_start_at_zero() -> None:
+    """Per-VM series keep their labels: where a VM runs and its health are values."""
+    def row(node: str, health: str) -> VmRow:
+        return VmRow(vm="web01", resource="vm-web01", nodes=(node,), state="Started",
+                     desired_state=None, desired_node="kvm2", drift=(), vnc_port=5901,
+                     console=None, health=health)
+
+    def series() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for m in [*REGISTRY.collect(), *metrics.VM_REGISTRY.collect()]
+                if m.name.startswith(("kvm_warden_vm_", "kvm_warden_out_of_band"))
+                for s in m.samples if s.labels.get("vm") == "web01"}
+
+    nodes = ("kvm1", "kvm2", "kvm3")
+    metrics.update_vms([row("kvm1", "ok")], {}, nodes)
+    before = series()
+    metrics.update_vms([row("kvm2", "migrating")], {}, nodes)
+    after = series()
+    assert before.keys() == after.keys()  # the same series, other values
+    value = lambda s, name, **labels: s[(name, tuple(sorted({"vm": "web01", **labels}.items())))]  # noqa: E731
+    assert value(before, "kvm_warden_vm_node", node="kvm1") == 1.0
+    assert value(after, "kvm_warden_vm_node", node="kvm1") == 0.0
+    assert value(after, "kvm_warden_vm_node", node="kvm2") == 1.0
+    assert value(after, "kvm_warden_vm_health", health="migrating") == 1.0
+    assert value(after, "kvm_warden_vm_health", health="ok") == 0.0
+    assert value(after, "kvm_warden_vm_desired_node", node="kvm2") == 1.0
+    assert value(after, "kvm_warden_vm_vnc_port") == 5901.0
+    assert value(after, "kvm_warden_vm_info", resource="vm-web01") == 1.0
+    for node in nodes:  # there before the first out-of-band change, at 0
+        assert value(after, "kvm_warden_out_of_band_total", node=node) == 0.0
+
+
+def test_build_info_names_the_version() -> None:
+    from controller.version import version
+
+    assert REGISTRY.get_sample_value("kvm_warden_build_info", {
+        "version": version(), "python": platform.python_version()}) == 1.0
