@@ -122,7 +122,10 @@ LAST_PASS = Gauge("kvm_warden_last_pass_timestamp_seconds",
 DRIFT = Gauge("kvm_warden_drift_objects", "Objects differing from the desired state",
               ["reconciler"], registry=REGISTRY)
 FINDINGS = Gauge("kvm_warden_findings", "Open findings (not fixed automatically)",
-                 ["reconciler", "severity"], registry=REGISTRY)
+                 ["reconciler", "kind", "severity"], registry=REGISTRY)
+HELD = Gauge("kvm_warden_actions_held",
+             "Actions the last full pass wanted and did not make, by the guard's reason",
+             ["reason"], registry=REGISTRY)
 CIRCUIT_OPEN = Gauge("kvm_warden_circuit_open", "1 when cleanups of a resource are suspended",
                      ["resource"], registry=REGISTRY)
 OPERATOR_BAN = Gauge("kvm_warden_operator_ban",
@@ -319,9 +322,10 @@ def update_findings(findings: Iterable[Finding], vm_names: Mapping[str, str]) ->
     CIRCUIT_OPEN.clear()
     OPERATOR_BAN.clear()
     split = 0
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str, str], int] = {}
     for f in findings:
-        counts[(f.reconciler, f.severity)] = counts.get((f.reconciler, f.severity), 0) + 1
+        key = (f.reconciler, f.kind, f.severity)
+        counts[key] = counts.get(key, 0) + 1
         if f.kind == "circuit-open" and f.rsc is not None:
             CIRCUIT_OPEN.labels(resource=f.rsc).set(1)
         if f.kind == "operator-ban" and f.rsc is not None:
@@ -330,9 +334,19 @@ def update_findings(findings: Iterable[Finding], vm_names: Mapping[str, str]) ->
             OPERATOR_BAN.labels(vm=vm, node=f.node or "").set(1)
         if f.kind in SPLIT_BRAIN_FINDINGS:
             split += 1
-    for (rec, sev), n in counts.items():
-        FINDINGS.labels(reconciler=rec, severity=sev).set(n)
+    for (rec, kind, sev), n in counts.items():
+        FINDINGS.labels(reconciler=rec, kind=kind, severity=sev).set(n)
     SPLIT_BRAIN.set(split)
+
+
+def update_held(reasons: Iterable[str]) -> None:
+    """`reasons`: the guard's reason of each action the last full pass did not make."""
+    HELD.clear()
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    for reason, n in counts.items():
+        HELD.labels(reason=reason).set(n)
 
 
 # Scrapers that arrive together (several Prometheus replicas, a dashboard refresh) share one

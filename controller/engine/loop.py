@@ -217,7 +217,7 @@ class Controller:
         rows = vm_rows(observed, desired, findings, index.fail_counts, self._drift)
         self.view = Published(last, observed, rows, vms, names,
                               out.preview if out.preview is not None else self.view.preview)
-        self._report(out, findings, index.fail_counts)
+        self._report(out, findings, index.fail_counts, full=only is None)
         self._after(out)
         if self.history is not None:
             self.history.retention_days = desired.history.retention_days
@@ -250,8 +250,10 @@ class Controller:
             self.scheduler.urgent()
 
     def _report(self, out: PassOutput, findings: tuple[Finding, ...],
-                fail_counts: Mapping[tuple[str, str], int]) -> None:
+                fail_counts: Mapping[tuple[str, str], int], full: bool) -> None:
         observed = self.view.observed
+        if full:  # an incremental pass decides for some VMs only
+            metrics.update_held(d.verdict.reason for d in out.decisions if not d.verdict.admitted)
         metrics.update_vms(self.view.rows, fail_counts,
                            sorted(observed.status.nodes) if observed is not None else ())
         metrics.STORAGE_DEPS_MISSING.set(sum(

@@ -26,8 +26,8 @@ ROOT = Path(__file__).parent.parent.parent
 
 # Dashboard expressions that are empty while nothing of their kind happens in this scenario.
 MAY_BE_EMPTY = {
-    "sum by (reason) (rate(kvm_warden_bus_rejected_total[5m]))",
-    "sum by (reason) (rate(kvm_warden_bus_resyncs_total[5m]))",
+    'sum by (reason) (rate(kvm_warden_bus_rejected_total{instance=~".*"}[5m]))',
+    'sum by (reason) (rate(kvm_warden_bus_resyncs_total{instance=~".*"}[5m]))',
 }
 
 
@@ -119,7 +119,8 @@ def query(url: str, expr: str) -> list[Any]:
 
 def dashboard_exprs() -> list[str]:
     dash = json.loads((ROOT / "config" / "grafana" / "kvm-warden.json").read_text())
-    return [t["expr"].replace("$node", ".*") for p in dash["panels"] for t in p.get("targets", [])]
+    return [t["expr"].replace("$node", ".*").replace("$cluster", ".*") for p in dash["panels"]
+            for t in p.get("targets", [])]
 
 
 def rule_exprs() -> list[str]:
