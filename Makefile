@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck unit deps venv clean lab-up lab-down image soak screenshots
+.PHONY: test demo bench lint typecheck unit deps venv clean lab-up lab-down image soak screenshots deb
 
 deps:
 	@scripts/install-deps.sh image
@@ -53,7 +53,7 @@ screenshots: venv
 	KVM_WARDEN_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q tests/integration/test_web_glance.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build
 
 lab-up: venv
 	$(BIN)/python -m lab.lab up --with-warden config/desired-state.example.yaml
@@ -71,3 +71,7 @@ lab-down:
 
 image: venv
 	scripts/build-image.sh
+
+# The Debian package: build/deb/kvm-warden_VERSION_ARCH.deb (scripts/build-deb.sh says what it holds)
+deb: venv
+	scripts/build-deb.sh

@@ -123,7 +123,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
     from controller.bus.keys import generate_keys
 
-    public, secret = generate_keys(Path(args.dir), args.name, force=args.force)
+    public, secret = generate_keys(Path(args.dir), args.name, force=args.force, owner=args.owner)
     print(f"public key: {public}  (copy into the peers' allow-list directories)")
     print(f"secret key: {secret}  (keep on this host only, mode 0600)")
     return 0
@@ -375,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("dir")
     k.add_argument("name")
     k.add_argument("--force", action="store_true", help="replace an existing key pair")
+    k.add_argument("--owner", metavar="USER[:GROUP]",
+                   help="give the secret key to this user, e.g. kvm-warden, the user the "
+                   "packaged services run as (default: whoever runs this)")
     k.set_defaults(func=_cmd_keys)
     return p
 

@@ -7,6 +7,7 @@ in the allow-list directory (ZeroMQ's ZAP handler, run by pyzmq's ThreadAuthenti
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,10 @@ class Curve:
         return public
 
 
-def generate_keys(directory: Path, name: str, force: bool = False) -> tuple[Path, Path]:
-    """A new key pair; the secret is created 0600 (no window in which others may read it)."""
+def generate_keys(directory: Path, name: str, force: bool = False, owner: str | None = None
+                  ) -> tuple[Path, Path]:
+    """A new key pair; the secret is created 0600 (no window in which others may read it),
+    owned by `owner` (USER or USER:GROUP, e.g. the service's kvm-warden) when given."""
     public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
     if not force and (public.exists() or secret.exists()):
         raise WardenError(f"{secret} already exists: keep it, or pass --force to replace it "
@@ -69,6 +72,12 @@ def generate_keys(directory: Path, name: str, force: bool = False) -> tuple[Path
     finally:
         os.umask(old)
     Path(made_public).chmod(0o644)  # the public half is meant to be copied around
+    if owner is not None:
+        user, _, group = owner.partition(":")
+        try:
+            shutil.chown(made_secret, user, group or None)
+        except (LookupError, OSError) as exc:
+            raise WardenError(f"{made_secret}: cannot give it to {owner}: {exc}") from None
     return Path(made_public), Path(made_secret)
 
 

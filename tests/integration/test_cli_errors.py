@@ -45,6 +45,19 @@ def test_secrets_are_created_private_and_never_overwritten_silently(keys: Path) 
     assert (keys / "kvm1.key_secret").read_bytes() != before
 
 
+def test_a_secret_is_given_to_the_services_user(tmp_path: Path) -> None:
+    """As root, `--owner` hands the 0600 secret to the user the units run as; an unknown user
+    is a clear error."""
+    import pwd
+
+    assert cli("keys", "generate", str(tmp_path), "kvm2", "--owner", "nobody:nogroup"
+               ).returncode == 0
+    st = (tmp_path / "kvm2.key_secret").stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (pwd.getpwnam("nobody").pw_uid, 0o600)
+    assert_clean_error(cli("keys", "generate", str(tmp_path), "kvm3", "--owner",
+                           "no-such-user-here"), "cannot give it to no-such-user-here")
+
+
 def test_keys_into_an_unwritable_place(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     assert_clean_error(cli("keys", "generate", str(tmp_path / "file" / "sub"), "x"),

@@ -1,0 +1,168 @@
+"""The Debian package, built by `make deb` (scripts/build-deb.sh) and installed with apt in a
+clean Debian 12 root (debootstrap, from the mirror apt uses here): what it installs, the user
+and directories it makes, the key step of the install guide, `systemd-analyze verify` on its
+units, and the controller started exactly as its unit says (ExecStart, User, Group,
+SupplementaryGroups, EnvironmentFile) as that user, writing its state where the unit lets it.
+
+What cannot run here: systemd as PID 1, so the units' sandboxing (ProtectSystem=strict and
+friends) is checked by `systemd-analyze verify`, not enforced."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "build" / "debian-12-root"       # debootstrapped once, copied for each test
+APT_CACHE = ROOT / "build" / "apt-archives"   # downloaded .debs, kept between runs
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("debootstrap") is None, reason="no debootstrap")]
+
+
+def sh(*argv: str | Path, timeout: float = 600, check: bool = True,
+       **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=check,
+                          timeout=timeout, **kw)  # type: ignore[call-overload]
+
+
+def mirror() -> str:
+    for line in Path("/etc/apt/sources.list.d/debian.sources").read_text().splitlines():
+        if line.startswith("URIs:"):
+            return line.split()[1]
+    return "http://deb.debian.org/debian"
+
+
+def base_root() -> Path:
+    if not (BASE / "etc" / "debian_version").exists():
+        tmp = BASE.with_name(BASE.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        sh("debootstrap", "--variant=minbase", "bookworm", tmp, mirror(), timeout=900)
+        tmp.rename(BASE)
+    return BASE
+
+
+@pytest.fixture(scope="module")
+def deb() -> Path:
+    out = sh(ROOT / "scripts" / "build-deb.sh", cwd=ROOT, timeout=900)
+    (path,) = re.findall(r"build-deb: (\S+\.deb)", out.stdout)
+    return Path(path)
+
+
+@pytest.fixture(scope="module")
+def installed(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of the clean root with the package installed by apt (it pulls its Depends)."""
+    root = tmp_path_factory.mktemp("debian") / "root"
+    sh("cp", "-a", base_root(), root)
+    shutil.copy("/etc/resolv.conf", root / "etc" / "resolv.conf")
+    APT_CACHE.mkdir(parents=True, exist_ok=True)
+    archives = root / "var" / "cache" / "apt" / "archives"
+    sh("mount", "--bind", APT_CACHE, archives)
+    sh("mount", "-t", "proc", "proc", root / "proc")
+    try:
+        shutil.copy(deb, root / "tmp" / deb.name)
+        chroot(root, "apt-get", "update", "-qq")
+        # systemd only for systemd-analyze; the package itself starts nothing.
+        chroot(root, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
+               f"/tmp/{deb.name}", "systemd", timeout=900)
+        yield root
+    finally:
+        sh("umount", "-l", root / "proc", check=False)
+        sh("umount", "-l", archives, check=False)
+
+
+def chroot(root: Path, *argv: str, timeout: float = 300, check: bool = True
+           ) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+           "DEBIAN_FRONTEND": "noninteractive"}
+    return sh("chroot", root, *argv, timeout=timeout, check=check, env=env)
+
+
+def unit(root: Path, name: str) -> dict[str, str]:
+    """The [Service] settings of an installed unit (continuation lines joined)."""
+    text = (root / "lib" / "systemd" / "system" / name).read_text().replace("\\\n", " ")
+    section = text.split("[Service]", 1)[1].split("\n[", 1)[0]
+    return dict(line.split("=", 1) for line in section.splitlines()
+                if "=" in line and not line.lstrip().startswith("#"))
+
+
+def defaults(root: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (root / "etc" / "default" / "kvm-warden")
+                .read_text().splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_the_package_installs_with_apt_and_makes_its_user_and_directories(
+        installed: Path) -> None:
+    version = chroot(installed, "kvm-warden", "--version").stdout
+    assert version.startswith("kvm-warden 0.")
+    groups = chroot(installed, "id", "-nG", "kvm-warden").stdout.split()
+    assert "kvm-warden" in groups and "haclient" in groups
+    for path, owner, mode in [("etc/kvm-warden/keys", "root:kvm-warden", "750"),
+                              ("etc/kvm-warden/allow", "root:kvm-warden", "750"),
+                              ("var/lib/kvm-warden", "kvm-warden:kvm-warden", "750")]:
+        st = chroot(installed, "stat", "-c", "%U:%G %a", f"/{path}").stdout.split()
+        assert st == [owner, mode], path
+    assert "kvm-warden" in chroot(installed, "man", "-w", "kvm-warden", check=False).stdout \
+        or (installed / "usr/share/man/man1/kvm-warden.1.gz").exists()
+    completion = (installed / "usr/share/bash-completion/completions/kvm-warden").read_text()
+    assert "complete -F _kvm_warden kvm-warden" in completion and "--desired" in completion
+    # The alert agent Pacemaker runs, with the system python (no venv), answers:
+    alert = chroot(installed, "/usr/lib/kvm-warden/kvm-warden-alert", timeout=30)
+    assert "run by Pacemaker as an alert agent" in alert.stdout + alert.stderr
+
+
+def test_systemd_analyze_verifies_the_units(installed: Path) -> None:
+    for name in ("kvm-warden-agent.service", "kvm-warden-controller.service"):
+        out = chroot(installed, "systemd-analyze", "verify", f"/lib/systemd/system/{name}",
+                     check=False)
+        problems = [line for line in (out.stdout + out.stderr).splitlines()
+                    if name.split(".")[0] in line]
+        assert out.returncode == 0 and problems == [], out.stdout + out.stderr
+
+
+def test_the_controller_runs_as_its_unit_says(installed: Path) -> None:
+    """The guide's key step (`keys generate --owner kvm-warden`), then the unit's ExecStart with
+    its EnvironmentFile, as its User and groups, in a network namespace of its own: it runs
+    and writes its state where the unit says, as that user."""
+    chroot(installed, "kvm-warden", "keys", "generate", "/etc/kvm-warden/keys", "controller",
+           "--owner", "kvm-warden")
+    shutil.copy(ROOT / "config" / "desired-state.example.yaml",
+                installed / "etc" / "kvm-warden" / "desired.yaml")
+    svc = unit(installed, "kvm-warden-controller.service")
+    env = defaults(installed)
+    env["KVM_WARDEN_AGENTS"] = ""  # no agents here: the controller waits for them
+    argv = [os.path.expandvars(a) if "$" in a else a for a in shlex.split(
+        re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), svc["ExecStart"]))]
+    assert argv[0] == "/opt/kvm-warden/bin/kvm-warden" and "--state-dir" in argv
+    state = argv[argv.index("--state-dir") + 1]
+    assert state == "/var/lib/kvm-warden" and svc["StateDirectory"] == "kvm-warden"
+    cmd = " ".join(shlex.quote(a) for a in argv)
+    user, group = svc["User"], svc["Group"]
+    groups = ",".join([group, *svc["SupplementaryGroups"].split()])
+    script = (f"ip link set lo up && exec chroot {shlex.quote(str(installed))} setpriv "
+              f"--reuid={user} --regid={group} --groups={groups} --inh-caps=-all "
+              f"env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin {cmd}")
+    proc = subprocess.Popen(["unshare", "-n", "sh", "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        lock = installed / "var" / "lib" / "kvm-warden" / "writer.lock"
+        while time.monotonic() < deadline and not lock.exists() and proc.poll() is None:
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert lock.exists()
+        owner = chroot(installed, "stat", "-c", "%U", "/var/lib/kvm-warden/writer.lock").stdout
+        assert owner.strip() == "kvm-warden"
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "PermissionError" not in out and "Permission denied" not in out, out[-3000:]
