@@ -327,21 +327,30 @@ def status_document(controller: Controller, desired_path: str | None) -> StatusD
             duration_s=round(last.duration, 4)))
 
 
+HELD_REASONS = frozenset({"previewing", "cooldown"})
+
+
 def summarize(result: PassResult, controller: Controller) -> str:
     stamp = time.strftime("%H:%M:%S")
     if result.error:
         return f"[{stamp}] pass failed: {result.error}"
     lines = []
     applied = [o for o in result.outcomes if o.applied]
-    refused = [d for d in result.decisions if not d.verdict.admitted]
+    not_made = [d for d in result.decisions if not d.verdict.admitted]
+    # Held: waits on its own (the preview running, a cooldown); refused: the guard says no.
+    held = [d for d in not_made if d.verdict.reason in HELD_REASONS]
+    refused = [d for d in not_made if d.verdict.reason not in HELD_REASONS]
+    counts = f"{len(applied)} applied, {len(refused)} refused" + (
+        f", {len(held)} held" if held else "")
     head = (f"[{stamp}] pass {result.duration * 1000:.0f} ms: {len(result.decisions)} action(s), "
-            f"{len(applied)} applied, {len(refused)} refused, {len(result.findings)} finding(s)")
+            f"{counts}, {len(result.findings)} finding(s)")
     lines.append(head)
     for o in result.outcomes:
         lines.append(f"    {'applied' if o.applied else 'FAILED '} {describe(o.action)}  "
                      f"({o.action.reconciler}: {o.action.why})")
-    for d in refused:
-        lines.append(f"    refused {describe(d.action)}: {d.verdict.reason} {d.verdict.detail}")
+    for d in not_made:
+        word = "held   " if d.verdict.reason in HELD_REASONS else "refused"
+        lines.append(f"    {word} {describe(d.action)}: {d.verdict.reason}: {d.verdict.detail}")
     for f in result.findings:
         lines.append(f"    ! {f.severity}: {f.message}")
     if controller.last_observed is not None and (applied or not result.decisions):

@@ -210,7 +210,8 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
             libvirt=seen, findings=tuple(about.get(rid, ())),
             vm=name, resource=rid, nodes=nodes, state=role, desired_state=desired_state,
             desired_node=desired_node, drift=tuple(drift), vnc_port=port,
-            console=(f"ssh -L {port}:127.0.0.1:{port} admin@{node}  "
+            # No user: ssh uses the operator's own (~/.ssh/config), not one kvm-warden guesses.
+            console=(f"ssh -L {port}:127.0.0.1:{port} {node}  "
                      f"# then vncviewer localhost:{port - 5900}") if port and node else None,
         ))
     return tuple(rows)
