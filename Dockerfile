@@ -21,14 +21,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
       python3 python3-venv python3-dev gcc pkg-config libvirt-dev ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md CHANGELOG.md ./
 COPY controller controller
 COPY probes probes
 COPY reconcilers reconcilers
-RUN python3 -m venv /opt/kvm-warden \
-    && /opt/kvm-warden/bin/pip install --no-cache-dir --no-compile . \
-    && find /opt/kvm-warden -name '__pycache__' -prune -exec rm -rf {} + \
-    && rm -rf /opt/kvm-warden/lib/python3*/site-packages/pip /opt/kvm-warden/bin/pip*
+COPY config config
+COPY scripts/build-deb.sh scripts/cli_docs.py scripts/
+# One packaging path: the image installs the same Debian package as a node (make deb).
+RUN PIP_NO_CACHE_DIR=1 scripts/build-deb.sh && mv build/deb/kvm-warden_*.deb /kvm-warden.deb
 # noVNC for the console page: the files of Debian's novnc package, without its dependencies
 # (nodejs, websockify: the controller is the WebSocket end itself).
 RUN apt-get update && cd /tmp && apt-get download novnc \
@@ -42,14 +42,13 @@ LABEL org.opencontainers.image.title="kvm-warden" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="${SOURCE}"
-# Runtime only: Python, Pacemaker's CLI (crm_mon, cibadmin, crm_resource, crm_diff) and
-# libvirt's client library -- no compiler, no headers (those stayed in the build stage).
-RUN apt-get update && apt-get install -y --no-install-recommends \
-      python3 pacemaker-cli-utils libvirt0 \
-    && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/* \
-    && useradd --system --no-create-home --groups haclient kvm-warden \
-    && install -d -o kvm-warden -g haclient -m 0750 /var/lib/kvm-warden
-COPY --from=build /opt/kvm-warden /opt/kvm-warden
+# Runtime only: the package and what it depends on -- Python, Pacemaker's CLI (crm_mon,
+# cibadmin, crm_resource, crm_diff), libvirt's client library; no compiler, no headers (those
+# stayed in the build stage). Its postinst makes the kvm-warden user (in haclient) and
+# /var/lib/kvm-warden, as on a node.
+COPY --from=build /kvm-warden.deb /tmp/kvm-warden.deb
+RUN apt-get update && apt-get install -y --no-install-recommends /tmp/kvm-warden.deb \
+    && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/* /tmp/kvm-warden.deb
 COPY --from=build /novnc/usr/share/novnc /usr/share/novnc
 USER kvm-warden
 EXPOSE 9810

@@ -56,6 +56,10 @@ def run_in(container: tuple[str, Path], *argv: str) -> subprocess.CompletedProce
 def test_the_image_runs_as_its_service_user_with_no_build_tools(
         container: tuple[str, Path]) -> None:
     assert run_in(container, "id", "-un").stdout.strip() == "kvm-warden"
+    assert "haclient" in run_in(container, "id", "-nG").stdout.split()
+    # One packaging path: the image holds the Debian package a node installs (make deb).
+    status = run_in(container, "dpkg-query", "-W", "-f=${Status}", "kvm-warden")
+    assert status.stdout == "install ok installed", status.stdout + status.stderr
     tools = run_in(container, "sh", "-c", "command -v gcc cc pip; ls -d /usr/include/python3*")
     assert tools.stdout.strip() == "", tools.stdout
     inspect = json.loads(sh("podman", "image", "inspect", TAG).stdout)[0]
