@@ -177,6 +177,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
                           libvirt_uri=args.libvirt_uri, as_json=args.json, cacert=args.cacert)
 
 
+class _Defaults(argparse.HelpFormatter):
+    """Help that shows an option's default, when it has one its text does not already say."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kvm-warden",
@@ -204,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate a desired-state YAML file; every problem is printed as "
         "file:line: field: message. Exit 0 when valid, 1 otherwise.",
     )
-    v.add_argument("file")
+    v.add_argument("file", help="the desired-state YAML file")
     v.set_defaults(func=_cmd_validate)
 
     s = sub.add_parser("schema", help="print the desired-state JSON schema")
@@ -218,10 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--url", help="a running controller, e.g. http://127.0.0.1:9810 (behind a "
                     "web configuration: KVM_WARDEN_USER, KVM_WARDEN_PASSWORD and --cacert)")
     st.add_argument("--cacert", metavar="FILE", help="the CA (or certificate) of an https URL")
-    st.add_argument("--desired", metavar="FILE")
-    st.add_argument("--cib", metavar="FILE")
-    st.add_argument("--libvirt-uri")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--desired", metavar="FILE",
+                    help="a desired-state file: adds the desired placement and the drift")
+    st.add_argument("--cib", metavar="FILE", help="read a CIB file (CIB_file=) instead")
+    st.add_argument("--libvirt-uri", help="this node's libvirt, for the consoles (VNC ports)")
+    st.add_argument("--json", action="store_true", help="print the rows as JSON")
     st.set_defaults(func=_cmd_status)
 
     pl = sub.add_parser(
@@ -233,9 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--apply makes the admitted changes (one CIB patch) through the same pass and ledger "
         "as the service.",
     )
-    pl.add_argument("--desired", required=True, metavar="FILE")
+    pl.add_argument("--desired", required=True, metavar="FILE", help="the desired-state file")
     pl.add_argument("--cib", metavar="FILE", help="work on a CIB file (CIB_file=), like pcs -f")
-    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--json", action="store_true",
+                    help="print the plan document (stdout holds only the JSON)")
     pl.add_argument("--apply", action="store_true", help="apply the admitted actions")
     pl.add_argument("--allow-disruption", action="store_true",
                     help="apply even if Pacemaker would stop, restart or cold-move a running VM")
@@ -253,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cib", metavar="FILE", help="work on a CIB file instead of the live cluster")
     r.add_argument("--simulate", action="store_true", help="use the embedded simulated cluster")
     r.add_argument("--libvirt-uri", default=None, help="libvirt URI (default: qemu:///system)")
-    r.add_argument("--http-host", default="127.0.0.1")
+    r.add_argument("--http-host", default="127.0.0.1",
+                   help="address of the HTTP port; off loopback it needs --web-config")
     r.add_argument("--http-port", type=int, default=9810,
                    help="the HTTP port: metrics, health, status, web view (default %(default)s; "
                    "0: any free port, printed; -1: none)")
@@ -281,15 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "controller", help="the controller alone: subscribe to agents, reconcile",
         description="Like run, without a local agent: subscribes to every --agent.")
-    c.add_argument("--desired", metavar="FILE")
-    c.add_argument("--cib", metavar="FILE")
-    c.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT")
+    c.add_argument("--desired", metavar="FILE", help="desired-state file (hot reloaded)")
+    c.add_argument("--cib", metavar="FILE", help="work on a CIB file instead of the live cluster")
+    c.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT",
+                   help="a node agent to subscribe to (repeat for every node)")
     # No default: each node's agent owns its /run/kvm-warden/alerts.sock and publishes the
     # alerts on the bus; a controller binding it too would take it from the agent.
     c.add_argument("--alerts", default=None, metavar="ENDPOINT",
                    help="also receive Pacemaker alerts here (a unix datagram socket or "
                         "udp://HOST:PORT); normally the agents deliver them (default: none)")
-    c.add_argument("--http-host", default="127.0.0.1")
+    c.add_argument("--http-host", default="127.0.0.1",
+                   help="address of the HTTP port; off loopback it needs --web-config")
     c.add_argument("--http-port", type=int, default=9810,
                    help="the HTTP port: metrics, health, status, web view (default %(default)s; "
                    "0: any free port, printed; -1: none)")
@@ -298,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tls_server_config, basic_auth_users with bcrypt hashes); required off "
                         "loopback")
     _state_option(c)
-    c.add_argument("--passes", type=int, default=0)
+    c.add_argument("--passes", type=int, default=0, help="stop after N passes (0: run forever)")
     _bus_options(c)
     c.set_defaults(func=_cmd_run, simulate=False, libvirt_uri=None, no_agent=True, node=None,
                    watch_endpoint=None)
@@ -307,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
         "agent", help="the node agent: probes libvirt, corosync and mounts, publishes events",
         description="Publishes typed events (PUB on --bind, snapshots on its port + 1).")
     a.add_argument("--node", help="node name (default: the host name)")
-    a.add_argument("--bind", default="tcp://127.0.0.1:9820", metavar="ENDPOINT")
+    a.add_argument("--bind", default="tcp://127.0.0.1:9820", metavar="ENDPOINT",
+                   help="where the controller subscribes: this node's cluster address")
     a.add_argument("--libvirt-uri", default="qemu:///system", help="'none' to skip libvirt")
     a.add_argument("--no-corosync", action="store_true", help="do not watch corosync quorum")
     a.add_argument("--alerts", metavar="PATH",
@@ -326,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
         "`virsh event --loop`.")
     w.add_argument("--controller", metavar="ENDPOINT",
                    help="the events of a `kvm-warden run` (its --watch-endpoint)")
-    w.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT")
+    w.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT",
+                   help="an agent to watch (repeatable)")
     w.add_argument("--alerts", metavar="ENDPOINT", help="also receive alerts here (path or udp://)")
     w.add_argument("--count", type=int, default=0, help="exit after N events")
     _bus_options(w)
@@ -337,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a desired-state file (v1) from the running cluster (or --cib FILE): "
         "storage from cloned Filesystem resources, every VirtualDomain with the placement its "
         "existing constraints give it. plan with it proposes only missing safety.")
-    ex.add_argument("--cib", metavar="FILE")
+    ex.add_argument("--cib", metavar="FILE", help="read a CIB file (CIB_file=) instead")
     ex.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     ex.add_argument("--libvirt", action="append", default=[], metavar="NODE=URI",
                     help="also list the domains running on NODE's libvirt (e.g. "
@@ -371,14 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keys", help="CURVE keys for the bus",
                        description="kvm-warden keys generate DIR NAME: writes NAME.key (public) "
                        "and NAME.key_secret.")
-    k.add_argument("action", choices=["generate"])
-    k.add_argument("dir")
-    k.add_argument("name")
+    k.add_argument("action", choices=["generate"], help="generate: a new key pair")
+    k.add_argument("dir", help="where to write them, e.g. /etc/kvm-warden/keys")
+    k.add_argument("name", help="this node's name, or controller")
     k.add_argument("--force", action="store_true", help="replace an existing key pair")
     k.add_argument("--owner", metavar="USER[:GROUP]",
                    help="give the secret key to this user, e.g. kvm-warden, the user the "
                    "packaged services run as (default: whoever runs this)")
     k.set_defaults(func=_cmd_keys)
+    for command in sub.choices.values():
+        command.formatter_class = _Defaults
     return p
 
 

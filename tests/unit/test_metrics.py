@@ -116,21 +116,3 @@ def test_build_info_names_the_version() -> None:
     assert REGISTRY.get_sample_value("kvm_warden_build_info", {
         "version": version(), "python": platform.python_version()}) == 1.0
 
-
-def test_runs_output_tells_held_from_refused() -> None:
-    """A patch waiting on the scheduler's preview or a cooldown is held, not refused."""
-    from controller.app.run import summarize
-    from controller.engine.decide import Decision
-    from controller.engine.guard import Verdict
-    from controller.model.actions import SetProperty
-
-    def prop(name: str, verdict: Verdict) -> Decision:
-        return Decision(SetProperty(name=name, value="x", reconciler="properties", why="w"),
-                        verdict)
-
-    result = PassResult((prop("a", Verdict(False, "previewing", "the preview is running")),
-                         prop("b", Verdict(False, "no-quorum", "no quorum"))), ())
-    text = summarize(result, controller())
-    assert "0 applied, 1 refused, 1 held" in text
-    assert "    held    property a=x: previewing: the preview is running" in text
-    assert "    refused property b=x: no-quorum: no quorum" in text
