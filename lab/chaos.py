@@ -271,7 +271,9 @@ class Nemesis:
     def _kill_node(self, fault: Fault) -> Callable[[], None]:
         node = self._node(fault)
         lab.kill_node(node)
-        return lambda: lab.restart_node(node)
+        # Boot it unless fencing (the power controller's `on`) already did: a node booted
+        # meanwhile is not killed again.
+        return lambda: lab.start_node(node)
 
     def _daemon(self, fault: Fault, pattern: str) -> str:
         node = self._node(fault)
@@ -403,14 +405,24 @@ def schedule(rng: random.Random, faults: tuple[str, ...]) -> Callable[[int], str
     return lambda i: first[i] if i < len(first) else rng.choice(faults)
 
 
+STABLE_SECONDS = 3.0  # converged twice this far apart: not a view Pacemaker has yet to update
+
+
 def wait_converged(desired: Desired, bound: float) -> float | None:
+    """When the cluster converged (and stayed so for STABLE_SECONDS), or None within `bound`."""
     start = time.monotonic()
+    since: float | None = None
     while time.monotonic() - start < bound:
         try:
-            if desired.converged():
-                return time.time()
+            ok = desired.converged()
         except (OSError, subprocess.SubprocessError, ValueError):
-            pass
+            ok = False
+        if not ok:
+            since = None
+        elif since is None:
+            since = time.time()
+        elif time.time() - since >= STABLE_SECONDS:
+            return since
         time.sleep(1.0)
     return None
 
