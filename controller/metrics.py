@@ -328,10 +328,10 @@ def update_findings(findings: Iterable[Finding], vm_names: Mapping[str, str]) ->
         counts[key] = counts.get(key, 0) + 1
         if f.kind == "circuit-open" and f.rsc is not None:
             CIRCUIT_OPEN.labels(resource=f.rsc).set(1)
-        if f.kind == "operator-ban" and f.rsc is not None:
+        if f.kind == "operator-ban" and f.rsc is not None and f.node:
             # The file's VM name when it lists the resource (its entry may name any `resource:`)
             vm = vm_names.get(f.rsc) or conventional_name(f.rsc)
-            OPERATOR_BAN.labels(vm=vm, node=f.node or "").set(1)
+            OPERATOR_BAN.labels(vm=vm, node=f.node).set(1)
         if f.kind in SPLIT_BRAIN_FINDINGS:
             split += 1
     for (rec, kind, sev), n in counts.items():
