@@ -44,6 +44,9 @@ HEALTH_STREAK = 20.0    # s of failed /healthz while the controller should be he
 RSS_WARMUP = 90.0       # s after a start before the controller's memory is taken as its base
 RSS_FACTOR, RSS_SLACK_KB, THREAD_SLACK = 1.5, 40_000, 8
 PARSER = etree.XMLParser(resolve_entities=False, huge_tree=False)
+# Properties Pacemaker's own daemons write (on a DC election, after a cleanup): not kvm-warden's.
+PACEMAKERS_OWN = frozenset({"dc-version", "cluster-infrastructure", "cluster-name",
+                            "last-lrm-refresh", "have-watchdog"})
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class View:
     epoch: tuple[int, int] | None       # (admin_epoch, epoch): the configuration's version
     owned: frozenset[str]               # ids of warden-* constraints
     multi_active: tuple[str, ...]       # primitives active on several nodes, not migrating
+    # (id, value) of every nvpair in the configuration but those Pacemaker writes itself:
+    # properties, meta attributes, node attributes (standby) -- what kvm-warden sets
+    settings: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def unsafe(self) -> str | None:
@@ -91,7 +97,7 @@ def parse_view(node: str, at: float, crm_mon: str, cib: str | None) -> View | No
         if not in_clone and int(r.get("nodes_running_on", "0")) > 1 \
                 and r.get("role") != "Migrating":
             multi.append(str(r.get("id")))
-    epoch, owned = None, frozenset[str]()
+    epoch, owned, settings = None, frozenset[str](), frozenset[tuple[str, str]]()
     if cib:
         try:
             root = etree.fromstring(cib.encode(), parser=PARSER)
@@ -99,6 +105,10 @@ def parse_view(node: str, at: float, crm_mon: str, cib: str | None) -> View | No
             owned = frozenset(str(e.get("id")) for e in root.findall("configuration/"
                                                                       "constraints/*")
                               if str(e.get("id", "")).startswith("warden-"))
+            settings = frozenset((str(e.get("id")), str(e.get("value")))
+                                 for e in root.iter("nvpair")
+                                 if e.get("name") not in PACEMAKERS_OWN
+                                 and _in_configuration(e))
         except (etree.XMLSyntaxError, ValueError):
             pass
     return View(
@@ -108,7 +118,18 @@ def parse_view(node: str, at: float, crm_mon: str, cib: str | None) -> View | No
         unclean=tuple(str(n.get("name")) for n in nodes if n.get("unclean") == "true"),
         fencing=any(e.get("status") == "pending" for e in mon.iter("fence_event")),
         maintenance=opts is not None and opts.get("maintenance-mode") == "true",
-        epoch=epoch, owned=owned, multi_active=tuple(sorted(multi)))
+        epoch=epoch, owned=owned, settings=settings, multi_active=tuple(sorted(multi)))
+
+
+def _in_configuration(e: etree._Element) -> bool:
+    parent = e.getparent()
+    while parent is not None:
+        if parent.tag == "configuration":
+            return True
+        if parent.tag == "status":
+            return False
+        parent = parent.getparent()
+    return False
 
 
 @dataclass(frozen=True)
@@ -316,9 +337,11 @@ def unaudited_changes(records: Sequence[dict[str, object]], views: Sequence[View
                       controller_node: str, since: float) -> Found:
     """Every warden-* constraint that appears in or leaves the CIB has an applied audit record
     that names it -- one that writes it (its `after`), or one that removes it -- within
-    AUDIT_WINDOW seconds before the sample that shows the change."""
+    AUDIT_WINDOW seconds before the sample that shows the change; and so has every setting
+    (an nvpair of the configuration: a property, a meta or node attribute) that changes. In
+    the soak nobody else writes the configuration: the nemesis changes the desired file."""
     recs = [(epoch_s(r), str(r.get("after") or ""), r.get("kind") == "RemoveConstraint",
-             json.dumps(r)) for r in applied(records, since)]
+             " ".join(str(v) for v in r.values())) for r in applied(records, since)]
     mine = sorted((v for v in views if v.node == controller_node and v.epoch is not None),
                   key=lambda v: v.at)
     out: Found = []
@@ -330,6 +353,14 @@ def unaudited_changes(records: Sequence[dict[str, object]], views: Sequence[View
                        for at, after, removes, text in recs):
                 what = "added" if added else "removed"
                 out.append((cur.at, f"{rid} {what} in the CIB with no audit record"))
+        was, now = dict(prev.settings), dict(cur.settings)
+        for nid in sorted(set(was) | set(now)):
+            if was.get(nid) == now.get(nid):
+                continue
+            if not any(cur.at - AUDIT_WINDOW <= at <= cur.at + 2.0 and f'id="{nid}"' in text
+                       for at, _, _, text in recs):
+                out.append((cur.at, f"setting {nid}: {was.get(nid)} -> {now.get(nid)} in the "
+                                    "CIB with no audit record"))
     return out
 
 

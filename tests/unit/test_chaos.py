@@ -278,3 +278,26 @@ def test_the_checker_reads_a_live_history_and_audit(tmp_path: Path) -> None:
     assert checker.state_counts(tmp_path) == (1, 2, None)
     assert sorted(checker.history_rows(tmp_path)) == [(T0, "web01"), (T0 + 1, "db01")]
     h.close()
+
+
+def test_every_setting_that_changes_has_an_audit_record() -> None:
+    standby = ("nodes-3-standby", "on")
+    views = [view(T0, "kvm1"), view(T0 + 5, "kvm1", settings=frozenset({standby}))]
+    rec = {"outcome": "applied", "at": stamp(T0 + 4), "kind": "SetNodeAttribute",
+           "after": '<nvpair id="nodes-3-standby" name="standby" value="on"/>'}
+    assert checker.unaudited_changes([rec], views, "kvm1", T0) == []
+    assert checker.unaudited_changes([], views, "kvm1", T0) == [
+        (T0 + 5, "setting nodes-3-standby: None -> on in the CIB with no audit record")]
+
+
+def test_pacemakers_own_properties_are_not_settings() -> None:
+    cib = """<cib admin_epoch="0" epoch="3"><configuration><crm_config>
+<cluster_property_set id="o"><nvpair id="o-dc" name="dc-version" value="2.1.5"/>
+<nvpair id="o-nqp" name="no-quorum-policy" value="freeze"/></cluster_property_set></crm_config>
+</configuration><status><node_state id="1"><transient_attributes id="1">
+<instance_attributes id="s"><nvpair id="s-x" name="shutdown" value="0"/></instance_attributes>
+</transient_attributes></node_state></status></cib>"""
+    mon = ('<pacemaker-result><summary><current_dc present="true" name="kvm1" '
+           'with_quorum="true"/></summary><nodes/></pacemaker-result>')
+    v = checker.parse_view("kvm1", 0.0, mon, cib)
+    assert v is not None and v.settings == frozenset({("o-nqp", "freeze")})
