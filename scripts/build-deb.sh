@@ -7,7 +7,8 @@
 #   versions kvm-warden pins, so they are pinned wheels here (built against Debian's
 #   libvirt), not Debian's python3-* packages; Python itself, Pacemaker's tools, libvirt's
 #   library and noVNC are Debian's (Depends/Recommends).
-# - the units (/lib/systemd/system), /etc/default/kvm-warden (a conffile), the alert agent
+# - the units (/lib/systemd/system), /etc/default/kvm-warden and the corosync IPC entry for
+#   the agent's user (/etc/corosync/uidgid.d/kvm-warden; both conffiles), the alert agent
 #   (/usr/lib/kvm-warden/kvm-warden-alert), /usr/bin/kvm-warden, a man page and bash completion
 #   generated from the CLI's parser, the example desired file, the dashboard and the rules.
 # - maintainer scripts that make the `kvm-warden` user (in haclient and libvirt) and its
@@ -43,6 +44,7 @@ inst 0644 config/systemd/kvm-warden-agent.service /lib/systemd/system/kvm-warden
 inst 0644 config/systemd/kvm-warden-controller.service \
   /lib/systemd/system/kvm-warden-controller.service
 inst 0644 config/systemd/kvm-warden.default /etc/default/kvm-warden
+inst 0644 config/corosync/kvm-warden.uidgid /etc/corosync/uidgid.d/kvm-warden
 inst 0755 probes/pacemaker/kvm_warden_alert.py /usr/lib/kvm-warden/kvm-warden-alert
 inst 0644 config/desired-state.example.yaml /usr/share/kvm-warden/desired-state.example.yaml
 inst 0644 config/desired-state.schema.json /usr/share/kvm-warden/desired-state.schema.json
@@ -78,7 +80,7 @@ Description: self-healing controller for Pacemaker/Corosync KVM clusters
  The package starts nothing: enable the node agent on every node and let Pacemaker
  run the controller (/usr/share/doc/kvm-warden/README.md).
 EOF
-echo /etc/default/kvm-warden >"$ROOT/DEBIAN/conffiles"
+printf '%s\n' /etc/default/kvm-warden /etc/corosync/uidgid.d/kvm-warden >"$ROOT/DEBIAN/conffiles"
 cat >"$ROOT/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
 # kvm-warden: its user and directories. Starts nothing.

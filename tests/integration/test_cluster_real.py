@@ -195,3 +195,23 @@ def test_a_fail_count_reset_keeps_the_operation_history(pacemaker_node: ClusterN
     assert {k: v for k, v in after.items() if not k.endswith("_monitor_2000")} == \
         {k: v for k, v in before.items() if not k.endswith("_monitor_2000")}
     assert "vm-web01_last_failure_0" in after and "vm-web01_monitor_2000" in after
+
+
+def test_the_packages_uidgid_entry_lets_the_agents_user_read_quorum(
+        corosync_two_nodes: ClusterNode) -> None:
+    """The agent runs as its own user (the unit's User=); corosync refuses its IPC to anyone
+    not root or named in uidgid.d. The package ships that entry
+    (config/corosync/kvm-warden.uidgid): here it names `nobody`, a user this host has, and is
+    picked up by the reload the guide says."""
+    node = corosync_two_nodes
+    as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+               "corosync-quorumtool", "-s", "-p"]
+    refused = node.run(*as_user, check=False)
+    assert refused.returncode == 1 and "Cannot initialize CMAP service" in refused.stderr
+    entry = (ROOT / "config" / "corosync" / "kvm-warden.uidgid").read_text()
+    uidgid = node.base / "uidgid.d"  # beside the corosync.conf it runs with (corosync -c)
+    uidgid.mkdir()
+    (uidgid / "kvm-warden").write_text(entry.replace("uid: kvm-warden", "uid: nobody"))
+    node.run("corosync-cfgtool", "-R")
+    allowed = node.run(*as_user, check=False)
+    assert allowed.returncode in (0, 2) and "Quorate" in allowed.stdout, allowed.stderr

@@ -113,6 +113,8 @@ def test_the_package_installs_with_apt_and_makes_its_user_and_directories(
         assert st == [owner, mode], path
     assert "kvm-warden" in chroot(installed, "man", "-w", "kvm-warden", check=False).stdout \
         or (installed / "usr/share/man/man1/kvm-warden.1.gz").exists()
+    uidgid = (installed / "etc/corosync/uidgid.d/kvm-warden").read_text()
+    assert "uid: kvm-warden" in uidgid  # the agent's user may read quorum (test_cluster_real)
     completion = (installed / "usr/share/bash-completion/completions/kvm-warden").read_text()
     assert "complete -F _kvm_warden kvm-warden" in completion and "--desired" in completion
     # The alert agent Pacemaker runs, with the system python (no venv), answers:
