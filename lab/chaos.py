@@ -485,7 +485,7 @@ def run(desired_path: Path, minutes: float, seed: int, faults: tuple[str, ...]) 
 def judge(report: Report, state: Path) -> None:
     """Every invariant over the whole run, in the checker's terms."""
     s, since = report.samples, report.started
-    records = audit_file(state)
+    records = checker.audit_records(state)
     report.applied = [checker.epoch_s(r) for r in checker.applied(records, since)]
     found = (checker.twice(s) + checker.one_dc_per_partition(s.views)
              + checker.cib_agrees(s.views, lab.NODES) + checker.multi_active(s.views)
@@ -516,19 +516,6 @@ def controller_down(report: Report, start: float, end: float, grace: float = 15.
     after it came back)? Then it cannot have seen everything."""
     return any(f.kind in ("kill-controller", "stop-controller") and f.at <= end
                and (f.healed or f.at) + grace >= start for f in report.faults)
-
-
-def audit_file(state: Path) -> list[dict[str, object]]:
-    import json
-
-    out = []
-    for p in sorted(state.glob("audit.jsonl*"), reverse=True):
-        for line in p.read_text(errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
 
 
 def main() -> int:

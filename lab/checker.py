@@ -491,21 +491,26 @@ def process_usage(pid: int) -> tuple[int, int] | None:
     return int(fields["VmRSS"].split()[0]), int(fields["Threads"])
 
 
-def state_counts(state: Path) -> tuple[int, int | None, bool | None]:
-    """(audit records, history rows, the ledger parses) of a state directory, read directly:
-    an audit line counts only if it parses (a torn write must not hide a record)."""
-    lines = 0
-    for p in state.glob("audit.jsonl*"):
+def audit_records(state: Path) -> list[dict[str, object]]:
+    """Every audit record that parses, oldest first (audit.jsonl.5 ... audit.jsonl)."""
+    out = []
+    for p in sorted(state.glob("audit.jsonl*"), reverse=True):
         try:
             data = p.read_bytes()
         except OSError:
             continue
         for line in data.splitlines():
             try:
-                json.loads(line)
-                lines += 1
+                out.append(json.loads(line))
             except ValueError:
                 pass
+    return out
+
+
+def state_counts(state: Path) -> tuple[int, int | None, bool | None]:
+    """(audit records, history rows, the ledger parses) of a state directory, read directly:
+    an audit line counts only if it parses (a torn write must not hide a record)."""
+    lines = len(audit_records(state))
     rows = None
     with history_copy(state) as db:
         if db is not None:
