@@ -107,7 +107,7 @@ class Desired:
         self.path = path
         self.places = {"web01": "kvm1", "web02": "kvm2"}
         self.drained: str | None = None
-        self.lifted: str | None = None  # a drain lifted: declared online (README, "Node drain")
+        self.lifted: str | None = None  # a drain lifted: declared online (docs/reference.md, "Node drain")
         self.db01_stopped = False
 
     def write(self) -> None:

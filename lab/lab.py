@@ -17,7 +17,7 @@ Pacemaker, corosync, libvirtd, its guests, its kvm-warden agent -- and `on` boot
 Pacemaker alerts go to kvm-warden's alert agent on every node (`pcs alert create`), which hands
 them to that node's kvm-warden agent.
 
-Lab-only settings, said so here and in the README: corosync token 1000 ms and dc-deadtime 5 s
+Lab-only settings, said so here and in docs/testing.md: corosync token 1000 ms and dc-deadtime 5 s
 for speed; libvirtd listens on tcp without auth inside the lab network; VirtualDomain's
 migrate_options=--unsafe, because libvirt refuses live migration from a plain directory
 ("Migration without shared storage is unsafe") -- on real GFS2 it is not needed; and
@@ -66,6 +66,13 @@ ALERT_SOCKET = "/run/kvm-warden/alerts.sock"  # on every node (each node has its
 FENCE_AGENT = Path("/usr/sbin/fence_kvmlab")
 ALERT_AGENT = Path("/usr/local/libexec/kvm-warden-alert")
 WARDEN_MARKER = "warden-agents"  # present: a node boots with its kvm-warden agent
+# Present: the nodes run kvm-warden from its Debian package, as installed (see install()).
+INSTALLED_MARKER = "installed"
+# What the package writes on a node, each an overlay of the host's directory whose upper layer
+# is the node's own disk (BASE/kvmN/os): dpkg, apt and adduser work as on a real node and the
+# host's own files are never touched.
+NODE_OS = ("etc", "usr", "opt", "var/lib", "var/log", "var/cache")
+UNIT_RUNNER = ROOT / "lab" / "unit.py"  # the lab's stand-in for systemd (no systemd here)
 
 COROSYNC_CONF = """totem {
     version: 2
@@ -196,7 +203,8 @@ def down() -> None:
         sh("ip", "netns", "del", node, check=False)
     sh("ip", "netns", "del", BRIDGE_NS, check=False)
     _stop_bmc()
-    for flag in ("state.json", WARDEN_MARKER, "bmc-fail", *(f"no-boot-{n}" for n in NODES)):
+    for flag in ("state.json", WARDEN_MARKER, INSTALLED_MARKER, "bmc-fail",
+                 *(f"no-boot-{n}" for n in NODES)):
         (BASE / flag).unlink(missing_ok=True)
     _remove_ha_user()
     _reap()
@@ -241,7 +249,12 @@ def _fencing_and_alerts() -> None:
        f"pcmk_host_list={' '.join(NODES)}", "pcmk_host_check=static-list",
        f"socket={BASE / 'bmc.sock'}", "op", "monitor", "interval=60s")
     on("kvm1", "pcs", "property", "set", "stonith-enabled=true")
-    on("kvm1", "pcs", "alert", "create", "id=kvm-warden", f"path={ALERT_AGENT}")
+    if not installed():  # else install() creates it with the package's alert agent
+        _alert(str(ALERT_AGENT))
+
+
+def _alert(path: str) -> None:
+    on("kvm1", "pcs", "alert", "create", "id=kvm-warden", f"path={path}")
     on("kvm1", "pcs", "alert", "recipient", "add", "kvm-warden", f"value={ALERT_SOCKET}",
        "id=kvm-warden-agent")
 
@@ -283,7 +296,10 @@ def _node_files(node: str) -> Path:
     (etc / "qemu.conf").write_text(QEMU_CONF)
     (etc / "libvirtd.conf").write_text(
         f'listen_tcp = 1\nlisten_tls = 0\nlisten_addr = "{node_ip(node)}"\nauth_tcp = "none"\n'
-        'auth_unix_rw = "none"\nauth_unix_ro = "none"\n')
+        'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
+        # No polkit here: the socket's group says who may manage libvirt, as on hosts
+        # without polkit (the packaged agent's user is in group libvirt).
+        'unix_sock_group = "libvirt"\nunix_sock_rw_perms = "0770"\n')
     (d / "hosts").write_text("127.0.0.1 localhost\n" + "".join(
         f"{node_ip(n)} {n}\n" for n in NODES))
     return d
@@ -301,6 +317,22 @@ def start_node(node: str) -> None:
             _start_node(node)
 
 
+def installed() -> bool:
+    return (BASE / INSTALLED_MARKER).exists()
+
+
+def _node_os(d: Path) -> str:
+    """The overlays that make the node's own disk: mounted first, the lab's binds go on top."""
+    lines = []
+    for path in NODE_OS:
+        upper, work = d / "os" / "upper" / path, d / "os" / "work" / path
+        upper.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        lines.append(f"mount -t overlay overlay -o lowerdir=/{path},upperdir={upper},"
+                     f"workdir={work} /{path}\n")
+    return "".join(lines)
+
+
 def _start_node(node: str) -> None:
     d = _node_files(node)
     binds = [
@@ -312,7 +344,7 @@ def _start_node(node: str) -> None:
         (d / "libvirt-cache", "/var/cache/libvirt"), (d / "hosts", "/etc/hosts"),
         (BASE / "storage", str(STORAGE)),
     ]
-    script = "set -e\n" + f"hostname {node}\n" + (
+    script = "set -e\n" + f"hostname {node}\n" + (_node_os(d) if installed() else "") + (
         "mount -t tmpfs tmpfs /run\nmount -t tmpfs tmpfs /dev/shm\n"
         "mkdir -p /run/pacemaker /run/libvirt /run/resource-agents /run/corosync "
         "/var/log/pacemaker /run/kvm-warden\n"
@@ -336,6 +368,8 @@ def _agent_line(node: str) -> str:
     import shlex
 
     argv = " ".join(shlex.quote(a) for a in _agent_argv(node))
+    if installed():  # as systemd would start the enabled unit
+        argv = f"/usr/bin/python3 {UNIT_RUNNER} start kvm-warden-agent"
     return f"(cd {shlex.quote(str(ROOT))} && exec {argv}) >> {BASE / f'agent-{node}.log'} 2>&1 &\n"
 
 
@@ -447,7 +481,9 @@ def nodes_online(via: str = "kvm1") -> list[str]:
                   and n.getparent().tag == "nodes")
 
 
-def up(timeout: float = 180.0) -> dict[str, object]:
+def up(timeout: float = 180.0, installed_os: bool = False) -> dict[str, object]:
+    """The lab, from nothing. `installed_os`: every node gets its own disk (overlays, see
+    NODE_OS) on which install() installs kvm-warden's package."""
     started = time.monotonic()
     if os.geteuid() != 0:
         raise SystemExit("lab: needs root (namespaces, bridge)")
@@ -459,6 +495,11 @@ def up(timeout: float = 180.0) -> dict[str, object]:
     shutil.rmtree(BASE / "ha", ignore_errors=True)  # its web certificate and users are new too
     for old in BASE.glob("*.log"):  # logs of the previous lab (kept after down for reading)
         old.unlink()
+    for node in NODES:  # a new lab's nodes have a clean disk: nothing installed
+        shutil.rmtree(BASE / node / "os", ignore_errors=True)
+        shutil.rmtree(BASE / node / "corosync-etc" / "uidgid.d", ignore_errors=True)
+    if installed_os:
+        (BASE / INSTALLED_MARKER).touch()
     _storage()
     _start_bmc()
     _network()
@@ -529,11 +570,21 @@ def _agent_argv(node: str) -> list[str]:
 
 
 def start_agent(node: str) -> subprocess.Popen[bytes]:
+    if installed():
+        return start_unit(node, "kvm-warden-agent", f"agent-{node}")
     return _spawn(node, f"agent-{node}", _agent_argv(node))
+
+
+def start_unit(node: str, unit: str, log: str) -> subprocess.Popen[bytes]:
+    """An installed unit started as its unit file says (lab/unit.py, the stand-in for systemd),
+    with the node's own python3: the settings are read from the node's installed files."""
+    return _spawn(node, log, ["/usr/bin/python3", str(UNIT_RUNNER), "start", unit])
 
 
 def start_controller(desired: Path, http_port: int = 9810, state_dir: Path | None = None
                      ) -> subprocess.Popen[bytes]:
+    if installed():  # its desired file, state and port are /etc/default/kvm-warden's
+        return start_unit("kvm1", "kvm-warden-controller", "controller")
     keys = BASE / "keys"
     agents = [a for n in NODES for a in ("--agent", f"{n}=tcp://{node_ip(n)}:{AGENT_PORT}")]
     # nsenter --mount starts the command in the node's root: every path must be absolute.
@@ -634,7 +685,7 @@ HA_PORT = 9810
 HA_USER, HA_PASSWORD = "lab", "lab-password"
 HA_SHARED = BASE / "storage" / "kvm-warden"  # /kvm/storage/kvm-warden on every node
 HA_LOG = BASE / "ha" / "log"
-HA_RUN_AS = "kvm-warden"  # the HA controller's own user (config/pacemaker/README.md's useradd)
+HA_RUN_AS = "kvm-warden"  # the HA controller's own user, as the package makes it
 _HA_USER_MADE = BASE / "ha-user-made"  # the lab made that user: down() removes it again
 
 
@@ -842,3 +893,68 @@ def restart_node(node: str) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- kvm-warden installed from its Debian package, as README.md's install guide says ----------
+
+def install(deb: Path, desired_text: str | None = None) -> None:
+    """README.md's "Install on a real cluster", steps 2-7, on the lab's nodes (up(installed_os=
+    True) first): the package with apt on every node, corosync told of its IPC entry, the keys
+    made and copied, the desired file from `export` (or `desired_text`), /etc/default, the alert
+    agent, then the agents and the controller started from their installed units."""
+    if not installed():
+        raise SystemExit("lab: install() needs a lab made with up(installed_os=True)")
+    xfer = BASE / "xfer"  # what an operator copies between nodes (scp), not left behind
+    shutil.rmtree(xfer, ignore_errors=True)
+    xfer.mkdir(mode=0o700)
+    for node in NODES:  # 2. the package, and corosync's IPC entry loaded
+        on(node, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+           str(deb.resolve()), timeout=300)
+        on(node, "corosync-cfgtool", "-R")
+    for node in NODES:  # 3. keys: one per node, the controller's once, copied everywhere
+        on(node, "kvm-warden", "keys", "generate", "/etc/kvm-warden/keys", node,
+           "--owner", "kvm-warden")
+        on(node, "cp", f"/etc/kvm-warden/keys/{node}.key", str(xfer))
+    on("kvm1", "kvm-warden", "keys", "generate", "/etc/kvm-warden/keys", "controller",
+       "--owner", "kvm-warden")
+    on("kvm1", "cp", "/etc/kvm-warden/keys/controller.key",
+       "/etc/kvm-warden/keys/controller.key_secret", str(xfer))
+    web = _ha_web_config()  # the lab's TLS certificate and user, copied to kvm1 below
+    for node in NODES:
+        if node != "kvm1":
+            on(node, "install", "-o", "kvm-warden", "-g", "kvm-warden", "-m", "0600",
+               str(xfer / "controller.key_secret"), "/etc/kvm-warden/keys/")
+        for peer in (*NODES, "controller"):
+            on(node, "install", "-m", "0644", str(xfer / f"{peer}.key"), "/etc/kvm-warden/allow/")
+        # 5. settings: this node's bus address; the controller's web configuration
+        on(node, "sed", "-i",
+           "-e", f"s|^KVM_WARDEN_AGENT_BIND=.*|KVM_WARDEN_AGENT_BIND=tcp://{node_ip(node)}:{AGENT_PORT}|",
+           "-e", "s|^KVM_WARDEN_WEB_CONFIG=.*|KVM_WARDEN_WEB_CONFIG=--web-config "
+           "/etc/kvm-warden/web.yml|",
+           "-e", f"s|^KVM_WARDEN_AGENT_OPTIONS=.*|KVM_WARDEN_AGENT_OPTIONS=--config-dir {STORAGE}|",
+           "/etc/default/kvm-warden")
+    for name in ("cert.pem", "key.pem"):
+        on("kvm1", "install", "-o", "kvm-warden", "-g", "kvm-warden", "-m", "0600",
+           str(web.parent / name), f"/etc/kvm-warden/{name}")
+    (xfer / "web.yml").write_text(web.read_text().replace(str(web.parent), "/etc/kvm-warden"))
+    on("kvm1", "install", "-o", "kvm-warden", "-g", "kvm-warden", "-m", "0600",
+       str(xfer / "web.yml"), "/etc/kvm-warden/web.yml")
+    # 4. the desired file, from the cluster as it is, in the directory the controller may edit
+    desired = "/etc/kvm-warden/desired/desired.yaml"
+    if desired_text is None:
+        desired_text = on("kvm1", "kvm-warden", "export").stdout
+    (xfer / "desired.yaml").write_text(desired_text)
+    on("kvm1", "install", "-o", "kvm-warden", "-g", "kvm-warden", "-m", "0640",
+       str(xfer / "desired.yaml"), desired)
+    on("kvm1", "kvm-warden", "validate", desired)
+    shutil.rmtree(xfer)
+    _alert("/usr/lib/kvm-warden/kvm-warden-alert")  # 6. the alert agent, then the agents
+    (BASE / WARDEN_MARKER).touch()  # a node that boots again starts its agent (enabled)
+    for node in NODES:
+        start_agent(node)
+    start_controller(Path(desired))  # 7. the controller (the lab runs it on kvm1)
+
+
+def installed_file(node: str, path: str) -> str:
+    """A file on a node's own disk, read as root on that node."""
+    return on(node, "cat", path).stdout

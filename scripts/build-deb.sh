@@ -53,6 +53,9 @@ inst 0644 config/prometheus/kvm-warden-rules.yml /usr/share/kvm-warden/prometheu
 inst 0644 config/pacemaker/controller-ha.pcs /usr/share/kvm-warden/pacemaker/controller-ha.pcs
 inst 0644 README.md /usr/share/doc/kvm-warden/README.md
 inst 0644 CHANGELOG.md /usr/share/doc/kvm-warden/CHANGELOG.md
+for doc in reference testing metrics architecture; do
+  inst 0644 docs/$doc.md /usr/share/doc/kvm-warden/$doc.md
+done
 mkdir -p "$ROOT/usr/bin" "$ROOT/usr/share/man/man1" "$ROOT/usr/share/bash-completion/completions"
 ln -s "$PREFIX/bin/kvm-warden" "$ROOT/usr/bin/kvm-warden"
 "$ROOT$PREFIX/bin/python" -I scripts/cli_docs.py man | gzip -9n > "$ROOT/usr/share/man/man1/kvm-warden.1.gz"
@@ -95,7 +98,8 @@ if [ "$1" = configure ]; then
     done
     install -d -o root -g kvm-warden -m 0750 /etc/kvm-warden /etc/kvm-warden/keys \
         /etc/kvm-warden/allow
-    install -d -o kvm-warden -g kvm-warden -m 0750 /var/lib/kvm-warden /var/log/kvm-warden
+    install -d -o kvm-warden -g kvm-warden -m 0750 /var/lib/kvm-warden /var/log/kvm-warden \
+        /etc/kvm-warden/desired   # the web view's reviewed edits write the desired file here
     if [ -d /run/systemd/system ]; then systemctl daemon-reload >/dev/null || true; fi
 fi
 exit 0

@@ -1,6 +1,6 @@
 """Renderings of the observed state for people and for other tools.
 
-`observe_document` is a contract (see README, "observe --json"): other tools read it, so its
+`observe_document` is a contract (see docs/reference.md, "observe --json"): other tools read it, so its
 keys, types and ordering change only compatibly.
 """
 

@@ -1,7 +1,7 @@
 """The VM overview: which VM runs where, whether that is what was asked, and its console.
 
 One typed row per VM, shared by `status`, `/status`, the HTML page and the per-VM metrics;
-`StatusDoc` is what `/status` serves (its JSON keys are a contract: README, "/status").
+`StatusDoc` is what `/status` serves (its JSON keys are a contract: docs/reference.md, "/status").
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ friends) is checked by `systemd-analyze verify`, not enforced."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -19,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from lab.unit import Plan, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "build" / "debian-12-root"       # debootstrapped once, copied for each test
@@ -87,17 +88,17 @@ def chroot(root: Path, *argv: str, timeout: float = 300, check: bool = True
     return sh("chroot", root, *argv, timeout=timeout, check=check, env=env)
 
 
-def unit(root: Path, name: str) -> dict[str, str]:
-    """The [Service] settings of an installed unit (continuation lines joined)."""
-    text = (root / "lib" / "systemd" / "system" / name).read_text().replace("\\\n", " ")
-    section = text.split("[Service]", 1)[1].split("\n[", 1)[0]
-    return dict(line.split("=", 1) for line in section.splitlines()
-                if "=" in line and not line.lstrip().startswith("#"))
-
-
-def defaults(root: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in (root / "etc" / "default" / "kvm-warden")
-                .read_text().splitlines() if "=" in line and not line.startswith("#"))
+def unit_plan(root: Path, name: str, **env: str) -> Plan:
+    """The installed unit as lab/unit.py (the lab's stand-in for systemd) reads it, in `root`;
+    `env` overrides /etc/default/kvm-warden's values."""
+    def read(path: str) -> str | None:
+        try:
+            text = (root / path.lstrip("/")).read_text()
+        except FileNotFoundError:
+            return None
+        return text + "".join(f"\n{k}={v}" for k, v in env.items()) \
+            if path == "/etc/default/kvm-warden" else text
+    return plan(name, read=read, hostname="kvm1")
 
 
 def test_the_package_installs_with_apt_and_makes_its_user_and_directories(
@@ -108,6 +109,7 @@ def test_the_package_installs_with_apt_and_makes_its_user_and_directories(
     assert "kvm-warden" in groups and "haclient" in groups
     for path, owner, mode in [("etc/kvm-warden/keys", "root:kvm-warden", "750"),
                               ("etc/kvm-warden/allow", "root:kvm-warden", "750"),
+                              ("etc/kvm-warden/desired", "kvm-warden:kvm-warden", "750"),
                               ("var/lib/kvm-warden", "kvm-warden:kvm-warden", "750")]:
         st = chroot(installed, "stat", "-c", "%U:%G %a", f"/{path}").stdout.split()
         assert st == [owner, mode], path
@@ -138,18 +140,15 @@ def test_the_controller_runs_as_its_unit_says(installed: Path) -> None:
     chroot(installed, "kvm-warden", "keys", "generate", "/etc/kvm-warden/keys", "controller",
            "--owner", "kvm-warden")
     shutil.copy(ROOT / "config" / "desired-state.example.yaml",
-                installed / "etc" / "kvm-warden" / "desired.yaml")
-    svc = unit(installed, "kvm-warden-controller.service")
-    env = defaults(installed)
-    env["KVM_WARDEN_AGENTS"] = ""  # no agents here: the controller waits for them
-    argv = [os.path.expandvars(a) if "$" in a else a for a in shlex.split(
-        re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), svc["ExecStart"]))]
+                installed / "etc" / "kvm-warden" / "desired" / "desired.yaml")
+    svc = unit_plan(installed, "kvm-warden-controller", KVM_WARDEN_AGENTS="")
+    argv = svc.argv  # no agents here: the controller waits for them
     assert argv[0] == "/opt/kvm-warden/bin/kvm-warden" and "--state-dir" in argv
     state = argv[argv.index("--state-dir") + 1]
-    assert state == "/var/lib/kvm-warden" and svc["StateDirectory"] == "kvm-warden"
+    assert state == "/var/lib/kvm-warden" and ("/var/lib/kvm-warden", 0o750) in svc.dirs
+    assert svc.strict and state in svc.writable  # ProtectSystem=strict, and its state is let
     cmd = " ".join(shlex.quote(a) for a in argv)
-    user, group = svc["User"], svc["Group"]
-    groups = ",".join([group, *svc["SupplementaryGroups"].split()])
+    user, group, groups = svc.user, svc.group, ",".join(svc.groups)
     script = (f"ip link set lo up && exec chroot {shlex.quote(str(installed))} setpriv "
               f"--reuid={user} --regid={group} --groups={groups} --inh-caps=-all "
               f"env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin {cmd}")
