@@ -175,10 +175,12 @@ def node_pids(node: str, pattern: str) -> list[str]:
 _children: list[subprocess.Popen[bytes]] = []
 
 
-def _detach(argv: list[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def _detach(argv: list[str], log_path: Path, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start a lab daemon in its own session, its output appended to `log_path`."""
     with open(log_path, "ab") as log:  # the child has its own copy of the descriptor
-        proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=cwd, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=cwd, env=env,
+                                start_new_session=True)
     _children.append(proc)
     return proc
 
@@ -207,6 +209,7 @@ def down() -> None:
                  *(f"no-boot-{n}" for n in NODES)):
         (BASE / flag).unlink(missing_ok=True)
     _remove_ha_user()
+    shutil.rmtree(BASE / "tmp", ignore_errors=True)
     _reap()
 
 
@@ -557,8 +560,14 @@ def _keys() -> None:
 
 def _spawn(node: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     pid = node_pid(node)
+    # Temporary files in the lab's own directory: a process the nemesis kills with SIGKILL
+    # (in the middle of a preview, say) cannot remove its own, and down() removes these.
+    tmp = BASE / "tmp"
+    tmp.mkdir(exist_ok=True)
+    tmp.chmod(0o1777)  # the HA controller's own user writes there too
     return _detach(["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt",
-                    f"--uts=/proc/{pid}/ns/uts", *argv], BASE / f"{name}.log", cwd=ROOT)
+                    f"--uts=/proc/{pid}/ns/uts", *argv], BASE / f"{name}.log", cwd=ROOT,
+                   env={**os.environ, "TMPDIR": str(tmp)})
 
 
 def _agent_argv(node: str) -> list[str]:
