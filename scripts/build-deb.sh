@@ -9,7 +9,7 @@
 #   library and noVNC are Debian's (Depends/Recommends).
 # - the units (/lib/systemd/system), /etc/default/kvm-warden and the corosync IPC entry for
 #   the agent's user (/etc/corosync/uidgid.d/kvm-warden; both conffiles), the alert agent
-#   (/usr/lib/kvm-warden/kvm-warden-alert), /usr/bin/kvm-warden, a man page and bash completion
+#   (/usr/lib/kvm-warden/kvm-warden-alert), /usr/bin/kvm-warden, a man page and bash and zsh completion
 #   generated from the CLI's parser, the example desired file, the dashboard and the rules.
 # - maintainer scripts that make the `kvm-warden` user (in haclient and libvirt) and its
 #   directories, and start nothing: which node runs the controller is Pacemaker's call.
@@ -61,6 +61,9 @@ ln -s "$PREFIX/bin/kvm-warden" "$ROOT/usr/bin/kvm-warden"
 "$ROOT$PREFIX/bin/python" -I scripts/cli_docs.py man | gzip -9n > "$ROOT/usr/share/man/man1/kvm-warden.1.gz"
 "$ROOT$PREFIX/bin/python" -I scripts/cli_docs.py bash-completion \
   > "$ROOT/usr/share/bash-completion/completions/kvm-warden"
+mkdir -p "$ROOT/usr/share/zsh/vendor-completions"
+"$ROOT$PREFIX/bin/python" -I scripts/cli_docs.py zsh-completion \
+  > "$ROOT/usr/share/zsh/vendor-completions/_kvm-warden"
 
 size=$(du -sk --exclude=DEBIAN "$ROOT" | cut -f1)
 cat >"$ROOT/DEBIAN/control" <<EOF

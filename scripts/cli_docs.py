@@ -3,6 +3,7 @@ never disagree with `kvm-warden --help`.
 
     python scripts/cli_docs.py man > kvm-warden.1
     python scripts/cli_docs.py bash-completion > kvm-warden
+    python scripts/cli_docs.py zsh-completion > _kvm-warden
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ def _options(p: argparse.ArgumentParser) -> list[argparse.Action]:
     return [a for a in p._actions if a.option_strings and a.dest != "help"]
 
 
+def _help(a: argparse.Action) -> str:
+    """The help text as --help prints it (argparse's %(default)s and friends expanded)."""
+    text = a.help or ""
+    try:
+        return text % {**vars(a), "prog": "kvm-warden"}
+    except (KeyError, TypeError, ValueError):
+        return text
+
+
 def _esc(text: str) -> str:
     return text.replace("\\", "\\\\").replace("-", "\\-").replace("\n.", "\n\\&.")
 
@@ -42,13 +52,13 @@ def man() -> str:
         positionals = [a for a in sub._actions if not a.option_strings
                        and not isinstance(a, argparse._SubParsersAction)]
         for a in positionals:
-            out += [".TP", f"\\fI{_esc(a.metavar or a.dest)}\\fR", _esc(a.help or "")]
+            out += [".TP", f"\\fI{_esc(a.metavar or a.dest)}\\fR", _esc(_help(a))]
         for a in _options(sub):
             flags = ", ".join(a.option_strings)
             meta = "" if a.nargs == 0 else " " + (str(a.metavar) if a.metavar else a.dest.upper())
             default = "" if a.default in (None, False, argparse.SUPPRESS, []) \
-                else f" (default: {a.default})"
-            out += [".TP", f"\\fB{_esc(flags)}\\fR{_esc(meta)}", _esc((a.help or "") + default)]
+                or "%(default)" in (a.help or "") else f" (default: {a.default})"
+            out += [".TP", f"\\fB{_esc(flags)}\\fR{_esc(meta)}", _esc(_help(a) + default)]
     out += [".SH FILES", "/etc/default/kvm\\-warden, /etc/kvm\\-warden/, /var/lib/kvm\\-warden/",
             ".SH SEE ALSO", "crm_mon(8), crm_resource(8), pcs(8), virsh(1)"]
     return "\n".join(out) + "\n"
@@ -80,12 +90,66 @@ complete -F _kvm_warden kvm-warden
 """
 
 
+def _zsh(text: str) -> str:
+    """Text inside a single-quoted _arguments spec: quotes, brackets and colons escaped."""
+    return (" ".join(text.split()).replace("'", "'\\''").replace("[", "\\[")
+            .replace("]", "\\]").replace(":", "\\:"))
+
+
+def _zsh_spec(a: argparse.Action) -> str:
+    repeat = "*" if isinstance(a, argparse._AppendAction) else ""
+    flags = a.option_strings
+    names = flags[0] if len(flags) == 1 else "{" + ",".join(flags) + "}"
+    if len(flags) > 1:
+        repeat = repeat or "(" + " ".join(flags) + ")"
+    spec = f"{repeat}{names}[{_zsh(_help(a))}]"
+    if a.nargs != 0:
+        meta = _zsh(str(a.metavar or a.dest.upper()))
+        what = "(" + " ".join(str(c) for c in a.choices) + ")" if a.choices else (
+            "_files" if any(w in meta.upper() for w in ("FILE", "DIR", "PATH")) else " ")
+        spec += f":{meta}:{what}"
+    return f"'{spec}'"
+
+
+def zsh_completion() -> str:
+    p = build_parser()
+    subs = _subcommands(p)
+    helps = {c.dest: c.help or "" for a in p._actions if isinstance(a, argparse._SubParsersAction)
+             for c in a._choices_actions}
+    commands = "\n".join(f"    '{name}:{_zsh(helps.get(name, ''))}'" for name in subs)
+    cases = "\n".join(
+        f"    {name}) _arguments -s " + " ".join(_zsh_spec(a) for a in _options(sub))
+        + " '*:file:_files' ;;" for name, sub in subs.items())
+    return f"""#compdef kvm-warden
+# zsh completion for kvm-warden (generated from its parser)
+_kvm_warden() {{
+  local -a commands
+  commands=(
+{commands}
+  )
+  if (( CURRENT == 2 )); then
+    _describe -t commands 'kvm-warden command' commands
+    return
+  fi
+  local cmd=$words[2]
+  shift words
+  (( CURRENT-- ))
+  case $cmd in
+{cases}
+  esac
+}}
+_kvm_warden "$@"
+"""
+
+
 def main() -> int:
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what == "man":
         sys.stdout.write(man())
     elif what == "bash-completion":
         sys.stdout.write(bash_completion())
+    elif what == "zsh-completion":
+        sys.stdout.write(zsh_completion())
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ PKGS=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
   qemu-system-x86 qemu-utils iproute2 procps
   python3 python3-venv python3-dev make
-  prometheus prometheus-alertmanager chromium chromium-driver novnc
+  prometheus prometheus-alertmanager chromium chromium-driver novnc zsh
 )
 # `install-deps.sh image`: also what building the container image needs (make image).
 if [ "${1:-}" = "image" ]; then

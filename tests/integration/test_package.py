@@ -119,6 +119,8 @@ def test_the_package_installs_with_apt_and_makes_its_user_and_directories(
     assert "uid: kvm-warden" in uidgid  # the agent's user may read quorum (test_cluster_real)
     completion = (installed / "usr/share/bash-completion/completions/kvm-warden").read_text()
     assert "complete -F _kvm_warden kvm-warden" in completion and "--desired" in completion
+    zsh = (installed / "usr/share/zsh/vendor-completions/_kvm-warden").read_text()
+    assert zsh.startswith("#compdef kvm-warden") and "--desired" in zsh
     # The alert agent Pacemaker runs, with the system python (no venv), answers:
     alert = chroot(installed, "/usr/lib/kvm-warden/kvm-warden-alert", timeout=30)
     assert "run by Pacemaker as an alert agent" in alert.stdout + alert.stderr
