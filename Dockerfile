@@ -22,6 +22,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md CHANGELOG.md ./
+COPY docs/reference.md docs/testing.md docs/metrics.md docs/architecture.md docs/
 COPY controller controller
 COPY probes probes
 COPY reconcilers reconcilers

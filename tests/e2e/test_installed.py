@@ -200,3 +200,19 @@ def test_pacemaker_alerts_reach_the_agent_through_the_packaged_alert_agent(packa
               if '"AlertReceived"' in line]
     assert any(a["kind"] == "resource" and a["resource"] == "vm-web02" and a["node"] == "kvm2"
                for a in alerts), out.read_text()[-2000:]
+
+
+def test_a_node_that_boots_again_runs_its_agent_from_its_own_disk(packaged: Path) -> None:
+    """The package stays installed across a reboot (the node's disk is its own), and the
+    node starts its agent from the installed unit as it boots, as an enabled unit would."""
+    wait_for("converged", converged, 180)
+    before = services()["agent-kvm3"]
+    lab.restart_node("kvm3")  # every process killed at once, then booted
+    wait_for("kvm3 online again", lambda: "kvm3" in lab.nodes_online(), 180)
+    pid = wait_for("kvm3's agent", lambda: services().get("agent-kvm3"), 60)
+    assert pid != before
+    assert proc_status(pid)["Uid"].split()[0] == lab.on("kvm3", "id", "-u", "kvm-warden"
+                                                        ).stdout.strip()
+    status = lab.on("kvm3", "dpkg-query", "-W", "-f=${Status}", "kvm-warden").stdout
+    assert status == "install ok installed"
+    wait_for("converged again", converged, 240)
