@@ -73,6 +73,7 @@ INSTALLED_MARKER = "installed"
 # host's own files are never touched.
 NODE_OS = ("etc", "usr", "opt", "var/lib", "var/log", "var/cache")
 UNIT_RUNNER = ROOT / "lab" / "unit.py"  # the lab's stand-in for systemd (no systemd here)
+INSTALLED_XML = f"{STORAGE}/xml"  # with the package: a directory of XML files kvm-warden may write
 
 COROSYNC_CONF = """totem {
     version: 2
@@ -940,8 +941,12 @@ def install(deb: Path, desired_text: str | None = None) -> None:
            "-e", f"s|^KVM_WARDEN_AGENT_BIND=.*|KVM_WARDEN_AGENT_BIND=tcp://{node_ip(node)}:{AGENT_PORT}|",
            "-e", "s|^KVM_WARDEN_WEB_CONFIG=.*|KVM_WARDEN_WEB_CONFIG=--web-config "
            "/etc/kvm-warden/web.yml|",
-           "-e", f"s|^KVM_WARDEN_AGENT_OPTIONS=.*|KVM_WARDEN_AGENT_OPTIONS=--config-dir {STORAGE}|",
+           "-e", "s|^KVM_WARDEN_AGENT_OPTIONS=.*|KVM_WARDEN_AGENT_OPTIONS="
+           f"--config-dir {STORAGE} --config-dir {INSTALLED_XML}|",
            "/etc/default/kvm-warden")
+    # the VMs' XML directory enrollment writes to, given to the group kvm-warden (step 5)
+    shutil.rmtree(BASE / "storage" / "xml", ignore_errors=True)
+    on("kvm1", "install", "-d", "-g", "kvm-warden", "-m", "0775", INSTALLED_XML)
     for name in ("cert.pem", "key.pem"):
         on("kvm1", "install", "-o", "kvm-warden", "-g", "kvm-warden", "-m", "0600",
            str(web.parent / name), f"/etc/kvm-warden/{name}")

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from lab import lab
-from tests.e2e.conftest import converged
+from tests.e2e.conftest import converged, status
+from tests.e2e.test_enroll import NAME, RID, qemu_pid, resource, start_guest, virsh
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -35,9 +36,9 @@ DESIRED = "/etc/kvm-warden/desired/desired.yaml"  # the package's default (/etc/
 STATE = "/var/lib/kvm-warden"
 
 
-def layout(web01: str = "kvm1", web02: str = "kvm2") -> str:
+def layout(web01: str = "kvm1", web02: str = "kvm2", db01: str = "") -> str:
     return lab.E2E_DESIRED.format(web01=web01, web02=web02, nodes="[kvm1, kvm2, kvm3]",
-                                  db01="", policy="")
+                                  db01=db01, policy="")
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +217,46 @@ def test_a_node_that_boots_again_runs_its_agent_from_its_own_disk(packaged: Path
     status = lab.on("kvm3", "dpkg-query", "-W", "-f=${Status}", "kvm-warden").stdout
     assert status == "install ok installed"
     wait_for("converged again", converged, 240)
+
+
+def test_a_running_vm_is_enrolled_and_its_xml_written_by_the_sandboxed_agent(packaged: Path
+                                                                              ) -> None:
+    """Enrollment's first step is the agent's: it writes the running domain's XML into its
+    --config-dir on the shared storage. Installed, the agent runs as kvm-warden in its unit's
+    sandbox (ProtectSystem=strict; ReadWritePaths=-/kvm/storage), and the directory is the
+    group kvm-warden's, as step 5 of the guide says."""
+    wait_for("converged", converged, 180)
+    config = f"{lab.INSTALLED_XML}/{NAME}.xml"
+    pid = start_guest("kvm2")
+    try:
+        write_desired(packaged, layout(db01=(
+            f"  - name: {NAME}\n    config: {config}\n    migration_transport: tcp\n"
+            "    params: {migrate_options: '--unsafe', force_stop: 'true'}\n"
+            "    storage: [gfs2_storage]\n    placement: {prefer: kvm2}\n")))
+        wait_for(f"{RID} managed by Pacemaker on kvm2", lambda: (resource() or {}).get(
+            "managed") == "true" and (resource() or {}).get("nodes") == "kvm2", 180, 0.5)
+        assert qemu_pid("kvm2") == pid  # the same process: never restarted
+        owner = lab.on("kvm2", "stat", "-c", "%U", config).stdout.strip()
+        assert owner == "kvm-warden", owner  # written by the agent, as its unit's user
+        assert f"<name>{NAME}</name>" in lab.on("kvm1", "cat", config).stdout
+    finally:
+        write_desired(packaged, layout())
+        # The file first: while it still declares web03, deleting the resource would have
+        # kvm-warden enroll it again, racing the deletion.
+        wait_for(f"a pass without {NAME} in the file", lambda: not any(
+            r.get("vm") == NAME and r.get("desired_state") for r in status().get("vms", ())), 60)
+        # Stopped while its configuration is there: an orphan's stop has no `config`, fails
+        # (VirtualDomain: "not configured") and gets its node fenced.
+        lab.on("kvm1", "pcs", "resource", "disable", RID, "--wait=120", check=False,
+               timeout=180)
+        lab.on("kvm1", "pcs", "resource", "delete", RID, "--force", check=False, timeout=120)
+        for node in lab.NODES:
+            virsh(node, "destroy", NAME, check=False)
+            virsh(node, "undefine", NAME, check=False)
+        for f in (lab.BASE / "storage" / "xml" / f"{NAME}.xml",
+                  lab.BASE / "storage" / f"{NAME}.qcow2"):
+            f.unlink(missing_ok=True)
+        # Pacemaker forgets the deleted resource's history (it may take a while to answer).
+        lab.on("kvm1", "crm_resource", "--refresh", "--resource", RID, check=False,
+               timeout=180)
+        wait_for("converged again", converged, 240)
