@@ -83,22 +83,36 @@ def clean(cluster: Lab) -> Iterator[Lab]:
     try:
         yield cluster
     finally:
-        # The file first: while it still declares web03, deleting the resource would have
-        # kvm-warden enroll it again, racing the deletion.
         cluster.write_desired()
-        wait_for("a pass without web03 in the file", lambda: not any(
-            r.get("vm") == NAME and r.get("desired_state") for r in status().get("vms", ())), 60)
-        lab.on("kvm1", "pcs", "resource", "delete", RID, "--force", check=False, timeout=120)
-        lab.on("kvm1", "cibadmin", "--delete", "--xml-text",
-               '<cluster_property_set id="warden-keep-orphans"/>', check=False)
-        for node in lab.NODES:
-            virsh(node, "destroy", NAME, check=False)
-            virsh(node, "undefine", NAME, check=False)
-        for f in (lab.BASE / "storage" / f"{NAME}.xml", lab.BASE / "storage" / f"{NAME}.qcow2",
-                  lab.BASE / "storage" / f"{NAME}-copy.qcow2"):
-            f.unlink(missing_ok=True)
-        lab.on("kvm1", "crm_resource", "--refresh", "--resource", RID, check=False)
-        wait_for("converged again", converged, 240)
+        remove_web03([lab.BASE / "storage" / f"{NAME}.xml",
+                      lab.BASE / "storage" / f"{NAME}-copy.qcow2"])
+
+
+def remove_web03(files: list[Path], stop_first: bool = False,
+                 refresh_timeout: float = 60) -> None:
+    """Take web03 out of the lab once the desired file no longer declares it: the resource,
+    the guest on every node, its files and disk; then wait for the lab's layout again.
+    `stop_first`: stop it while its configuration is there (an orphan's stop has no `config`,
+    fails -- VirtualDomain: "not configured" -- and gets its node fenced)."""
+    # The file first: while it still declares web03, deleting the resource would have
+    # kvm-warden enroll it again, racing the deletion.
+    wait_for("a pass without web03 in the file", lambda: not any(
+        r.get("vm") == NAME and r.get("desired_state") for r in status().get("vms", ())), 60)
+    if stop_first:
+        lab.on("kvm1", "pcs", "resource", "disable", RID, "--wait=120", check=False,
+               timeout=180)
+    lab.on("kvm1", "pcs", "resource", "delete", RID, "--force", check=False, timeout=120)
+    lab.on("kvm1", "cibadmin", "--delete", "--xml-text",
+           '<cluster_property_set id="warden-keep-orphans"/>', check=False)
+    for node in lab.NODES:
+        virsh(node, "destroy", NAME, check=False)
+        virsh(node, "undefine", NAME, check=False)
+    for f in (*files, lab.BASE / "storage" / f"{NAME}.qcow2"):
+        f.unlink(missing_ok=True)
+    # Pacemaker forgets the deleted resource's history.
+    lab.on("kvm1", "crm_resource", "--refresh", "--resource", RID, check=False,
+           timeout=refresh_timeout)
+    wait_for("converged again", converged, 240)
 
 
 def enroll(cluster: Lab) -> tuple[int, float]:

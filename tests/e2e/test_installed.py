@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from lab import lab
-from tests.e2e.conftest import converged, status
-from tests.e2e.test_enroll import NAME, RID, qemu_pid, resource, start_guest, virsh
+from tests.e2e.conftest import converged
+from tests.e2e.test_enroll import NAME, RID, qemu_pid, remove_web03, resource, start_guest
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -241,22 +241,5 @@ def test_a_running_vm_is_enrolled_and_its_xml_written_by_the_sandboxed_agent(pac
         assert f"<name>{NAME}</name>" in lab.on("kvm1", "cat", config).stdout
     finally:
         write_desired(packaged, layout())
-        # The file first: while it still declares web03, deleting the resource would have
-        # kvm-warden enroll it again, racing the deletion.
-        wait_for(f"a pass without {NAME} in the file", lambda: not any(
-            r.get("vm") == NAME and r.get("desired_state") for r in status().get("vms", ())), 60)
-        # Stopped while its configuration is there: an orphan's stop has no `config`, fails
-        # (VirtualDomain: "not configured") and gets its node fenced.
-        lab.on("kvm1", "pcs", "resource", "disable", RID, "--wait=120", check=False,
-               timeout=180)
-        lab.on("kvm1", "pcs", "resource", "delete", RID, "--force", check=False, timeout=120)
-        for node in lab.NODES:
-            virsh(node, "destroy", NAME, check=False)
-            virsh(node, "undefine", NAME, check=False)
-        for f in (lab.BASE / "storage" / "xml" / f"{NAME}.xml",
-                  lab.BASE / "storage" / f"{NAME}.qcow2"):
-            f.unlink(missing_ok=True)
-        # Pacemaker forgets the deleted resource's history (it may take a while to answer).
-        lab.on("kvm1", "crm_resource", "--refresh", "--resource", RID, check=False,
-               timeout=180)
-        wait_for("converged again", converged, 240)
+        remove_web03([lab.BASE / "storage" / "xml" / f"{NAME}.xml"], stop_first=True,
+                     refresh_timeout=180)
