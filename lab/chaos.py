@@ -495,7 +495,8 @@ def judge(report: Report, state: Path) -> None:
              + checker.health_truth(s) + checker.bounded_usage(s) + checker.nothing_lost(s)
              + checker.says_invalid(s, [(f.at, f.healed) for f in report.faults
                                         if f.kind == "desired-invalid" and f.healed
-                                        and not controller_down(report, f.at, f.healed)]))
+                                        and not controller_down(report, f.at, f.healed)])
+             + [(at, f"the checker's sampler failed: {tb}") for at, tb in s.errors])
     touched, skipped = [], 0
     for f in report.faults:
         if f.kind not in TOUCHING:

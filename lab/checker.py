@@ -23,9 +23,11 @@ import contextlib
 import json
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +182,7 @@ class Samples:
     usage: list[Usage] = field(default_factory=list)
     counts: list[Counts] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)      # controller (re)starts and resumes
+    errors: list[tuple[float, str]] = field(default_factory=list)  # the sampler's own failures
 
 
 # -- the invariants: pure functions of the samples -------------------------------------------
@@ -488,6 +491,8 @@ def process_usage(pid: int) -> tuple[int, int] | None:
     except OSError:
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:  # a zombie (killed, not reaped yet) has no memory to report
+        return None
     return int(fields["VmRSS"].split()[0]), int(fields["Threads"])
 
 
@@ -571,10 +576,11 @@ class Sampler:
         self.controller = controller
         self._stop = threading.Event()
         self._ids = lab.netns_ids()
-        self._threads = [threading.Thread(target=self._procs, daemon=True),
-                         threading.Thread(target=self._controller, daemon=True),
-                         *(threading.Thread(target=self._node, args=(n,), daemon=True)
-                           for n in lab.NODES)]
+        self._threads = [threading.Thread(target=self._every, args=(0.2, self._procs), daemon=True),
+                         threading.Thread(target=self._every, args=(1.0, self._controller),
+                                          daemon=True),
+                         *(threading.Thread(target=self._every, args=(1.0, self._node, n),
+                                            daemon=True) for n in lab.NODES)]
 
     def start(self) -> None:
         for t in self._threads:
@@ -583,35 +589,46 @@ class Sampler:
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=30)
+            if t.ident is not None:  # started
+                t.join(timeout=30)
+
+    def _every(self, interval: float, step: Callable[..., None], *args: str) -> None:
+        """Run `step` every `interval` until stopped. A sampler that dies would blind the
+        checker for the rest of the run without a word: a failed step is a missed sample
+        (a lab in turmoil: a timed-out tool, a vanished process) or, if the sampler itself is
+        at fault, an error the judge reports as a violation."""
+        while not self._stop.wait(interval):
+            try:
+                step(*args)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            except Exception:  # noqa: BLE001 - recorded and judged, the sampling goes on
+                self.samples.errors.append((time.time(), traceback.format_exc(limit=4)))
 
     def _procs(self) -> None:
-        while not self._stop.wait(0.2):
-            at = time.time()
-            seen = lab.guest_processes(self._ids)
-            self.samples.procs.append([Proc(at, g, n, pid, qemu_incoming(pid))
-                                       for g, procs in seen.items() for n, pid in procs])
-            self.samples.proc_times.append(at)
+        at = time.time()
+        seen = lab.guest_processes(self._ids)
+        self.samples.procs.append([Proc(at, g, n, pid, qemu_incoming(pid))
+                                   for g, procs in seen.items() for n, pid in procs])
+        self.samples.proc_times.append(at)
 
     def _node(self, node: str) -> None:
-        while not self._stop.wait(1.0):
-            view = node_view(node)
-            if view is not None:
-                self.samples.views.append(view)
+        view = node_view(node)
+        if view is not None:
+            self.samples.views.append(view)
 
     def _controller(self) -> None:
-        while not self._stop.wait(1.0):
-            pid, expected = self.controller()
-            try:
-                ok = lab.warden_get("/healthz").strip() == "ok"
-            except Exception:  # noqa: BLE001 - an unreachable port is a failed answer
-                ok = False
-            at = time.time()
-            if self.controller()[1] == expected:  # not stopped or resumed meanwhile
-                self.samples.health.append(Health(at, expected, ok))
-            if expected:
-                self.samples.valid.append(Valid(at, desired_valid()))
-            usage = process_usage(pid) if pid else None
-            if usage:
-                self.samples.usage.append(Usage(at, pid or 0, *usage))
-            self.samples.counts.append(Counts(at, *state_counts(self.state)))
+        pid, expected = self.controller()
+        try:
+            ok = lab.warden_get("/healthz").strip() == "ok"
+        except Exception:  # noqa: BLE001 - an unreachable port is a failed answer
+            ok = False
+        at = time.time()
+        if self.controller()[1] == expected:  # not stopped or resumed meanwhile
+            self.samples.health.append(Health(at, expected, ok))
+        if expected:
+            self.samples.valid.append(Valid(at, desired_valid()))
+        usage = process_usage(pid) if pid else None
+        if usage:
+            self.samples.usage.append(Usage(at, pid or 0, *usage))
+        self.samples.counts.append(Counts(at, *state_counts(self.state)))

@@ -123,3 +123,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                  .get(item.path.name, 0))
     for i, item in zip(slots, e2e, strict=True):
         items[i] = item
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """A failed scenario carries the end of the controller's log in its report: CI keeps only
+    what pytest prints, and the lab (with its logs) is gone by the time anyone reads it."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call" and report.failed and item.path.parent == Path(__file__).parent:
+        for name in ("controller.log", "kvm1/log/pacemaker.log"):
+            path = lab.BASE / name
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-80:]
+                report.sections.append((f"end of {path}", "\n".join(tail)))

@@ -180,7 +180,7 @@ def test_no_change_at_all_while_quorum_is_lost(cluster: Lab) -> None:
         # on a dead node may only be a finding, depending on when Pacemaker sees it offline.
         cluster.write_desired(db01="    placement: {prefer: kvm1}\n")
         wait_for("refusals for no quorum", lambda: (metric(
-            "kvm_warden_guard_refusals_total", reason="no-quorum") or 0) > 0, 30)
+            "kvm_warden_guard_refusals_total", reason="no-quorum") or 0) > 0, 60)
         time.sleep(8)
         assert len(audits()) == applied_before, "zero cluster changes without quorum"
     finally:  # whatever happened, the next scenario gets its cluster back

@@ -5,11 +5,13 @@ open page without a reload."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,21 @@ def warden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         wait_for("the first pass", lambda: "desired state:" in log.read_text()
                  and "pass" in log.read_text(), 60)
         desired = Path(re.search(r"desired state:\s+(\S+)", log.read_text()).group(1))  # type: ignore[union-attr]
-        yield f"http://127.0.0.1:{port}", desired
+        url = f"http://127.0.0.1:{port}"
+        # The embedded cluster starts with fencing off and VMs off their preferred nodes: the
+        # first passes change it. Each test starts from the settled cluster, not mid-way.
+        wait_for("the simulated cluster settled", lambda: settled(url), 120)
+        yield url, desired
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def settled(url: str) -> bool:
+    with urllib.request.urlopen(url + "/api/vms", timeout=10) as r:
+        s = json.loads(r.read())["summary"]
+    return bool(s["fencing"] and s["running"] == s["vms"] == 3 and s["drifting"] == 0
+                and s["last_pass_at"] is not None and not s["last_pass_error"])
 
 
 def rows(drv: webdriver.Chrome) -> dict[str, str]:

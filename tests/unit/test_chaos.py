@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
+import subprocess
+import threading
 from pathlib import Path
 
 from lab import chaos, checker, soak_report
 from lab.checker import Counts, Health, Proc, Samples, Usage, View
+from tests.waiting import wait_for
 
 NODES = ("kvm1", "kvm2", "kvm3")
 ALL = frozenset(NODES)
@@ -301,3 +305,31 @@ def test_pacemakers_own_properties_are_not_settings() -> None:
            'with_quorum="true"/></summary><nodes/></pacemaker-result>')
     v = checker.parse_view("kvm1", 0.0, mon, cib)
     assert v is not None and v.settings == frozenset({("o-nqp", "freeze")})
+
+
+def test_a_zombie_has_no_usage_and_a_failing_sample_does_not_stop_the_sampler(
+        tmp_path: Path) -> None:
+    # a killed controller not yet reaped: /proc/PID/status has no VmRSS line
+    child = subprocess.Popen(["true"])
+    wait_for("a zombie", lambda: "State:\tZ" in Path(f"/proc/{child.pid}/status").read_text(), 10)
+    assert checker.process_usage(child.pid) is None
+    child.wait()
+    assert checker.process_usage(os.getpid()) is not None
+    # a step that fails (its own bug) is recorded for the judge, and the sampling goes on
+    sampler = checker.Sampler(tmp_path, lambda: (None, False))
+    calls: list[int] = []
+
+    def step() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise KeyError("VmRSS")
+        if len(calls) == 2:
+            raise subprocess.TimeoutExpired("crm_mon", 15)  # a lab in turmoil: no sample
+
+    runner = threading.Thread(target=sampler._every, args=(0.01, step))
+    runner.start()
+    wait_for("three samples", lambda: len(calls) >= 3, 10)
+    sampler.stop()
+    runner.join(10)
+    assert not runner.is_alive()
+    assert [e.splitlines()[-1] for _, e in sampler.samples.errors] == ["KeyError: 'VmRSS'"]
