@@ -275,10 +275,9 @@ def update_cluster(observed: ObservedState) -> None:
         for mp in mps:
             STORAGE_MOUNTED.labels(node=node, mountpoint=mp).set(1)
     for source, at in observed.observed_at.items():
-        # "libvirt:kvm1" -> one series per node: one node's dead libvirtd must show. A
-        # cluster-wide source ("pacemaker") is read where the controller runs: that node.
-        probe, _, node = source.partition(":")
-        PROBE_LAST_SUCCESS.labels(probe=probe, node=node or _HOST).set(at)
+        # One series per probe and node: one node's dead libvirtd must show. A cluster-wide
+        # source (Pacemaker) is read where the controller runs: that node.
+        PROBE_LAST_SUCCESS.labels(probe=source.probe, node=source.node or _HOST).set(at)
 
 
 def update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int],

@@ -42,7 +42,7 @@ from controller.model.actions import (
 from controller.model.context import Context
 from controller.model.desired import DesiredState, Vm
 from controller.model.index import ClusterIndex
-from controller.model.observed import ConfigFile
+from controller.model.observed import ConfigFile, SourceKey
 from controller.model.pcmk import HOLD_MARK
 from reconcilers.base import PlanBuilder, under
 from reconcilers.storage import colo_id, order_id
@@ -88,7 +88,8 @@ def _may_run(index: ClusterIndex, vm: Vm) -> list[str]:
 
 def _fresh_listing(index: ClusterIndex, node: str) -> bool:
     obs = index.observed
-    return node in obs.domains and node not in obs.stale and f"libvirt:{node}" in obs.observed_at
+    return node in obs.domains and node not in obs.stale \
+        and SourceKey("libvirt", node) in obs.observed_at
 
 
 def _active_on(index: ClusterIndex, name: str) -> list[str]:
@@ -98,6 +99,18 @@ def _active_on(index: ClusterIndex, name: str) -> list[str]:
 def _files(index: ClusterIndex, path: str, nodes: list[str]) -> dict[str, ConfigFile | None]:
     cf = index.observed.config_files
     return {n: cf.get(n, {}).get(path) for n in nodes}
+
+
+def _vouching(index: ClusterIndex, path: str, nodes: list[str]
+              ) -> tuple[list[str], list[tuple[str, tuple[str, ...]]], list[str]]:
+    """(nodes whose agents read a directory holding `path`, nodes whose agents read none --
+    with the directories they do read --, nodes whose agents have not said yet). Only the
+    first can say the file is absent: for the others absence is not evidence."""
+    dirs = index.observed.config_dirs
+    unheard = [n for n in nodes if n not in dirs]
+    blind = [(n, dirs[n]) for n in nodes if n in dirs and not any(under(path, d) for d in dirs[n])]
+    heard = [n for n in nodes if n in dirs and n not in {b for b, _ in blind}]
+    return heard, blind, unheard
 
 
 def _removed_before(index: ClusterIndex, rid: str) -> list[str]:
@@ -153,7 +166,13 @@ def checks(index: ClusterIndex, desired: DesiredState, vm: Vm) -> tuple[list[str
             refuse.append(f"storage {s}'s resource {storage[s].resource} does not exist")
     if mounts and not any(under(vm.config, m) for m in mounts):
         refuse.append(f"config {vm.config} is not under its storage ({', '.join(mounts)})")
-    files = _files(index, vm.config, [n for n in nodes if n not in offline])
+    heard, blind, unheard_files = _vouching(index, vm.config, [n for n in nodes if n not in offline])
+    if unheard_files:
+        wait.append(f"no report of the XML files from the agent on {', '.join(unheard_files)} yet")
+    for n, dirs in blind:
+        refuse.append(f"the agent on {n} reads no directory holding {vm.config} (its "
+                      f"--config-dir: {', '.join(dirs) or 'none'}): it cannot vouch for the file")
+    files = _files(index, vm.config, heard)
     present = {n: f for n, f in files.items() if f is not None}
     disks: set[str] = {d for n in active for d in index.listed[vm.name][n].disks}
     if present:

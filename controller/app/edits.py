@@ -141,8 +141,9 @@ def suggest_enrollment(e: Enroll, observed: ObservedState, desired: DesiredState
                         "takes a domain that runs on one node")
     vds = [r for r in (observed.cib.resources.values() if observed.cib else ())
            if is_vm_agent(r.agent)]
-    dirs = [str(PurePosixPath(p).parent) for files in observed.config_files.values()
-            for p in files] + [str(PurePosixPath(r.params["config"]).parent) for r in vds
+    dirs = [d for ds in observed.config_dirs.values() for d in ds] + [
+        str(PurePosixPath(p).parent) for files in observed.config_files.values()
+        for p in files] + [str(PurePosixPath(r.params["config"]).parent) for r in vds
                                if r.params.get("config", "").startswith("/")]
     stores = {st.name: st.mountpoint for st in desired.storage}
     shared = [d for d in dirs if any(under(d + "/x", m) for m in stores.values())]

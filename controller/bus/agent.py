@@ -13,7 +13,7 @@ from controller.bus.keys import Curve
 from controller.bus.publisher import Publisher
 from controller.model import names
 from controller.model.errors import WardenError
-from controller.model.events import DomainSeen
+from controller.model.events import ConfigFilesSeen, DomainSeen
 from probes.corosync.quorum import QuorumWatcher
 from probes.libvirt.events import LibvirtWatcher
 from probes.pacemaker.alerts import AlertReceiver
@@ -84,8 +84,8 @@ class Agent:
             raise RequestRefused(str(exc)) from None
         finally:
             conn.close()
-        if self.configs is not None:
-            self.configs.poke()
+            if self.configs is not None:
+                self.configs.poke()  # written or refused (it exists): publish what is there
         return digest.encode()
 
     def _publish(self, payload: Any) -> int:
@@ -102,6 +102,10 @@ class Agent:
                 and (d.vnc_listen or "127.0.0.1") in ("127.0.0.1", "::1", "localhost")}
 
     def start(self) -> None:
+        if self.configs is None:
+            # No XML directory here: say so once (the snapshot keeps it), so the controller
+            # knows this node can vouch for no config file rather than waiting to hear.
+            self.publisher.publish(ConfigFilesSeen(node=self.cfg.node))
         for w in self.watchers:
             w.start()
         if self.cfg.alerts:

@@ -9,16 +9,8 @@ import zmq
 from controller import metrics
 from controller.bus.keys import Curve, curve_server
 from controller.bus.wire import HEARTBEAT_SECONDS, HWM, SNAPSHOT_REQUEST, encode, topic_for
-from controller.model.events import (
-    DomainSeen,
-    Envelope,
-    Heartbeat,
-    MountsSeen,
-    Payload,
-    QuorumChanged,
-    Snapshot,
-    envelope,
-)
+from controller.model.events import Envelope, Heartbeat, Payload, Snapshot, Snapshotted, envelope
+from controller.model.observations import KIND_OF, topics
 
 MAX_CONTROL_MESSAGE = 1024  # what peers send an agent: subscriptions and snapshot requests
 
@@ -33,7 +25,9 @@ class Publisher:
         self.heartbeat_seconds = heartbeat_seconds
         self.seq = 0
         self._lock = threading.Lock()
-        self._state: dict[str, DomainSeen | QuorumChanged | MountsSeen] = {}
+        # The last payload of each kind the registry marks snapshotted: a controller that
+        # connects later learns all of it from one snapshot.
+        self._state: dict[type[Payload], Snapshotted] = {}
         # XPUB in manual mode: a subscription takes effect only when accepted here (accept()),
         # so a peer cannot grow the subscription trie with millions of distinct topics.
         self.pub = ctx.socket(zmq.XPUB)
@@ -42,9 +36,7 @@ class Publisher:
         self.pub.rcvhwm = 1000
         self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_MESSAGE)
         self.pub.linger = 0
-        self.topics = frozenset({b""} | {topic_for(p, node) for p in (
-            DomainSeen(node=node), QuorumChanged(node=node), MountsSeen(node=node),
-            Heartbeat(node=node))} | {b"pacemaker"})
+        self.topics = frozenset({b""}) | topics(node)
         curve_server(self.pub, curve)
         self.pub.bind(pub_endpoint)
         self.router = ctx.socket(zmq.ROUTER)
@@ -87,8 +79,9 @@ class Publisher:
         with self._lock:
             self._accept_subscriptions()
             self.seq += 1
-            if isinstance(payload, DomainSeen | QuorumChanged | MountsSeen):
-                self._state[type(payload).__name__] = payload
+            kind = KIND_OF.get(type(payload))
+            if kind is not None and kind.snapshotted and isinstance(payload, Snapshotted):
+                self._state[type(payload)] = payload
             self.pub.send_multipart([topic_for(payload, self.node),
                                      encode(envelope(self.node, self.seq, payload))])
             metrics.BUS_PUBLISHED.labels(kind=type(payload).__name__).inc()

@@ -11,8 +11,9 @@ from typing import Any
 import msgspec
 
 from controller.model.errors import BusError
-from controller.model.events import KINDS, TOPICS, VERSION, AlertReceived, Envelope, Payload
+from controller.model.events import VERSION, AlertReceived, Envelope, Payload, Snapshot
 from controller.model.names import NODE_NAME
+from controller.model.observations import WIRE_KINDS, topic
 
 MAX_SEQ = 2**53  # sequence numbers stay exact in every JSON reader
 HWM = 10_000  # messages; past it PUB drops (and the subscriber resyncs), memory stays bounded
@@ -42,14 +43,14 @@ def decode(data: bytes) -> Envelope:
         if isinstance(raw, dict) and isinstance(raw.get("v"), int) and raw.get("v") != VERSION:
             raise BusError("version", f"envelope version {raw.get('v')!r}") from None
         if isinstance(raw, dict) and (not isinstance(raw.get("kind"), str)
-                                      or raw.get("kind") not in KINDS):
+                                      or raw.get("kind") not in WIRE_KINDS):
             raise BusError("unknown-kind", str(raw.get("kind"))[:40]) from None
         raise BusError("invalid", str(exc)[:200]) from None
     except (msgspec.DecodeError, ValueError) as exc:  # ValueError: e.g. a key not valid UTF-8
         raise BusError("undecodable", str(exc)[:200]) from None
     if env.v != VERSION:
         raise BusError("version", f"envelope version {env.v}")
-    if env.kind not in KINDS:
+    if env.kind not in WIRE_KINDS:
         raise BusError("unknown-kind", env.kind[:40])
     if env.kind != type(env.payload).__name__:
         raise BusError("invalid", f"kind {env.kind} does not match its payload")
@@ -64,6 +65,12 @@ def decode(data: bytes) -> Envelope:
         env.payload, "node", env.source)
     if node != env.source:
         raise BusError("forged-source", f"{env.source} sent a {env.kind} for {str(node)[:64]}")
+    if isinstance(env.payload, Snapshot):  # what a snapshot carries speaks for its sender too
+        for inner in env.payload.payloads:
+            if inner.node != env.source:
+                raise BusError("forged-source",
+                               f"{env.source} sent a snapshot with a {type(inner).__name__} for "
+                               f"{inner.node[:64]}")
     return env
 
 
@@ -72,5 +79,4 @@ def to_json(env: Envelope) -> bytes:
 
 
 def topic_for(payload: Payload, node: str) -> bytes:
-    prefix = TOPICS.get(type(payload), "other")
-    return f"{prefix}.{node}".encode() if prefix != "pacemaker" else b"pacemaker"
+    return topic(payload, node)

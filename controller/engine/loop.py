@@ -32,7 +32,7 @@ from controller.model.context import OutOfBandChange
 from controller.model.errors import WardenError
 from controller.model.events import Dirty
 from controller.model.index import build_index
-from controller.model.observed import ObservedState
+from controller.model.observed import ObservedState, SourceKey
 from controller.model.overview import VmRow, vm_rows
 from controller.model.vms import cluster_vms, vm_names
 
@@ -191,7 +191,7 @@ class Controller:
             self.on_transition()
         # Freshness is that of Pacemaker's view, which every action is planned on; a dead
         # node's silent agent is the stale list's business, not a reason to freeze.
-        observed_at = observed.observed_at.get("pacemaker", t)
+        observed_at = observed.observed_at.get(SourceKey("pacemaker"), t)
         assert self.previewer is not None
         out = run_pass(PassInput(index, desired, t, observed_at, self.cib, only),
                        PassEffects(self.ledger, self.previewer, self._audit, self.actuator))

@@ -3,7 +3,8 @@ payload}` they travel in on the bus (controller/bus/wire.py encodes it as msgpac
 
 Payloads are small frozen structs, one per kind. Every observation enters the state store as a
 payload -- from the bus, from an alert, or from the controller's own reading of Pacemaker
-(`PacemakerSeen`, which never travels on the bus: it is not one of the wire KINDS).
+(`PacemakerSeen`, which never travels on the bus). Which kinds exist, their topics, whether an
+agent's snapshot keeps them, their folds and freshness keys: controller/model/observations.py.
 """
 
 from __future__ import annotations
@@ -87,9 +88,13 @@ class MountsSeen(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
 
 class ConfigFilesSeen(msgspec.Struct, frozen=True, kw_only=True, tag=True):
-    """The domain XML files in one node's shared configuration directories (`--config-dir`)."""
+    """The domain XML files in one node's shared configuration directories (`--config-dir`).
+
+    `dirs` says which directories the agent reads: a path under none of them is one this node
+    cannot vouch for (not "absent"); an agent with no directory publishes `dirs=()` once."""
 
     node: str
+    dirs: tuple[str, ...] = ()
     files: tuple[ConfigFile, ...] = ()
 
 
@@ -97,11 +102,17 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     node: str
 
 
+# What an agent's snapshot carries: the last payload of each kind the registry
+# (controller/model/observations.py) marks `snapshotted`. A static union because msgspec decodes
+# by type; tests/unit/test_observations.py holds it equal to the registry.
+Snapshotted = DomainSeen | QuorumChanged | MountsSeen | ConfigFilesSeen
+
+
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag=True):
-    """A publisher's whole current state: the last payload of each kind it publishes."""
+    """A publisher's whole current state: the last payload of each snapshotted kind."""
 
     node: str
-    payloads: tuple[DomainSeen | QuorumChanged | MountsSeen | ConfigFilesSeen, ...] = ()
+    payloads: tuple[Snapshotted, ...] = ()
 
 
 Payload = (
@@ -118,16 +129,6 @@ class PacemakerSeen(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
 
 Observation = Payload | PacemakerSeen
-
-# The payload registry: every kind the bus carries, with the topic prefix it is published
-# under (`<prefix>.<node>`; Pacemaker's alerts are cluster-wide: `pacemaker`). The wire format
-# accepts exactly these kinds; a new probe's payload is added here and folded in engine/store.py.
-TOPICS: dict[type[Payload], str] = {
-    DomainLifecycle: "libvirt", DomainSeen: "libvirt", QuorumChanged: "corosync",
-    MountsSeen: "storage", ConfigFilesSeen: "config", Heartbeat: "heartbeat", AlertReceived: "pacemaker",
-    Snapshot: "snapshot",
-}
-KINDS = {cls.__name__: cls for cls in TOPICS}
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,6 +8,7 @@ Frozen structs make "did anything change?" an equality check and keep folds pure
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import msgspec
 
@@ -276,6 +277,20 @@ class Quorum(msgspec.Struct, frozen=True, kw_only=True):
     total_votes: int | None = None
 
 
+Probe = Literal["libvirt", "corosync", "storage", "config", "agent", "pacemaker"]
+
+
+class SourceKey(msgspec.Struct, frozen=True, order=True):
+    """Whose reading a freshness time is: a probe on a node, or a cluster-wide one (node None:
+    Pacemaker, read where the controller runs). Declared per kind in model/observations.py."""
+
+    probe: Probe
+    node: str | None = None
+
+    def __str__(self) -> str:  # display only; never split again
+        return self.probe if self.node is None else f"{self.probe}:{self.node}"
+
+
 class ObservedState(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the controller knows, folded from its sources."""
 
@@ -286,6 +301,8 @@ class ObservedState(msgspec.Struct, frozen=True, kw_only=True):
     mounts: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)  # node -> GFS2 mountpoints
     # node -> path -> the domain XML files its agent reads in its shared config directories
     config_files: Mapping[str, Mapping[str, ConfigFile]] = msgspec.field(default_factory=dict)
+    # node -> the directories its agent reads (`--config-dir`): a path under none is unknown there
+    config_dirs: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     hosts: Mapping[str, HostInfo] = msgspec.field(default_factory=dict)  # node -> its capacity
     stale: frozenset[str] = frozenset()  # publishers whose heartbeats are missing
-    observed_at: Mapping[str, float] = msgspec.field(default_factory=dict)
+    observed_at: Mapping[SourceKey, float] = msgspec.field(default_factory=dict)

@@ -83,6 +83,7 @@ class ConfigWatcher:
     def __init__(self, node: str, dirs: Sequence[str],
                  publish: Callable[[ConfigFilesSeen], object], seconds: float = 2.0):
         self.node, self.publish, self.seconds = node, publish, seconds
+        self.dirs = tuple(os.path.normpath(d) for d in dirs)
         self.scanner = ConfigScanner(dirs)
         self.last: ConfigFilesSeen | None = None
         self._wake = threading.Event()
@@ -102,7 +103,7 @@ class ConfigWatcher:
     def _run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
             try:
-                seen = ConfigFilesSeen(node=self.node, files=self.scanner.scan())
+                seen = ConfigFilesSeen(node=self.node, dirs=self.dirs, files=self.scanner.scan())
                 if seen != self.last:
                     self.last = seen
                     self.publish(seen)

@@ -69,7 +69,7 @@ class Cluster:
             self.store.fold(envelope(node, self.seq, DomainSeen(node=node, domains=doms)))
             self.seq += 1
             self.store.fold(envelope(node, self.seq, ConfigFilesSeen(
-                node=node, files=(f,) if f is not None else ())))
+                node=node, dirs=("/kvm/storage",), files=(f,) if f is not None else ())))
 
     def step(self):  # type: ignore[no-untyped-def]
         self.t += 11.0  # past the guard's cooldown

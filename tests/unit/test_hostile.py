@@ -55,12 +55,15 @@ def test_a_publisher_speaks_only_for_its_own_node_with_sane_sequence_numbers() -
 
     from controller.bus.wire import decode, encode
     from controller.model.errors import BusError
-    from controller.model.events import DomainSeen, envelope
+    from controller.model.events import ConfigFilesSeen, DomainSeen, Snapshot, envelope
 
     ok = envelope("kvm1", 1, DomainSeen(node="kvm1"))
     assert decode(encode(ok)).source == "kvm1"
     for env, reason in (
         (envelope("kvm1", 1, DomainSeen(node="kvm2")), "forged-source"),
+        # what a snapshot carries speaks for its sender too
+        (envelope("kvm1", 1, Snapshot(node="kvm1", payloads=(
+            DomainSeen(node="kvm1"), ConfigFilesSeen(node="kvm2")))), "forged-source"),
         (msgspec.structs.replace(ok, seq=-5), "invalid"),
         (msgspec.structs.replace(ok, seq=2**64 - 1), "invalid"),
         (msgspec.structs.replace(ok, source="x" * 300), "invalid"),

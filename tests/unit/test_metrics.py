@@ -15,7 +15,7 @@ from controller.metrics import REGISTRY
 from controller.model.actions import Finding
 from controller.model.desired import parse_desired
 from controller.model.errors import ToolError
-from controller.model.observed import ObservedState
+from controller.model.observed import ObservedState, SourceKey
 from controller.model.overview import VmRow
 
 
@@ -47,8 +47,9 @@ def test_a_failed_pass_does_not_move_the_last_pass_mark() -> None:
 
 
 def test_probe_freshness_is_one_series_per_node() -> None:
-    metrics.update_cluster(ObservedState(observed_at={"libvirt:kvm1": 10.0,
-                                                      "libvirt:kvm2": 20.0, "pacemaker": 30.0}))
+    metrics.update_cluster(ObservedState(observed_at={
+        SourceKey("libvirt", "kvm1"): 10.0, SourceKey("libvirt", "kvm2"): 20.0,
+        SourceKey("pacemaker"): 30.0}))
     got = {(s.labels["probe"], s.labels["node"]): s.value
            for m in REGISTRY.collect() if m.name == "kvm_warden_probe_last_success_timestamp_seconds"
            for s in m.samples}

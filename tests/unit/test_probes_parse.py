@@ -17,7 +17,7 @@ from controller.model.events import (
     Snapshot,
     envelope,
 )
-from controller.model.observed import Domain, ObservedState
+from controller.model.observed import Domain, ObservedState, SourceKey
 from probes.corosync.quorum import parse_quorumtool, split_blocks
 from probes.libvirt.domains import parse_domain_xml
 from probes.libvirt.events import lifecycle_names
@@ -107,7 +107,7 @@ def test_fold_tracks_domains_quorum_mounts_and_staleness() -> None:
     s = mark_stale(s, "kvm1")
     assert s.stale == {"kvm1"}
     s, ch = fold(s, envelope("kvm1", 5, Heartbeat(node="kvm1")))
-    assert ch == frozenset() and s.stale == frozenset() and "agent:kvm1" in s.observed_at
+    assert ch == frozenset() and s.stale == frozenset() and SourceKey("agent", "kvm1") in s.observed_at
     # libvirtd away: the node's domains become unknown (not "gone": nothing acts on absence)
     s, ch = fold(s, envelope("kvm1", 6, DomainSeen(node="kvm1", connected=False)))
     assert "kvm1" not in s.domains and ch == {Dirty("domain", "web01")}
