@@ -49,6 +49,10 @@ from reconcilers.base import under
 # sequence, offset) as ruamel.yaml names them: "vms:\n  - name: a\n    state: x" is (2, 4, 2).
 LAYOUTS = ((2, 4, 2), (2, 2, 0), (4, 4, 2), (4, 6, 4), (4, 4, 0), (2, 4, 0))
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+# Characters no text kvm-warden writes into the desired file may hold: C0 and C1 controls, and
+# what YAML 1.1 breaks lines at besides them (NEL U+0085 is C1; LS U+2028, PS U+2029), the BOM
+# and lone surrogates. One of them in a path split the file's line and blocked every later edit.
+YAML_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]")
 MAX_CHANGED_LINES = 8  # an edit is a few lines; more means the file would be reformatted
 
 
@@ -112,11 +116,11 @@ def completed(e: Edit, now: float, observed: ObservedState | None = None,
     if isinstance(e, CleanFailures) and e.before is None:
         return CleanFailures(vm=e.vm, before=time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                            time.gmtime(now)))
-    if isinstance(e, Enroll) and None in (e.config, e.migration_transport, e.storage,
-                                          e.prefer):
+    if isinstance(e, Enroll):
         if observed is None or desired is None:
-            raise EditError("an enrollment is suggested from a valid desired file and the "
+            raise EditError("an enrollment is checked against a valid desired file and the "
                             "observed cluster")
+        # Every field given or not, the domain must run on one node, as the review says.
         return suggest_enrollment(e, observed, desired)
     return e
 
@@ -278,8 +282,13 @@ def _apply(data: Any, e: Edit) -> None:
 def _append_vm(data: Any, e: Enroll) -> None:
     if None in (e.config, e.migration_transport, e.storage, e.prefer):
         raise EditError(f"the enrollment of {e.vm} is not complete (a review completes it)")
-    if not isinstance(e.config, str) or not re.fullmatch(r"/[^\x00-\x1f\x7f]{1,1023}", e.config):
-        raise EditError(f"{e.config!r} is not an absolute path")
+    if not isinstance(e.config, str) or not re.fullmatch(r"/.{1,1023}", e.config) \
+            or YAML_UNSAFE.search(e.config):
+        raise EditError(f"{e.config!r} is not an absolute path of printable characters")
+    if not isinstance(e.prefer, str) or not NODE_NAME.fullmatch(e.prefer):
+        raise EditError(f"{e.prefer!r} is not a node name")
+    if not isinstance(e.storage, str) or not NODE_NAME.fullmatch(e.storage):
+        raise EditError(f"{e.storage!r} is not a storage name")
     vms = data.get("vms")
     if vms is None:
         vms = data["vms"] = CommentedSeq()
@@ -412,11 +421,14 @@ def confirm(src: Sources, e: Edit, file_sha256: str, cib_version: ConfigVersion 
     text = path.read_text(encoding="utf-8")
     if sha256(text) != file_sha256:
         raise Stale("the desired file changed since the review: review the action again")
-    cib = src.observed().cib
+    observed = src.observed()
+    cib = observed.cib
     now_version = cib.version if cib is not None else None
-    if cib_version is not None and now_version != tuple(cib_version):
+    if now_version != (tuple(cib_version) if cib_version is not None else None):
         raise Stale("the cluster's configuration changed since the review (CIB version "
                     f"{cib_version} -> {now_version}): review the action again")
+    # Checked again as the cluster is now (an enrollment's domain still runs on one node).
+    e = completed(e, time.time(), observed, _current(text, src.path))
     new = edit_text(text, e)
     try:
         parse_desired(new, source=src.path)

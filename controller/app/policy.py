@@ -44,6 +44,7 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 FAILED_LOGINS = 20
 FAILED_WINDOW = 60.0
 CSRF_HEADER = "X-CSRF-Token"
+ANONYMOUS = "anonymous"  # a request without credentials where looking needs none
 USER = web.RequestKey("user", str)  # who the policy step let in (typed request storage)
 ROLE = web.RequestKey("role", str)
 
@@ -129,9 +130,14 @@ class Policy:
 
     async def login(self, request: web.Request) -> Login:
         if not self.users:
-            return Login("anonymous", "admin")  # loopback without users: the local operator
+            # Without a web configuration the port is on loopback (run.py refuses otherwise),
+            # where every local user reaches it: they may look, never change the cluster.
+            # Nothing changes the cluster without a named user (an operator in the file).
+            return Login(ANONYMOUS, "viewer")
         assert self.auth is not None
         header = request.headers.get("Authorization")
+        if header is None and self.loopback and self.auth.config.kvm_warden.anonymous_viewers:
+            return Login(ANONYMOUS, "viewer")
         return await asyncio.get_running_loop().run_in_executor(
             self.executor, self.auth.login, header)
 
@@ -168,6 +174,11 @@ def policy_middleware(p: Policy) -> Callable[..., Awaitable[web.StreamResponse]]
                 p.failed(peer)
             metrics.HTTP_REFUSED.labels(reason="login").inc()
             return refusal(request, 401, who.problem, {"WWW-Authenticate": 'Basic realm="kvm-warden"'})
+        if RANK[who.role] < RANK[need] and who.user == ANONYMOUS and p.users:
+            # A loopback viewer without credentials (anonymous_viewers): log in to act.
+            metrics.HTTP_REFUSED.labels(reason="login").inc()
+            return refusal(request, 401, f"this needs the {need} role: log in",
+                           {"WWW-Authenticate": 'Basic realm="kvm-warden"'})
         if RANK[who.role] < RANK[need]:
             metrics.HTTP_REFUSED.labels(reason="role").inc()
             return refusal(request, 403, f"{who.user} is a {who.role}; this needs the {need} role")

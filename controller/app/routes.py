@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
@@ -46,6 +46,19 @@ JSON = "application/json"
 
 def _json(status: int, doc: object) -> web.Response:
     return web.Response(status=status, body=json.dumps(doc).encode() + b"\n", content_type=JSON)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; ValueError for anything else -- nesting too deep for the
+    parser included (a RecursionError would be a 500)."""
+    raw = await request.read()
+    try:
+        doc = json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise ValueError("the body is not a JSON object")
+    return doc
 
 
 @dataclass
@@ -224,9 +237,10 @@ class Handlers:
         and Pacemaker's predicted transition. Nothing is written."""
         view = self._view()
         try:
-            body = await request.json()
+            body = await _body(request)
             e = msgspec.convert(body.get("edit"), Edit)
-            doc = await asyncio.get_running_loop().run_in_executor(None, view.review, e)
+            doc = await asyncio.get_running_loop().run_in_executor(None, view.review, e,
+                                                                   request[USER])
         except (ValueError, TypeError, AttributeError, msgspec.ValidationError) as exc:
             return _json(400, {"error": f"not an edit: {exc}"})
         except Busy as exc:
@@ -236,16 +250,17 @@ class Handlers:
         return _json(200, doc)
 
     async def edit_confirm(self, request: web.Request) -> web.Response:
-        """Write a reviewed edit: refused (409, review again) if the file or the CIB's
-        configuration changed since that review."""
+        """Write what a review showed, by its id only: refused (409, review again) if the
+        review is unknown, used, expired or another user's, or the file or the CIB's
+        configuration changed since."""
         view = self._view()
         try:
-            body = await request.json()
-            e = msgspec.convert(body.get("edit"), Edit)
-            sha, version = str(body["file_sha256"]), body.get("cib_version")
-            cib_version = (int(version[0]), int(version[1])) if version is not None else None
+            body = await _body(request)
+            review_id = body["review_id"]
+            if not isinstance(review_id, str):
+                raise TypeError("review_id is not a string")
             doc = await asyncio.get_running_loop().run_in_executor(
-                None, view.confirm, e, sha, cib_version, request[USER])
+                None, view.confirm, review_id, request[USER])
         except (ValueError, TypeError, KeyError, IndexError, AttributeError,
                 msgspec.ValidationError) as exc:
             return _json(400, {"error": f"not a reviewed edit: {exc}"})

@@ -7,6 +7,7 @@ agent, remote agents, alerts), which Source a full pass reads, and what HTTP ser
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bcrypt
 import zmq
 
 from controller import logs
@@ -93,6 +95,8 @@ def run_service(opts: RunOptions) -> int:
         sim = _simulated(opts) if opts.simulate else None
         if sim is not None:  # a demo leaves nothing behind (the ledger, the history: all in it)
             stack.callback(shutil.rmtree, sim.workdir, ignore_errors=True)
+            if opts.web_config is None and opts.http_port >= 0:
+                opts.web_config = str(demo_web_config(sim.workdir))
         if opts.desired_path is None:
             print("kvm-warden: error: --desired FILE is required (or --simulate)", file=sys.stderr)
             return 1
@@ -296,6 +300,20 @@ def _serve_http(opts: RunOptions, controller: Controller, view: WebView) -> Stat
     print(f"metrics:           {scheme}://{opts.http_host}:{server.port}/metrics  "
           f"(/healthz /readyz /status)")
     return server
+
+
+def demo_web_config(workdir: Path) -> Path:
+    """The simulated cluster's web user: an operator named `demo` with a password made now and
+    printed, so the demo's buttons work -- and are audited with a name -- while the port stays
+    read-only to every other local user (nothing changes a cluster without a named user)."""
+    password = secrets.token_urlsafe(12)
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    path = workdir / "web.yml"
+    path.write_text(f"basic_auth_users:\n  demo: '{hashed}'\n"
+                    "kvm_warden:\n  roles: {demo: operator}\n  anonymous_viewers: true\n")
+    path.chmod(0o600)
+    print(f"web user:          demo  password: {password}  (an operator; others only look)")
+    return path
 
 
 def console_reason(broker: ConsoleBroker | None) -> str:

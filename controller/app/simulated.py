@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape
 from controller import commands
 from controller.engine.observe import Reading
 from controller.model.errors import ToolError
-from controller.model.events import DomainSeen, PacemakerSeen
+from controller.model.events import ConfigFilesSeen, DomainSeen, PacemakerSeen
 from controller.model.observed import Domain, HostInfo
 from controller.model.vms import conventional_name, is_vm_agent
 from probes.libvirt.domains import host_info, list_domains
@@ -26,6 +26,7 @@ from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.read import read_status
 
 NODES = ("kvm1", "kvm2", "kvm3")
+XML_DIR = "/kvm/storage/xml"  # the embedded cluster's VirtualDomain configs live here
 # each simulated host: 8 CPUs, 16 GiB (libvirt's test driver reads <cpu> and <memory>, KiB)
 HOST = ("<cpu><mhz>2400</mhz><model>x86_64</model><active>8</active><max>8</max><nodes>1</nodes>"
         "<sockets>1</sockets><cores>8</cores><threads>1</threads></cpu><memory>16777216</memory>")
@@ -108,4 +109,8 @@ class SimulatedCluster:
         hosts = self.hosts()
         seen = tuple(DomainSeen(node=n, connected=n in domains, host=hosts.get(n),
                                 domains=tuple(domains.get(n, {}).values())) for n in NODES)
-        return Reading((PacemakerSeen(status=status, cib=cib), *seen), raw, time.time())
+        # Each simulated node's agent reads the cluster's XML directory, where no file is
+        # written yet: an enrollment's first step is the export from libvirt.
+        configs = tuple(ConfigFilesSeen(node=n, dirs=(XML_DIR,)) for n in NODES)
+        return Reading((PacemakerSeen(status=status, cib=cib), *seen, *configs), raw,
+                       time.time())

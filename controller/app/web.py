@@ -22,6 +22,7 @@ import msgspec
 
 from controller.app.console import ConsoleBroker
 from controller.app.edits import Edit, EditError, Sources, confirm, review
+from controller.app.reviews import Reviewed, Reviews
 from controller.engine.desired_store import invalid_finding
 from controller.engine.history import History
 from controller.engine.ledger import Ledger
@@ -29,7 +30,7 @@ from controller.engine.loop import Controller
 from controller.model.actions import owned
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
-from controller.model.observed import ConfigVersion, ObservedState
+from controller.model.observed import ObservedState
 from controller.model.overview import VmRow
 from probes.pacemaker.simulate import allocation_scores
 
@@ -111,6 +112,7 @@ class WebView:
     _scores: tuple[str, dict[str, dict[str, str]]] = ("", {})  # CIB digest -> scores
     _scores_lock: threading.Lock = field(default_factory=threading.Lock)
     _edit_lock: threading.Lock = field(default_factory=threading.Lock)
+    reviews: Reviews = field(default_factory=Reviews)
 
     # -- change notification -----------------------------------------------------------------
     def passed(self) -> None:
@@ -225,14 +227,25 @@ class WebView:
             else Ledger(),
             audit=c.audit, after_write=c.wake)
 
-    def review(self, e: Edit) -> dict[str, Any]:
+    def review(self, e: Edit, user: str) -> dict[str, Any]:
+        """The review, kept under its id (app/reviews.py) when it can be confirmed."""
         with self._busy("a review"):
-            return review(self.edit_sources(), e)
+            doc = review(self.edit_sources(), e)
+        if doc.get("valid") and doc.get("changed"):
+            version = doc["cib_version"]
+            doc["review_id"] = self.reviews.keep(Reviewed(
+                user=user, edit=msgspec.convert(doc["edit"], Edit),
+                file_sha256=doc["file_sha256"],
+                cib_version=(int(version[0]), int(version[1])) if version else None,
+                at=self.clock()))
+        return doc
 
-    def confirm(self, e: Edit, file_sha256: str, cib_version: ConfigVersion | None,
-                user: str) -> dict[str, Any]:
+    def confirm(self, review_id: str, user: str) -> dict[str, Any]:
+        """Write what that review showed, nothing else (Stale: review again)."""
+        item = self.reviews.take(review_id, user, self.clock())
         with self._busy("a change"):
-            return confirm(self.edit_sources(), e, file_sha256, cib_version, user)
+            return confirm(self.edit_sources(), item.edit, item.file_sha256, item.cib_version,
+                           user)
 
     @contextmanager
     def _busy(self, what: str) -> Iterator[None]:

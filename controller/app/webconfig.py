@@ -11,6 +11,7 @@
       roles: {ops: operator}        # viewer (the default) | operator (consoles) | admin
       host_names: [warden.example.org]
       console: {max_session_seconds: 28800, idle_seconds: 900, tickets_per_user: 8}
+      anonymous_viewers: false      # true: on loopback, no credentials = a viewer
 
 Operators configure node_exporter this way already; kvm-warden reads the same keys. Checks at
 load: unknown keys are errors, the TLS pair is loaded into an SSL context (so a wrong path or a
@@ -70,6 +71,9 @@ class WardenWeb(_Strict):
     # Host is refused (DNS rebinding through a tunnel or a proxy).
     host_names: tuple[str, ...] = ()
     console: ConsoleLimits = Field(default_factory=ConsoleLimits)
+    # On a loopback port only: a request without credentials may look (as a viewer). Writes
+    # and consoles always need a named user. Off loopback it is ignored.
+    anonymous_viewers: bool = False
 
 
 class WebConfig(_Strict):

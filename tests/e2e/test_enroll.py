@@ -4,6 +4,7 @@ scenario starts a fresh guest `web03` and leaves no trace of it."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from lxml import etree
 
 from lab import lab
-from tests.e2e.conftest import Lab, converged, findings, status
+from tests.e2e.conftest import Lab, audits, converged, findings, status
 from tests.waiting import wait_for
 
 NAME, RID, PORT = "web03", "vm-web03", 5904
@@ -150,6 +151,48 @@ def test_a_vm_started_with_virsh_is_enrolled_without_a_restart_then_migrates_liv
     # The enrollment's location on kvm2 made way for the placement's.
     assert "warden-enroll-" not in lab.on("kvm1", "cibadmin", "--query", "--scope",
                                           "constraints").stdout
+
+
+def restart_controller(cluster: Lab) -> None:
+    """The controller stops and starts again after the agents published (a restart, an HA
+    takeover): it learns what they know from their snapshots only."""
+    mine = lab.node_pids("kvm1", "controller.app.cli controller")
+    assert mine, "the lab's controller runs on kvm1"
+    lab.on("kvm1", "kill", *mine)
+    wait_for("the controller gone", lambda: not lab.node_pids(
+        "kvm1", "controller.app.cli controller"), 30)
+    lab.start_controller(cluster.desired)
+    wait_for("the restarted controller's first pass",
+             lambda: '"vms"' in lab.warden_get("/status"), 60)
+
+
+def exports() -> list[str]:
+    return [json.dumps(a) for a in audits() if NAME in json.dumps(a)
+            and "ExportConfig" in json.dumps(a)]
+
+
+def test_the_seeds_procedure_xml_put_on_the_shared_storage_by_hand_is_enrolled_without_restart(
+        clean: Lab) -> None:
+    """The seed's way: `virsh dumpxml NAME > FILE` on storage every node sees, then declare it;
+    the controller started after the agents had published the file."""
+    pid = start_guest("kvm2")
+    xml = virsh("kvm2", "dumpxml", NAME)
+    (lab.BASE / "storage" / f"{NAME}.xml").write_text(xml)
+    time.sleep(3)  # the agents' watchers (2 s) publish the new file to the running controller
+    restart_controller(clean)
+    before = len(exports())
+    t0 = time.monotonic()
+    clean.write_desired(db01=entry())
+    wait_for("web03 managed by Pacemaker on kvm2", lambda: (resource() or {}).get("managed")
+             == "true" and (resource() or {}).get("nodes") == "kvm2", 180, 0.2)
+    print(f"desired file edited -> {RID} managed: {time.monotonic() - t0:.1f} s")
+    assert qemu_pid("kvm2") == pid  # the same process: never restarted
+    assert operations("kvm2") == ["monitor/0", "monitor/10000"]  # no start, no stop
+    assert all(operations(n) == ["monitor/0"] for n in ("kvm1", "kvm3"))
+    # The operator's file is the resource's config, as written; nothing tried to write it.
+    assert (lab.BASE / "storage" / f"{NAME}.xml").read_text() == xml
+    assert len(exports()) == before
+    assert not findings("is not enrolled")
 
 
 def test_retiring_with_keep_running_leaves_the_same_qemu_running_and_no_resource(

@@ -37,7 +37,7 @@ class Client:
         self.port, self.ca = port, ca
 
     def call(self, method: str, path: str, user: str, body: object | None = None,
-             csrf: str | None = None) -> tuple[int, dict[str, object]]:
+             csrf: str | None = None, raw: bytes | None = None) -> tuple[int, dict[str, object]]:
         ctx = ssl.create_default_context(cafile=str(self.ca))
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=60)
         h = {"Authorization": "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode(),
@@ -45,8 +45,8 @@ class Client:
         if csrf is not None:
             h["X-CSRF-Token"] = csrf
         try:
-            conn.request(method, path, body=json.dumps(body).encode() if body is not None
-                         else None, headers=h)
+            conn.request(method, path, body=raw if raw is not None else json.dumps(
+                body).encode() if body is not None else None, headers=h)
             resp = conn.getresponse()
             data = resp.read()
             return resp.status, json.loads(data) if data.startswith(b"{") else {"text": data}
@@ -94,7 +94,7 @@ def test_a_move_is_reviewed_confirmed_written_and_converged(
     assert [a["verdict"] for a in review["actions"]] == ["admitted"]
     # confirmed with the review's hashes: written, and nothing else of the file changed
     code, done = client.call("POST", "/api/edits/confirm", "ops", {
-        **edit, "file_sha256": review["file_sha256"], "cib_version": review["cib_version"]},
+        "review_id": review["review_id"]},
         token)
     assert code == 200 and done["written"] is True, done
     after = desired.read_text()
@@ -135,7 +135,7 @@ def test_a_stale_review_is_refused_and_a_viewer_cannot_act(
     assert code == 200 and "+    state: stopped" in str(review["diff"]), review
     desired.write_text(desired.read_text() + "# edited by hand meanwhile\n")
     code, doc = client.call("POST", "/api/edits/confirm", "ops", {
-        **edit, "file_sha256": review["file_sha256"], "cib_version": review["cib_version"]},
+        "review_id": review["review_id"]},
         token)
     assert code == 409 and doc["stale"] is True and "review the action again" in str(doc["error"])
     assert "state: stopped" not in desired.read_text()
@@ -179,8 +179,7 @@ def test_a_cleanup_is_a_reviewed_edit_the_loop_carries_out_through_pacemaker(
     (cleanup,) = [a for a in review["actions"] if "cleanup" in a["action"]]
     assert cleanup["verdict"] == "admitted" and f"vm-db01 on {node}" in cleanup["action"]
     code, done = client.call("POST", "/api/edits/confirm", "ops", {
-        "edit": review["edit"], "file_sha256": review["file_sha256"],
-        "cib_version": review["cib_version"]}, token)
+        "review_id": review["review_id"]}, token)
     assert code == 200 and done["written"] is True, done
     assert f"    clean_failures_before: '{when}'\n" in desired.read_text()
     assert ctl.desired.poll()
@@ -221,8 +220,7 @@ def test_a_domain_outside_the_cluster_is_enrolled_by_a_reviewed_edit(
         ("write web03's XML from kvm2's libvirt to /kvm/storage/xml/web03.xml", "admitted")]
     assert desired.read_text() == before
     code, done = client.call("POST", "/api/edits/confirm", "ops", {
-        "edit": review["edit"], "file_sha256": review["file_sha256"],
-        "cib_version": review["cib_version"]}, token)
+        "review_id": review["review_id"]}, token)
     assert code == 200 and done["written"] is True, done
     changed = [line for line in difflib.unified_diff(before.splitlines(),
                                                      desired.read_text().splitlines(),
@@ -258,3 +256,85 @@ def test_a_review_right_after_kvm_warden_changed_the_vm_still_shows_what_it_will
                                      "from": where[0], "to": target}]
     # the service's own memory is untouched: the loop still waits the cooldown out
     assert "constraint:warden-prefer-vm-db01" in ctl.ledger.last_change
+
+
+def test_a_confirm_writes_what_was_reviewed_and_nothing_else(
+        served: tuple[Controller, Client, Path, Path]) -> None:
+    """Issue "Safe by default", 4: the server keeps the review; confirm takes only its id."""
+    ctl, client, desired, cib_file = served
+    token = client.token("ops")
+    where = cibs.locate(cib_file, "vm-web01")
+    target = next(n for n in cibs.NODES if n not in where)
+    code, review = client.call("POST", "/api/edits/review", "ops",
+                               {"edit": {"type": "place", "vm": "web01", "node": target}}, token)
+    assert code == 200 and isinstance(review["review_id"], str), review
+    before = desired.read_text()
+    # Another edit sent with the file's digest, as the old confirm took it: not a review.
+    code, doc = client.call("POST", "/api/edits/confirm", "ops", {
+        "edit": {"type": "run-state", "vm": "db01", "state": "stopped"},
+        "file_sha256": review["file_sha256"], "cib_version": review["cib_version"]}, token)
+    assert code == 400 and desired.read_text() == before, doc
+    code, doc = client.call("POST", "/api/edits/confirm", "ops", {"review_id": "made-up"}, token)
+    assert code == 409 and doc["stale"] is True and desired.read_text() == before
+    # The CIB's configuration moves after the review: always checked.
+    cibs.tool(["crm_attribute", "--type", "crm_config", "--name", "cluster-recheck-interval",
+               "--update", "7min"], cib_file)
+    ctl.run_pass(now=time.time() + 200)
+    code, doc = client.call("POST", "/api/edits/confirm", "ops",
+                            {"review_id": review["review_id"]}, token)
+    assert code == 409 and "configuration changed" in str(doc["error"]) and \
+        desired.read_text() == before, doc
+    # A fresh review confirms once; its id is used up.
+    code, review = client.call("POST", "/api/edits/review", "ops",
+                               {"edit": {"type": "place", "vm": "web01", "node": target}}, token)
+    assert code == 200
+    code, done = client.call("POST", "/api/edits/confirm", "ops",
+                             {"review_id": review["review_id"]}, token)
+    assert code == 200 and done["written"] is True and f"prefer: {target}" in desired.read_text()
+    code, doc = client.call("POST", "/api/edits/confirm", "ops",
+                            {"review_id": review["review_id"]}, token)
+    assert code == 409 and doc["stale"] is True
+
+
+def test_an_enrollment_of_a_domain_that_runs_nowhere_is_refused_even_with_every_field(
+        served: tuple[Controller, Client, Path, Path]) -> None:
+    _, client, desired, _ = served
+    before = desired.read_text()
+    code, doc = client.call("POST", "/api/edits/review", "ops", {"edit": {
+        "type": "enroll", "vm": "ghost1", "config": "/kvm/storage/xml/ghost1.xml",
+        "migration_transport": "tcp", "storage": "gfs2_storage", "prefer": "kvm3"}},
+        client.token("ops"))
+    assert code == 409 and "ghost1 runs on no node" in str(doc["error"]), doc
+    assert desired.read_text() == before
+
+
+@pytest.mark.parametrize("char", ["\u0085", "\u2028", "\u2029", "\x9b", "\ufeff"])
+def test_a_character_yaml_breaks_lines_at_never_reaches_the_file(
+        served: tuple[Controller, Client, Path, Path], char: str) -> None:
+    """One U+0085 in an enrollment path used to split the file's line: every later review
+    then answered 409 "edit it by hand". Refused up front now, and later edits still work."""
+    ctl, client, desired, cib_file = served
+    add_outside_domain(cib_file.with_name("kvm2.xml"), "web03")
+    ctl.run_pass(now=time.time())
+    token = client.token("ops")
+    before = desired.read_text()
+    code, doc = client.call("POST", "/api/edits/review", "ops", {"edit": {
+        "type": "enroll", "vm": "web03", "config": f"/kvm/storage/xml/web{char}03.xml"}}, token)
+    assert code == 409 and "printable" in str(doc["error"]), doc
+    assert desired.read_text() == before
+    code, doc = client.call("POST", "/api/edits/review", "ops",
+                            {"edit": {"type": "run-state", "vm": "db01", "state": "stopped"}},
+                            token)
+    assert code == 200 and doc["valid"] is True
+
+
+def test_deeply_nested_json_is_a_clear_400(served: tuple[Controller, Client, Path, Path]) -> None:
+    _, client, desired, _ = served
+    depth = 20_000  # 40 KB: inside the 64 KiB body limit, far past the parser's recursion
+    before = desired.read_text()
+    token = client.token("ops")
+    for path, key in (("/api/edits/review", "edit"), ("/api/edits/confirm", "review_id")):
+        raw = f'{{"{key}": {"[" * depth}{"]" * depth}}}'.encode()
+        code, doc = client.call("POST", path, "ops", csrf=token, raw=raw)
+        assert code == 400 and "nested too deeply" in str(doc["error"]), (path, doc)
+    assert desired.read_text() == before

@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests import cibs
 from tests.browser import chromium
 from tests.integration.test_web_glance import health
-from tests.integration.test_web_view import rows, warden  # noqa: F401  (the fixture)
+from tests.integration.test_web_view import demo_login, rows, warden  # noqa: F401  (the fixture)
 from tests.simulated import add_outside_domain
 
 
@@ -33,7 +33,7 @@ def cards(drv: webdriver.Chrome) -> dict[str, list[str]]:
 def test_a_move_from_a_node_card_is_reviewed_confirmed_and_followed(
         warden: tuple[str, Path], tmp_path: Path) -> None:  # noqa: F811
     url, desired = warden
-    drv = chromium(tmp_path / "profile")
+    drv = chromium(tmp_path / "profile", demo_login(url))
     wait = WebDriverWait(drv, 60, poll_frequency=0.1)
     try:
         drv.get(url + "/")
@@ -89,7 +89,7 @@ def test_a_failed_vm_is_cleaned_up_from_its_card_through_a_reviewed_edit(
     confirmed, the loop has Pacemaker clean it and the page shows it healthy again."""
     url, desired = warden
     cib = desired.parent / "cib.xml"  # run --simulate's cluster, beside its desired file
-    drv = chromium(tmp_path / "profile")
+    drv = chromium(tmp_path / "profile", demo_login(url))
     wait = WebDriverWait(drv, 60, poll_frequency=0.1)
     try:
         drv.get(url + "/")
@@ -136,7 +136,7 @@ def test_a_domain_outside_the_cluster_is_on_its_nodes_card_with_an_enroll_review
     url, desired = warden
     node_xml = desired.parent / "kvm2.xml"  # run --simulate's libvirt of kvm2
     kept = node_xml.read_text()
-    drv = chromium(tmp_path / "profile")
+    drv = chromium(tmp_path / "profile", demo_login(url))
     wait = WebDriverWait(drv, 60, poll_frequency=0.1)
     try:
         drv.get(url + "/")

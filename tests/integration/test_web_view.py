@@ -43,6 +43,7 @@ def warden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
                  and "pass" in log.read_text(), 60)
         desired = Path(re.search(r"desired state:\s+(\S+)", log.read_text()).group(1))  # type: ignore[union-attr]
         url = f"http://127.0.0.1:{port}"
+        LOGS[url] = log
         # The embedded cluster starts with fencing off and VMs off their preferred nodes: the
         # first passes change it. Each test starts from the settled cluster, not mid-way.
         wait_for("the simulated cluster settled", lambda: settled(url), 120)
@@ -50,6 +51,16 @@ def warden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+LOGS: dict[str, Path] = {}
+
+
+def demo_login(url: str) -> tuple[str, str]:
+    """The operator `run --simulate` made and printed (the port is read-only to anyone else)."""
+    m = re.search(r"web user:\s+(\S+)\s+password: (\S+)", LOGS[url].read_text())
+    assert m is not None, "run --simulate prints its web user"
+    return m.group(1), m.group(2)
 
 
 def settled(url: str) -> bool:

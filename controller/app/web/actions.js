@@ -138,7 +138,7 @@ async function reviewEdit(edit) {
   try {
     const r = await post("/api/edits/review", {edit});
     // the review's edit: what it filled in (a cleanup's instant) is what confirm writes
-    pending = {edit: r.edit, file_sha256: r.file_sha256, cib_version: r.cib_version};
+    pending = {edit: r.edit, review_id: r.review_id};
     out.replaceChildren(
       el("h3", {}, r.description),
       el("pre", {class: "diff"}, r.diff || "(no change)"),
@@ -170,7 +170,7 @@ function reviewFindings(r) {
 async function confirmEdit() {
   const out = document.getElementById("review-body");
   try {
-    await post("/api/edits/confirm", pending);
+    await post("/api/edits/confirm", {review_id: pending.review_id});
     document.getElementById("review").close();
   } catch (e) {
     out.prepend(el("p", {class: "bad stale"}, (e.doc && e.doc.stale ? "not written: " : "") + e.message));
