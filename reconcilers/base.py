@@ -7,6 +7,8 @@ history) comes in through the ledger's view.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,7 +22,9 @@ from controller.model.actions import (
     Subject,
 )
 from controller.model.context import Context
+from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
+from controller.model.vms import conventional_name, is_vm_agent
 
 
 @dataclass
@@ -40,21 +44,44 @@ class PlanBuilder:
 
 
 def remove_stale(out: PlanBuilder, index: ClusterIndex, owned: tuple[str, ...], wanted: set[str],
-                 why: str) -> None:
+                 why: str, keep: frozenset[str] = frozenset()) -> list[str]:
     """Plan the removal of this reconciler's own constraints that nothing asks for any more.
 
     Only ids with the reconciler's own prefixes are candidates: kvm-warden never removes a
-    constraint somebody else made (leftover cli-* constraints are handled by placement)."""
-    tables: list[dict[str, str | None]] = [
-        {cid: c.rsc for cid, c in index.location.items()},
-        {cid: c.then for cid, c in index.order.items()},
-        {cid: c.rsc for cid, c in index.colocation.items()},
+    constraint somebody else made (leftover cli-* constraints are handled by placement). One
+    that names a resource of `keep` stays -- a VM whose resource still runs in the cluster but
+    that the file no longer names (a rename, a typo): safety goes only on positive evidence
+    (`state: absent`, or the resource gone). Returns the ids kept so."""
+    tables: list[dict[str, tuple[str | None, ...]]] = [
+        {cid: (c.rsc,) for cid, c in index.location.items()},
+        {cid: (c.then, c.first) for cid, c in index.order.items()},
+        {cid: (c.rsc, c.with_rsc) for cid, c in index.colocation.items()},
     ]
+    kept: list[str] = []
     for table in tables:
-        for cid, rsc in sorted(table.items()):
-            if cid.startswith(owned) and cid not in wanted:
-                out.actions.append(RemoveConstraint(reconciler=out.reconciler, id=cid, rsc=rsc,
-                                                    why=why))
+        for cid, rscs in sorted(table.items()):
+            if not cid.startswith(owned) or cid in wanted:
+                continue
+            if keep.intersection(r for r in rscs if r):
+                kept.append(cid)
+                continue
+            out.actions.append(RemoveConstraint(reconciler=out.reconciler, id=cid, rsc=rscs[0],
+                                                why=why))
+    return kept
+
+
+def undeclared_vms(index: ClusterIndex, desired: DesiredState) -> dict[str, str]:
+    """VirtualDomain resources of the cluster that no VM of the file names: id -> the name the
+    `vm-NAME` convention gives it."""
+    named = {vm.resource_id for vm in desired.vms}
+    return {rid: conventional_name(rid) for rid, cfg in index.configured.items()
+            if is_vm_agent(cfg.agent) and rid not in named}
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """" (did you mean X?)" for the closest candidate by edit distance, or ""."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class Reconciler(Protocol):

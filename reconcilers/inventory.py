@@ -5,7 +5,7 @@ from __future__ import annotations
 from controller.model.actions import Plan, Subject
 from controller.model.context import Context
 from controller.model.vms import is_vm_agent
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, did_you_mean, undeclared_vms
 
 NAME = "inventory"
 
@@ -15,13 +15,15 @@ def plan(ctx: Context) -> Plan:
     if ctx.scope is not None:  # cluster-wide: full passes only
         return out.build()
     index, desired = ctx.index, ctx.desired
+    undeclared = undeclared_vms(index, desired)  # a typo's likely meaning
     for vm in desired.vms:
         rid = vm.resource_id
         if rid not in index.exists:
             if vm.config is not None or vm.state == "absent":
                 continue  # enroll.py's: it brings it in, or it is out
             out.find("missing-resource", "warning", Subject(rid),
-                     f"VM {vm.name}: no Pacemaker resource {rid!r}; create it "
+                     f"VM {vm.name}: no Pacemaker resource {rid!r}"
+                     f"{did_you_mean(vm.name, undeclared.values())}; create it "
                      "(pcs resource create ... ocf:heartbeat:VirtualDomain), or give its "
                      "`config:` and kvm-warden enrolls it")
             continue

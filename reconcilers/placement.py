@@ -22,9 +22,10 @@ from controller.model.actions import (
     Subject,
 )
 from controller.model.context import Context
+from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
 from controller.model.observed import LocationConstraint
-from reconcilers.base import PlanBuilder, remove_stale
+from reconcilers.base import PlanBuilder, did_you_mean, remove_stale, undeclared_vms
 
 NAME = "placement"
 OWNED = (PREFER_PREFIX, f"{OWNED_PREFIX}allowed-", f"{OWNED_PREFIX}anti-")
@@ -177,7 +178,10 @@ def plan(ctx: Context) -> Plan:
 
     if only is not None:
         return out.build()
-    remove_stale(out, index, OWNED, wanted, "no longer asked for by the desired state")
+    undeclared = undeclared_vms(index, desired)
+    kept = remove_stale(out, index, OWNED, wanted, "no longer asked for by the desired state",
+                        keep=frozenset(undeclared))
+    _report_undeclared(out, index, desired, undeclared, kept)
 
     if desired.policy.clear_move_leftovers:
         managed = {vm.resource_id for vm in desired.vms}
@@ -271,3 +275,27 @@ def report_bans(out: PlanBuilder, ctx: Context) -> None:
             out.find("operator-ban", "warning", Subject(rid, node),
                      f"operator ban cli-ban-{rid}-on-{node} contradicts the desired state: {why}; "
                      f"kept (clear it with `pcs resource clear {rid}` when the evacuation is over)")
+
+
+def _report_undeclared(out: PlanBuilder, index: ClusterIndex, desired: DesiredState,
+                       undeclared: dict[str, str], kept: list[str]) -> None:
+    """A VM resource whose constraints were kept because the file no longer names it: say so,
+    with the file's closest unmatched name (a rename or a typo), until it is named or retired."""
+    unmatched = [vm.name for vm in desired.vms if vm.resource_id not in index.exists]
+    for rid, name in sorted(undeclared.items()):
+        mine = [cid for cid in kept if rid in _resources(index, cid)]
+        if not mine:
+            continue
+        out.find("vm-undeclared", "warning", Subject(rid),
+                 f"{rid} runs in the cluster but no VM of the desired file names it: its "
+                 f"constraints stay ({', '.join(mine)}){did_you_mean(name, unmatched)}; name it "
+                 f"again, or retire it (`- name: {name}` with `state: absent`)")
+
+
+def _resources(index: ClusterIndex, cid: str) -> tuple[str | None, ...]:
+    if cid in index.location:
+        return (index.location[cid].rsc,)
+    if cid in index.colocation:
+        c = index.colocation[cid]
+        return (c.rsc, c.with_rsc)
+    return ()

@@ -267,9 +267,9 @@ def _apply(data: Any, e: Edit) -> None:
                 name = entry.get("name") if isinstance(entry, CommentedMap) else entry
                 if name != n:
                     continue
-                if s == "online":
-                    nodes[i] = n  # a plain name: online, the default
-                elif isinstance(entry, CommentedMap):
+                # "online" is written out: a plain name declares no state (a node an operator
+                # put in standby by hand stays there), so it would not bring a node back.
+                if isinstance(entry, CommentedMap):
                     entry["state"] = s
                 else:
                     spec = CommentedMap([("name", n), ("state", s)])

@@ -338,3 +338,40 @@ def test_deeply_nested_json_is_a_clear_400(served: tuple[Controller, Client, Pat
         code, doc = client.call("POST", path, "ops", csrf=token, raw=raw)
         assert code == 400 and "nested too deeply" in str(doc["error"]), (path, doc)
     assert desired.read_text() == before
+
+
+def _confirm(client: Client, edit: dict[str, object]) -> None:
+    token = client.token("ops")
+    code, review = client.call("POST", "/api/edits/review", "ops", {"edit": edit}, token)
+    assert code == 200 and review["valid"] is True, review
+    code, done = client.call("POST", "/api/edits/confirm", "ops",
+                             {"review_id": review["review_id"]}, token)
+    assert code == 200 and done["written"] is True, done
+
+
+def _standby(cib_file: Path, node: str) -> bool:
+    out = cibs.tool(["crm_mon", "-1", "--output-as=xml"], cib_file)
+    return bool(re.search(rf'<node name="{node}"[^>]*standby="true"', out))
+
+
+def test_drain_then_bring_online_from_the_web_view_does_what_each_says(
+        served: tuple[Controller, Client, Path, Path]) -> None:
+    """Issue "Day one", 1: "bring online" after a web drain left the node in standby. Each
+    button's confirm, carried out by the loop, reaches the state its name promises, as
+    Pacemaker's own crm_mon says."""
+    ctl, client, desired, cib_file = served
+    node = cibs.locate(cib_file, "vm-db01")[0]
+    # passes 11 s apart on the guard's clock (past its cooldowns), within its freshness bound
+    _confirm(client, {"type": "node-state", "node": node, "state": "standby"})
+    assert ctl.desired.poll()
+    for i in range(4):
+        ctl.run_pass(now=time.time() + 11 * i)
+    assert _standby(cib_file, node) and node not in (
+        cibs.locate(cib_file, "vm-db01") + cibs.locate(cib_file, "vm-web01")
+        + cibs.locate(cib_file, "vm-web02"))
+    _confirm(client, {"type": "node-state", "node": node, "state": "online"})
+    assert f"{{name: {node}, state: online}}" in desired.read_text()
+    assert ctl.desired.poll()
+    for i in range(4, 8):
+        ctl.run_pass(now=time.time() + 11 * i)
+    assert not _standby(cib_file, node)

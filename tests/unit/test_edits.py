@@ -64,12 +64,16 @@ def test_every_edit_changes_only_its_lines_and_validates() -> None:
         new = edit_text(compact, edit)
         assert changed_lines(compact, new) == want, edit
         parse_desired(new)
-    # and back: a drained node lifted is the plain name again
+    # and back: "bring online" declares the state (a plain name declares none, and would
+    # leave the node in standby: issue "Day one", 1)
     drained = edit_text(compact, NodeState(node="kvm2", state="standby"))
     lifted = changed_lines(compact, edit_text(drained, NodeState(node="kvm2", state="online")))
     # the same line again (ruamel.yaml realigns the comment of the line it rewrote)
     assert [" ".join(line.split()) for line in lifted] == [
-        "- nodes: [kvm1, kvm2, kvm3] # all of them", "+ nodes: [kvm1, kvm2, kvm3] # all of them"]
+        "- nodes: [kvm1, kvm2, kvm3] # all of them",
+        "+ nodes: [kvm1, {name: kvm2, state: online}, kvm3] # all of them"]
+    assert parse_desired(edit_text(drained, NodeState(node="kvm2", state="online"))
+                         ).cluster.node_states() == {"kvm2": "online"}
     assert edit_text(compact, RunState(vm="b", state="running")) == compact  # the default
 
 
