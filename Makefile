@@ -45,6 +45,7 @@ bench: venv
 	$(BIN)/python bench/scrape.py
 	$(BIN)/python bench/web.py
 	$(BIN)/python bench/hostile.py
+	$(BIN)/python bench/attacks.py
 	$(BIN)/python bench/preview.py
 	$(BIN)/python bench/lab.py
 

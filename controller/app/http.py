@@ -173,7 +173,10 @@ class _Guarded(asyncio.Protocol):
         try:
             wrapped = await self.loop.start_tls(
                 transport, self, self.tls, server_side=True,  # type: ignore[arg-type]
-                ssl_handshake_timeout=self.guard.limits.request_seconds)
+                ssl_handshake_timeout=self.guard.limits.request_seconds,
+                # asyncio waits 30 s for a peer's close_notify by default: a client that
+                # never reads would hold its slot that long after its answer.
+                ssl_shutdown_timeout=self.guard.limits.request_seconds)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError):
             wrapped = None
         if wrapped is None:

@@ -87,6 +87,7 @@ class Policy:
             else frozenset(named | {listen_host}) if named else None)
         self.routes: dict[Handler, Route] = {}
         self._failures: dict[str, deque[float]] = {}
+        self._hashing: dict[str, asyncio.Lock] = {}
         self._secret = auth.csrf_secret if auth is not None else secrets.token_bytes(32)
         # bcrypt is CPU-bound: two at a time, off the event loop; the failure budget bounds it.
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="http-login")
@@ -123,12 +124,23 @@ class Policy:
             fails.popleft()
         return bool(fails) and len(fails) >= FAILED_LOGINS  # type: ignore[arg-type]
 
-    def failed(self, peer: str) -> None:
+    def reserve(self, peer: str) -> float:
+        """Count a failure before the hash that may prove it one: concurrent wrong passwords
+        cannot all pass the budget check and all be hashed. Returns the mark to release."""
         if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
             self._failures.clear()
-        self._failures.setdefault(peer, deque()).append(time.monotonic())
+        mark = time.monotonic()
+        self._failures.setdefault(peer, deque()).append(mark)
+        return mark
 
-    async def login(self, request: web.Request) -> Login:
+    def release(self, peer: str, mark: float) -> None:
+        """The login succeeded: its reserved failure is taken back."""
+        fails = self._failures.get(peer)
+        if fails is not None and mark in fails:
+            fails.remove(mark)
+
+    def quick_login(self, request: web.Request) -> Login | None:
+        """The login when it needs no bcrypt (on the event loop); None: it needs one."""
         if not self.users:
             # Without a web configuration the port is on loopback (run.py refuses otherwise),
             # where every local user reaches it: they may look, never change the cluster.
@@ -138,8 +150,18 @@ class Policy:
         header = request.headers.get("Authorization")
         if header is None and self.loopback and self.auth.config.kvm_warden.anonymous_viewers:
             return Login(ANONYMOUS, "viewer")
-        return await asyncio.get_running_loop().run_in_executor(
-            self.executor, self.auth.login, header)
+        return self.auth.quick(header)
+
+    async def hashed_login(self, request: web.Request, peer: str) -> Login:
+        """A login that needs bcrypt: one at a time per client address (a burst from one
+        address queues behind itself and leaves the other worker to everyone else)."""
+        assert self.auth is not None
+        if len(self._hashing) > 10_000:  # bounded under a spray of addresses
+            self._hashing = {k: v for k, v in self._hashing.items() if v.locked()}
+        lock = self._hashing.setdefault(peer, asyncio.Lock())
+        async with lock:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.auth.login, request.headers.get("Authorization"))
 
 
 def _peer(request: web.Request) -> str:
@@ -151,7 +173,6 @@ def policy_middleware(p: Policy) -> Callable[..., Awaitable[web.StreamResponse]]
     async def policy(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.body_exists:
             await request.read()  # bounded (client_max_size), under the connection deadline
-        p.guard.claim(request.transport)  # a whole request is here: no longer slow-loris
         route = p.routes.get(request.match_info.handler)
         need: Need = route.need if route is not None else "viewer"  # unknown paths: login first
         if not p.host_ok(request):
@@ -164,14 +185,18 @@ def policy_middleware(p: Policy) -> Callable[..., Awaitable[web.StreamResponse]]
         if need in ("open", "ticket"):
             return await handler(request)
         peer = _peer(request)
-        if p.over_budget(peer):
+        who = p.quick_login(request)
+        # Past its budget an address gets 429 for all but a login already verified.
+        if (who is None or who.user is None) and p.over_budget(peer):
             metrics.HTTP_REFUSED.labels(reason="budget").inc()
-            return refusal(request, 429, "too many failed logins from this address; try again in a minute",
-                         {"Retry-After": str(int(FAILED_WINDOW))})
-        who = await p.login(request)
+            return refusal(request, 429, "too many failed logins from this address; try "
+                           "again in a minute", {"Retry-After": str(int(FAILED_WINDOW))})
+        if who is None:  # a bcrypt: its failure is reserved before it is hashed
+            mark = p.reserve(peer)
+            who = await p.hashed_login(request, peer)
+            if who.user is not None:
+                p.release(peer, mark)
         if who.user is None or who.role is None:
-            if "Authorization" in request.headers:
-                p.failed(peer)
             metrics.HTTP_REFUSED.labels(reason="login").inc()
             return refusal(request, 401, who.problem, {"WWW-Authenticate": 'Basic realm="kvm-warden"'})
         if RANK[who.role] < RANK[need] and who.user == ANONYMOUS and p.users:
@@ -185,6 +210,11 @@ def policy_middleware(p: Policy) -> Callable[..., Awaitable[web.StreamResponse]]
         if request.method == "POST" and not p.csrf_ok(who.user, request.headers.get(CSRF_HEADER)):
             metrics.HTTP_REFUSED.labels(reason="csrf").inc()
             return refusal(request, 403, f"missing or wrong {CSRF_HEADER} (GET /api/session gives it)")
+        if who.user != ANONYMOUS:
+            # A named user's connection leaves the request deadline and is never evicted; until
+            # then every connection may be (open routes, refusals, anonymous readers): nobody
+            # who has not logged in can hold a slot (issue "Safe by default", 1).
+            p.guard.claim(request.transport)
         request[USER], request[ROLE] = who.user, who.role
         try:
             return await handler(request)

@@ -196,6 +196,9 @@ class Handlers:
                 self._streams.get(user, 0) >= self.limits.streams_per_user:
             return web.Response(status=503, text="too many open event streams\n")
         self._streams[user] = self._streams.get(user, 0) + 1
+        # A stream outlives the request deadline: its slot is claimed (bounded per user, so
+        # anonymous loopback viewers hold at most streams_per_user of them).
+        self.policy.guard.claim(request.transport)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
         try:
@@ -288,6 +291,7 @@ class Handlers:
             if broker is not None and view.console else None
         if broker is None or ticket is None:
             return web.Response(status=403, text="console: no valid ticket\n")
+        self.policy.guard.claim(request.transport)  # a console: an operator's, by its ticket
         return await broker.serve(request, ticket)
 
 

@@ -134,9 +134,22 @@ class WebAuth:
     def role_of(self, user: str) -> Role:
         return self.config.kvm_warden.roles.get(user, "viewer")
 
-    def login(self, authorization: str | None) -> Login:
-        """Check an `Authorization: Basic` header (blocking: bcrypt; run it off the event
-        loop). Every wrong answer costs one bcrypt of the configured cost."""
+    def quick(self, authorization: str | None) -> Login | None:
+        """The answer when it needs no bcrypt (no or malformed credentials, a password bcrypt
+        cannot read, a credential verified in the last minute), else None: cheap enough for
+        the event loop, so a cached login never waits behind hashes."""
+        parsed = self._parse(authorization)
+        if isinstance(parsed, Login):
+            return parsed
+        user, password = parsed
+        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+        with self._lock:
+            at = self._ok.get(key)
+            if at is not None and time.monotonic() - at < CACHE_SECONDS:
+                return Login(user, self.role_of(user))
+        return None
+
+    def _parse(self, authorization: str | None) -> Login | tuple[str, str]:
         if not authorization or not authorization.startswith("Basic "):
             return Login(None, problem="credentials required")
         try:
@@ -146,15 +159,22 @@ class WebAuth:
             return Login(None, problem="malformed Basic credentials")
         if not sep:
             return Login(None, problem="malformed Basic credentials")
-        secret = password.encode()
-        if len(secret) > BCRYPT_MAX_BYTES:
+        if len(password.encode()) > BCRYPT_MAX_BYTES:
             return Login(None, problem=f"password longer than bcrypt's {BCRYPT_MAX_BYTES} bytes")
+        return user, password
+
+    def login(self, authorization: str | None) -> Login:
+        """Check an `Authorization: Basic` header (blocking: bcrypt; run it off the event
+        loop). Every wrong answer costs one bcrypt of the configured cost."""
+        quick = self.quick(authorization)
+        if quick is not None:
+            return quick
+        parsed = self._parse(authorization)
+        assert not isinstance(parsed, Login)
+        user, password = parsed
+        secret = password.encode()
         key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
         now = time.monotonic()
-        with self._lock:
-            at = self._ok.get(key)
-            if at is not None and now - at < CACHE_SECONDS:
-                return Login(user, self.role_of(user))
         stored = self.config.basic_auth_users.get(user)
         ok = bcrypt.checkpw(secret, stored.encode() if stored else self._dummy)
         if not ok or stored is None:

@@ -5,6 +5,7 @@ passwords from one address delays no one else. Figures before and after: bench/a
 from __future__ import annotations
 
 import resource
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 
 from tests.attacks import Holders, basic, during, get, p99
 from tests.integration.test_http_hardening import PASSWORD, Site, certificate, serve, web_yml
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -62,26 +64,35 @@ def test_unauthenticated_clients_that_never_read_cannot_hold_the_port(site: Site
         health = during(attack, lambda: get(site.port, site.ca, "/healthz"), 10)
     finally:
         holders.close()
+    failed = [c for _, c in scrape + health if c != 200]
     print(f"attack: {holders.opened} opened, {holders.refused} refused; authenticated "
-          f"p99 {p99(scrape):.3f} s, /healthz p99 {p99(health):.3f} s")
+          f"p99 {p99(scrape):.3f} s, /healthz p99 {p99(health):.3f} s, {len(failed)} of "
+          f"{len(scrape + health)} probes failed")
+    assert not failed, failed
     assert holders.opened > site.server.guard.max_connections  # the port was full
-    assert all(code == 200 for _, code in scrape + health), [c for _, c in scrape + health]
     assert p99(scrape) < 1.0 and p99(health) < 1.0
 
 
+def _server_side(port: int, client_port: int) -> list[str]:
+    """The server's end of one connection while a process holds it (`ss -p` names the
+    holder; once the server closed it, the kernel's FIN-WAIT-2 socket has none)."""
+    out = subprocess.run(["ss", "-Htanp", "state", "all", f"( sport = :{port} and dport = "
+                          f":{client_port} )"], capture_output=True, text=True, check=True,
+                         timeout=10).stdout
+    return [line for line in out.splitlines() if "users:(" in line]
+
+
 def test_a_held_answer_is_closed_within_the_deadline_tls_shutdown_included(site: Site) -> None:
+    """A client that sends a whole request and never reads: once answered, the server waits
+    for its TLS close_notify -- at most the documented deadline (asyncio's default was 30 s)."""
     holders = Holders(site.port, site.ca, addresses=1, per_address=1)
     holders.round()
     (s,) = holders.socks
     try:
-        t = time.monotonic()
-        s.settimeout(60)
-        try:  # the server answers, then waits for our close_notify, never sent
-            while s.recv(4096):
-                pass
-        except OSError:
-            pass  # closed by the server, abruptly
-        assert time.monotonic() - t < site.server.limits.request_seconds + 2
+        client_port = s.getsockname()[1]
+        assert _server_side(site.port, client_port)
+        wait_for("the server's end closed", lambda: not _server_side(site.port, client_port),
+                 site.server.limits.request_seconds + 3, 0.2)
     finally:
         holders.close()
 
