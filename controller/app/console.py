@@ -52,6 +52,7 @@ class ConsoleBroker:
     # (user, VM) -> why that user's last attempt or session on that VM ended (bounded)
     _reasons: dict[tuple[str, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _open: dict[str, int] = field(default_factory=dict)  # user -> open sessions
     _ctx: zmq.asyncio.Context | None = None
 
     def __post_init__(self) -> None:
@@ -111,6 +112,26 @@ class ConsoleBroker:
             self._ended(ticket, f"{ticket.vm} is not running on one node (moved?)")
             return web.Response(status=409, text=f"{ticket.vm} is not running on one node\n")
         node, port = place
+        with self._lock:
+            if self._open.get(ticket.user, 0) >= self.limits.sessions_per_user:
+                refused = (f"{ticket.user} has {self.limits.sessions_per_user} console sessions "
+                           "open already")
+            else:
+                refused = ""
+                self._open[ticket.user] = self._open.get(ticket.user, 0) + 1
+        if refused:
+            self._ended(ticket, refused)
+            return web.Response(status=429, text=refused + "\n")
+        try:
+            return await self._session(request, ticket, node, port)
+        finally:
+            with self._lock:
+                self._open[ticket.user] -= 1
+                if not self._open[ticket.user]:
+                    del self._open[ticket.user]
+
+    async def _session(self, request: web.Request, ticket: Ticket, node: str, port: int
+                       ) -> web.StreamResponse:
         ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=1 << 20, heartbeat=30)
         await ws.prepare(request)
         if self._ctx is None:

@@ -446,16 +446,25 @@ def confirm(src: Sources, e: Edit, file_sha256: str, cib_version: ConfigVersion 
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """A temporary file beside it, then rename: a reader sees the old file or the new one."""
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """A temporary file beside it, then rename: a reader sees the old file or the new one.
+    A symbolic link is followed (its target is rewritten, the link stays) and the file keeps
+    its owner, group and mode."""
+    target = Path(os.path.realpath(path))
+    st = target.stat()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.chown(tmp, st.st_uid, st.st_gid)
+            except PermissionError:
+                raise EditError(f"{target} belongs to uid {st.st_uid}, gid {st.st_gid}: this "
+                                "service cannot write it as theirs; edit it by hand") from None
+        os.chmod(tmp, st.st_mode & 0o7777)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

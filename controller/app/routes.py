@@ -48,6 +48,10 @@ def _json(status: int, doc: object) -> web.Response:
     return web.Response(status=status, body=json.dumps(doc).encode() + b"\n", content_type=JSON)
 
 
+HISTORY_PAGE = 1000  # events per /api/history page at most
+EDIT_WAIT_SECONDS = 30.0  # a review waits this long for its turn, then 503
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object; ValueError for anything else -- nesting too deep for the
     parser included (a RecursionError would be a 500)."""
@@ -71,6 +75,22 @@ class Handlers:
     stopping: threading.Event = field(default_factory=threading.Event)
     _streams: dict[str, int] = field(default_factory=dict)  # user -> open event streams
     _changed: asyncio.Event = field(default_factory=asyncio.Event)  # replaced on every pass
+    # Reviews and confirms of the desired file, one at a time (each runs the scheduler), in
+    # the order they came (asyncio's lock is first come, first served): a second operator
+    # waits their turn instead of a 503 while a first one reviews again and again.
+    _edits: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def _edit_turn(self, fn: Callable[..., dict[str, Any]], *args: object
+                         ) -> dict[str, Any]:
+        try:
+            await asyncio.wait_for(self._edits.acquire(), EDIT_WAIT_SECONDS)
+        except TimeoutError:
+            raise Busy(f"other reviews have been computed for {EDIT_WAIT_SECONDS:.0f} s: "
+                       "try again in a moment") from None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        finally:
+            self._edits.release()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """The event streams hear of every pass (called from the loop's thread)."""
@@ -177,14 +197,21 @@ class Handlers:
         return _json(200, doc)
 
     async def history(self, request: web.Request) -> web.Response:
+        """A page of the history (newest first as pages go, oldest first within one); the
+        query and its encoding run off the event loop (a viewer must not stall the port)."""
         q = request.query
         try:
             since = float(q["since"]) if "since" in q else None
-            limit = int(q.get("limit", "1000"))
+            before = float(q["before"]) if "before" in q else None
+            limit = int(q.get("limit", str(HISTORY_PAGE)))
         except ValueError:
-            return _json(400, {"error": "since: epoch seconds; limit: an integer"})
-        return web.Response(body=self._view().history_json(q.get("vm"), since, limit),
-                            content_type=JSON)
+            return _json(400, {"error": "since, before: epoch seconds; limit: an integer"})
+        if not 1 <= limit <= HISTORY_PAGE:
+            return _json(400, {"error": f"limit: 1 to {HISTORY_PAGE} events a page (page "
+                                        "back with before=)"})
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, self._view().history_json, q.get("vm"), since, limit, before)
+        return web.Response(body=body, content_type=JSON)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: `update` with the pass version whenever a pass ends. Bounded in
@@ -242,8 +269,7 @@ class Handlers:
         try:
             body = await _body(request)
             e = msgspec.convert(body.get("edit"), Edit)
-            doc = await asyncio.get_running_loop().run_in_executor(None, view.review, e,
-                                                                   request[USER])
+            doc = await self._edit_turn(view.review, e, request[USER])
         except (ValueError, TypeError, AttributeError, msgspec.ValidationError) as exc:
             return _json(400, {"error": f"not an edit: {exc}"})
         except Busy as exc:
@@ -262,8 +288,7 @@ class Handlers:
             review_id = body["review_id"]
             if not isinstance(review_id, str):
                 raise TypeError("review_id is not a string")
-            doc = await asyncio.get_running_loop().run_in_executor(
-                None, view.confirm, review_id, request[USER])
+            doc = await self._edit_turn(view.confirm, review_id, request[USER])
         except (ValueError, TypeError, KeyError, IndexError, AttributeError,
                 msgspec.ValidationError) as exc:
             return _json(400, {"error": f"not a reviewed edit: {exc}"})

@@ -281,9 +281,14 @@ class WebView:
             self._scores_lock.release()
         return {"vm": name, "resource": item.resource, "scores": dict(sorted(table.items()))}
 
-    def history_json(self, vm: str | None, since: float | None, limit: int) -> bytes:
-        events = self.history.query(vm, since, limit) if self.history is not None else []
-        return msgspec.json.encode({"events": events})
+    def history_json(self, vm: str | None, since: float | None, limit: int,
+                     before: float | None = None) -> bytes:
+        """One page; `next_before` asks for the page before it (None: no more)."""
+        events = self.history.query(vm, since, limit, before) if self.history is not None \
+            else []
+        more = len(events) == limit
+        return msgspec.json.encode({"events": events,
+                                    "next_before": events[0].at if more and events else None})
 
 
 def node_state(online: bool, unclean: bool, standby: bool, maintenance: bool) -> str:

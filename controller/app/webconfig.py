@@ -10,7 +10,8 @@
     kvm_warden:                     # kvm-warden's own extension
       roles: {ops: operator}        # viewer (the default) | operator (consoles) | admin
       host_names: [warden.example.org]
-      console: {max_session_seconds: 28800, idle_seconds: 900, tickets_per_user: 8}
+      console: {max_session_seconds: 28800, idle_seconds: 900, tickets_per_user: 8,
+                sessions_per_user: 4}
       anonymous_viewers: false      # true: on loopback, no credentials = a viewer
 
 Operators configure node_exporter this way already; kvm-warden reads the same keys. Checks at
@@ -59,6 +60,9 @@ class ConsoleLimits(_Strict):
     max_session_seconds: Annotated[float, Field(gt=0)] = 8 * 3600.0
     idle_seconds: Annotated[float, Field(gt=0)] = 900.0
     tickets_per_user: Annotated[int, Field(gt=0, le=256)] = 8
+    # Open sessions per user, all nodes together (each agent takes 16 in all): one operator
+    # cannot take every console of a node.
+    sessions_per_user: Annotated[int, Field(gt=0, le=64)] = 4
 
 
 class WardenWeb(_Strict):

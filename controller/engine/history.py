@@ -169,15 +169,16 @@ class History:
             return 0
 
     # -- reading ------------------------------------------------------------------------------
-    def query(self, vm: str | None = None, since: float | None = None, limit: int = 1000
-              ) -> list[Event]:
-        return read(self.path, vm, since, limit, self._db, self._lock)
+    def query(self, vm: str | None = None, since: float | None = None, limit: int = 1000,
+              before: float | None = None) -> list[Event]:
+        return read(self.path, vm, since, limit, self._db, self._lock, before)
 
 
 def read(path: Path, vm: str | None = None, since: float | None = None, limit: int = 1000,
-         db: sqlite3.Connection | None = None, lock: threading.Lock | None = None
-         ) -> list[Event]:
-    """The newest `limit` events (of one VM, since a time), oldest first."""
+         db: sqlite3.Connection | None = None, lock: threading.Lock | None = None,
+         before: float | None = None) -> list[Event]:
+    """The newest `limit` events (of one VM, since a time, before another: the next page
+    back), oldest first."""
     sql = "SELECT at, kind, vm, node, detail, from_node, to_node, duration_s FROM events"
     where, args = [], []  # type: list[str], list[object]
     if vm is not None:
@@ -186,6 +187,9 @@ def read(path: Path, vm: str | None = None, since: float | None = None, limit: i
     if since is not None:
         where.append("at >= ?")
         args.append(since)
+    if before is not None:
+        where.append("at < ?")
+        args.append(before)
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY at DESC, id DESC LIMIT ?"

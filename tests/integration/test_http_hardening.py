@@ -303,3 +303,11 @@ def test_a_second_origin_in_a_real_browser_gets_neither_a_ticket_nor_a_websocket
         drv.quit()
         evil.shutdown()
         evil.server_close()
+
+
+def test_the_history_is_paged_and_a_page_is_bounded(site: Site) -> None:
+    """A viewer asking for 100,000 events used to stall the port: pages are 1,000 at most."""
+    code, _, body = site.request("GET", "/api/history?limit=100000", "grafana")
+    assert code == 400 and b"1 to 1000" in body
+    code, _, body = site.request("GET", "/api/history?limit=10", "grafana")
+    assert code == 200 and json.loads(body) == {"events": [], "next_before": None}

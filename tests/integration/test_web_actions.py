@@ -375,3 +375,48 @@ def test_drain_then_bring_online_from_the_web_view_does_what_each_says(
     for i in range(4, 8):
         ctl.run_pass(now=time.time() + 11 * i)
     assert not _standby(cib_file, node)
+
+
+def test_a_web_edit_of_a_symlinked_desired_file_rewrites_its_target_keeping_its_owner(
+        served: tuple[Controller, Client, Path, Path]) -> None:
+    import os
+    import pwd
+    import stat
+
+    _, client, desired, _ = served
+    real = desired.parent / "etc" / "desired.yaml"
+    real.parent.mkdir()
+    real.write_text(desired.read_text())
+    nobody = pwd.getpwnam("nobody")
+    os.chown(real, nobody.pw_uid, nobody.pw_gid)
+    real.chmod(0o640)
+    desired.unlink()
+    desired.symlink_to(real)
+    _confirm(client, {"type": "run-state", "vm": "db01", "state": "stopped"})
+    assert desired.is_symlink() and desired.resolve() == real
+    st = real.stat()
+    assert "state: stopped" in real.read_text()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+        nobody.pw_uid, nobody.pw_gid, 0o640)
+
+
+def test_concurrent_reviews_wait_their_turn_instead_of_a_503(
+        served: tuple[Controller, Client, Path, Path]) -> None:
+    """Issue "Safe by default", 7: one review at a time (each runs the scheduler) used to
+    refuse every other with 503; they now queue, first come first served."""
+    import threading
+
+    _, client, _, _ = served
+    token = client.token("ops")
+    codes: list[int] = []
+
+    def review() -> None:
+        codes.append(client.call("POST", "/api/edits/review", "ops", {"edit": {
+            "type": "run-state", "vm": "db01", "state": "stopped"}}, token)[0])
+
+    threads = [threading.Thread(target=review) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert codes == [200] * 6, codes

@@ -57,3 +57,15 @@ def test_retention_deletes_old_rows_only(tmp_path: Path) -> None:
     assert [e.detail for e in h.query("web01")] == ["recent"]
     # --since filters by time.
     assert h.query("web01", since=now - 5 * day) == []
+
+
+def test_history_pages_back_with_before(tmp_path: Path) -> None:
+    h = History(tmp_path / "history.sqlite")
+    h.add([Event(at=float(t), kind="lifecycle", vm="web01", node="kvm1", detail=f"e{t}")
+           for t in range(10)])
+    page = h.query("web01", limit=4)
+    assert [e.at for e in page] == [6.0, 7.0, 8.0, 9.0]  # the newest, oldest first
+    back = h.query("web01", limit=4, before=page[0].at)
+    assert [e.at for e in back] == [2.0, 3.0, 4.0, 5.0]
+    assert [e.at for e in h.query("web01", limit=4, before=back[0].at)] == [0.0, 1.0]
+    h.close()
