@@ -12,7 +12,6 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -80,9 +79,6 @@ def _plan(desired: DesiredState, cib_file: str | None, as_json: bool, apply: boo
                     PassAudit(AuditLog(state if apply else None), invoking_user(),
                               dedupe=False),
                     actuator if apply else None, allow_disruption))
-    # Placement findings count once they persist, as the service's do: a VM Pacemaker is about
-    # to move (or, offline, that nothing executes the transition for) is not a finding yet.
-    out = replace(out, findings=ledger.persistent(out.findings, now, prune=False))
     if apply:
         ledger_file.save(ledger, time.time())
     if out.conflict:
@@ -115,11 +111,13 @@ def _print(out: PassOutput, as_json: bool) -> None:
             "transition": msgspec.to_builtins(pv.steps),
             "transition_error": pv.error,
             "findings": [msgspec.to_builtins(f) for f in out.findings],
+            "pending": [{**msgspec.to_builtins(f), "age_s": round(age, 1)}
+                        for f, age in out.pending],
         }
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(for_terminal(render_plan(out.decisions, out.findings, applied)))
+        print(for_terminal(render_plan(out.decisions, out.findings, applied, out.pending)))
         if out.preview is not None:
             print(for_terminal(render_transition(pv)))
 
@@ -140,8 +138,8 @@ def render_transition(pv: Preview) -> str:
 
 
 def render_plan(decisions: tuple[Decision, ...], findings: tuple[Finding, ...],
-                applied: set[int]) -> str:
-    if not decisions and not findings:
+                applied: set[int], pending: tuple[tuple[Finding, float], ...] = ()) -> str:
+    if not decisions and not findings and not pending:
         return "Nothing to do: the cluster matches the desired state."
     lines: list[str] = []
     for rec in ORDER:
@@ -160,6 +158,11 @@ def render_plan(decisions: tuple[Decision, ...], findings: tuple[Finding, ...],
         lines.append("findings (reported, never fixed automatically):")
         for f in findings:
             lines.append(f"  ! {f.severity}: {f.subject}: {f.message}")
+    if pending:
+        # Pacemaker may still be carrying it out: a finding once it lasts FINDING_PERSIST_SECONDS.
+        lines.append("pending (not met yet; a finding if it lasts):")
+        for f, age in pending:
+            lines.append(f"  ~ {f.subject}: pending ({age:.0f} s): {f.message}")
     total = len(decisions)
     admitted = sum(d.verdict.admitted for d in decisions)
     lines.append(f"{total} action(s): {admitted} admitted, {total - admitted} refused; "

@@ -80,7 +80,7 @@ class Ledger:
     last_change: dict[str, float] = field(default_factory=dict)
     moves: dict[str, float] = field(default_factory=dict)
     cleanups: CleanupHistory = field(default_factory=CleanupHistory)
-    finding_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    finding_since: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, subject)
     # out-of-band changes of the last hour: findings until they age out, whatever kvm-warden or
     # Pacemaker does meanwhile (a cleanup after the recovery does not erase them)
     out_of_band: list[OutOfBandChange] = field(default_factory=list)
@@ -134,22 +134,26 @@ class Ledger:
 
     # -- finding timers ----------------------------------------------------------------------
     def persistent(self, findings: tuple[Finding, ...], now: float, prune: bool = True
-                   ) -> tuple[Finding, ...]:
-        """Drop placement findings younger than FINDING_PERSIST_SECONDS. `prune`: forget the
-        ones not seen in this pass (an incremental pass sees only its VMs: it cannot)."""
-        keep, seen = [], set()
+                   ) -> tuple[tuple[Finding, ...], tuple[tuple[Finding, float], ...]]:
+        """(the findings to report, the placement findings younger than
+        FINDING_PERSIST_SECONDS with their age). Timers are keyed by (kind, subject): a
+        reworded message keeps its timer. `prune`: forget the ones not seen in this pass (an
+        incremental pass sees only its VMs: it cannot)."""
+        keep, young, seen = [], [], set()
         for f in findings:
             if f.kind not in PLACEMENT_FINDINGS or f.urgent:
                 keep.append(f)
                 continue
-            key = (f.subject, f.message)
+            key = (f.kind, f.subject)
             seen.add(key)
             first = self.finding_since.setdefault(key, now)
             if now - first >= FINDING_PERSIST_SECONDS:
                 keep.append(f)
+            else:
+                young.append((f, now - first))
         if prune:
             self.finding_since = {k: v for k, v in self.finding_since.items() if k in seen}
-        return tuple(keep)
+        return tuple(keep), tuple(young)
 
 
 class LedgerRecord(msgspec.Struct, kw_only=True):

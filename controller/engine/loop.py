@@ -194,8 +194,9 @@ class Controller:
         observed_at = observed.observed_at.get(SourceKey("pacemaker"), t)
         assert self.previewer is not None
         out = run_pass(PassInput(index, desired, t, observed_at, self.cib, only),
-                       PassEffects(self.ledger, self.previewer, self._audit, self.actuator))
-        findings = self.ledger.persistent(out.findings, t, prune=only is None)
+                       PassEffects(self.ledger, self.previewer, self._audit, self.actuator,
+                                   keep_timers=True))
+        findings = out.findings
         loud = invalid_finding(self.desired)
         if loud is not None:
             findings = (loud, *findings)

@@ -51,6 +51,7 @@ class PassEffects:
     audit: PassAudit
     actuator: PacemakerActuator | None = None  # None: plan only, nothing is sent
     allow_disruption: bool = False
+    keep_timers: bool = False  # the service's ledger: its finding timers forget what is gone
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class PassOutput:
     conflict: bool = False  # the CIB's configuration changed under the plan: re-plan at once
     error: str | None = None
     requeue_at: float | None = None  # a reconciler wants a pass then (wall clock)
+    # placement findings not yet persistent, with their age (s): said as "pending"
+    pending: tuple[tuple[Finding, float], ...] = ()
 
     @property
     def applied(self) -> bool:
@@ -86,7 +89,12 @@ def run_pass(inp: PassInput, fx: PassEffects) -> PassOutput:
     elif fx.actuator is not None:
         out = _apply(out, inp, fx, fx.actuator, pv.cib if pv is not None else None)
     fx.audit.write(out.decisions, out.outcomes, out.error, full=inp.scope is None)
-    return out
+    # Placement findings count once they persist (a VM Pacemaker is about to move is not a
+    # finding yet); the younger ones are said as pending. The same for the loop, plan and the
+    # web view's review.
+    kept, pending = fx.ledger.persistent(out.findings, inp.now,
+                                         prune=fx.keep_timers and inp.scope is None)
+    return replace(out, findings=kept, pending=pending)
 
 
 MAX_ROUNDS = 3  # previews per pass: the patch, then without what it would move unasked

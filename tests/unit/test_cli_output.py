@@ -37,3 +37,17 @@ def test_every_option_of_every_command_says_what_it_does_and_its_default() -> No
     assert silent == []
     agent = commands.choices["agent"].format_help()
     assert "(default: tcp://127.0.0.1:9820)" in " ".join(agent.split())
+
+
+def test_plan_says_a_placement_not_met_yet_is_pending_not_that_nothing_is_to_do() -> None:
+    """Issue "Day one", 8: the first `plan` after an edit hid an unmet placement for 15 s."""
+    from controller.app.plan import render_plan
+    from controller.model.actions import Finding
+
+    f = Finding(reconciler="placement", kind="placement-unsatisfiable", severity="warning",
+                subject="vm-web01", rsc="vm-web01",
+                message="web01 prefers kvm3, Pacemaker runs it on kvm1 (kvm3: -INFINITY)")
+    text = render_plan((), (), set(), ((f, 4.2),))
+    assert "Nothing to do" not in text
+    assert "vm-web01: pending (4 s): web01 prefers kvm3" in text
+    assert render_plan((), (), set()) == "Nothing to do: the cluster matches the desired state."

@@ -49,10 +49,22 @@ def test_placement_findings_count_once_they_persist() -> None:
                 message="split brain? domain web01 runs on kvm1, kvm2")
     other = Finding(reconciler="inventory", kind="unknown-node", severity="warning",
                     subject="vm-web01", message="VM web01: node 'kvm9' is not a cluster node")
-    assert ledger.persistent((f, other), 0.0) == (other,)
-    assert ledger.persistent((f, other), FINDING_PERSIST_SECONDS) == (f, other)
-    assert ledger.persistent((other,), FINDING_PERSIST_SECONDS + 1) == (other,)  # resolved: forgotten
-    assert ledger.persistent((f,), FINDING_PERSIST_SECONDS + 2) == ()
+    assert ledger.persistent((f, other), 0.0) == ((other,), ((f, 0.0),))  # f: pending
+    assert ledger.persistent((f, other), FINDING_PERSIST_SECONDS)[0] == (f, other)
+    assert ledger.persistent((other,), FINDING_PERSIST_SECONDS + 1)[0] == (other,)  # resolved: forgotten
+    assert ledger.persistent((f,), FINDING_PERSIST_SECONDS + 2) == ((), ((f, 0.0),))
+
+
+def test_a_reworded_finding_keeps_its_timer() -> None:
+    """Timers are keyed by (kind, subject): rewording a message resets nothing."""
+    import msgspec
+
+    ledger = Ledger()
+    f = Finding(reconciler="health", kind="split-brain", severity="critical", subject="vm-web01",
+                message="split brain? domain web01 runs on kvm1, kvm2")
+    ledger.persistent((f,), 0.0)
+    reworded = msgspec.structs.replace(f, message="web01 runs on two nodes: kvm1 and kvm2")
+    assert ledger.persistent((reworded,), FINDING_PERSIST_SECONDS)[0] == (reworded,)
 
 
 def test_the_ledger_survives_a_restart_limits_breakers_and_timers_included(tmp_path: Path) -> None:
