@@ -12,6 +12,7 @@ from controller.bus.wire import HEARTBEAT_SECONDS, HWM, SNAPSHOT_REQUEST, encode
 from controller.model.events import Envelope, Heartbeat, Payload, Snapshot, Snapshotted, envelope
 from controller.model.observations import KIND_OF, topics
 
+SNAPSHOT_STALL_SECONDS = 30.0  # its loop comes round every 0.1 s
 MAX_CONTROL_MESSAGE = 1024  # what peers send an agent: subscriptions and snapshot requests
 
 
@@ -54,6 +55,10 @@ class Publisher:
         self._thread.start()
         self._hb = threading.Thread(target=self._heartbeat, name="bus-heartbeat", daemon=True)
         self._hb.start()
+        # /healthz answers for both: an agent that no longer answers snapshots or beats is
+        # not healthy, though its process lives.
+        metrics.watch_thread(self._thread, stall_after=SNAPSHOT_STALL_SECONDS)
+        metrics.watch_thread(self._hb)
 
     def also_bind(self, pub_endpoint: str, snapshot_endpoint: str) -> None:
         """Serve a second pair of endpoints (`run`: inproc for itself, loopback tcp for watch)."""
@@ -101,6 +106,7 @@ class Publisher:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         while not self._stop.is_set():
+            metrics.beat(self._thread.name)
             ready = dict(poller.poll(100))
             with self._lock:  # new subscribers are heard within a poll interval
                 self._accept_subscriptions()
@@ -120,6 +126,8 @@ class Publisher:
             self.publish(Heartbeat(node=self.node))
 
     def close(self) -> None:
+        metrics.forget_thread(self._thread)
+        metrics.forget_thread(self._hb)
         self._stop.set()
         self._thread.join(timeout=2)
         self._hb.join(timeout=3)

@@ -208,3 +208,20 @@ def test_a_node_whose_agent_has_not_reported_its_files_makes_enrollment_wait(
     assert not {"ExportConfig", "CreateVm"} & set(actions(out))
     waiting = findings(out, "enroll-waiting")
     assert waiting and "no report of the XML files from the agent on kvm2, kvm3" in waiting[0]
+
+
+def test_healthz_answers_for_the_publishers_threads(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    """Issue "One observation", 5: the publisher's two threads were not watched by /healthz;
+    one that ends while the process lives makes it unhealthy."""
+    from controller import metrics
+
+    pub = Publisher(ctx, "kvm1", ANY, ANY, heartbeat_seconds=0.1)
+    try:
+        assert not {"bus-snapshots", "bus-heartbeat"} & set(metrics.dead_threads())
+        pub._stop.set()  # both threads end; the publisher was not closed
+        pub._thread.join(timeout=5)
+        pub._hb.join(timeout=5)
+        assert {"bus-snapshots", "bus-heartbeat"} <= set(metrics.dead_threads())
+    finally:
+        pub.close()
+    assert not {"bus-snapshots", "bus-heartbeat"} & set(metrics.dead_threads())  # closed: forgotten
