@@ -12,7 +12,7 @@
 #       --allow /etc/kvm-warden/allow --agent kvm1=tcp://10.0.0.1:9820 ...
 # The user inside is `kvm-warden` in group haclient (gid as on the host: pass --group-add if
 # the host's haclient gid differs), which Pacemaker's CIB access control needs.
-ARG BASE=debian:12-slim
+ARG BASE=debian:13-slim
 
 FROM ${BASE} AS build
 # Set only where the build needs a CA bundle of its own for pip (scripts/build-image.sh).

@@ -73,6 +73,8 @@ lab-down:
 image: venv
 	scripts/build-image.sh
 
-# The Debian package: build/deb/kvm-warden_VERSION_ARCH.deb (scripts/build-deb.sh says what it holds)
+# The Debian packages, one per release: build/deb/kvm-warden_VERSION~deb12_ARCH.deb and ~deb13
+# (scripts/build-deb.sh says what they hold; the other release's is built in a clean root of it)
 deb: venv
-	scripts/build-deb.sh
+	RELEASE=12 scripts/build-deb.sh
+	RELEASE=13 scripts/build-deb.sh

@@ -28,7 +28,7 @@ from controller.model.actions import SPLIT_BRAIN_FINDINGS, Finding
 from controller.model.observed import ObservedState
 from controller.model.overview import HEALTH_WORDS, VmRow
 from controller.model.vms import conventional_name
-from controller.version import version
+from controller.version import debian_release, version
 
 # `_created` gauges double the series count and no dashboard or rule reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -46,9 +46,10 @@ PlatformCollector(registry=REGISTRY)
 _HOST = socket.gethostname()
 
 
-BUILD = Info("kvm_warden_build", "The running kvm-warden: its version and Python's",
-             registry=REGISTRY)
-BUILD.info({"version": version(), "python": platform.python_version()})
+BUILD = Info("kvm_warden_build", "The running kvm-warden: its version, Python's and the Debian "
+             "release it runs on", registry=REGISTRY)
+BUILD.info({"version": version(), "python": platform.python_version(),
+            "debian": debian_release()})
 
 QUORATE = Gauge("kvm_warden_cluster_quorate", "1 when the observed partition has quorum",
                 registry=REGISTRY)

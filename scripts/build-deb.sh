@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Debian package (idempotent): `make deb` -> build/deb/kvm-warden_VERSION_ARCH.deb
+# Builds the Debian package (idempotent): `make deb` -> build/deb/kvm-warden_VERSION~debN_ARCH.deb
 #
 # What it holds, and why:
 # - /opt/kvm-warden: kvm-warden with its own Python environment on Debian's python3. Debian 12
@@ -13,13 +13,26 @@
 #   generated from the CLI's parser, the example desired file, the dashboard and the rules.
 # - maintainer scripts that make the `kvm-warden` user (in haclient and libvirt) and its
 #   directories, and start nothing: which node runs the controller is Pacemaker's call.
+#
+# One package per Debian release, from one tree: `RELEASE=12` (Python 3.11) or `RELEASE=13`
+# (Python 3.13); the default is this machine's release. For the other release it builds in a
+# clean root of that release (scripts/release-root.sh, cached under build/), so the bundled
+# environment is made by that release's python3 against its libvirt. Version `X~debN`; Depends
+# on exactly that python3 minor version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-/usr/bin/python3}
-VERSION=$($PYTHON -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
-ARCH=$(dpkg --print-architecture)
+HOST_RELEASE=$(cut -d. -f1 /etc/debian_version)
+RELEASE=${RELEASE:-$HOST_RELEASE}
 OUT=$PWD/build/deb
-ROOT=$OUT/root
+if [ "$RELEASE" != "$HOST_RELEASE" ]; then
+  exec scripts/build-deb-in-root.sh "$RELEASE"
+fi
+PYTHON=${PYTHON:-/usr/bin/python3}
+VERSION=$($PYTHON -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')~deb$RELEASE
+PYVER=$($PYTHON -c 'import sys;print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+PYNEXT=$($PYTHON -c 'import sys;print(f"{sys.version_info[0]}.{sys.version_info[1] + 1}")')
+ARCH=$(dpkg --print-architecture)
+ROOT=$OUT/root-$RELEASE
 PREFIX=/opt/kvm-warden
 DEB=$OUT/kvm-warden_${VERSION}_${ARCH}.deb
 
@@ -72,7 +85,7 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: kvm-warden developers <kvm-warden@localhost>
 Installed-Size: $size
-Depends: python3 (>= 3.11), python3 (<< 3.12), libvirt0, pacemaker-cli-utils, adduser, passwd
+Depends: python3 (>= $PYVER), python3 (<< $PYNEXT), libvirt0, pacemaker-cli-utils, adduser, passwd
 Recommends: novnc, corosync, libvirt-clients
 Suggests: prometheus, prometheus-alertmanager
 Section: admin

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from controller.model.errors import DesiredStateError, WardenError
-from controller.version import version
+from controller.version import describe as describe_version
 
 
 def _cmd_observe(args: argparse.Namespace) -> int:
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keeps a Pacemaker/Corosync KVM cluster (GFS2 shared storage) in the state "
         "its operators declared, acting only through Pacemaker.",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {describe_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     o = sub.add_parser(

@@ -15,20 +15,32 @@ import pytest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parent.parent.parent
-TAG = "kvm-warden:test"
+IMAGES = {"13": "kvm-warden:test-deb13", "12": "kvm-warden:test-deb12"}  # the default, and 12
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
 
 
+@pytest.fixture(scope="module", params=sorted(IMAGES, reverse=True), ids=lambda r: f"debian{r}")
+def release(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def tag(release: str) -> str:
+    return IMAGES[release]
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory: pytest.TempPathFactory, release: str, tag: str
+              ) -> Iterator[tuple[str, Path]]:
     if shutil.which("podman") is None or shutil.which("buildah") is None:
         pytest.fail("podman/buildah missing: scripts/install-deps.sh image installs them")
     started = time.monotonic()
     built = subprocess.run([str(ROOT / "scripts" / "build-image.sh")], capture_output=True,
-                           text=True, timeout=1200, env={"KVM_WARDEN_IMAGE": TAG,
+                           text=True, timeout=1200, env={"KVM_WARDEN_IMAGE": tag,
+                                                         "RELEASE": release,
                                                          "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     assert built.returncode == 0, built.stdout + built.stderr
     print(f"{built.stdout.strip()} (this run: {time.monotonic() - started:.0f} s)")
@@ -38,7 +50,7 @@ def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
     data.chmod(0o755)
     for f in data.iterdir():
         f.chmod(0o644)  # readable by the image's unprivileged user
-    name = sh("buildah", "from", TAG).stdout.strip()
+    name = sh("buildah", "from", tag).stdout.strip()
     try:
         yield name, data
     finally:
@@ -54,7 +66,7 @@ def run_in(container: tuple[str, Path], *argv: str) -> subprocess.CompletedProce
 
 
 def test_the_image_runs_as_its_service_user_with_no_build_tools(
-        container: tuple[str, Path]) -> None:
+        container: tuple[str, Path], release: str, tag: str) -> None:
     assert run_in(container, "id", "-un").stdout.strip() == "kvm-warden"
     assert "haclient" in run_in(container, "id", "-nG").stdout.split()
     # One packaging path: the image holds the Debian package a node installs (make deb).
@@ -62,7 +74,9 @@ def test_the_image_runs_as_its_service_user_with_no_build_tools(
     assert status.stdout == "install ok installed", status.stdout + status.stderr
     tools = run_in(container, "sh", "-c", "command -v gcc cc pip; ls -d /usr/include/python3*")
     assert tools.stdout.strip() == "", tools.stdout
-    inspect = json.loads(sh("podman", "image", "inspect", TAG).stdout)[0]
+    assert f"(Debian {release}," in run_in(container, "/opt/kvm-warden/bin/kvm-warden",
+                                            "--version").stdout
+    inspect = json.loads(sh("podman", "image", "inspect", tag).stdout)[0]
     config = inspect["Config"]
     assert config["User"] == "kvm-warden"
     assert "/healthz" in " ".join(inspect["Healthcheck"]["Test"])
@@ -85,11 +99,11 @@ def test_the_images_own_binary_and_pacemaker_tools_work(container: tuple[str, Pa
 
 
 def test_the_images_service_passes_its_own_healthcheck_and_serves_the_web_view(
-        container: tuple[str, Path]) -> None:
+        container: tuple[str, Path], tag: str) -> None:
     """The image's `run --simulate` (its own Pacemaker tools), its HEALTHCHECK command as
     Docker would run it, and the web view with noVNC's files (from Debian's package, copied
     into the image without nodejs)."""
-    inspect = json.loads(sh("podman", "image", "inspect", TAG).stdout)[0]
+    inspect = json.loads(sh("podman", "image", "inspect", tag).stdout)[0]
     check = inspect["Healthcheck"]["Test"]
     assert check[0] == "CMD"
     quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in check[1:])

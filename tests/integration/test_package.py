@@ -1,14 +1,16 @@
-"""The Debian package, built by `make deb` (scripts/build-deb.sh) and installed with apt in a
-clean Debian 12 root (debootstrap, from the mirror apt uses here): what it installs, the user
-and directories it makes, the key step of the install guide, `systemd-analyze verify` on its
-units, and the controller started exactly as its unit says (ExecStart, User, Group,
-SupplementaryGroups, EnvironmentFile) as that user, writing its state where the unit lets it.
+"""The Debian packages, one per release, built by `make deb` (scripts/build-deb.sh) and each
+installed with apt in a clean root of its release, Debian 12 and 13 (debootstrap, from the
+mirror apt uses here): what it installs, the user and directories it makes, the key step of
+the install guide, `systemd-analyze verify` on its units, and the controller started exactly as
+its unit says (ExecStart, User, Group, SupplementaryGroups, EnvironmentFile) as that user,
+writing its state where the unit lets it.
 
 What cannot run here: systemd as PID 1, so the units' sandboxing (ProtectSystem=strict and
 friends) is checked by `systemd-analyze verify`, not enforced."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -22,8 +24,7 @@ import pytest
 from lab.unit import Plan, plan
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = ROOT / "build" / "debian-12-root"       # debootstrapped once, copied for each test
-APT_CACHE = ROOT / "build" / "apt-archives"   # downloaded .debs, kept between runs
+RELEASES = ("12", "13")  # bookworm (Python 3.11) and trixie (Python 3.13): a package for each
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("debootstrap") is None, reason="no debootstrap")]
@@ -35,39 +36,38 @@ def sh(*argv: str | Path, timeout: float = 600, check: bool = True,
                           timeout=timeout, **kw)  # type: ignore[call-overload]
 
 
-def mirror() -> str:
-    for line in Path("/etc/apt/sources.list.d/debian.sources").read_text().splitlines():
-        if line.startswith("URIs:"):
-            return line.split()[1]
-    return "http://deb.debian.org/debian"
+def base_root(release: str) -> Path:
+    """A clean root of the release (minbase), made once and cached under build/."""
+    out = sh(ROOT / "scripts" / "release-root.sh", release, "base", timeout=900)
+    return Path(out.stdout.strip().splitlines()[-1])
 
 
-def base_root() -> Path:
-    if not (BASE / "etc" / "debian_version").exists():
-        tmp = BASE.with_name(BASE.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        sh("debootstrap", "--variant=minbase", "bookworm", tmp, mirror(), timeout=900)
-        tmp.rename(BASE)
-    return BASE
+@pytest.fixture(scope="module", params=RELEASES, ids=lambda r: f"debian{r}")
+def release(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
-def deb() -> Path:
-    out = sh(ROOT / "scripts" / "build-deb.sh", cwd=ROOT, timeout=900)
+def deb(release: str) -> Path:
+    out = sh(ROOT / "scripts" / "build-deb.sh", cwd=ROOT, timeout=1800,
+             env={**os.environ, "RELEASE": release})
     (path,) = re.findall(r"build-deb: (\S+\.deb)", out.stdout)
+    assert f"~deb{release}_" in path
     return Path(path)
 
 
 @pytest.fixture(scope="module")
-def installed(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A copy of the clean root with the package installed by apt (it pulls its Depends)."""
-    root = tmp_path_factory.mktemp("debian") / "root"
-    sh("cp", "-a", base_root(), root)
+def installed(deb: Path, release: str, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[Path]:
+    """A copy of the release's clean root with the package installed by apt (it pulls its
+    Depends: that release's python3, libvirt and Pacemaker's tools)."""
+    root = tmp_path_factory.mktemp(f"debian{release}") / "root"
+    sh("cp", "-a", base_root(release), root)
     shutil.copy("/etc/resolv.conf", root / "etc" / "resolv.conf")
-    APT_CACHE.mkdir(parents=True, exist_ok=True)
+    cache = ROOT / "build" / f"apt-archives-{release}"  # downloaded .debs, kept between runs
+    cache.mkdir(parents=True, exist_ok=True)
     archives = root / "var" / "cache" / "apt" / "archives"
-    sh("mount", "--bind", APT_CACHE, archives)
+    sh("mount", "--bind", cache, archives)
     sh("mount", "-t", "proc", "proc", root / "proc")
     try:
         shutil.copy(deb, root / "tmp" / deb.name)
@@ -102,9 +102,11 @@ def unit_plan(root: Path, name: str, **env: str) -> Plan:
 
 
 def test_the_package_installs_with_apt_and_makes_its_user_and_directories(
-        installed: Path) -> None:
+        installed: Path, release: str) -> None:
     version = chroot(installed, "kvm-warden", "--version").stdout
-    assert version.startswith("kvm-warden 0.")
+    python = {"12": "Python 3.11", "13": "Python 3.13"}[release]
+    assert version.startswith("kvm-warden 0.") and f"(Debian {release}, {python}." in version, \
+        version
     groups = chroot(installed, "id", "-nG", "kvm-warden").stdout.split()
     assert "kvm-warden" in groups and "haclient" in groups
     for path, owner, mode in [("etc/kvm-warden/keys", "root:kvm-warden", "750"),

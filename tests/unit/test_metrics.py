@@ -111,9 +111,12 @@ def test_a_migration_makes_no_new_series_and_out_of_band_counters_start_at_zero(
         assert value(after, "kvm_warden_out_of_band_total", node=node) == 0.0
 
 
-def test_build_info_names_the_version() -> None:
+def test_build_info_names_the_version_and_the_debian_release() -> None:
+    from pathlib import Path
+
     from controller.version import version
 
+    release = Path("/etc/debian_version").read_text().split(".")[0]
     assert REGISTRY.get_sample_value("kvm_warden_build_info", {
-        "version": version(), "python": platform.python_version()}) == 1.0
+        "version": version(), "python": platform.python_version(), "debian": release}) == 1.0
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# A clean root of a Debian release, made once with debootstrap from the mirror apt uses here
+# and cached under build/ (idempotent); prints its path.
+#   scripts/release-root.sh 12|13 base    minbase: what apt installs a package into
+#   scripts/release-root.sh 12|13 build   + what build-deb.sh needs to build the package there
+#                                            (python3-venv, headers, gcc, libvirt-dev)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+release=$1 kind=${2:-base}
+case $release in
+  12) codename=bookworm ;;
+  13) codename=trixie ;;
+  *) echo "release-root: Debian 12 or 13, not '$release'" >&2; exit 2 ;;
+esac
+root=$PWD/build/debian-$release-$kind
+[ "$kind" = base ] && [ "$release" = 12 ] && root=$PWD/build/debian-12-root  # the package test's
+if [ -f "$root/etc/debian_version" ]; then echo "$root"; exit 0; fi
+mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+mirror=${mirror:-http://deb.debian.org/debian}
+tmp=$root.tmp
+rm -rf "$tmp"
+mkdir -p "$(dirname "$tmp")"
+debootstrap --variant=minbase "$codename" "$tmp" "$mirror" >"$tmp.log" 2>&1 \
+  || { tail -20 "$tmp.log" >&2; exit 1; }
+if [ "$kind" = build ]; then
+  cp /etc/resolv.conf "$tmp/etc/resolv.conf"
+  mount -t proc proc "$tmp/proc"
+  trap 'umount -l "$tmp/proc" 2>/dev/null || true' EXIT
+  chroot "$tmp" apt-get update -qq >>"$tmp.log" 2>&1
+  chroot "$tmp" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends python3 python3-venv python3-dev gcc pkg-config libvirt-dev \
+    ca-certificates >>"$tmp.log" 2>&1 || { tail -20 "$tmp.log" >&2; exit 1; }
+  chroot "$tmp" apt-get clean
+  umount -l "$tmp/proc"
+  trap - EXIT
+fi
+mv "$tmp" "$root"
+rm -f "$tmp.log"
+echo "$root"
