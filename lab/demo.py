@@ -123,7 +123,11 @@ def main() -> int:
               f"{web.host_port}:127.0.0.1:{web.host_port} root@THIS-HOST)")
         print(f"   metrics:   curl --cacert {lab.BASE / 'ha' / 'cert.pem'} -u "
               f"{lab.HA_USER}:{lab.HA_PASSWORD} https://127.0.0.1:{web.host_port}/metrics")
-        print(f"   desired state: {desired}   audit log: {work / 'controller.log'}")
+        print(f"   desired state: {desired}")
+        print(f"   audit:     kvm-warden audit --state-dir {lab.BASE / 'state'}   (service log: "
+              f"{work / 'controller.log'})")
+        print("   any kvm-warden command on a node:  .venv/bin/python -m lab.lab on kvm1 "
+              f"kvm-warden plan --desired {desired}")
 
         say("Story 1: web01's qemu process is killed (kill -9) on kvm1")
         pid = lab.node_pids("kvm1", "guest=web01,")[0]

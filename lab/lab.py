@@ -525,9 +525,22 @@ def up(timeout: float = 180.0, installed_os: bool = False) -> dict[str, object]:
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="kvm-warden-lab", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("action", choices=["up", "down", "status", "on"])
     p.add_argument("--with-warden", metavar="DESIRED", help="also start agents + controller")
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="on: NODE COMMAND... -- run it on that node (its network, mount and UTS "
+                        "namespaces); `kvm-warden ...` runs this tree's kvm-warden there")
     args = p.parse_args()
+    if args.action == "on":
+        if len(args.command) < 2 or args.command[0] not in NODES:
+            p.error(f"on NODE COMMAND...: NODE is one of {', '.join(NODES)}")
+        node, argv = args.command[0], args.command[1:]
+        if argv[0] == "kvm-warden":  # the lab runs this tree's, with this interpreter
+            argv = [sys.executable, "-m", "controller.app.cli", *argv[1:]]
+        pid = node_pid(node)
+        return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net",
+                               f"--mount=/proc/{pid}/ns/mnt", f"--uts=/proc/{pid}/ns/uts",
+                               f"--wd={os.getcwd()}", *argv], check=False).returncode
     if args.action == "up":
         print(json.dumps(up(), indent=1))
         if args.with_warden:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from pathlib import Path
 
 import msgspec
 
 from controller.app.text import for_terminal
-from controller.engine.audit import read
+from controller.engine.audit import AuditLog, read
 from controller.engine.ledger import DEFAULT_STATE_DIR
 from controller.model.errors import WardenError
 
@@ -27,10 +29,31 @@ def since_iso(text: str) -> str:
     raise WardenError(f"--since {text!r}: an ISO time (2026-12-01T10:00) or an age (30m, 2h, 7d)")
 
 
+def service_state_dir(default_file: Path = Path("/etc/default/kvm-warden")) -> str:
+    """The service's state directory: $KVM_WARDEN_STATE_DIR, else what the package's default
+    file says the controller uses, else the default."""
+    if os.environ.get("KVM_WARDEN_STATE_DIR"):
+        return os.environ["KVM_WARDEN_STATE_DIR"]
+    try:
+        for line in default_file.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "KVM_WARDEN_STATE_DIR" and value.strip():
+                return value.strip().strip("'\"")
+    except OSError:
+        pass
+    return DEFAULT_STATE_DIR
+
+
 def audit_command(state_dir: str | None, since: str | None, vm: str | None, as_json: bool) -> int:
     start = since_iso(since) if since else ""
     wanted = {vm, f"vm-{vm}"} if vm else None
-    for r in read(state_dir or DEFAULT_STATE_DIR):
+    where = state_dir or service_state_dir()
+    if not (Path(where) / AuditLog.NAME).exists():
+        # Printing nothing would say "no change was ever made": say where nothing was found.
+        raise WardenError(f"no audit log in {where} (the controller writes {AuditLog.NAME} in "
+                          "its --state-dir; give that directory with --state-dir, or set "
+                          "KVM_WARDEN_STATE_DIR)")
+    for r in read(where):
         if r.at < start or (wanted is not None and r.resource not in wanted):
             continue
         if as_json:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import msgspec
 
-from controller.app.audit import since_iso
+from controller.app.audit import service_state_dir, since_iso
 from controller.app.text import for_terminal
 from controller.engine.history import Event, read
-from controller.engine.ledger import DEFAULT_STATE_DIR
 from controller.model.errors import WardenError
 
 HISTORY_FILE = "history.sqlite"
@@ -32,7 +31,7 @@ def line(e: Event) -> str:
 
 def history_command(state_dir: str | None, vm: str | None, since: str | None, as_json: bool,
                     limit: int) -> int:
-    path = Path(state_dir or DEFAULT_STATE_DIR) / HISTORY_FILE
+    path = Path(state_dir or service_state_dir()) / HISTORY_FILE
     if not path.exists():
         raise WardenError(f"{path}: no history yet (the controller writes it in --state-dir)")
     start = since_seconds(since) if since else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -26,6 +27,14 @@ def test_make_lab_up_brings_the_cluster_and_kvm_warden_up_and_lab_down_removes_i
         assert sorted(lab.vms_running()) == ["vm-db01", "vm-web01", "vm-web02"]
         wait_for("the controller's /healthz", lambda: lab.warden_get("/healthz").strip() == "ok",
                  60)
+        # Issue "Day one", 5: the CLI where the lab runs (on the host it cannot reach kvm1's
+        # Pacemaker): `python -m lab.lab on NODE kvm-warden ...`, as the demo prints it.
+        observe = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "lab.lab",
+                                  "on", "kvm1", "kvm-warden", "observe", "--json"], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=120)
+        assert observe.returncode == 0, observe.stderr[-2000:]
+        doc = json.loads(observe.stdout)
+        assert sorted(n["name"] for n in doc["nodes"]) == list(lab.NODES)
     finally:
         down = subprocess.run(["make", "lab-down"], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)

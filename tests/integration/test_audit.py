@@ -86,3 +86,18 @@ def test_a_refusal_is_recorded_when_it_starts_not_every_pass(tmp_path: Path) -> 
     recs = list(read(state))
     assert first.decisions and len(recs) == len(first.decisions)
     assert {(r.outcome, r.verdict) for r in recs} == {("refused", "dry-run")}
+
+
+def test_audit_without_a_log_says_where_it_looked_instead_of_printing_nothing(
+        tmp_path: Path) -> None:
+    """Issue "Day one", 5: `audit` printed nothing and exited 0 without the demo's state
+    directory, as if no change had ever been made."""
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "controller.app.cli", "audit"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "KVM_WARDEN_STATE_DIR": str(tmp_path / "none")})
+    assert res.returncode != 0 and res.stdout == ""
+    assert f"no audit log in {tmp_path / 'none'}" in res.stderr and "--state-dir" in res.stderr
