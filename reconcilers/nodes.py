@@ -31,6 +31,7 @@ def plan(ctx: Context) -> Plan:
         return out.build()
     index, desired = ctx.index, ctx.desired
     states = desired.cluster.node_states()
+    _migration_limit(out, ctx, draining="standby" in states.values())
     if not states:
         return out.build()
     leaving = {n for n, s in states.items() if s != "online"}
@@ -53,13 +54,29 @@ def plan(ctx: Context) -> Plan:
                 out.actions.append(SetNodeAttribute(
                     reconciler=NAME, node=node, name=attr, value="on" if on else "off",
                     why=f"the desired state has {node} {want}"))
-    limit = str(desired.policy.max_concurrent_migrations)
-    if "standby" in states.values() and index.properties.get("migration-limit") != limit:
-        out.actions.append(SetProperty(
-            reconciler=NAME, name="migration-limit", value=limit,
-            why=f"a drain live-migrates at most {limit} VMs at a time "
-                f"(policy.max_concurrent_migrations)"))
     return out.build()
+
+
+def _migration_limit(out: PlanBuilder, ctx: Context, draining: bool) -> None:
+    """A drain's migration-limit, and its value before the drain put back when it ends (the
+    file names no such property: kvm-warden leaves only what the file names)."""
+    limit = str(ctx.desired.policy.max_concurrent_migrations)
+    current = ctx.index.properties.get("migration-limit")
+    if "migration-limit" in ctx.desired.cluster.properties:
+        return  # the file's own value: the properties reconciler keeps it
+    saved = ctx.ledger.saved_properties
+    if draining and current != limit:
+        was = "unset" if current is None else current
+        out.actions.append(SetProperty(
+            reconciler=NAME, name="migration-limit", value=limit, previous=current, saves=True,
+            why=f"a drain live-migrates at most {limit} VMs at a time "
+                f"(policy.max_concurrent_migrations; {was} again when the drain ends)"))
+    elif not draining and "migration-limit" in saved and current == limit:
+        before = saved["migration-limit"]
+        out.actions.append(SetProperty(
+            reconciler=NAME, name="migration-limit", value=before, restores=True,
+            why="the drain is over: migration-limit as it was before it "
+                f"({before if before is not None else 'unset, Pacemaker default'})"))
 
 
 def _blocked_vms(ctx: Context, node: str, targets: set[str]) -> list[str]:

@@ -114,6 +114,16 @@ class CibEditor:
                               value=value)
         return None, _serialize(nv)
 
+    def _unset_property(self, name: str) -> tuple[str | None, str | None]:
+        props = next((b for b in self._section("crm_config")
+                      if b.get("id") == "cib-bootstrap-options"), None)
+        for nv in (props.iter("nvpair") if props is not None else ()):
+            if nv.get("name") == name:
+                before = _serialize(nv)
+                nv.getparent().remove(nv)  # type: ignore[union-attr]
+                return before, None
+        return None, None
+
     def _create_vm(self, a: CreateVm) -> tuple[str | None, str | None]:
         if a.rsc in self.ids:
             raise EditError(f"{a.rsc} already exists in the CIB")
@@ -202,7 +212,9 @@ class CibEditor:
                 block = self._attributes(self._resource(r), "meta_attributes",
                                          f"{r}-meta_attributes")
                 return self._set_nvpair(block, str(block.get("id")), n, v)
-            case SetProperty(name=n, value=v):
+            case SetProperty(name=n, value=None):
+                return self._unset_property(n)
+            case SetProperty(name=n, value=str() as v):
                 crm_config = self._section("crm_config")
                 props = next((b for b in crm_config if b.get("id") == "cib-bootstrap-options"),
                              None)

@@ -35,6 +35,7 @@ from controller.model.actions import (
     RemoveConstraint,
     SetAllowedNodes,
     SetLocation,
+    SetProperty,
     is_fail_mark,
 )
 from controller.model.context import (
@@ -81,12 +82,14 @@ class Ledger:
     moves: dict[str, float] = field(default_factory=dict)
     cleanups: CleanupHistory = field(default_factory=CleanupHistory)
     finding_since: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, subject)
+    saved_properties: dict[str, str | None] = field(default_factory=dict)  # a drain's: put back
     # out-of-band changes of the last hour: findings until they age out, whatever kvm-warden or
     # Pacemaker does meanwhile (a cleanup after the recovery does not erase them)
     out_of_band: list[OutOfBandChange] = field(default_factory=list)
 
     def view(self) -> LedgerView:
         return LedgerView(cleanups=self.cleanups, out_of_band=tuple(self.out_of_band),
+                          saved_properties=dict(self.saved_properties),
                           failed_at={k: t for k, t in self.last_change.items()
                                      if is_fail_mark(k)},
                           rolled_back={k: t for k, t in self.last_change.items()
@@ -131,6 +134,11 @@ class Ledger:
         self.spend(action, index, now)
         if applied and isinstance(action, Cleanup):
             self.cleanups = self.cleanups.record(action.rsc, action.node, now)
+        if applied and isinstance(action, SetProperty):
+            if action.saves:  # the first value a drain replaced is the one to put back
+                self.saved_properties.setdefault(action.name, action.previous)
+            if action.restores:
+                self.saved_properties.pop(action.name, None)
 
     # -- finding timers ----------------------------------------------------------------------
     def persistent(self, findings: tuple[Finding, ...], now: float, prune: bool = True
@@ -165,6 +173,7 @@ class LedgerRecord(msgspec.Struct, kw_only=True):
     moves: dict[str, float] = msgspec.field(default_factory=dict)
     cleanups: dict[str, list[float]] = msgspec.field(default_factory=dict)
     finding_since: list[tuple[str, str, float]] = msgspec.field(default_factory=list)
+    saved_properties: dict[str, str | None] = msgspec.field(default_factory=dict)
     out_of_band: list[OutOfBandChange] = msgspec.field(default_factory=list)
 
 
@@ -179,6 +188,7 @@ def to_record(ledger: Ledger, now: float) -> LedgerRecord:
         cleanups={k: list(v) for k, v in ledger.cleanups.attempts.items()
                   if v and now - v[-1] < CIRCUIT_WINDOW},
         finding_since=[(s, m, t) for (s, m), t in ledger.finding_since.items()],
+        saved_properties=dict(ledger.saved_properties),
         out_of_band=[c for c in ledger.out_of_band if now - c.at < OUT_OF_BAND_SECONDS],
     )
 
@@ -189,6 +199,7 @@ def from_record(rec: LedgerRecord) -> Ledger:
         last_change=dict(rec.last_change), moves=dict(rec.moves),
         cleanups=CleanupHistory(attempts={k: tuple(v) for k, v in rec.cleanups.items()}),
         finding_since={(s, m): t for s, m, t in rec.finding_since},
+        saved_properties=dict(rec.saved_properties),
         out_of_band=list(rec.out_of_band),
     )
 

@@ -132,8 +132,16 @@ class SetMeta(Action, frozen=True, kw_only=True, tag="SetMeta"):
 
 
 class SetProperty(Action, frozen=True, kw_only=True, tag="SetProperty"):
+    """A cluster property (crm_config's cib-bootstrap-options); value None removes it
+    (Pacemaker's default applies). A drain's setting is undone when the drain ends: `saves`
+    keeps the value it replaces (`previous`, None: unset) in the ledger, `restores` puts it
+    back and forgets it."""
+
     name: str
-    value: str
+    value: str | None
+    previous: str | None = None
+    saves: bool = False
+    restores: bool = False
 
     @property
     def key(self) -> str:
@@ -417,6 +425,8 @@ def describe(action: AnyAction) -> str:
             return f"remove constraint {i}"
         case SetMeta(rsc=r, name=n, value=v):
             return f"meta {r}: {n}={v}"
+        case SetProperty(name=n, value=None):
+            return f"property {n} removed (Pacemaker's default)"
         case SetProperty(name=n, value=v):
             return f"property {n}={v}"
         case SetNodeAttribute(node=n, name=a, value=v):

@@ -59,6 +59,8 @@ class LedgerView(msgspec.Struct, frozen=True, kw_only=True):
     failed_at: Mapping[str, float] = msgspec.field(default_factory=dict)
     # when an enrollment was rolled back ("rollback:RSC" -> wall clock): not retried at once
     rolled_back: Mapping[str, float] = msgspec.field(default_factory=dict)
+    # cluster properties a declared drain changed -> their value before it (None: unset)
+    saved_properties: Mapping[str, str | None] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -366,6 +366,8 @@ def test_drain_then_bring_online_from_the_web_view_does_what_each_says(
     assert ctl.desired.poll()
     for i in range(4):
         ctl.run_pass(now=time.time() + 11 * i)
+    assert 'name="migration-limit" value="2"' in cibs.tool(
+        ["cibadmin", "--query", "--scope", "crm_config"], cib_file)
     assert _standby(cib_file, node) and node not in (
         cibs.locate(cib_file, "vm-db01") + cibs.locate(cib_file, "vm-web01")
         + cibs.locate(cib_file, "vm-web02"))
@@ -375,6 +377,9 @@ def test_drain_then_bring_online_from_the_web_view_does_what_each_says(
     for i in range(4, 8):
         ctl.run_pass(now=time.time() + 11 * i)
     assert not _standby(cib_file, node)
+    # Issue "Day one", 4: the drain's migration-limit is put back as it was (unset here).
+    assert "migration-limit" not in cibs.tool(
+        ["cibadmin", "--query", "--scope", "crm_config"], cib_file)
 
 
 def test_a_web_edit_of_a_symlinked_desired_file_rewrites_its_target_keeping_its_owner(

@@ -48,3 +48,32 @@ vms:
     assert attrs(plan) == set()
     (f,) = plan.findings
     assert (f.kind, f.severity, f.subject) == ("drain-blocked", "critical", "kvm3")
+
+
+def test_the_drains_migration_limit_is_put_back_when_the_drain_ends() -> None:
+    """Issue "Day one", 4: kvm-warden leaves only the properties the file names."""
+    import dataclasses
+
+    from controller.engine.ledger import Ledger
+
+    ledger = Ledger()
+    drain = nodes.plan(ctx(index({"a": "kvm3"}, properties={"migration-limit": "5"}),
+                           "version: 1\ncluster:\n  nodes: [kvm1, kvm2, {name: kvm3, state: "
+                           "standby}]\npolicy: {max_concurrent_migrations: 2}\n"))
+    (setting,) = [a for a in drain.actions if isinstance(a, SetProperty)]
+    assert (setting.value, setting.previous, setting.saves) == ("2", "5", True)
+    assert "5 again when the drain ends" in setting.why
+    ledger.record(setting, True, index({}), 100.0)
+    after = ctx(index({"a": "kvm1"}, properties={"migration-limit": "2"}),
+                "version: 1\ncluster:\n  nodes: [kvm1, kvm2, {name: kvm3, state: online}]\n"
+                "policy: {max_concurrent_migrations: 2}\n")
+    back = nodes.plan(dataclasses.replace(after, ledger=ledger.view()))
+    (restore,) = [a for a in back.actions if isinstance(a, SetProperty)]
+    assert (restore.name, restore.value, restore.restores) == ("migration-limit", "5", True)
+    ledger.record(restore, True, index({}), 200.0)
+    assert ledger.view().saved_properties == {}
+    # Changed by someone else since: not ours to put back.
+    ledger.record(setting, True, index({}), 300.0)
+    moved = ctx(index({"a": "kvm1"}, properties={"migration-limit": "7"}),
+                "version: 1\ncluster:\n  nodes: [kvm1, kvm2, kvm3]\n")
+    assert not nodes.plan(dataclasses.replace(moved, ledger=ledger.view())).actions
