@@ -73,6 +73,10 @@ INSTALLED_MARKER = "installed"
 # host's own files are never touched.
 NODE_OS = ("etc", "usr", "opt", "var/lib", "var/log", "var/cache")
 UNIT_RUNNER = ROOT / "lab" / "unit.py"  # the lab's stand-in for systemd (no systemd here)
+# Each node's Debian release ("12" or "13"): a node of another release than this machine's is
+# the same node with that release's /usr and /etc (overlays of scripts/release-root.sh's lab
+# root, LAB.md section 6) and runs kvm-warden from that release's package.
+RELEASES_FILE = "releases.json"
 INSTALLED_XML = f"{STORAGE}/xml"  # with the package: a directory of XML files kvm-warden may write
 
 COROSYNC_CONF = """totem {
@@ -206,7 +210,7 @@ def down() -> None:
         sh("ip", "netns", "del", node, check=False)
     sh("ip", "netns", "del", BRIDGE_NS, check=False)
     _stop_bmc()
-    for flag in ("state.json", WARDEN_MARKER, INSTALLED_MARKER, "bmc-fail",
+    for flag in ("state.json", WARDEN_MARKER, INSTALLED_MARKER, "bmc-fail", RELEASES_FILE,
                  *(f"no-boot-{n}" for n in NODES)):
         (BASE / flag).unlink(missing_ok=True)
     _remove_ha_user()
@@ -325,6 +329,83 @@ def installed() -> bool:
     return (BASE / INSTALLED_MARKER).exists()
 
 
+def host_release() -> str:
+    return Path("/etc/debian_version").read_text().split(".")[0].strip()
+
+
+def node_release(node: str) -> str:
+    """The node's Debian release, as `up(releases=...)` set it (this machine's by default)."""
+    try:
+        releases: dict[str, str] = json.loads((BASE / RELEASES_FILE).read_text())
+    except (OSError, ValueError):
+        return host_release()
+    return releases.get(node, host_release())
+
+
+def foreign(node: str) -> bool:
+    """Whether the node runs another release than this machine (its own /usr and /etc)."""
+    return node_release(node) != host_release()
+
+
+def release_root(release: str) -> Path:
+    """That release's lab root (made once, cached under build/)."""
+    out = sh(str(ROOT / "scripts" / "release-root.sh"), release, "lab", check=True, timeout=1800)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def release_package(release: str) -> Path:
+    """kvm-warden's package for the release, unpacked (its /opt/kvm-warden runs on that
+    release's python3)."""
+    out = sh(str(ROOT / "scripts" / "build-deb.sh"), check=True, timeout=1800,
+             env={**os.environ, "RELEASE": release})
+    deb = out.stdout.strip().splitlines()[-1].split()[1]
+    unpacked = BASE / f"package-{release}"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    sh("dpkg-deb", "-x", deb, str(unpacked))
+    return unpacked
+
+
+def _release_os(node: str, d: Path) -> str:
+    """For a node of another release: its /usr and /etc from that release's lab root, the
+    lab's agents put in them, kvm-warden's package at /opt/kvm-warden."""
+    release = node_release(node)
+    root = release_root(release)
+    lines = []
+    for path in ("usr", "etc"):
+        upper, work = d / "os-release" / "upper" / path, d / "os-release" / "work" / path
+        upper.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        lines.append(f"mount -t overlay overlay -o lowerdir={root / path},upperdir={upper},"
+                     f"workdir={work} /{path}\n")
+    upper_usr = d / "os-release" / "upper" / "usr"
+    for src, dst in ((ROOT / "lab" / "fence_kvmlab.py", FENCE_AGENT),
+                     (ROOT / "probes" / "pacemaker" / "kvm_warden_alert.py", ALERT_AGENT)):
+        target = upper_usr / dst.relative_to("/usr")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, target)
+        target.chmod(0o755)
+    package = BASE / f"package-{release}" / "opt" / "kvm-warden"
+    lines.append(f"mount -t tmpfs tmpfs /opt\nmkdir -p /opt/kvm-warden\n"
+                 f"mount --bind {package} /opt/kvm-warden\n")
+    return "".join(lines)
+
+
+def _own_pacemaker_dirs() -> str:
+    """The node's own users own its Pacemaker directories (user ids differ between
+    releases: hacluster is 102 on Debian 12 here, 101 on 13)."""
+    return ("chown -R hacluster:haclient /var/lib/pacemaker/cib /var/lib/pacemaker/pengine "
+            "/var/lib/pacemaker/blackbox /var/lib/pacemaker/cores /var/log/pacemaker "
+            "/run/pacemaker\n")
+
+
+def kvm_warden_argv(node: str) -> list[str]:
+    """How kvm-warden runs on the node: this tree with this interpreter, or on a node of
+    another release its package (a venv of this machine's python3 cannot run there)."""
+    if foreign(node):
+        return ["/opt/kvm-warden/bin/kvm-warden"]
+    return [sys.executable, "-m", "controller.app.cli"]
+
+
 def _node_os(d: Path) -> str:
     """The overlays that make the node's own disk: mounted first, the lab's binds go on top."""
     lines = []
@@ -348,12 +429,15 @@ def _start_node(node: str) -> None:
         (d / "libvirt-cache", "/var/cache/libvirt"), (d / "hosts", "/etc/hosts"),
         (BASE / "storage", str(STORAGE)),
     ]
+    other = foreign(node)
     script = "set -e\n" + f"hostname {node}\n" + (_node_os(d) if installed() else "") + (
+        _release_os(node, d) if other else "") + (
         "mount -t tmpfs tmpfs /run\nmount -t tmpfs tmpfs /dev/shm\n"
         "mkdir -p /run/pacemaker /run/libvirt /run/resource-agents /run/corosync "
         "/var/log/pacemaker /run/kvm-warden\n"
         "chown hacluster:haclient /run/pacemaker\n"
     ) + "".join(f"mount --bind {src} {dst}\n" for src, dst in binds) + (
+        _own_pacemaker_dirs() if other else "") + (
         "virtlogd &\n"
         "libvirtd --listen &\n"
     ) + (_agent_line(node) if (BASE / WARDEN_MARKER).exists() else "") + (
@@ -485,9 +569,11 @@ def nodes_online(via: str = "kvm1") -> list[str]:
                   and n.getparent().tag == "nodes")
 
 
-def up(timeout: float = 180.0, installed_os: bool = False) -> dict[str, object]:
+def up(timeout: float = 180.0, installed_os: bool = False,
+       releases: dict[str, str] | None = None) -> dict[str, object]:
     """The lab, from nothing. `installed_os`: every node gets its own disk (overlays, see
-    NODE_OS) on which install() installs kvm-warden's package."""
+    NODE_OS) on which install() installs kvm-warden's package. `releases`: a node's Debian
+    release when it is not this machine's (e.g. {"kvm3": "13"}: a mixed-version cluster)."""
     started = time.monotonic()
     if os.geteuid() != 0:
         raise SystemExit("lab: needs root (namespaces, bridge)")
@@ -504,6 +590,13 @@ def up(timeout: float = 180.0, installed_os: bool = False) -> dict[str, object]:
         shutil.rmtree(BASE / node / "corosync-etc" / "uidgid.d", ignore_errors=True)
     if installed_os:
         (BASE / INSTALLED_MARKER).touch()
+    wanted = {n: r for n, r in (releases or {}).items() if r != host_release()}
+    (BASE / RELEASES_FILE).write_text(json.dumps(wanted))
+    for node in NODES:
+        shutil.rmtree(BASE / node / "os-release", ignore_errors=True)
+    for release in sorted(set(wanted.values())):
+        release_root(release)  # made once (minutes), cached
+        release_package(release)
     _storage()
     _start_bmc()
     _network()
@@ -518,15 +611,31 @@ def up(timeout: float = 180.0, installed_os: bool = False) -> dict[str, object]:
     _resources()
     _wait("3 VMs running", lambda: len(vms_running()) == len(VMS), timeout, logs)
     info = {"nodes": list(NODES), "seconds": round(time.monotonic() - started, 1),
-            "vms": vms_running(), "base": str(BASE)}
+            "vms": vms_running(), "base": str(BASE),
+            "releases": {n: node_release(n) for n in NODES}}
     (BASE / "state.json").write_text(json.dumps(info))
     return info
+
+
+def parse_releases(text: str | None) -> dict[str, str]:
+    """`13` (every node) or `12,12,13` (per node, in order) -> {node: release}."""
+    if not text:
+        return {}
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) == 1:
+        parts *= len(NODES)
+    if len(parts) != len(NODES) or any(p not in ("12", "13") for p in parts):
+        raise SystemExit(f"lab: --release is 12 or 13, one or {len(NODES)} of them: {text!r}")
+    return dict(zip(NODES, parts, strict=True))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="kvm-warden-lab", description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=["up", "down", "status", "on"])
     p.add_argument("--with-warden", metavar="DESIRED", help="also start agents + controller")
+    p.add_argument("--release", metavar="R[,R,R]",
+                   help="up: each node's Debian release, 12 or 13, one for all or one per "
+                        "node (12,12,13: a mixed-version cluster); default this machine's")
     p.add_argument("command", nargs=argparse.REMAINDER,
                    help="on: NODE COMMAND... -- run it on that node (its network, mount and UTS "
                         "namespaces); `kvm-warden ...` runs this tree's kvm-warden there")
@@ -542,7 +651,7 @@ def main() -> int:
                                f"--mount=/proc/{pid}/ns/mnt", f"--uts=/proc/{pid}/ns/uts",
                                f"--wd={os.getcwd()}", *argv], check=False).returncode
     if args.action == "up":
-        print(json.dumps(up(), indent=1))
+        print(json.dumps(up(releases=parse_releases(args.release)), indent=1))
         if args.with_warden:
             start_warden(Path(args.with_warden))
             print(f"kvm-warden: agents on every node, controller on kvm1; logs in {BASE}")
@@ -586,7 +695,7 @@ def _spawn(node: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
 
 def _agent_argv(node: str) -> list[str]:
     keys = BASE / "keys"
-    return [sys.executable, "-m", "controller.app.cli", "agent", "--node", node,
+    return [*kvm_warden_argv(node), "agent", "--node", node,
             "--bind", f"tcp://{node_ip(node)}:{AGENT_PORT}", "--libvirt-uri", "qemu:///system",
             "--keys", str(keys / f"{node}.key_secret"), "--allow", str(BASE / "allow-agents"),
             "--alerts", ALERT_SOCKET, "--config-dir", str(STORAGE)]
@@ -612,7 +721,7 @@ def start_controller(desired: Path, http_port: int = 9810, state_dir: Path | Non
     agents = [a for n in NODES for a in ("--agent", f"{n}=tcp://{node_ip(n)}:{AGENT_PORT}")]
     # nsenter --mount starts the command in the node's root: every path must be absolute.
     return _spawn("kvm1", "controller", [
-        sys.executable, "-m", "controller.app.cli", "controller", "--desired",
+        *kvm_warden_argv("kvm1"), "controller", "--desired",
         str(desired.resolve()),
         "--keys", str(keys / "controller.key_secret"), "--allow", str(BASE / "allow-controller"),
         "--http-host", "127.0.0.1", "--web-config", str(_ha_web_config()),

@@ -32,7 +32,7 @@ function button(cls, text, edit) {
 function cardVm(doc, v, here) {
   const li = el("li", {"data-vm": v.vm, "data-health": v.health},
     el("a", {href: "/vm/" + encodeURIComponent(v.vm), class: "vm"}, v.vm), " ", vmState(v));
-  if (doc.console && v.nodes.length === 1 && v.vnc_port) {
+  if (doc.console && canAct() && v.nodes.length === 1 && v.vnc_port) {
     li.append(" ", el("a", {href: "/vm/" + encodeURIComponent(v.vm) + "#console", class: "console",
                             title: "open its console"}, "console"));
   }

@@ -48,9 +48,10 @@ function render() {
   document.getElementById("page").textContent = (page + 1) + " / " + pages;
 }
 
-// The console one click away when the web console can reach it; else how to reach it by hand.
+// The console one click away when the web console can reach it and this user may open it
+// (operators); else how to reach it by hand.
 function consoleCell(v) {
-  if (doc.console && v.nodes.length === 1 && v.vnc_port) {
+  if (doc.console && canAct() && v.nodes.length === 1 && v.vnc_port) {
     return el("a", {href: "/vm/" + encodeURIComponent(v.vm) + "#console", class: "console",
                     title: "VNC :" + v.vnc_port + " on " + v.nodes[0]}, "console");
   }

@@ -1,0 +1,87 @@
+"""A mixed-version cluster on the lab (issue "Current Debian"): kvm1 and kvm2 on this machine's
+Debian release, kvm3 on the other one -- the same node with that release's /usr and /etc
+(Pacemaker 3.0, corosync 3.1, libvirt 11 and QEMU 10 on Debian 13; LAB.md section 6) -- and
+kvm-warden's agent on kvm3 running from that release's package (a venv of this machine's
+python3 cannot run there). A lab of its own: it runs after the session's lab is down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from lab import lab
+from tests.e2e.conftest import Lab
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+PYTHON = {"12": "Python 3.11", "13": "Python 3.13"}
+PACEMAKER = {"12": "Pacemaker 2.1", "13": "Pacemaker 3.0"}
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, str]]:
+    other = "13" if lab.host_release() == "12" else "12"
+    info = lab.up(releases={"kvm3": other})
+    print(f"mixed lab up in {info['seconds']} s: {info['releases']}")
+    env = Lab(tmp_path_factory.mktemp("mixed") / "desired.yaml")
+    env.write_desired()
+    lab.start_warden(env.desired)
+    try:
+        wait_for("the controller's first pass", lambda: '"vms"' in lab.warden_get("/status"), 90)
+        yield env, other
+    finally:
+        if not os.environ.get("KVM_WARDEN_KEEP_LAB"):
+            lab.down()
+
+
+def crm_mon() -> etree._Element:
+    return etree.fromstring(lab.on("kvm1", "crm_mon", "-1", "--output-as=xml").stdout.encode())
+
+
+def operations(rid: str, node: str) -> list[str]:
+    out = lab.on("kvm1", "cibadmin", "--query", "--scope", "status").stdout
+    root = etree.fromstring(out.encode())
+    return sorted({str(op.get("operation")) for ns in root.iter("node_state")
+                   if ns.get("uname") == node for res in ns.iter("lrm_resource")
+                   if res.get("id") == rid for op in res.iter("lrm_rsc_op")})
+
+
+def test_a_node_of_the_other_release_joins_and_runs_kvm_warden_from_its_package(
+        mixed: tuple[Lab, str]) -> None:
+    _, other = mixed
+    root = crm_mon()
+    dc = root.find(".//current_dc")
+    assert dc is not None and dc.get("mixed_version") == "true", etree.tostring(dc)
+    assert lab.on("kvm3", "cat", "/etc/debian_version").stdout.startswith(f"{other}.")
+    assert PACEMAKER[other] in lab.on("kvm3", "pacemakerd", "--version").stdout
+    version = lab.on("kvm3", "/opt/kvm-warden/bin/kvm-warden", "--version").stdout
+    assert f"(Debian {other}, {PYTHON[other]}." in version, version
+    assert lab.node_pids("kvm3", "/opt/kvm-warden/bin/kvm-warden agent")
+    # The controller (on kvm1, this machine's release) hears kvm3's agent: its libvirt listing.
+    wait_for("kvm3's libvirt listing at the controller", lambda: 'probe="libvirt"' in next(
+        (line for line in lab.warden_get("/metrics").splitlines()
+         if line.startswith("kvm_warden_probe_last_success") and 'node="kvm3"' in line
+         and 'probe="libvirt"' in line), ""), 60)
+
+
+def test_a_vm_live_migrates_to_the_other_release_and_back_through_the_file(
+        mixed: tuple[Lab, str]) -> None:
+    """web02 started on kvm2 (this release's machine type): to kvm3 and back, live both ways."""
+    env, _ = mixed
+    wait_for("web02 on kvm2", lambda: lab.vms_running().get("vm-web02") == ["kvm2"], 120)
+    env.write_desired(web02="kvm3")
+    wait_for("web02 on kvm3", lambda: lab.vms_running().get("vm-web02") == ["kvm3"]
+             and lab.vm_roles().get("vm-web02") == "Started", 180)
+    assert "migrate_to" in operations("vm-web02", "kvm2")
+    assert "migrate_from" in operations("vm-web02", "kvm3")
+    assert "start" not in operations("vm-web02", "kvm3")
+    env.write_desired()
+    wait_for("web02 back on kvm2", lambda: lab.vms_running().get("vm-web02") == ["kvm2"]
+             and lab.vm_roles().get("vm-web02") == "Started", 180)
+    assert "migrate_from" in operations("vm-web02", "kvm2")
+    assert "migrate_to" in operations("vm-web02", "kvm3")
+    assert Path(lab.BASE / "releases.json").exists()
