@@ -608,8 +608,15 @@ def up(timeout: float = 180.0, installed_os: bool = False,
           lambda: "Online: [ kvm1 kvm2 kvm3 ]" in on("kvm1", "crm_mon", "-1", check=False).stdout,
           timeout, logs)
     _fencing_and_alerts()
+    # A mixed cluster is a rolling upgrade's: its VMs started on this machine's release (a VM
+    # started on a newer QEMU could never live-migrate back: controller/model/machines.py).
+    newer = [n for n in NODES if foreign(n)] if any(not foreign(n) for n in NODES) else []
+    for node in newer:
+        on("kvm1", "pcs", "node", "standby", node)
     _resources()
     _wait("3 VMs running", lambda: len(vms_running()) == len(VMS), timeout, logs)
+    for node in newer:
+        on("kvm1", "pcs", "node", "unstandby", node)
     info = {"nodes": list(NODES), "seconds": round(time.monotonic() - started, 1),
             "vms": vms_running(), "base": str(BASE),
             "releases": {n: node_release(n) for n in NODES}}

@@ -8,6 +8,7 @@ from reconcilers import (
     enroll,
     health,
     inventory,
+    machines,
     nodes,
     paused,
     placement,
@@ -22,7 +23,8 @@ from reconcilers.base import Reconciler
 # (storage's no-quorum-policy default and an explicit property) the first one wins, so the
 # file's explicit words come first.
 ALL: tuple[Reconciler, ...] = (
-    properties, storage, placement, nodes, run_state, recovery, health, paused, inventory)
+    properties, storage, placement, nodes, run_state, recovery, health, paused, inventory,
+    machines)
 ORDER = (enroll.NAME, *(r.NAME for r in ALL))
 
 

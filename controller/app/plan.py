@@ -142,6 +142,9 @@ def render_plan(decisions: tuple[Decision, ...], findings: tuple[Finding, ...],
     if not decisions and not findings and not pending:
         return "Nothing to do: the cluster matches the desired state."
     lines: list[str] = []
+    if not decisions and not findings:
+        # Not "matches": what the file asks is in Pacemaker's hands, not done yet.
+        lines.append("No change to make; not met yet:")
     for rec in ORDER:
         mine = [d for d in decisions if d.action.reconciler == rec]
         if not mine:

@@ -27,7 +27,9 @@ from controller.model.actions import (
     describe,
     owned,
 )
+from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
+from controller.model.machines import common_pin, lacks, machine_on
 from controller.model.vms import is_vm_resource
 
 MOVES = frozenset({"migrate", "move", "start", "stop", "restart", "recover"})
@@ -101,3 +103,45 @@ def finding(u: Unasked, word: str) -> Finding:
         subject=u.step.resource, rsc=u.step.resource,
         message=(f"held: {'; '.join(describe(a) for a in u.causes)} would make Pacemaker "
                  f"{word}, which nothing in the desired file asks for.{advice}"))
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A predicted live migration the target's QEMU would refuse (a restart), and what to hold."""
+
+    step: TransitionStep
+    machine: str
+    causes: tuple[AnyAction, ...]
+
+
+def machine_blocked(steps: Sequence[TransitionStep], patch: Sequence[AnyAction],
+                    index: ClusterIndex, desired: DesiredState) -> list[Blocked]:
+    """Every predicted migration into a host that lacks the VM's machine type, asked for or
+    not, with the actions to hold: those that touch the VM, else a drain of its node, else the
+    whole patch."""
+    out = []
+    for s in steps:
+        if s.action != "migrate" or not s.from_node or not s.to_node:
+            continue
+        machine = machine_on(index, desired, s.resource, s.from_node)
+        if machine is None or not lacks(index, s.to_node, machine):
+            continue
+        causes = [a for a in patch if touches(a, s.resource)] or [
+            a for a in patch if isinstance(a, SetNodeAttribute) and a.node == s.from_node
+        ] or list(patch)
+        out.append(Blocked(s, machine, tuple(causes)))
+    return out
+
+
+def blocked_finding(b: Blocked, index: ClusterIndex) -> Finding:
+    pin = common_pin(index, b.machine)
+    return Finding(
+        reconciler="preview", kind="machine-type", severity="warning",
+        subject=f"{b.step.resource}@{b.step.from_node}", rsc=b.step.resource,
+        node=b.step.from_node,
+        message=(f"held: {'; '.join(describe(a) for a in b.causes)} would make Pacemaker "
+                 f"live-migrate {b.step.resource} {b.step.from_node} → {b.step.to_node}, whose "
+                 f"QEMU lacks its machine type {b.machine}: the migration would fail and "
+                 "Pacemaker restart it. Pin "
+                 + (f"<type machine='{pin}'>" if pin else "a machine type every node has")
+                 + " in its domain XML (it takes effect at its next start)"))

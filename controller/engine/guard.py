@@ -30,6 +30,9 @@ Reason = Literal[
     "would-move-unasked",
     # held: the state directory has no room for the audit record of a change (engine/audit.py)
     "audit-unwritable",
+    # held: a predicted live migration into a host whose QEMU lacks the VM's machine type (it
+    # would fail and Pacemaker restart the VM: controller/model/machines.py)
+    "machine-type",
 ]
 
 

@@ -17,7 +17,7 @@ from controller import metrics
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
 from controller.engine.audit import PassAudit
 from controller.engine.decide import Decision, decide_pass, whole_units
-from controller.engine.explain import finding, unasked_moves
+from controller.engine.explain import blocked_finding, finding, machine_blocked, unasked_moves
 from controller.engine.guard import Guard, Reason, Verdict
 from controller.engine.ledger import Ledger
 from controller.engine.preview import Preview, Previewer, describe_step, gate
@@ -128,20 +128,29 @@ def _preview(decisions: tuple[Decision, ...], inp: PassInput, fx: PassEffects
             return (_hold(decisions, "the CIB configuration changed since it was read: "
                           "planning again"), pv, True, tuple(held))
         unasked = unasked_moves(pv.steps, patch, inp.index, prefers) if pv.error is None else []
-        if not unasked:
+        blocked = machine_blocked(pv.steps, patch, inp.index, inp.desired) \
+            if pv.error is None else []
+        if not unasked and not blocked:
             allow = fx.allow_disruption or policy.allow_disruption
             return gate(decisions, pv, inp.index, inp.desired, allow), pv, False, tuple(held)
-        causes: dict[int, list[str]] = {}
+        words: dict[int, list[str]] = {}
         for u in unasked:
             word = describe_step(u.step)
             held.append(finding(u, word))
             for a in u.causes:
-                causes.setdefault(id(a), []).append(word)
-        decisions = tuple(
-            Decision(d.action, Verdict(False, "would-move-unasked",
-                                       "Pacemaker would " + "; ".join(causes[id(d.action)])
-                                       + ", which nothing in the desired file asks for"))
-            if id(d.action) in causes and d.verdict.admitted else d for d in decisions)
+                words.setdefault(id(a), []).append(word)
+        verdicts = {k: Verdict(False, "would-move-unasked", "Pacemaker would " + "; ".join(w)
+                               + ", which nothing in the desired file asks for")
+                    for k, w in words.items()}
+        for b in blocked:  # asked for or not: a failed migration is a restart
+            held.append(blocked_finding(b, inp.index))
+            for a in b.causes:
+                verdicts[id(a)] = Verdict(False, "machine-type", (
+                    f"Pacemaker would {describe_step(b.step)}, whose QEMU lacks its machine "
+                    f"type {b.machine}: the migration would fail and Pacemaker restart it"))
+        decisions = tuple(Decision(d.action, verdicts[id(d.action)])
+                          if id(d.action) in verdicts and d.verdict.admitted else d
+                          for d in decisions)
         decisions = whole_units(decisions)
     # Still moving something unasked after the last round: nothing of the patch goes.
     return (_hold(decisions, "the patch kept moving VMs nothing asks to move", "would-move-unasked"),

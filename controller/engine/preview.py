@@ -29,6 +29,7 @@ from controller.model.actions import CIB_ACTIONS, AnyAction, TransitionStep, des
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex
+from controller.model.machines import lacks, machine_on
 from controller.model.observed import ConfigVersion
 from controller.model.vms import is_vm_resource
 from probes.pacemaker.read import config_version
@@ -195,6 +196,12 @@ def disruptions(pv: Preview, index: ClusterIndex, desired: DesiredState) -> list
         if (is_vm_resource(index, s.resource) and s.action in DISRUPTIVE and s.resource in index.running
                 and s.resource not in stopped_on_purpose):
             out.append(describe_step(s))
+        elif s.action == "migrate" and s.from_node and s.to_node:
+            # A live migration the target's QEMU refuses is a restart (controller/model/machines.py).
+            machine = machine_on(index, desired, s.resource, s.from_node)
+            if machine is not None and lacks(index, s.to_node, machine):
+                out.append(f"{describe_step(s)}, whose QEMU lacks its machine type {machine}: "
+                           "the migration would fail and Pacemaker restart it")
     return out
 
 

@@ -245,6 +245,9 @@ class Domain(msgspec.Struct, frozen=True, kw_only=True):
     autostart: bool | None = None  # libvirt starts it at boot, outside the cluster
     vcpus: int | None = None  # <vcpu>: what the guest takes of its host (the node cards)
     memory_kib: int | None = None  # <currentMemory>, else <memory>
+    # <os><type machine=...>: the running guest's QEMU machine type (pc-i440fx-10.0...); a
+    # host whose QEMU lacks it cannot take the guest by live migration
+    machine: str | None = None
 
 
 class HostInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -252,6 +255,11 @@ class HostInfo(msgspec.Struct, frozen=True, kw_only=True):
 
     cpus: int
     memory_kib: int
+    # every QEMU machine type the host's emulators offer (libvirt capabilities: names and
+    # their canonical forms); () when not known
+    machines: tuple[str, ...] = ()
+    libvirt_version: str = ""  # e.g. 11.3.0 (virConnectGetLibVersion)
+    qemu_version: str = ""  # the hypervisor's (virConnectGetVersion)
 
 
 class ConfigFile(msgspec.Struct, frozen=True, kw_only=True):

@@ -59,9 +59,29 @@ def parse_domain_xml(xml: str | bytes, *, source: str = "domain XML") -> Domain:
                     port = -1
                 vnc_port = port if port > 0 else None
                 vnc_listen = g.get("listen") or _listen(g)
+    os_type = root.find("os/type")
     return Domain(name=name, uuid=root.findtext("uuid") or "", disks=tuple(disks),
                   vnc_port=vnc_port, vnc_listen=vnc_listen, vcpus=_int(root.findtext("vcpu")),
-                  memory_kib=_kib(root.find("currentMemory")) or _kib(root.find("memory")))
+                  memory_kib=_kib(root.find("currentMemory")) or _kib(root.find("memory")),
+                  machine=(os_type.get("machine") or None) if os_type is not None else None)
+
+
+def parse_machines(capabilities: str | bytes, *, source: str = "capabilities") -> tuple[str, ...]:
+    """Every machine type the host's emulators offer (`virsh capabilities`: each guest arch's
+    <machine> names and their canonical="..." forms), sorted."""
+    data = capabilities.encode() if isinstance(capabilities, str) else capabilities
+    root = parse_document(data, source=source)
+    names: set[str] = set()
+    for m in root.iter("machine"):
+        for name in (m.text, m.get("canonical")):
+            if name and name.strip():
+                names.add(name.strip())
+    return tuple(sorted(names))
+
+
+def _version(n: int) -> str:
+    """libvirt's packed version (major * 1,000,000 + minor * 1,000 + release) in words."""
+    return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}" if n > 0 else ""
 
 
 # libvirt's memory units (formatdomain.html, "Memory Allocation"); KiB when none is given
@@ -94,12 +114,31 @@ def host_info(uri: str, conn: Any = None) -> HostInfo | None:
         if own:
             conn = libvirt.openReadOnly(uri)
         info = conn.getInfo()  # [model, memory MiB, cpus, MHz, NUMA nodes, sockets, cores, threads]
+        extra = _host_extras(conn, uri)
     except libvirt.libvirtError:
         return None
     finally:
         if own and conn is not None:
             conn.close()
-    return HostInfo(cpus=int(info[2]), memory_kib=int(info[1]) * 1024)
+    return HostInfo(cpus=int(info[2]), memory_kib=int(info[1]) * 1024, **extra)
+
+
+def _host_extras(conn: Any, uri: str) -> dict[str, Any]:
+    """Machine types and versions: what a rolling upgrade must know of a host. A driver that
+    does not say (the test driver's versions) leaves them unknown, never wrong."""
+    import libvirt
+
+    out: dict[str, Any] = {}
+    try:
+        out["machines"] = parse_machines(conn.getCapabilities(), source=f"{uri} capabilities")
+    except (libvirt.libvirtError, ParseError):
+        pass
+    for key, call in (("libvirt_version", conn.getLibVersion), ("qemu_version", conn.getVersion)):
+        try:
+            out[key] = _version(int(call()))
+        except (libvirt.libvirtError, TypeError, ValueError):
+            pass
+    return out
 
 
 def _listen(g: etree._Element) -> str | None:

@@ -14,7 +14,7 @@ import pytest
 from lxml import etree
 
 from lab import lab
-from tests.e2e.conftest import Lab
+from tests.e2e.conftest import Lab, findings
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -85,3 +85,34 @@ def test_a_vm_live_migrates_to_the_other_release_and_back_through_the_file(
     assert "migrate_from" in operations("vm-web02", "kvm2")
     assert "migrate_to" in operations("vm-web02", "kvm3")
     assert Path(lab.BASE / "releases.json").exists()
+
+
+def test_a_vm_started_on_the_newer_release_is_never_sent_to_an_older_one(
+        mixed: tuple[Lab, str]) -> None:
+    """The trap of a rolling upgrade (LAB.md section 6): a VM that starts on the Debian 13 node
+    runs pc-i440fx-10.0, which Debian 12's QEMU lacks. kvm-warden says so (a machine-type
+    finding with the fix), and a drain of kvm3 -- Pacemaker would live-migrate it to a Debian
+    12 node, fail and restart it -- is held: it keeps running, the same process, on kvm3."""
+    env, other = mixed
+    if other != "13":
+        pytest.skip("the trap is a guest started on the newer release (this machine: 13)")
+    env.write_desired(db01="    state: stopped\n")
+    wait_for("db01 stopped", lambda: "vm-db01" not in lab.vms_running(), 120)
+    env.write_desired(db01="    placement: {prefer: kvm3}\n")
+    wait_for("db01 started on kvm3", lambda: lab.vms_running().get("vm-db01") == ["kvm3"]
+             and lab.vm_roles().get("vm-db01") == "Started", 180)
+    machine = lab.on("kvm3", "virsh", "-c", "qemu:///system", "dumpxml", "db01").stdout
+    assert "machine='pc-i440fx-10.0'" in machine, machine[:400]
+    wait_for("the machine-type finding", lambda: any(
+        "vm-db01 runs machine type pc-i440fx-10.0 on kvm3" in m and "kvm1, kvm2" in m
+        for m in findings("machine type")), 90)
+    pid = lab.node_pids("kvm3", "guest=db01")
+    env.write_desired(db01="    placement: {prefer: kvm3}\n",
+                      nodes="[kvm1, kvm2, {name: kvm3, state: standby}]")
+    wait_for("the drain held for db01's machine type", lambda: any(
+        r.get("verdict") == "machine-type" and "pc-i440fx-10.0" in str(r.get("detail"))
+        and "kvm3" in str(r.get("action")) for r in lab.audit_records()), 90)
+    assert lab.vms_running().get("vm-db01") == ["kvm3"]
+    assert lab.node_pids("kvm3", "guest=db01") == pid  # never restarted
+    node = next(n for n in crm_mon().iter("node") if n.get("name") == "kvm3")
+    assert node.get("standby") == "false"

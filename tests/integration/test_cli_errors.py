@@ -145,10 +145,14 @@ def test_the_alert_socket_is_not_writable_by_every_local_user(tmp_path: Path) ->
 
 
 def test_version_missing_cib_file_and_no_cluster_say_what_to_do(tmp_path: Path) -> None:
+    import platform
     from importlib.metadata import version
 
     out = cli("--version")
-    assert out.returncode == 0 and out.stdout.strip() == f"kvm-warden {version('kvm-warden')}"
+    release = Path("/etc/debian_version").read_text().split(".")[0]
+    assert out.returncode == 0 and out.stdout.strip() == (
+        f"kvm-warden {version('kvm-warden')} (Debian {release}, Python "
+        f"{platform.python_version()})")
     assert_clean_error(cli("plan", "--desired", str(Path("config/desired-state.example.yaml")
                                                      .resolve()), "--cib", str(tmp_path / "nope.xml")),
                        "nope.xml: no such file")
