@@ -624,6 +624,18 @@ def up(timeout: float = 180.0, installed_os: bool = False,
     return info
 
 
+def run_on(p: argparse.ArgumentParser, rest: list[str]) -> int:
+    if len(rest) < 2 or rest[0] not in NODES:
+        p.error(f"on NODE COMMAND...: NODE is one of {', '.join(NODES)}")
+    node, argv = rest[0], rest[1:]
+    if argv[0] == "kvm-warden":  # the lab runs this tree's, with this interpreter
+        argv = [sys.executable, "-m", "controller.app.cli", *argv[1:]]
+    pid = node_pid(node)
+    return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt",
+                           f"--uts=/proc/{pid}/ns/uts", f"--wd={os.getcwd()}", *argv],
+                          check=False).returncode
+
+
 def parse_releases(text: str | None) -> dict[str, str]:
     """`13` (every node) or `12,12,13` (per node, in order) -> {node: release}."""
     if not text:
@@ -638,25 +650,16 @@ def parse_releases(text: str | None) -> dict[str, str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="kvm-warden-lab", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=["up", "down", "status", "on"])
+    p.add_argument("action", choices=["up", "down", "status", "on"],
+                   help="on NODE COMMAND...: run a command on that node (its network, mount "
+                        "and UTS namespaces); `kvm-warden ...` runs this tree's kvm-warden there")
     p.add_argument("--with-warden", metavar="DESIRED", help="also start agents + controller")
     p.add_argument("--release", metavar="R[,R,R]",
                    help="up: each node's Debian release, 12 or 13, one for all or one per "
                         "node (12,12,13: a mixed-version cluster); default this machine's")
-    p.add_argument("command", nargs=argparse.REMAINDER,
-                   help="on: NODE COMMAND... -- run it on that node (its network, mount and UTS "
-                        "namespaces); `kvm-warden ...` runs this tree's kvm-warden there")
+    if sys.argv[1:2] == ["on"]:  # everything after the node is the command's own
+        return run_on(p, sys.argv[2:])
     args = p.parse_args()
-    if args.action == "on":
-        if len(args.command) < 2 or args.command[0] not in NODES:
-            p.error(f"on NODE COMMAND...: NODE is one of {', '.join(NODES)}")
-        node, argv = args.command[0], args.command[1:]
-        if argv[0] == "kvm-warden":  # the lab runs this tree's, with this interpreter
-            argv = [sys.executable, "-m", "controller.app.cli", *argv[1:]]
-        pid = node_pid(node)
-        return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net",
-                               f"--mount=/proc/{pid}/ns/mnt", f"--uts=/proc/{pid}/ns/uts",
-                               f"--wd={os.getcwd()}", *argv], check=False).returncode
     if args.action == "up":
         print(json.dumps(up(releases=parse_releases(args.release)), indent=1))
         if args.with_warden:
