@@ -5,6 +5,7 @@ from __future__ import annotations
 from controller.model.actions import AnyAction, Plan
 from controller.model.context import Context
 from reconcilers import (
+    capacity,
     enroll,
     health,
     inventory,
@@ -23,8 +24,8 @@ from reconcilers.base import Reconciler
 # (storage's no-quorum-policy default and an explicit property) the first one wins, so the
 # file's explicit words come first.
 ALL: tuple[Reconciler, ...] = (
-    properties, storage, placement, nodes, run_state, recovery, health, paused, inventory,
-    machines)
+    properties, storage, placement, capacity, nodes, run_state, recovery, health, paused,
+    inventory, machines)
 ORDER = (enroll.NAME, *(r.NAME for r in ALL))
 
 

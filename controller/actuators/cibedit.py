@@ -26,6 +26,7 @@ from controller.model.actions import (
     SetMeta,
     SetNodeAttribute,
     SetProperty,
+    SetUtilization,
     owned,
 )
 from controller.model.pcmk import HOLD_MARK, ORPHANS_SET
@@ -113,6 +114,20 @@ class CibEditor:
         nv = etree.SubElement(block, "nvpair", id=self._unique_id(f"{owner}-{name}"), name=name,
                               value=value)
         return None, _serialize(nv)
+
+    def _utilization(self, owner: etree._Element, wanted_id: str,
+                     values: tuple[tuple[str, str], ...]) -> tuple[str | None, str | None]:
+        """`<utilization>` after the element's attribute blocks (the schema's order)."""
+        block = next((b for b in owner if b.tag == "utilization"), None)
+        before = _serialize(block) if block is not None else None
+        if block is None:
+            block = etree.SubElement(owner, "utilization", id=self._unique_id(wanted_id))
+            ops = next((b for b in owner if b.tag == "operations"), None)
+            if ops is not None:  # a primitive: utilization comes before its operations
+                ops.addprevious(block)
+        for name, value in values:
+            self._set_nvpair(block, str(block.get("id")), name, value)
+        return before, _serialize(block)
 
     def _unset_property(self, name: str) -> tuple[str | None, str | None]:
         props = next((b for b in self._section("crm_config")
@@ -229,6 +244,13 @@ class CibEditor:
                 block = self._attributes(host, "instance_attributes",
                                          f"nodes-{host.get('id') or n}")
                 return self._set_nvpair(block, str(block.get("id")), a, v)
+            case SetUtilization(target="node", name=n, values=vs):
+                host = next((el for el in self._section("nodes") if el.get("uname") == n), None)
+                if host is None:
+                    raise EditError(f"node {n} is not in the CIB's nodes section")
+                return self._utilization(host, f"nodes-{host.get('id') or n}-utilization", vs)
+            case SetUtilization(name=r, values=vs):
+                return self._utilization(self._resource(r), f"{r}-utilization", vs)
             case Cleanup(rsc=r, node=n, reset_only=only):
                 return clear_failures_in_status(self.root, r, n, keep_history=only)
             case CreateVm():

@@ -158,6 +158,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return export_command(args.cib, args.output, libvirt)
 
 
+def _cmd_capacity(args: argparse.Namespace) -> int:
+    from controller.app.capacity import capacity_command
+
+    return capacity_command(args.cib, args.json)
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from controller.app.audit import audit_command
 
@@ -207,6 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--cib", metavar="FILE", help="a CIB file: runs crm_mon with CIB_file=FILE")
     o.add_argument("--json", action="store_true", help="print the observe JSON document")
     o.set_defaults(func=_cmd_observe)
+
+    cp = sub.add_parser(
+        "capacity",
+        help="if any one node dies, does every VM have room on the others?",
+        description="For each online node, Pacemaker's scheduler (crm_simulate --node-fail) on "
+        "the cluster as it is: where its VMs would run, and which would be left stopped. Sizes "
+        "and capacity count only when the CIB has them (the desired file's capacity:). Exit 0 "
+        "when every VM has room after any one node's loss, 2 when not.",
+    )
+    cp.add_argument("--cib", metavar="FILE", help="a CIB file instead of the live cluster")
+    cp.add_argument("--json", action="store_true", help="one object per node")
+    cp.set_defaults(func=_cmd_capacity)
 
     v = sub.add_parser(
         "validate",

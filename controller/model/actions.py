@@ -148,6 +148,23 @@ class SetProperty(Action, frozen=True, kw_only=True, tag="SetProperty"):
         return f"property:{self.name}"
 
 
+class SetUtilization(Action, frozen=True, kw_only=True, tag="SetUtilization"):
+    """A resource's or a node's `<utilization>` (Pacemaker Explained, "Utilization"): what a
+    VM takes, what a node offers; the scheduler places by them under placement-strategy."""
+
+    target: Literal["resource", "node"]
+    name: str
+    values: tuple[tuple[str, str], ...]
+
+    @property
+    def key(self) -> str:
+        return f"utilization:{self.target}:{self.name}"
+
+    @property
+    def resource(self) -> str | None:
+        return self.name if self.target == "resource" else None
+
+
 class SetNodeAttribute(Action, frozen=True, kw_only=True, tag="SetNodeAttribute"):
     """A permanent node attribute (`pcs node standby`/`maintenance`): `standby=on` drains the
     node through Pacemaker, which live-migrates its VMs."""
@@ -295,12 +312,12 @@ class ExportConfig(Action, frozen=True, kw_only=True, tag="ExportConfig"):
 
 AnyAction = (
     SetLocation | SetAllowedNodes | AddOrder | AddColocation | RemoveConstraint | SetMeta
-    | SetProperty | SetNodeAttribute | Cleanup | FailResource | CreateVm | ManageVm | HoldVm
+    | SetProperty | SetUtilization | SetNodeAttribute | Cleanup | FailResource | CreateVm | ManageVm | HoldVm
     | RemoveVm | ForgetResource | ReleaseOrphans | ExportConfig
 )
 
 CIB_ACTIONS = (SetLocation, SetAllowedNodes, AddOrder, AddColocation, RemoveConstraint, SetMeta,
-               SetProperty, SetNodeAttribute, CreateVm, ManageVm, HoldVm, RemoveVm,
+               SetProperty, SetUtilization, SetNodeAttribute, CreateVm, ManageVm, HoldVm, RemoveVm,
                ReleaseOrphans)
 
 
@@ -432,6 +449,8 @@ def describe(action: AnyAction) -> str:
             return f"property {n}={v}"
         case SetNodeAttribute(node=n, name=a, value=v):
             return f"node {n}: {a}={v}"
+        case SetUtilization(target=t, name=n, values=vs):
+            return f"utilization of {t} {n}: " + ", ".join(f"{k}={v}" for k, v in vs)
         case Cleanup(rsc=r, node=n, reset_only=True):
             return f"cleanup {r} on {n} (fail-count reset only: its migration history is kept)"
         case Cleanup(rsc=r, node=n, sources=s):

@@ -183,12 +183,26 @@ class HistoryPolicy(_Strict):
     retention_days: Annotated[StrictInt, Field(ge=1, le=3650)] = 30
 
 
+class Capacity(_Strict):
+    """Sizes and capacity in Pacemaker (utilization), so that its scheduler places VMs where
+    they fit -- after a node's failure too. Each VM's utilization is its vCPUs and memory (its
+    domain XML) plus `vm_overhead_mib`; each node's is what libvirt says it has minus the
+    host's reserve. `tolerate`: node failures the cluster must absorb with every VM running."""
+
+    placement_strategy: Literal["utilization", "balanced", "minimal"] = "balanced"
+    vm_overhead_mib: Annotated[StrictInt, Field(ge=0, le=65536)] = 64
+    host_reserve_mib: Annotated[StrictInt, Field(ge=0)] = 1024
+    host_reserve_cpus: Annotated[StrictInt, Field(ge=0, le=1024)] = 0
+    tolerate: Annotated[StrictInt, Field(ge=0, le=2)] = 1
+
+
 class DesiredState(_Strict):
     version: Literal[1]
     cluster: Cluster = Cluster()
     storage: tuple[Storage, ...] = ()
     vms: tuple[Vm, ...] = ()
     policy: Policy = Policy()
+    capacity: Capacity | None = None
     history: HistoryPolicy = HistoryPolicy()
 
     def storage_by_name(self) -> dict[str, Storage]:

@@ -173,6 +173,8 @@ class CibConfig(msgspec.Struct, frozen=True, kw_only=True):
     num_updates: int = 0
     properties: Mapping[str, str] = msgspec.field(default_factory=dict)
     nodes: tuple[str, ...] = ()
+    # node -> its <utilization> (capacity: cpu, memory in MiB, as kvm-warden writes them)
+    node_utilization: Mapping[str, Mapping[str, str]] = msgspec.field(default_factory=dict)
     resources: Mapping[str, ResourceConfig] = msgspec.field(default_factory=dict)
     constraints: Constraints = msgspec.field(default_factory=Constraints)
     # From the status section: each live migration a node's history still holds, as

@@ -59,6 +59,7 @@ def parse_cib_element(root: etree._Element, *, source: str = "cib") -> CibConfig
         raise ParseError("missing <configuration>", source=source, element="cib")
     properties: dict[str, str] = {}
     nodes: list[str] = []
+    node_utilization: dict[str, dict[str, str]] = {}
     resources: dict[str, ResourceConfig] = {}
     constraints = Constraints()
     held_orphans = False
@@ -69,11 +70,15 @@ def parse_cib_element(root: etree._Element, *, source: str = "cib") -> CibConfig
                     properties.update(_nvpairs(ps))
                     held_orphans = held_orphans or ps.get("id") == ORPHANS_SET
         elif section.tag == "nodes":
-            nodes = [
-                n.get("uname") or required(n, "id", source=source)
-                for n in _children(section)
-                if n.tag == "node"
-            ]
+            for n in _children(section):
+                if n.tag != "node":
+                    continue
+                name = n.get("uname") or required(n, "id", source=source)
+                nodes.append(name)
+                util = {k: v for b in _children(n) if b.tag == "utilization"
+                        for k, v in _nvpairs(b).items()}
+                if util:
+                    node_utilization[name] = util
         elif section.tag == "resources":
             _walk_resources(section, None, resources, source)
         elif section.tag == "constraints":
@@ -84,6 +89,7 @@ def parse_cib_element(root: etree._Element, *, source: str = "cib") -> CibConfig
         num_updates=_counter(root, "num_updates", source),
         properties=properties,
         nodes=tuple(nodes),
+        node_utilization=node_utilization,
         resources=resources,
         constraints=constraints,
         migrations=_migrations(root),

@@ -82,3 +82,12 @@ def allocation_scores(cib_path: str, *, timeout: float = SIMULATE_TIMEOUT
     out = commands.run(["crm_simulate", "-x", cib_path, "--show-scores", "--output-as=xml"],
                        env=commands.tool_env(None), timeout=timeout)
     return parse_scores(out.stdout, source=f"crm_simulate -s -x {cib_path}")
+
+
+def simulate_failure(cib_path: str, node: str, *, timeout: float = SIMULATE_TIMEOUT
+                     ) -> tuple[TransitionStep, ...]:
+    """What the scheduler does if `node` fails (`crm_simulate --node-fail`): fencing it, then
+    recovering its resources wherever they fit (with utilization: or leaving them stopped)."""
+    argv = [*_argv(cib_path), "--node-fail", node]
+    out = commands.run(argv, env=commands.tool_env(None), timeout=timeout)
+    return parse_transition(out.stdout, source=f"crm_simulate -x {cib_path} --node-fail {node}")

@@ -1,0 +1,65 @@
+"""N+1, proven by Pacemaker's own scheduler on the cluster as it is: for each node, what the
+scheduler does if that node fails (`crm_simulate --node-fail`). A VM left stopped has no room
+anywhere -- with sizes and capacity in the CIB (reconcilers/capacity.py) that is a real
+answer; without them Pacemaker ignores memory and every VM "fits" (Pacemaker Explained,
+"Utilization and Placement Strategy")."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from controller.model.actions import TransitionStep
+from controller.model.errors import WardenError
+from controller.model.index import ClusterIndex
+from controller.model.vms import is_vm_resource
+from probes.pacemaker.simulate import simulate_failure
+
+PLACED = frozenset({"move", "migrate", "recover", "start"})
+
+
+@dataclass(frozen=True)
+class NodeLoss:
+    """If `node` failed: where each VM would run, and which would be left stopped."""
+
+    node: str
+    vms: tuple[str, ...]  # VM resources running on it now
+    placed: dict[str, str] = field(default_factory=dict)  # resource -> node it would run on
+    stopped: tuple[str, ...] = ()  # VMs (there or elsewhere) the scheduler would leave stopped
+    error: str | None = None
+
+    @property
+    def fits(self) -> bool:
+        return self.error is None and not self.stopped
+
+
+def node_loss(steps: Sequence[TransitionStep], node: str, index: ClusterIndex) -> NodeLoss:
+    mine = tuple(sorted(rid for rid, nodes in index.running.items()
+                        if node in nodes and is_vm_resource(index, rid)))
+    placed = {s.resource: s.to_node for s in steps
+              if s.action in PLACED and s.to_node and is_vm_resource(index, s.resource)}
+    stopped = sorted({s.resource for s in steps if s.action == "stop"
+                      and is_vm_resource(index, s.resource) and s.resource not in placed}
+                     | {rid for rid in mine if rid not in placed})
+    return NodeLoss(node=node, vms=mine, placed=placed, stopped=tuple(stopped))
+
+
+def failover_report(cib: bytes, index: ClusterIndex) -> list[NodeLoss]:
+    """Every online node's loss, simulated on `cib` (configuration and status as they are)."""
+    out = []
+    fd, path = tempfile.mkstemp(prefix="kvm-warden-failover-", suffix=".xml")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(cib)
+        for node in sorted(n for n, st in index.nodes.items() if st.online):
+            try:
+                steps = simulate_failure(path, node)
+            except WardenError as exc:
+                out.append(NodeLoss(node=node, vms=(), error=str(exc)[:300]))
+                continue
+            out.append(node_loss(steps, node, index))
+    finally:
+        os.unlink(path)
+    return out
