@@ -47,6 +47,7 @@ bench: venv
 	$(BIN)/python bench/hostile.py
 	$(BIN)/python bench/attacks.py
 	$(BIN)/python bench/preview.py
+	$(BIN)/python bench/capacity.py
 	$(BIN)/python bench/lab.py
 
 # The README's pictures of the web view, taken by its browser test (tests/integration/test_web_glance.py)

@@ -15,7 +15,7 @@ from controller.model.actions import TransitionStep
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex
 from controller.model.vms import is_vm_resource
-from probes.pacemaker.simulate import simulate_failure
+from probes.pacemaker.simulate import simulate_failures
 
 PLACED = frozenset({"move", "migrate", "recover", "start"})
 
@@ -47,19 +47,15 @@ def node_loss(steps: Sequence[TransitionStep], node: str, index: ClusterIndex) -
 
 
 def failover_report(cib: bytes, index: ClusterIndex) -> list[NodeLoss]:
-    """Every online node's loss, simulated on `cib` (configuration and status as they are)."""
-    out = []
+    """Every online node's loss, simulated on `cib` (configuration and status as they are),
+    one scheduler run per node, a core each."""
     fd, path = tempfile.mkstemp(prefix="kvm-warden-failover-", suffix=".xml")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(cib)
-        for node in sorted(n for n, st in index.nodes.items() if st.online):
-            try:
-                steps = simulate_failure(path, node)
-            except WardenError as exc:
-                out.append(NodeLoss(node=node, vms=(), error=str(exc)[:300]))
-                continue
-            out.append(node_loss(steps, node, index))
+        online = sorted(n for n, st in index.nodes.items() if st.online)
+        runs = simulate_failures(path, online, workers=os.cpu_count() or 2)
     finally:
         os.unlink(path)
-    return out
+    return [NodeLoss(node=n, vms=(), error=str(r)[:300]) if isinstance(r, WardenError)
+            else node_loss(r, n, index) for n, r in sorted(runs.items())]

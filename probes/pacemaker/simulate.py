@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from controller import commands
 from controller.model.actions import TRANSITION_ACTIONS, TransitionStep
-from controller.model.errors import ParseError
+from controller.model.errors import ParseError, ToolError
 from probes.xmlparse import parse_document
 
 SIMULATE_TIMEOUT = 30.0
@@ -84,10 +84,27 @@ def allocation_scores(cib_path: str, *, timeout: float = SIMULATE_TIMEOUT
     return parse_scores(out.stdout, source=f"crm_simulate -s -x {cib_path}")
 
 
-def simulate_failure(cib_path: str, node: str, *, timeout: float = SIMULATE_TIMEOUT
-                     ) -> tuple[TransitionStep, ...]:
-    """What the scheduler does if `node` fails (`crm_simulate --node-fail`): fencing it, then
-    recovering its resources wherever they fit (with utilization: or leaving them stopped)."""
-    argv = [*_argv(cib_path), "--node-fail", node]
-    out = commands.run(argv, env=commands.tool_env(None), timeout=timeout)
-    return parse_transition(out.stdout, source=f"crm_simulate -x {cib_path} --node-fail {node}")
+def simulate_failures(cib_path: str, nodes: list[str], *, workers: int = 2,
+                      timeout: float = SIMULATE_TIMEOUT
+                      ) -> dict[str, tuple[TransitionStep, ...] | ToolError]:
+    """What the scheduler does if each node fails in turn (`crm_simulate --node-fail`):
+    fencing it, then recovering its resources where they fit (with utilization: or leaving
+    them stopped). `workers` runs at a time (a core each); a failed run is its error."""
+    out: dict[str, tuple[TransitionStep, ...] | ToolError] = {}
+    for i in range(0, len(nodes), max(1, workers)):
+        batch = nodes[i:i + max(1, workers)]
+        procs = [(n, commands.start([*_argv(cib_path), "--node-fail", n],
+                                    env=commands.tool_env(None))) for n in batch]
+        for node, proc in procs:
+            try:
+                done = commands.finish(proc, timeout=timeout)
+                out[node] = parse_transition(
+                    done.stdout, source=f"crm_simulate -x {cib_path} --node-fail {node}")
+            except (ToolError, ParseError) as exc:
+                out[node] = exc if isinstance(exc, ToolError) else ToolError(
+                    ("crm_simulate", "--node-fail", node), str(exc))
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+    return out
