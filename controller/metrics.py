@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -314,6 +315,20 @@ def _update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int
     for (rid, node), count in fail_counts.items():
         if rid in vms:  # the storage clones' fail-counts are not a VM's
             VM_FAILCOUNT.labels(vm=vms[rid], node=node).set(count)
+
+
+FAILOVER_STOPPED = Gauge("kvm_warden_failover_vms_stopped",
+                         "VMs Pacemaker's scheduler would leave stopped if this node failed "
+                         "(crm_simulate --node-fail; 0: every VM has room)", ["node"],
+                         registry=REGISTRY)
+
+
+def update_failover(report: Iterable[Any]) -> None:
+    """The latest N+1 verdict (engine/capacity.py): one series per node."""
+    FAILOVER_STOPPED.clear()
+    for r in report:
+        if r.error is None:
+            FAILOVER_STOPPED.labels(node=r.node).set(len(r.stopped))
 
 
 def update_findings(findings: Iterable[Finding], vm_names: Mapping[str, str]) -> None:

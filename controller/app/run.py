@@ -38,6 +38,7 @@ from controller.bus.agent import Agent, AgentConfig
 from controller.bus.console import RequestRefused, console_endpoint, request
 from controller.bus.keys import Curve
 from controller.engine.audit import AuditLog
+from controller.engine.capacity import FailoverChecker
 from controller.engine.desired_store import DesiredStore
 from controller.engine.history import History
 from controller.engine.ledger import DEFAULT_STATE_DIR, LedgerFile
@@ -132,6 +133,7 @@ def run_service(opts: RunOptions) -> int:
         # The scheduler's preview runs on its own thread: passes go on while it computes.
         controller.previewer = BackgroundPreviewer(controller.current_cib,
                                                    controller.preview_ready)
+        controller.failover = FailoverChecker(controller.current_cib)  # N+1, beside the loop
         stack.callback(controller.history.close)  # type: ignore[union-attr]
         history = controller.history
         store.taps.append(lambda env: history.tap(  # type: ignore[union-attr]

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from controller.model.actions import TransitionStep
+from controller.logs import logger
+from controller.model.actions import Finding, TransitionStep
+from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex
 from controller.model.vms import is_vm_resource
@@ -59,3 +62,49 @@ def failover_report(cib: bytes, index: ClusterIndex) -> list[NodeLoss]:
         os.unlink(path)
     return [NodeLoss(node=n, vms=(), error=str(r)[:300]) if isinstance(r, WardenError)
             else node_loss(r, n, index) for n, r in sorted(runs.items())]
+
+
+class FailoverChecker:
+    """N+1 beside the loop, like the preview: computed on its own thread whenever the CIB's
+    configuration or the VMs' placement changed; the loop reads the latest verdict (findings,
+    metrics) and never waits for it."""
+
+    def __init__(self, current_cib: Callable[[], bytes]):
+        self.current_cib = current_cib
+        self._lock = threading.Lock()
+        self._key: object = None
+        self._running = False
+        self.latest: tuple[NodeLoss, ...] = ()
+        self.log = logger(component="capacity")
+
+    def offer(self, index: ClusterIndex) -> None:
+        cib = index.observed.cib
+        key = (cib.version if cib is not None else None,
+               tuple(sorted((r, n) for r, n in index.running.items() if is_vm_resource(index, r))))
+        with self._lock:
+            if self._running or key == self._key:
+                return
+            self._key, self._running = key, True
+        threading.Thread(target=self._work, args=(index,), name="failover", daemon=True).start()
+
+    def _work(self, index: ClusterIndex) -> None:
+        try:
+            report = tuple(failover_report(self.current_cib(), index))
+        except Exception as exc:  # noqa: BLE001 -- a crash is "not known", never a dead loop
+            self.log.error("failover_check_crashed", error=repr(exc))
+            report = ()
+        with self._lock:
+            self.latest, self._running = report, False
+
+    def findings(self, desired: DesiredState) -> tuple[Finding, ...]:
+        """With sizes in the CIB (the file's capacity:), each node whose loss leaves VMs
+        without room."""
+        if desired.capacity is None:
+            return ()
+        return tuple(
+            Finding(reconciler="capacity", kind="failover-no-room", severity="warning",
+                    subject=r.node, node=r.node,
+                    message=(f"if {r.node} fails, {', '.join(r.stopped)} would have no room and "
+                             f"stay stopped (Pacemaker's scheduler: crm_simulate --node-fail "
+                             f"{r.node}); add capacity or move load before it happens"))
+            for r in self.latest if r.error is None and r.stopped)

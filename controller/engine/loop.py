@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from controller import metrics
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.engine.audit import AuditLog, PassAudit
+from controller.engine.capacity import FailoverChecker
 from controller.engine.decide import Decision
 from controller.engine.desired_store import DesiredStore, invalid_finding
 from controller.engine.history import Event, History
@@ -93,6 +94,7 @@ class Controller:
     _inbox_lock: threading.Lock = field(default_factory=threading.Lock)
     _drift: dict[str, tuple[str, ...]] = field(default_factory=dict)  # resource -> words
     _stop: threading.Event = field(default_factory=threading.Event)
+    failover: FailoverChecker | None = None  # N+1 beside the loop (the service's)
 
     def __post_init__(self) -> None:
         self.log = logger(component="loop")
@@ -197,6 +199,11 @@ class Controller:
                        PassEffects(self.ledger, self.previewer, self._audit, self.actuator,
                                    keep_timers=True))
         findings = out.findings
+        if self.failover is not None:
+            if only is None:
+                self.failover.offer(index)
+            findings = findings + self.failover.findings(desired)
+            metrics.update_failover(self.failover.latest)
         loud = invalid_finding(self.desired)
         if loud is not None:
             findings = (loud, *findings)

@@ -120,3 +120,23 @@ def test_n_plus_1_is_pacemakers_answer_node_by_node(tmp_path: Path) -> None:
     for node in NODES:
         assert nodes[node]["stopped"] == _left_stopped_by_crm_simulate(cib_file, node) == []
     assert "every VM has room" in cibs.cli("capacity", "--cib", str(cib_file)).stdout
+
+
+def test_the_service_computes_n_plus_1_beside_the_loop_and_reports_it(tmp_path: Path) -> None:
+    """The loop hands each new configuration or placement to the checker (its own thread) and
+    reports its latest verdict: a failover-no-room finding per node, the failover metric."""
+    from controller.engine.capacity import FailoverChecker
+    from controller.metrics import REGISTRY
+    from tests.waiting import wait_for
+
+    ctl, _, cib_file = cluster(tmp_path)
+    ctl.failover = FailoverChecker(ctl.current_cib)
+    t = time.time()
+    for i in range(3):
+        ctl.run_pass(now=t + 11 * i)
+    wait_for("the N+1 verdict", lambda: len(ctl.failover.latest) == 3, 60, 0.1)  # type: ignore[union-attr]
+    result = ctl.run_pass(now=t + 44)
+    no_room = {f.node: f.message for f in result.findings if f.kind == "failover-no-room"}
+    assert set(no_room) == set(NODES)
+    assert "if kvm3 fails, vm-e would have no room" in no_room["kvm3"]
+    assert REGISTRY.get_sample_value("kvm_warden_failover_vms_stopped", {"node": "kvm3"}) == 1.0
