@@ -272,6 +272,13 @@ def update_cluster(observed: ObservedState) -> None:
         for d in doms.values():
             if d.state == "paused":
                 VM_PAUSED.labels(vm=d.name, node=node, reason=d.reason or "unknown").set(1)
+    NODE_INFO.clear()
+    for n in status.nodes.values():
+        host = observed.hosts.get(n.name)
+        NODE_INFO.labels(node=n.name, feature_set=n.feature_set or "",
+                         libvirt=host.libvirt_version if host else "",
+                         qemu=host.qemu_version if host else "",
+                         os=host.os if host else "").set(1)
     STORAGE_MOUNTED.clear()
     for node, mps in observed.mounts.items():
         for mp in mps:
@@ -317,6 +324,10 @@ def _update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int
             VM_FAILCOUNT.labels(vm=vms[rid], node=node).set(count)
 
 
+NODE_INFO = Gauge("kvm_warden_node_info",
+                  "What runs on each node (value 1): Pacemaker's feature set, libvirt, QEMU "
+                  "and the OS release", ["node", "feature_set", "libvirt", "qemu", "os"],
+                  registry=REGISTRY)
 FAILOVER_STOPPED = Gauge("kvm_warden_failover_vms_stopped",
                          "VMs Pacemaker's scheduler would leave stopped if this node failed "
                          "(crm_simulate --node-fail; 0: every VM has room)", ["node"],

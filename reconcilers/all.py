@@ -17,6 +17,7 @@ from reconcilers import (
     recovery,
     run_state,
     storage,
+    versions,
 )
 from reconcilers.base import Reconciler
 
@@ -25,7 +26,7 @@ from reconcilers.base import Reconciler
 # file's explicit words come first.
 ALL: tuple[Reconciler, ...] = (
     properties, storage, placement, capacity, nodes, run_state, recovery, health, paused,
-    inventory, machines)
+    inventory, machines, versions)
 ORDER = (enroll.NAME, *(r.NAME for r in ALL))
 
 

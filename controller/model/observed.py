@@ -27,6 +27,7 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     is_dc: bool = False
     resources_running: int = 0
     type: str = "member"
+    feature_set: str | None = None  # its Pacemaker's CRM feature set (3.16.1: 2.1, 3.20.0: 3.0)
 
 
 class Resource(msgspec.Struct, frozen=True, kw_only=True):
@@ -199,6 +200,8 @@ class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):
     """What one run of `crm_mon --output-as=xml` says."""
 
     dc: str | None = None
+    dc_version: str | None = None  # the DC's Pacemaker version (current_dc version=)
+    mixed_version: bool = False  # nodes run different Pacemaker versions (a rolling upgrade)
     with_quorum: bool = False
     properties: Mapping[str, str] = msgspec.field(default_factory=dict)
     nodes: Mapping[str, Node] = msgspec.field(default_factory=dict)
@@ -262,6 +265,7 @@ class HostInfo(msgspec.Struct, frozen=True, kw_only=True):
     machines: tuple[str, ...] = ()
     libvirt_version: str = ""  # e.g. 11.3.0 (virConnectGetLibVersion)
     qemu_version: str = ""  # the hypervisor's (virConnectGetVersion)
+    os: str = ""  # the node's operating system release, e.g. "Debian 13.8"
 
 
 class ConfigFile(msgspec.Struct, frozen=True, kw_only=True):

@@ -79,6 +79,27 @@ def parse_machines(capabilities: str | bytes, *, source: str = "capabilities") -
     return tuple(sorted(names))
 
 
+def os_release(root: str = "/") -> str:
+    """The node's release as /etc/os-release and /etc/debian_version say ("Debian 13.8")."""
+    import os.path
+
+    name = ""
+    try:
+        with open(os.path.join(root, "etc/os-release"), encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                if key == "NAME":
+                    name = value.strip('"').split(" GNU/Linux")[0]
+    except OSError:
+        pass
+    try:
+        with open(os.path.join(root, "etc/debian_version"), encoding="ascii") as f:
+            version = f.read().strip()
+    except OSError:
+        version = ""
+    return f"{name or 'Debian'} {version}".strip() if version else name
+
+
 def _version(n: int) -> str:
     """libvirt's packed version (major * 1,000,000 + minor * 1,000 + release) in words."""
     return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}" if n > 0 else ""
@@ -133,6 +154,7 @@ def _host_extras(conn: Any, uri: str) -> dict[str, Any]:
         out["machines"] = parse_machines(conn.getCapabilities(), source=f"{uri} capabilities")
     except (libvirt.libvirtError, ParseError):
         pass
+    out["os"] = os_release()
     for key, call in (("libvirt_version", conn.getLibVersion), ("qemu_version", conn.getVersion)):
         try:
             out[key] = _version(int(call()))

@@ -54,6 +54,8 @@ def _parse_root(root: etree._Element, source: str) -> ClusterStatus:
         )
 
     dc: str | None = None
+    dc_version: str | None = None
+    mixed = False
     with_quorum = False
     properties: dict[str, str] = {}
     summary = sections.get("summary")
@@ -62,7 +64,9 @@ def _parse_root(root: etree._Element, source: str) -> ClusterStatus:
             if item.tag == "current_dc":
                 if to_bool(item.get("present")):
                     dc = item.get("name")
+                    dc_version = item.get("version")
                 with_quorum = to_bool(item.get("with_quorum"))
+                mixed = to_bool(item.get("mixed_version"))
             elif item.tag == "cluster_options":
                 properties = {str(k): str(v) for k, v in item.attrib.items()}
 
@@ -93,6 +97,8 @@ def _parse_root(root: etree._Element, source: str) -> ClusterStatus:
 
     return ClusterStatus(
         dc=dc,
+        dc_version=dc_version,
+        mixed_version=mixed,
         with_quorum=with_quorum,
         properties=properties,
         nodes=nodes,
@@ -122,6 +128,7 @@ def _parse_node(el: etree._Element, source: str) -> Node:
             source=source,
         ),
         type=get("type", "member"),
+        feature_set=get("feature_set"),
     )
 
 

@@ -61,11 +61,18 @@ def test_a_node_of_the_other_release_joins_and_runs_kvm_warden_from_its_package(
     version = lab.on("kvm3", "/opt/kvm-warden/bin/kvm-warden", "--version").stdout
     assert f"(Debian {other}, {PYTHON[other]}." in version, version
     assert lab.node_pids("kvm3", "/opt/kvm-warden/bin/kvm-warden agent")
-    # The controller (on kvm1, this machine's release) hears kvm3's agent: its libvirt listing.
-    wait_for("kvm3's libvirt listing at the controller", lambda: 'probe="libvirt"' in next(
-        (line for line in lab.warden_get("/metrics").splitlines()
-         if line.startswith("kvm_warden_probe_last_success") and 'node="kvm3"' in line
-         and 'probe="libvirt"' in line), ""), 60)
+    # The controller (on kvm1, this machine's release) hears kvm3's agent: what runs there.
+    def kvm3_info() -> str:
+        return next((line for line in lab.warden_get("/metrics").splitlines()
+                     if line.startswith("kvm_warden_node_info") and 'node="kvm3"' in line
+                     and f'os="Debian {other}.' in line), "")
+
+    wait_for("kvm3's versions at the controller", kvm3_info, 90)
+    qemu = {"12": 'qemu="7.', "13": 'qemu="10.'}[other]
+    assert qemu in kvm3_info() and ('feature_set="3.20' in kvm3_info() or other == "12")
+    wait_for("the mixed-version finding", lambda: any(
+        "mixed Pacemaker versions" in m and "CIB schema" in m
+        for m in findings("mixed Pacemaker versions")), 60)
 
 
 def test_a_vm_live_migrates_to_the_other_release_and_back_through_the_file(

@@ -69,3 +69,26 @@ def test_a_predicted_migration_into_a_missing_machine_type_is_a_disruption() -> 
     fine = Preview(steps=(TransitionStep(resource="vm-web01", action="migrate", from_node="kvm1",
                                          to_node="kvm3"),))
     assert disruptions(fine, idx, desired) == []
+
+
+def test_a_mixed_version_cluster_is_said_with_what_is_safe() -> None:
+    """crm_mon's current_dc mixed_version and each node's feature_set (crm_mon-2.25.rng,
+    nodes-2.24.rng): Debian 12's Pacemaker 2.1.5 has 3.16.1, Debian 13's 3.0.0 3.20.0."""
+    from controller.model.observed import ClusterStatus, Node
+    from reconcilers import versions
+    from tests.unit.clusters import ctx
+
+    nodes = {n: Node(name=n, online=True, feature_set="3.20.0" if n == "kvm3" else "3.16.1",
+                     is_dc=n == "kvm1") for n in ("kvm1", "kvm2", "kvm3")}
+    base = index({"web01": "kvm1"}, nodes=nodes)
+    status = msgspec.structs.replace(base.observed.status, mixed_version=True, dc_version="2.1.5")
+    hosts = {"kvm3": HostInfo(cpus=8, memory_kib=1 << 24, os="Debian 13.8")}
+    idx = build_index(msgspec.structs.replace(base.observed, status=status, hosts=hosts))
+    (f,) = versions.plan(ctx(idx, "version: 1\n")).findings
+    assert f.kind == "mixed-version"
+    assert "3.16.1 on kvm1, kvm2; 3.20.0 on kvm3" in f.message and "kvm3 Debian 13.8" in f.message
+    assert "DC kvm1 2.1.5" in f.message and "CIB schema" in f.message
+    plain = build_index(msgspec.structs.replace(base.observed, status=msgspec.structs.replace(
+        status, mixed_version=False)))
+    assert not versions.plan(ctx(plain, "version: 1\n")).findings
+    assert isinstance(ClusterStatus().mixed_version, bool)
