@@ -85,8 +85,11 @@ def clean(cluster: Lab) -> Iterator[Lab]:
         yield cluster
     finally:
         cluster.write_desired()
+        # Stopped through Pacemaker before its resource goes: an orphan's stop has no
+        # configuration, fails, and gets its node fenced (every guest there restarted).
         remove_web03([lab.BASE / "storage" / f"{NAME}.xml",
-                      lab.BASE / "storage" / f"{NAME}-copy.qcow2"])
+                      lab.BASE / "storage" / f"{NAME}-copy.qcow2"], stop_first=True,
+                     refresh_timeout=180)
 
 
 def remove_web03(files: list[Path], stop_first: bool = False,
