@@ -96,13 +96,21 @@ def test_a_vm_live_migrates_to_the_other_release_and_back_through_the_file(
 
 def test_a_vm_started_on_the_newer_release_is_never_sent_to_an_older_one(
         mixed: tuple[Lab, str]) -> None:
-    """The trap of a rolling upgrade (LAB.md section 6): a VM that starts on the Debian 13 node
+    """The trap of a rolling upgrade (LAB.md section 6): a VM that starts on a Debian 13 node
     runs pc-i440fx-10.0, which Debian 12's QEMU lacks. kvm-warden says so (a machine-type
     finding with the fix), and a drain of kvm3 -- Pacemaker would live-migrate it to a Debian
     12 node, fail and restart it -- is held: it keeps running, the same process, on kvm3."""
     env, other = mixed
-    if other != "13":
-        pytest.skip("the trap is a guest started on the newer release (this machine: 13)")
+    if other == "12":  # this machine runs 13: its guests (pc-i440fx-10.0) may not go to kvm3
+        web02 = lab.node_pids("kvm2", "guest=web02")
+        env.write_desired(web02="kvm3")
+        wait_for("web02's move to kvm3 held for its machine type", lambda: any(
+            r.get("verdict") == "machine-type" and "pc-i440fx-10.0" in str(r.get("detail"))
+            for r in lab.audit_records()), 90)
+        assert lab.vms_running().get("vm-web02") == ["kvm2"]
+        assert lab.node_pids("kvm2", "guest=web02") == web02  # never restarted
+        env.write_desired()
+        return
     env.write_desired(db01="    state: stopped\n")
     wait_for("db01 stopped", lambda: "vm-db01" not in lab.vms_running(), 120)
     env.write_desired(db01="    placement: {prefer: kvm3}\n")
