@@ -365,14 +365,25 @@ def update_findings(findings: Iterable[Finding], vm_names: Mapping[str, str]) ->
     SPLIT_BRAIN.set(split)
 
 
+def _count_into(gauge: Gauge, label: str, values: Iterable[str]) -> None:
+    """`gauge` cleared, then one series per distinct value: how many times it occurs."""
+    gauge.clear()
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    for v, n in counts.items():
+        gauge.labels(**{label: v}).set(n)
+
+
+def update_drift(reconcilers: Iterable[str]) -> None:
+    """`reconcilers`: whose object each drifting one is (engine/pipeline.drift, held across
+    incremental passes: the gauge counts what the rows and `plan` show)."""
+    _count_into(DRIFT, "reconciler", reconcilers)
+
+
 def update_held(reasons: Iterable[str]) -> None:
     """`reasons`: the guard's reason of each action the last full pass did not make."""
-    HELD.clear()
-    counts: dict[str, int] = {}
-    for reason in reasons:
-        counts[reason] = counts.get(reason, 0) + 1
-    for reason, n in counts.items():
-        HELD.labels(reason=reason).set(n)
+    _count_into(HELD, "reason", reasons)
 
 
 # Scrapers that arrive together (several Prometheus replicas, a dashboard refresh) share one

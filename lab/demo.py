@@ -89,18 +89,53 @@ def watch(what: str, cond, timeout: float, seen: int) -> int:  # type: ignore[no
     return seen
 
 
+def die_with_parent() -> None:
+    """A SIGINT sent to `make demo` alone (not to its process group) ends make, not its child:
+    the kernel then sends this process SIGTERM, and it tears the lab down like on Ctrl-C."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+        print("make demo: cannot follow make's end (prctl); stop it with Ctrl-C", file=sys.stderr)
+    elif os.getppid() != parent:  # the parent ended before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def simulated(why: str) -> int:
+    print(f"make demo: the lab cannot run here ({why}); running the simulated default "
+          "instead (Pacemaker's tools on a CIB file, libvirt's test driver).", flush=True)
+    port = os.environ.get("KVM_WARDEN_WEB_PORT", "9443")  # the lab's demo port, here too
+    child = subprocess.Popen([sys.executable, "-m", "controller.app.cli", "run", "--simulate",
+                              "--http-port", port])
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:  # never leave the controller behind: Ctrl-C, SIGTERM or make's end
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
 def main() -> int:
-    why = can_run_lab()
-    if why:
-        print(f"make demo: the lab cannot run here ({why}); running the simulated default "
-              "instead (Pacemaker's tools on a CIB file, libvirt's test driver).")
-        return subprocess.call([sys.executable, "-m", "controller.app.cli", "run", "--simulate"])
     import signal
 
     def _interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)  # tear down on SIGTERM too, not only Ctrl-C
+    die_with_parent()
+    why = os.environ.get("KVM_WARDEN_DEMO_SIMULATED") and "asked for (KVM_WARDEN_DEMO_SIMULATED)" \
+        or can_run_lab()
+    if why:
+        return simulated(why)
     work = Path(lab.BASE)
     work.mkdir(parents=True, exist_ok=True)
     desired = work / "desired.yaml"

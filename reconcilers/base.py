@@ -7,8 +7,6 @@ history) comes in through the ledger's view.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +22,7 @@ from controller.model.actions import (
 from controller.model.context import Context
 from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
+from controller.model.names import did_you_mean as did_you_mean  # re-exported: reconcilers use it
 from controller.model.vms import conventional_name, is_vm_agent
 
 
@@ -76,12 +75,6 @@ def undeclared_vms(index: ClusterIndex, desired: DesiredState) -> dict[str, str]
     named = {vm.resource_id for vm in desired.vms}
     return {rid: conventional_name(rid) for rid, cfg in index.configured.items()
             if is_vm_agent(cfg.agent) and rid not in named}
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """" (did you mean X?)" for the closest candidate by edit distance, or ""."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class Reconciler(Protocol):

@@ -205,6 +205,7 @@ def report_unsatisfiable(out: PlanBuilder, ctx: Context) -> None:
     (what wins over it), instead of drifting in silence. Counted once it persists (a VM being
     migrated there is not yet on its node)."""
     index, desired = ctx.index, ctx.desired
+    drained = {n for n, state in desired.cluster.node_states().items() if state == "standby"}
     for vm in desired.vms:
         rid, prefer = vm.resource_id, vm.placement.prefer
         if ctx.scope is not None and vm.name not in ctx.scope:
@@ -212,7 +213,8 @@ def report_unsatisfiable(out: PlanBuilder, ctx: Context) -> None:
         nodes = index.running.get(rid, ())
         mine = index.location.get(prefer_id(rid))
         if (prefer is None or not nodes or prefer in nodes or rid in index.migrating
-                or rid in index.transitioning or mine is None or mine.node != prefer):
+                or rid in index.transitioning or mine is None or mine.node != prefer
+                or prefer in drained):  # the file itself keeps it off: what it asked
             continue
         why = unsatisfiable_because(ctx, rid, prefer, vm.placement.allowed)
         out.find("placement-unsatisfiable", "warning", Subject(rid, prefer),

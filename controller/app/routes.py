@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC = {"app.js": "text/javascript", "vm.js": "text/javascript", "style.css": "text/css",
           "common.js": "text/javascript", "console.js": "text/javascript",
-          "actions.js": "text/javascript"}
+          "actions.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 NOVNC_DIR = Path("/usr/share/novnc")  # Debian's novnc package
 NOVNC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
                ".png": "image/png", ".html": "text/html; charset=utf-8"}
@@ -148,6 +148,10 @@ class Handlers:
         if name not in STATIC:
             raise web.HTTPNotFound()
         return self._file(name, STATIC[name])
+
+    async def favicon(self, request: web.Request) -> web.Response:
+        """What a browser asks for on its own, before any page names its icon."""
+        return self._file("favicon.svg", STATIC["favicon.svg"])
 
     async def novnc(self, request: web.Request) -> web.Response:
         """noVNC's files from Debian's package: only below its directory, known types."""
@@ -330,6 +334,7 @@ def routes(h: Handlers) -> list[Route]:
         Route("GET", "/", h.index, "viewer"),
         Route("GET", f"/vm/{NAME}", h.vm_page, "viewer"),
         Route("GET", "/static/{file}", h.static, "viewer"),
+        Route("GET", "/favicon.ico", h.favicon, "open"),
         Route("GET", "/novnc/{path:.+}", h.novnc, "viewer"),
         Route("GET", "/api/session", h.session, "viewer"),
         Route("GET", "/api/vms", h.vms, "viewer"),

@@ -15,7 +15,7 @@ from controller.app.text import for_terminal, one_line
 from controller.engine.decide import decide_pass
 from controller.engine.guard import Guard
 from controller.engine.observe import observe_once
-from controller.engine.pipeline import drift
+from controller.engine.pipeline import drift, drift_by_resource
 from controller.model.desired import load_desired
 from controller.model.errors import WardenError
 from controller.model.index import build_index
@@ -34,7 +34,8 @@ def render_table(rows: tuple[VmRow, ...]) -> str:
             f"{r.vm:<10} {r.resource:<12} {','.join(r.nodes) or '-':<8} {state_text(r):<18} "
             f"{','.join(r.libvirt) or '-':<18} {desired:<16} {', '.join(r.drift) or 'none':<18} "
             f"{r.console or '-'}"))
-        for flag in (*r.flags, *r.failures):  # the whole truth, under the row
+        notes = (f"desired: {r.desired_note}",) if r.desired_note else ()
+        for flag in (*r.flags, *r.failures, *notes):  # the whole truth, under the row
             lines.append(one_line(f"{'':<10} ! {flag}"))
     return "\n".join(lines)
 
@@ -106,7 +107,8 @@ def status_command(url: str | None, desired_path: str | None, cib_file: str | No
         decided = decide_pass(index, desired, Guard(), now, now) if desired else None
         findings = decided.findings if decided else ()
         rows = vm_rows(observed, desired, findings, index.fail_counts,
-                       drift(decided.decisions, findings) if decided else None)
+                       drift_by_resource(drift(decided.decisions, findings)) if decided
+                       else None)
         nodes = node_rows(observed, desired)
     if as_json:
         for line in banner:

@@ -35,6 +35,8 @@ from controller.model.overview import VmRow
 from probes.pacemaker.simulate import allocation_scores
 
 PCSD_PORT = 2224
+# Counted apart in the header: running + failed + paused + stopped = every VM, none twice.
+NOT_RUNNING = frozenset({"failed", "blocked", "paused"})
 
 
 class NodeItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,7 +68,8 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     failed: int
     paused: int
     stopped: int
-    drifting: int
+    drifting: int  # objects not as the file wants them (engine/pipeline.drift): VMs, nodes...
+    drift: tuple[str, ...] = ()  # which
     findings: Mapping[str, int]  # severity -> open findings of the last pass
     desired_valid: bool
     desired_since: float | None  # the file in force since (valid), or rejected since
@@ -165,9 +168,10 @@ class WebView:
             quorum=observed.status.with_quorum,
             fencing=observed.status.properties.get("stonith-enabled", "true").lower()
             in ("true", "yes", "on", "1", "y"),
-            vms=len(vms), running=sum(1 for v in vms if v.nodes and v.health != "failed"),
+            vms=len(vms), running=sum(1 for v in vms if v.nodes and v.health not in NOT_RUNNING),
             failed=health["failed"] + health["blocked"], paused=health["paused"],
-            stopped=sum(1 for v in vms if not v.nodes), drifting=sum(1 for v in vms if v.drift),
+            stopped=sum(1 for v in vms if not v.nodes and v.health not in NOT_RUNNING),
+            drifting=len(c.drift), drift=tuple(sorted(i.subject for i in c.drift)),
             findings={k: severities.get(k, 0) for k in ("critical", "warning", "info")},
             desired_valid=valid,
             desired_since=c.desired.loaded_at if valid else c.desired.rejected_at,

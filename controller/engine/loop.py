@@ -23,7 +23,15 @@ from controller.engine.desired_store import DesiredStore, invalid_finding
 from controller.engine.history import Event, History
 from controller.engine.ledger import Ledger, LedgerFile
 from controller.engine.observe import CONTROLLER, Source
-from controller.engine.pipeline import PassEffects, PassInput, PassOutput, drift, run_pass
+from controller.engine.pipeline import (
+    DriftItem,
+    PassEffects,
+    PassInput,
+    PassOutput,
+    drift,
+    drift_by_resource,
+    run_pass,
+)
 from controller.engine.preview import InlinePreviewer, Preview, Previewer
 from controller.engine.scheduler import Scheduler
 from controller.engine.store import Store
@@ -92,7 +100,8 @@ class Controller:
     scheduler: Scheduler = field(default_factory=Scheduler)
     _out_of_band: list[OutOfBandChange] = field(default_factory=list)  # the watcher's inbox
     _inbox_lock: threading.Lock = field(default_factory=threading.Lock)
-    _drift: dict[str, tuple[str, ...]] = field(default_factory=dict)  # resource -> words
+    _drift: dict[str, DriftItem] = field(default_factory=dict)  # subject -> the verdict
+    _logged: frozenset[tuple[str, str, str]] = frozenset()  # the findings said in the log
     _stop: threading.Event = field(default_factory=threading.Event)
     failover: FailoverChecker | None = None  # N+1 beside the loop (the service's)
 
@@ -105,6 +114,11 @@ class Controller:
         self._audit = PassAudit(self.audit, "service", dedupe=True)
         # Events only wake the loop (debounced); the pass re-reads everything (level-triggered).
         self.store.listeners.append(self.mark)
+
+    @property
+    def drift(self) -> tuple[DriftItem, ...]:
+        """Every object not as the file wants it (engine/pipeline.drift), as of the last pass."""
+        return tuple(self._drift.values())
 
     # The last pass's view, by name (what the faces read).
     @property
@@ -215,14 +229,15 @@ class Controller:
                              and f.kind != "desired-invalid") + findings
         self.scheduler.requeue(out.requeue_at)
         # Drift as the reconcilers see it; an incremental pass saw only its VMs.
-        now_drift = drift(out.decisions, findings)
+        now_drift = drift(out.decisions, findings, out.pending)
         if only is None:
             self._drift = now_drift
-        else:
+        else:  # its VMs' verdict replaces theirs; the rest stands (cluster-wide ones too)
             mine = {rid for name, rid in vms.items() if name in only}
-            self._drift = {**{r: w for r, w in self._drift.items() if r not in mine},
-                           **now_drift}
-        rows = vm_rows(observed, desired, findings, index.fail_counts, self._drift)
+            self._drift = {**{k: i for k, i in self._drift.items() if i.rsc not in mine
+                              or i.rsc is None}, **now_drift}
+        rows = vm_rows(observed, desired, findings, index.fail_counts,
+                       drift_by_resource(self._drift))
         self.view = Published(last, observed, rows, vms, names,
                               out.preview if out.preview is not None else self.view.preview)
         self._report(out, findings, index.fail_counts, full=only is None)
@@ -273,12 +288,22 @@ class Controller:
                 metrics.GUARD_REFUSALS.labels(reason=d.verdict.reason).inc()
             self.log.info("decision", action=describe(d.action), reconciler=d.action.reconciler,
                           why=d.action.why, verdict=d.verdict.reason, detail=d.verdict.detail)
-        for f in findings:
-            self.log.warning("finding", reconciler=f.reconciler, kind=f.kind,
-                             severity=f.severity, subject=f.subject, message=f.message)
+        self._log_findings(findings)
         metrics.update_findings(findings, self.view.vm_names)
         if out.error:
             self.log.warning("pass_not_applied", error=out.error)
+
+    def _log_findings(self, findings: tuple[Finding, ...]) -> None:
+        """A finding is logged when it appears and when it is gone, not on every pass (the
+        metrics and the web view hold the current ones)."""
+        now = {(f.kind, f.subject, f.message): f for f in findings}
+        for key, f in now.items():
+            if key not in self._logged:
+                self.log.warning("finding", reconciler=f.reconciler, kind=f.kind,
+                                 severity=f.severity, subject=f.subject, message=f.message)
+        for kind, subject, message in sorted(self._logged - now.keys()):
+            self.log.info("finding_gone", kind=kind, subject=subject, message=message)
+        self._logged = frozenset(now)
 
     def _finish(self, result: PassResult, started: float) -> PassResult:
         duration = time.monotonic() - started
@@ -289,12 +314,7 @@ class Controller:
         metrics.PASS_DURATION.observe(duration)
         if result.error is None:  # "not reconciling" must fire while crm_mon keeps failing
             metrics.LAST_PASS.set(finished)
-        metrics.DRIFT.clear()
-        for d in result.decisions:
-            metrics.DRIFT.labels(reconciler=d.action.reconciler).inc()
-        for f in result.findings:  # off target with nothing left to do: drift all the same
-            if f.kind == "placement-unsatisfiable":
-                metrics.DRIFT.labels(reconciler=f.reconciler).inc()
+        metrics.update_drift(i.reconciler for i in self._drift.values())
         v = self.view
         self.view = Published(result, v.observed, v.rows, v.vms, v.vm_names, v.preview)
         if self.ledger_file is not None:

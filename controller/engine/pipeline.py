@@ -10,7 +10,7 @@ who is recorded in the audit, and whether to apply at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from controller import metrics
@@ -22,7 +22,7 @@ from controller.engine.guard import Guard, Reason, Verdict
 from controller.engine.ledger import Ledger
 from controller.engine.preview import Preview, Previewer, describe_step, gate
 from controller.logs import logger
-from controller.model.actions import CIB_ACTIONS, Finding, Outcome
+from controller.model.actions import CIB_ACTIONS, Finding, Outcome, describe
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex
@@ -200,18 +200,42 @@ DRIFT_FINDINGS = frozenset({"missing-resource", "wrong-agent", "placement-unsati
                             "unasked-move", "operator-ban"})
 
 
-def drift(decisions: Sequence[Decision], findings: Sequence[Finding]
-          ) -> dict[str, tuple[str, ...]]:
-    """The reconcilers' view of each VM's drift (resource id -> words): every action a
-    reconciler still wants for it (with the verdict when it was not admitted), and the
-    findings that say why the file is not met. The overview shows exactly this."""
-    out: dict[str, list[str]] = {}
+@dataclass(frozen=True)
+class DriftItem:
+    """One object not as the file wants it, and why in words: the one drift verdict behind
+    `plan`, `status`, the web view's rows and header, and kvm_warden_drift_objects."""
+
+    subject: str  # the resource id, or the object a cluster-wide action changes
+    reconciler: str
+    words: tuple[str, ...]
+    rsc: str | None = None  # a VM's resource: its row shows the words
+
+
+def drift(decisions: Sequence[Decision], findings: Sequence[Finding],
+          pending: Sequence[tuple[Finding, float]] = ()) -> dict[str, DriftItem]:
+    """Every action a reconciler still wants (with the verdict when it was not admitted), the
+    findings that say why the file is not met, and those not yet persistent ("pending")."""
+    words: dict[str, list[str]] = {}
+    owner: dict[str, tuple[str, str | None]] = {}
+
+    def add(subject: str, reconciler: str, rsc: str | None, word: str) -> None:
+        words.setdefault(subject, []).append(word)
+        owner.setdefault(subject, (reconciler, rsc))
+
     for d in decisions:
+        held = "" if d.verdict.admitted else f" [{d.verdict.reason}]"
         rid = d.action.resource
-        if rid is not None:
-            held = "" if d.verdict.admitted else f" [{d.verdict.reason}]"
-            out.setdefault(rid, []).append(d.action.why + held)
+        add(rid or describe(d.action), d.action.reconciler, rid, d.action.why + held)
     for f in findings:
-        if f.rsc is not None and f.kind in DRIFT_FINDINGS:
-            out.setdefault(f.rsc, []).append(f.kind)
-    return {rid: tuple(dict.fromkeys(words)) for rid, words in out.items()}
+        if f.kind in DRIFT_FINDINGS:
+            add(f.rsc or f.subject, f.reconciler, f.rsc, f.kind)
+    for f, _age in pending:
+        if f.kind in DRIFT_FINDINGS:
+            add(f.rsc or f.subject, f.reconciler, f.rsc, f"pending: {f.kind}")
+    return {s: DriftItem(s, owner[s][0], tuple(dict.fromkeys(w)), owner[s][1])
+            for s, w in words.items()}
+
+
+def drift_by_resource(items: Mapping[str, DriftItem]) -> dict[str, tuple[str, ...]]:
+    """What each VM's row shows in its drift column."""
+    return {i.rsc: i.words for i in items.values() if i.rsc is not None}

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from controller.model.errors import DesiredStateError
-from controller.model.names import DOMAIN_NAME, NODE_NAME, RESOURCE_ID
+from controller.model.names import DOMAIN_NAME, NODE_NAME, RESOURCE_ID, did_you_mean
 
 ResourceId = Annotated[str, Field(pattern=RESOURCE_ID.pattern, strict=True)]
 NodeName = Annotated[str, Field(pattern=NODE_NAME.pattern, strict=True)]
@@ -251,9 +251,8 @@ def parse_desired(text: str, *, source: str = "<desired>") -> DesiredState:
             # libyaml's words are terser: the pure-Python parser says what it expected.
             node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise DesiredStateError([f"{source}:{line}: (document): {exc.problem or exc}"]) from None
+        line, what = _yaml_error_at(exc, text)
+        raise DesiredStateError([f"{source}:{line}: (document): {what}"]) from None
     except yaml.YAMLError as exc:
         raise DesiredStateError([f"{source}:1: (document): {exc}"]) from None
     except RecursionError:
@@ -294,6 +293,18 @@ def parse_desired(text: str, *, source: str = "<desired>") -> DesiredState:
     if problems or result is None:
         raise DesiredStateError(_format(problems, source))
     return result
+
+
+def _yaml_error_at(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
+    """The line an operator must fix. The scanner notices a missing ':' or an unclosed quote
+    only on a later line (or at the end of the file): the line it was scanning is the one."""
+    last = text.count("\n") + (0 if text.endswith("\n") else 1)
+    mark, context = exc.problem_mark, exc.context_mark
+    scanning = bool(exc.context and exc.context.startswith("while scanning"))
+    if context is not None and (mark is None or scanning or mark.line + 1 > last):
+        return context.line + 1, f"{exc.problem} ({exc.context})"
+    line = min(mark.line + 1, max(last, 1)) if mark is not None else 1
+    return line, str(exc.problem or exc)
 
 
 def _format(problems: list[tuple[int, str]], source: str) -> list[str]:
@@ -405,7 +416,7 @@ def _field(loc: Path_) -> str:
 def _message(err: Any) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown field"
+        return "unknown field" + did_you_mean(str(err["loc"][-1]), _fields_at(err["loc"][:-1]))
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error" and err["loc"] == ("version",):
@@ -422,6 +433,30 @@ def _message(err: Any) -> str:
         got = type(err.get("input")).__name__.replace("NoneType", "null").replace("dict", "mapping")
         return f"expected a {wanted}, got {got}"
     return str(err["msg"])
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The field names the model at `loc` (a pydantic error's location) accepts."""
+    model: type[BaseModel] | None = DesiredState
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds, inside lists, tuples, unions and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _items(data: Any, key: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -7,7 +7,9 @@ so that no name can look like an option (a leading '-') or carry a path or a new
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 
 from controller.model.errors import WardenError
 
@@ -37,3 +39,9 @@ def node_name(value: str) -> str:
 
 def domain_name(value: str) -> str:
     return check("domain", value, DOMAIN_NAME)
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """" (did you mean X?)" for the closest candidate by edit distance, or ""."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -40,6 +40,8 @@ class VmRow(msgspec.Struct, frozen=True, kw_only=True):
     desired_state: str | None
     desired_node: str | None
     drift: tuple[str, ...]
+    # why the file itself keeps the VM off its preferred node, in words (its node drained)
+    desired_note: str | None = None
     vnc_port: int | None
     console: str | None
     # what libvirt says on each node that lists the domain active: "kvm1:running",
@@ -157,6 +159,7 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
             about.setdefault(f.rsc, []).append(
                 FindingBrief(kind=f.kind, severity=f.severity, message=f.message))
     wanted = {vm.resource_id: vm for vm in (desired.vms if desired else ())}
+    node_states = desired.cluster.node_states() if desired else {}
     ids = [r.id for r in status.resources if is_vm_agent(r.agent)]
     ids += [rid for rid in wanted if rid not in ids]
     # Domains running on a cluster node that neither a resource nor the file names: shown
@@ -210,6 +213,9 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
             libvirt=seen, findings=tuple(about.get(rid, ())),
             vm=name, resource=rid, nodes=nodes, state=role, desired_state=desired_state,
             desired_node=desired_node, drift=tuple(drift), vnc_port=port,
+            desired_note=(f"{desired_node} is drained in the file: elsewhere until it is back"
+                          if desired_node and node_states.get(desired_node) == "standby"
+                          else None),
             # No user: ssh uses the operator's own (~/.ssh/config), not one kvm-warden guesses.
             console=(f"ssh -L {port}:127.0.0.1:{port} {node}  "
                      f"# then vncviewer localhost:{port - 5900}") if port and node else None,

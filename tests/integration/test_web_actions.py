@@ -12,6 +12,7 @@ import json
 import re
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +34,8 @@ pytestmark = pytest.mark.usefixtures("pacemaker_tools")
 
 
 class Client:
-    def __init__(self, port: int, ca: Path):
-        self.port, self.ca = port, ca
+    def __init__(self, port: int, ca: Path, view: WebView | None = None):
+        self.port, self.ca, self.view = port, ca, view
 
     def call(self, method: str, path: str, user: str, body: object | None = None,
              csrf: str | None = None, raw: bytes | None = None) -> tuple[int, dict[str, object]]:
@@ -67,11 +68,12 @@ def served(tmp_path: Path) -> Iterator[tuple[Controller, Client, Path, Path]]:
         if not ctl.run_pass(now=t + 11 * i).decisions:
             break
     certificate(tmp_path)
+    view = WebView(ctl)
     server = StatusServer("127.0.0.1", 0, StatusDoc, lambda: (True, "ready"),
-                          load_web_config(web_yml(tmp_path, 4)), WebView(ctl))
+                          load_web_config(web_yml(tmp_path, 4)), view)
     server.start()
     try:
-        yield ctl, Client(server.port, tmp_path / "cert.pem"), desired, sim.cib_file
+        yield ctl, Client(server.port, tmp_path / "cert.pem", view), desired, sim.cib_file
     finally:
         server.stop()
 
@@ -425,3 +427,78 @@ def test_concurrent_reviews_wait_their_turn_instead_of_a_503(
     for t in threads:
         t.join(timeout=120)
     assert codes == [200] * 6, codes
+
+
+def _verdicts(client: Client, desired: Path, cib_file: Path) -> tuple[set[str], ...]:
+    """What drifts, as `plan --json` says (its own reading of the CIB), as the web view's
+    header says, as the rows say, and how many kvm_warden_drift_objects counts."""
+    from controller import metrics
+
+    assert client.view is not None
+    client.view.passed()  # what the loop's on_pass does: the pages re-read
+    out = subprocess.run([sys.executable, "-m", "controller.app.cli", "plan", "--desired",
+                          str(desired), "--cib", str(cib_file), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode in (0, 2), out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["matches"] is (not plan["drift"])
+    code, doc = client.call("GET", "/api/vms", "ops")
+    assert code == 200
+    summary = doc["summary"]
+    assert isinstance(summary, dict) and summary["drifting"] == len(summary["drift"])
+    rows = {r["resource"] for r in doc["vms"] if r["drift"]}  # type: ignore[index,union-attr]
+    gauge = sum(s.value for m in metrics.REGISTRY.collect()
+                if m.name == "kvm_warden_drift_objects" for s in m.samples)
+    web = set(summary["drift"])
+    assert gauge == len(web) and rows <= web
+    return {i["subject"] for i in plan["drift"]}, web, rows
+
+
+def test_plan_the_web_view_and_the_gauge_give_one_drift_verdict(
+        served: tuple[Controller, Client, Path, Path]) -> None:
+    """Issue "Day one", 1: `plan` said "matches" while the web view said "2 drifting". On a
+    held move, a drained node and a placement that cannot be met, they say the same."""
+    ctl, client, desired, cib_file = served
+    # past the fixture's passes on the guard's clock, within its freshness bound (120 s)
+    t = time.time() + 50
+    # db01 prefers kvm3, the node drained below
+    text = desired.read_text().replace("  - name: db01", "  - name: db01\n    placement: {prefer: kvm3}")
+    desired.write_text(text)
+    assert ctl.desired.poll()
+    ctl.run_pass(now=t - 2)
+    ctl.run_pass(now=t - 1)  # the loop's pass after a change: it re-reads what it did
+    assert cibs.locate(cib_file, "vm-db01") == ["kvm3"]
+    assert _verdicts(client, desired, cib_file) == (set(), set(), set())
+    # A move the preview holds (Pacemaker would move web01 too, unasked): the loop shows it
+    # held, and plan the same; all say web02 drifts, and web01 (what holds it).
+    desired.write_text(text.replace("prefer: kvm1", "prefer: kvm3"))
+    assert ctl.desired.poll()
+    ctl.run_pass(now=t)
+    assert cibs.locate(cib_file, "vm-web02") == ["kvm1"]
+    assert any(not d.verdict.admitted for d in ctl.last.decisions)  # type: ignore[union-attr]
+    both = {"vm-web01", "vm-web02"}  # web01: the move Pacemaker would make unasked
+    assert _verdicts(client, desired, cib_file) == (both, both, both)
+    desired.write_text(text)
+    assert ctl.desired.poll()
+    ctl.run_pass(now=t + 1)
+    assert _verdicts(client, desired, cib_file) == (set(), set(), set())
+    # A drained node: once drained nothing drifts, and db01 (which prefers kvm3) says why it
+    # runs elsewhere instead of "running on kvm3, drift: none".
+    _confirm(client, {"type": "node-state", "node": "kvm3", "state": "standby"})
+    assert ctl.desired.poll()
+    for i in range(1, 5):
+        ctl.run_pass(now=t + 1 + 11 * i)
+    ctl.run_pass(now=t + 46)
+    assert _standby(cib_file, "kvm3") and cibs.locate(cib_file, "vm-db01") != ["kvm3"]
+    assert _verdicts(client, desired, cib_file) == (set(), set(), set())
+    code, doc = client.call("GET", "/api/vms/db01", "ops")
+    assert doc["vm"]["desired_note"] == (  # type: ignore[index]
+        "kvm3 is drained in the file: elsewhere until it is back")
+    # A placement that cannot be met (db01 allowed only on the drained node): drift in all
+    # three, pending at first, a finding once it lasts.
+    desired.write_text(desired.read_text().replace("{prefer: kvm3}", "{prefer: kvm3, allowed: [kvm3]}"))
+    assert ctl.desired.poll()
+    ctl.run_pass(now=t + 50)
+    assert _verdicts(client, desired, cib_file) == ({"vm-db01"}, {"vm-db01"}, {"vm-db01"})
+    ctl.run_pass(now=t + 67)
+    assert _verdicts(client, desired, cib_file) == ({"vm-db01"}, {"vm-db01"}, {"vm-db01"})

@@ -92,6 +92,19 @@ def test_summary_cards_badges_and_real_error_pages(
             assert f"memory {2.0 * len(guests):.1f} / 16.0 GiB" in card.text
         assert set(health(drv, "#vms").values()) == {"ok"} == set(health(drv, "#cards").values())
         shoot(drv, "web-view.png", tmp_path)
+        # "last pass N s ago" counts up between passes (checked where no pass came between)
+        for _ in range(10):
+            loaded = drv.find_element(By.TAG_NAME, "body").get_attribute("data-loaded")
+            before = drv.find_element(By.ID, "last-pass").text
+            time.sleep(2.2)
+            if drv.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == loaded:
+                assert drv.find_element(By.ID, "last-pass").text != before
+                break
+        else:
+            raise AssertionError("a pass came every 2 s: the count could not be watched")
+        # the icon a browser asks for by itself is there (no 404 in every browser's log)
+        with urllib.request.urlopen(url + "/favicon.ico", timeout=10) as r:
+            assert r.headers["Content-Type"] == "image/svg+xml" and b"<svg" in r.read()
 
         # web01's monitor fails where it runs: FAILED, although Pacemaker's role says Started
         web01 = rows(drv)["web01"]
@@ -117,6 +130,9 @@ def test_summary_cards_badges_and_real_error_pages(
                    and "1 paused" in d.find_element(By.ID, "cluster-summary").text)
         s = api(url)["summary"]
         assert (s["failed"], s["paused"]) == (1, 1) and s["findings"]["critical"] >= 1
+        # a paused guest is not also "running": each VM counted once
+        assert (s["running"], s["stopped"]) == (1, 0)
+        wait.until(lambda d: "3 VMs: 1 running" in d.find_element(By.ID, "cluster-summary").text)
         shoot(drv, "web-view-failed.png", tmp_path)
 
         # web02 in the middle of a live migration: a migrate_to still pending in its node's

@@ -41,7 +41,7 @@ def test_committed_json_schema_matches_the_loader() -> None:
 
 def test_unknown_key() -> None:
     assert problems("version: 1\nvms:\n  - name: a\n    stat: running\n") == [
-        "d.yaml:4: vms[0].stat: unknown field"
+        "d.yaml:4: vms[0].stat: unknown field (did you mean 'state'?)"
     ]
 
 
@@ -154,7 +154,7 @@ def test_validate_command_exit_codes(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "controller.app.cli", "validate", str(bad)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
-    assert out.stderr.strip() == f"{bad}:4: vms[0].stat: unknown field"
+    assert out.stderr.strip() == f"{bad}:4: vms[0].stat: unknown field (did you mean 'state'?)"
 
 
 def test_yaml_features_a_desired_file_does_not_need_are_errors_with_their_line() -> None:
@@ -221,3 +221,33 @@ def test_only_a_plain_1_is_version_1() -> None:
         assert problems(f"version: {text}\n") == [
             f"d.yaml:1: version: unsupported format version {text} (this kvm-warden reads "
             "version 1)"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # a missing ':' is noticed on the next line: the line to fix is the key's
+    ("version: 1\nvms:\n  - name: a\n    state running\n    placement:\n      prefer: kvm1\n",
+     "d.yaml:4: (document): could not find expected ':' (while scanning a simple key)"),
+    # an unclosed quote is noticed at the end of the file: the line where it opened
+    ('version: 1\ncluster:\n  name: "lab\nvms: []\n',
+     "d.yaml:3: (document): found unexpected end of stream (while scanning a quoted scalar)"),
+    # never a line past the end of the file
+    ("version: 1\nvms:\n  - name: a\n  - name: [b\n",
+     "d.yaml:4: (document): expected ',' or ']', but got '<stream end>' "
+     "(while parsing a flow sequence)"),
+    # where the parser's own line is right, it stays
+    ("version: 1\nvms:\n  - name: a\n  state: running\n",
+     "d.yaml:4: (document): expected <block end>, but found '?'"),
+])
+def test_yaml_errors_name_the_line_to_fix(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_a_misspelled_field_says_which_field_was_meant_at_any_depth() -> None:
+    text = ("version: 1\nclustr: {}\nvms:\n  - name: a\n    anti_afinity: [b]\n"
+            "    placement: {prefered: kvm1}\n    zzz: 1\n")
+    assert problems(text) == [
+        "d.yaml:2: clustr: unknown field (did you mean 'cluster'?)",
+        "d.yaml:5: vms[0].anti_afinity: unknown field (did you mean 'anti_affinity'?)",
+        "d.yaml:6: vms[0].placement.prefered: unknown field (did you mean 'prefer'?)",
+        "d.yaml:7: vms[0].zzz: unknown field",
+    ]

@@ -58,3 +58,23 @@ def test_a_pass_that_crashes_is_a_failed_pass_and_the_loop_goes_on() -> None:
     ctl.run_forever(passes=2, on_pass=lambda r: (results.append(r), ctl.scheduler.urgent()))
     assert results[0].error is not None and "unexpected bug" in results[0].error
     assert results[1].error is None
+
+
+def test_a_finding_is_logged_when_it_appears_and_when_it_is_gone_not_on_every_pass() -> None:
+    from structlog.testing import capture_logs
+
+    from controller.model.actions import Finding
+
+    ban = Finding(reconciler="placement", kind="operator-ban", severity="warning",
+                  subject="vm-a", message="cli-ban-vm-a-on-kvm1 keeps vm-a off kvm1", rsc="vm-a")
+    room = Finding(reconciler="capacity", kind="failover-no-room", severity="critical",
+                   subject="kvm2", message="if kvm2 fails, vm-b has no room", node="kvm2")
+    with capture_logs() as logs:
+        ctl = Controller(source=lambda: None,  # type: ignore[arg-type,return-value]
+                         actuator=None,  # type: ignore[arg-type]
+                         desired=DesiredStore(None, parse_desired("version: 1\n")))
+        for findings in ((ban,), (ban,), (ban, room), (ban, room), (room,), ()):
+            ctl._log_findings(findings)
+    said = [(e["event"], e["kind"]) for e in logs if e["event"].startswith("finding")]
+    assert said == [("finding", "operator-ban"), ("finding", "failover-no-room"),
+                    ("finding_gone", "operator-ban"), ("finding_gone", "failover-no-room")]

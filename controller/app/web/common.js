@@ -82,7 +82,8 @@ function desiredText(v) {
   if (!v.desired_state) return "not in the file";
   if (v.desired_state === "absent") return "to be retired";
   if (v.desired_state === "stopped") return "stopped";
-  return v.desired_state + (v.desired_node ? " on " + v.desired_node : ", any node");
+  return v.desired_state + (v.desired_node ? " on " + v.desired_node : ", any node")
+    + (v.desired_note ? " (" + v.desired_note + ")" : "");
 }
 
 function findingBadge(f) {
@@ -108,16 +109,26 @@ function renderSummary(s) {
     item("", s.vms + " VMs: " + s.running + " running"),
     item(s.failed ? "bad" : "", s.failed + " failed"),
     item(s.paused ? "warn" : "", s.paused + " paused"),
-    item(s.drifting ? "warn" : "", s.drifting + " drifting"),
+    item(s.drifting ? "warn" : "good", s.drifting ? s.drifting + " drifting" : "matches the file",
+         (s.drift || []).join("\n")),
     item(f.critical ? "bad" : f.warning ? "warn" : "good",
          "findings: " + f.critical + " critical, " + f.warning + " warning, " + f.info + " info"),
     item(s.desired_valid ? "good" : "bad",
          (s.desired_valid ? "desired file valid" : "desired file INVALID") +
          (s.desired_since ? " since " + utc(s.desired_since) : ""), s.desired_path || ""),
-    item(s.last_pass_error ? "bad" : "",
-         s.last_pass_at ? "last pass " + ago(s.last_pass_at) + " (" + s.last_pass_seconds.toFixed(2) + " s)"
-           + (s.last_pass_error ? ": FAILED" : "") : "no pass yet", s.last_pass_error || ""));
+    lastPass(item(s.last_pass_error ? "bad" : "", "", s.last_pass_error || ""), s));
   box.dataset.failed = String(s.failed);
+}
+
+// "last pass 12 s ago" counts up between passes (a quiet cluster has no pass for a while).
+function lastPass(span, s) {
+  const text = () => s.last_pass_at ? "last pass " + ago(s.last_pass_at) + " ("
+    + s.last_pass_seconds.toFixed(2) + " s)" + (s.last_pass_error ? ": FAILED" : "") : "no pass yet";
+  span.id = "last-pass";
+  span.textContent = text();
+  clearInterval(lastPass.timer);
+  lastPass.timer = setInterval(() => { span.textContent = text(); }, 1000);
+  return span;
 }
 
 // An invalid desired file or a failing pass: said on top of every page until it is fixed.
