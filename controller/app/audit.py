@@ -62,5 +62,6 @@ def audit_command(state_dir: str | None, since: str | None, vm: str | None, as_j
             extra = f" [{r.verdict}: {r.detail}]" if r.outcome == "refused" else (
                 f" error: {r.error}" if r.error else "")
             print(for_terminal(f"{r.at} {r.who:<14} {r.outcome:<8} {r.action}  "
-                               f"({r.reconciler}: {r.why}){extra}"))
+                               f"({r.reconciler}: {r.why}){extra}"
+                               + (f" [audit {r.id}]" if r.id else "")))
     return 0

@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import re
+import secrets
 import tempfile
 import time
 from collections import Counter
@@ -31,12 +32,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from controller import commands
+from controller.app.weight import consequences, heaviest
 from controller.engine.audit import AuditLog, AuditRecord, PassAudit
 from controller.engine.guard import COOLDOWN_SECONDS
 from controller.engine.ledger import Ledger
 from controller.engine.pipeline import PassEffects, PassInput, run_pass
 from controller.engine.preview import InlinePreviewer
-from controller.model.actions import ROLLBACK_MARK, describe, is_fail_mark
+from controller.model.actions import ROLLBACK_MARK, TransitionStep, describe, is_fail_mark
 from controller.model.desired import DesiredState, parse_desired
 from controller.model.errors import DesiredStateError, ToolError, WardenError
 from controller.model.index import build_index
@@ -359,12 +361,15 @@ def review(src: Sources, e: Edit) -> dict[str, Any]:
         desired = parse_desired(new, source=src.path)
     except DesiredStateError as exc:
         return {**doc, "valid": False, "problems": list(exc.problems), "actions": [],
-                "transition": [], "findings": []}
+                "transition": [], "findings": [], "weight": "info", "consequences": []}
     vm = desired.vm_by_name().get(getattr(e, "vm", ""))
     # what the review's findings are filtered by: the edited VM's resource, or the node
     doc["subject"] = {"resource": vm.resource_id if vm else None,
                       "node": getattr(e, "node", None) if isinstance(e, NodeState) else None}
-    return {**doc, "valid": True, "problems": [], **_plan(src, observed, desired)}
+    planned, steps = _plan(src, observed, desired)
+    cost = consequences(e, _current(text, src.path), observed, steps)
+    return {**doc, "valid": True, "problems": [], **planned,
+            "weight": heaviest(cost), "consequences": msgspec.to_builtins(cost)}
 
 
 def _current(text: str, path: str) -> DesiredState | None:
@@ -374,7 +379,8 @@ def _current(text: str, path: str) -> DesiredState | None:
         return None
 
 
-def _plan(src: Sources, observed: ObservedState, desired: DesiredState) -> dict[str, Any]:
+def _plan(src: Sources, observed: ObservedState, desired: DesiredState
+          ) -> tuple[dict[str, Any], tuple[TransitionStep, ...]]:
     now = time.time()
     raw = src.current_cib()
     ledger, cooling = _without_cooldowns(src.ledger(), now)
@@ -393,7 +399,7 @@ def _plan(src: Sources, observed: ObservedState, desired: DesiredState) -> dict[
         "transition_error": out.preview.error if out.preview is not None else None,
         "findings": [{"kind": f.kind, "severity": f.severity, "message": f.message,
                       "resource": f.rsc, "node": f.node} for f in out.findings],
-    }
+    }, steps
 
 
 def _without_cooldowns(ledger: Ledger, now: float) -> tuple[Ledger, dict[str, float]]:
@@ -436,13 +442,16 @@ def confirm(src: Sources, e: Edit, file_sha256: str, cib_version: ConfigVersion 
         raise EditError("the edited file would not be valid: " + "; ".join(exc.problems)) \
             from None
     _write_atomically(path, new)
+    audit_id = secrets.token_hex(6)  # what the dialog says, and `kvm-warden audit` shows
     src.audit.write([AuditRecord(
         at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), who=f"user:{user}",
         outcome="applied", kind="desired-edit", reconciler="web", action=describe_edit(e),
-        why="confirmed after review in the web view", before=file_sha256, after=sha256(new))])
+        why="confirmed after review in the web view", before=file_sha256, after=sha256(new),
+        id=audit_id)])
     committed = _git_commit(path, user, describe_edit(e))
     src.after_write()
-    return {"written": True, "file_sha256": sha256(new), "git": committed}
+    return {"written": True, "file_sha256": sha256(new), "git": committed,
+            "audit_id": audit_id, "path": src.path, "description": describe_edit(e)}
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -32,7 +32,10 @@ from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.observed import ObservedState
 from controller.model.overview import VmRow
+from controller.model.pcmk import fencing_enabled
+from controller.model.stack import StackDoc, stack
 from probes.pacemaker.simulate import allocation_scores
+from reconcilers.storage import vm_dependencies
 
 PCSD_PORT = 2224
 # Counted apart in the header: running + failed + paused + stopped = every VM, none twice.
@@ -88,6 +91,7 @@ class VmsDoc(msgspec.Struct, frozen=True, kw_only=True):
     console_reason: str = ""  # why it is not
     banner: tuple[str, ...] = ()  # what every page shows on top: an invalid file, failed passes
     summary: Summary | None = None
+    stack: StackDoc | None = None  # the storage chain, fencing, non-VM failures
 
 
 class ConstraintItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,7 +161,8 @@ class WebView:
         return VmsDoc(version=version, at=self.clock(), vms=vms,
                       nodes=node_items(observed, desired, vms), console=self.console,
                       console_reason=self.console_reason,
-                      banner=self.banner(), summary=self.summary(observed, vms))
+                      banner=self.banner(), summary=self.summary(observed, vms),
+                      stack=stack(observed.status, desired))
 
     def summary(self, observed: ObservedState, vms: tuple[VmRow, ...]) -> Summary:
         c, last = self.controller, self.controller.last
@@ -166,8 +171,7 @@ class WebView:
         valid = not c.desired.errors and c.desired.current is not None
         return Summary(
             quorum=observed.status.with_quorum,
-            fencing=observed.status.properties.get("stonith-enabled", "true").lower()
-            in ("true", "yes", "on", "1", "y"),
+            fencing=fencing_enabled(observed.status.properties),
             vms=len(vms), running=sum(1 for v in vms if v.nodes and v.health not in NOT_RUNNING),
             failed=health["failed"] + health["blocked"], paused=health["paused"],
             stopped=sum(1 for v in vms if not v.nodes and v.health not in NOT_RUNNING),
@@ -201,23 +205,27 @@ class WebView:
         if item is None:
             return None
         observed = self.controller.last_observed or ObservedState()
-        desired = self.controller.desired.current
-        vm = desired.vm_by_name().get(name) if desired is not None else None
-        storage = []
-        if desired is not None and vm is not None:
-            by_name = desired.storage_by_name()
-            for s in vm.storage:
-                st = by_name.get(s)
-                if st is not None:
-                    storage.append({"name": st.name, "resource": st.resource,
-                                    "mountpoint": st.mountpoint, "requires": list(st.requires)})
+        storage = self._storage(name, item.resource)
         history = [msgspec.to_builtins(e) for e in self.history.query(name, limit=200)] \
             if self.history is not None else []
         return {"vm": msgspec.to_builtins(item), "constraints": [
             msgspec.to_builtins(c) for c in constraints_of(observed, item.resource)],
             "storage": storage, "history": history, "console": self.console,
+            "nodes": sorted(observed.status.nodes),  # where its actions may move it
             "console_reason": self.console_reason,
             "banner": list(self.banner())}
+
+    def _storage(self, name: str, rid: str) -> list[dict[str, Any]]:
+        """The VM's storage as the storage reconciler derives it (declared, its domain XML or
+        a disk under a mountpoint), with why: the facts its order and colocation rest on."""
+        index, desired = self.controller.view.index, self.controller.desired.current
+        if index is None or desired is None:
+            return []
+        by_name = desired.storage_by_name()
+        deps = vm_dependencies(index, desired, frozenset({name})).get(rid, [])
+        return [{"name": st.name, "resource": st.resource, "mountpoint": st.mountpoint,
+                 "requires": list(st.requires), "why": why}
+                for sname, why in deps if (st := by_name.get(sname)) is not None]
 
     # -- /api/edits: the page's actions, as reviewed edits of the desired file ------------------
     def edit_sources(self) -> Sources:

@@ -43,6 +43,7 @@ class AuditRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     after: str | None = None
     duration_s: float = 0.0
     error: str | None = None
+    id: str | None = None  # a web edit's: the id its confirmation showed the operator
 
 
 def invoking_user() -> str:

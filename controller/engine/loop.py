@@ -40,7 +40,7 @@ from controller.model.actions import AddColocation, AddOrder, Finding, Outcome, 
 from controller.model.context import OutOfBandChange
 from controller.model.errors import WardenError
 from controller.model.events import Dirty
-from controller.model.index import build_index
+from controller.model.index import ClusterIndex, build_index
 from controller.model.observed import ObservedState, SourceKey
 from controller.model.overview import VmRow, vm_rows
 from controller.model.vms import cluster_vms, vm_names
@@ -77,6 +77,7 @@ class Published:
     vms: Mapping[str, str] = field(default_factory=dict)
     vm_names: Mapping[str, str] = field(default_factory=dict)
     preview: Preview | None = None
+    index: ClusterIndex | None = None  # the last full reading's index (the VM page's storage)
 
 
 @dataclass
@@ -239,7 +240,8 @@ class Controller:
         rows = vm_rows(observed, desired, findings, index.fail_counts,
                        drift_by_resource(self._drift))
         self.view = Published(last, observed, rows, vms, names,
-                              out.preview if out.preview is not None else self.view.preview)
+                              out.preview if out.preview is not None else self.view.preview,
+                              index)
         self._report(out, findings, index.fail_counts, full=only is None)
         self._after(out)
         if self.history is not None:
@@ -316,7 +318,7 @@ class Controller:
             metrics.LAST_PASS.set(finished)
         metrics.update_drift(i.reconciler for i in self._drift.values())
         v = self.view
-        self.view = Published(result, v.observed, v.rows, v.vms, v.vm_names, v.preview)
+        self.view = Published(result, v.observed, v.rows, v.vms, v.vm_names, v.preview, v.index)
         if self.ledger_file is not None:
             self.ledger_file.save(self.ledger, finished)
         return result

@@ -196,6 +196,19 @@ class CibConfig(msgspec.Struct, frozen=True, kw_only=True):
         return self.admin_epoch, self.epoch
 
 
+class FenceEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of crm_mon's fencing history (fence-event rng): who fenced whom, how it went.
+    `completed` is crm_mon's own text ("2026-12-05 04:31:02 +00:00"), shown as it is."""
+
+    target: str
+    action: str
+    status: str  # success | failed | pending
+    origin: str = ""
+    delegate: str | None = None
+    completed: str | None = None
+    exit_reason: str | None = None
+
+
 class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):
     """What one run of `crm_mon --output-as=xml` says."""
 
@@ -209,6 +222,7 @@ class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):
     collectives: Mapping[str, Collective] = msgspec.field(default_factory=dict)
     failures: tuple[Failure, ...] = ()
     history: tuple[OpHistory, ...] = ()
+    fencing: tuple[FenceEvent, ...] = ()  # crm_mon's fence history, newest first
 
     def instances(self, resource_id: str) -> tuple[Resource, ...]:
         """Every crm_mon entry for a resource id (clone instances repeat)."""

@@ -13,7 +13,7 @@ import msgspec
 from controller.model.actions import Finding
 from controller.model.desired import DesiredState
 from controller.model.observed import ObservedState, Resource
-from controller.model.pcmk import ocf_rc
+from controller.model.stack import failure_text
 from controller.model.vms import conventional_name, is_vm_agent
 
 
@@ -195,11 +195,7 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
             f"fail-count {c} on {n}" + (f" of migration-threshold {threshold}" if threshold
                                         else "")
             for n, c in sorted(counts.items()))
-        fails = tuple(
-            f"{f.task or 'operation'} on {f.node}: {ocf_rc(f.rc)} (rc {f.rc}, {f.status})"
-            + (f" at {f.last_rc_change}" if f.last_rc_change else "")
-            + (f": {f.exitreason}" if f.exitreason else "")
-            for f in status.failures if f.resource == rid)
+        fails = tuple(failure_text(f) for f in status.failures if f.resource == rid)
         wants_stopped = (vm is not None and vm.wants_stopped) or (
             cfg is not None and (cfg.meta.get("target-role") or "").lower() == "stopped")
         starts = [f.node for f in status.failures if f.resource == rid and f.task == "start"]

@@ -6,6 +6,8 @@ booleans through here, so `y`/`n` (which Pacemaker accepts) mean the same everyw
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 # crm_is_true()/crm_str_to_boolean() in Pacemaker's lib/common/strings.c.
 TRUE_WORDS = frozenset({"true", "on", "yes", "y", "1"})
 FALSE_WORDS = frozenset({"false", "off", "no", "n", "0"})
@@ -78,3 +80,10 @@ HOLD_MARK = "kvm-warden-hold"
 # The cluster_property_set kvm-warden adds while a retired VM's resource is an orphan that
 # must keep running (stop-orphan-resources=false), and removes once the orphan is forgotten.
 ORPHANS_SET = "warden-keep-orphans"
+
+
+def fencing_enabled(properties: Mapping[str, str]) -> bool:
+    """Whether the cluster fences. Pacemaker 3.0.2 reads `fencing-enabled` first and keeps
+    `stonith-enabled` as its deprecated alias; both default to true."""
+    value = properties.get("fencing-enabled", properties.get("stonith-enabled"))
+    return to_bool(value, default=True)

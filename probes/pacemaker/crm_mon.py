@@ -11,7 +11,15 @@ from __future__ import annotations
 from lxml import etree
 
 from controller.model.errors import ParseError
-from controller.model.observed import ClusterStatus, Collective, Failure, Node, OpHistory, Resource
+from controller.model.observed import (
+    ClusterStatus,
+    Collective,
+    Failure,
+    FenceEvent,
+    Node,
+    OpHistory,
+    Resource,
+)
 from controller.model.pcmk import to_bool
 from probes.xmlparse import parse_document, required, to_int
 
@@ -95,7 +103,12 @@ def _parse_root(root: etree._Element, source: str) -> ClusterStatus:
     if hist is not None:
         history = _parse_history(hist, source)
 
+    fenced = sections.get("fence_history")
+    fencing = tuple(_parse_fence_event(el, source) for el in _children(fenced)
+                    if el.tag == "fence_event") if fenced is not None else ()
+
     return ClusterStatus(
+        fencing=fencing,
         dc=dc,
         dc_version=dc_version,
         mixed_version=mixed,
@@ -107,6 +120,13 @@ def _parse_root(root: etree._Element, source: str) -> ClusterStatus:
         failures=tuple(failures),
         history=tuple(history),
     )
+
+
+def _parse_fence_event(el: etree._Element, source: str) -> FenceEvent:
+    return FenceEvent(
+        target=required(el, "target", source=source), action=el.get("action", ""),
+        status=el.get("status", ""), origin=el.get("origin", ""), delegate=el.get("delegate"),
+        completed=el.get("completed"), exit_reason=el.get("exit-reason"))
 
 
 def _parse_node(el: etree._Element, source: str) -> Node:

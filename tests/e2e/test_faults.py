@@ -268,6 +268,11 @@ def test_a_partitioned_node_is_fenced_and_its_vms_restart_once_on_the_survivors(
     # While kvm3 was unclean and fencing pending, kvm-warden changed nothing: Pacemaker's
     # recovery is not kvm-warden's to fight.
     assert changes_while_partitioned == [], [a["action"] for a in changes_while_partitioned]
+    # The web view says who was fenced, from crm_mon's own fencing history.
+    fenced_by_web = wait_for("kvm3's fencing in the web view", lambda: [
+        e for e in json.loads(lab.warden_get("/api/vms"))["stack"]["last_fencing"]
+        if e["target"] == "kvm3" and e["status"] == "success"], 60)
+    assert fenced_by_web[0]["action"] in ("reboot", "off"), fenced_by_web
     _heal(cluster)
 
 

@@ -61,6 +61,15 @@ def pending_migration(cib: Path, rid: str, source: str, target: str) -> None:
     shutil.move(new, cib)
 
 
+def stack_cells(drv: webdriver.Chrome) -> dict[str, dict[str, str]]:
+    """clone -> node -> the state its cell in the storage chain row shows."""
+    got = drv.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#clones tbody tr')].map("
+        "(r) => [r.dataset.clone, Object.fromEntries([...r.querySelectorAll('td[data-node]')]"
+        ".map((c) => [c.dataset.node, c.dataset.state]))]))")
+    return {str(k): {str(n): str(st) for n, st in v.items()} for k, v in got.items()}
+
+
 def shoot(drv: webdriver.Chrome, name: str, tmp: Path) -> None:
     out = Path(os.environ.get("KVM_WARDEN_SCREENSHOTS") or tmp)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,6 +100,14 @@ def test_summary_cards_badges_and_real_error_pages(
             assert f"vCPU {2 * len(guests)} / 8" in card.text
             assert f"memory {2.0 * len(guests):.1f} / 16.0 GiB" in card.text
         assert set(health(drv, "#vms").values()) == {"ok"} == set(health(drv, "#cards").values())
+        # the storage chain, dlm first, started on every node, and the fence device
+        assert stack_cells(drv) == {c: {n: "started" for n in ("kvm1", "kvm2", "kvm3")}
+                                    for c in ("dlm-clone", "clvmd-clone", "gfs2_res01-clone")}
+        assert [r.get_attribute("data-clone") for r in drv.find_elements(
+            By.CSS_SELECTOR, "#clones tbody tr")] == ["dlm-clone", "clvmd-clone",
+                                                       "gfs2_res01-clone"]
+        fencing = drv.find_element(By.ID, "fencing").text
+        assert "fencing: on" in fencing and "fence-kvm (fence_dummy) on kvm1" in fencing
         shoot(drv, "web-view.png", tmp_path)
         # "last pass N s ago" counts up between passes (checked where no pass came between)
         for _ in range(10):
@@ -113,6 +130,15 @@ def test_summary_cards_badges_and_real_error_pages(
                         f"vm-web01_monitor_10000@{web01}=7"], check=True, capture_output=True,
                        timeout=60)
         shutil.move(injected, work / "cib.xml")
+        # and GFS2's monitor fails on kvm3: its cell, and the failed action under the chain
+        subprocess.run(["crm_simulate", "-x", str(work / "cib.xml"), "-O", str(injected), "-i",
+                        "gfs2_res01_monitor_10000@kvm3=7"], check=True, capture_output=True,
+                       timeout=60)
+        shutil.move(injected, work / "cib.xml")
+        wait.until(lambda d: stack_cells(d)["gfs2_res01-clone"]["kvm3"] == "failed")
+        failures = drv.find_element(By.ID, "stack-failures").text
+        assert "failed: gfs2_res01: monitor on kvm3: not running (rc 7" in failures
+        assert "vm-web01" not in failures  # a VM's failure is on its row, not here
         # and db01's guest is paused in its node's libvirt (an I/O error, say)
         db01 = rows(drv)["db01"]
         node_xml = work / f"{db01}.xml"
@@ -147,6 +173,12 @@ def test_summary_cards_badges_and_real_error_pages(
         drv.find_element(By.CSS_SELECTOR, "#vms tr[data-vm='web01'] a.vm").click()
         wait.until(lambda d: "failed" in d.find_element(By.CSS_SELECTOR, "#summary dd.role").text)
         shoot(drv, "vm-page.png", tmp_path)
+        # its storage as the storage reconciler derives it, with why (db01 declares none)
+        drv.get(url + "/vm/db01")
+        wait.until(lambda d: "/kvm/storage" in d.find_element(By.ID, "storage").text)
+        assert drv.find_element(By.ID, "storage").text == (
+            "gfs2_storage: gfs2_res01-clone at /kvm/storage (after clvmd-clone, dlm-clone) — "
+            "its domain XML /kvm/storage/xml/db01.xml is under /kvm/storage")
 
         # a VM that does not exist: a real 404 page, for the browser and for the API
         drv.get(url + "/vm/nosuch")

@@ -6,6 +6,7 @@ without a reload; usable at 420 px."""
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import shutil
@@ -156,3 +157,76 @@ def test_a_domain_outside_the_cluster_is_on_its_nodes_card_with_an_enroll_review
     finally:
         drv.quit()
         node_xml.write_text(kept)
+
+
+def _review_from_vm_page(drv: webdriver.Chrome, wait: WebDriverWait, selector: str,
+                         value: str | None = None) -> dict[str, object]:
+    """Open a review from the VM page's own actions; what its dialog says it costs."""
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"#vm-actions {selector}"))
+    if value is None:
+        drv.execute_script(f"document.querySelector('#vm-actions {selector}').click()")
+    else:
+        drv.execute_script(f"const m = document.querySelector('#vm-actions {selector}');"
+                           f"m.value = '{value}'; m.dispatchEvent(new Event('change'));")
+    wait.until(lambda d: d.find_element(By.ID, "review").get_attribute("open") is not None
+               and d.find_elements(By.CSS_SELECTOR, "#review pre.diff"))
+    got = drv.execute_script(
+        "return {weight: document.getElementById('review').dataset.weight,"
+        " costs: [...document.querySelectorAll('#review ul.consequences li')].map((l) =>"
+        " [l.dataset.weight, l.textContent]),"
+        " why: [...document.querySelectorAll('#review ul.plan .why')].map((w) => w.textContent),"
+        " confirm: document.getElementById('confirm').textContent}")
+    return dict(got)
+
+
+def test_the_vm_page_acts_and_each_review_says_what_it_costs(
+        warden: tuple[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """Issue "Day one", 6: a stop, a retirement and a move looked alike, and the VM page had
+    no actions. Now the VM page has them; a stop and a retirement are red and say what the
+    VM loses; each plan line says why; a move is a warning (a live migration), and once
+    confirmed says it was written, with the id of its audit record."""
+    url, desired = warden
+    drv = chromium(tmp_path / "profile", demo_login(url))
+    wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+    audit = desired.parent / "state" / "audit.jsonl"
+    try:
+        drv.get(url + "/")
+        wait.until(lambda d: len(rows(d)) == 3)
+        drv.get(url + "/vm/web02")
+        stop = _review_from_vm_page(drv, wait, "button.stop")
+        assert stop["weight"] == "danger" and stop["costs"][0] == [  # type: ignore[index]
+            "danger", "web02 will be shut down and stay down: no failover, no restart, until "
+            "it is started again"]
+        assert "Pacemaker would stop vm-web02" in str(stop["costs"])
+        assert str(stop["confirm"]).startswith("confirm: ")
+        drv.find_element(By.ID, "cancel").click()
+        retire = _review_from_vm_page(drv, wait, "button.retire")
+        assert retire["weight"] == "danger"
+        lost = retire["costs"][0][1]  # type: ignore[index]
+        assert "leaves the cluster's care" in lost and "nothing moves it if its node dies" \
+            in lost and "its anti-affinity with web01" in lost
+        drv.find_element(By.ID, "cancel").click()
+        # db01 (no anti-affinity: nothing else moves with it) moved from its own page
+        drv.get(url + "/")
+        wait.until(lambda d: len(rows(d)) == 3)
+        source = rows(drv)["db01"]
+        target = next(n for n in ("kvm1", "kvm2", "kvm3") if n != source)
+        drv.get(url + "/vm/db01")
+        move = _review_from_vm_page(drv, wait, "select.move", target)
+        assert move["weight"] == "warning" and any(  # a live migration, not a stop
+            w == "warning" and f"live-migrate vm-db01 {source} → {target}" in t
+            for w, t in move["costs"])  # type: ignore[attr-defined]
+        assert move["why"] and all(str(w).startswith("why: ") for w in move["why"])  # type: ignore[attr-defined]
+        wait.until(lambda d: d.find_element(By.ID, "confirm").is_enabled())
+        drv.find_element(By.ID, "confirm").click()
+        wait.until(lambda d: d.find_element(By.ID, "written").is_displayed())
+        written = drv.find_element(By.ID, "written")
+        audit_id = written.get_attribute("data-audit")
+        assert audit_id and f"(audit {audit_id}" in written.text and str(desired) in written.text
+        records = [json.loads(line) for line in audit.read_text().splitlines()]
+        mine = [r for r in records if r.get("id") == audit_id]
+        assert len(mine) == 1 and mine[0]["kind"] == "desired-edit" and mine[0]["who"] == "user:demo"
+        wait.until(lambda d: d.execute_script(
+            "return document.querySelector('#summary dd.node').textContent") == target)
+    finally:
+        drv.quit()

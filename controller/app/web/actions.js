@@ -130,6 +130,8 @@ function nodeCards(doc) {
 }
 
 async function reviewEdit(edit) {
+  const written = document.getElementById("written");
+  if (written) written.hidden = true;
   const dlg = document.getElementById("review");
   const out = document.getElementById("review-body");
   out.replaceChildren(el("p", {}, "reviewing…"));
@@ -139,14 +141,21 @@ async function reviewEdit(edit) {
     const r = await post("/api/edits/review", {edit});
     // the review's edit: what it filled in (a cleanup's instant) is what confirm writes
     pending = {edit: r.edit, review_id: r.review_id};
+    dlg.dataset.weight = r.weight || "info";
+    document.getElementById("confirm").textContent = r.weight === "danger"
+      ? "confirm: " + r.description + " (read what it costs above)" : "confirm: write the desired file";
     out.replaceChildren(
-      el("h3", {}, r.description),
+      el("h3", {class: "weight-" + (r.weight || "info")}, r.description),
+      // what it costs, heaviest first: a stop, a retirement, maintenance in red (app/weight.py)
+      el("ul", {class: "consequences"}, ...(r.consequences || []).map((c) =>
+        el("li", {class: "weight-" + c.weight, "data-weight": c.weight}, c.text))),
       el("pre", {class: "diff"}, r.diff || "(no change)"),
       el("p", {class: r.valid ? "ok" : "bad"}, r.valid ? "validate: the file is valid"
         : "validate: " + r.problems.join("; ")),
       el("h4", {}, "the plan"),
       el("ul", {class: "plan"}, ...r.actions.map((a) => el("li", {class: "verdict-" + a.verdict},
-        a.action + " — " + a.verdict + (a.detail ? ": " + a.detail : "")))),
+        a.action + " — " + a.verdict + (a.detail ? ": " + a.detail : ""),
+        el("br"), el("span", {class: "why"}, "why: " + a.why)))),
       ...reviewFindings(r),
       el("h4", {}, "Pacemaker would"),
       el("ul", {class: "transition"}, ...(r.transition.length ? r.transition.map((s) =>
@@ -170,8 +179,14 @@ function reviewFindings(r) {
 async function confirmEdit() {
   const out = document.getElementById("review-body");
   try {
-    await post("/api/edits/confirm", {review_id: pending.review_id});
+    const done = await post("/api/edits/confirm", {review_id: pending.review_id});
     document.getElementById("review").close();
+    // said on the page until the next action: what was written, where, under which audit id
+    const w = document.getElementById("written");
+    w.hidden = false;
+    w.textContent = "written: " + done.description + " — " + done.path + " (audit " + done.audit_id
+      + (done.git ? ", git commit" : "") + "); kvm-warden carries it out through Pacemaker";
+    w.dataset.audit = done.audit_id;
   } catch (e) {
     out.prepend(el("p", {class: "bad stale"}, (e.doc && e.doc.stale ? "not written: " : "") + e.message));
     if (e.doc && e.doc.stale) reviewEdit(pending.edit);  // the review is redone

@@ -70,12 +70,43 @@ function renderNodes() {
   nodeSel.value = chosen;
 }
 
+// The cluster's own stack: the storage chain's clones per node, the fence devices and each
+// node's last fencing, and failed actions of what is not a VM (model/stack.py).
+const CELL = {started: "\u25B6 started", stopped: "\u25A0 stopped", failed: "\u2716 FAILED",
+              blocked: "\u2298 blocked", pending: "\u2026 changing", unmanaged: "\u25C7 unmanaged",
+              offline: "offline"};
+function renderStack(st) {
+  const box = document.getElementById("stack");
+  if (!st) { box.hidden = true; return; }
+  const nodes = st.clones.length ? st.clones[0].cells.map((c) => c.node) : doc.nodes.map((n) => n.name);
+  document.querySelector("#clones thead").replaceChildren(el("tr", {},
+    el("th", {}, "storage chain"), ...nodes.map((n) => el("th", {}, n))));
+  document.querySelector("#clones tbody").replaceChildren(...st.clones.map((c) =>
+    el("tr", {"data-clone": c.id, class: c.ok ? "" : "critical"},
+       el("td", {}, c.id + (c.storage ? " (" + c.storage + ")" : "")),
+       ...c.cells.map((cell) => el("td", {class: "cell-" + cell.state, "data-node": cell.node,
+                                          "data-state": cell.state, title: cell.text},
+                                   CELL[cell.state] || cell.state)))));
+  const last = st.last_fencing.map((e) => e.target + " " + e.action + " " + e.status
+    + (e.completed ? " at " + e.completed : "") + (e.delegate ? " by " + e.delegate : "")
+    + (e.exit_reason ? ": " + e.exit_reason : ""));
+  const devices = st.fence_devices.map((d) => d.id + " (" + d.agent.replace("stonith:", "") + ") "
+    + (d.state === "started" ? "on " + d.nodes.join(", ") : d.state.toUpperCase()));
+  const f = document.getElementById("fencing");
+  f.className = st.fencing_enabled && st.fence_devices.some((d) => d.state === "started") ? "" : "bad";
+  f.replaceChildren(el("b", {}, "fencing: "), (st.fencing_enabled ? "on" : "OFF") + "; devices: "
+    + (devices.join("; ") || "NONE") + "; last fencing: " + (last.join("; ") || "none recorded"));
+  document.getElementById("stack-failures").replaceChildren(...st.failures.map((t) =>
+    el("li", {class: "critical"}, "failed: " + t)));
+}
+
 async function reload() {
   if (!document.body.dataset.role) await loadSession();
   doc = await getJSON("/api/vms");
   showBanner(doc.banner);
   renderSummary(doc.summary);
   renderNodes();
+  renderStack(doc.stack);
   nodeCards(doc);
   render();
   document.body.dataset.loaded = String(doc.version);

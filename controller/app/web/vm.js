@@ -19,6 +19,7 @@ function gone(e) {
 }
 
 async function reload() {
+  if (!document.body.dataset.role) await loadSession();
   let d;
   try {
     d = await getJSON("/api/vms/" + encodeURIComponent(NAME));
@@ -51,15 +52,27 @@ async function reload() {
   document.querySelector("#constraints tbody").replaceChildren(...d.constraints.map((c) =>
     el("tr", {}, el("td", {}, c.id), el("td", {}, c.type), el("td", {}, c.text),
        el("td", {}, c.owned ? "kvm-warden" : "someone else (kept as is)"))));
+  // as the storage reconciler derives it: declared, or its domain XML or a disk under a mountpoint
   document.getElementById("storage").replaceChildren(...(d.storage.length ? d.storage.map((s) =>
-    el("li", {}, s.name + ": " + s.resource + " at " + s.mountpoint + (s.requires.length ? " (after " + s.requires.join(", ") + ")" : "")))
-    : [el("li", {}, "no declared storage")]));
+    el("li", {"data-storage": s.name}, s.name + ": " + s.resource + " at " + s.mountpoint
+       + (s.requires.length ? " (after " + s.requires.join(", ") + ")" : "") + " — " + s.why))
+    : [el("li", {}, "none: neither the file nor its domain XML or disks tie it to a storage entry")]));
   document.querySelector("#history tbody").replaceChildren(...d.history.slice().reverse().map((e) =>
     el("tr", {}, el("td", {}, utc(e.at)), el("td", {}, e.kind),
        el("td", {}, e.from_node ? e.from_node + " → " + e.to_node : (e.node || "-")),
        el("td", {}, (e.detail || "") + (e.duration_s != null ? " (" + e.duration_s.toFixed(1) + " s)" : "")))));
+  showActions(d, v);
   await showScores();
   document.body.dataset.loaded = document.body.dataset.version || "0";
+}
+
+// The same actions as on the node cards (actions.js), for operators; kept while a review is open.
+function showActions(d, v) {
+  const box = document.getElementById("vm-actions");
+  box.hidden = !canAct() || !v.desired_state;
+  if (box.hidden || document.getElementById("review").open) return;
+  document.getElementById("vm-actions-row").replaceChildren(
+    vmActions({nodes: d.nodes.map((n) => ({name: n}))}, v, v.nodes.length === 1 ? v.nodes[0] : null));
 }
 
 // The scheduler's own numbers: -INFINITY where it may not run, the highest where it goes.
