@@ -51,9 +51,9 @@ bench: venv
 	$(BIN)/python bench/capacity.py
 	$(BIN)/python bench/lab.py
 
-# The README's pictures of the web view, taken by its browser test (tests/integration/test_web_glance.py)
+# The README's pictures of the web view, taken by its browser tests (test_web_glance.py, test_web_operate.py)
 screenshots: venv
-	KVM_WARDEN_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q tests/integration/test_web_glance.py
+	KVM_WARDEN_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q tests/integration/test_web_glance.py tests/integration/test_web_operate.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build

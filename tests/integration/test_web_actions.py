@@ -14,7 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -502,3 +502,45 @@ def test_plan_the_web_view_and_the_gauge_give_one_drift_verdict(
     assert _verdicts(client, desired, cib_file) == ({"vm-db01"}, {"vm-db01"}, {"vm-db01"})
     ctl.run_pass(now=t + 67)
     assert _verdicts(client, desired, cib_file) == ({"vm-db01"}, {"vm-db01"}, {"vm-db01"})
+
+
+def _node_flag(cib_file: Path, node: str, flag: str) -> bool:
+    out = cibs.tool(["crm_mon", "-1", "--output-as=xml"], cib_file)
+    return bool(re.search(rf'<node name="{node}"[^>]*{flag}="true"', out))
+
+
+def test_every_web_action_reaches_the_cluster_state_its_name_promises(
+        served: tuple[Controller, Client, Path, Path]) -> None:
+    """Issue "Day one", 1: a button must do what it says. Each edit kind the web view offers,
+    confirmed and carried out by the loop, as Pacemaker's own tools then say (move, clean up,
+    drain/bring online and enroll have their own tests)."""
+    ctl, client, desired, cib_file = served
+    t = time.time() + 12
+
+    def converge(edit: dict[str, object], done: Callable[[], bool]) -> None:
+        nonlocal t
+        _confirm(client, edit)
+        assert ctl.desired.poll()
+        for _ in range(4):  # passes 11 s apart on the guard's clock: past its cooldowns
+            ctl.run_pass(now=t)
+            t += 11
+            if done():
+                return
+        raise AssertionError(f"{edit} did not reach its state")
+
+    # stop: stopped; start: running
+    converge({"type": "run-state", "vm": "db01", "state": "stopped"},
+             lambda: cibs.locate(cib_file, "vm-db01") == [])
+    converge({"type": "run-state", "vm": "db01", "state": "running"},
+             lambda: len(cibs.locate(cib_file, "vm-db01")) == 1)
+    # maintenance: in maintenance; bring online: online
+    converge({"type": "node-state", "node": "kvm3", "state": "maintenance"},
+             lambda: _node_flag(cib_file, "kvm3", "maintenance"))
+    converge({"type": "node-state", "node": "kvm3", "state": "online"},
+             lambda: not _node_flag(cib_file, "kvm3", "maintenance"))
+    # retire: out of Pacemaker's configuration (the file keeps it as `absent`)
+    converge({"type": "retire", "vm": "db01", "keep_running": True},
+             lambda: "vm-db01" not in cibs.tool(["cibadmin", "--query", "--scope", "resources"],
+                                                cib_file))
+    assert re.search(r"- name: db01[^\n]*\n    state: absent\n    keep_running: true",
+                     desired.read_text())

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 from selenium import webdriver
@@ -19,9 +20,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests import cibs
 from tests.browser import chromium
-from tests.integration.test_web_glance import health
-from tests.integration.test_web_view import demo_login, rows, warden  # noqa: F401  (the fixture)
+from tests.integration.test_web_glance import health, shoot
+from tests.integration.test_web_view import demo_login, rows, settled, warden  # noqa: F401
 from tests.simulated import add_outside_domain
+from tests.waiting import wait_for
 
 
 def cards(drv: webdriver.Chrome) -> dict[str, list[str]]:
@@ -230,3 +232,69 @@ def test_the_vm_page_acts_and_each_review_says_what_it_costs(
             "return document.querySelector('#summary dd.node').textContent") == target)
     finally:
         drv.quit()
+
+
+def _card_click(drv: webdriver.Chrome, node: str, selector: str) -> None:
+    drv.execute_script(
+        f"document.querySelector('#cards .card[data-node=\"{node}\"] {selector}').click()")
+
+
+def _confirm_review(drv: webdriver.Chrome, wait: WebDriverWait) -> None:
+    wait.until(lambda d: d.find_element(By.ID, "review").get_attribute("open") is not None
+               and d.find_element(By.ID, "confirm").is_enabled())
+    drv.find_element(By.ID, "confirm").click()
+    wait.until(lambda d: d.find_element(By.ID, "written").is_displayed())
+
+
+def test_drain_and_bring_online_from_a_card_and_a_rename_that_keeps_safety(
+        warden: tuple[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """Issue "Day one", 1 and 2, in the browser: the card's "drain" empties kvm3 and its
+    "bring online" brings it back (the card says online again, nothing drifts); then web02
+    renamed to web2 in the file keeps its anti-affinity and says so on its row. With
+    KVM_WARDEN_SCREENSHOTS=DIR the README's pictures of both are written there."""
+    url, desired = warden
+    drv = chromium(tmp_path / "profile", demo_login(url))
+    wait = WebDriverWait(drv, 120, poll_frequency=0.1)
+    kept = desired.read_text()
+
+    def card_state(d: webdriver.Chrome, node: str) -> str:
+        return str(d.execute_script(
+            f"const c = document.querySelector('#cards .card[data-node=\"{node}\"]');"
+            "return c ? c.className : ''"))
+
+    try:
+        drv.set_window_size(1280, 1000)
+        drv.get(url + "/")
+        wait.until(lambda d: len(rows(d)) == 3 and "node-online" in card_state(d, "kvm3"))
+        _card_click(drv, "kvm3", "button.node-action")
+        _confirm_review(drv, wait)
+        wait.until(lambda d: "node-standby" in card_state(d, "kvm3")
+                   and "kvm3" not in rows(d).values())
+        assert "drained" in drv.find_element(By.CSS_SELECTOR, "#cards .card[data-node='kvm3']").text
+        _card_click(drv, "kvm3", "button.node-action")  # now "bring online"
+        wait.until(lambda d: d.find_element(By.ID, "review").get_attribute("open") is not None
+                   and "state: online" in d.find_element(By.CSS_SELECTOR, "#review pre.diff").text)
+        shoot(drv, "review.png", tmp_path)
+        _confirm_review(drv, wait)
+        wait.until(lambda d: "node-online" in card_state(d, "kvm3") and settled(url))
+        assert "matches the file" in drv.find_element(By.ID, "cluster-summary").text
+        shoot(drv, "node-back-online.png", tmp_path)
+
+        # a rename (a typo) in the file, valid (web01's anti-affinity names web2 too): web02's
+        # safety stays, its row says why
+        desired.write_text(desired.read_text().replace("web02", "web2"))
+        wait.until(lambda d: "vm-undeclared" in d.execute_script(
+            "const r = document.querySelector('#vms tr[data-vm=\"web02\"] td.findings');"
+            "return r ? r.textContent : ''"))
+        with urllib.request.urlopen(
+                urllib.request.Request(url + "/api/vms/web02"), timeout=10) as r:
+            kept_ids = {c["id"] for c in json.loads(r.read())["constraints"] if c["owned"]}
+        assert "warden-anti-vm-web01-vm-web02" in kept_ids
+        title = drv.execute_script(
+            "return document.querySelector('#vms tr[data-vm=\"web02\"] .badge').title")
+        assert "did you mean 'web2'" in title
+        shoot(drv, "rename-held.png", tmp_path)
+    finally:
+        desired.write_text(kept)
+        drv.quit()
+    wait_for("the file put back in force", lambda: settled(url), 120)
