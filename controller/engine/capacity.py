@@ -9,16 +9,21 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from lxml import etree
+
+from controller.engine.preview import patched
 from controller.logs import logger
-from controller.model.actions import Finding, TransitionStep
+from controller.model.actions import AnyAction, Finding, TransitionStep
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex
 from controller.model.vms import is_vm_resource
-from probes.pacemaker.simulate import simulate_failures
+from probes.pacemaker.read import read_status
+from probes.pacemaker.simulate import settle, simulate_failures
 
 PLACED = frozenset({"move", "migrate", "recover", "start"})
 
@@ -38,8 +43,11 @@ class NodeLoss:
         return self.error is None and not self.stopped
 
 
-def node_loss(steps: Sequence[TransitionStep], node: str, index: ClusterIndex) -> NodeLoss:
-    mine = tuple(sorted(rid for rid, nodes in index.running.items()
+def node_loss(steps: Sequence[TransitionStep], node: str, index: ClusterIndex,
+              running: Mapping[str, Sequence[str]] | None = None) -> NodeLoss:
+    """`running`: where each resource runs (the index's when None: the cluster as it is)."""
+    where = index.running if running is None else running
+    mine = tuple(sorted(rid for rid, nodes in where.items()
                         if node in nodes and is_vm_resource(index, rid)))
     placed = {s.resource: s.to_node for s in steps
               if s.action in PLACED and s.to_node and is_vm_resource(index, s.resource)}
@@ -62,6 +70,67 @@ def failover_report(cib: bytes, index: ClusterIndex) -> list[NodeLoss]:
         os.unlink(path)
     return [NodeLoss(node=n, vms=(), error=str(r)[:300]) if isinstance(r, WardenError)
             else node_loss(r, n, index) for n, r in sorted(runs.items())]
+
+
+def _losses(cib_path: str, index: ClusterIndex, running: Mapping[str, Sequence[str]],
+            nodes: list[str]) -> dict[str, NodeLoss]:
+    runs = simulate_failures(cib_path, nodes, workers=os.cpu_count() or 2)
+    return {n: NodeLoss(node=n, vms=(), error=str(r)[:300]) if isinstance(r, WardenError)
+            else node_loss(r, n, index, running) for n, r in runs.items()}
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Would the patch, once Pacemaker has carried it out, leave a VM without room if one
+    node failed, where the cluster as it is now has room for it? `broken`: node -> those
+    VMs. `error`: the scheduler could not say (not proven: the patch is held)."""
+
+    broken: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.error is None and not self.broken
+
+    def words(self) -> str:
+        if self.error is not None:
+            return f"the failover proof could not run: {self.error}"
+        return "; ".join(f"if {n} failed, {', '.join(v)} would have no room"
+                         for n, v in sorted(self.broken.items()))
+
+
+def admission(cib: bytes, patch: Sequence[AnyAction], index: ClusterIndex,
+              baseline: Sequence[AnyAction] = ()) -> Admission:
+    """N+1 after the patch, proven by the scheduler: the patched CIB settled (its transition
+    simulated), then each node's failure on it; a VM left stopped there that has room today
+    (the cluster as it is, with the `baseline` actions applied) is what the patch breaks. Today
+    is simulated only when something fails after."""
+    try:
+        root = patched(cib, patch)
+        with tempfile.TemporaryDirectory(prefix="kvm-warden-admission-") as tmp:
+            changed, settled, now = (str(Path(tmp, n)) for n in ("p.xml", "s.xml", "n.xml"))
+            Path(changed).write_bytes(etree.tostring(root))
+            settle(changed, settled)
+            status = read_status(settled)
+            running = {r.id: list(r.nodes) for r in status.resources if r.active}
+            nodes = sorted(n for n, st in status.nodes.items() if st.online)
+            after = _losses(settled, index, running, nodes)
+            if all(loss.fits for loss in after.values()):
+                return Admission()
+            Path(now).write_bytes(etree.tostring(patched(cib, baseline)))
+            before = _losses(now, index, index.running, nodes)
+    except (WardenError, OSError) as exc:
+        return Admission(error=str(exc)[:300])
+    errors = [loss.error for loss in after.values() if loss.error is not None]
+    if errors:
+        return Admission(error=errors[0])
+    broken = {}
+    for n, loss in after.items():
+        was = set(before[n].stopped) if n in before and before[n].error is None else set()
+        new = tuple(v for v in loss.stopped if v not in was)
+        if new:
+            broken[n] = new
+    return Admission(broken=broken)
 
 
 class FailoverChecker:

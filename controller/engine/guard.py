@@ -33,6 +33,9 @@ Reason = Literal[
     # held: a predicted live migration into a host whose QEMU lacks the VM's machine type (it
     # would fail and Pacemaker restart the VM: controller/model/machines.py)
     "machine-type",
+    # held: once carried out, a node's failure would leave VMs without room that have room
+    # today (capacity.tolerate; engine/capacity.py admission)
+    "would-break-failover",
 ]
 
 

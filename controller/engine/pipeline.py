@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from controller import metrics
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
 from controller.engine.audit import PassAudit
+from controller.engine.capacity import admission
 from controller.engine.decide import Decision, decide_pass, whole_units
 from controller.engine.explain import blocked_finding, finding, machine_blocked, unasked_moves
 from controller.engine.guard import Guard, Reason, Verdict
@@ -132,7 +133,9 @@ def _preview(decisions: tuple[Decision, ...], inp: PassInput, fx: PassEffects
             if pv.error is None else []
         if not unasked and not blocked:
             allow = fx.allow_disruption or policy.allow_disruption
-            return gate(decisions, pv, inp.index, inp.desired, allow), pv, False, tuple(held)
+            decisions, warned = _admit(gate(decisions, pv, inp.index, inp.desired, allow), pv,
+                                       inp)
+            return decisions, pv, False, (*held, *warned)
         words: dict[int, list[str]] = {}
         for u in unasked:
             word = describe_step(u.step)
@@ -155,6 +158,35 @@ def _preview(decisions: tuple[Decision, ...], inp: PassInput, fx: PassEffects
     # Still moving something unasked after the last round: nothing of the patch goes.
     return (_hold(decisions, "the patch kept moving VMs nothing asks to move", "would-move-unasked"),
             pv, False, tuple(held))
+
+
+def _admit(decisions: tuple[Decision, ...], pv: Preview, inp: PassInput
+           ) -> tuple[tuple[Decision, ...], tuple[Finding, ...]]:
+    """With the file's `capacity:` (tolerate 1): a patch whose result would leave a VM without
+    room after a node failure, where it has room today, is held (admission: hold) or made and
+    said (warn). Sizes and capacity themselves (reconcilers/capacity.py) describe the hosts as
+    they are: they are the baseline of the proof, never held by it."""
+    cap = inp.desired.capacity
+    patch = tuple(d.action for d in decisions
+                  if d.verdict.admitted and isinstance(d.action, CIB_ACTIONS))
+    sizes = tuple(a for a in patch if a.reconciler == CAPACITY)
+    if cap is None or cap.tolerate < 1 or pv.error is not None or pv.cib is None \
+            or len(sizes) == len(patch):
+        return decisions, ()
+    verdict = admission(pv.cib, patch, inp.index, sizes)
+    if verdict.admitted:
+        return decisions, ()
+    words = verdict.words()
+    if cap.admission == "warn" and verdict.error is None:
+        return decisions, (Finding(
+            reconciler=CAPACITY, kind="would-break-failover", severity="warning",
+            subject="capacity", message=f"made although it breaks N+1 (capacity.admission: "
+            f"warn): {words}"),)
+    held = Verdict(False, "would-break-failover", words + (
+        "; add capacity, or set capacity.admission: warn to make it anyway"
+        if verdict.error is None else ""))
+    return tuple(Decision(d.action, held) if d.verdict.admitted and d.action in patch
+                 and d.action not in sizes else d for d in decisions), ()
 
 
 def _hold(decisions: tuple[Decision, ...], detail: str, reason: Reason = "previewing"
@@ -194,6 +226,8 @@ def _apply(out: PassOutput, inp: PassInput, fx: PassEffects, actuator: Pacemaker
                                outcome="applied" if o.applied else "failed").inc()
     return replace(out, outcomes=tuple(outcomes), conflict=conflict, error=error)
 
+
+CAPACITY = "capacity"  # reconcilers/capacity.py's NAME: its sizes are the proof's baseline
 
 # Findings that say a VM is not as the file wants it although no action of the pass is left.
 DRIFT_FINDINGS = frozenset({"missing-resource", "wrong-agent", "placement-unsatisfiable",

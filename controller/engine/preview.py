@@ -69,19 +69,25 @@ class Baseline:
             self.digest, self.steps = digest, steps
 
 
+def patched(cib: bytes, actions: Sequence[AnyAction]) -> etree._Element:
+    """The CIB with the patch applied, as the actuator would apply it."""
+    root = parse_document(cib, source="the CIB to preview", exact=True)
+    editor = CibEditor(root)
+    for a in actions:
+        try:
+            editor.apply(a)
+        except EditError:
+            continue  # the actuator would report this one as failed: not in the patch
+    return root
+
+
 def preview(cib: bytes, actions: Sequence[AnyAction], timeout: float,
             baseline: Baseline | None = None) -> Preview:
     started = time.monotonic()
     runs = 0
     try:
-        root = parse_document(cib, source="the CIB to preview", exact=True)
+        root = patched(cib, actions)
         config = config_version(root)
-        editor = CibEditor(root)
-        for a in actions:
-            try:
-                editor.apply(a)
-            except EditError:
-                continue  # the actuator would report this one as failed: not in the patch
         digest = hashlib.sha256(cib).digest()
         base = baseline.get(digest) if baseline is not None else None
         with tempfile.TemporaryDirectory(prefix="kvm-warden-preview-") as tmp:

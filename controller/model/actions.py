@@ -374,6 +374,7 @@ FindingKind = Literal[
     "vm-undeclared",  # placement: a VM resource the file no longer names: its constraints kept
     "machine-type",  # machines: a VM's QEMU machine type some node lacks (no live migration there)
     "failover-no-room",  # capacity: a node's loss would leave VMs stopped (crm_simulate says)
+    "would-break-failover",  # capacity.admission warn: a change made that breaks N+1
     "mixed-version",  # versions: nodes run different Pacemaker versions (a rolling upgrade)
 ]
 # Findings about where domains run compare two sources taken at different instants (libvirt's

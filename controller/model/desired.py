@@ -193,7 +193,10 @@ class Capacity(_Strict):
     vm_overhead_mib: Annotated[StrictInt, Field(ge=0, le=65536)] = 64
     host_reserve_mib: Annotated[StrictInt, Field(ge=0)] = 1024
     host_reserve_cpus: Annotated[StrictInt, Field(ge=0, le=1024)] = 0
-    tolerate: Annotated[StrictInt, Field(ge=0, le=2)] = 1
+    tolerate: Annotated[StrictInt, Field(ge=0, le=1)] = 1
+    # hold: a change that would leave a VM without room after a node failure (where it has
+    # room today) is not made; warn: it is made and said.
+    admission: Literal["hold", "warn"] = "hold"
 
 
 class DesiredState(_Strict):

@@ -49,6 +49,13 @@ def simulate(cib_path: str, *, timeout: float = SIMULATE_TIMEOUT) -> tuple[Trans
     return parse_transition(out.stdout, source=f"crm_simulate -x {cib_path}")
 
 
+def settle(cib_path: str, out_path: str, *, timeout: float = SIMULATE_TIMEOUT) -> None:
+    """The cluster once the scheduler's transition for `cib_path` has run (`crm_simulate
+    --simulate --save-output`): every resource where Pacemaker would put it."""
+    commands.run(["crm_simulate", "-x", cib_path, "--simulate", "--quiet", "--save-output",
+                  out_path], env=commands.tool_env(None), timeout=timeout)
+
+
 def simulate_both(first: str, second: str, *, timeout: float = SIMULATE_TIMEOUT
                   ) -> tuple[tuple[TransitionStep, ...], tuple[TransitionStep, ...]]:
     """Two scheduler runs side by side (a core each): the preview's baseline and patched CIB."""

@@ -140,3 +140,61 @@ def test_the_service_computes_n_plus_1_beside_the_loop_and_reports_it(tmp_path: 
     assert set(no_room) == set(NODES)
     assert "if kvm3 fails, vm-e would have no room" in no_room["kvm3"]
     assert REGISTRY.get_sample_value("kvm_warden_failover_vms_stopped", {"node": "kvm3"}) == 1.0
+
+
+def _grow_hosts(store: Store, slots: int) -> None:
+    """Every host with room for `slots` VMs (as its agent would report it)."""
+    for seq, node in enumerate(NODES, start=10):
+        listed = store.state.domains.get(node, {})
+        store.fold(envelope(node, seq, DomainSeen(
+            node=node, domains=tuple(listed.values()),
+            host=HostInfo(cpus=4, memory_kib=(1024 + slots * (VM_MIB + 64)) * 1024))))
+
+
+def _drained_then_failed(cib_file: Path, drained: str, failed: str, tmp: Path) -> list[str]:
+    """Pacemaker's own answer, by its own tools on a copy: `drained` in standby (crm_attribute),
+    its transition executed, then `failed`'s failure executed; the VMs left stopped."""
+    copy = tmp / f"drain-{drained}.xml"
+    copy.write_bytes(cib_file.read_bytes())
+    cibs.tool(["crm_attribute", "--node", drained, "--name", "standby", "--update", "on"], copy)
+    settled = simulate(tmp / f"drained-{drained}.xml", copy.read_text())
+    return _left_stopped_by_crm_simulate(settled, failed)
+
+
+def _standby(cib_file: Path, node: str) -> bool:
+    root = etree.fromstring(cibs.tool(["crm_mon", "-1", "--output-as=xml"], cib_file).encode())
+    return any(n.get("name") == node and n.get("standby") == "true" for n in root.iter("node"))
+
+
+def test_a_drain_that_breaks_n_plus_1_is_held_and_says_which_vms(tmp_path: Path) -> None:
+    """Issue "Room for every VM", 3: hosts of three VMs each hold five VMs with room for any
+    node's failure; draining kvm3 would leave two nodes for five VMs, and then kvm1's or
+    kvm2's failure leaves a VM without room (crm_simulate says which). Held as
+    would-break-failover, naming them; with `admission: warn` it is made, and said."""
+    ctl, store, cib_file = cluster(tmp_path)
+    _grow_hosts(store, 3)
+    t = time.time()
+    for i in range(3):
+        ctl.run_pass(now=t + 11 * i)
+    assert report(cib_file)[0] == 0  # N+1 holds today
+    expected = {n: _drained_then_failed(cib_file, "kvm3", n, tmp_path) for n in ("kvm1", "kvm2")}
+    assert all(expected.values()), expected  # the drain would break it, by Pacemaker's tools
+    desired = tmp_path / "desired.yaml"
+    desired.write_text(DESIRED.replace("version: 1\n", "version: 1\ncluster:\n  nodes: [kvm1, "
+                                       "kvm2, {name: kvm3, state: standby}]\n"))
+    assert ctl.desired.poll()
+    result = ctl.run_pass(now=t + 33)
+    drain = [d for d in result.decisions if d.action.reconciler == "nodes"]
+    assert drain and all(d.verdict.reason == "would-break-failover" for d in drain), drain
+    detail = drain[0].verdict.detail
+    for node, stopped in expected.items():
+        assert f"if {node} failed, {', '.join(stopped)} would have no room" in detail, detail
+    assert not _standby(cib_file, "kvm3")
+    # admission: warn -- made, and said
+    desired.write_text(desired.read_text().replace("capacity:\n", "capacity:\n  admission: warn\n"))
+    assert ctl.desired.poll()
+    result = ctl.run_pass(now=t + 44)
+    assert all(d.verdict.admitted for d in result.decisions if d.action.reconciler == "nodes")
+    warned = ctl.view.last.findings if ctl.view.last else ()
+    assert any(f.kind == "would-break-failover" for f in result.findings + warned)
+    assert _standby(cib_file, "kvm3")
