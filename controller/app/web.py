@@ -23,6 +23,7 @@ import msgspec
 from controller.app.console import ConsoleBroker
 from controller.app.edits import Edit, EditError, Sources, confirm, review
 from controller.app.reviews import Reviewed, Reviews
+from controller.engine.capacity import NodeLoss
 from controller.engine.desired_store import invalid_finding
 from controller.engine.history import History
 from controller.engine.ledger import Ledger
@@ -59,6 +60,10 @@ class NodeItem(msgspec.Struct, frozen=True, kw_only=True):
     # a drain declared in the file: the VMs still on it (0 when drained)
     draining: bool = False
     left: tuple[str, ...] = ()
+    # N+1 (the file's capacity:; engine/capacity.py): if this node failed, would every VM
+    # have room? None: not known (no capacity section, or not computed yet)
+    failover_fits: bool | None = None
+    failover_stopped: tuple[str, ...] = ()  # the VMs that would have none
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,10 +164,19 @@ class WebView:
         vms = c.last_rows  # the pass's rows carry their findings (model/overview.py)
         desired = c.desired.current
         return VmsDoc(version=version, at=self.clock(), vms=vms,
-                      nodes=node_items(observed, desired, vms), console=self.console,
+                      nodes=node_items(observed, desired, vms, self._failover(desired)),
+                      console=self.console,
                       console_reason=self.console_reason,
                       banner=self.banner(), summary=self.summary(observed, vms),
                       stack=stack(observed.status, desired))
+
+    def _failover(self, desired: DesiredState | None) -> dict[str, NodeLoss]:
+        """The latest N+1 verdict per node, when the file asks for sizes (without them
+        Pacemaker ignores memory and every VM "fits")."""
+        checker = self.controller.failover
+        if checker is None or desired is None or desired.capacity is None:
+            return {}
+        return {loss.node: loss for loss in checker.latest if loss.error is None}
 
     def summary(self, observed: ObservedState, vms: tuple[VmRow, ...]) -> Summary:
         c, last = self.controller, self.controller.last
@@ -309,7 +323,8 @@ def node_state(online: bool, unclean: bool, standby: bool, maintenance: bool) ->
 
 
 def node_items(observed: ObservedState, desired: DesiredState | None,
-               vms: tuple[VmRow, ...]) -> tuple[NodeItem, ...]:
+               vms: tuple[VmRow, ...], failover: Mapping[str, NodeLoss] | None = None
+               ) -> tuple[NodeItem, ...]:
     """Every node as its card shows it: its state, what the file wants of it, what its guests
     take of the host, and the VMs a declared drain still has to move."""
     wants = desired.cluster.node_states() if desired is not None else {}
@@ -333,7 +348,9 @@ def node_items(observed: ObservedState, desired: DesiredState | None,
             host_cpus=host.cpus if host is not None else None,
             host_memory_kib=host.memory_kib if host is not None else None,
             draining=draining,
-            left=tuple(sorted(on.get(n.name, ()))) if draining else ()))
+            left=tuple(sorted(on.get(n.name, ()))) if draining else (),
+            failover_fits=loss.fits if (loss := (failover or {}).get(n.name)) else None,
+            failover_stopped=loss.stopped if loss else ()))
     return tuple(out)
 
 

@@ -198,3 +198,24 @@ def test_a_drain_that_breaks_n_plus_1_is_held_and_says_which_vms(tmp_path: Path)
     warned = ctl.view.last.findings if ctl.view.last else ()
     assert any(f.kind == "would-break-failover" for f in result.findings + warned)
     assert _standby(cib_file, "kvm3")
+
+
+def test_each_node_card_says_whether_every_vm_has_room_if_it_fails(tmp_path: Path) -> None:
+    """The verdict on the node cards and in /api/vms: per node, from the checker's latest
+    crm_simulate --node-fail (the test compares with Pacemaker's own answer)."""
+    from controller.app.web import WebView
+    from controller.engine.capacity import FailoverChecker
+    from tests.waiting import wait_for
+
+    ctl, _, cib_file = cluster(tmp_path)
+    ctl.failover = FailoverChecker(ctl.current_cib)
+    t = time.time()
+    for i in range(3):
+        ctl.run_pass(now=t + 11 * i)
+    wait_for("the N+1 verdict", lambda: len(ctl.failover.latest) == 3, 60, 0.1)  # type: ignore[union-attr]
+    ctl.run_pass(now=t + 44)
+    cards = {n["name"]: n for n in json.loads(WebView(ctl).vms_json())["nodes"]}
+    for node in NODES:
+        stopped = _left_stopped_by_crm_simulate(cib_file, node)
+        assert cards[node]["failover_fits"] is (not stopped)
+        assert cards[node]["failover_stopped"] == stopped, node

@@ -103,6 +103,10 @@ function nodeCards(doc) {
         ? "draining: " + n.left.length + " VM(s) left (" + n.left.join(", ") + ")" : "drained"));
     }
     card.append(capacity(n));
+    if (n.failover_fits !== null && n.failover_fits !== undefined) {  // the file's capacity: N+1
+      card.append(el("p", {class: "failover " + (n.failover_fits ? "good" : "bad"), "data-fits": String(n.failover_fits)},
+        n.failover_fits ? "if it fails: every VM has room" : "if it fails: no room for " + n.failover_stopped.join(", ")));
+    }
     // the worst first, so a failed VM is never below the fold of a full card
     const vms = (on[n.name] || []).sort((a, b) => (a.health === "ok") - (b.health === "ok") || a.vm.localeCompare(b.vm));
     const shown = vms.slice(0, CARD_VMS);
