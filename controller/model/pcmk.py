@@ -82,8 +82,27 @@ HOLD_MARK = "kvm-warden-hold"
 ORPHANS_SET = "warden-keep-orphans"
 
 
+# Cluster options Pacemaker 3.0.2 renamed: the older name stays a deprecated alias, and when
+# both are set the new one wins. Older Pacemaker knows only the old name.
+RENAMED = {"stonith-enabled": "fencing-enabled", "stonith-action": "fencing-action",
+           "stonith-timeout": "fencing-timeout", "stop-orphan-resources": "stop-removed-resources"}
+OLDER = {new: old for old, new in RENAMED.items()}
+
+
+def property_names(name: str) -> tuple[str, str | None]:
+    """(the name every Pacemaker understands, 3.0.2's name or None), from either name."""
+    old = OLDER.get(name, name)
+    return old, RENAMED.get(old)
+
+
+def effective_property(properties: Mapping[str, str], name: str) -> str | None:
+    """The value Pacemaker uses: 3.0.2's name first, then the older one."""
+    old, new = property_names(name)
+    if new is not None and new in properties:
+        return properties[new]
+    return properties.get(old)
+
+
 def fencing_enabled(properties: Mapping[str, str]) -> bool:
-    """Whether the cluster fences. Pacemaker 3.0.2 reads `fencing-enabled` first and keeps
-    `stonith-enabled` as its deprecated alias; both default to true."""
-    value = properties.get("fencing-enabled", properties.get("stonith-enabled"))
-    return to_bool(value, default=True)
+    """Whether the cluster fences (fencing-enabled, or stonith-enabled; default true)."""
+    return to_bool(effective_property(properties, "stonith-enabled"), default=True)

@@ -194,7 +194,7 @@ def _parse_resource(el: etree._Element, parent: str | None, source: str) -> Reso
         role=get("role", "Stopped"),
         target_role=get("target_role"),
         active=to_bool(get("active")),
-        orphaned=to_bool(get("orphaned")),
+        orphaned=to_bool(get("orphaned")) or to_bool(get("removed")),  # 3.0.2: removed
         blocked=to_bool(get("blocked")),
         managed=to_bool(get("managed"), default=True),
         failed=to_bool(get("failed")),

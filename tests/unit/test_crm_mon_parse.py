@@ -142,3 +142,20 @@ def test_a_failed_migration_is_reported_for_its_resource_with_its_task() -> None
     assert split_op_key("vm1_migrate_from_0", None) == ("vm1", "migrate_from")
     assert split_op_key("vm_web_01_monitor_10000", "monitor") == ("vm_web_01", "monitor")
     assert split_op_key("vm_web_01_stop_0", None) == ("vm_web_01", "stop")
+
+
+def test_pacemaker_3_0_2s_removed_and_fencing_enabled_are_read() -> None:
+    """Issue "Current Debian", 4: crm_mon 3.0.2 says `removed` beside `orphaned`, and its
+    cluster options carry `fencing-enabled` beside `stonith-enabled` (no 3.0.2 in Debian yet:
+    a real 2.1.5 output edited to that form)."""
+    from controller.model.pcmk import fencing_enabled
+
+    doc = SEED.replace(b'id="vm-web01" resource_agent="ocf:heartbeat:VirtualDomain"',
+                       b'id="vm-web01" removed="true" resource_agent="ocf:heartbeat:VirtualDomain"'
+                       ).replace(b"<cluster_options ", b'<cluster_options fencing-enabled="false" ')
+    assert doc.count(b'removed="true"') == 1 and b'fencing-enabled="false"' in doc
+    s = parse_crm_mon(doc)
+    assert [r.id for r in s.resources if r.orphaned] == ["vm-web01"]
+    assert s.properties["fencing-enabled"] == "false" and not fencing_enabled(s.properties)
+    assert fencing_enabled(parse_crm_mon(SEED).properties) is (
+        parse_crm_mon(SEED).properties.get("stonith-enabled") == "true")
