@@ -53,7 +53,7 @@ SETTLE_SECONDS = 300.0
 PLACES = {"web01": ("kvm1", "kvm2"), "web02": ("kvm2", "kvm3")}
 VICTIMS = ("kvm2", "kvm3")  # kvm1 runs the controller
 STATE_MB = 48
-CONTROLLER = "controller.app.cli controller"
+CONTROLLER = lab.CONTROLLER
 LIBVIRTD, COROSYNC = "^libvirtd( |$)", "^corosync( |$)"  # not corosync-quorumtool
 
 

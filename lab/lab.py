@@ -398,6 +398,14 @@ def _own_pacemaker_dirs() -> str:
             "/run/pacemaker\n")
 
 
+# The controller's process, from this tree or from a release's package (pgrep -f, an ERE).
+CONTROLLER = r"(controller\.app\.cli|/opt/kvm-warden/bin/kvm-warden) controller"
+
+# A stdlib-only snippet run "on" a node: the node's own interpreter (a node of the other release
+# has its own /usr, where this machine's interpreter is not).
+NODE_PYTHON = "/usr/bin/python3"
+
+
 def kvm_warden_argv(node: str) -> list[str]:
     """How kvm-warden runs on the node: this tree with this interpreter, or on a node of
     another release its package (a venv of this machine's python3 cannot run there)."""
@@ -628,8 +636,8 @@ def run_on(p: argparse.ArgumentParser, rest: list[str]) -> int:
     if len(rest) < 2 or rest[0] not in NODES:
         p.error(f"on NODE COMMAND...: NODE is one of {', '.join(NODES)}")
     node, argv = rest[0], rest[1:]
-    if argv[0] == "kvm-warden":  # the lab runs this tree's, with this interpreter
-        argv = [sys.executable, "-m", "controller.app.cli", *argv[1:]]
+    if argv[0] == "kvm-warden":  # the lab's: this tree's, or that release's package
+        argv = [*kvm_warden_argv(node), *argv[1:]]
     pid = node_pid(node)
     return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt",
                            f"--uts=/proc/{pid}/ns/uts", f"--wd={os.getcwd()}", *argv],
@@ -757,7 +765,7 @@ def warden_get(path: str, port: int = 9810) -> str:
         f"b'{HA_USER}:{HA_PASSWORD}').decode())\n"
         f"ctx = ssl.create_default_context(cafile='{BASE / 'ha' / 'cert.pem'}')\n"
         "sys.stdout.write(urllib.request.urlopen(req, timeout=10, context=ctx).read().decode())\n")
-    return on("kvm1", sys.executable, "-c", code, check=False).stdout
+    return on("kvm1", NODE_PYTHON, "-c", code, check=False).stdout
 
 
 def audit_records(name: str = "controller") -> list[dict[str, object]]:
@@ -843,6 +851,20 @@ def _ha_user() -> None:
         _HA_USER_MADE.touch()
 
 
+def _ha_user_on_foreign_nodes() -> None:
+    """A node of the other release has its own /etc: the controller's user there too, with
+    this host's uid and gid (the files on the shared storage are theirs) and in its haclient."""
+    import pwd
+
+    me = pwd.getpwnam(HA_RUN_AS)
+    for node in NODES:
+        if not foreign(node) or on(node, "getent", "passwd", HA_RUN_AS, check=False).stdout:
+            continue
+        on(node, "groupadd", "--gid", str(me.pw_gid), HA_RUN_AS, check=False)
+        on(node, "useradd", "--system", "--no-create-home", "--uid", str(me.pw_uid), "--gid",
+           str(me.pw_gid), "--groups", "haclient", "--shell", "/bin/sh", HA_RUN_AS)
+
+
 def _remove_ha_user() -> None:
     if _HA_USER_MADE.exists():
         sh("userdel", HA_RUN_AS, check=False)
@@ -880,7 +902,8 @@ def ha_commands() -> list[list[str]]:
 
     values = {
         "VIP": HA_VIP, "CIDR": "24", "NIC": "eth0",
-        "BIN": str(Path(sys.executable).parent / "kvm-warden"),
+        "BIN": kvm_warden_argv("kvm1")[0] if foreign("kvm1")
+        else str(Path(sys.executable).parent / "kvm-warden"),
         "SHARED": f"{STORAGE}/kvm-warden", "STORAGE": "gfs2_res01-clone",
         "KEYS": str(BASE / "keys" / "controller.key_secret"),
         "ALLOW": str(BASE / "allow-controller"), "WEB": str(BASE / "ha" / "web.yml"),
@@ -897,6 +920,7 @@ def start_ha_controller(desired_text: str, via: str = "kvm1") -> None:
     _keys()
     _ha_web_config()
     _ha_user()
+    _ha_user_on_foreign_nodes()
     for d in (HA_SHARED, HA_LOG):
         d.mkdir(parents=True, exist_ok=True)
     (HA_SHARED / "desired.yaml").write_text(desired_text)
@@ -943,7 +967,7 @@ def ha_get(path: str, via: str, auth: bool = True) -> tuple[int, str]:
         "    sys.stdout.write(str(e.code) + '\\n')\n"
         "except OSError as e:\n"
         "    sys.stdout.write('0\\n' + str(e))\n")
-    out = on(via, sys.executable, "-c", code, check=False, timeout=30).stdout
+    out = on(via, NODE_PYTHON, "-c", code, check=False, timeout=30).stdout
     head, _, body = out.partition("\n")
     return (int(head) if head.isdigit() else 0), body
 

@@ -15,9 +15,22 @@ case $release in
   13) codename=trixie ;;
   *) echo "release-root: Debian 12 or 13, not '$release'" >&2; exit 2 ;;
 esac
+case $kind in
+  base) pkgs=() ;;
+  build) pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev ca-certificates) ;;
+  lab) pkgs=(pacemaker pacemaker-cli-utils corosync pcs resource-agents libvirt-daemon-system
+             libvirt-clients qemu-system-x86 qemu-utils iproute2 procps python3 psmisc
+             novnc) ;;  # novnc: the web console's client, served by a controller there
+  *) echo "release-root: base, build or lab, not '$kind'" >&2; exit 2 ;;
+esac
 root=$PWD/build/debian-$release-$kind
 [ "$kind" = base ] && [ "$release" = 12 ] && root=$PWD/build/debian-12-root  # the package test's
-if [ -f "$root/etc/debian_version" ]; then echo "$root"; exit 0; fi
+# Cached while it holds the same package list (a list that grew makes it again).
+stamp="${pkgs[*]:-}"
+if [ -f "$root/etc/debian_version" ] && [ "$(cat "$root/.kvm-warden-packages" 2>/dev/null || true)" = "$stamp" ]; then
+  echo "$root"; exit 0
+fi
+rm -rf "$root"
 mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 mirror=${mirror:-http://deb.debian.org/debian}
 tmp=$root.tmp
@@ -25,13 +38,6 @@ rm -rf "$tmp"
 mkdir -p "$(dirname "$tmp")"
 debootstrap --variant=minbase "$codename" "$tmp" "$mirror" >"$tmp.log" 2>&1 \
   || { tail -20 "$tmp.log" >&2; exit 1; }
-case $kind in
-  base) pkgs=() ;;
-  build) pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev ca-certificates) ;;
-  lab) pkgs=(pacemaker pacemaker-cli-utils corosync pcs resource-agents libvirt-daemon-system
-             libvirt-clients qemu-system-x86 qemu-utils iproute2 procps python3 psmisc) ;;
-  *) echo "release-root: base, build or lab, not '$kind'" >&2; exit 2 ;;
-esac
 if [ ${#pkgs[@]} -gt 0 ]; then
   cp /etc/resolv.conf "$tmp/etc/resolv.conf"
   mount -t proc proc "$tmp/proc"
@@ -48,6 +54,7 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   umount -l "$tmp/proc"
   trap - EXIT
 fi
+printf '%s' "$stamp" >"$tmp/.kvm-warden-packages"
 mv "$tmp" "$root"
 rm -f "$tmp.log"
 echo "$root"

@@ -46,7 +46,9 @@ CAUSES: dict[str, dict[str, frozenset[str]] | frozenset[str] | None] = {
                 "migrated": MIGRATE},
     "stopped": {"shutdown": STOP, "destroyed": STOP, "saved": STOP, "from-snapshot": STOP,
                 "migrated": MIGRATE, "failed": frozenset(), "crashed": frozenset()},
-    "shutdown": STOP,
+    # QEMU 10 / libvirt 11 (Debian 13): the source of a live migration reports "shutdown/host"
+    # when libvirt quits it after the migration, before its "stopped/migrated"
+    "shutdown": {"finished": STOP, "guest": STOP, "host": STOP | MIGRATE},
     "suspended": {"paused": frozenset(), "api-error": frozenset(), "migrated": MIGRATE,
                   "postcopy": MIGRATE, "ioerror": frozenset(), "watchdog": frozenset()},
     # libvirt starts QEMU with its CPUs stopped and resumes them: a start's own "unpaused"

@@ -159,11 +159,11 @@ def test_a_vm_started_with_virsh_is_enrolled_without_a_restart_then_migrates_liv
 def restart_controller(cluster: Lab) -> None:
     """The controller stops and starts again after the agents published (a restart, an HA
     takeover): it learns what they know from their snapshots only."""
-    mine = lab.node_pids("kvm1", "controller.app.cli controller")
+    mine = lab.node_pids("kvm1", lab.CONTROLLER)
     assert mine, "the lab's controller runs on kvm1"
     lab.on("kvm1", "kill", *mine)
     wait_for("the controller gone", lambda: not lab.node_pids(
-        "kvm1", "controller.app.cli controller"), 30)
+        "kvm1", lab.CONTROLLER), 30)
     lab.start_controller(cluster.desired)
     wait_for("the restarted controller's first pass",
              lambda: '"vms"' in lab.warden_get("/status"), 60)

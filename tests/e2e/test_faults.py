@@ -316,7 +316,7 @@ def test_the_controller_fails_over_with_its_address_desired_file_and_ledger(
     fencing it) starts the controller elsewhere; it reads the same desired file and ledger from
     the shared storage and answers /metrics on the same address."""
     wait_for("converged", converged, 120)
-    mine = lab.node_pids("kvm1", "controller.app.cli controller")
+    mine = lab.node_pids("kvm1", lab.CONTROLLER)
     lab.on("kvm1", "kill", *mine)  # the lab's own controller: exactly one may run
     audit = lab.HA_SHARED / "audit.jsonl"
     try:

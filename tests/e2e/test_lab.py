@@ -196,7 +196,7 @@ def test_controller_killed_mid_flight_restarts_without_duplicating_work(cluster:
     # A desired change lands, and the controller is SIGKILLed while it acts on it.
     cluster.write_desired(web01="kvm3", web02="kvm1")
     time.sleep(0.4)
-    procs = lab.node_pids("kvm1", "controller.app.cli controller")
+    procs = lab.node_pids("kvm1", lab.CONTROLLER)
     assert procs
     lab.on("kvm1", "kill", "-9", *procs)
     lab.start_controller(cluster.desired)
@@ -334,7 +334,7 @@ def test_an_open_breaker_stays_open_after_the_controller_is_killed(cluster: Lab)
     ledger_path = lab.BASE / "state" / "ledger.json"
 
     def restart_controller() -> None:
-        procs = lab.node_pids("kvm1", "controller.app.cli controller")
+        procs = lab.node_pids("kvm1", lab.CONTROLLER)
         lab.on("kvm1", "kill", "-9", *procs)
         lab.start_controller(cluster.desired)
 
@@ -343,7 +343,7 @@ def test_an_open_breaker_stays_open_after_the_controller_is_killed(cluster: Lab)
                    and r.get("kind") == "circuit-open" and r.get("subject") == "vm-web01@kvm1")
 
     # Five recent cleanups of web01 on kvm1: the breaker is open (as if it had cleaned them).
-    procs = lab.node_pids("kvm1", "controller.app.cli controller")
+    procs = lab.node_pids("kvm1", lab.CONTROLLER)
     lab.on("kvm1", "kill", "-9", *procs)
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     now = time.time()
@@ -364,7 +364,7 @@ def test_an_open_breaker_stays_open_after_the_controller_is_killed(cluster: Lab)
     finally:
         # The operator cleans up and resets the breaker (the ledger entry), as a person would.
         lab.on("kvm1", "crm_resource", "--cleanup", "--resource", "vm-web01", check=False)
-        procs = lab.node_pids("kvm1", "controller.app.cli controller")
+        procs = lab.node_pids("kvm1", lab.CONTROLLER)
         if procs:
             lab.on("kvm1", "kill", "-9", *procs)
         ledger = json.loads(ledger_path.read_text())

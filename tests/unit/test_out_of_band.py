@@ -196,3 +196,14 @@ def test_a_failing_judge_is_counted_and_the_watcher_lives_on() -> None:
         assert w.judged == 0
     finally:
         w.stop()
+
+
+def test_qemu_10s_shutdown_host_at_the_end_of_a_live_migration_is_the_migrations() -> None:
+    """On Debian 13 (QEMU 10, libvirt 11) the source of a live migration reports shutdown/host
+    when libvirt quits it, before stopped/migrated (seen on the lab of Debian 13 nodes: every
+    migration was reported out of band). During a migrate_to it is Pacemaker's; with nothing
+    running it is still out of band, and shutdown/guest is still only a stop's."""
+    assert judge(ev("kvm1", "db01", "shutdown", "host"), 2003.2, "vm-db01", OPS) is True
+    assert judge(ev("kvm1", "db01", "shutdown", "host"), 2500.0, "vm-db01", OPS) is False
+    assert judge(ev("kvm1", "db01", "shutdown", "guest"), 2003.2, "vm-db01", OPS) is False
+    assert judge(ev("kvm2", "web02", "shutdown", "host"), 3004.0, "vm-web02", OPS) is True
