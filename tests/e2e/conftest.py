@@ -111,6 +111,23 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 
+def own_lab(releases: dict[str, str], desired: Path, first_pass: float = 90) -> Iterator[Lab]:
+    """A lab of a module's own (nodes of another release), kvm-warden on it, taken down after
+    (unless KVM_WARDEN_KEEP_LAB)."""
+    info = lab.up(releases=releases)
+    print(f"lab up in {info['seconds']} s: {info['releases']}")
+    env = Lab(desired)
+    env.write_desired()
+    lab.start_warden(env.desired)
+    try:
+        wait_for("the controller's first pass", lambda: '"vms"' in lab.warden_get("/status"),
+                 first_pass)
+        yield env
+    finally:
+        if not os.environ.get("KVM_WARDEN_KEEP_LAB"):
+            lab.down()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """test_lab_commands.py runs `make lab-down`, which ends the session's lab: it goes last
     among the e2e files that use it, whatever they are named; test_installed.py,

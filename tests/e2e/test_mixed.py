@@ -6,7 +6,6 @@ python3 cannot run there). A lab of its own: it runs after the session's lab is 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from lxml import etree
 
 from lab import lab
-from tests.e2e.conftest import Lab, findings
+from tests.e2e.conftest import Lab, findings, own_lab
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -25,17 +24,8 @@ PACEMAKER = {"12": "Pacemaker 2.1", "13": "Pacemaker 3.0"}
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, str]]:
     other = "13" if lab.host_release() == "12" else "12"
-    info = lab.up(releases={"kvm3": other})
-    print(f"mixed lab up in {info['seconds']} s: {info['releases']}")
-    env = Lab(tmp_path_factory.mktemp("mixed") / "desired.yaml")
-    env.write_desired()
-    lab.start_warden(env.desired)
-    try:
-        wait_for("the controller's first pass", lambda: '"vms"' in lab.warden_get("/status"), 90)
+    for env in own_lab({"kvm3": other}, tmp_path_factory.mktemp("mixed") / "desired.yaml"):
         yield env, other
-    finally:
-        if not os.environ.get("KVM_WARDEN_KEEP_LAB"):
-            lab.down()
 
 
 def crm_mon() -> etree._Element:

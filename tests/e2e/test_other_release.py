@@ -11,13 +11,12 @@ is down (tests/e2e/conftest.py orders it last)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from lab import lab
-from tests.e2e.conftest import Lab
+from tests.e2e.conftest import Lab, own_lab
 from tests.e2e.test_console import (  # noqa: F401  (the fixture and the scenario, run here)
     test_the_console_of_a_real_guest_follows_it_through_a_live_migration,
     web,
@@ -48,18 +47,8 @@ def other_release() -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """Every node on the other release, kvm-warden from that release's package."""
-    other = other_release()
-    info = lab.up(releases=dict.fromkeys(lab.NODES, other))
-    print(f"lab of Debian {other} nodes up in {info['seconds']} s")
-    env = Lab(tmp_path_factory.mktemp("other") / "desired.yaml")
-    env.write_desired()
-    lab.start_warden(env.desired)
-    try:
-        wait_for("the controller's first pass", lambda: '"vms"' in lab.warden_get("/status"), 90)
-        yield env
-    finally:
-        if not os.environ.get("KVM_WARDEN_KEEP_LAB"):
-            lab.down()
+    yield from own_lab(dict.fromkeys(lab.NODES, other_release()),
+                       tmp_path_factory.mktemp("other") / "desired.yaml")
 
 
 def test_every_node_runs_the_other_release_and_kvm_warden_from_its_package(
