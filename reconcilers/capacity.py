@@ -2,12 +2,14 @@
 
 Each VM resource's `<utilization>`: `cpu` its vCPUs, `memory` its memory in MiB plus the
 declared overhead (from its domain XML as the node running it lists it). Each node's: `cpu` and
-`memory` (MiB) as its libvirt reports them minus the host's reserve. And `placement-strategy`
-as the file says (unless `cluster.properties` names it), so that Pacemaker's scheduler places
-by them -- after a node's failure too (Pacemaker Explained, "Utilization and Placement
-Strategy"). Owned like every change: previewed (a change that would move a VM nobody asked to
-move is held), audited, and only for what the file names. A VM nobody lists yet (stopped
-everywhere) keeps what it has: sizes come from evidence, never guessed.
+`memory` (MiB) as its libvirt reports them minus the host's reserve, and `hv_memory` and
+`host_memory` the same as `memory` (VirtualDomain sets each VM's own: the node must offer
+them). And `placement-strategy` as the file says (unless `cluster.properties` names it), so
+that Pacemaker's scheduler places by them -- after a node's failure too (Pacemaker Explained,
+"Utilization and Placement Strategy"). Owned like every change: previewed (a change that would
+move a VM nobody asked to move is held), audited, and only for what the file names. A VM
+nobody lists yet (stopped everywhere) keeps what it has: sizes come from evidence, never
+guessed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from reconcilers.base import PlanBuilder
 
 NAME = "capacity"
 MIB = 1024
+AGENT_MEMORY = ("hv_memory", "host_memory")  # VirtualDomain's own utilization names
 
 
 def vm_size(index: ClusterIndex, rid: str, names: tuple[str, ...], cap: Capacity
@@ -39,8 +42,13 @@ def node_capacity(index: ClusterIndex, node: str, cap: Capacity
     host = index.observed.hosts.get(node)
     if host is None:
         return None
-    return (("cpu", str(max(0, host.cpus - cap.host_reserve_cpus))),
-            ("memory", str(max(0, host.memory_kib // MIB - cap.host_reserve_mib))))
+    memory = str(max(0, host.memory_kib // MIB - cap.host_reserve_mib))
+    # hv_memory and host_memory: what VirtualDomain itself writes on each VM (its
+    # autoset_utilization_* options, on by default: the domain's memory). A node that does not
+    # offer them has none, and under a utilization strategy Pacemaker would stop every VM
+    # (seen on the lab); `memory`, with the overhead, is the one that binds.
+    return (("cpu", str(max(0, host.cpus - cap.host_reserve_cpus))), ("memory", memory),
+            *((name, memory) for name in AGENT_MEMORY))
 
 
 def plan(ctx: Context) -> Plan:

@@ -40,6 +40,10 @@ def cluster(tmp_path: Path) -> tuple[Controller, Store, Path]:
     prefer = "".join(f'<rsc_location id="l-{r}" rsc="{r}" node="{n}" score="100"/>'
                      for r, n in where.items())
     cib_file = simulate(tmp_path / "cib.xml", cib("".join(vm(r) for r in VMS), prefer))
+    for rid, name in ((r, n) for r in VMS for n in ("hv_memory", "host_memory")):
+        # what VirtualDomain writes itself (its autoset_utilization_* options, the lab's)
+        cibs.tool(["crm_resource", "--resource", rid, "--utilization", "--set-parameter",
+                   name, "--parameter-value", str(VM_MIB)], cib_file)
     desired = tmp_path / "desired.yaml"
     desired.write_text(DESIRED)
     store_d = DesiredStore(str(desired))
@@ -65,10 +69,12 @@ def test_sizes_and_capacity_are_written_and_pacemaker_moves_nothing(tmp_path: Pa
     util = {el.getparent().get("id") or el.getparent().get("uname"):
             {nv.get("name"): nv.get("value") for nv in el.iter("nvpair")}
             for el in root.iter("utilization")}
-    assert util["vm-a"] == {"cpu": "1", "memory": str(VM_MIB + 64)}
+    assert util["vm-a"] == {"cpu": "1", "memory": str(VM_MIB + 64), "hv_memory": str(VM_MIB),
+                            "host_memory": str(VM_MIB)}
     node = next(n for n in root.iter("node") if n.get("uname") == "kvm1")
     assert {nv.get("name"): nv.get("value") for nv in node.find("utilization").iter("nvpair")
-            } == {"cpu": "4", "memory": str(HOST_MIB - 1024)}
+            } == {"cpu": "4", **dict.fromkeys(("memory", "hv_memory", "host_memory"),
+                                              str(HOST_MIB - 1024))}
     assert 'name="placement-strategy" value="utilization"' in cibs.tool(
         ["cibadmin", "--query", "--scope", "crm_config"], cib_file)
     subprocess.run(["crm_verify", "-x", str(cib_file)], check=True, capture_output=True,
