@@ -122,9 +122,12 @@ class Ledger:
 
     def migrations_in_flight(self, index: ClusterIndex, now: float) -> set[str]:
         # A move counts until crm_mon shows it settled: not migrating and running on one node.
+        # A resource gone from the cluster (retired, removed) has no migration in flight: it
+        # held the ceiling for five minutes (a retired VM's move blocked a drain after it).
         for rsc, since in list(self.moves.items()):
             settled = rsc not in index.migrating and len(index.running.get(rsc, ())) == 1
-            if (settled and now - since > 1.0) or now - since > MIGRATION_SETTLE_SECONDS:
+            gone = rsc not in index.exists and bool(index.exists)
+            if (settled and now - since > 1.0) or gone or now - since > MIGRATION_SETTLE_SECONDS:
                 del self.moves[rsc]
         return set(self.moves) | set(index.migrating)
 

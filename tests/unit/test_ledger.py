@@ -97,3 +97,13 @@ def test_a_corrupt_ledger_is_reported_set_aside_and_replaced(tmp_path: Path) -> 
     assert REGISTRY.get_sample_value("kvm_warden_ledger_errors_total") == before + 3
     LedgerFile(tmp_path).save(Ledger(last_change={"property:x": 1.0}), 2.0)
     assert LedgerFile(tmp_path).load().last_change == {"property:x": 1.0}
+
+
+def test_a_move_of_a_resource_gone_from_the_cluster_is_not_in_flight() -> None:
+    """Found on the lab: a retired VM's recorded move held the migration ceiling for five
+    minutes, and a drain (max_concurrent_migrations: 1) waited behind it."""
+    ledger = Ledger()
+    ledger.moves = {"vm-web03": 1000.0, "vm-db01": 1000.0}
+    idx = index({"db01": None})  # db01 exists, runs nowhere yet (a move not settled)
+    assert ledger.migrations_in_flight(idx, 1010.0) == {"vm-db01"}
+    assert ledger.moves == {"vm-db01": 1000.0}
