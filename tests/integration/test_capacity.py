@@ -15,7 +15,7 @@ from lxml import etree
 
 from controller.actuators.pacemaker import PacemakerActuator
 from controller.engine.desired_store import DesiredStore
-from controller.engine.loop import Controller
+from controller.engine.loop import Controller, PassResult
 from controller.engine.observe import pacemaker_source
 from controller.engine.store import Store
 from controller.model.events import DomainSeen, envelope
@@ -128,11 +128,10 @@ def test_n_plus_1_is_pacemakers_answer_node_by_node(tmp_path: Path) -> None:
     assert "every VM has room" in cibs.cli("capacity", "--cib", str(cib_file)).stdout
 
 
-def test_the_service_computes_n_plus_1_beside_the_loop_and_reports_it(tmp_path: Path) -> None:
-    """The loop hands each new configuration or placement to the checker (its own thread) and
-    reports its latest verdict: a failover-no-room finding per node, the failover metric."""
+def _checked(tmp_path: Path) -> tuple[Controller, Path, PassResult]:
+    """The cluster with the service's checker beside the loop, its verdict known, and the
+    pass that reports it."""
     from controller.engine.capacity import FailoverChecker
-    from controller.metrics import REGISTRY
     from tests.waiting import wait_for
 
     ctl, _, cib_file = cluster(tmp_path)
@@ -141,7 +140,15 @@ def test_the_service_computes_n_plus_1_beside_the_loop_and_reports_it(tmp_path: 
     for i in range(3):
         ctl.run_pass(now=t + 11 * i)
     wait_for("the N+1 verdict", lambda: len(ctl.failover.latest) == 3, 60, 0.1)  # type: ignore[union-attr]
-    result = ctl.run_pass(now=t + 44)
+    return ctl, cib_file, ctl.run_pass(now=t + 44)
+
+
+def test_the_service_computes_n_plus_1_beside_the_loop_and_reports_it(tmp_path: Path) -> None:
+    """The loop hands each new configuration or placement to the checker (its own thread) and
+    reports its latest verdict: a failover-no-room finding per node, the failover metric."""
+    from controller.metrics import REGISTRY
+
+    ctl, cib_file, result = _checked(tmp_path)
     no_room = {f.node: f.message for f in result.findings if f.kind == "failover-no-room"}
     assert set(no_room) == set(NODES)
     assert "if kvm3 fails, vm-e would have no room" in no_room["kvm3"]
@@ -210,16 +217,8 @@ def test_each_node_card_says_whether_every_vm_has_room_if_it_fails(tmp_path: Pat
     """The verdict on the node cards and in /api/vms: per node, from the checker's latest
     crm_simulate --node-fail (the test compares with Pacemaker's own answer)."""
     from controller.app.web import WebView
-    from controller.engine.capacity import FailoverChecker
-    from tests.waiting import wait_for
 
-    ctl, _, cib_file = cluster(tmp_path)
-    ctl.failover = FailoverChecker(ctl.current_cib)
-    t = time.time()
-    for i in range(3):
-        ctl.run_pass(now=t + 11 * i)
-    wait_for("the N+1 verdict", lambda: len(ctl.failover.latest) == 3, 60, 0.1)  # type: ignore[union-attr]
-    ctl.run_pass(now=t + 44)
+    ctl, cib_file, _ = _checked(tmp_path)
     cards = {n["name"]: n for n in json.loads(WebView(ctl).vms_json())["nodes"]}
     for node in NODES:
         stopped = _left_stopped_by_crm_simulate(cib_file, node)
