@@ -27,6 +27,7 @@ from controller.model.actions import CIB_ACTIONS, Finding, Outcome, describe
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex
+from reconcilers.capacity import NAME as CAPACITY  # its sizes are the proof's baseline
 
 log = logger(component="pass")
 
@@ -226,8 +227,6 @@ def _apply(out: PassOutput, inp: PassInput, fx: PassEffects, actuator: Pacemaker
                                outcome="applied" if o.applied else "failed").inc()
     return replace(out, outcomes=tuple(outcomes), conflict=conflict, error=error)
 
-
-CAPACITY = "capacity"  # reconcilers/capacity.py's NAME: its sizes are the proof's baseline
 
 # Findings that say a VM is not as the file wants it although no action of the pass is left.
 DRIFT_FINDINGS = frozenset({"missing-resource", "wrong-agent", "placement-unsatisfiable",
