@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.ui import WebDriverWait
 
 
 def chromium(profile: Path, basic_auth: tuple[str, str] | None = None) -> webdriver.Chrome:
@@ -30,3 +32,11 @@ def chromium(profile: Path, basic_auth: tuple[str, str] | None = None) -> webdri
         drv.execute_cdp_cmd("Network.setExtraHTTPHeaders",
                             {"headers": {"Authorization": f"Basic {token}"}})
     return drv
+
+
+def waiter(drv: webdriver.Chrome, timeout: float) -> WebDriverWait[webdriver.Chrome]:
+    """A wait that polls every 0.1 s and reads through re-renders: the view replaces its
+    elements on every refresh, so an element found a moment ago can be gone when read (a stale
+    reference is "not yet", not a failure)."""
+    return WebDriverWait(drv, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,))

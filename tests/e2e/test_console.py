@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from selenium.webdriver.support.ui import WebDriverWait
 
 from lab import lab
-from tests.browser import chromium
+from tests.browser import chromium, waiter
 from tests.e2e.conftest import Lab, converged
 from tests.waiting import wait_for
 
@@ -78,7 +77,7 @@ def test_the_console_of_a_real_guest_follows_it_through_a_live_migration(
     try:
         t0 = time.monotonic()
         drv.get(f"{web}/vm/web02#console")
-        wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+        wait = waiter(drv, 60)
         wait.until(lambda d: d.execute_script("return document.body.dataset.console") == "connected")
         wait.until(lambda d: d.execute_script(NONBLACK) > 100)
         first = time.monotonic() - t0
@@ -91,7 +90,7 @@ def test_the_console_of_a_real_guest_follows_it_through_a_live_migration(
         try:
             wait_for("web02 on kvm3", lambda: lab.vms_running().get("vm-web02") == ["kvm3"], 120)
             t1 = time.monotonic()
-            WebDriverWait(drv, 60, poll_frequency=0.1).until(
+            waiter(drv, 60).until(
                 lambda d: d.execute_script("return document.body.dataset.consoleNode") == "kvm3"
                 and d.execute_script("return document.body.dataset.console") == "connected"
                 and d.execute_script(NONBLACK) > 100)

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from lab import lab
-from tests.browser import chromium
+from tests.browser import chromium, waiter
 from tests.e2e.conftest import Lab, converged
 from tests.e2e.test_console import NONBLACK, web  # noqa: F401  (the fixture)
 from tests.waiting import wait_for
@@ -45,7 +44,7 @@ def test_a_real_guest_moved_from_its_node_card_migrates_live_and_the_console_fol
     assert lab.vms_running()["vm-web02"] == ["kvm2"]
     before = cluster.desired.read_text()
     drv = chromium(tmp_path / "profile", (lab.HA_USER, lab.HA_PASSWORD))
-    wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+    wait = waiter(drv, 60)
     stop, seen = threading.Event(), []  # type: ignore[var-annotated]
     sampler = threading.Thread(target=incoming_seen, args=("kvm3", "web02", stop, seen))
     try:
@@ -108,7 +107,7 @@ def test_a_real_guest_moved_from_its_node_card_migrates_live_and_the_console_fol
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR,
                                              "#cards .card[data-node='kvm3'] li[data-vm='web02']"))
         drv.switch_to.window(console_tab)
-        WebDriverWait(drv, 60, poll_frequency=0.1).until(
+        waiter(drv, 60).until(
             lambda d: d.execute_script("return document.body.dataset.consoleNode") == "kvm3"
             and d.execute_script("return document.body.dataset.console") == "connected"
             and d.execute_script(NONBLACK) > 100)

@@ -171,16 +171,14 @@ def test_metric_catalog_matches_metrics_endpoint(warden: str) -> None:
 def test_the_web_view_in_headless_chromium(warden: str, tmp_path: Path) -> None:
     """The page as a browser renders it (its scripts run): every VM, the truth of each, the
     drift, and how to reach a console without the web one. The old /status.html leads here."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    from tests.browser import chromium
+    from tests.browser import chromium, waiter
 
     drv = chromium(tmp_path / "profile")
     try:
         drv.get(f"{warden}/status.html")
         read = ("return Object.fromEntries([...document.querySelectorAll('#vms tbody tr')]"
                 ".map((tr) => [tr.dataset.vm, [...tr.cells].map((c) => c.textContent)]))")
-        WebDriverWait(drv, 30, poll_frequency=0.1).until(lambda d: len(d.execute_script(read)) == 4)
+        waiter(drv, 30).until(lambda d: len(d.execute_script(read)) == 4)
         assert drv.current_url == f"{warden}/"
         cells = drv.execute_script(read)
         # The cluster's VMs, and libvirt's test driver's own running domain `test`, which no

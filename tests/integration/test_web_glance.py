@@ -22,9 +22,8 @@ from typing import Any
 from lxml import etree
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser import chromium
+from tests.browser import chromium, waiter
 from tests.integration.test_web_view import rows, warden  # noqa: F401  (the fixture)
 
 RUNSTATE_NS = "http://libvirt.org/schemas/domain/test/1.0"
@@ -81,7 +80,7 @@ def test_summary_cards_badges_and_real_error_pages(
     url, desired = warden
     work = desired.parent  # the simulated cluster: cib.xml and each node's libvirt file
     drv = chromium(tmp_path / "profile")
-    wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+    wait = waiter(drv, 60)
     try:
         drv.set_window_size(1280, 900)
         drv.get(url + "/")

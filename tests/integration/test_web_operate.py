@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests import cibs
-from tests.browser import chromium
+from tests.browser import chromium, waiter
 from tests.integration.test_web_glance import health, shoot
 from tests.integration.test_web_view import demo_login, rows, settled, warden  # noqa: F401
 from tests.simulated import add_outside_domain
@@ -37,7 +37,7 @@ def test_a_move_from_a_node_card_is_reviewed_confirmed_and_followed(
         warden: tuple[str, Path], tmp_path: Path) -> None:  # noqa: F811
     url, desired = warden
     drv = chromium(tmp_path / "profile", demo_login(url))
-    wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+    wait = waiter(drv, 60)
     try:
         drv.get(url + "/")
         wait.until(lambda d: len(rows(d)) == 3 and cards(d))
@@ -93,7 +93,7 @@ def test_a_failed_vm_is_cleaned_up_from_its_card_through_a_reviewed_edit(
     url, desired = warden
     cib = desired.parent / "cib.xml"  # run --simulate's cluster, beside its desired file
     drv = chromium(tmp_path / "profile", demo_login(url))
-    wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+    wait = waiter(drv, 60)
     try:
         drv.get(url + "/")
         wait.until(lambda d: len(rows(d)) == 3 and health(d, "#vms").get("db01") == "ok")
@@ -140,7 +140,7 @@ def test_a_domain_outside_the_cluster_is_on_its_nodes_card_with_an_enroll_review
     node_xml = desired.parent / "kvm2.xml"  # run --simulate's libvirt of kvm2
     kept = node_xml.read_text()
     drv = chromium(tmp_path / "profile", demo_login(url))
-    wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+    wait = waiter(drv, 60)
     try:
         drv.get(url + "/")
         wait.until(lambda d: len(rows(d)) == 3)
@@ -189,7 +189,7 @@ def test_the_vm_page_acts_and_each_review_says_what_it_costs(
     confirmed says it was written, with the id of its audit record."""
     url, desired = warden
     drv = chromium(tmp_path / "profile", demo_login(url))
-    wait = WebDriverWait(drv, 60, poll_frequency=0.1)
+    wait = waiter(drv, 60)
     audit = desired.parent / "state" / "audit.jsonl"
     try:
         drv.get(url + "/")
@@ -254,7 +254,7 @@ def test_drain_and_bring_online_from_a_card_and_a_rename_that_keeps_safety(
     KVM_WARDEN_SCREENSHOTS=DIR the README's pictures of both are written there."""
     url, desired = warden
     drv = chromium(tmp_path / "profile", demo_login(url))
-    wait = WebDriverWait(drv, 120, poll_frequency=0.1)
+    wait = waiter(drv, 120)
     kept = desired.read_text()
 
     def card_state(d: webdriver.Chrome, node: str) -> str:

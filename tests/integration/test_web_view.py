@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser import chromium
+from tests.browser import chromium, waiter
 from tests.waiting import wait_for
 
 
@@ -83,7 +82,7 @@ def test_list_filter_vm_page_and_live_update_without_reload(
         warden: tuple[str, Path], tmp_path: Path) -> None:
     url, desired = warden
     drv = chromium(tmp_path / "profile")
-    wait = WebDriverWait(drv, 30, poll_frequency=0.1)
+    wait = waiter(drv, 30)
     try:
         drv.get(url + "/")
         wait.until(lambda d: len(rows(d)) == 3)
@@ -121,7 +120,7 @@ def test_list_filter_vm_page_and_live_update_without_reload(
             "    state: running\npolicy:",
             f"    state: running\n    placement: {{prefer: {target}}}\npolicy:"))
         t0 = time.monotonic()
-        WebDriverWait(drv, 60, poll_frequency=0.1).until(lambda d: rows(d).get("db01") == target)
+        waiter(drv, 60).until(lambda d: rows(d).get("db01") == target)
         print(f"desired edit -> simulated cluster moved db01 -> page shows it: "
               f"{time.monotonic() - t0:.1f} s")
         assert drv.execute_script("return window.__sameDocument") is True
@@ -177,7 +176,7 @@ def test_an_invalid_desired_file_is_a_banner_on_every_page(
     url, desired = warden
     good = desired.read_text()
     drv = chromium(tmp_path / "profile")
-    wait = WebDriverWait(drv, 30, poll_frequency=0.1)
+    wait = waiter(drv, 30)
     try:
         drv.get(url + "/")
         wait.until(lambda d: len(rows(d)) == 3)
