@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from controller.model.actions import AnyAction, Plan
 from controller.model.context import Context
+from controller.model.upgrade import effective, progress
 from reconcilers import (
     capacity,
     enroll,
@@ -17,6 +20,7 @@ from reconcilers import (
     recovery,
     run_state,
     storage,
+    upgrade,
     versions,
 )
 from reconcilers.base import Reconciler
@@ -27,13 +31,17 @@ from reconcilers.base import Reconciler
 ALL: tuple[Reconciler, ...] = (
     properties, storage, placement, capacity, nodes, run_state, recovery, health, paused,
     inventory, machines, versions)
-ORDER = (enroll.NAME, *(r.NAME for r in ALL))
+ORDER = (enroll.NAME, *(r.NAME for r in ALL), upgrade.NAME)
 
 
 def plan_all(ctx: Context) -> Plan:
     """Every reconciler; with `ctx.scope` (VM names made dirty by events) just those VMs' part
     -- cluster-wide checks, removals and health's cleanups run on the full passes. A resource
-    enrollment creates, hands over or removes in this pass is left alone by the others."""
+    enrollment creates, hands over or removes in this pass is left alone by the others. A
+    declared rolling upgrade is enforced as the file's own drain of its current node."""
+    up = progress(ctx.desired, ctx.index)
+    said = upgrade.plan(ctx, up)
+    ctx = dataclasses.replace(ctx, desired=effective(ctx.desired, up))
     first = enroll.plan(ctx)
     busy = enroll.acted_on(first)
     total = Plan()
@@ -41,7 +49,7 @@ def plan_all(ctx: Context) -> Plan:
         p = reconciler.plan(ctx)
         total = total + Plan(tuple(a for a in p.actions if a.resource not in busy),
                              p.findings, p.requeue_at)
-    return _dedupe(total + first)
+    return _dedupe(total + first + said)
 
 
 def _dedupe(plans: Plan) -> Plan:

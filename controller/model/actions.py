@@ -376,6 +376,10 @@ FindingKind = Literal[
     "failover-no-room",  # capacity: a node's loss would leave VMs stopped (crm_simulate says)
     "would-break-failover",  # capacity.admission warn: a change made that breaks N+1
     "mixed-version",  # versions: nodes run different Pacemaker versions (a rolling upgrade)
+    "upgrade-step",  # upgrade: where the declared rolling upgrade stands (one per node in work)
+    "upgrade-ready",  # upgrade: a node is drained and empty: the operator may upgrade it now
+    "upgrade-held",  # upgrade: the upgrade waits (another node out, no report, a file state)
+    "upgrade-done",  # upgrade: every node runs the target release: remove `upgrade:`
 ]
 # Findings about where domains run compare two sources taken at different instants (libvirt's
 # events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).

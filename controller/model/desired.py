@@ -199,6 +199,16 @@ class Capacity(_Strict):
     admission: Literal["hold", "warn"] = "hold"
 
 
+class Upgrade(_Strict):
+    """A rolling upgrade: each node of `order` in turn drained, upgraded by the operator (or
+    their tooling), brought back and verified, never two at once (controller/model/upgrade.py).
+    `to`: the release a node's kvm-warden agent reports once upgraded ("Debian 13" matches
+    "Debian 13.8"). Remove the section when every node is done."""
+
+    to: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    order: Annotated[tuple[NodeName, ...], Field(min_length=1)]
+
+
 class DesiredState(_Strict):
     version: Literal[1]
     cluster: Cluster = Cluster()
@@ -206,6 +216,7 @@ class DesiredState(_Strict):
     vms: tuple[Vm, ...] = ()
     policy: Policy = Policy()
     capacity: Capacity | None = None
+    upgrade: Upgrade | None = None
     history: HistoryPolicy = HistoryPolicy()
 
     def storage_by_name(self) -> dict[str, Storage]:
@@ -291,7 +302,8 @@ def parse_desired(text: str, *, source: str = "<desired>") -> DesiredState:
             loc = tuple(err["loc"])
             problems.append((_line_for(loc, lines), f"{_field(loc)}: {_message(err)}"))
     problems.extend(
-        (_line_for(loc, lines), f"{_field(loc)}: {msg}") for loc, msg in _cross_check(data)
+        (_line_for(loc, lines), f"{_field(loc)}: {msg}")
+        for loc, msg in _cross_check(data) + _check_upgrade(data)
     )
     if problems or result is None:
         raise DesiredStateError(_format(problems, source))
@@ -515,11 +527,7 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[Path_, str]]:
                                                 "is not a valid Pacemaker id: give `resource:`"))
             claim_resource(rid, ("vms", i, "resource" if "resource" in vm else "name"))
 
-    cluster = data.get("cluster")
-    nodes = cluster.get("nodes") if isinstance(cluster, dict) else None
-    known_nodes = ({n for _, n in _strs(nodes)}
-                   | {n["name"] for n in nodes if isinstance(n, dict) and isinstance(n.get("name"), str)}
-                   if isinstance(nodes, list) else None)
+    known_nodes = _known_nodes(data)
 
     for i, vm in _items(data, "vms"):
         name = vm.get("name")
@@ -572,6 +580,33 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[Path_, str]]:
                             f"run on {next(iter(mine))!r}",
                         )
                     )
+    return out
+
+
+def _known_nodes(data: dict[str, Any]) -> set[str] | None:
+    """The node names `cluster.nodes` lists (None: the file lists none)."""
+    cluster = data.get("cluster")
+    nodes = cluster.get("nodes") if isinstance(cluster, dict) else None
+    if not isinstance(nodes, list):
+        return None
+    return ({n for _, n in _strs(nodes)}
+            | {n["name"] for n in nodes if isinstance(n, dict) and isinstance(n.get("name"), str)})
+
+
+def _check_upgrade(data: dict[str, Any]) -> list[tuple[Path_, str]]:
+    """The upgrade's order: each node once, and a node of the cluster when the file lists them."""
+    up = data.get("upgrade")
+    if not isinstance(up, dict):
+        return []
+    known, seen = _known_nodes(data), set()
+    out: list[tuple[Path_, str]] = []
+    for j, n in _strs(up.get("order")):
+        if n in seen:
+            out.append((("upgrade", "order", j), f"node {n!r} is already in the order"))
+        elif known is not None and n not in known:
+            hint = did_you_mean(n, known)
+            out.append((("upgrade", "order", j), f"unknown node {n!r}{hint}"))
+        seen.add(n)
     return out
 
 
