@@ -213,6 +213,30 @@ def twice(samples: Samples) -> Found:
     return out
 
 
+def restarts(samples: Samples, guests: Iterable[str]) -> tuple[Found, int]:
+    """Every guest of `guests` runs all along, and every new qemu process of one is a live
+    migration's target (`-incoming`): a guest with no process, or a process started cold, is a
+    stop or a restart. Returns the violations and the number of live migrations seen."""
+    out: Found = []
+    known: dict[str, set[int]] = {}
+    migrations = 0
+    for at, procs in zip(samples.proc_times, samples.procs, strict=True):
+        now: dict[str, set[int]] = {}
+        for p in procs:
+            now.setdefault(p.guest, set()).add(p.pid)
+            if p.guest in known and p.pid not in known[p.guest]:
+                if p.incoming:
+                    migrations += 1
+                else:
+                    out.append((at, f"{p.guest} started cold on {p.node} (pid {p.pid})"))
+        for guest in guests:
+            if guest in known and not now.get(guest):
+                out.append((at, f"{guest} had no qemu process"))
+        for guest, pids in now.items():
+            known[guest] = known.get(guest, set()) | pids
+    return out, migrations
+
+
 def _rounds(views: Sequence[View], width: float = 1.5) -> list[dict[str, View]]:
     """Views grouped into rounds: each node's latest view within `width` seconds."""
     out: list[dict[str, View]] = []

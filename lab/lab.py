@@ -68,6 +68,10 @@ ALERT_AGENT = Path("/usr/local/libexec/kvm-warden-alert")
 WARDEN_MARKER = "warden-agents"  # present: a node boots with its kvm-warden agent
 # Present: the nodes run kvm-warden from its Debian package, as installed (see install()).
 INSTALLED_MARKER = "installed"
+# Present: every node runs kvm-warden from its release's package at /opt/kvm-warden (unpacked,
+# not installed with apt): one path on every node, whichever release it runs -- a rolling
+# upgrade's HA controller fails over between releases.
+PACKAGED_MARKER = "packaged"
 # What the package writes on a node, each an overlay of the host's directory whose upper layer
 # is the node's own disk (BASE/kvmN/os): dpkg, apt and adduser work as on a real node and the
 # host's own files are never touched.
@@ -210,7 +214,8 @@ def down() -> None:
         sh("ip", "netns", "del", node, check=False)
     sh("ip", "netns", "del", BRIDGE_NS, check=False)
     _stop_bmc()
-    for flag in ("state.json", WARDEN_MARKER, INSTALLED_MARKER, "bmc-fail", RELEASES_FILE,
+    for flag in ("state.json", WARDEN_MARKER, INSTALLED_MARKER, PACKAGED_MARKER, "bmc-fail",
+                 RELEASES_FILE,
                  *(f"no-boot-{n}" for n in NODES)):
         (BASE / flag).unlink(missing_ok=True)
     _remove_ha_user()
@@ -329,6 +334,10 @@ def installed() -> bool:
     return (BASE / INSTALLED_MARKER).exists()
 
 
+def packaged() -> bool:
+    return (BASE / PACKAGED_MARKER).exists()
+
+
 def host_release() -> str:
     return Path("/etc/debian_version").read_text().split(".")[0].strip()
 
@@ -384,10 +393,30 @@ def _release_os(node: str, d: Path) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, target)
         target.chmod(0o755)
+    return "".join(lines) + _package_mount(release)
+
+
+def _package_mount(release: str) -> str:
+    """kvm-warden's package for the release at /opt/kvm-warden (release_package unpacked it)."""
     package = BASE / f"package-{release}" / "opt" / "kvm-warden"
-    lines.append(f"mount -t tmpfs tmpfs /opt\nmkdir -p /opt/kvm-warden\n"
-                 f"mount --bind {package} /opt/kvm-warden\n")
-    return "".join(lines)
+    return (f"mount -t tmpfs tmpfs /opt\nmkdir -p /opt/kvm-warden\n"
+            f"mount --bind {package} /opt/kvm-warden\n")
+
+
+def _ha_user_line() -> str:
+    """A node of the other release has its own /etc: the HA controller's user made there at
+    boot (this host's uid and gid, in its haclient) before Pacemaker may start the controller."""
+    import pwd
+    import shlex
+
+    try:
+        me = pwd.getpwnam(HA_RUN_AS)
+    except KeyError:
+        return ""
+    user = shlex.quote(HA_RUN_AS)
+    return (f"getent passwd {user} >/dev/null || {{ groupadd --gid {me.pw_gid} {user} || true; "
+            f"useradd --system --no-create-home --uid {me.pw_uid} --gid {me.pw_gid} "
+            f"--groups haclient --shell /bin/sh {user}; }}\n")
 
 
 def _own_pacemaker_dirs() -> str:
@@ -409,7 +438,7 @@ NODE_PYTHON = "/usr/bin/python3"
 def kvm_warden_argv(node: str) -> list[str]:
     """How kvm-warden runs on the node: this tree with this interpreter, or on a node of
     another release its package (a venv of this machine's python3 cannot run there)."""
-    if foreign(node):
+    if foreign(node) or packaged():
         return ["/opt/kvm-warden/bin/kvm-warden"]
     return [sys.executable, "-m", "controller.app.cli"]
 
@@ -439,13 +468,14 @@ def _start_node(node: str) -> None:
     ]
     other = foreign(node)
     script = "set -e\n" + f"hostname {node}\n" + (_node_os(d) if installed() else "") + (
-        _release_os(node, d) if other else "") + (
+        _release_os(node, d) if other else
+        _package_mount(host_release()) if packaged() else "") + (
         "mount -t tmpfs tmpfs /run\nmount -t tmpfs tmpfs /dev/shm\n"
         "mkdir -p /run/pacemaker /run/libvirt /run/resource-agents /run/corosync "
         "/var/log/pacemaker /run/kvm-warden\n"
         "chown hacluster:haclient /run/pacemaker\n"
     ) + "".join(f"mount --bind {src} {dst}\n" for src, dst in binds) + (
-        _own_pacemaker_dirs() if other else "") + (
+        _own_pacemaker_dirs() + _ha_user_line() if other else "") + (
         "virtlogd &\n"
         "libvirtd --listen &\n"
     ) + (_agent_line(node) if (BASE / WARDEN_MARKER).exists() else "") + (
@@ -578,10 +608,12 @@ def nodes_online(via: str = "kvm1") -> list[str]:
 
 
 def up(timeout: float = 180.0, installed_os: bool = False,
-       releases: dict[str, str] | None = None) -> dict[str, object]:
+       releases: dict[str, str] | None = None, packaged_warden: bool = False
+       ) -> dict[str, object]:
     """The lab, from nothing. `installed_os`: every node gets its own disk (overlays, see
     NODE_OS) on which install() installs kvm-warden's package. `releases`: a node's Debian
-    release when it is not this machine's (e.g. {"kvm3": "13"}: a mixed-version cluster)."""
+    release when it is not this machine's (e.g. {"kvm3": "13"}: a mixed-version cluster).
+    `packaged_warden`: every node runs kvm-warden from its release's package (PACKAGED_MARKER)."""
     started = time.monotonic()
     if os.geteuid() != 0:
         raise SystemExit("lab: needs root (namespaces, bridge)")
@@ -598,6 +630,9 @@ def up(timeout: float = 180.0, installed_os: bool = False,
         shutil.rmtree(BASE / node / "corosync-etc" / "uidgid.d", ignore_errors=True)
     if installed_os:
         (BASE / INSTALLED_MARKER).touch()
+    if packaged_warden:
+        (BASE / PACKAGED_MARKER).touch()
+        release_package(host_release())
     wanted = {n: r for n, r in (releases or {}).items() if r != host_release()}
     (BASE / RELEASES_FILE).write_text(json.dumps(wanted))
     for node in NODES:
@@ -747,10 +782,14 @@ def start_controller(desired: Path, http_port: int = 9810, state_dir: Path | Non
         "--http-port", str(http_port), *agents])
 
 
-def start_warden(desired: Path) -> dict[str, subprocess.Popen[bytes]]:
+def start_agents() -> dict[str, subprocess.Popen[bytes]]:
     _keys()
     (BASE / WARDEN_MARKER).touch()  # from now on a node boots with its agent
-    procs = {f"agent-{n}": start_agent(n) for n in NODES}
+    return {f"agent-{n}": start_agent(n) for n in NODES}
+
+
+def start_warden(desired: Path) -> dict[str, subprocess.Popen[bytes]]:
+    procs = start_agents()
     procs["controller"] = start_controller(desired)
     return procs
 
@@ -902,7 +941,7 @@ def ha_commands() -> list[list[str]]:
 
     values = {
         "VIP": HA_VIP, "CIDR": "24", "NIC": "eth0",
-        "BIN": kvm_warden_argv("kvm1")[0] if foreign("kvm1")
+        "BIN": kvm_warden_argv("kvm1")[0] if foreign("kvm1") or packaged()
         else str(Path(sys.executable).parent / "kvm-warden"),
         "SHARED": f"{STORAGE}/kvm-warden", "STORAGE": "gfs2_res01-clone",
         "KEYS": str(BASE / "keys" / "controller.key_secret"),
@@ -1054,6 +1093,30 @@ class Forwarder:
 def restart_node(node: str) -> None:
     """Start a killed node again in its namespace (fresh runtime dirs, same state dirs)."""
     kill_node(node)
+    start_node(node)
+
+
+def upgrade_node(node: str, release: str, timeout: float = 120.0) -> None:
+    """What an operator does to a drained node in a rolling upgrade: Pacemaker and corosync
+    stopped cleanly (the node leaves; nobody fences it), the node "rebooted" onto `release`
+    (that release's /usr and /etc, its kvm-warden package), rejoining the cluster at boot."""
+    for pid in node_pids(node, "pacemakerd"):
+        os.kill(int(pid), signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while node_pids(node, "pacemakerd") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if node_pids(node, "pacemakerd"):
+        raise RuntimeError(f"lab: Pacemaker on {node} did not stop within {timeout} s")
+    kill_node(node)  # corosync, libvirtd, the agent: what a reboot ends
+    releases: dict[str, str] = json.loads((BASE / RELEASES_FILE).read_text())
+    if release == host_release():
+        releases.pop(node, None)
+    else:
+        releases[node] = release
+        release_root(release)
+        release_package(release)
+    (BASE / RELEASES_FILE).write_text(json.dumps(releases))
+    shutil.rmtree(BASE / node / "os-release", ignore_errors=True)  # a fresh install's disk
     start_node(node)
 
 

@@ -50,6 +50,19 @@ def test_a_guest_on_two_nodes_past_the_switch_over_is_a_violation_once() -> None
     assert checker.twice(s2) == []
 
 
+def test_a_guest_stopped_or_started_cold_is_a_restart_a_live_migration_is_not() -> None:
+    """The rolling upgrade's judge: every new qemu process of a guest is an -incoming target."""
+    src, dst = Proc(0, "web01", "kvm1", 10, False), Proc(0, "web01", "kvm2", 11, True)
+    live = Samples(procs=[[src], [src, dst], [dst], [dst]], proc_times=[0.0, 1.0, 2.0, 3.0])
+    assert checker.restarts(live, ["web01"]) == ([], 1)
+    cold = Samples(procs=[[src], [], [Proc(0, "web01", "kvm2", 12, False)]],
+                   proc_times=[0.0, 1.0, 2.0])
+    found, migrations = checker.restarts(cold, ["web01"])
+    assert [w for _, w in found] == ["web01 had no qemu process",
+                                     "web01 started cold on kvm2 (pid 12)"]
+    assert migrations == 0
+
+
 def test_two_dcs_in_one_partition_only_past_an_elections_grace() -> None:
     split = [v for t in range(0, 30) for v in (
         view(float(t), "kvm1", dc="kvm1"), view(float(t) + 0.1, "kvm2", dc="kvm2"),
