@@ -1114,7 +1114,8 @@ def upgrade_node(node: str, release: str, timeout: float = 120.0) -> None:
     else:
         releases[node] = release
         release_root(release)
-        release_package(release)
+        if not (BASE / f"package-{release}").exists():  # nodes already on it run from it
+            release_package(release)
     (BASE / RELEASES_FILE).write_text(json.dumps(releases))
     shutil.rmtree(BASE / node / "os-release", ignore_errors=True)  # a fresh install's disk
     start_node(node)
