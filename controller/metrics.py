@@ -28,6 +28,7 @@ from prometheus_client import (
 from controller.model.actions import SPLIT_BRAIN_FINDINGS, Finding
 from controller.model.observed import ObservedState
 from controller.model.overview import HEALTH_WORDS, VmRow
+from controller.model.upgrade import UpgradeProgress
 from controller.model.vms import conventional_name
 from controller.version import debian_release, version
 
@@ -324,6 +325,10 @@ def _update_vms(rows: Iterable[VmRow], fail_counts: Mapping[tuple[str, str], int
             VM_FAILCOUNT.labels(vm=vms[rid], node=node).set(count)
 
 
+UPGRADE_STEP = Gauge("kvm_warden_upgrade_step",
+                     "The declared rolling upgrade: each node's step (value 1): waiting, "
+                     "draining, ready, upgrading, returning, verifying, done or held",
+                     ["node", "step"], registry=REGISTRY)
 NODE_INFO = Gauge("kvm_warden_node_info",
                   "What runs on each node (value 1): Pacemaker's feature set, libvirt, QEMU "
                   "and the OS release", ["node", "feature_set", "libvirt", "qemu", "os"],
@@ -340,6 +345,13 @@ def update_failover(report: Iterable[Any]) -> None:
     for r in report:
         if r.error is None:
             FAILOVER_STOPPED.labels(node=r.node).set(len(r.stopped))
+
+
+def update_upgrade(up: UpgradeProgress | None) -> None:
+    """Where the declared rolling upgrade stands (model/upgrade.py); no series without one."""
+    UPGRADE_STEP.clear()
+    for p in up.nodes if up is not None else ():
+        UPGRADE_STEP.labels(node=p.node, step=p.step).set(1)
 
 
 def update_findings(findings: Iterable[Finding], vm_names: Mapping[str, str]) -> None:

@@ -220,6 +220,8 @@ def down() -> None:
         (BASE / flag).unlink(missing_ok=True)
     _remove_ha_user()
     shutil.rmtree(BASE / "tmp", ignore_errors=True)
+    for unpacked in BASE.glob("package-*"):  # a lab's packages are this tree's, made at up()
+        shutil.rmtree(unpacked, ignore_errors=True)
     _reap()
 
 

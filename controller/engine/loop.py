@@ -43,6 +43,7 @@ from controller.model.events import Dirty
 from controller.model.index import ClusterIndex, build_index
 from controller.model.observed import ObservedState, SourceKey
 from controller.model.overview import VmRow, vm_rows
+from controller.model.upgrade import progress as upgrade_progress
 from controller.model.vms import cluster_vms, vm_names
 
 DEBOUNCE_SECONDS = 0.2
@@ -243,6 +244,8 @@ class Controller:
                               out.preview if out.preview is not None else self.view.preview,
                               index)
         self._report(out, findings, index.fail_counts, full=only is None)
+        if only is None:
+            metrics.update_upgrade(upgrade_progress(desired, index))
         self._after(out)
         if self.history is not None:
             self.history.retention_days = desired.history.retention_days
