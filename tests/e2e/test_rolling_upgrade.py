@@ -78,12 +78,16 @@ class Watch:
 
     def __init__(self) -> None:
         self.controller: list[tuple[float, str]] = []
+        self.writers: list[tuple[float, list[str]]] = []  # instants with two controllers
         self.seen: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
+            running = [n for n in lab.NODES if lab.node_pids(n, lab.CONTROLLER)]
+            if len(running) > 1:
+                self.writers.append((time.time(), running))
             via = next(iter(online_nodes()), None)
             node = lab.ha_node(via) if via else None
             if node and (not self.controller or self.controller[-1][1] != node):
@@ -151,6 +155,7 @@ def test_a_rolling_upgrade_12_to_13_node_by_node_with_no_vm_stopped(rolling: Lab
     # The controller moved between nodes, and so between releases (it ends on Debian 13).
     places = [n for _, n in watch.controller]
     assert len(places) >= 2, watch.controller
+    assert watch.writers == [], f"two controllers at once: {watch.writers}"
     timeline = {k: round(v - t0, 1) for k, v in sorted(watch.seen.items(), key=lambda kv: kv[1])}
     print(f"rolling upgrade {OLD} -> {NEW}: {timeline}; {migrations} live migrations; "
           f"controller on {[(round(t - t0, 1), n) for t, n in watch.controller]}")
