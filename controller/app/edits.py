@@ -37,7 +37,7 @@ from controller.engine.audit import AuditLog, AuditRecord, PassAudit
 from controller.engine.guard import COOLDOWN_SECONDS
 from controller.engine.ledger import Ledger
 from controller.engine.pipeline import PassEffects, PassInput, run_pass
-from controller.engine.preview import InlinePreviewer
+from controller.engine.preview import LOCAL, InlinePreviewer, Simulator
 from controller.model.actions import ROLLBACK_MARK, TransitionStep, describe, is_fail_mark
 from controller.model.desired import DesiredState, parse_desired
 from controller.model.errors import DesiredStateError, ToolError, WardenError
@@ -342,6 +342,7 @@ class Sources:
     ledger: Callable[[], Ledger]  # the service's, as last saved: its cooldowns and rates
     audit: AuditLog
     after_write: Callable[[], None]  # the desired store re-reads the file
+    simulator: Callable[[], Simulator] = lambda: LOCAL  # the DC's scheduler (the service's)
 
 
 def review(src: Sources, e: Edit) -> dict[str, Any]:
@@ -385,7 +386,7 @@ def _plan(src: Sources, observed: ObservedState, desired: DesiredState
     raw = src.current_cib()
     ledger, cooling = _without_cooldowns(src.ledger(), now)
     out = run_pass(PassInput(build_index(observed), desired, now, now, raw),
-                   PassEffects(ledger, InlinePreviewer(lambda: raw),
+                   PassEffects(ledger, InlinePreviewer(lambda: raw, simulator=src.simulator),
                                PassAudit(AuditLog(None), "review", dedupe=False), None))
     steps = out.preview.steps if out.preview is not None else ()
     return {
@@ -397,6 +398,7 @@ def _plan(src: Sources, observed: ObservedState, desired: DesiredState
                      "why": d.action.why} for d in out.decisions],
         "transition": msgspec.to_builtins(steps),
         "transition_error": out.preview.error if out.preview is not None else None,
+        "scheduler": out.preview.scheduler if out.preview is not None else "",
         "findings": [{"kind": f.kind, "severity": f.severity, "message": f.message,
                       "resource": f.rsc, "node": f.node} for f in out.findings],
     }, steps

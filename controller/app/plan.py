@@ -110,6 +110,7 @@ def _print(out: PassOutput, as_json: bool) -> None:
             ],
             "transition": msgspec.to_builtins(pv.steps),
             "transition_error": pv.error,
+            "scheduler": pv.scheduler,
             "findings": [msgspec.to_builtins(f) for f in out.findings],
             "pending": [{**msgspec.to_builtins(f), "age_s": round(age, 1)}
                         for f, age in out.pending],
@@ -130,9 +131,10 @@ def render_transition(pv: Preview) -> str:
     """The scheduler's verdict on the patch, one line per resource, with counts."""
     if pv.error is not None:
         return f"transition: not known -- {pv.error}"
+    by = f", {pv.scheduler}" if pv.scheduler else ""
     if not pv.steps:
-        return "transition (Pacemaker's scheduler): nothing moves, starts or stops."
-    lines = [f"transition (Pacemaker's scheduler, {pv.seconds * 1000:.0f} ms):"]
+        return f"transition (Pacemaker's scheduler{by}): nothing moves, starts or stops."
+    lines = [f"transition (Pacemaker's scheduler{by}, {pv.seconds * 1000:.0f} ms):"]
     lines += [f"  {describe_step(s)}" for s in pv.steps]
     counts: dict[str, int] = {}
     for s in pv.steps:

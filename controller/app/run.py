@@ -29,6 +29,7 @@ from controller.app.history import HISTORY_FILE
 from controller.app.http import StatusServer, readiness
 from controller.app.node import curve_from, on_loopback, snapshot_endpoint, subscribe
 from controller.app.plan import EXIT_BUSY
+from controller.app.schedulers import simulators
 from controller.app.simulated import SimulatedCluster, embedded_desired
 from controller.app.status import render_nodes, render_table
 from controller.app.text import for_terminal
@@ -131,8 +132,11 @@ def run_service(opts: RunOptions) -> int:
             ledger_file=LedgerFile(state_dir), audit=AuditLog(state_dir),
             history=History(Path(state_dir) / HISTORY_FILE))
         # The scheduler's preview runs on its own thread: passes go on while it computes.
+        relays, curve = _relays(opts, agents)
+        controller.simulator = simulators(lambda: controller.last_observed, relays, curve)
         controller.previewer = BackgroundPreviewer(controller.current_cib,
-                                                   controller.preview_ready)
+                                                   controller.preview_ready,
+                                                   controller.simulator)
         controller.failover = FailoverChecker(controller.current_cib)  # N+1, beside the loop
         stack.callback(controller.history.close)  # type: ignore[union-attr]
         history = controller.history

@@ -251,7 +251,7 @@ class WebView:
             current_cib=c.current_cib,
             ledger=lambda: c.ledger_file.load(set_aside=False) if c.ledger_file is not None
             else Ledger(),
-            audit=c.audit, after_write=c.wake)
+            audit=c.audit, after_write=c.wake, simulator=c.simulator)
 
     def review(self, e: Edit, user: str) -> dict[str, Any]:
         """The review, kept under its id (app/reviews.py) when it can be confirmed."""

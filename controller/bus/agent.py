@@ -11,12 +11,14 @@ import zmq
 from controller.bus.console import ConsoleRelay, RequestRefused
 from controller.bus.keys import Curve
 from controller.bus.publisher import Publisher
+from controller.bus.simulate import SimulateResult, encode_result, parse_request
 from controller.model import names
 from controller.model.errors import WardenError
 from controller.model.events import ConfigFilesSeen, DomainSeen
 from probes.corosync.quorum import QuorumWatcher
 from probes.libvirt.events import LibvirtWatcher
 from probes.pacemaker.alerts import AlertReceiver
+from probes.pacemaker.simulate import local_scheduler, run_pair
 from probes.storage.configs import ConfigWatcher, ExportRefused, export_domain_xml
 from probes.storage.mounts import MountWatcher
 
@@ -63,7 +65,7 @@ class Agent:
             self.watchers.append(self.configs)
         self.alerts: AlertReceiver | None = None
         self.console = ConsoleRelay(self.ctx, cfg.console_endpoint, curve, self.vnc_ports,
-                                    {b"export": self._export}) \
+                                    {b"export": self._export, b"simulate": self._simulate}) \
             if cfg.console_endpoint else None
 
     def _export(self, args: list[bytes]) -> bytes:
@@ -87,6 +89,18 @@ class Agent:
             if self.configs is not None:
                 self.configs.poke()  # written or refused (it exists): publish what is there
         return digest.encode()
+
+    @staticmethod
+    def _simulate(args: list[bytes]) -> bytes:
+        """`simulate BEFORE AFTER TIMEOUT`: this node's scheduler on the controller's CIB pair
+        (a preview by the DC's Pacemaker version while the cluster is mixed)."""
+        try:
+            before, after, timeout = parse_request(args)
+            base, steps = run_pair(before, after, timeout=timeout)
+            return encode_result(SimulateResult(base=base, steps=steps,
+                                                scheduler=str(local_scheduler())))
+        except (WardenError, OSError) as exc:
+            raise RequestRefused(str(exc)) from None
 
     def _publish(self, payload: Any) -> int:
         if isinstance(payload, DomainSeen):

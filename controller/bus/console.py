@@ -10,8 +10,11 @@ Frames (multipart): controller -> agent `open SID PORT`, `data SID BYTES`, `clos
 agent -> controller `opened SID`, `data SID BYTES`, `closed SID REASON`.
 
 The same authenticated channel carries the controller's few requests of an agent (`export SID
-DOMAIN PATH`: write a running domain's XML to the shared storage, for enrollment), answered
-`done SID RESULT` or `refused SID REASON` (`request` is the controller side).
+DOMAIN PATH`: write a running domain's XML to the shared storage, for enrollment; `simulate SID
+BEFORE AFTER TIMEOUT`: the node's own scheduler on a CIB pair, for a preview by the DC's
+Pacemaker version while a cluster is mixed), answered `done SID RESULT` or `refused SID
+REASON` (`request` is the controller side). A request runs on the relay's thread: consoles
+on that node wait while its crm_simulate runs.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from controller.logs import logger
 
 MAX_SESSIONS = 16
 CHUNK = 65536
+# A request's frames (a CIB to preview, compressed) and its answer: larger than a console
+# chunk; only the controller's key is admitted on this socket.
+MAX_REQUEST = 16 << 20
 OPEN_TIMEOUT = 5.0
 
 
@@ -61,7 +67,7 @@ class ConsoleRelay:
         self.requests = dict(requests or {})
         self.log = logger(component="console-relay")
         self.router = ctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.MAXMSGSIZE, CHUNK + 1024)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
         self.router.linger = 0
         self.router.zap_domain = CONSOLE_DOMAIN.encode()  # only the controller's key (keys.py)
         curve_server(self.router, curve)
@@ -190,7 +196,7 @@ def request(endpoint: str, curve: Curve | None, server_key: bytes | None, verb: 
             *args: bytes, timeout: float = REQUEST_TIMEOUT) -> bytes:
     """The controller side of one request: its result, or RequestRefused / TimeoutError."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    dealer = open_session(ctx, endpoint, curve, server_key)
+    dealer = open_session(ctx, endpoint, curve, server_key, max_size=MAX_REQUEST)
     try:
         sid = secrets.token_bytes(8)
         dealer.send_multipart([verb, sid, *args])
@@ -212,12 +218,12 @@ S = TypeVar("S", bound="zmq.Socket[Any]")
 
 
 def open_session(ctx: zmq.Context[S], endpoint: str, curve: Curve | None,
-                 server_key: bytes | None) -> S:
+                 server_key: bytes | None, max_size: int = CHUNK + 1024) -> S:
     """The controller side: a DEALER to one agent's relay (CURVE client when keys are set);
     a plain or an asyncio socket, after the context's kind."""
     dealer = ctx.socket(zmq.DEALER)
     dealer.linger = 0
-    dealer.setsockopt(zmq.MAXMSGSIZE, CHUNK + 1024)
+    dealer.setsockopt(zmq.MAXMSGSIZE, max_size)
     curve_client(dealer, curve, server_key)
     dealer.connect(endpoint)
     return dealer

@@ -44,6 +44,7 @@ class AuditRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     duration_s: float = 0.0
     error: str | None = None
     id: str | None = None  # a web edit's: the id its confirmation showed the operator
+    previewed_by: str | None = None  # whose scheduler previewed a change sent (preview.py)
 
 
 def invoking_user() -> str:
@@ -52,7 +53,7 @@ def invoking_user() -> str:
 
 
 def records(decisions: Sequence[Decision], outcomes: Sequence[Outcome], who: str,
-            error: str | None = None) -> list[AuditRecord]:
+            error: str | None = None, previewed_by: str | None = None) -> list[AuditRecord]:
     """One record per decision: its outcome if it was sent, `failed` with `error` if the
     whole patch failed (a CIB conflict, a tool error), `refused` with the guard's reason."""
     at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -70,6 +71,7 @@ def records(decisions: Sequence[Decision], outcomes: Sequence[Outcome], who: str
             out.append(AuditRecord(outcome="applied" if o.applied else "failed",
                                    before=o.before, after=o.after,
                                    duration_s=round(o.duration, 4), error=o.error,
+                                   previewed_by=previewed_by or None,
                                    **base))  # type: ignore[arg-type]
         elif error is not None:
             out.append(AuditRecord(outcome="failed", error=error, **base))  # type: ignore[arg-type]
@@ -86,7 +88,7 @@ class PassAudit:
         self._refusals: set[tuple[str, str]] = set()
 
     def write(self, decisions: Sequence[Decision], outcomes: Sequence[Outcome],
-              error: str | None, full: bool) -> None:
+              error: str | None, full: bool, previewed_by: str | None = None) -> None:
         decisions = [d for d in decisions if d.verdict.reason != "previewing"]
         if self.dedupe:
             refusals: set[tuple[str, str]] = {(d.action.key, d.verdict.reason) for d in decisions
@@ -95,7 +97,7 @@ class PassAudit:
                          or (d.action.key, d.verdict.reason) not in self._refusals]
             # An incremental pass sees only its VMs: the others' refusals still stand.
             self._refusals = refusals if full else self._refusals | refusals
-        self.log.write(records(decisions, outcomes, self.who, error))
+        self.log.write(records(decisions, outcomes, self.who, error, previewed_by))
 
     def unwritable(self) -> str | None:
         return self.log.unwritable()

@@ -32,7 +32,7 @@ from controller.engine.pipeline import (
     drift_by_resource,
     run_pass,
 )
-from controller.engine.preview import InlinePreviewer, Preview, Previewer
+from controller.engine.preview import LOCAL, InlinePreviewer, Preview, Previewer, Simulator
 from controller.engine.scheduler import Scheduler
 from controller.engine.store import Store
 from controller.logs import logger
@@ -94,6 +94,9 @@ class Controller:
     # The preview of each patch; by default computed inline on the CIB as it is now. The
     # service uses a BackgroundPreviewer so its passes go on while the scheduler runs.
     previewer: Previewer | None = None
+    # Whose scheduler previews (engine/preview.py): this node's, or while a cluster is mixed a
+    # node of the DC's version through its agent (the service's, app/schedulers.py).
+    simulator: Callable[[], Simulator] = lambda: LOCAL
     # crm_mon shows an operation in flight (the out-of-band watcher wants to see it pending)
     on_transition: Callable[[], None] | None = None
     ledger: Ledger = field(default_factory=Ledger)
@@ -112,7 +115,7 @@ class Controller:
         if self.ledger_file is not None:
             self.ledger = self.ledger_file.load()
         if self.previewer is None:
-            self.previewer = InlinePreviewer(self.current_cib)
+            self.previewer = InlinePreviewer(self.current_cib, simulator=self.simulator)
         self._audit = PassAudit(self.audit, "service", dedupe=True)
         # Events only wake the loop (debounced); the pass re-reads everything (level-triggered).
         self.store.listeners.append(self.mark)

@@ -90,7 +90,8 @@ def run_pass(inp: PassInput, fx: PassEffects) -> PassOutput:
                       error="not applied, the CIB configuration changed since it was read")
     elif fx.actuator is not None:
         out = _apply(out, inp, fx, fx.actuator, pv.cib if pv is not None else None)
-    fx.audit.write(out.decisions, out.outcomes, out.error, full=inp.scope is None)
+    fx.audit.write(out.decisions, out.outcomes, out.error, full=inp.scope is None,
+                   previewed_by=pv.scheduler if pv is not None else None)
     # Placement findings count once they persist (a VM Pacemaker is about to move is not a
     # finding yet); the younger ones are said as pending. The same for the loop, plan and the
     # web view's review.

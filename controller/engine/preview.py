@@ -6,17 +6,20 @@ the unpatched CIB, and the difference is what the patch causes (a transition Pac
 running anyway is not the patch's doing). A step that stops, restarts, cold-moves or recovers a
 running VM the desired file does not ask to stop is a disruption: the disruption gate refuses
 such a patch unless allowed. Live migrations are not disruptions.
+
+Whose scheduler: the DC's decides what the cluster does. While a rolling upgrade leaves the
+cluster mixed, this node's Pacemaker may not be the DC's; the preview then runs on a node of the
+DC's version through its agent (`Simulator`, chosen each time by `choose_scheduler`), and when no
+such agent answers the preview fails: the patch is held, not previewed by another scheduler.
 """
 
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from lxml import etree
@@ -30,10 +33,10 @@ from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.index import ClusterIndex
 from controller.model.machines import lacks, machine_on
-from controller.model.observed import ConfigVersion
+from controller.model.observed import ConfigVersion, Node
 from controller.model.vms import is_vm_resource
 from probes.pacemaker.read import config_version
-from probes.pacemaker.simulate import simulate, simulate_both
+from probes.pacemaker.simulate import Scheduler, Steps, local_scheduler, run_pair
 from probes.xmlparse import parse_document
 
 DISRUPTIVE = frozenset({"stop", "restart", "move", "recover"})
@@ -49,6 +52,76 @@ class Preview:
     cib: bytes | None = None
     config: ConfigVersion | None = None
     simulations: int = 0  # crm_simulate runs this preview cost (1 when the baseline was known)
+    scheduler: str = ""  # whose scheduler computed it ("Pacemaker 2.1.5 ... on this node")
+
+
+class Simulator(Protocol):
+    """Runs the scheduler on a CIB pair (`before` None: the baseline is known)."""
+
+    @property
+    def where(self) -> str: ...
+
+    def __call__(self, before: bytes | None, after: bytes, timeout: float
+                 ) -> tuple[Steps | None, Steps]: ...
+
+
+@dataclass(frozen=True)
+class LocalSimulator:
+    """This node's crm_simulate."""
+
+    @property
+    def where(self) -> str:
+        try:
+            return f"{local_scheduler()} on this node"
+        except WardenError:
+            return "this node's Pacemaker"
+
+    def __call__(self, before: bytes | None, after: bytes, timeout: float
+                 ) -> tuple[Steps | None, Steps]:
+        return run_pair(before, after, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class NoFaithfulScheduler:
+    """No scheduler of the DC's version can be reached: every preview fails, saying why."""
+
+    reason: str
+
+    @property
+    def where(self) -> str:
+        return "none"
+
+    def __call__(self, before: bytes | None, after: bytes, timeout: float
+                 ) -> tuple[Steps | None, Steps]:
+        raise WardenError(self.reason)
+
+
+LOCAL = LocalSimulator()
+
+
+@dataclass(frozen=True)
+class SchedulerChoice:
+    node: str | None  # None: this node's own
+    reason: str = ""  # set: no faithful scheduler (the preview fails with this)
+
+
+def choose_scheduler(local: Scheduler, dc: str | None, nodes: Mapping[str, Node],
+                     agents: Sequence[str]) -> SchedulerChoice:
+    """Where a preview runs so that it is the DC's scheduler: here when this node's feature
+    set is the DC's (or the DC's is not known), else on a node of the DC's feature set with an
+    agent (the DC first), else nowhere."""
+    dc_node = nodes.get(dc) if dc else None
+    want = dc_node.feature_set if dc_node is not None else None
+    if want is None or want == local.feature_set:
+        return SchedulerChoice(None)
+    same = sorted((n.name for n in nodes.values() if n.online and not n.unclean
+                   and n.feature_set == want and n.name in agents),
+                  key=lambda name: (name != dc, name))
+    if same:
+        return SchedulerChoice(same[0])
+    return SchedulerChoice(None, f"the DC {dc} runs Pacemaker feature set {want}, this node "
+                                 f"{local.feature_set}, and no node of the DC's version has an "
+                                 "agent to preview on: not previewed by the DC's scheduler")
 
 
 @dataclass
@@ -82,30 +155,26 @@ def patched(cib: bytes, actions: Sequence[AnyAction]) -> etree._Element:
 
 
 def preview(cib: bytes, actions: Sequence[AnyAction], timeout: float,
-            baseline: Baseline | None = None) -> Preview:
+            baseline: Baseline | None = None, simulator: Simulator = LOCAL) -> Preview:
     started = time.monotonic()
-    runs = 0
+    where = simulator.where
     try:
         root = patched(cib, actions)
         config = config_version(root)
-        digest = hashlib.sha256(cib).digest()
+        # a baseline is one scheduler's: another one's (after a DC change) is computed anew
+        digest = hashlib.sha256(cib + where.encode()).digest()
         base = baseline.get(digest) if baseline is not None else None
-        with tempfile.TemporaryDirectory(prefix="kvm-warden-preview-") as tmp:
-            before, after = Path(tmp, "before.xml"), Path(tmp, "after.xml")
-            after.write_bytes(etree.tostring(root))
-            if base is None:
-                before.write_bytes(cib)
-                base, steps = simulate_both(str(before), str(after), timeout=timeout)
-                runs = 2
-                if baseline is not None:
-                    baseline.put(digest, base)
-            else:
-                steps, runs = simulate(str(after), timeout=timeout), 1
+        got, steps = simulator(cib if base is None else None, etree.tostring(root), timeout)
+        runs = 1 if base is not None else 2
+        if base is None:
+            base = got or ()
+            if baseline is not None:
+                baseline.put(digest, base)
     except (WardenError, OSError) as exc:  # a full disk is "not proven safe", not a crash
-        return Preview(error=str(exc), seconds=time.monotonic() - started, simulations=runs)
+        return Preview(error=str(exc), seconds=time.monotonic() - started, scheduler=where)
     known = set(base)
     return Preview(tuple(s for s in steps if s not in known), None,
-                   time.monotonic() - started, cib, config, runs)
+                   time.monotonic() - started, cib, config, runs, where)
 
 
 class Previewer(Protocol):
@@ -129,6 +198,7 @@ class InlinePreviewer:
 
     current: Callable[[], bytes]
     baseline: Baseline = field(default_factory=Baseline)
+    simulator: Callable[[], Simulator] = lambda: LOCAL  # whose scheduler, asked each time
 
     def __call__(self, actions: tuple[AnyAction, ...], planned_on: ConfigVersion | None,
                  timeout: float) -> Preview | None:
@@ -136,7 +206,7 @@ class InlinePreviewer:
             cib = self.current()
         except WardenError as exc:
             return Preview(error=f"cannot read the CIB to preview: {exc}")
-        return preview(cib, actions, timeout, self.baseline)
+        return preview(cib, actions, timeout, self.baseline, self.simulator())
 
 
 MAX_RESULTS = 8
@@ -148,8 +218,9 @@ class BackgroundPreviewer:
     is kept per patch of the current configuration version: a pass that plans the same patch
     on the same configuration gets it; anything else starts a new preview."""
 
-    def __init__(self, current: Callable[[], bytes], done: Callable[[], None]):
-        self.current, self.done = current, done
+    def __init__(self, current: Callable[[], bytes], done: Callable[[], None],
+                 simulator: Callable[[], Simulator] = lambda: LOCAL):
+        self.current, self.done, self.simulator = current, done, simulator
         self.baseline = Baseline()
         self._lock = threading.Lock()
         self._running: tuple[object, ...] | None = None
@@ -179,7 +250,8 @@ class BackgroundPreviewer:
     def _work(self, key: tuple[object, ...], actions: tuple[AnyAction, ...],
               planned_on: ConfigVersion | None, timeout: float) -> None:
         try:
-            pv = InlinePreviewer(self.current, self.baseline)(actions, planned_on, timeout)
+            pv = InlinePreviewer(self.current, self.baseline, self.simulator)(
+                actions, planned_on, timeout)
         except Exception as exc:  # noqa: BLE001 -- a crash is "not proven safe", never a dead thread
             self.log.error("preview_crashed", error=repr(exc))
             pv = Preview(error=f"the preview crashed: {exc!r}")

@@ -8,12 +8,59 @@ node). Nothing here touches a cluster: the CIB is a private file.
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from pathlib import Path
+
+import msgspec
+
 from controller import commands
 from controller.model.actions import TRANSITION_ACTIONS, TransitionStep
 from controller.model.errors import ParseError, ToolError
 from probes.xmlparse import parse_document
 
 SIMULATE_TIMEOUT = 30.0
+Steps = tuple[TransitionStep, ...]
+
+
+class Scheduler(msgspec.Struct, frozen=True, kw_only=True):
+    """Which Pacemaker a scheduler run is: its version and CRM feature set (the number a
+    mixed-version cluster's DC election compares; crm_mon reports each node's)."""
+
+    version: str
+    feature_set: str
+
+    def __str__(self) -> str:
+        return f"Pacemaker {self.version} (feature set {self.feature_set})"
+
+
+def parse_features(data: bytes, *, source: str = "pacemakerd --features") -> Scheduler:
+    root = parse_document(data, source=source)
+    el = root.find("pacemakerd")
+    if el is None or not el.get("version") or not el.get("feature_set"):
+        raise ParseError("no <pacemakerd version feature_set>", source=source)
+    return Scheduler(version=str(el.get("version")), feature_set=str(el.get("feature_set")))
+
+
+@functools.cache
+def local_scheduler() -> Scheduler:
+    """This node's Pacemaker (`pacemakerd --features`: no cluster needed), read once."""
+    out = commands.run(["pacemakerd", "--features", "--output-as=xml"],
+                       env=commands.tool_env(None), timeout=SIMULATE_TIMEOUT)
+    return parse_features(out.stdout)
+
+
+def run_pair(before: bytes | None, after: bytes, *, timeout: float = SIMULATE_TIMEOUT
+             ) -> tuple[Steps | None, Steps]:
+    """The scheduler's transitions for `after` and, when given, `before` (side by side, a core
+    each), on private files: what a preview asks of whichever node runs it."""
+    with tempfile.TemporaryDirectory(prefix="kvm-warden-preview-") as tmp:
+        first, second = Path(tmp, "before.xml"), Path(tmp, "after.xml")
+        second.write_bytes(after)
+        if before is None:
+            return None, simulate(str(second), timeout=timeout)
+        first.write_bytes(before)
+        return simulate_both(str(first), str(second), timeout=timeout)
 
 
 def parse_transition(data: bytes, *, source: str = "crm_simulate") -> tuple[TransitionStep, ...]:

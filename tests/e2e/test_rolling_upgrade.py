@@ -156,6 +156,16 @@ def test_a_rolling_upgrade_12_to_13_node_by_node_with_no_vm_stopped(rolling: Lab
     places = [n for _, n in watch.controller]
     assert len(places) >= 2, watch.controller
     assert watch.writers == [], f"two controllers at once: {watch.writers}"
+    # Every drain and return was previewed, and by whose scheduler is recorded: while the
+    # cluster was mixed, the DC's version (this node's, or another node's through its agent).
+    audit = [json.loads(line) for line in (lab.HA_SHARED / "audit.jsonl").read_text()
+             .splitlines()]
+    standby = [r for r in audit if r.get("outcome") == "applied"
+               and r.get("kind") == "SetNodeAttribute"]
+    assert len(standby) >= 6, standby  # each node: standby on, then off
+    assert all(r.get("previewed_by") for r in standby), standby
+    by = sorted({str(r["previewed_by"]) for r in standby})
+    print(f"previewed by: {by}")
     timeline = {k: round(v - t0, 1) for k, v in sorted(watch.seen.items(), key=lambda kv: kv[1])}
     print(f"rolling upgrade {OLD} -> {NEW}: {timeline}; {migrations} live migrations; "
           f"controller on {[(round(t - t0, 1), n) for t, n in watch.controller]}")

@@ -164,7 +164,8 @@ async function reviewEdit(edit) {
       el("h4", {}, "Pacemaker would"),
       el("ul", {class: "transition"}, ...(r.transition.length ? r.transition.map((s) =>
         el("li", {}, s.action + " " + s.resource + (s.from ? " " + s.from : "") + (s.to ? " → " + s.to : "")))
-        : [el("li", {}, r.transition_error || "change nothing")])));
+        : [el("li", {}, r.transition_error || "change nothing")])),
+      el("p", {class: "scheduler"}, r.scheduler ? "previewed by " + r.scheduler : ""));
     document.getElementById("confirm").disabled = !r.valid || !r.changed;
   } catch (e) {
     out.replaceChildren(el("p", {class: "bad"}, "cannot review: " + e.message));
