@@ -624,6 +624,7 @@ def up(timeout: float = 180.0, installed_os: bool = False,
     down()  # a lab left by a crash is cleaned first
     BASE.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(BASE / "state", ignore_errors=True)  # a new lab starts with an empty ledger
+    shutil.rmtree(HA_SHARED, ignore_errors=True)  # the HA controller's too (shared storage)
     shutil.rmtree(BASE / "ha", ignore_errors=True)  # its web certificate and users are new too
     for old in BASE.glob("*.log"):  # logs of the previous lab (kept after down for reading)
         old.unlink()

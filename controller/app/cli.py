@@ -161,7 +161,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_capacity(args: argparse.Namespace) -> int:
     from controller.app.capacity import capacity_command
 
-    return capacity_command(args.cib, args.json)
+    return capacity_command(args.cib, args.json, args.tolerate)
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -223,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         "when every VM has room after any one node's loss, 2 when not.",
     )
     cp.add_argument("--cib", metavar="FILE", help="a CIB file instead of the live cluster")
-    cp.add_argument("--json", action="store_true", help="one object per node")
+    cp.add_argument("--json", action="store_true", help="one object per node (or group)")
+    cp.add_argument("--tolerate", metavar="K", type=int, default=1,
+                    help="also every group of K nodes failing at once (N+K; default 1)")
     cp.set_defaults(func=_cmd_capacity)
 
     v = sub.add_parser(

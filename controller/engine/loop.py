@@ -220,7 +220,8 @@ class Controller:
         findings = out.findings
         if self.failover is not None:
             if only is None:
-                self.failover.offer(index)
+                self.failover.offer(index, desired.capacity.tolerate
+                                    if desired.capacity is not None else 1)
             findings = findings + self.failover.findings(desired)
             metrics.update_failover(self.failover.latest)
         loud = invalid_finding(self.desired)

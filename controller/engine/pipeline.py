@@ -164,10 +164,11 @@ def _preview(decisions: tuple[Decision, ...], inp: PassInput, fx: PassEffects
 
 def _admit(decisions: tuple[Decision, ...], pv: Preview, inp: PassInput
            ) -> tuple[tuple[Decision, ...], tuple[Finding, ...]]:
-    """With the file's `capacity:` (tolerate 1): a patch whose result would leave a VM without
-    room after a node failure, where it has room today, is held (admission: hold) or made and
-    said (warn). Sizes and capacity themselves (reconcilers/capacity.py) describe the hosts as
-    they are: they are the baseline of the proof, never held by it."""
+    """With the file's `capacity:` (tolerate k >= 1): a patch whose result would leave a VM
+    without room after a node's failure (or k nodes' at once), where it has room today, is
+    held (admission: hold) or made and said (warn). Sizes and capacity themselves
+    (reconcilers/capacity.py) describe the hosts as they are: they are the baseline of the
+    proof, never held by it."""
     cap = inp.desired.capacity
     patch = tuple(d.action for d in decisions
                   if d.verdict.admitted and isinstance(d.action, CIB_ACTIONS))
@@ -175,7 +176,7 @@ def _admit(decisions: tuple[Decision, ...], pv: Preview, inp: PassInput
     if cap is None or cap.tolerate < 1 or pv.error is not None or pv.cib is None \
             or len(sizes) == len(patch):
         return decisions, ()
-    verdict = admission(pv.cib, patch, inp.index, sizes)
+    verdict = admission(pv.cib, patch, inp.index, sizes, cap.tolerate)
     if verdict.admitted:
         return decisions, ()
     words = verdict.words()

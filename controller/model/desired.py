@@ -187,13 +187,15 @@ class Capacity(_Strict):
     """Sizes and capacity in Pacemaker (utilization), so that its scheduler places VMs where
     they fit -- after a node's failure too. Each VM's utilization is its vCPUs and memory (its
     domain XML) plus `vm_overhead_mib`; each node's is what libvirt says it has minus the
-    host's reserve. `tolerate`: node failures the cluster must absorb with every VM running."""
+    host's reserve. `tolerate`: node failures the cluster must absorb with every VM running
+    (each node alone, and every group of that many at once)."""
 
     placement_strategy: Literal["utilization", "balanced", "minimal"] = "balanced"
     vm_overhead_mib: Annotated[StrictInt, Field(ge=0, le=65536)] = 64
     host_reserve_mib: Annotated[StrictInt, Field(ge=0)] = 1024
     host_reserve_cpus: Annotated[StrictInt, Field(ge=0, le=1024)] = 0
-    tolerate: Annotated[StrictInt, Field(ge=0, le=1)] = 1
+    # at most all nodes but one are taken out (a group of k fails at once: N+k)
+    tolerate: Annotated[StrictInt, Field(ge=0, le=8)] = 1
     # hold: a change that would leave a VM without room after a node failure (where it has
     # room today) is not made; warn: it is made and said.
     admission: Literal["hold", "warn"] = "hold"

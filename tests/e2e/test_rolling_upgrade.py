@@ -161,7 +161,7 @@ def test_a_rolling_upgrade_12_to_13_node_by_node_with_no_vm_stopped(rolling: Lab
     audit = [json.loads(line) for line in (lab.HA_SHARED / "audit.jsonl").read_text()
              .splitlines()]
     standby = [r for r in audit if r.get("outcome") == "applied"
-               and r.get("kind") == "SetNodeAttribute"]
+               and r.get("kind") == "SetNodeAttribute" and checker.epoch_s(r) >= t0 - 1]
     assert len(standby) >= 6, standby  # each node: standby on, then off
     assert all(r.get("previewed_by") for r in standby), standby
     by = sorted({str(r["previewed_by"]) for r in standby})

@@ -85,9 +85,11 @@ def test_sizes_and_capacity_are_written_and_pacemaker_moves_nothing(tmp_path: Pa
 
 
 def _left_stopped_by_crm_simulate(cib_file: Path, node: str) -> list[str]:
-    """Pacemaker's own answer: execute the transition of `node`'s failure, read crm_mon."""
+    """Pacemaker's own answer: execute the transition of `node`'s failure (of each node of
+    "kvm1+kvm2" at once), read crm_mon."""
     out = cib_file.with_name(f"failed-{node}.xml")
-    subprocess.run(["crm_simulate", "-x", str(cib_file), "--node-fail", node, "-S", "-O",
+    fail = [a for n in node.split("+") for a in ("--node-fail", n)]
+    subprocess.run(["crm_simulate", "-x", str(cib_file), *fail, "-S", "-O",
                     str(out)], check=True, capture_output=True, timeout=60)
     mon = cibs.tool(["crm_mon", "-1", "--output-as=xml"], out)
     root = etree.fromstring(mon.encode())
@@ -126,6 +128,16 @@ def test_n_plus_1_is_pacemakers_answer_node_by_node(tmp_path: Path) -> None:
     for node in NODES:
         assert nodes[node]["stopped"] == _left_stopped_by_crm_simulate(cib_file, node) == []
     assert "every VM has room" in cibs.cli("capacity", "--cib", str(cib_file)).stdout
+    # N+2 (capacity.tolerate: 2): two nodes lost at once leave one node for five VMs.
+    out = cibs.cli("capacity", "--cib", str(cib_file), "--json", "--tolerate", "2")
+    assert out.returncode == 2
+    groups = {r["node"]: r for r in json.loads(out.stdout)}
+    assert set(groups) == {*NODES, "kvm1+kvm2", "kvm1+kvm3", "kvm2+kvm3"}
+    for pair in ("kvm1+kvm2", "kvm1+kvm3", "kvm2+kvm3"):
+        assert groups[pair]["stopped"] == _left_stopped_by_crm_simulate(cib_file, pair), pair
+        assert len(groups[pair]["stopped"]) == 2
+    text = cibs.cli("capacity", "--cib", str(cib_file), "--tolerate", "2").stdout
+    assert "if kvm1 and kvm2 fail: " in text and "left STOPPED" in text
 
 
 def _checked(tmp_path: Path) -> tuple[Controller, Path, PassResult]:
@@ -161,7 +173,8 @@ def _grow_hosts(store: Store, slots: int) -> None:
         listed = store.state.domains.get(node, {})
         store.fold(envelope(node, seq, DomainSeen(
             node=node, domains=tuple(listed.values()),
-            host=HostInfo(cpus=4, memory_kib=(1024 + slots * (VM_MIB + 64)) * 1024))))
+            host=HostInfo(cpus=max(4, slots),  # a VM takes a CPU
+                          memory_kib=(1024 + slots * (VM_MIB + 64)) * 1024))))
 
 
 def _drained_then_failed(cib_file: Path, drained: str, failed: str, tmp: Path) -> list[str]:
@@ -210,6 +223,37 @@ def test_a_drain_that_breaks_n_plus_1_is_held_and_says_which_vms(tmp_path: Path)
     assert all(d.verdict.admitted for d in result.decisions if d.action.reconciler == "nodes")
     warned = ctl.view.last.findings if ctl.view.last else ()
     assert any(f.kind == "would-break-failover" for f in result.findings + warned)
+    assert _standby(cib_file, "kvm3")
+
+
+def test_n_plus_2_holds_a_drain_that_n_plus_1_admits(tmp_path: Path) -> None:
+    """Hosts of five VMs each hold the five VMs after any two nodes' loss (N+2). Draining
+    kvm3 keeps N+1 (either other node alone holds five) but breaks N+2: kvm1 and kvm2 failing
+    at once would leave no node for them (crm_simulate with both --node-fail says so). With
+    `tolerate: 2` the drain is held naming that pair; with `tolerate: 1` it is made."""
+    ctl, store, cib_file = cluster(tmp_path)
+    _grow_hosts(store, 5)
+    t = time.time()
+    for i in range(3):
+        ctl.run_pass(now=t + 11 * i)
+    out = cibs.cli("capacity", "--cib", str(cib_file), "--json", "--tolerate", "2")
+    assert out.returncode == 0, out.stdout  # N+2 holds today
+    desired = tmp_path / "desired.yaml"
+    drain = DESIRED.replace("version: 1\n", "version: 1\ncluster:\n  nodes: [kvm1, kvm2, "
+                            "{name: kvm3, state: standby}]\n")
+    desired.write_text(drain.replace("capacity:\n", "capacity:\n  tolerate: 2\n"))
+    assert ctl.desired.poll()
+    result = ctl.run_pass(now=t + 33)
+    held = [d for d in result.decisions if d.action.reconciler == "nodes"]
+    assert held and all(d.verdict.reason == "would-break-failover" for d in held), held
+    detail = held[0].verdict.detail
+    assert "if kvm1 and kvm2 failed, vm-a, vm-b, vm-c, vm-d, vm-e would have no room" in detail
+    assert "if kvm1 failed" not in detail and "if kvm2 failed" not in detail  # N+1 keeps
+    assert not _standby(cib_file, "kvm3")
+    desired.write_text(drain.replace("capacity:\n", "capacity:\n  tolerate: 1\n"))
+    assert ctl.desired.poll()
+    result = ctl.run_pass(now=t + 44)
+    assert all(d.verdict.admitted for d in result.decisions if d.action.reconciler == "nodes")
     assert _standby(cib_file, "kvm3")
 
 
