@@ -35,6 +35,8 @@ from controller.model.observed import ObservedState
 from controller.model.overview import VmRow
 from controller.model.pcmk import fencing_enabled
 from controller.model.stack import StackDoc, stack
+from controller.model.upgrade import UpgradeProgress
+from controller.model.upgrade import progress as upgrade_progress
 from probes.pacemaker.simulate import allocation_scores
 from reconcilers.storage import vm_dependencies
 
@@ -97,6 +99,7 @@ class VmsDoc(msgspec.Struct, frozen=True, kw_only=True):
     banner: tuple[str, ...] = ()  # what every page shows on top: an invalid file, failed passes
     summary: Summary | None = None
     stack: StackDoc | None = None  # the storage chain, fencing, non-VM failures
+    upgrade: UpgradeProgress | None = None  # the declared rolling upgrade, node by node
 
 
 class ConstraintItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,7 +171,9 @@ class WebView:
                       console=self.console,
                       console_reason=self.console_reason,
                       banner=self.banner(), summary=self.summary(observed, vms),
-                      stack=stack(observed.status, desired))
+                      stack=stack(observed.status, desired),
+                      upgrade=upgrade_progress(desired, c.view.index)
+                      if desired is not None and c.view.index is not None else None)
 
     def _failover(self, desired: DesiredState | None) -> dict[str, NodeLoss]:
         """The latest N+1 verdict per node, when the file asks for sizes (without them

@@ -112,7 +112,9 @@ def choose_scheduler(local: Scheduler, dc: str | None, nodes: Mapping[str, Node]
     agent (the DC first), else nowhere."""
     dc_node = nodes.get(dc) if dc else None
     want = dc_node.feature_set if dc_node is not None else None
-    if want is None or want == local.feature_set:
+    # crm_mon says "<3.15.1" for a node that publishes none (Pacemaker before 2.1, or a CIB
+    # file's simulated nodes): not a version to match, so not known
+    if want is None or want.startswith("<") or want == local.feature_set:
         return SchedulerChoice(None)
     same = sorted((n.name for n in nodes.values() if n.online and not n.unclean
                    and n.feature_set == want and n.name in agents),

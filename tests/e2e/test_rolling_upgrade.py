@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -67,6 +68,16 @@ def ha_findings() -> list[str]:
     except ValueError:
         return []
     return list((doc.get("last_pass") or {}).get("findings") or ())
+
+
+def api_upgrade() -> dict[str, Any]:
+    """The upgrade as /api/vms gives it to the web view."""
+    for via in online_nodes():
+        code, body = lab.ha_get("/api/vms", via)
+        if code == 200:
+            doc: dict[str, Any] = json.loads(body)["upgrade"]
+            return doc
+    raise AssertionError("no node reaches the controller's /api/vms")
 
 
 def crm_mon(via: str) -> etree._Element:
@@ -123,6 +134,10 @@ def test_a_rolling_upgrade_12_to_13_node_by_node_with_no_vm_stopped(rolling: Lab
 
             wait_for(f"{node} ready to upgrade", ready, 300, 1.0)
             watch.note(f"{node} empty")
+            # the web view's API says it too, node by node (what the upgrade panel shows)
+            steps = {n["node"]: n["step"] for n in api_upgrade()["nodes"]}
+            assert steps[node] == "ready", steps
+            assert all(steps[n] == "done" for n in ORDER[:ORDER.index(node)]), steps
             assert node not in {n for ns in lab.guests_by_node().values() for n in ns}
             lab.upgrade_node(node, NEW)
             watch.note(f"{node} rebooted")

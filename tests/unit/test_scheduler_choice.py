@@ -38,6 +38,9 @@ def test_the_dcs_version_previews() -> None:
     down = nodes(kvm1="3.20.0", kvm2="3.16.1!", kvm3="3.16.1")
     pick = choose_scheduler(NEW, "kvm3", down, ["kvm1", "kvm2"])
     assert pick.node is None and "DC kvm3 runs Pacemaker feature set 3.16.1" in pick.reason
-    # the DC (or its version) unknown: here, as before
+    # the DC (or its version) unknown: here, as before -- crm_mon's "<3.15.1" is not a version
+    older = nodes(kvm1="<3.15.1", kvm2="<3.15.1", kvm3="<3.15.1")
+    assert choose_scheduler(OLD, "kvm1", older, agents).node is None
+    assert choose_scheduler(OLD, "kvm1", older, agents).reason == ""
     assert choose_scheduler(NEW, None, mixed, agents).node is None
     assert choose_scheduler(NEW, "kvm9", mixed, agents) == choose_scheduler(NEW, None, {}, [])

@@ -100,12 +100,33 @@ function renderStack(st) {
     el("li", {class: "critical"}, "failed: " + t)));
 }
 
+// The declared rolling upgrade (model/upgrade.py): each node's step, and what it waits for.
+const STEP = {done: "\u2714 done", ready: "\u25B6 ready to upgrade", draining: "\u21C4 draining",
+              upgrading: "\u23FB upgrading", returning: "\u21BA coming back",
+              verifying: "\u2026 verifying", held: "\u23F8 HELD", waiting: "waiting"};
+function renderUpgrade(up) {
+  const box = document.getElementById("upgrade");
+  box.hidden = !up;
+  if (!up) return;
+  const done = up.nodes.filter((n) => n.step === "done").length;
+  const now = up.nodes.find((n) => n.step !== "done");
+  document.getElementById("upgrade-title").textContent = "Rolling upgrade to " + up.to + ": "
+    + done + " of " + up.nodes.length + " nodes done";
+  document.getElementById("upgrade-steps").replaceChildren(...up.nodes.map((n) =>
+    el("li", {class: "step-" + n.step, "data-node": n.node, "data-step": n.step},
+       n.node + ": " + (STEP[n.step] || n.step) + (n.release ? " (" + n.release + ")" : ""))));
+  const p = document.getElementById("upgrade-now");
+  p.className = now && (now.step === "held" || now.step === "ready") ? "bad" : "";
+  p.textContent = now ? now.detail : "every node runs " + up.to + ": remove the upgrade section";
+}
+
 async function reload() {
   if (!document.body.dataset.role) await loadSession();
   doc = await getJSON("/api/vms");
   showBanner(doc.banner);
   renderSummary(doc.summary);
   renderNodes();
+  renderUpgrade(doc.upgrade);
   renderStack(doc.stack);
   nodeCards(doc);
   render();
