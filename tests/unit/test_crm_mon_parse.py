@@ -17,25 +17,36 @@ FIX = Path(__file__).parent.parent / "fixtures"
 SEED = (FIX / "crm_mon" / "seed-3node.xml").read_bytes()
 FAILED = (FIX / "crm_mon" / "seed-failed.xml").read_bytes()
 SEED_CIB = (FIX / "seed-settled.cib.xml").read_bytes()
+# The same cluster as Pacemaker 3.0.0 (Debian 13) prints it, and its CIB as 3.0's scheduler
+# writes it: schema pacemaker-4.0 (tests/fixtures/regen.sh, the other release's root).
+V30 = FIX / "pacemaker-3.0.0"
+RELEASES = {"2.1.5": (SEED, FAILED, SEED_CIB),
+            "3.0.0": ((V30 / "crm_mon-seed-3node.xml").read_bytes(),
+                      (V30 / "crm_mon-seed-failed.xml").read_bytes(),
+                      (V30 / "seed-settled.cib.xml").read_bytes())}
+both = pytest.mark.parametrize("version", sorted(RELEASES))
 
 
-def test_seed_cluster_has_three_online_nodes_and_a_dc() -> None:
-    s = parse_crm_mon(SEED)
+@both
+def test_seed_cluster_has_three_online_nodes_and_a_dc(version: str) -> None:
+    s = parse_crm_mon(RELEASES[version][0])
     assert s.dc == "kvm1" and s.with_quorum
     assert sorted(s.nodes) == ["kvm1", "kvm2", "kvm3"]
     assert all(n.online for n in s.nodes.values())
     assert s.nodes["kvm1"].is_dc and not s.nodes["kvm2"].is_dc
 
 
-def test_clone_instances_repeat_with_the_clone_as_parent() -> None:
-    s = parse_crm_mon(SEED)
+@both
+def test_clone_instances_repeat_with_the_clone_as_parent(version: str) -> None:
+    s = parse_crm_mon(RELEASES[version][0])
     gfs2 = s.instances("gfs2_res01")
     assert len(gfs2) == 3 and {r.parent for r in gfs2} == {"gfs2_res01-clone"}
     assert s.collectives["gfs2_res01-clone"].kind == "clone"
 
 
-def test_failed_monitor_is_a_failure_with_resource_task_and_rc() -> None:
-    s = parse_crm_mon(FAILED)
+@both
+def test_failed_monitor_is_a_failure_with_resource_task_and_rc(version: str) -> None:
+    s = parse_crm_mon(RELEASES[version][1])
     (f,) = s.failures
     assert (f.resource, f.node, f.task, f.rc, f.interval_ms) == ("vm-web01", "kvm1", "monitor", 7,
                                                                  10000)
@@ -74,14 +85,32 @@ def test_non_integer_resources_running_is_a_parse_error() -> None:
         parse_crm_mon(bad)
 
 
-def test_cib_constraints_and_params_are_read() -> None:
-    cfg = parse_cib(SEED_CIB)
+@both
+def test_cib_constraints_and_params_are_read(version: str) -> None:
+    cfg = parse_cib(RELEASES[version][2])
     assert cfg.resources["vm-web01"].params["config"] == "/kvm/storage/xml/web01.xml"
     assert cfg.resources["vm-web01"].meta["allow-migrate"] == "true"
     assert cfg.resources["dlm"].parent == "dlm-clone"
     assert any(c.id == "cli-ban-vm-web02-on-kvm3" and c.score == "-INFINITY"
                for c in cfg.constraints.location)
     assert cfg.properties["no-quorum-policy"] == "stop"
+
+
+def test_both_releases_read_the_same_cluster() -> None:
+    """3.0.0 words some things differently (rc_text, a maintenance attribute, schema 4.0); what
+    kvm-warden reads of the same cluster is the same."""
+    old, new = (RELEASES[v] for v in ("2.1.5", "3.0.0"))
+    assert b'validate-with="pacemaker-4.0"' in new[2] and b"pacemaker-4.0" not in old[2]
+    for i in (0, 1):
+        a, b = parse_crm_mon(old[i]), parse_crm_mon(new[i])
+        assert (a.dc, a.with_quorum, sorted(a.nodes)) == (b.dc, b.with_quorum, sorted(b.nodes))
+        assert {(r.id, r.role, r.nodes) for r in a.resources} == \
+            {(r.id, r.role, r.nodes) for r in b.resources}
+        assert [(f.resource, f.node, f.task, f.rc) for f in a.failures] == \
+            [(f.resource, f.node, f.task, f.rc) for f in b.failures]
+    a_cib, b_cib = parse_cib(old[2]), parse_cib(new[2])
+    assert a_cib.resources == b_cib.resources and a_cib.constraints == b_cib.constraints
+    assert a_cib.properties == b_cib.properties
 
 
 @settings(max_examples=300, deadline=None)
