@@ -188,3 +188,16 @@ def test_pacemaker_3_0_2s_removed_and_fencing_enabled_are_read() -> None:
     assert s.properties["fencing-enabled"] == "false" and not fencing_enabled(s.properties)
     assert fencing_enabled(parse_crm_mon(SEED).properties) is (
         parse_crm_mon(SEED).properties.get("stonith-enabled") == "true")
+
+
+@both
+def test_a_drains_transition_is_read_the_same_from_both_releases(version: str) -> None:
+    """crm_simulate --run of the seed with kvm1 in standby (tests/fixtures/regen.sh)."""
+    from probes.pacemaker.simulate import parse_transition
+
+    name = "crm_simulate-drain-kvm1.xml"
+    path = FIX / name if version == "2.1.5" else V30 / name
+    steps = {(s.resource, s.action, s.from_node, s.to_node)
+             for s in parse_transition(path.read_bytes())}
+    assert ("fence-kvm", "move", "kvm1", "kvm2") in steps
+    assert {(r, a) for r, a, _, _ in steps} >= {("dlm", "stop"), ("clvmd", "stop")}
