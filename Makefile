@@ -50,6 +50,7 @@ bench: venv
 	$(BIN)/python bench/preview.py
 	$(BIN)/python bench/capacity.py
 	$(BIN)/python bench/lab.py
+	$(BIN)/python bench/release.py
 
 # The README's pictures of the web view, taken by its browser tests (test_web_glance.py, test_web_operate.py)
 screenshots: venv

@@ -108,7 +108,15 @@ class Enroll(msgspec.Struct, frozen=True, tag="enroll"):
     prefer: str | None = None
 
 
-Edit = Place | RunState | NodeState | Retire | CleanFailures | Enroll
+class Upgrade(msgspec.Struct, frozen=True, tag="upgrade"):
+    """A rolling upgrade declared (`upgrade:`, its target release and node order) or, with
+    `to` None, ended (the section removed)."""
+
+    to: str | None = None
+    order: tuple[str, ...] = ()
+
+
+Edit = Place | RunState | NodeState | Retire | CleanFailures | Enroll | Upgrade
 
 
 def completed(e: Edit, now: float, observed: ObservedState | None = None,
@@ -186,6 +194,10 @@ def describe_edit(e: Edit) -> str:
             return f"clean up {v}'s failures" + (f" up to {b}" if b else "")
         case Enroll(vm=v, prefer=n):
             return f"enroll {v}" + (f" where it runs ({n})" if n else "")
+        case Upgrade(to=None):
+            return "end the rolling upgrade"
+        case Upgrade(to=t, order=o):
+            return f"rolling upgrade to {t}, node by node: {', '.join(o)}"
     return repr(e)
 
 
@@ -259,6 +271,8 @@ def _apply(data: Any, e: Edit) -> None:
             _vm(data, v)["clean_failures_before"] = b
         case Enroll():
             _append_vm(data, e)
+        case Upgrade(to=t, order=o):
+            _upgrade(data, t, o)
         case NodeState(node=n, state=s):
             cluster = data.get("cluster")
             nodes = cluster.get("nodes") if isinstance(cluster, CommentedMap) else None
@@ -279,6 +293,19 @@ def _apply(data: Any, e: Edit) -> None:
                     nodes[i] = spec
                 return
             raise EditError(f"node {n!r} is not in cluster.nodes")
+
+
+def _upgrade(data: Any, to: str | None, order: tuple[str, ...]) -> None:
+    if to is None:
+        if "upgrade" in data:
+            del data["upgrade"]
+        return
+    bad = [n for n in order if not NODE_NAME.fullmatch(n)]
+    if not order or bad:
+        raise EditError(f"the upgrade's order must name nodes{': ' + ', '.join(bad) if bad else ''}")
+    seq = CommentedSeq(order)
+    seq.fa.set_flow_style()
+    data["upgrade"] = CommentedMap([("to", to), ("order", seq)])
 
 
 def _append_vm(data: Any, e: Enroll) -> None:

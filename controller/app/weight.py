@@ -67,6 +67,15 @@ def _edit_weight(edit: msgspec.Struct, before: DesiredState | None, observed: Ob
             f"{node} is drained: its {len(guests)} VM(s) live-migrate to the other nodes"
             + (f" ({', '.join(guests)})" if guests else "")
             + "; the cluster has one node fewer to fail over to until it is back"))]
+    if kind == "Upgrade" and getattr(edit, "to", None) is not None:
+        order = list(getattr(edit, "order", ()))
+        return [Consequence(weight="warning", text=(
+            f"{order[0] if order else 'the first node'} is drained now (its VMs live-migrate "
+            "away), then each node in turn once the one before is back and verified: the "
+            "cluster has one node fewer to fail over to until the upgrade is done"))]
+    if kind == "Upgrade":
+        return [Consequence(weight="info", text=(
+            "the upgrade ends: a node it drained stays in standby until declared online"))]
     if kind == "Place":
         return [Consequence(weight="warning" if node else "info", text=(
             f"{vm} live-migrates to {node} if it runs elsewhere" if node else

@@ -8,7 +8,7 @@ the drain's own), "ready to upgrade" once empty, awaited while it is down, broug
 (standby cleared) once it reports the target release, then verified -- online, its storage
 clones running, no failed actions -- before the next node starts. Never two nodes out: the
 step that takes a node out waits while any other node is offline, unclean, in standby or in
-maintenance, and says so.
+maintenance, and says so; a failed action anywhere stops it where it is too.
 """
 
 from __future__ import annotations
@@ -110,6 +110,10 @@ def _step(node: str, release: str, to: str, desired: DesiredState,
     others = _others_out(node, index)
     if others:  # held where it is: neither drained further nor brought back
         return at("held", f"not draining {node}: {others} (never two nodes out)")
+    failed = sorted({f"{f.resource} on {f.node}" for f in index.observed.status.failures})
+    if failed:  # a fault anywhere stops the upgrade where it is, until it is dealt with
+        return at("held", f"not draining {node}: failed actions ({', '.join(failed)}); "
+                  "clean them up (or fix their cause) and the upgrade goes on")
     return at("draining", f"draining {node} (standby) before its upgrade to {to}"
               + (f": {', '.join(vms)} still on it" if vms else ""))
 

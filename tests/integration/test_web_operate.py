@@ -21,7 +21,13 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests import cibs
 from tests.browser import chromium, waiter
 from tests.integration.test_web_glance import health, shoot
-from tests.integration.test_web_view import demo_login, rows, settled, warden  # noqa: F401
+from tests.integration.test_web_view import (  # noqa: F401
+    demo_login,
+    rows,
+    settled,
+    undrained,
+    warden,
+)
 from tests.simulated import add_outside_domain
 from tests.waiting import wait_for
 
@@ -298,3 +304,49 @@ def test_drain_and_bring_online_from_a_card_and_a_rename_that_keeps_safety(
         desired.write_text(kept)
         drv.quit()
     wait_for("the file put back in force", lambda: settled(url), 120)
+
+
+def test_a_rolling_upgrade_started_and_ended_from_the_web_view(
+        warden: tuple[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """Issue "Rolling upgrade", 3: the operator declares the upgrade in the panel above the
+    cards (target and node order), reviews it -- the diff adds `upgrade:`, the weight says the
+    first node is drained -- and confirms; the panel then follows it (kvm3 drained, ready to
+    upgrade), and "end the upgrade" removes the section, reviewed the same way."""
+    url, desired = warden
+    kept = desired.read_text()
+    drv = chromium(tmp_path / "profile", demo_login(url))
+    wait = waiter(drv, 120)
+
+    def step(d: webdriver.Chrome, node: str) -> str | None:
+        got = d.execute_script(
+            f"const li = document.querySelector('#upgrade-steps li[data-node=\"{node}\"]');"
+            "return li ? li.dataset.step : null;")
+        return str(got) if got is not None else None
+
+    try:
+        drv.get(url + "/")
+        wait.until(lambda d: len(rows(d)) == 3 and d.find_element(By.ID, "upgrade").is_displayed())
+        drv.execute_script("document.querySelector('#upgrade-act details').open = true;")
+        drv.find_element(By.ID, "upgrade-to").send_keys("Debian 99")
+        order = drv.find_element(By.ID, "upgrade-order")
+        assert order.get_attribute("value") == "kvm1, kvm2, kvm3"  # the cluster's nodes
+        order.clear()
+        order.send_keys("kvm3 kvm1 kvm2")
+        drv.find_element(By.ID, "upgrade-start").click()
+        wait.until(lambda d: "upgrade:" in d.find_element(By.CSS_SELECTOR, "#review pre.diff").text)
+        review = drv.find_element(By.ID, "review-body").text
+        assert "+upgrade:" in review and "+  to: Debian 99" in review
+        assert "+  order: [kvm3, kvm1, kvm2]" in review
+        assert "kvm3 is drained now" in review  # the weight, before anyone confirms
+        _confirm_review(drv, wait)
+        assert "upgrade:\n  to: Debian 99\n  order: [kvm3, kvm1, kvm2]\n" in desired.read_text()
+        wait.until(lambda d: step(d, "kvm3") == "ready")
+        assert (step(drv, "kvm1"), step(drv, "kvm2")) == ("waiting", "waiting")
+        drv.execute_script("document.querySelector('#upgrade-act button.upgrade-end').click()")
+        wait.until(lambda d: "-upgrade:" in d.find_element(By.CSS_SELECTOR, "#review pre.diff").text)
+        _confirm_review(drv, wait)
+        assert "upgrade:" not in desired.read_text()
+        wait.until(lambda d: step(d, "kvm3") is None)
+    finally:
+        drv.quit()
+        undrained(url, desired, kept)

@@ -69,6 +69,19 @@ def settled(url: str) -> bool:
                 and s["last_pass_at"] is not None and not s["last_pass_error"])
 
 
+def undrained(url: str, desired: Path, kept: str, node: str = "kvm3") -> None:
+    """After a test's upgrade: the file as it was with `node` declared online (a plain name
+    declares no state, and the upgrade left it in standby), then as it was, settled."""
+    from tests.waiting import wait_for
+
+    desired.write_text(kept.replace("nodes: [kvm1, kvm2, kvm3]", "nodes: [" + ", ".join(
+        f"{{name: {n}, state: online}}" if n == node else n for n in ("kvm1", "kvm2", "kvm3"))
+        + "]"))
+    wait_for(f"{node} back and the cluster settled", lambda: settled(url), 120)
+    desired.write_text(kept)
+    wait_for("settled on the file as it was", lambda: settled(url), 60)
+
+
 def rows(drv: webdriver.Chrome) -> dict[str, str]:
     """VM name -> its node cell, as the page shows them (read in one go: the live page may
     re-render between two WebDriver calls)."""

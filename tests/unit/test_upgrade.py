@@ -115,6 +115,18 @@ def test_never_two_nodes_out() -> None:
     assert attrs(idx) == set() and "kvm2 in standby" in said(idx)[0][2]
 
 
+def test_a_failed_action_anywhere_stops_the_upgrade_where_it_is() -> None:
+    failed = (Failure(resource="vm-b", node="kvm3", task="monitor", rc=7, status="complete"),)
+    idx = cluster({"a": "kvm1", "b": "kvm3"}, OLD, failures=failed)
+    assert attrs(idx) == set()
+    ((kind, node, msg),) = said(idx)
+    assert (kind, node) == ("upgrade-held", "kvm1") and "vm-b on kvm3" in msg
+    # mid-drain too: kvm1 stays in standby, nothing is brought back or drained further
+    idx = cluster({"a": "kvm1", "b": "kvm3"}, OLD,
+                  standby({"kvm1": True, "kvm2": False, "kvm3": False}), failures=failed)
+    assert attrs(idx) == set() and said(idx)[0][0] == "upgrade-held"
+
+
 def test_a_node_with_no_report_of_its_release_is_not_drained() -> None:
     idx = cluster({"a": "kvm1"}, {"kvm2": "Debian 12.12", "kvm3": "Debian 12.12"})
     assert attrs(idx) == set()

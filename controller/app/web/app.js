@@ -106,8 +106,16 @@ const STEP = {done: "\u2714 done", ready: "\u25B6 ready to upgrade", draining: "
               verifying: "\u2026 verifying", held: "\u23F8 HELD", waiting: "waiting"};
 function renderUpgrade(up) {
   const box = document.getElementById("upgrade");
-  box.hidden = !up;
-  if (!up) return;
+  const act = document.getElementById("upgrade-act");
+  box.hidden = !up && !canAct();
+  act.replaceChildren();
+  if (!up) {  // an operator may declare one: a reviewed edit of the file, like every action
+    document.getElementById("upgrade-title").textContent = "";
+    document.getElementById("upgrade-steps").replaceChildren();
+    document.getElementById("upgrade-now").textContent = "";
+    if (canAct()) act.append(upgradeForm());
+    return;
+  }
   const done = up.nodes.filter((n) => n.step === "done").length;
   const now = up.nodes.find((n) => n.step !== "done");
   document.getElementById("upgrade-title").textContent = "Rolling upgrade to " + up.to + ": "
@@ -118,6 +126,22 @@ function renderUpgrade(up) {
   const p = document.getElementById("upgrade-now");
   p.className = now && (now.step === "held" || now.step === "ready") ? "bad" : "";
   p.textContent = now ? now.detail : "every node runs " + up.to + ": remove the upgrade section";
+  if (canAct()) act.append(button("upgrade-end", "end the upgrade", {type: "upgrade", to: null}));
+}
+
+// Kept across re-renders: what the operator is typing must not be redrawn away.
+let upgradeFormEl = null;
+function upgradeForm() {
+  if (upgradeFormEl) return upgradeFormEl;
+  const to = el("input", {id: "upgrade-to", placeholder: "Debian 13", "aria-label": "target release"});
+  const order = el("input", {id: "upgrade-order", "aria-label": "node order",
+                             value: doc.nodes.map((n) => n.name).join(", ")});
+  const go = el("button", {type: "button", id: "upgrade-start"}, "review");
+  go.addEventListener("click", () => reviewEdit({type: "upgrade", to: to.value.trim(),
+    order: order.value.split(/[\s,]+/).filter(Boolean)}));
+  upgradeFormEl = el("details", {class: "upgrade-form"}, el("summary", {}, "roll the cluster to a new release\u2026"),
+    el("label", {}, "to ", to), " ", el("label", {}, "node by node: ", order), " ", go);
+  return upgradeFormEl;
 }
 
 async function reload() {
