@@ -23,6 +23,9 @@ Kinds (--faults):
   desired-edit    web01/web02 moved      desired-drain   kvm3 drained (standby), then lifted
   desired-stop    db01 set stopped, then running      desired-invalid  an invalid file, then fixed
   state-full      the controller's state directory filled up, then freed
+  other-release   kvm2 or kvm3 stopped cleanly and restarted on the other Debian release (its
+                  own /usr and /etc, kvm-warden from that release's package: a rolling
+                  upgrade's step, or its rollback), then restarted on this machine's again
 """
 
 from __future__ import annotations
@@ -43,11 +46,11 @@ from lab import checker, lab
 FAULTS = ("kill-guest", "destroy", "suspend", "partition", "asym-partition", "kill-node",
           "kill-libvirtd", "kill-corosync", "kill-controld", "fence-fail", "kill-controller",
           "stop-controller", "kill-agent", "desired-edit", "desired-drain", "desired-stop",
-          "desired-invalid", "state-full")
+          "desired-invalid", "state-full", "other-release")
 # Faults that certainly touch the VMs they name: each must show in kvm-warden's history.
 TOUCHING = ("kill-guest", "destroy", "suspend", "kill-node", "partition", "asym-partition")
 HOLDS = {"stop-controller": (35.0, 45.0), "fence-fail": (20.0, 35.0),
-         "state-full": (10.0, 30.0)}  # seconds; others 3-15 s
+         "state-full": (10.0, 30.0), "other-release": (20.0, 40.0)}  # seconds; others 3-15 s
 RECOVERY_BOUND = 240.0  # s from a heal to convergence when the nemesis waits for it
 SETTLE_SECONDS = 300.0
 PLACES = {"web01": ("kvm1", "kvm2"), "web02": ("kvm2", "kvm3")}
@@ -267,6 +270,15 @@ class Nemesis:
         node = self._node(fault)
         _netns(node, "iptables", "-I", "INPUT", "-i", "eth0", "-j", "DROP")
         return lambda: _netns(node, "iptables", "-D", "INPUT", "-i", "eth0", "-j", "DROP")
+
+    def _other_release(self, fault: Fault) -> Callable[[], None]:
+        """A node restarted on the other release, as in a rolling upgrade (its VMs leave it
+        live when its Pacemaker stops); healed by restarting it on this machine's."""
+        node = self._node(fault)
+        other = "13" if lab.host_release() == "12" else "12"
+        fault.target = f"{node} on Debian {other}"
+        lab.upgrade_node(node, other)
+        return lambda: lab.upgrade_node(node, lab.host_release())
 
     def _kill_node(self, fault: Fault) -> Callable[[], None]:
         node = self._node(fault)

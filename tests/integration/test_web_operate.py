@@ -313,6 +313,7 @@ def test_a_rolling_upgrade_started_and_ended_from_the_web_view(
     first node is drained -- and confirms; the panel then follows it (kvm3 drained, ready to
     upgrade), and "end the upgrade" removes the section, reviewed the same way."""
     url, desired = warden
+    wait_for("the simulated cluster settled", lambda: settled(url), 120)
     kept = desired.read_text()
     drv = chromium(tmp_path / "profile", demo_login(url))
     wait = waiter(drv, 120)
