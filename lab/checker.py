@@ -49,6 +49,7 @@ PARSER = etree.XMLParser(resolve_entities=False, huge_tree=False)
 # Properties Pacemaker's own daemons write (on a DC election, after a cleanup): not kvm-warden's.
 PACEMAKERS_OWN = frozenset({"dc-version", "cluster-infrastructure", "cluster-name",
                             "last-lrm-refresh", "have-watchdog"})
+VIRTUALDOMAIN_UTILIZATION = frozenset({"cpu", "hv_memory", "host_memory"})
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def parse_view(node: str, at: float, crm_mon: str, cib: str | None) -> View | No
             settings = frozenset((str(e.get("id")), str(e.get("value")))
                                  for e in root.iter("nvpair")
                                  if e.get("name") not in PACEMAKERS_OWN
-                                 and _in_configuration(e))
+                                 and not _agents_own(e) and _in_configuration(e))
         except (etree.XMLSyntaxError, ValueError):
             pass
     return View(
@@ -121,6 +122,16 @@ def parse_view(node: str, at: float, crm_mon: str, cib: str | None) -> View | No
         fencing=any(e.get("status") == "pending" for e in mon.iter("fence_event")),
         maintenance=opts is not None and opts.get("maintenance-mode") == "true",
         epoch=epoch, owned=owned, settings=settings, multi_active=tuple(sorted(multi)))
+
+
+def _agents_own(e: etree._Element) -> bool:
+    """A VM's utilization that VirtualDomain writes itself on every start and migration (its
+    autoset_utilization_cpu/_hv_memory/_host_memory, on by default; host_memory since
+    resource-agents 4.16, Debian 13): the agent's, not kvm-warden's (the soak's file declares
+    no capacity, so kvm-warden writes no utilization there)."""
+    parent = e.getparent()
+    return (parent is not None and parent.tag == "utilization"
+            and e.get("name") in VIRTUALDOMAIN_UTILIZATION)
 
 
 def _in_configuration(e: etree._Element) -> bool:

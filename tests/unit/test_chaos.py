@@ -320,6 +320,22 @@ def test_pacemakers_own_properties_are_not_settings() -> None:
     assert v is not None and v.settings == frozenset({("o-nqp", "freeze")})
 
 
+def test_virtualdomains_own_utilization_is_not_a_setting() -> None:
+    """Found by the soak's other-release fault: on Debian 13 VirtualDomain writes cpu,
+    hv_memory and host_memory into a VM's utilization when it starts or arrives."""
+    cib = """<cib admin_epoch="0" epoch="3"><configuration><resources>
+<primitive id="vm-db01" class="ocf" provider="heartbeat" type="VirtualDomain">
+<utilization id="vm-db01-utilization"><nvpair id="u-cpu" name="cpu" value="1"/>
+<nvpair id="u-hv" name="hv_memory" value="64"/><nvpair id="u-host" name="host_memory" value="64"/>
+<nvpair id="u-mem" name="memory" value="128"/></utilization>
+<meta_attributes id="m"><nvpair id="m-t" name="target-role" value="Started"/></meta_attributes>
+</primitive></resources></configuration></cib>"""
+    mon = ('<pacemaker-result><summary><current_dc present="true" name="kvm1" '
+           'with_quorum="true"/></summary><nodes/></pacemaker-result>')
+    v = checker.parse_view("kvm1", 0.0, mon, cib)
+    assert v is not None and v.settings == frozenset({("u-mem", "128"), ("m-t", "Started")})
+
+
 def test_a_zombie_has_no_usage_and_a_failing_sample_does_not_stop_the_sampler(
         tmp_path: Path) -> None:
     # a killed controller not yet reaped: /proc/PID/status has no VmRSS line
