@@ -66,6 +66,12 @@ class NodeItem(msgspec.Struct, frozen=True, kw_only=True):
     # have room? None: not known (no capacity section, or not computed yet)
     failover_fits: bool | None = None
     failover_stopped: tuple[str, ...] = ()  # the VMs that would have none
+    # what runs there (a rolling upgrade shows here node by node): its OS release, libvirt and
+    # QEMU (its agent), its Pacemaker's feature set (crm_mon); "" when not known
+    release: str = ""
+    libvirt: str = ""
+    qemu: str = ""
+    feature_set: str = ""
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -355,7 +361,11 @@ def node_items(observed: ObservedState, desired: DesiredState | None,
             draining=draining,
             left=tuple(sorted(on.get(n.name, ()))) if draining else (),
             failover_fits=loss.fits if (loss := (failover or {}).get(n.name)) else None,
-            failover_stopped=loss.stopped if loss else ()))
+            failover_stopped=loss.stopped if loss else (),
+            release=host.os if host is not None else "",
+            libvirt=host.libvirt_version if host is not None else "",
+            qemu=host.qemu_version if host is not None else "",
+            feature_set=n.feature_set or ""))
     return tuple(out)
 
 

@@ -155,6 +155,13 @@ def test_a_rolling_upgrade_12_to_13_node_by_node_with_no_vm_stopped(rolling: Lab
     # the file prefers it, the cluster matching the file.
     for node in lab.NODES:
         assert lab.on(node, "cat", "/etc/debian_version").stdout.startswith(f"{NEW}."), node
+    def cards_on_new() -> bool:  # the node cards say what each node runs now
+        code, body = lab.ha_get("/api/vms", next(iter(online_nodes())))
+        cards = json.loads(body)["nodes"] if code == 200 else []
+        return len(cards) == 3 and all(c["release"].startswith(f"Debian {NEW}.")
+                                       and c["feature_set"] == "3.20.0" for c in cards)
+
+    wait_for(f"every node card on Debian {NEW}, Pacemaker 3.0", cards_on_new, 60)
     root = crm_mon("kvm1")
     dc = root.find(".//current_dc")
     assert dc is not None and dc.get("mixed_version") != "true", etree.tostring(dc)

@@ -23,6 +23,7 @@ from lxml import etree
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from probes.libvirt.domains import os_release
 from tests.browser import chromium, waiter
 from tests.integration.test_web_view import rows, warden  # noqa: F401  (the fixture)
 
@@ -98,6 +99,10 @@ def test_summary_cards_badges_and_real_error_pages(
             assert (n["host_cpus"], n["vcpus"]) == (8, 2 * len(guests))
             assert f"vCPU {2 * len(guests)} / 8" in card.text
             assert f"memory {2.0 * len(guests):.1f} / 16.0 GiB" in card.text
+            # what runs there, as its agent says: this machine's release (each simulated node's
+            # agent runs here), libvirt's own version
+            assert n["release"] == os_release() and n["release"] in card.text
+            assert n["libvirt"] and f"libvirt {n['libvirt']}" in card.text
         assert set(health(drv, "#vms").values()) == {"ok"} == set(health(drv, "#cards").values())
         # the storage chain, dlm first, started on every node, and the fence device
         assert stack_cells(drv) == {c: {n: "started" for n in ("kvm1", "kvm2", "kvm3")}

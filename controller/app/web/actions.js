@@ -103,6 +103,9 @@ function nodeCards(doc) {
         ? "draining: " + n.left.length + " VM(s) left (" + n.left.join(", ") + ")" : "drained"));
     }
     card.append(capacity(n));
+    const runs = [n.release, n.feature_set && "Pacemaker feature set " + n.feature_set,
+                  n.qemu && "QEMU " + n.qemu, n.libvirt && "libvirt " + n.libvirt].filter(Boolean);
+    if (runs.length) card.append(el("p", {class: "versions note"}, runs.join(" \u00B7 ")));
     if (n.failover_fits !== null && n.failover_fits !== undefined) {  // the file's capacity: N+1
       card.append(el("p", {class: "failover " + (n.failover_fits ? "good" : "bad"), "data-fits": String(n.failover_fits)},
         n.failover_fits ? "if it fails: every VM has room" : "if it fails: no room for " + n.failover_stopped.join(", ")));
