@@ -115,10 +115,13 @@ def test_the_images_service_passes_its_own_healthcheck_and_serves_the_web_view(
         f"/opt/kvm-warden/bin/kvm-warden run --simulate --http-port {port} >/tmp/run.log 2>&1 &\n"
         "pid=$!\n"  # no job control in `sh -c`: `kill %1` would leave the service running
         f"for i in $(seq 90); do sleep 1; if {check_cmd}; then echo healthy; break; fi; done\n"
-        "/opt/kvm-warden/bin/python -c \"import urllib.request as u; "
+        # healthy is alive (liveness): the VMs are listed once the first pass has run
+        "/opt/kvm-warden/bin/python -c \"import json, time, urllib.request as u\n"
+        f"vms = lambda: len(json.load(u.urlopen('http://127.0.0.1:{port}/api/vms'))['vms'])\n"
+        "end = time.monotonic() + 60\n"
+        "while vms() < 3 and time.monotonic() < end: time.sleep(0.5)\n"
         f"print(u.urlopen('http://127.0.0.1:{port}/novnc/core/rfb.js').status, "
-        f"u.urlopen('http://127.0.0.1:{port}/').status, "
-        f"len(__import__('json').load(u.urlopen('http://127.0.0.1:{port}/api/vms'))['vms']))\"\n"
+        f"u.urlopen('http://127.0.0.1:{port}/').status, vms())\"\n"
         "kill $pid; wait $pid\n")
     out = run_in(container, "sh", "-c", script)
     assert "healthy" in out.stdout, out.stdout + out.stderr
