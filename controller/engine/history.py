@@ -58,6 +58,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     duration_s: float | None = None
 
 
+def _finding_key(f: Finding) -> tuple[str, str, str]:
+    """A finding is a new event when it first appears; a rolling upgrade's step also each time
+    it moves on (its message says the step), so the history is the upgrade's timeline."""
+    return (f.kind, f.subject, f.message if f.kind.startswith("upgrade-") else "")
+
+
 @dataclass
 class History:
     path: Path
@@ -65,7 +71,7 @@ class History:
     _placement: dict[str, tuple[str, ...]] = field(default_factory=dict)  # resource -> nodes
     _migrating_since: dict[str, float] = field(default_factory=dict)
     _failures: set[tuple[str, str]] = field(default_factory=set)
-    _findings: set[tuple[str, str]] = field(default_factory=set)
+    _findings: set[tuple[str, str, str]] = field(default_factory=set)
     _pruned_at: float = float("-inf")
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -141,9 +147,9 @@ class History:
                                     detail=f"{rid} failed on {node} (fail-count "
                                            f"{index.fail_counts[(rid, node)]})"))
             self._failures = failures
-            current: set[tuple[str, str]] = {(f.kind, f.subject) for f in findings}
+            current = {_finding_key(f) for f in findings}
             for f in findings:
-                if (f.kind, f.subject) not in self._findings:
+                if _finding_key(f) not in self._findings:
                     events.append(Event(at=now, kind="finding", vm=names.get(f.rsc or ""),
                                         node=f.node, detail=f"{f.kind}: {f.message}"))
             self._findings = current

@@ -46,6 +46,13 @@ def test_the_rolling_upgrade_panel_follows_the_cluster(
         assert "kvm3 is ready to upgrade: in standby and empty" in panel
         assert "kvm3" not in rows(drv).values()  # its VM went elsewhere
         assert api(url)["upgrade"]["nodes"][0]["step"] == "ready"
+        # the timeline: each step as it happened, from the history
+        drv.execute_script("document.getElementById('upgrade-timeline-box').open = true;")
+        wait.until(lambda d: "ready to upgrade" in d.find_element(By.ID, "upgrade-timeline").text)
+        timeline = drv.find_element(By.ID, "upgrade-timeline").text.splitlines()
+        drained = next(i for i, t in enumerate(timeline) if "draining kvm3" in t)
+        ready = next(i for i, t in enumerate(timeline) if "kvm3 is ready to upgrade" in t)
+        assert drained < ready, timeline
     finally:
         drv.quit()
         undrained(url, desired, before)  # abandoning an upgrade: its drained node online

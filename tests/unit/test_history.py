@@ -47,6 +47,22 @@ def test_failures_and_findings_are_recorded_when_they_appear(tmp_path: Path) -> 
     assert kinds == [("failure", "web01", "kvm1"), ("finding", "web01", "kvm2")]
 
 
+def test_a_rolling_upgrades_steps_are_its_timeline(tmp_path: Path) -> None:
+    """An upgrade finding is an event each time its step moves on, not on every pass."""
+    h = History(tmp_path / "history.sqlite")
+
+    def step(text: str) -> Finding:
+        return Finding(reconciler="upgrade", kind="upgrade-step", severity="info",
+                       subject="kvm1", node="kvm1", message=text)
+
+    for t, text in ((1.0, "draining kvm1"), (2.0, "draining kvm1"), (3.0, "kvm1 is down"),
+                    (4.0, "kvm1 is back")):
+        h.observe_pass(index("Started", ("kvm2",)), VMS, (step(text),), (), t, True)
+    assert [(e.at, e.detail) for e in h.query()] == [
+        (1.0, "upgrade-step: draining kvm1"), (3.0, "upgrade-step: kvm1 is down"),
+        (4.0, "upgrade-step: kvm1 is back")]
+
+
 def test_retention_deletes_old_rows_only(tmp_path: Path) -> None:
     h = History(tmp_path / "history.sqlite", retention_days=30)
     day = 86400.0

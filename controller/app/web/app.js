@@ -127,6 +127,17 @@ function renderUpgrade(up) {
   p.className = now && (now.step === "held" || now.step === "ready") ? "bad" : "";
   p.textContent = now ? now.detail : "every node runs " + up.to + ": remove the upgrade section";
   if (canAct()) act.append(button("upgrade-end", "end the upgrade", {type: "upgrade", to: null}));
+  upgradeTimeline();
+}
+
+// Each step as it happened: the history keeps every upgrade finding as it moves on (the last
+// page of the cluster's history, oldest first).
+async function upgradeTimeline() {
+  let page;
+  try { page = await getJSON("/api/history?limit=500"); } catch (e) { return; }
+  const steps = (page.events || []).filter((e) => e.kind === "finding" && /^upgrade-/.test(e.detail));
+  document.getElementById("upgrade-timeline").replaceChildren(...steps.map((e) =>
+    el("li", {}, new Date(e.at * 1000).toLocaleTimeString() + " " + e.detail.replace(/^upgrade-[a-z]+: /, ""))));
 }
 
 // Kept across re-renders: what the operator is typing must not be redrawn away.
