@@ -273,12 +273,13 @@ class Nemesis:
 
     def _other_release(self, fault: Fault) -> Callable[[], None]:
         """A node restarted on the other release, as in a rolling upgrade (its VMs leave it
-        live when its Pacemaker stops); healed by restarting it on this machine's."""
+        live when its Pacemaker stops); healed by restarting it on the release it ran."""
         node = self._node(fault)
-        other = "13" if lab.host_release() == "12" else "12"
+        was = lab.node_release(node)  # this machine's, or the other's on a lab of that one
+        other = "13" if was == "12" else "12"
         fault.target = f"{node} on Debian {other}"
         lab.upgrade_node(node, other)
-        return lambda: lab.upgrade_node(node, lab.host_release())
+        return lambda: lab.upgrade_node(node, was)
 
     def _kill_node(self, fault: Fault) -> Callable[[], None]:
         node = self._node(fault)

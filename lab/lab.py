@@ -378,24 +378,27 @@ def release_package(release: str) -> Path:
 
 def _release_os(node: str, d: Path) -> str:
     """For a node of another release: its /usr and /etc from that release's lab root, the
-    lab's agents put in them, kvm-warden's package at /opt/kvm-warden."""
+    lab's agents put in them, kvm-warden's package at /opt/kvm-warden. With an installed OS
+    the node's own disk already lies on that release's root (_node_os): only the lab's agents
+    go in, and the package is the operator's to install (install())."""
     release = node_release(node)
     root = release_root(release)
     lines = []
-    for path in ("usr", "etc"):
-        upper, work = d / "os-release" / "upper" / path, d / "os-release" / "work" / path
+    layer = d / ("os" if installed() else "os-release")
+    for path in () if installed() else ("usr", "etc"):
+        upper, work = layer / "upper" / path, layer / "work" / path
         upper.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
         lines.append(f"mount -t overlay overlay -o lowerdir={root / path},upperdir={upper},"
                      f"workdir={work} /{path}\n")
-    upper_usr = d / "os-release" / "upper" / "usr"
+    upper_usr = layer / "upper" / "usr"
     for src, dst in ((ROOT / "lab" / "fence_kvmlab.py", FENCE_AGENT),
                      (ROOT / "probes" / "pacemaker" / "kvm_warden_alert.py", ALERT_AGENT)):
         target = upper_usr / dst.relative_to("/usr")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, target)
         target.chmod(0o755)
-    return "".join(lines) + _package_mount(release)
+    return "".join(lines) + ("" if installed() else _package_mount(release))
 
 
 def _package_mount(release: str) -> str:
@@ -445,14 +448,18 @@ def kvm_warden_argv(node: str) -> list[str]:
     return [sys.executable, "-m", "controller.app.cli"]
 
 
-def _node_os(d: Path) -> str:
-    """The overlays that make the node's own disk: mounted first, the lab's binds go on top."""
+def _node_os(node: str, d: Path) -> str:
+    """The overlays that make the node's own disk: mounted first, the lab's binds go on top.
+    A node of another release has that release's root below its disk (its /usr, /etc and
+    dpkg's /var/lib agree: apt installs there as on a node of that release)."""
+    base = release_root(node_release(node)) if foreign(node) else Path("/")
     lines = []
     for path in NODE_OS:
         upper, work = d / "os" / "upper" / path, d / "os" / "work" / path
         upper.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
-        lines.append(f"mount -t overlay overlay -o lowerdir=/{path},upperdir={upper},"
+        lower = base / path if (base / path).is_dir() else Path("/") / path
+        lines.append(f"mount -t overlay overlay -o lowerdir={lower},upperdir={upper},"
                      f"workdir={work} /{path}\n")
     return "".join(lines)
 
@@ -469,7 +476,7 @@ def _start_node(node: str) -> None:
         (BASE / "storage", str(STORAGE)),
     ]
     other = foreign(node)
-    script = "set -e\n" + f"hostname {node}\n" + (_node_os(d) if installed() else "") + (
+    script = "set -e\n" + f"hostname {node}\n" + (_node_os(node, d) if installed() else "") + (
         _release_os(node, d) if other else
         _package_mount(host_release()) if packaged() else "") + (
         "mount -t tmpfs tmpfs /run\nmount -t tmpfs tmpfs /dev/shm\n"
@@ -1190,8 +1197,3 @@ def install(deb: Path, desired_text: str | None = None) -> None:
     for node in NODES:
         start_agent(node)
     start_controller(Path(desired))  # 7. the controller (the lab runs it on kvm1)
-
-
-def installed_file(node: str, path: str) -> str:
-    """A file on a node's own disk, read as root on that node."""
-    return on(node, "cat", path).stdout

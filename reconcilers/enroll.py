@@ -142,6 +142,19 @@ def checks(index: ClusterIndex, desired: DesiredState, vm: Vm) -> tuple[list[str
     if unheard:
         wait.append(f"no fresh report from the agent on {', '.join(unheard)}")
     active = _active_on(index, vm.name)
+    _domain_checks(index, vm, active, refuse, wait)
+    mounts = _storage_checks(index, desired, vm, refuse)
+    disks = _file_checks(index, vm, [n for n in nodes if n not in offline], active, refuse, wait)
+    outside = sorted(d for d in disks if not any(under(d, m) for m in mounts))
+    if mounts and outside:
+        refuse.append(f"disk {', '.join(outside)} is not on its shared storage "
+                      f"({', '.join(mounts)}): a live migration would fail")
+    return refuse, wait
+
+
+def _domain_checks(index: ClusterIndex, vm: Vm, active: list[str], refuse: list[str],
+                   wait: list[str]) -> None:
+    """The running domain: listed in full, on one node, not autostarted by libvirt."""
     # A domain known only from a lifecycle event: its disks and autostart come with the
     # listing the agent makes right after.
     unlisted = [n for n in active if index.listed[vm.name][n].persistent is None]
@@ -156,6 +169,12 @@ def checks(index: ClusterIndex, desired: DesiredState, vm: Vm) -> tuple[list[str
     if vm.migration_transport is None:
         refuse.append("migration_transport is not set (ssh, tcp or tls: how Pacemaker's live "
                       "migration reaches the other node)")
+
+
+def _storage_checks(index: ClusterIndex, desired: DesiredState, vm: Vm, refuse: list[str]
+                    ) -> list[str]:
+    """Its storage declared and existing, its config under it; returns the mountpoints."""
+    assert vm.config is not None
     storage = desired.storage_by_name()
     mounts = [storage[s].mountpoint for s in vm.storage if s in storage]
     if not mounts:
@@ -166,7 +185,16 @@ def checks(index: ClusterIndex, desired: DesiredState, vm: Vm) -> tuple[list[str
             refuse.append(f"storage {s}'s resource {storage[s].resource} does not exist")
     if mounts and not any(under(vm.config, m) for m in mounts):
         refuse.append(f"config {vm.config} is not under its storage ({', '.join(mounts)})")
-    heard, blind, unheard_files = _vouching(index, vm.config, [n for n in nodes if n not in offline])
+    return mounts
+
+
+def _file_checks(index: ClusterIndex, vm: Vm, online: list[str], active: list[str],
+                 refuse: list[str], wait: list[str]) -> set[str]:
+    """The XML file as the agents of the online nodes that may run it report it: the same
+    everywhere, of this domain, usable by VirtualDomain. Returns every disk it and the
+    running domain name."""
+    assert vm.config is not None
+    heard, blind, unheard_files = _vouching(index, vm.config, online)
     if unheard_files:
         wait.append(f"no report of the XML files from the agent on {', '.join(unheard_files)} yet")
     for n, dirs in blind:
@@ -175,33 +203,31 @@ def checks(index: ClusterIndex, desired: DesiredState, vm: Vm) -> tuple[list[str
     files = _files(index, vm.config, heard)
     present = {n: f for n, f in files.items() if f is not None}
     disks: set[str] = {d for n in active for d in index.listed[vm.name][n].disks}
-    if present:
-        missing = sorted(n for n, f in files.items() if f is None)
-        if missing:
-            refuse.append(f"{vm.config} is missing on {', '.join(missing)} (present on "
-                          f"{', '.join(sorted(present))}): every node that may run it needs it")
-        for n, f in sorted(present.items()):
-            if f.error:
-                refuse.append(f"{vm.config} on {n}: {f.error}")
-        digests = {f.sha256 for f in present.values() if not f.error}
-        if len(digests) > 1:
-            refuse.append(f"{vm.config} differs between nodes (" + ", ".join(
-                f"{n}: {f.sha256[:12]}" for n, f in sorted(present.items())) + ")")
-        one = next((f for f in present.values() if not f.error), None)
-        if one is not None:
-            if one.domain != vm.name:
-                refuse.append(f"{vm.config} defines domain {one.domain!r}, not {vm.name!r}")
-            if not one.name_on_own_line:
-                refuse.append(f"{vm.config}: <name> is not on a line of its own "
-                              "(VirtualDomain finds it by a line match: every start would fail)")
-            disks |= set(one.disks)
-    elif not active:
-        refuse.append(f"{vm.config} exists on no node and {vm.name} runs nowhere to take it from")
-    outside = sorted(d for d in disks if not any(under(d, m) for m in mounts))
-    if mounts and outside:
-        refuse.append(f"disk {', '.join(outside)} is not on its shared storage "
-                      f"({', '.join(mounts)}): a live migration would fail")
-    return refuse, wait
+    if not present:
+        if not active:
+            refuse.append(f"{vm.config} exists on no node and {vm.name} runs nowhere to take "
+                          "it from")
+        return disks
+    missing = sorted(n for n, f in files.items() if f is None)
+    if missing:
+        refuse.append(f"{vm.config} is missing on {', '.join(missing)} (present on "
+                      f"{', '.join(sorted(present))}): every node that may run it needs it")
+    for n, f in sorted(present.items()):
+        if f.error:
+            refuse.append(f"{vm.config} on {n}: {f.error}")
+    digests = {f.sha256 for f in present.values() if not f.error}
+    if len(digests) > 1:
+        refuse.append(f"{vm.config} differs between nodes (" + ", ".join(
+            f"{n}: {f.sha256[:12]}" for n, f in sorted(present.items())) + ")")
+    one = next((f for f in present.values() if not f.error), None)
+    if one is not None:
+        if one.domain != vm.name:
+            refuse.append(f"{vm.config} defines domain {one.domain!r}, not {vm.name!r}")
+        if not one.name_on_own_line:
+            refuse.append(f"{vm.config}: <name> is not on a line of its own "
+                          "(VirtualDomain finds it by a line match: every start would fail)")
+        disks |= set(one.disks)
+    return disks
 
 
 def _enroll(out: PlanBuilder, ctx: Context, vm: Vm) -> None:

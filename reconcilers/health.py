@@ -104,16 +104,24 @@ def plan(ctx: Context) -> Plan:
     """`ctx.scope`: VMs dirtied by events; cleanups then wait for a full pass (they need crm_mon's
     fail-counts), placement findings are checked for those VMs."""
     out = PlanBuilder(NAME)
-    index, desired, only, now = ctx.index, ctx.desired, ctx.scope, ctx.now
-    history = ctx.ledger.cleanups
-    watched, members = _watched(index, desired)
-    asked = _asked(ctx, out)
+    asked = _asked(ctx, out)  # the operator's cleanups, whatever the policy says
+    if ctx.scope is None and ctx.desired.policy.clean_failures:
+        _cleanups(ctx, out, asked)
+    _failed_vms(ctx, out)
+    if ctx.index.observed.domains:
+        for vm in ctx.desired.vms:
+            if ctx.scope is None or vm.name in ctx.scope:
+                _where_it_runs(ctx, out, vm)
+    return out.build()
+
+
+def _cleanups(ctx: Context, out: PlanBuilder, asked: set[tuple[str, str]]) -> None:
+    """Failures whose cause has cleared, cleaned up with a backoff and a circuit breaker
+    (not those the operator asked for: `asked`)."""
+    index, now = ctx.index, ctx.now
+    watched, members = _watched(index, ctx.desired)
     for (rid, node), count in sorted(index.fail_counts.items()):
-        if only is not None or not desired.policy.clean_failures:
-            break
-        if (rid, node) in asked:
-            continue
-        if rid not in watched or count <= 0:
+        if (rid, node) in asked or rid not in watched or count <= 0:
             continue
         n = index.nodes.get(node)
         running = index.running.get(rid, ())
@@ -122,7 +130,7 @@ def plan(ctx: Context) -> Plan:
             continue
         if counted_by_pacemaker(index, rid, node, now):
             continue  # Pacemaker's own recovery: failure-timeout expires it, not a cleanup
-        attempts = tuple(t for t in history.of(rid, node) if now - t < CIRCUIT_WINDOW)
+        attempts = tuple(t for t in ctx.ledger.cleanups.of(rid, node) if now - t < CIRCUIT_WINDOW)
         if len(attempts) >= CIRCUIT_MAX:
             out.find("circuit-open", "critical", Subject(rid, node),
                      f"circuit open: {rid} failed again after {len(attempts)} cleanups on {node} "
@@ -131,45 +139,42 @@ def plan(ctx: Context) -> Plan:
         failed_at = parse_pacemaker_time(index.last_failure.get((rid, node)))
         since = max([t for t in (failed_at, attempts[-1] if attempts else None) if t is not None],
                     default=None)
-        wait = backoff(len(attempts) + 1)
-        if since is not None and now - since < wait:
+        if since is not None and now - since < backoff(len(attempts) + 1):
             continue
         out.actions.append(_cleanup(
             index, rid, node, f"fail-count {count} on {node}, and {rid} runs again on "
                               f"{', '.join(running)}; cleanup #{len(attempts) + 1}"))
 
-    _failed_vms(ctx, out)
-    if index.observed.domains:
-        for vm in desired.vms:
-            if only is not None and vm.name not in only:
-                continue
-            rid = vm.resource_id
-            for node in index.unfenced.get(vm.name, ()):
-                st = index.nodes.get(node)
-                how = "UNCLEAN (fencing pending or failed)" if st is not None and st.unclean \
-                    else "offline"
-                out.find("split-brain", "critical", Subject(rid, node),
-                         f"split brain: domain {vm.name} was last seen running on {node}, which "
-                         f"Pacemaker sees {how}; nothing proves it stopped there",
-                         urgent=st is not None and st.unclean)
-            for c in ctx.ledger.out_of_band:
-                if c.vm == vm.name:
-                    out.find("out-of-band", "warning", Subject(rid, c.node),
-                             f"{vm.name}: {c.what} on {c.node} at "
-                             f"{datetime.fromtimestamp(c.at, UTC):%H:%M:%S}Z was not Pacemaker's "
-                             "doing (virsh behind the cluster's back?)")
-            on = index.domains_running.get(vm.name, ())
-            if not on or rid in index.migrating or rid in index.transitioning:
-                continue
-            placed = set(index.running.get(rid, ()))
-            if len(on) > 1:
-                out.find("split-brain", "critical", Subject(rid),
-                         f"split brain? domain {vm.name} runs on {', '.join(on)}")
-            elif set(on) - placed:
-                out.find("unplaced-domain", "critical", Subject(rid),
-                         f"domain {vm.name} runs on {on[0]} where Pacemaker does not have {rid} "
-                         f"active ({', '.join(sorted(placed)) or 'nowhere'})")
-    return out.build()
+
+def _where_it_runs(ctx: Context, out: PlanBuilder, vm: Vm) -> None:
+    """A VM's domain where Pacemaker does not have it: on an unfenced node, twice, changed
+    behind the cluster's back, or running where its resource is not active."""
+    index, rid = ctx.index, vm.resource_id
+    for node in index.unfenced.get(vm.name, ()):
+        st = index.nodes.get(node)
+        how = "UNCLEAN (fencing pending or failed)" if st is not None and st.unclean \
+            else "offline"
+        out.find("split-brain", "critical", Subject(rid, node),
+                 f"split brain: domain {vm.name} was last seen running on {node}, which "
+                 f"Pacemaker sees {how}; nothing proves it stopped there",
+                 urgent=st is not None and st.unclean)
+    for c in ctx.ledger.out_of_band:
+        if c.vm == vm.name:
+            out.find("out-of-band", "warning", Subject(rid, c.node),
+                     f"{vm.name}: {c.what} on {c.node} at "
+                     f"{datetime.fromtimestamp(c.at, UTC):%H:%M:%S}Z was not Pacemaker's "
+                     "doing (virsh behind the cluster's back?)")
+    on = index.domains_running.get(vm.name, ())
+    if not on or rid in index.migrating or rid in index.transitioning:
+        return
+    placed = set(index.running.get(rid, ()))
+    if len(on) > 1:
+        out.find("split-brain", "critical", Subject(rid),
+                 f"split brain? domain {vm.name} runs on {', '.join(on)}")
+    elif set(on) - placed:
+        out.find("unplaced-domain", "critical", Subject(rid),
+                 f"domain {vm.name} runs on {on[0]} where Pacemaker does not have {rid} "
+                 f"active ({', '.join(sorted(placed)) or 'nowhere'})")
 
 
 def _asked(ctx: Context, out: PlanBuilder) -> set[tuple[str, str]]:

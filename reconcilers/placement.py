@@ -22,7 +22,7 @@ from controller.model.actions import (
     Subject,
 )
 from controller.model.context import Context
-from controller.model.desired import DesiredState
+from controller.model.desired import DesiredState, Vm
 from controller.model.index import ClusterIndex
 from controller.model.observed import LocationConstraint
 from reconcilers.base import PlanBuilder, did_you_mean, remove_stale, undeclared_vms
@@ -120,84 +120,99 @@ def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
     index, desired, only = ctx.index, ctx.desired, ctx.scope
     wanted: set[str] = set()
-    score = str(desired.policy.prefer_score)
-    by_name = desired.vm_by_name()
     known = Foreign(index)
     for vm in desired.vms:
-        if only is not None and vm.name not in only:
-            continue
-        rid = vm.resource_id
-        if rid not in index.exists:
-            continue  # reported by the inventory reconciler
-        prefer = vm.placement.prefer
-        if prefer is not None:
-            cid = prefer_id(rid)
-            wanted.add(cid)
-            have = index.location.get(cid)
-            if have is None and adopted_prefer(known, rid, prefer, desired.policy.prefer_score):
-                pass  # an equivalent pcs-made preference satisfies the file: adopted as it is
-            elif have is None or (have.rsc, have.node, have.score, have.rule, have.role) != (
-                rid, prefer, score, False, None
-            ):
-                out.actions.append(
-                    SetLocation(reconciler=NAME, id=cid, rsc=rid, node=prefer, score=score,
-                                why=f"{vm.name} prefers {prefer}"
-                                + ("" if have is None else f" (constraint had {have.node} {have.score})"))
-                )
-        allowed = vm.placement.allowed
-        if allowed:
-            cid = allowed_id(rid)
-            wanted.add(cid)
-            nodes = tuple(sorted(set(allowed)))
-            have = index.location.get(cid)
-            if have is None and adopted_allowed(known, rid, nodes):
-                pass  # adopted
-            elif have is None or not allowed_matches(have, rid, nodes):
-                out.actions.append(
-                    SetAllowedNodes(reconciler=NAME, id=cid, rsc=rid, nodes=nodes,
-                                    why=f"{vm.name} may only run on {', '.join(nodes)}")
-                )
-        for other_name in vm.anti_affinity:
-            other = by_name.get(other_name)
-            if other is None or other.resource_id not in index.exists:
-                continue
-            a, b = sorted((rid, other.resource_id))
-            cid = anti_id(a, b)
-            if cid in wanted:
-                continue  # both VMs name each other: one constraint for the pair
-            wanted.add(cid)
-            have_c = index.colocation.get(cid)
-            if have_c is None and adopted_anti(known, a, b):
-                pass  # adopted
-            elif have_c is None or (have_c.rsc, have_c.with_rsc, have_c.score) != (a, b, "-INFINITY"):
-                out.actions.append(
-                    AddColocation(reconciler=NAME, id=cid, rsc=a, with_rsc=b, score="-INFINITY",
-                                  why="{} and {} must never share a node".format(
-                                      *sorted((vm.name, other_name))))
-                )
-
+        if (only is None or vm.name in only) and vm.resource_id in index.exists:
+            # (a resource that does not exist is reported by the inventory reconciler)
+            _prefer(out, ctx, vm, known, wanted)
+            _allowed(out, ctx, vm, known, wanted)
+            _anti_affinity(out, ctx, vm, known, wanted)
     if only is not None:
         return out.build()
     undeclared = undeclared_vms(index, desired)
     kept = remove_stale(out, index, OWNED, wanted, "no longer asked for by the desired state",
                         keep=frozenset(undeclared))
     _report_undeclared(out, index, desired, undeclared, kept)
-
     if desired.policy.clear_move_leftovers:
-        managed = {vm.resource_id for vm in desired.vms}
-        for cid, c in sorted(index.location.items()):
-            if c.rsc not in managed or c.node is None or not cid.startswith("cli-prefer-"):
-                continue
-            rid = c.rsc
-            nodes = index.running.get(rid, ())
-            settled = bool(nodes) and rid not in index.migrating and len(nodes) == 1
-            if settled and nodes == (c.node,):
-                out.actions.append(RemoveConstraint(
-                    reconciler=NAME, id=cid, rsc=rid,
-                    why=f"leftover of a manual move: {rid} now runs on {c.node}"))
+        _clear_move_leftovers(out, ctx)
     report_bans(out, ctx)
     report_unsatisfiable(out, ctx)
     return out.build()
+
+
+def _prefer(out: PlanBuilder, ctx: Context, vm: Vm, known: Foreign, wanted: set[str]
+            ) -> None:
+    prefer, rid = vm.placement.prefer, vm.resource_id
+    if prefer is None:
+        return
+    policy = ctx.desired.policy
+    cid = prefer_id(rid)
+    wanted.add(cid)
+    have = ctx.index.location.get(cid)
+    if have is None and adopted_prefer(known, rid, prefer, policy.prefer_score):
+        return  # an equivalent pcs-made preference satisfies the file: adopted as it is
+    score = str(policy.prefer_score)
+    if have is None or (have.rsc, have.node, have.score, have.rule, have.role) != (
+            rid, prefer, score, False, None):
+        out.actions.append(
+            SetLocation(reconciler=NAME, id=cid, rsc=rid, node=prefer, score=score,
+                        why=f"{vm.name} prefers {prefer}"
+                        + ("" if have is None else f" (constraint had {have.node} {have.score})")))
+
+
+def _allowed(out: PlanBuilder, ctx: Context, vm: Vm, known: Foreign, wanted: set[str]
+             ) -> None:
+    allowed, rid = vm.placement.allowed, vm.resource_id
+    if not allowed:
+        return
+    cid = allowed_id(rid)
+    wanted.add(cid)
+    nodes = tuple(sorted(set(allowed)))
+    have = ctx.index.location.get(cid)
+    if have is None and adopted_allowed(known, rid, nodes):
+        return  # adopted
+    if have is None or not allowed_matches(have, rid, nodes):
+        out.actions.append(
+            SetAllowedNodes(reconciler=NAME, id=cid, rsc=rid, nodes=nodes,
+                            why=f"{vm.name} may only run on {', '.join(nodes)}"))
+
+
+def _anti_affinity(out: PlanBuilder, ctx: Context, vm: Vm, known: Foreign,
+                   wanted: set[str]) -> None:
+    by_name = ctx.desired.vm_by_name()
+    for other_name in vm.anti_affinity:
+        other = by_name.get(other_name)
+        if other is None or other.resource_id not in ctx.index.exists:
+            continue
+        a, b = sorted((vm.resource_id, other.resource_id))
+        cid = anti_id(a, b)
+        if cid in wanted:
+            continue  # both VMs name each other: one constraint for the pair
+        wanted.add(cid)
+        have = ctx.index.colocation.get(cid)
+        if have is None and adopted_anti(known, a, b):
+            continue  # adopted
+        if have is None or (have.rsc, have.with_rsc, have.score) != (a, b, "-INFINITY"):
+            out.actions.append(
+                AddColocation(reconciler=NAME, id=cid, rsc=a, with_rsc=b, score="-INFINITY",
+                              why="{} and {} must never share a node".format(
+                                  *sorted((vm.name, other_name)))))
+
+
+def _clear_move_leftovers(out: PlanBuilder, ctx: Context) -> None:
+    """`pcs resource move` leftovers (cli-prefer-*) of the file's VMs, once they settled there."""
+    index = ctx.index
+    managed = {vm.resource_id for vm in ctx.desired.vms}
+    for cid, c in sorted(index.location.items()):
+        if c.rsc not in managed or c.node is None or not cid.startswith("cli-prefer-"):
+            continue
+        rid = c.rsc
+        nodes = index.running.get(rid, ())
+        settled = bool(nodes) and rid not in index.migrating and len(nodes) == 1
+        if settled and nodes == (c.node,):
+            out.actions.append(RemoveConstraint(
+                reconciler=NAME, id=cid, rsc=rid,
+                why=f"leftover of a manual move: {rid} now runs on {c.node}"))
 
 
 def report_unsatisfiable(out: PlanBuilder, ctx: Context) -> None:

@@ -202,13 +202,7 @@ class CibEditor:
                 return self._replace_constraint(
                     etree.Element("rsc_location", id=i, rsc=r, node=n, score=s))
             case SetAllowedNodes(id=i, rsc=r, nodes=ns):
-                loc = etree.Element("rsc_location", id=i, rsc=r)
-                rule = etree.SubElement(loc, "rule", {"id": f"{i}-rule", "score": "-INFINITY",
-                                                      "boolean-op": "and"})
-                for k, node in enumerate(ns):
-                    etree.SubElement(rule, "expression", id=f"{i}-rule-expr-{k}",
-                                     attribute="#uname", operation="ne", value=node)
-                return self._replace_constraint(loc)
+                return self._replace_constraint(_allowed_nodes(i, r, ns))
             case AddOrder(id=i, first=f, then=t, order_kind=k):
                 return self._replace_constraint(etree.Element(
                     "rsc_order", {"id": i, "first": f, "first-action": "start", "then": t,
@@ -217,12 +211,7 @@ class CibEditor:
                 return self._replace_constraint(etree.Element(
                     "rsc_colocation", {"id": i, "rsc": r, "with-rsc": w, "score": s}))
             case RemoveConstraint(id=i):
-                old = self.by_id.pop(i, None)
-                if old is None:
-                    return None, None  # already gone: removing is idempotent
-                before = _serialize(old)
-                self.constraints.remove(old)
-                return before, None
+                return self._remove_constraint(i)
             case SetMeta(rsc=r, name=n, value=v):
                 block = self._attributes(self._resource(r), "meta_attributes",
                                          f"{r}-meta_attributes")
@@ -230,24 +219,14 @@ class CibEditor:
             case SetProperty(name=n, value=None):
                 return self._unset_property(n)
             case SetProperty(name=n, value=str() as v):
-                crm_config = self._section("crm_config")
-                props = next((b for b in crm_config if b.get("id") == "cib-bootstrap-options"),
-                             None)
-                if props is None:
-                    props = etree.SubElement(crm_config, "cluster_property_set",
-                                             id=self._unique_id("cib-bootstrap-options"))
-                return self._set_nvpair(props, "cib-bootstrap-options", n, v)
+                return self._set_property(n, v)
             case SetNodeAttribute(node=n, name=a, value=v):
-                host = next((el for el in self._section("nodes") if el.get("uname") == n), None)
-                if host is None:
-                    raise EditError(f"node {n} is not in the CIB's nodes section")
+                host = self._node(n)
                 block = self._attributes(host, "instance_attributes",
                                          f"nodes-{host.get('id') or n}")
                 return self._set_nvpair(block, str(block.get("id")), a, v)
             case SetUtilization(target="node", name=n, values=vs):
-                host = next((el for el in self._section("nodes") if el.get("uname") == n), None)
-                if host is None:
-                    raise EditError(f"node {n} is not in the CIB's nodes section")
+                host = self._node(n)
                 return self._utilization(host, f"nodes-{host.get('id') or n}-utilization", vs)
             case SetUtilization(name=r, values=vs):
                 return self._utilization(self._resource(r), f"{r}-utilization", vs)
@@ -258,23 +237,62 @@ class CibEditor:
             case ManageVm(rsc=r):
                 return self._drop_meta(r, ("is-managed", HOLD_MARK))
             case HoldVm(rsc=r):
-                block = self._attributes(self._resource(r), "meta_attributes",
-                                         f"{r}-meta_attributes")
-                before, _ = self._set_nvpair(block, str(block.get("id")), "is-managed", "false")
-                self._set_nvpair(block, str(block.get("id")), HOLD_MARK, "retire")
-                return before, _serialize(block)
+                return self._hold_vm(r)
             case RemoveVm(rsc=r, keep_running=keep):
                 return self._remove_vm(r, keep)
             case ReleaseOrphans():
-                crm_config = self._section("crm_config")
-                held = next((b for b in crm_config if b.get("id") == ORPHANS_SET), None)
-                if held is None:
-                    return None, None
-                crm_config.remove(held)
-                return _serialize(held), None
+                return self._release_orphans()
             case ForgetResource(rsc=r):
                 return forget_in_status(self.root, r)
         raise EditError(f"no CIB edit for {type(action).__name__}")
+
+    def _remove_constraint(self, cid: str) -> tuple[str | None, str | None]:
+        old = self.by_id.pop(cid, None)
+        if old is None:
+            return None, None  # already gone: removing is idempotent
+        before = _serialize(old)
+        self.constraints.remove(old)
+        return before, None
+
+    def _set_property(self, name: str, value: str) -> tuple[str | None, str | None]:
+        crm_config = self._section("crm_config")
+        props = next((b for b in crm_config if b.get("id") == "cib-bootstrap-options"), None)
+        if props is None:
+            props = etree.SubElement(crm_config, "cluster_property_set",
+                                     id=self._unique_id("cib-bootstrap-options"))
+        return self._set_nvpair(props, "cib-bootstrap-options", name, value)
+
+    def _node(self, name: str) -> etree._Element:
+        host = next((el for el in self._section("nodes") if el.get("uname") == name), None)
+        if host is None:
+            raise EditError(f"node {name} is not in the CIB's nodes section")
+        return host
+
+    def _hold_vm(self, rsc: str) -> tuple[str | None, str | None]:
+        block = self._attributes(self._resource(rsc), "meta_attributes",
+                                 f"{rsc}-meta_attributes")
+        before, _ = self._set_nvpair(block, str(block.get("id")), "is-managed", "false")
+        self._set_nvpair(block, str(block.get("id")), HOLD_MARK, "retire")
+        return before, _serialize(block)
+
+    def _release_orphans(self) -> tuple[str | None, str | None]:
+        crm_config = self._section("crm_config")
+        held = next((b for b in crm_config if b.get("id") == ORPHANS_SET), None)
+        if held is None:
+            return None, None
+        crm_config.remove(held)
+        return _serialize(held), None
+
+
+def _allowed_nodes(cid: str, rsc: str, nodes: tuple[str, ...]) -> etree._Element:
+    """Allowed nodes as Pacemaker writes a ban on every other node: one -INFINITY rule."""
+    loc = etree.Element("rsc_location", id=cid, rsc=rsc)
+    rule = etree.SubElement(loc, "rule", {"id": f"{cid}-rule", "score": "-INFINITY",
+                                          "boolean-op": "and"})
+    for k, node in enumerate(nodes):
+        etree.SubElement(rule, "expression", id=f"{cid}-rule-expr-{k}",
+                         attribute="#uname", operation="ne", value=node)
+    return loc
 
 
 def _nv(parent: etree._Element, owner: str, name: str, value: str) -> None:

@@ -201,7 +201,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {describe_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for family in (_reading_commands, _desired_commands, _status_command, _plan_command,
+                   _run_command, _controller_command, _node_commands, _export_command,
+                   _record_commands):
+        family(sub)
+    for command in sub.choices.values():
+        command.formatter_class = _Defaults
+    return p
 
+
+def _http_options(p: argparse.ArgumentParser) -> None:
+    """The controller's HTTP port (run and controller)."""
+    p.add_argument("--http-host", default="127.0.0.1",
+                   help="address of the HTTP port; off loopback it needs --web-config")
+    p.add_argument("--http-port", type=int, default=9810,
+                   help="the HTTP port: metrics, health, status, web view (default %(default)s; "
+                   "0: any free port, printed; -1: none)")
+    p.add_argument("--web-config", metavar="FILE",
+                   help="TLS and basic auth for the HTTP port (Prometheus exporter format: "
+                        "tls_server_config, basic_auth_users with bcrypt hashes); required off "
+                        "loopback")
+
+
+def _reading_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """observe and capacity: the cluster as it is."""
     o = sub.add_parser(
         "observe",
         help="print the cluster as kvm-warden observes it",
@@ -228,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also every group of K nodes failing at once (N+K; default 1)")
     cp.set_defaults(func=_cmd_capacity)
 
+
+def _desired_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """validate and schema: the desired file."""
     v = sub.add_parser(
         "validate",
         help="check a desired-state file",
@@ -240,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="print the desired-state JSON schema")
     s.set_defaults(func=_cmd_schema)
 
+
+def _status_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """status: the VM overview."""
     st = sub.add_parser(
         "status", help="each VM: node, state, desired placement, drift, console tunnel",
         description="The VM overview. With --url it asks a running controller's /status; "
@@ -255,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the rows as JSON")
     st.set_defaults(func=_cmd_status)
 
+
+def _plan_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """plan: what kvm-warden would change."""
     pl = sub.add_parser(
         "plan",
         help="show the changes kvm-warden would make",
@@ -274,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     _state_option(pl)
     pl.set_defaults(func=_cmd_plan)
 
+
+def _run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """run: the whole service in one process."""
     r = sub.add_parser(
         "run",
         help="run the controller (observe, plan, guard, apply, metrics) until Ctrl-C",
@@ -285,15 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cib", metavar="FILE", help="work on a CIB file instead of the live cluster")
     r.add_argument("--simulate", action="store_true", help="use the embedded simulated cluster")
     r.add_argument("--libvirt-uri", default=None, help="libvirt URI (default: qemu:///system)")
-    r.add_argument("--http-host", default="127.0.0.1",
-                   help="address of the HTTP port; off loopback it needs --web-config")
-    r.add_argument("--http-port", type=int, default=9810,
-                   help="the HTTP port: metrics, health, status, web view (default %(default)s; "
-                   "0: any free port, printed; -1: none)")
-    r.add_argument("--web-config", metavar="FILE",
-                   help="TLS and basic auth for the HTTP port (Prometheus exporter format: "
-                        "tls_server_config, basic_auth_users with bcrypt hashes); required off "
-                        "loopback")
+    _http_options(r)
     r.add_argument("--passes", type=int, default=0, help="stop after N passes (0: run forever)")
     r.add_argument("--agent", action="append", default=[], metavar="NAME=ENDPOINT",
                    help="also subscribe to a remote agent (repeatable)")
@@ -311,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     _bus_options(r)
     r.set_defaults(func=_cmd_run)
 
+
+def _controller_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """controller: the service without a local agent."""
     c = sub.add_parser(
         "controller", help="the controller alone: subscribe to agents, reconcile",
         description="Like run, without a local agent: subscribes to every --agent.")
@@ -323,21 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--alerts", default=None, metavar="ENDPOINT",
                    help="also receive Pacemaker alerts here (a unix datagram socket or "
                         "udp://HOST:PORT); normally the agents deliver them (default: none)")
-    c.add_argument("--http-host", default="127.0.0.1",
-                   help="address of the HTTP port; off loopback it needs --web-config")
-    c.add_argument("--http-port", type=int, default=9810,
-                   help="the HTTP port: metrics, health, status, web view (default %(default)s; "
-                   "0: any free port, printed; -1: none)")
-    c.add_argument("--web-config", metavar="FILE",
-                   help="TLS and basic auth for the HTTP port (Prometheus exporter format: "
-                        "tls_server_config, basic_auth_users with bcrypt hashes); required off "
-                        "loopback")
+    _http_options(c)
     _state_option(c)
     c.add_argument("--passes", type=int, default=0, help="stop after N passes (0: run forever)")
     _bus_options(c)
     c.set_defaults(func=_cmd_run, simulate=False, libvirt_uri=None, no_agent=True, node=None,
                    watch_endpoint=None)
 
+
+def _node_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """agent and watch: the bus."""
     a = sub.add_parser(
         "agent", help="the node agent: probes libvirt, corosync and mounts, publishes events",
         description="Publishes typed events (PUB on --bind, snapshots on its port + 1).")
@@ -369,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     _bus_options(w)
     w.set_defaults(func=_cmd_watch)
 
+
+def _export_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """export: adoption of a running cluster."""
     ex = sub.add_parser(
         "export", help="write the desired file of the cluster as it is (adoption)",
         description="Write a desired-state file (v1) from the running cluster (or --cib FILE): "
@@ -382,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "commented enrollment candidates (repeatable)")
     ex.set_defaults(func=_cmd_export)
 
+
+def _record_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """audit, history and keys: the records and the secrets."""
     au = sub.add_parser(
         "audit", help="the audit trail: every change applied, failed or refused",
         description="Print the audit records of the state directory (the service's and "
@@ -416,9 +447,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give the secret key to this user, e.g. kvm-warden, the user the "
                    "packaged services run as (default: whoever runs this)")
     k.set_defaults(func=_cmd_keys)
-    for command in sub.choices.values():
-        command.formatter_class = _Defaults
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from controller.model.desired import parse_desired
 from controller.model.errors import DesiredStateError, ToolError, WardenError
 from controller.model.index import ClusterIndex, build_index
 from controller.model.names import DOMAIN_NAME, RESOURCE_ID
-from controller.model.observed import LocationConstraint
+from controller.model.observed import LocationConstraint, ResourceConfig
 from controller.model.vms import conventional_name, is_vm_agent
 from probes.libvirt.domains import list_domains
 from reconcilers.base import under
@@ -119,89 +119,27 @@ def export_desired(cib_file: str | None, libvirt: Mapping[str, str] | None = Non
              "# Every entry names where it came from. Check it with `kvm-warden validate` and",
              "# preview it with `kvm-warden plan --desired FILE`: on this cluster it changes",
              "# nothing but missing safety (storage dependencies, no-quorum-policy=freeze).",
-             "version: 1", "cluster:"]
-    props = {}
-    for name in ("stonith-enabled", "no-quorum-policy"):
-        value = index.properties.get(name)
-        # no-quorum-policy is pinned only when it is already the safe freeze: otherwise the
-        # storage reconciler proposes freeze, with its reason, for the operator to see.
-        if value is not None and (name != "no-quorum-policy" or value == "freeze"):
-            props[name] = value
-    if props:
-        lines.append("  properties:   # crm_config cib-bootstrap-options")
-        lines += [f"    {name}: {q(value)}" for name, value in props.items()]
-    nodes = sorted(index.node_names)
-    if nodes:
-        lines.append(f"  nodes: [{', '.join(q(n) for n in nodes)}]   # the CIB's nodes")
+             "version: 1", "cluster:", *_cluster_lines(index)]
     storage = _storage(index)
-    if storage:
-        lines.append("storage:")
-        for name, clone, mountpoint, chain, where in storage:
-            lines += [f"  - name: {q(name)}   # {where}", f"    resource: {q(clone)}",
-                      f"    mountpoint: {q(mountpoint)}"]
-            if chain:
-                lines.append(f"    requires: [{', '.join(q(c) for c in chain)}]   # existing "
-                             "Mandatory orders")
+    lines += _storage_lines(storage)
     vms = [(rid, cfg) for rid, cfg in sorted(index.configured.items())
            if cfg.parent is None and is_vm_agent(cfg.agent)]
-    skipped: list[str] = []
+    names = {rid: conventional_name(rid) for rid, _cfg in vms
+             if DOMAIN_NAME.fullmatch(conventional_name(rid)) and RESOURCE_ID.fullmatch(rid)}
     scores: list[int] = []
     if vms:
         lines.append("vms:")
-    names = {}
-    for rid, _cfg in vms:
-        name = conventional_name(rid)
-        if not DOMAIN_NAME.fullmatch(name) or not RESOURCE_ID.fullmatch(rid):
-            skipped.append(rid)
-            continue
-        names[rid] = name
     for rid, cfg in vms:
-        if rid not in names:
-            continue
-        name = names[rid]
-        lines.append(f"  - name: {q(name)}   # primitive {rid} ({cfg.agent})")
-        if rid != f"vm-{name}":
-            lines.append(f"    resource: {q(rid)}")
-        role = (cfg.meta.get("target-role") or "Started").lower()
-        lines.append(f"    state: {'stopped' if role == 'stopped' else 'running'}   # "
-                     f"target-role {cfg.meta.get('target-role') or '(unset: Started)'}")
-        placement = []
-        allowed = _allowed(index, rid)
-        if allowed:
-            placement.append(f"      allowed: [{', '.join(q(n) for n in allowed[1])}]   # "
-                             f"rsc_location {allowed[0].id}")
-        prefer = _prefer(index, rid)
-        if prefer and (not allowed or prefer.node in allowed[1]):
-            scores.append(score_value(prefer.score))
-            placement.append(f"      prefer: {q(str(prefer.node))}   # rsc_location {prefer.id} "
-                             f"score {prefer.score}")
-        if placement:
-            lines += ["    placement:", *placement]
-        anti = sorted({other for cid, c in index.colocation.items() if foreign(cid)
-                       and (c.score or "").strip().upper() == "-INFINITY"
-                       for me, other in ((c.rsc, c.with_rsc), (c.with_rsc, c.rsc))
-                       if me == rid and other in names})
-        if anti:
-            lines.append(f"    anti_affinity: [{', '.join(q(names[o]) for o in anti)}]   # "
-                         "colocations -INFINITY")
+        if rid in names:
+            lines += _vm_lines(index, rid, cfg, names, scores)
     candidates = _candidates(index, libvirt or {}, storage)
     if candidates:
         lines += [*([] if vms else ["vms: []"]),
                   "# Domains running outside the cluster (kvm-warden enrolls one without a "
                   "restart):", *candidates]
-    # Adopting a cluster changes nothing but missing safety: move leftovers and failures are
-    # reported, and acting on them is the operator's opt-in.
-    lines += ["policy:",
-              "  clear_move_leftovers: false   # true: remove `pcs resource move` leftovers "
-              "(cli-prefer-*) once settled",
-              "  clean_failures: false         # true: clean up failures whose cause has cleared"]
-    if scores:
-        # The existing preferences are adopted as they are: kvm-warden's own preference score
-        # is their weakest one, so each of them already satisfies the file.
-        lines += [f"  prefer_score: {min(min(scores), 1_000_000)}   # the weakest "
-                  "existing preference"]
-    for rid in skipped:
-        lines.append(f"# not exported: {rid} (its name is not one kvm-warden can use safely)")
+    lines += _policy_lines(scores)
+    lines += [f"# not exported: {rid} (its name is not one kvm-warden can use safely)"
+              for rid, _cfg in vms if rid not in names]
     text = "\n".join(lines) + "\n"
     try:
         parse_desired(text, source="export")
@@ -209,6 +147,82 @@ def export_desired(cib_file: str | None, libvirt: Mapping[str, str] | None = Non
         raise WardenError("the exported file does not validate: "
                           + "; ".join(exc.problems)) from None
     return text
+
+
+def _cluster_lines(index: ClusterIndex) -> list[str]:
+    props = {}
+    for name in ("stonith-enabled", "no-quorum-policy"):
+        value = index.properties.get(name)
+        # no-quorum-policy is pinned only when it is already the safe freeze: otherwise the
+        # storage reconciler proposes freeze, with its reason, for the operator to see.
+        if value is not None and (name != "no-quorum-policy" or value == "freeze"):
+            props[name] = value
+    lines = []
+    if props:
+        lines.append("  properties:   # crm_config cib-bootstrap-options")
+        lines += [f"    {name}: {q(value)}" for name, value in props.items()]
+    nodes = sorted(index.node_names)
+    if nodes:
+        lines.append(f"  nodes: [{', '.join(q(n) for n in nodes)}]   # the CIB's nodes")
+    return lines
+
+
+def _storage_lines(storage: list[tuple[str, str, str, list[str], str]]) -> list[str]:
+    lines = ["storage:"] if storage else []
+    for name, clone, mountpoint, chain, where in storage:
+        lines += [f"  - name: {q(name)}   # {where}", f"    resource: {q(clone)}",
+                  f"    mountpoint: {q(mountpoint)}"]
+        if chain:
+            lines.append(f"    requires: [{', '.join(q(c) for c in chain)}]   # existing "
+                         "Mandatory orders")
+    return lines
+
+
+def _vm_lines(index: ClusterIndex, rid: str, cfg: ResourceConfig, names: dict[str, str],
+              scores: list[int]) -> list[str]:
+    """One VM's entry; the score of a preference it adopts is added to `scores`."""
+    name = names[rid]
+    lines = [f"  - name: {q(name)}   # primitive {rid} ({cfg.agent})"]
+    if rid != f"vm-{name}":
+        lines.append(f"    resource: {q(rid)}")
+    role = (cfg.meta.get("target-role") or "Started").lower()
+    lines.append(f"    state: {'stopped' if role == 'stopped' else 'running'}   # "
+                 f"target-role {cfg.meta.get('target-role') or '(unset: Started)'}")
+    placement = []
+    allowed = _allowed(index, rid)
+    if allowed:
+        placement.append(f"      allowed: [{', '.join(q(n) for n in allowed[1])}]   # "
+                         f"rsc_location {allowed[0].id}")
+    prefer = _prefer(index, rid)
+    if prefer and (not allowed or prefer.node in allowed[1]):
+        scores.append(score_value(prefer.score))
+        placement.append(f"      prefer: {q(str(prefer.node))}   # rsc_location {prefer.id} "
+                         f"score {prefer.score}")
+    if placement:
+        lines += ["    placement:", *placement]
+    anti = sorted({other for cid, c in index.colocation.items() if foreign(cid)
+                   and (c.score or "").strip().upper() == "-INFINITY"
+                   for me, other in ((c.rsc, c.with_rsc), (c.with_rsc, c.rsc))
+                   if me == rid and other in names})
+    if anti:
+        lines.append(f"    anti_affinity: [{', '.join(q(names[o]) for o in anti)}]   # "
+                     "colocations -INFINITY")
+    return lines
+
+
+def _policy_lines(scores: list[int]) -> list[str]:
+    # Adopting a cluster changes nothing but missing safety: move leftovers and failures are
+    # reported, and acting on them is the operator's opt-in.
+    lines = ["policy:",
+             "  clear_move_leftovers: false   # true: remove `pcs resource move` leftovers "
+             "(cli-prefer-*) once settled",
+             "  clean_failures: false         # true: clean up failures whose cause has cleared"]
+    if scores:
+        # The existing preferences are adopted as they are: kvm-warden's own preference score
+        # is their weakest one, so each of them already satisfies the file.
+        lines += [f"  prefer_score: {min(min(scores), 1_000_000)}   # the weakest "
+                  "existing preference"]
+    return lines
 
 
 def export_command(cib_file: str | None, output: str | None,

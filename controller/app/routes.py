@@ -33,9 +33,11 @@ if TYPE_CHECKING:
     from controller.app.web import WebView
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-STATIC = {"app.js": "text/javascript", "vm.js": "text/javascript", "style.css": "text/css",
-          "common.js": "text/javascript", "console.js": "text/javascript",
-          "actions.js": "text/javascript", "favicon.svg": "image/svg+xml"}
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+# Every script, style sheet and image of web/ under /static/ (a page's HTML has its route):
+# adding a page's script is adding its file.
+STATIC = {p.name: STATIC_TYPES[p.suffix] for p in sorted(WEB_DIR.iterdir())
+          if p.suffix in STATIC_TYPES}
 NOVNC_DIR = Path("/usr/share/novnc")  # Debian's novnc package
 NOVNC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
                ".png": "image/png", ".html": "text/html; charset=utf-8"}

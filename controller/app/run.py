@@ -84,29 +84,13 @@ def run_service(opts: RunOptions) -> int:
     logs.configure(sys.stderr)
     with ExitStack() as stack:
         store = Store()
-        agents = list(opts.agents)
-        agents += _local_agent(opts, stack)
-        if agents:
-            sub = subscribe(zmq.Context.instance(), agents, store, opts.keys, opts.allow,
-                            opts.insecure)
-            stack.callback(sub.close)
-        if opts.alerts and not opts.simulate:
-            receiver = AlertReceiver(opts.alerts, store.fold)
-            stack.callback(receiver.close)
-            print(f"alerts:            {receiver.endpoint} (recipient value for kvm-warden-alert)")
+        agents = _listen(opts, stack, store)
         sim = _simulated(opts) if opts.simulate else None
         if sim is not None:  # a demo leaves nothing behind (the ledger, the history: all in it)
             stack.callback(shutil.rmtree, sim.workdir, ignore_errors=True)
             if opts.web_config is None and opts.http_port >= 0:
                 opts.web_config = str(demo_web_config(sim.workdir))
-        if opts.desired_path is None:
-            print("kvm-warden: error: --desired FILE is required (or --simulate)", file=sys.stderr)
-            return 1
-        try:
-            load_desired(opts.desired_path)
-        except DesiredStateError as exc:
-            for line in exc.problems:
-                print(line, file=sys.stderr)
+        if not _desired_valid(opts):
             return 1
         cib_file = str(sim.cib_file) if sim else opts.cib_file
         state_dir = opts.state_dir or (
@@ -123,33 +107,9 @@ def run_service(opts: RunOptions) -> int:
             print(f"kvm-warden: error: {exc}", file=sys.stderr)
             return EXIT_BUSY
         stack.callback(lock.release)
-        controller = Controller(
-            source=_source(opts, sim, bool(agents)),
-            actuator=PacemakerActuator(str(sim.cib_file) if sim else opts.cib_file,
-                                       exporter=_exporter(opts, agents)),
-            desired=DesiredStore(opts.desired_path), store=store,
-            after_apply=sim.settle if sim else None,
-            ledger_file=LedgerFile(state_dir), audit=AuditLog(state_dir),
-            history=History(Path(state_dir) / HISTORY_FILE))
-        # The scheduler's preview runs on its own thread: passes go on while it computes.
-        relays, curve = _relays(opts, agents)
-        controller.simulator = simulators(lambda: controller.last_observed, relays, curve)
-        controller.previewer = BackgroundPreviewer(controller.current_cib,
-                                                   controller.preview_ready,
-                                                   controller.simulator)
-        controller.failover = FailoverChecker(controller.current_cib)  # N+1, beside the loop
+        controller = _controller(opts, sim, agents, store, state_dir)
         stack.callback(controller.history.close)  # type: ignore[union-attr]
-        history = controller.history
-        store.taps.append(lambda env: history.tap(  # type: ignore[union-attr]
-            env, _vms(controller), controller.vm_names))
-        # libvirt events of cluster VMs that no Pacemaker operation explains (engine/oob.py)
-        oob = OutOfBandWatcher(query=lambda: query_status(cib_file),
-                               vms=lambda: _vms(controller),
-                               audit=controller.audit, found=controller.out_of_band)
-        oob.start()
-        stack.callback(oob.stop)
-        controller.on_transition = oob.poke
-        store.taps.append(oob.offer)
+        _watch_history_and_out_of_band(controller, store, stack, cib_file)
         view = WebView(controller, controller.history,
                        broker=_console_broker(opts, agents, controller))
         server = _serve_http(opts, controller, view)
@@ -162,6 +122,73 @@ def run_service(opts: RunOptions) -> int:
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def _listen(opts: RunOptions, stack: ExitStack, store: Store) -> list[str]:
+    """The agents subscribed to (the local one too, unless --no-agent) and the alert
+    receiver, folding into the store; returns the agents."""
+    agents = list(opts.agents)
+    agents += _local_agent(opts, stack)
+    if agents:
+        sub = subscribe(zmq.Context.instance(), agents, store, opts.keys, opts.allow,
+                        opts.insecure)
+        stack.callback(sub.close)
+    if opts.alerts and not opts.simulate:
+        receiver = AlertReceiver(opts.alerts, store.fold)
+        stack.callback(receiver.close)
+        print(f"alerts:            {receiver.endpoint} (recipient value for kvm-warden-alert)")
+    return agents
+
+
+def _desired_valid(opts: RunOptions) -> bool:
+    if opts.desired_path is None:
+        print("kvm-warden: error: --desired FILE is required (or --simulate)", file=sys.stderr)
+        return False
+    try:
+        load_desired(opts.desired_path)
+    except DesiredStateError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return False
+    return True
+
+
+def _controller(opts: RunOptions, sim: SimulatedCluster | None, agents: list[str],
+                store: Store, state_dir: str) -> Controller:
+    """The controller with its actuator, records, scheduler's preview and N+1 checker."""
+    assert opts.desired_path is not None  # _desired_valid
+    controller = Controller(
+        source=_source(opts, sim, bool(agents)),
+        actuator=PacemakerActuator(str(sim.cib_file) if sim else opts.cib_file,
+                                   exporter=_exporter(opts, agents)),
+        desired=DesiredStore(opts.desired_path), store=store,
+        after_apply=sim.settle if sim else None,
+        ledger_file=LedgerFile(state_dir), audit=AuditLog(state_dir),
+        history=History(Path(state_dir) / HISTORY_FILE))
+    # The scheduler's preview runs on its own thread: passes go on while it computes.
+    relays, curve = _relays(opts, agents)
+    controller.simulator = simulators(lambda: controller.last_observed, relays, curve)
+    controller.previewer = BackgroundPreviewer(controller.current_cib,
+                                               controller.preview_ready,
+                                               controller.simulator)
+    controller.failover = FailoverChecker(controller.current_cib)  # N+1, beside the loop
+    return controller
+
+
+def _watch_history_and_out_of_band(controller: Controller, store: Store, stack: ExitStack,
+                                   cib_file: str | None) -> None:
+    """The history taps the event stream; libvirt events of cluster VMs that no Pacemaker
+    operation explains are found and audited (engine/oob.py)."""
+    history = controller.history
+    store.taps.append(lambda env: history.tap(  # type: ignore[union-attr]
+        env, _vms(controller), controller.vm_names))
+    oob = OutOfBandWatcher(query=lambda: query_status(cib_file),
+                           vms=lambda: _vms(controller),
+                           audit=controller.audit, found=controller.out_of_band)
+    oob.start()
+    stack.callback(oob.stop)
+    controller.on_transition = oob.poke
+    store.taps.append(oob.offer)
 
 
 def _vms(controller: Controller) -> Mapping[str, str]:

@@ -15,6 +15,7 @@ from controller.bus.simulate import SimulateResult, encode_result, parse_request
 from controller.model import names
 from controller.model.errors import WardenError
 from controller.model.events import ConfigFilesSeen, DomainSeen
+from controller.threads import Watcher
 from probes.corosync.quorum import QuorumWatcher
 from probes.libvirt.events import LibvirtWatcher
 from probes.pacemaker.alerts import AlertReceiver
@@ -50,7 +51,7 @@ class Agent:
         self.ctx = ctx or zmq.Context.instance()
         self.publisher = Publisher(self.ctx, cfg.node, cfg.pub_endpoint, cfg.snapshot_endpoint,
                                    curve)
-        self.watchers: list[Any] = []
+        self.watchers: list[Watcher] = []
         self._listing: DomainSeen | None = None
         if cfg.libvirt_uri:
             self.watchers.append(LibvirtWatcher(cfg.node, cfg.libvirt_uri, self._publish,

@@ -38,6 +38,7 @@ from controller.engine.store import Store
 from controller.logs import logger
 from controller.model.actions import AddColocation, AddOrder, Finding, Outcome, describe
 from controller.model.context import OutOfBandChange
+from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.events import Dirty
 from controller.model.index import ClusterIndex, build_index
@@ -217,31 +218,10 @@ class Controller:
         out = run_pass(PassInput(index, desired, t, observed_at, self.cib, only),
                        PassEffects(self.ledger, self.previewer, self._audit, self.actuator,
                                    keep_timers=True))
-        findings = out.findings
-        if self.failover is not None:
-            if only is None:
-                self.failover.offer(index, desired.capacity.tolerate
-                                    if desired.capacity is not None else 1)
-            findings = findings + self.failover.findings(desired)
-            metrics.update_failover(self.failover.latest)
-        loud = invalid_finding(self.desired)
-        if loud is not None:
-            findings = (loud, *findings)
-        last = self.view.last
-        if only is not None and last is not None:
-            # An incremental pass checked only its VMs: the others' findings still stand.
-            mine = {rid for name, rid in vms.items() if name in only}
-            findings = tuple(f for f in last.findings if f.rsc not in mine
-                             and f.kind != "desired-invalid") + findings
+        findings = self._findings(out, index, desired, only, vms)
         self.scheduler.requeue(out.requeue_at)
-        # Drift as the reconcilers see it; an incremental pass saw only its VMs.
-        now_drift = drift(out.decisions, findings, out.pending)
-        if only is None:
-            self._drift = now_drift
-        else:  # its VMs' verdict replaces theirs; the rest stands (cluster-wide ones too)
-            mine = {rid for name, rid in vms.items() if name in only}
-            self._drift = {**{k: i for k, i in self._drift.items() if i.rsc not in mine
-                              or i.rsc is None}, **now_drift}
+        self._update_drift(out, findings, only, vms)
+        last = self.view.last
         rows = vm_rows(observed, desired, findings, index.fail_counts,
                        drift_by_resource(self._drift))
         self.view = Published(last, observed, rows, vms, names,
@@ -258,6 +238,39 @@ class Controller:
         return self._finish(
             PassResult(out.decisions, findings, out.outcomes, out.conflict, None,
                        scope="full" if only is None else "incremental"), started)
+
+    def _findings(self, out: PassOutput, index: ClusterIndex, desired: DesiredState,
+                  only: frozenset[str] | None, vms: Mapping[str, str]) -> tuple[Finding, ...]:
+        """The pass's findings with the N+1 checker's and the file's own; an incremental
+        pass checked only its VMs: the others' findings still stand."""
+        findings = out.findings
+        if self.failover is not None:
+            if only is None:
+                self.failover.offer(index, desired.capacity.tolerate
+                                    if desired.capacity is not None else 1)
+            findings = findings + self.failover.findings(desired)
+            metrics.update_failover(self.failover.latest)
+        loud = invalid_finding(self.desired)
+        if loud is not None:
+            findings = (loud, *findings)
+        last = self.view.last
+        if only is not None and last is not None:
+            mine = {rid for name, rid in vms.items() if name in only}
+            findings = tuple(f for f in last.findings if f.rsc not in mine
+                             and f.kind != "desired-invalid") + findings
+        return findings
+
+    def _update_drift(self, out: PassOutput, findings: tuple[Finding, ...],
+                      only: frozenset[str] | None, vms: Mapping[str, str]) -> None:
+        """Drift as the reconcilers see it; an incremental pass saw only its VMs: their
+        verdict replaces theirs, the rest stands (cluster-wide ones too)."""
+        now_drift = drift(out.decisions, findings, out.pending)
+        if only is None:
+            self._drift = now_drift
+            return
+        mine = {rid for name, rid in vms.items() if name in only}
+        self._drift = {**{k: i for k, i in self._drift.items() if i.rsc not in mine
+                          or i.rsc is None}, **now_drift}
 
     def _read(self) -> str | None:
         try:

@@ -62,26 +62,50 @@ class ClusterIndex:
     unfenced: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def with_resource_nodes(index: ClusterIndex, rid: str, nodes: tuple[str, ...],
-                        migrating: bool = False) -> ClusterIndex:
-    """The index after an event moved one resource: O(1) updates of the maps it touches, so
-    an incremental pass costs microseconds, not a rebuild."""
-    from dataclasses import replace
-
-    running = dict(index.running)
-    running[rid] = tuple(sorted(nodes))
-    mig = index.migrating | {rid} if migrating else index.migrating - {rid}
-    return replace(index, running=running, migrating=mig)
-
-
 def _is_infinity(score: str | None) -> bool:
     return score is not None and score.strip().upper() in INFINITY
 
 
 def build_index(observed: ObservedState) -> ClusterIndex:
-    status = observed.status
-    cib = observed.cib
+    """The whole index, one linear read per source: resources, constraints, the operation
+    history, the agents' domain listings."""
+    status, cib = observed.status, observed.cib
     configured: dict[str, ResourceConfig] = dict(cib.resources) if cib else {}
+    res = _resources(observed, configured)
+    cons = _constraints(observed)
+    hist = _history(observed)
+    doms = _domains(observed)
+    node_names = set(status.nodes) | (set(cib.nodes) if cib else set())
+    exists = set(configured) | {r.id for r in status.resources} | set(status.collectives)
+    return ClusterIndex(
+        observed=observed, nodes=status.nodes, node_names=frozenset(node_names),
+        configured=configured, exists=frozenset(exists),
+        running=res.running, failed=res.failed, migrating=res.migrating,
+        transitioning=res.transitioning, unmanaged=res.unmanaged,
+        properties=dict(cib.properties) if cib else dict(status.properties),
+        location=cons.location, order=cons.order, colocation=cons.colocation,
+        order_pairs=cons.order_pairs, colocation_pairs=cons.colocation_pairs,
+        fail_counts=hist.fail_counts, last_failure=hist.last_failure,
+        migration_thresholds=hist.thresholds, migrate_to_nodes=hist.migrate_to_nodes,
+        history_tasks=hist.tasks,
+        migrated_from=_migrated_from(cib.migrations if cib else ()),
+        domains_running=doms.running, domain_disks=doms.disks, listed=doms.listed,
+        unfenced=doms.unfenced,
+    )
+
+
+@dataclass(frozen=True)
+class _Resources:
+    running: Mapping[str, tuple[str, ...]]
+    failed: frozenset[str]
+    migrating: frozenset[str]
+    transitioning: frozenset[str]
+    unmanaged: frozenset[str]
+
+
+def _resources(observed: ObservedState, configured: Mapping[str, ResourceConfig]
+               ) -> _Resources:
+    status = observed.status
     running: dict[str, list[str]] = {}
     failed: set[str] = set()
     migrating: set[str] = set()
@@ -110,15 +134,26 @@ def build_index(observed: ObservedState) -> ClusterIndex:
             r.parent is None and len(r.nodes) > 1
         ):
             migrating.add(r.id)
-    for cid, coll in status.collectives.items():
-        if not coll.managed:
-            unmanaged.add(cid)
-    for rid, cfg in configured.items():
-        meta = cfg.meta
-        if not to_bool(meta.get("is-managed"), default=True) or to_bool(meta.get("maintenance")):
-            unmanaged.add(rid)
+    unmanaged.update(cid for cid, coll in status.collectives.items() if not coll.managed)
+    unmanaged.update(rid for rid, cfg in configured.items()
+                     if not to_bool(cfg.meta.get("is-managed"), default=True)
+                     or to_bool(cfg.meta.get("maintenance")))
+    return _Resources(running={k: tuple(sorted(set(v))) for k, v in running.items()},
+                      failed=frozenset(failed), migrating=frozenset(migrating),
+                      transitioning=frozenset(transitioning), unmanaged=frozenset(unmanaged))
 
-    constraints = cib.constraints if cib else None
+
+@dataclass(frozen=True)
+class _Constraints:
+    location: Mapping[str, LocationConstraint]
+    order: Mapping[str, OrderConstraint]
+    colocation: Mapping[str, ColocationConstraint]
+    order_pairs: frozenset[tuple[str, str]]
+    colocation_pairs: frozenset[tuple[str, str]]
+
+
+def _constraints(observed: ObservedState) -> _Constraints:
+    constraints = observed.cib.constraints if observed.cib else None
     location = {c.id: c for c in constraints.location} if constraints else {}
     order = {c.id: c for c in constraints.order} if constraints else {}
     colocation = {c.id: c for c in constraints.colocation} if constraints else {}
@@ -136,14 +171,28 @@ def build_index(observed: ObservedState) -> ClusterIndex:
         if c.rsc and c.with_rsc and _is_infinity(c.score) and c.rsc_role in (None, "Started")
         and c.with_rsc_role in (None, "Started")
     )
+    return _Constraints(location, order, colocation, order_pairs, colocation_pairs)
+
+
+@dataclass(frozen=True)
+class _History:
+    fail_counts: Mapping[tuple[str, str], int]
+    last_failure: Mapping[tuple[str, str], str]
+    thresholds: Mapping[tuple[str, str], int]
+    migrate_to_nodes: Mapping[str, tuple[str, ...]]
+    tasks: Mapping[tuple[str, str], tuple[str, ...]]
+
+
+def _history(observed: ObservedState) -> _History:
+    status = observed.status
     fail_counts: dict[tuple[str, str], int] = {}
     last_failure: dict[tuple[str, str], str] = {}
     thresholds: dict[tuple[str, str], int] = {}
     migrate_to_nodes: dict[str, set[str]] = {}
-    history_tasks: dict[tuple[str, str], tuple[str, ...]] = {}
+    tasks: dict[tuple[str, str], tuple[str, ...]] = {}
     for h in status.history:
         rid = h.resource.split(":", 1)[0]  # unique clone instances are "rsc:N"
-        history_tasks[(rid, h.node)] = h.tasks
+        tasks[(rid, h.node)] = h.tasks
         if "migrate_to" in h.tasks:
             migrate_to_nodes.setdefault(rid, set()).add(h.node)
         if h.migration_threshold is not None:
@@ -154,15 +203,28 @@ def build_index(observed: ObservedState) -> ClusterIndex:
                 last_failure[(rid, h.node)] = h.last_failure
     for f in status.failures:
         rid = f.resource.split(":", 1)[0]
-        if (rid, f.node) not in history_tasks:
+        if (rid, f.node) not in tasks:
             # Only where crm_mon gives no history: there, its fail-count is the count (a reset
             # fail-count leaves the failed action listed until a cleanup or failure-timeout).
             fail_counts.setdefault((rid, f.node), 1)
         if f.last_rc_change:
             last_failure.setdefault((rid, f.node), f.last_rc_change)
+    return _History(fail_counts, last_failure, thresholds,
+                    {k: tuple(sorted(v)) for k, v in migrate_to_nodes.items()}, tasks)
 
-    domains_running: dict[str, list[str]] = {}
-    domain_disks: dict[str, set[str]] = {}
+
+@dataclass(frozen=True)
+class _Domains:
+    running: Mapping[str, tuple[str, ...]]
+    disks: Mapping[str, tuple[str, ...]]
+    listed: Mapping[str, Mapping[str, Domain]]
+    unfenced: Mapping[str, tuple[str, ...]]
+
+
+def _domains(observed: ObservedState) -> _Domains:
+    status = observed.status
+    running: dict[str, list[str]] = {}
+    disks: dict[str, set[str]] = {}
     listed: dict[str, dict[str, Domain]] = {}
     # A listing from a node Pacemaker sees offline, or from an agent gone silent, is history:
     # trusting it would report a VM that Pacemaker recovered elsewhere as running twice.
@@ -182,42 +244,12 @@ def build_index(observed: ObservedState) -> ClusterIndex:
         for name, dom in doms.items():
             listed.setdefault(name, {})[node] = dom
             if domain_active(dom):
-                domains_running.setdefault(name, []).append(node)
+                running.setdefault(name, []).append(node)
             if dom.disks:
-                domain_disks.setdefault(name, set()).update(dom.disks)
-
-    node_names = set(status.nodes)
-    if cib:
-        node_names.update(cib.nodes)
-    exists = set(configured) | {r.id for r in status.resources} | set(status.collectives)
-    return ClusterIndex(
-        observed=observed,
-        nodes=status.nodes,
-        node_names=frozenset(node_names),
-        configured=configured,
-        exists=frozenset(exists),
-        running={k: tuple(sorted(set(v))) for k, v in running.items()},
-        failed=frozenset(failed),
-        migrating=frozenset(migrating),
-        transitioning=frozenset(transitioning),
-        unmanaged=frozenset(unmanaged),
-        properties=dict(cib.properties) if cib else dict(status.properties),
-        location=location,
-        order=order,
-        colocation=colocation,
-        order_pairs=order_pairs,
-        colocation_pairs=colocation_pairs,
-        fail_counts=fail_counts,
-        last_failure=last_failure,
-        domains_running={k: tuple(sorted(v)) for k, v in domains_running.items()},
-        domain_disks={k: tuple(sorted(v)) for k, v in domain_disks.items()},
-        listed=listed,
-        unfenced={k: tuple(sorted(v)) for k, v in unfenced.items()},
-        migration_thresholds=thresholds,
-        migrated_from=_migrated_from(cib.migrations if cib else ()),
-        migrate_to_nodes={k: tuple(sorted(v)) for k, v in migrate_to_nodes.items()},
-        history_tasks=history_tasks,
-    )
+                disks.setdefault(name, set()).update(dom.disks)
+    return _Domains(running={k: tuple(sorted(v)) for k, v in running.items()},
+                    disks={k: tuple(sorted(v)) for k, v in disks.items()}, listed=listed,
+                    unfenced={k: tuple(sorted(v)) for k, v in unfenced.items()})
 
 
 def _migrated_from(migrations: tuple[tuple[str, str, str], ...]

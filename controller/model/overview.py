@@ -7,12 +7,13 @@ One typed row per VM, shared by `status`, `/status`, the HTML page and the per-V
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import msgspec
 
 from controller.model.actions import Finding
-from controller.model.desired import DesiredState
-from controller.model.observed import ObservedState, Resource
+from controller.model.desired import DesiredState, Vm
+from controller.model.observed import Domain, ObservedState, Resource
 from controller.model.stack import failure_text
 from controller.model.vms import conventional_name, is_vm_agent
 
@@ -151,69 +152,81 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
             drift_of: Mapping[str, tuple[str, ...]] | None = None) -> tuple[VmRow, ...]:
     """`drift_of`: resource id -> what the reconcilers still want for it, or what keeps it
     from the file (engine/pipeline.drift): the one drift definition, shown as it is."""
-    fail_counts = fail_counts or {}
-    status = observed.status
     about: dict[str, list[FindingBrief]] = {}
     for f in findings:
         if f.rsc is not None:
             about.setdefault(f.rsc, []).append(
                 FindingBrief(kind=f.kind, severity=f.severity, message=f.message))
     wanted = {vm.resource_id: vm for vm in (desired.vms if desired else ())}
-    node_states = desired.cluster.node_states() if desired else {}
-    ids = [r.id for r in status.resources if is_vm_agent(r.agent)]
+    seen = _Seen(observed, {(node, name): d for node, doms in observed.domains.items()
+                            for name, d in doms.items()},
+                 fail_counts or {}, desired.cluster.node_states() if desired else {})
+    return tuple(_row(seen, rid, wanted.get(rid), tuple(about.get(rid, ())),
+                      tuple((drift_of or {}).get(rid, ())))
+                 for rid in _row_ids(observed, wanted))
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What every row reads: the observation, its domains by (node, name), fail-counts by
+    (resource, node), and the file's node states."""
+    observed: ObservedState
+    domains: Mapping[tuple[str, str], Domain]
+    fail_counts: Mapping[tuple[str, str], int]
+    node_states: Mapping[str, str]
+
+
+def _row_ids(observed: ObservedState, wanted: Mapping[str, Vm]) -> list[str]:
+    """Every VM resource, every VM the file names, and the domains running on a cluster node
+    that neither names (shown as running outside the cluster: enrollment candidates)."""
+    ids = [r.id for r in observed.status.resources if is_vm_agent(r.agent)]
     ids += [rid for rid in wanted if rid not in ids]
-    # Domains running on a cluster node that neither a resource nor the file names: shown
-    # too, as running outside the cluster (enrollment candidates).
     names = {wanted[r].name if r in wanted else conventional_name(r) for r in ids}
     ids += sorted({f"vm-{name}" for node, doms in observed.domains.items()
                    if node not in observed.stale for name, d in doms.items()
                    if name not in names and d.state in ("running", "paused")})
-    domains = {(node, name): d for node, doms in observed.domains.items()
-               for name, d in doms.items()}
-    rows = []
-    for rid in ids:
-        inst = status.instances(rid)
-        nodes = tuple(sorted({n for r in inst if r.active for n in r.nodes}))
-        role = inst[0].role if inst else "absent"
-        vm = wanted.get(rid)
-        name = vm.name if vm else conventional_name(rid)
-        desired_state = vm.state if vm else None
-        desired_node = vm.placement.prefer if vm else None
-        drift = (drift_of or {}).get(rid, ())
-        node = nodes[0] if len(nodes) == 1 else None
-        dom = domains.get((node, name)) if node else None
-        port = dom.vnc_port if dom else None
-        seen = tuple(
-            f"{n}:{d.state}" + (f"({d.reason})" if d.reason else "")
-            for (n, dn), d in sorted(domains.items())
-            if dn == name and n not in observed.stale and d.state not in ("shutoff", "unknown"))
-        health, flags = _truth(inst, seen, nodes)
-        cfg = observed.cib.resources.get(rid) if observed.cib is not None else None
-        threshold = cfg.meta.get("migration-threshold") if cfg is not None else None
-        counts = {n: c for (r, n), c in fail_counts.items() if r == rid and c}
-        flags += tuple(  # how close Pacemaker is to banning it from a node
-            f"fail-count {c} on {n}" + (f" of migration-threshold {threshold}" if threshold
-                                        else "")
-            for n, c in sorted(counts.items()))
-        fails = tuple(failure_text(f) for f in status.failures if f.resource == rid)
-        wants_stopped = (vm is not None and vm.wants_stopped) or (
-            cfg is not None and (cfg.meta.get("target-role") or "").lower() == "stopped")
-        starts = [f.node for f in status.failures if f.resource == rid and f.task == "start"]
-        if inst and not nodes and starts and not wants_stopped and health in ("stopped", "ok"):
-            # Stopped after its starts failed: Pacemaker no longer flags it, it is not fine.
-            health = "failed"
-            flags = (f"cannot start: its start failed on {', '.join(sorted(starts))}", *flags)
-        rows.append(VmRow(
-            health=health, flags=flags, failures=fails,
-            fail_counts=counts,
-            libvirt=seen, findings=tuple(about.get(rid, ())),
-            vm=name, resource=rid, nodes=nodes, state=role, desired_state=desired_state,
-            desired_node=desired_node, drift=tuple(drift), vnc_port=port,
-            desired_note=(f"{desired_node} is drained in the file: elsewhere until it is back"
-                          if desired_node and node_states.get(desired_node) == "standby"
-                          else None),
-            # No user: ssh uses the operator's own (~/.ssh/config), not one kvm-warden guesses.
-            console=(f"ssh -L {port}:127.0.0.1:{port} {node}  "
-                     f"# then vncviewer localhost:{port - 5900}") if port and node else None,
-        ))
-    return tuple(rows)
+    return ids
+
+
+def _row(seen: _Seen, rid: str, vm: Vm | None, findings: tuple[FindingBrief, ...],
+         drift: tuple[str, ...]) -> VmRow:
+    observed, status = seen.observed, seen.observed.status
+    inst = status.instances(rid)
+    nodes = tuple(sorted({n for r in inst if r.active for n in r.nodes}))
+    name = vm.name if vm else conventional_name(rid)
+    desired_node = vm.placement.prefer if vm else None
+    node = nodes[0] if len(nodes) == 1 else None
+    dom = seen.domains.get((node, name)) if node else None
+    port = dom.vnc_port if dom else None
+    libvirt = tuple(
+        f"{n}:{d.state}" + (f"({d.reason})" if d.reason else "")
+        for (n, dn), d in sorted(seen.domains.items())
+        if dn == name and n not in observed.stale and d.state not in ("shutoff", "unknown"))
+    health, flags = _truth(inst, libvirt, nodes)
+    cfg = observed.cib.resources.get(rid) if observed.cib is not None else None
+    threshold = cfg.meta.get("migration-threshold") if cfg is not None else None
+    counts = {n: c for (r, n), c in seen.fail_counts.items() if r == rid and c}
+    flags += tuple(  # how close Pacemaker is to banning it from a node
+        f"fail-count {c} on {n}" + (f" of migration-threshold {threshold}" if threshold else "")
+        for n, c in sorted(counts.items()))
+    wants_stopped = (vm is not None and vm.wants_stopped) or (
+        cfg is not None and (cfg.meta.get("target-role") or "").lower() == "stopped")
+    starts = [f.node for f in status.failures if f.resource == rid and f.task == "start"]
+    if inst and not nodes and starts and not wants_stopped and health in ("stopped", "ok"):
+        # Stopped after its starts failed: Pacemaker no longer flags it, it is not fine.
+        health = "failed"
+        flags = (f"cannot start: its start failed on {', '.join(sorted(starts))}", *flags)
+    return VmRow(
+        health=health, flags=flags,
+        failures=tuple(failure_text(f) for f in status.failures if f.resource == rid),
+        fail_counts=counts, libvirt=libvirt, findings=findings,
+        vm=name, resource=rid, nodes=nodes, state=inst[0].role if inst else "absent",
+        desired_state=vm.state if vm else None, desired_node=desired_node, drift=drift,
+        vnc_port=port,
+        desired_note=(f"{desired_node} is drained in the file: elsewhere until it is back"
+                      if desired_node and seen.node_states.get(desired_node) == "standby"
+                      else None),
+        # No user: ssh uses the operator's own (~/.ssh/config), not one kvm-warden guesses.
+        console=(f"ssh -L {port}:127.0.0.1:{port} {node}  "
+                 f"# then vncviewer localhost:{port - 5900}") if port and node else None,
+    )

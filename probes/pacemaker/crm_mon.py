@@ -8,6 +8,8 @@ The pre-2.0 `<crm_mon version="1.x">` root is accepted too: its sections have th
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
 from lxml import etree
 
 from controller.model.errors import ParseError
@@ -60,66 +62,53 @@ def _parse_root(root: etree._Element, source: str) -> ClusterStatus:
             source=source,
             element="status",
         )
-
-    dc: str | None = None
-    dc_version: str | None = None
-    mixed = False
-    with_quorum = False
-    properties: dict[str, str] = {}
-    summary = sections.get("summary")
-    if summary is not None:
-        for item in _children(summary):
-            if item.tag == "current_dc":
-                if to_bool(item.get("present")):
-                    dc = item.get("name")
-                    dc_version = item.get("version")
-                with_quorum = to_bool(item.get("with_quorum"))
-                mixed = to_bool(item.get("mixed_version"))
-            elif item.tag == "cluster_options":
-                properties = {str(k): str(v) for k, v in item.attrib.items()}
-
-    nodes: dict[str, Node] = {}
+    summary = _parse_summary(sections.get("summary"))
     node_list = sections.get("nodes")
-    if node_list is not None:
-        for el in _children(node_list):
-            if el.tag != "node":
-                continue
-            node = _parse_node(el, source)
-            nodes[node.name] = node
-
+    nodes = {} if node_list is None else {
+        node.name: node for node in (_parse_node(el, source) for el in _children(node_list)
+                                     if el.tag == "node")}
     resources: list[Resource] = []
     collectives: dict[str, Collective] = {}
     res_list = sections.get("resources")
     if res_list is not None:
         _walk_resources(res_list, None, resources, collectives, source)
-
-    failures: list[Failure] = []
     fail_list = sections.get("failures")
-    if fail_list is not None:
-        failures = [_parse_failure(el, source) for el in _children(fail_list) if el.tag == "failure"]
-
-    history: list[OpHistory] = []
+    failures = () if fail_list is None else tuple(
+        _parse_failure(el, source) for el in _children(fail_list) if el.tag == "failure")
     hist = sections.get("node_history")
-    if hist is not None:
-        history = _parse_history(hist, source)
-
     fenced = sections.get("fence_history")
-    fencing = tuple(_parse_fence_event(el, source) for el in _children(fenced)
-                    if el.tag == "fence_event") if fenced is not None else ()
-
     return ClusterStatus(
-        fencing=fencing,
-        dc=dc,
-        dc_version=dc_version,
-        mixed_version=mixed,
-        with_quorum=with_quorum,
-        properties=properties,
-        nodes=nodes,
-        resources=tuple(resources),
-        collectives=collectives,
-        failures=tuple(failures),
-        history=tuple(history),
+        fencing=tuple(_parse_fence_event(el, source) for el in _children(fenced)
+                      if el.tag == "fence_event") if fenced is not None else (),
+        dc=summary.dc, dc_version=summary.dc_version, mixed_version=summary.mixed,
+        with_quorum=summary.with_quorum, properties=summary.properties,
+        nodes=nodes, resources=tuple(resources), collectives=collectives, failures=failures,
+        history=tuple(_parse_history(hist, source)) if hist is not None else (),
     )
+
+
+@dataclass(frozen=True)
+class _Summary:
+    dc: str | None = None
+    dc_version: str | None = None
+    mixed: bool = False
+    with_quorum: bool = False
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+def _parse_summary(summary: etree._Element | None) -> _Summary:
+    """The DC (its version, whether versions are mixed), quorum, and the cluster options."""
+    out = _Summary()
+    for item in _children(summary) if summary is not None else []:
+        if item.tag == "current_dc":
+            present = to_bool(item.get("present"))
+            out = replace(out, dc=item.get("name") if present else None,
+                          dc_version=item.get("version") if present else None,
+                          with_quorum=to_bool(item.get("with_quorum")),
+                          mixed=to_bool(item.get("mixed_version")))
+        elif item.tag == "cluster_options":
+            out = replace(out, properties={str(k): str(v) for k, v in item.attrib.items()})
+    return out
 
 
 def _parse_fence_event(el: etree._Element, source: str) -> FenceEvent:

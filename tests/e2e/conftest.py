@@ -131,15 +131,18 @@ def own_lab(releases: dict[str, str], desired: Path, first_pass: float = 90) -> 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """test_lab_commands.py runs `make lab-down`, which ends the session's lab: it goes last
     among the e2e files that use it, whatever they are named; test_installed.py,
-    test_mixed.py, test_other_release.py and test_rolling_upgrade.py, which make labs of their
-    own (kvm-warden installed from its package; a node, then every node, on the other Debian
-    release; a roll from one release to the other), after it; every other order is kept."""
+    test_mixed.py, test_other_release.py, test_other_release_installed.py and
+    test_rolling_upgrade.py, which make labs of their own (kvm-warden installed from its
+    package; a node, then every node, on the other Debian release, that release's package
+    installed there with apt; a roll from one release to the other), after it; every other
+    order is kept."""
     here = Path(__file__).parent
     slots = [i for i, item in enumerate(items) if item.path.parent == here]
     e2e = sorted((items[i] for i in slots),
                  key=lambda item: {"test_lab_commands.py": 1, "test_installed.py": 2,
                                    "test_mixed.py": 3, "test_other_release.py": 4,
-                                   "test_rolling_upgrade.py": 5}
+                                   "test_other_release_installed.py": 5,
+                                   "test_rolling_upgrade.py": 6}
                  .get(item.path.name, 0))
     for i, item in zip(slots, e2e, strict=True):
         items[i] = item

@@ -43,10 +43,17 @@ def layout(web01: str = "kvm1", web02: str = "kvm2", db01: str = "") -> str:
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield from installed_lab(lab.host_release(), tmp_path_factory)
+
+
+def installed_lab(release: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Three nodes of `release`, each with its own disk, kvm-warden installed on them from
+    that release's package as the guide says; taken down after (unless KVM_WARDEN_KEEP_LAB)."""
     out = subprocess.run([str(ROOT / "scripts" / "build-deb.sh")], cwd=ROOT, check=True,
-                         capture_output=True, text=True, timeout=900).stdout
+                         capture_output=True, text=True, timeout=1800,
+                         env={**os.environ, "RELEASE": release}).stdout
     (deb,) = re.findall(r"build-deb: (\S+\.deb)", out)
-    lab.up(installed_os=True)
+    lab.up(installed_os=True, releases=dict.fromkeys(lab.NODES, release))
     try:
         lab.install(Path(deb))  # the export's file first, as the guide says; then ours
         tmp = tmp_path_factory.mktemp("installed")

@@ -5,18 +5,21 @@ controller run from /opt/kvm-warden, never from this machine's venv); on a Debia
 the same with Debian 12. The scenarios are the suite's own, imported and run here against this
 module's lab (the `cluster` fixture below overrides the session's): enrollment without a
 restart, node loss with real fencing, the HA controller failing over, a drain and back, the
-browser console following a live migration, and a live migration that is not out of band
-(QEMU 10 says shutdown/host on the source: engine/oob.py). A lab of its own: it runs after the session's lab
+browser console following a live migration, a live migration that is not out of band
+(QEMU 10 says shutdown/host on the source: engine/oob.py), and a short soak of the faults a
+release can change. A lab of its own: it runs after the session's lab
 is down (tests/e2e/conftest.py orders it last)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from lab import lab
 from tests.e2e.conftest import Lab, own_lab
+from tests.e2e.test_chaos_soak import soak
 from tests.e2e.test_console import (  # noqa: F401  (the fixture and the scenario, run here)
     test_the_console_of_a_real_guest_follows_it_through_a_live_migration,
     web,
@@ -65,3 +68,15 @@ def test_every_node_runs_the_other_release_and_kvm_warden_from_its_package(
     # the controller converges the lab's layout on that release
     wait_for("web01 on kvm1, web02 on kvm2", lambda: lab.vms_running().get("vm-web01") == ["kvm1"]
              and lab.vms_running().get("vm-web02") == ["kvm2"], 180)
+
+
+# The soak's kinds that a release can change (QEMU's and libvirt's events, corosync, the
+# controller daemon, fencing, the HA controller's restart, a drain's live migrations), once
+# each; every kind runs on this machine's release (test_chaos_soak.py).
+SOAK = ("kill-guest", "suspend", "partition", "kill-node", "kill-controld", "fence-fail",
+        "kill-controller", "desired-drain")
+
+
+def test_a_short_soak_on_the_other_release_keeps_every_safety_promise(
+        cluster: Lab, tmp_path: Path) -> None:
+    soak(cluster, tmp_path, SOAK)
