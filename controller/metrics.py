@@ -26,10 +26,10 @@ from prometheus_client import (
 )
 
 from controller.model.actions import SPLIT_BRAIN_FINDINGS, Finding
+from controller.model.names import conventional_name
 from controller.model.observed import ObservedState
 from controller.model.overview import HEALTH_WORDS, VmRow
 from controller.model.upgrade import UpgradeProgress
-from controller.model.vms import conventional_name
 from controller.version import debian_release, version
 
 # `_created` gauges double the series count and no dashboard or rule reads them.

@@ -22,8 +22,9 @@ from controller.model.actions import (
 from controller.model.context import Context
 from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
+from controller.model.names import conventional_name
 from controller.model.names import did_you_mean as did_you_mean  # re-exported: reconcilers use it
-from controller.model.vms import conventional_name, is_vm_agent
+from controller.model.vms import is_vm_agent
 
 
 @dataclass

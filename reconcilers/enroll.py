@@ -42,7 +42,7 @@ from controller.model.actions import (
 from controller.model.context import Context
 from controller.model.desired import DesiredState, Vm
 from controller.model.index import ClusterIndex
-from controller.model.observed import ConfigFile, SourceKey
+from controller.model.observed import ConfigFile, SourceKey, domain_active
 from controller.model.pcmk import HOLD_MARK
 from reconcilers.base import PlanBuilder, under
 from reconcilers.storage import colo_id, order_id
@@ -50,7 +50,6 @@ from reconcilers.storage import colo_id, order_id
 NAME = "enroll"
 ENROLL_PREFIX = "warden-enroll-"
 ROLLBACK_HOLD_SECONDS = 900.0  # a rolled-back enrollment is not tried again sooner
-ACTIVE = frozenset({"running", "paused", "blocked", "pmsuspended", "crashed"})
 OCF_RUNNING, OCF_NOT_RUNNING = 0, 7
 
 
@@ -93,7 +92,7 @@ def _fresh_listing(index: ClusterIndex, node: str) -> bool:
 
 
 def _active_on(index: ClusterIndex, name: str) -> list[str]:
-    return sorted(n for n, d in index.listed.get(name, {}).items() if d.state in ACTIVE)
+    return sorted(n for n, d in index.listed.get(name, {}).items() if domain_active(d))
 
 
 def _files(index: ClusterIndex, path: str, nodes: list[str]) -> dict[str, ConfigFile | None]:

@@ -31,7 +31,8 @@ from controller.model.actions import (
 )
 from controller.model.context import Context
 from controller.model.desired import DesiredState, Storage
-from controller.model.index import ClusterIndex, domain_active
+from controller.model.index import ClusterIndex
+from controller.model.observed import domain_active
 from controller.model.vms import cluster_vms, declared, domain_names, vm_resources
 from reconcilers.base import PlanBuilder, under
 

@@ -13,6 +13,7 @@ from controller.app.text import for_terminal
 from controller.engine.audit import AuditLog, read
 from controller.engine.ledger import DEFAULT_STATE_DIR
 from controller.model.errors import WardenError
+from controller.model.names import conventional_resource
 
 _AGE = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -46,7 +47,7 @@ def service_state_dir(default_file: Path = Path("/etc/default/kvm-warden")) -> s
 
 def audit_command(state_dir: str | None, since: str | None, vm: str | None, as_json: bool) -> int:
     start = since_iso(since) if since else ""
-    wanted = {vm, f"vm-{vm}"} if vm else None
+    wanted = {vm, conventional_resource(vm)} if vm else None
     where = state_dir or service_state_dir()
     if not (Path(where) / AuditLog.NAME).exists():
         # Printing nothing would say "no change was ever made": say where nothing was found.

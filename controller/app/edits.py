@@ -43,7 +43,7 @@ from controller.model.desired import DesiredState, parse_desired
 from controller.model.errors import DesiredStateError, ToolError, WardenError
 from controller.model.index import build_index
 from controller.model.names import DOMAIN_NAME, NODE_NAME
-from controller.model.observed import ConfigVersion, ObservedState
+from controller.model.observed import ConfigVersion, ObservedState, domain_active
 from controller.model.vms import is_vm_agent
 from reconcilers.base import under
 
@@ -149,7 +149,7 @@ def suggest_enrollment(e: Enroll, observed: ObservedState, desired: DesiredState
     if e.vm in desired.vm_by_name():
         raise EditError(f"{e.vm} is in the desired file already")
     on = sorted(n for n, doms in observed.domains.items() if n not in observed.stale
-                and (d := doms.get(e.vm)) is not None and d.state in ("running", "paused"))
+                and (d := doms.get(e.vm)) is not None and domain_active(d))
     if len(on) != 1:
         raise EditError(f"{e.vm} runs on {', '.join(on) or 'no node'} (libvirt): enrolling "
                         "takes a domain that runs on one node")

@@ -23,9 +23,9 @@ from controller.engine.observe import observe_once
 from controller.model.desired import parse_desired
 from controller.model.errors import DesiredStateError, ToolError, WardenError
 from controller.model.index import ClusterIndex, build_index
-from controller.model.names import DOMAIN_NAME, RESOURCE_ID
-from controller.model.observed import LocationConstraint, ResourceConfig
-from controller.model.vms import conventional_name, is_vm_agent
+from controller.model.names import DOMAIN_NAME, RESOURCE_ID, conventional_name, conventional_resource
+from controller.model.observed import LocationConstraint, ResourceConfig, domain_active
+from controller.model.vms import is_vm_agent
 from probes.libvirt.domains import list_domains
 from reconcilers.base import under
 from reconcilers.placement import foreign, score_value
@@ -95,7 +95,7 @@ def _candidates(index: ClusterIndex, libvirt: Mapping[str, str],
             out.append(f"# (could not list {node}'s domains: {one_line(str(exc))})")
             continue
         for name, dom in sorted(domains.items()):
-            if name in known or dom.state not in ("running", "paused") \
+            if name in known or not domain_active(dom) \
                     or not DOMAIN_NAME.fullmatch(name):
                 continue
             st = next((s for s in storage if dom.disks and all(
@@ -183,7 +183,7 @@ def _vm_lines(index: ClusterIndex, rid: str, cfg: ResourceConfig, names: dict[st
     """One VM's entry; the score of a preference it adopts is added to `scores`."""
     name = names[rid]
     lines = [f"  - name: {q(name)}   # primitive {rid} ({cfg.agent})"]
-    if rid != f"vm-{name}":
+    if rid != conventional_resource(name):
         lines.append(f"    resource: {q(rid)}")
     role = (cfg.meta.get("target-role") or "Started").lower()
     lines.append(f"    state: {'stopped' if role == 'stopped' else 'running'}   # "

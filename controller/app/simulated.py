@@ -19,8 +19,9 @@ from controller import commands
 from controller.engine.observe import Reading
 from controller.model.errors import ToolError
 from controller.model.events import ConfigFilesSeen, DomainSeen, PacemakerSeen
+from controller.model.names import conventional_name
 from controller.model.observed import Domain, HostInfo
-from controller.model.vms import conventional_name, is_vm_agent
+from controller.model.vms import is_vm_agent
 from probes.libvirt.domains import host_info, list_domains
 from probes.pacemaker.cib import parse_cib
 from probes.pacemaker.read import read_status

@@ -31,7 +31,7 @@ from controller.engine.loop import Controller
 from controller.model.actions import owned
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
-from controller.model.observed import ObservedState
+from controller.model.observed import ObservedState, domain_active
 from controller.model.overview import VmRow
 from controller.model.pcmk import fencing_enabled
 from controller.model.stack import StackDoc, stack
@@ -345,8 +345,7 @@ def node_items(observed: ObservedState, desired: DesiredState | None,
             on.setdefault(where, []).append(v.vm)
     out = []
     for n in sorted(observed.status.nodes.values(), key=lambda n: n.name):
-        guests = [d for d in observed.domains.get(n.name, {}).values()
-                  if d.state in ("running", "paused", "blocked")]
+        guests = [d for d in observed.domains.get(n.name, {}).values() if domain_active(d)]
         host = observed.hosts.get(n.name)
         want = wants.get(n.name)
         draining = want == "standby"  # maintenance leaves its guests where they are

@@ -25,7 +25,13 @@ from pydantic import (
 )
 
 from controller.model.errors import DesiredStateError
-from controller.model.names import DOMAIN_NAME, NODE_NAME, RESOURCE_ID, did_you_mean
+from controller.model.names import (
+    DOMAIN_NAME,
+    NODE_NAME,
+    RESOURCE_ID,
+    conventional_resource,
+    did_you_mean,
+)
 
 ResourceId = Annotated[str, Field(pattern=RESOURCE_ID.pattern, strict=True)]
 NodeName = Annotated[str, Field(pattern=NODE_NAME.pattern, strict=True)]
@@ -104,7 +110,7 @@ class Vm(_Strict):
 
     @property
     def resource_id(self) -> str:
-        return self.resource or f"vm-{self.name}"
+        return self.resource or conventional_resource(self.name)
 
     @property
     def wants_stopped(self) -> bool:
@@ -540,7 +546,7 @@ def _unique_names(data: dict[str, Any]) -> tuple[list[tuple[Path_, str]], set[st
             if name in vm_names:
                 out.append((("vms", i, "name"), f"duplicate VM name {name!r}"))
             vm_names.add(name)
-            rid = vm.get("resource", f"vm-{name}")
+            rid = vm.get("resource", conventional_resource(name))
             if "resource" not in vm and not RESOURCE_ID.fullmatch(rid):
                 out.append((("vms", i, "name"), f"the resource id {rid!r} derived from the name "
                                                 "is not a valid Pacemaker id: give `resource:`"))

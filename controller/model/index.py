@@ -17,6 +17,7 @@ from controller.model.observed import (
     ObservedState,
     OrderConstraint,
     ResourceConfig,
+    domain_active,
 )
 from controller.model.pcmk import to_bool
 
@@ -260,6 +261,3 @@ def _migrated_from(migrations: tuple[tuple[str, str, str], ...]
             out.setdefault((rid, dst), []).append(src)
     return {k: tuple(sorted(v)) for k, v in out.items()}
 
-
-def domain_active(dom: Domain) -> bool:
-    return dom.state in ("running", "paused", "blocked", "pmsuspended")

@@ -45,3 +45,17 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """" (did you mean X?)" for the closest candidate by edit distance, or ""."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+VM_PREFIX = "vm-"  # the `vm-NAME` convention: a VM's resource id when the file gives none
+
+
+def conventional_resource(name: str) -> str:
+    """The resource id the `vm-NAME` convention gives a VM the file names without `resource:`."""
+    return VM_PREFIX + name
+
+
+def conventional_name(rid: str) -> str:
+    """The VM name the `vm-NAME` convention gives a resource the file does not name: its id
+    without the `vm-` prefix (or the id itself)."""
+    return rid.removeprefix(VM_PREFIX)

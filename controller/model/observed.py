@@ -269,6 +269,17 @@ class Domain(msgspec.Struct, frozen=True, kw_only=True):
     machine: str | None = None
 
 
+# libvirt's states of a domain whose QEMU process exists (virDomainIsActive; "crashed" is a
+# crash kept with on_crash=preserve): it holds its disks there, whatever Pacemaker says.
+ACTIVE_STATES = frozenset({"running", "paused", "blocked", "pmsuspended", "crashed"})
+
+
+def domain_active(dom: Domain) -> bool:
+    """The one answer to "is this domain active": the split-brain check, enrollment, the
+    storage's users, the node cards and the candidates outside the cluster all ask it."""
+    return dom.state in ACTIVE_STATES
+
+
 class HostInfo(msgspec.Struct, frozen=True, kw_only=True):
     """What one node's libvirtd says the host has (virNodeGetInfo): the cards' capacity."""
 

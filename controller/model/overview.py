@@ -13,9 +13,10 @@ import msgspec
 
 from controller.model.actions import Finding
 from controller.model.desired import DesiredState, Vm
-from controller.model.observed import Domain, ObservedState, Resource
+from controller.model.names import conventional_name, conventional_resource
+from controller.model.observed import Domain, ObservedState, Resource, domain_active
 from controller.model.stack import failure_text
-from controller.model.vms import conventional_name, is_vm_agent
+from controller.model.vms import is_vm_agent
 
 
 class FindingBrief(msgspec.Struct, frozen=True, kw_only=True):
@@ -182,9 +183,9 @@ def _row_ids(observed: ObservedState, wanted: Mapping[str, Vm]) -> list[str]:
     ids = [r.id for r in observed.status.resources if is_vm_agent(r.agent)]
     ids += [rid for rid in wanted if rid not in ids]
     names = {wanted[r].name if r in wanted else conventional_name(r) for r in ids}
-    ids += sorted({f"vm-{name}" for node, doms in observed.domains.items()
+    ids += sorted({conventional_resource(name) for node, doms in observed.domains.items()
                    if node not in observed.stale for name, d in doms.items()
-                   if name not in names and d.state in ("running", "paused")})
+                   if name not in names and domain_active(d)})
     return ids
 
 

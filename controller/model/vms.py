@@ -12,17 +12,12 @@ from collections.abc import Mapping
 
 from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
+from controller.model.names import VM_PREFIX, conventional_name, conventional_resource
 
 
 def declared(desired: DesiredState) -> dict[str, str]:
     """resource id -> VM name of the VMs the file lists (compute once per pass)."""
     return {vm.resource_id: vm.name for vm in desired.vms}
-
-
-def conventional_name(rid: str) -> str:
-    """The VM name the `vm-NAME` convention gives a resource the file does not name: its id
-    without the `vm-` prefix (or the id itself)."""
-    return rid.removeprefix("vm-")
 
 
 def domain_names(rid: str, listed: Mapping[str, str]) -> tuple[str, ...]:
@@ -32,7 +27,7 @@ def domain_names(rid: str, listed: Mapping[str, str]) -> tuple[str, ...]:
     name = listed.get(rid)
     if name is not None:
         return (name,)
-    return (conventional_name(rid), rid) if rid.startswith("vm-") else (rid,)
+    return (conventional_name(rid), rid) if rid.startswith(VM_PREFIX) else (rid,)
 
 
 def is_vm_agent(agent: str | None) -> bool:
@@ -64,7 +59,7 @@ def cluster_vms(index: ClusterIndex, desired: DesiredState,
     if only is not None:
         for name in sorted(only - out.keys()):
             # the resources whose conventional names include `name`, in cluster_vms' order
-            for rid in sorted({f"vm-{name}", name}):
+            for rid in sorted({conventional_resource(name), name}):
                 if rid not in listed and is_vm_resource(index, rid) and \
                         name in domain_names(rid, listed):
                     out[name] = rid
