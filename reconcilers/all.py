@@ -40,16 +40,21 @@ def plan_all(ctx: Context) -> Plan:
     enrollment creates, hands over or removes in this pass is left alone by the others. A
     declared rolling upgrade is enforced as the file's own drain of its current node."""
     up = progress(ctx.desired, ctx.index)
-    said = upgrade.plan(ctx, up)
+    said = upgrade.plan(ctx, up) if ctx.scope is None or upgrade.SCOPE == "vms" else Plan()
     ctx = dataclasses.replace(ctx, desired=effective(ctx.desired, up))
     first = enroll.plan(ctx)
     busy = enroll.acted_on(first)
     total = Plan()
-    for reconciler in ALL:
+    for reconciler in (r for r in ALL if runs(r, ctx)):
         p = reconciler.plan(ctx)
         total = total + Plan(tuple(a for a in p.actions if a.resource not in busy),
                              p.findings, p.requeue_at)
     return _dedupe(total + first + said)
+
+
+def runs(reconciler: Reconciler, ctx: Context) -> bool:
+    """Whether this pass runs it: a cluster-wide reconciler on full passes only."""
+    return ctx.scope is None or reconciler.SCOPE == "vms"
 
 
 def _dedupe(plans: Plan) -> Plan:

@@ -8,7 +8,7 @@ history) comes in through the ledger's view.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from controller.model.actions import (
     AnyAction,
@@ -78,10 +78,17 @@ def undeclared_vms(index: ClusterIndex, desired: DesiredState) -> dict[str, str]
             if is_vm_agent(cfg.agent) and rid not in named}
 
 
+Scope = Literal["vms", "cluster"]
+
+
 class Reconciler(Protocol):
-    """Every reconciler module: a NAME and a pure `plan(ctx)`; reconcilers.all.ALL lists them."""
+    """Every reconciler module: a NAME, the SCOPE it watches and a pure `plan(ctx)`;
+    reconcilers.all.ALL lists them. SCOPE "vms": it plans per VM (`ctx.in_scope()`), and an
+    incremental pass runs it on the dirty VMs alone; "cluster": it reads the whole cluster,
+    and the engine runs it on full passes only."""
 
     NAME: str
+    SCOPE: Scope
 
     def plan(self, ctx: Context) -> Plan: ...
 

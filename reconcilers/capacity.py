@@ -19,9 +19,10 @@ from controller.model.context import Context
 from controller.model.desired import Capacity
 from controller.model.index import ClusterIndex
 from controller.model.vms import declared, domain_names, vm_resources
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, Scope
 
 NAME = "capacity"
+SCOPE: Scope = "cluster"  # full passes only: the engine does not run it on an incremental one
 MIB = 1024
 AGENT_MEMORY = ("hv_memory", "host_memory")  # VirtualDomain's own utilization names
 
@@ -54,7 +55,7 @@ def node_capacity(index: ClusterIndex, node: str, cap: Capacity
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
     cap = ctx.desired.capacity
-    if cap is None or ctx.scope is not None:  # cluster-wide: full passes only
+    if cap is None:
         return out.build()
     index = ctx.index
     cib = index.observed.cib

@@ -44,10 +44,11 @@ from controller.model.desired import DesiredState, Vm
 from controller.model.index import ClusterIndex
 from controller.model.observed import ConfigFile, SourceKey, domain_active
 from controller.model.pcmk import HOLD_MARK
-from reconcilers.base import PlanBuilder, under
+from reconcilers.base import PlanBuilder, Scope, under
 from reconcilers.storage import colo_id, order_id
 
 NAME = "enroll"
+SCOPE: Scope = "vms"  # an incremental pass hands it the dirty VMs (ctx.scope, ctx.in_scope())
 ENROLL_PREFIX = "warden-enroll-"
 ROLLBACK_HOLD_SECONDS = 900.0  # a rolled-back enrollment is not tried again sooner
 OCF_RUNNING, OCF_NOT_RUNNING = 0, 7
@@ -60,9 +61,7 @@ def enroll_location(rid: str) -> str:
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
     index, desired = ctx.index, ctx.desired
-    for vm in desired.vms:
-        if ctx.scope is not None and vm.name not in ctx.scope:
-            continue
+    for vm in ctx.in_scope():
         cfg = index.configured.get(vm.resource_id)
         if vm.state == "absent":
             _retire(out, index, vm)

@@ -22,9 +22,10 @@ from controller.model.desired import DesiredState, Vm
 from controller.model.index import ClusterIndex
 from controller.model.pcmk import interval_seconds, ocf_rc
 from controller.model.vms import cluster_vms
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, Scope
 
 NAME = "health"
+SCOPE: Scope = "vms"  # an incremental pass hands it the dirty VMs (ctx.scope, ctx.in_scope())
 BACKOFF_BASE = 15.0  # seconds before the first cleanup after a failure; doubles per attempt
 BACKOFF_CAP = 900.0
 CIRCUIT_MAX = 5  # cleanups of one resource on one node within CIRCUIT_WINDOW open the circuit
@@ -109,9 +110,8 @@ def plan(ctx: Context) -> Plan:
         _cleanups(ctx, out, asked)
     _failed_vms(ctx, out)
     if ctx.index.observed.domains:
-        for vm in ctx.desired.vms:
-            if ctx.scope is None or vm.name in ctx.scope:
-                _where_it_runs(ctx, out, vm)
+        for vm in ctx.in_scope():
+            _where_it_runs(ctx, out, vm)
     return out.build()
 
 
@@ -224,11 +224,8 @@ def _failed_vms(ctx: Context, out: PlanBuilder) -> None:
     """Every cluster VM Pacemaker flags FAILED, listed in the file or not: its role may still
     say Started (a failed monitor), so only this finding says it is not fine."""
     index = ctx.index
-    scope = ctx.scope
     wanted = {vm.resource_id: vm for vm in ctx.desired.vms}
-    for name, rid in sorted(cluster_vms(index, ctx.desired).items()):
-        if scope is not None and name not in scope:
-            continue
+    for name, rid in sorted(cluster_vms(index, ctx.desired, ctx.scope).items()):
         if rid not in index.failed:
             _cannot_start(out, index, name, rid, wanted.get(rid))
             continue

@@ -5,15 +5,14 @@ from __future__ import annotations
 from controller.model.actions import Plan, Subject
 from controller.model.context import Context
 from controller.model.vms import is_vm_agent
-from reconcilers.base import PlanBuilder, did_you_mean, undeclared_vms
+from reconcilers.base import PlanBuilder, Scope, did_you_mean, undeclared_vms
 
 NAME = "inventory"
+SCOPE: Scope = "cluster"  # full passes only: the engine does not run it on an incremental one
 
 
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
-    if ctx.scope is not None:  # cluster-wide: full passes only
-        return out.build()
     index, desired = ctx.index, ctx.desired
     undeclared = undeclared_vms(index, desired)  # a typo's likely meaning
     for vm in desired.vms:

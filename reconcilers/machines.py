@@ -8,15 +8,14 @@ from controller.model.actions import Plan, Subject
 from controller.model.context import Context
 from controller.model.machines import common_pin, lacks, machine_on
 from controller.model.vms import vm_resources
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, Scope
 
 NAME = "machines"
+SCOPE: Scope = "cluster"  # full passes only: the engine does not run it on an incremental one
 
 
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
-    if ctx.scope is not None:  # hosts and listings change on full passes
-        return out.build()
     index = ctx.index
     for rid in vm_resources(index, ctx.desired):
         where = index.running.get(rid, ())

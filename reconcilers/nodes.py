@@ -20,15 +20,14 @@ from __future__ import annotations
 from controller.model.actions import Plan, SetNodeAttribute, SetProperty, Subject
 from controller.model.context import Context
 from controller.model.vms import is_vm_agent
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, Scope
 
 NAME = "nodes"
+SCOPE: Scope = "cluster"  # full passes only: the engine does not run it on an incremental one
 
 
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
-    if ctx.scope is not None:  # cluster-wide: full passes only
-        return out.build()
     index, desired = ctx.index, ctx.desired
     states = desired.cluster.node_states()
     _migration_limit(out, ctx, draining="standby" in states.values())

@@ -15,9 +15,10 @@ from __future__ import annotations
 from controller.model.actions import FailResource, Plan, Subject, fail_mark
 from controller.model.context import Context
 from controller.model.vms import cluster_vms
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, Scope
 
 NAME = "paused"
+SCOPE: Scope = "vms"  # an incremental pass hands it the dirty VMs (ctx.scope, ctx.in_scope())
 MIGRATION_REASONS = frozenset({"migration", "postcopy", "starting-up"})
 JOB_REASONS = frozenset({"save", "dump", "snapshot", "from-snapshot", "shutdown"})
 

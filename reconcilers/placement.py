@@ -25,9 +25,10 @@ from controller.model.context import Context
 from controller.model.desired import DesiredState, Vm
 from controller.model.index import ClusterIndex
 from controller.model.observed import LocationConstraint
-from reconcilers.base import PlanBuilder, did_you_mean, remove_stale, undeclared_vms
+from reconcilers.base import PlanBuilder, Scope, did_you_mean, remove_stale, undeclared_vms
 
 NAME = "placement"
+SCOPE: Scope = "vms"  # an incremental pass hands it the dirty VMs (ctx.scope, ctx.in_scope())
 OWNED = (PREFER_PREFIX, f"{OWNED_PREFIX}allowed-", f"{OWNED_PREFIX}anti-")
 
 
@@ -121,8 +122,8 @@ def plan(ctx: Context) -> Plan:
     index, desired, only = ctx.index, ctx.desired, ctx.scope
     wanted: set[str] = set()
     known = Foreign(index)
-    for vm in desired.vms:
-        if (only is None or vm.name in only) and vm.resource_id in index.exists:
+    for vm in ctx.in_scope():
+        if vm.resource_id in index.exists:
             # (a resource that does not exist is reported by the inventory reconciler)
             _prefer(out, ctx, vm, known, wanted)
             _allowed(out, ctx, vm, known, wanted)
@@ -221,10 +222,8 @@ def report_unsatisfiable(out: PlanBuilder, ctx: Context) -> None:
     migrated there is not yet on its node)."""
     index, desired = ctx.index, ctx.desired
     drained = {n for n, state in desired.cluster.node_states().items() if state == "standby"}
-    for vm in desired.vms:
+    for vm in ctx.in_scope():
         rid, prefer = vm.resource_id, vm.placement.prefer
-        if ctx.scope is not None and vm.name not in ctx.scope:
-            continue
         nodes = index.running.get(rid, ())
         mine = index.location.get(prefer_id(rid))
         if (prefer is None or not nodes or prefer in nodes or rid in index.migrating

@@ -5,15 +5,14 @@ from __future__ import annotations
 from controller.model.actions import Plan, SetProperty, Subject
 from controller.model.context import Context
 from controller.model.pcmk import effective_property, property_names, same_value
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, Scope
 
 NAME = "properties"
+SCOPE: Scope = "cluster"  # full passes only: the engine does not run it on an incremental one
 
 
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
-    if ctx.scope is not None:  # cluster-wide: full passes only
-        return out.build()
     index, desired = ctx.index, ctx.desired
     has_fencing = any(
         (cfg.agent or "").startswith("stonith:") for cfg in index.configured.values()

@@ -10,17 +10,16 @@ from __future__ import annotations
 from controller.model.actions import Plan, SetMeta
 from controller.model.context import Context
 from controller.model.pcmk import interval_seconds
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, Scope
 
 NAME = "recovery"
+SCOPE: Scope = "vms"  # an incremental pass hands it the dirty VMs (ctx.scope, ctx.in_scope())
 
 
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
-    index, desired, only = ctx.index, ctx.desired, ctx.scope
-    for vm in desired.vms:
-        if only is not None and vm.name not in only:
-            continue
+    index, desired = ctx.index, ctx.desired
+    for vm in ctx.in_scope():
         recovery = desired.recovery_of(vm)
         cfg = index.configured.get(vm.resource_id)
         if recovery is None or cfg is None:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from controller.model.actions import Plan, SetMeta
 from controller.model.context import Context
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, Scope
 
 NAME = "run_state"
+SCOPE: Scope = "vms"  # an incremental pass hands it the dirty VMs (ctx.scope, ctx.in_scope())
 
 
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
-    index, desired, only = ctx.index, ctx.desired, ctx.scope
-    for vm in desired.vms:
-        if only is not None and vm.name not in only:
-            continue
+    index = ctx.index
+    for vm in ctx.in_scope():
         rid = vm.resource_id
         cfg = index.configured.get(rid)
         if cfg is None:

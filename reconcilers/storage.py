@@ -34,9 +34,10 @@ from controller.model.desired import DesiredState, Storage
 from controller.model.index import ClusterIndex
 from controller.model.observed import domain_active
 from controller.model.vms import cluster_vms, declared, domain_names, vm_resources
-from reconcilers.base import PlanBuilder, under
+from reconcilers.base import PlanBuilder, Scope, under
 
 NAME = "storage"
+SCOPE: Scope = "vms"  # an incremental pass hands it the dirty VMs (ctx.scope, ctx.in_scope())
 OWNED = (f"{OWNED_PREFIX}order-", f"{OWNED_PREFIX}colo-")
 
 

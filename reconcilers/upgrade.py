@@ -7,14 +7,15 @@ from __future__ import annotations
 from controller.model.actions import Plan, Subject
 from controller.model.context import Context
 from controller.model.upgrade import UpgradeProgress
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, Scope
 
 NAME = "upgrade"
+SCOPE: Scope = "cluster"  # full passes only: the engine does not run it on an incremental one
 
 
 def plan(ctx: Context, up: UpgradeProgress | None) -> Plan:
     out = PlanBuilder(NAME)
-    if up is None or ctx.scope is not None:  # cluster-wide: full passes only
+    if up is None:
         return out.build()
     cur = up.current
     if cur is None:

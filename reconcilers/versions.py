@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from controller.model.actions import Plan, Subject
 from controller.model.context import Context
-from reconcilers.base import PlanBuilder
+from reconcilers.base import PlanBuilder, Scope
 
 NAME = "versions"
+SCOPE: Scope = "cluster"  # full passes only: the engine does not run it on an incremental one
 
 
 def plan(ctx: Context) -> Plan:
     out = PlanBuilder(NAME)
     status = ctx.index.observed.status
-    if ctx.scope is not None or not status.mixed_version:
+    if not status.mixed_version:
         return out.build()
     sets: dict[str, list[str]] = {}
     for n in sorted(status.nodes.values(), key=lambda n: n.name):

@@ -31,6 +31,7 @@ from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
 from controller.model.machines import common_pin, lacks, machine_on
 from controller.model.vms import is_vm_resource
+from reconcilers import placement
 
 MOVES = frozenset({"migrate", "move", "start", "stop", "restart", "recover"})
 
@@ -42,9 +43,9 @@ def asked_for(patch: Sequence[AnyAction], index: ClusterIndex,
     out: set[str] = set()
     for a in patch:
         match a:
-            case SetLocation(rsc=r) | SetAllowedNodes(rsc=r) if a.reconciler == "placement":
+            case SetLocation(rsc=r) | SetAllowedNodes(rsc=r) if a.reconciler == placement.NAME:
                 out.add(r)
-            case RemoveConstraint(id=i, rsc=r) if r and owned(i) and a.reconciler == "placement":
+            case RemoveConstraint(id=i, rsc=r) if r and owned(i) and a.reconciler == placement.NAME:
                 out.add(r)  # the file released this VM's placement
             case SetMeta(rsc=r, name="target-role"):
                 out.add(r)

@@ -46,6 +46,7 @@ from controller.model.observed import ObservedState, SourceKey
 from controller.model.overview import VmRow, vm_rows
 from controller.model.upgrade import progress as upgrade_progress
 from controller.model.vms import cluster_vms, vm_names
+from reconcilers import storage
 
 DEBOUNCE_SECONDS = 0.2
 # Alerts ask for a full pass (crm_mon); a storm of them (real or forged) gets at most one per
@@ -302,7 +303,7 @@ class Controller:
         metrics.update_vms(self.view.rows, fail_counts,
                            sorted(observed.status.nodes) if observed is not None else ())
         metrics.STORAGE_DEPS_MISSING.set(sum(
-            1 for d in out.decisions if d.action.reconciler == "storage"
+            1 for d in out.decisions if d.action.reconciler == storage.NAME
             and isinstance(d.action, AddOrder | AddColocation)))
         for d in out.decisions:
             metrics.ACTIONS.labels(kind=type(d.action).__name__, verdict=d.verdict.reason).inc()

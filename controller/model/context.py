@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from controller.model.desired import DesiredState
+from controller.model.desired import DesiredState, Vm
 from controller.model.index import ClusterIndex
 
 CIRCUIT_WINDOW = 3600.0  # cleanup attempts older than this are forgotten (health's breaker window)
@@ -73,3 +73,8 @@ class Context:
     scope: frozenset[str] | None = None
     ledger: LedgerView = field(default_factory=LedgerView)
     now: float = 0.0
+
+    def in_scope(self) -> tuple[Vm, ...]:
+        """The file's VMs this pass plans: every one on a full pass, the dirty ones on an
+        incremental one (a reconciler never filters by hand)."""
+        return tuple(vm for vm in self.desired.vms if self.scope is None or vm.name in self.scope)

@@ -20,9 +20,11 @@ from controller.model.desired import DesiredState, parse_desired
 from controller.model.errors import DesiredStateError
 from controller.model.index import build_index
 from controller.model.observed import ClusterStatus, Node, ObservedState, Resource
+from controller.model.vms import cluster_vms
 from probes.pacemaker.cib import parse_cib
-from reconcilers.all import plan_all
+from reconcilers.all import ALL, plan_all, runs
 from tests.cibs import STORAGE_CHAIN, cib, vm
+from tests.unit import clusters
 
 NODES = ("kvm1", "kvm2", "kvm3", "kvm4")
 VMS = tuple(f"v{i}" for i in range(6))
@@ -146,3 +148,42 @@ def test_an_incremental_plan_for_one_vm_is_part_of_the_full_plan(
                                    scope=frozenset({one.name}))).actions
         assert set(scoped) <= full
         assert all(not isinstance(a, RemoveConstraint) for a in scoped)
+
+
+def _touches(action: Any) -> set[str]:
+    """Every resource an action names (a pair's constraint names two)."""
+    names = {action.resource}
+    for field in ("rsc", "with_rsc", "first", "then"):
+        names.add(getattr(action, field, None))
+    return {n for n in names if n is not None}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(desired=desired_states(), observed=observed_states())
+def test_an_incremental_pass_plans_nothing_outside_its_scope(
+    desired: DesiredState, observed: tuple[bytes, ClusterStatus]
+) -> None:
+    """Every reconciler the engine runs on an incremental pass plans and finds only about the
+    dirty VMs (an anti-affinity pair's constraint names the other VM too)."""
+    xml, status = observed
+    index = build_index(observe(xml, status))
+    for one in desired.vms:
+        scope = frozenset({one.name})
+        mine = set(cluster_vms(index, desired, scope).values())
+        scoped = plan_all(Context(index=index, desired=desired, scope=scope))
+        for a in scoped.actions:
+            assert _touches(a) & mine, (one.name, a)
+        for f in scoped.findings:
+            assert f.rsc in mine, (one.name, f)
+
+
+def test_every_reconciler_declares_its_scope_and_the_engine_keeps_to_it() -> None:
+    index = clusters.index({"web01": "kvm1"})
+    ctx = Context(index=index, desired=parse_desired("version: 1\n"),
+                  scope=frozenset({"web01"}))
+    for r in ALL:
+        assert r.SCOPE in ("vms", "cluster"), r.NAME
+        assert runs(r, ctx) == (r.SCOPE == "vms"), r.NAME
+        assert runs(r, Context(index=index, desired=ctx.desired)), r.NAME
+    assert {r.NAME for r in ALL if r.SCOPE == "cluster"} == {
+        "properties", "capacity", "nodes", "inventory", "machines", "versions"}

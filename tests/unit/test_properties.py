@@ -6,6 +6,7 @@ from controller.model.actions import SetProperty
 from controller.model.index import ClusterIndex
 from controller.model.observed import ResourceConfig
 from reconcilers import properties
+from reconcilers.all import plan_all
 from tests.unit.clusters import ctx, index
 
 
@@ -32,9 +33,11 @@ def test_enabling_stonith_without_a_device_is_a_critical_finding_not_an_action()
 
 
 def test_an_incremental_pass_leaves_cluster_properties_alone() -> None:
-    c = ctx(index({}), "version: 1\ncluster:\n  properties: {no-quorum-policy: freeze}\n",
-            scope=frozenset({"web01"}))
-    assert properties.plan(c).actions == ()
+    """Cluster-wide: the engine runs it on full passes only (reconcilers/all.runs)."""
+    text = "version: 1\ncluster:\n  properties: {no-quorum-policy: freeze}\n"
+    c = ctx(index({}), text, scope=frozenset({"web01"}))
+    assert not any(isinstance(a, SetProperty) for a in plan_all(c).actions)
+    assert any(isinstance(a, SetProperty) for a in plan_all(ctx(index({}), text)).actions)
 
 
 def _fenced(props: dict[str, str]) -> ClusterIndex:
