@@ -196,6 +196,13 @@ def watch_thread(thread: threading.Thread, stall_after: float | None = None) -> 
     """A long-lived thread /healthz answers for: if it dies -- or, with `stall_after`, stops
     calling beat() for that long -- the process is not healthy."""
     with _threads_lock:
+        if _threads.get(thread.name, thread) is not thread:
+            # Two components' threads of one name (an agent's and a controller's alert
+            # receiver in one process): each answered for under a name of its own.
+            base, n = thread.name, 2
+            while f"{base}-{n}" in _threads:
+                n += 1
+            thread.name = f"{base}-{n}"
         _threads[thread.name] = thread
         _beats[thread.name] = time.monotonic()
         if stall_after is not None:

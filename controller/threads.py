@@ -2,8 +2,10 @@
 /healthz (it dies or, with `stall_after`, stops coming round: the process is not healthy),
 stopped on purpose without counting as dead, and given a stop event to wait on.
 
-Every watcher (libvirt, corosync, mounts, the out-of-band judge, the alert receiver) runs on
-one of these instead of its own copy of start/stop/health code.
+Every long-lived thread (the probes, the bus's publisher and subscriber, the console relay,
+the out-of-band judge, the alert receiver) runs on one of these instead of its own copy of
+start/stop/health code, and every component that owns them is registered with one Lifecycle:
+started in order, stopped in reverse, and answered for by /healthz.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from controller import metrics
+from controller.logs import logger
 
 
 class Watcher(Protocol):
@@ -21,6 +24,13 @@ class Watcher(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class Component(Watcher, Protocol):
+    """A long-lived component: its threads are its Backgrounds."""
+
+    @property
+    def backgrounds(self) -> tuple[Background, ...]: ...
 
 
 class Background:
@@ -55,3 +65,38 @@ class Background:
         self.stopping.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=timeout)
+
+
+class Lifecycle:
+    """Every long-lived component of one process, registered once: `add` starts it, `close`
+    stops them all in reverse order (one that fails to stop does not keep the others
+    running), `unhealthy` names those with a thread that died or stalled -- what /healthz
+    answers for (metrics.dead_threads, by thread name)."""
+
+    def __init__(self) -> None:
+        self._components: list[tuple[str, Component]] = []
+        self.log = logger(component="lifecycle")
+
+    def add(self, name: str, component: Component, started: bool = False) -> Component:
+        """Register (and start, unless it already runs) a component."""
+        if not started:
+            component.start()
+        self._components.append((name, component))
+        return component
+
+    @property
+    def components(self) -> dict[str, Component]:
+        return dict(self._components)
+
+    def unhealthy(self) -> list[str]:
+        dead = {d.split(" (", 1)[0] for d in metrics.dead_threads()}
+        return [name for name, c in self._components
+                if any(bg.name in dead for bg in c.backgrounds)]
+
+    def close(self) -> None:
+        while self._components:
+            name, component = self._components.pop()
+            try:
+                component.stop()
+            except Exception:  # noqa: BLE001 - the others still stop
+                self.log.exception("stop_failed", name=name)

@@ -53,6 +53,7 @@ from controller.model.actions import describe
 from controller.model.desired import load_desired
 from controller.model.errors import ActuatorError, DesiredStateError, WardenError
 from controller.model.overview import DesiredInfo, PassSummary, StatusDoc, node_rows
+from controller.threads import Lifecycle
 from probes.pacemaker.alerts import AlertReceiver
 from probes.pacemaker.read import query_status
 
@@ -84,7 +85,10 @@ def run_service(opts: RunOptions) -> int:
     logs.configure(sys.stderr)
     with ExitStack() as stack:
         store = Store()
-        agents = _listen(opts, stack, store)
+        # Every long-lived part of the service, stopped in reverse, answered for by /healthz.
+        parts = Lifecycle()
+        stack.callback(parts.close)
+        agents = _listen(opts, stack, store, parts)
         sim = _simulated(opts) if opts.simulate else None
         if sim is not None:  # a demo leaves nothing behind (the ledger, the history: all in it)
             stack.callback(shutil.rmtree, sim.workdir, ignore_errors=True)
@@ -109,7 +113,8 @@ def run_service(opts: RunOptions) -> int:
         stack.callback(lock.release)
         controller = _controller(opts, sim, agents, store, state_dir)
         stack.callback(controller.history.close)  # type: ignore[union-attr]
-        _watch_history_and_out_of_band(controller, store, stack, cib_file)
+        stack.callback(parts.close)  # (again: now before the history closes; closing is once)
+        _watch_history_and_out_of_band(controller, store, parts, cib_file)
         view = WebView(controller, controller.history,
                        broker=_console_broker(opts, agents, controller))
         server = _serve_http(opts, controller, view)
@@ -124,18 +129,17 @@ def run_service(opts: RunOptions) -> int:
     return 0
 
 
-def _listen(opts: RunOptions, stack: ExitStack, store: Store) -> list[str]:
+def _listen(opts: RunOptions, stack: ExitStack, store: Store, parts: Lifecycle) -> list[str]:
     """The agents subscribed to (the local one too, unless --no-agent) and the alert
     receiver, folding into the store; returns the agents."""
     agents = list(opts.agents)
     agents += _local_agent(opts, stack)
     if agents:
-        sub = subscribe(zmq.Context.instance(), agents, store, opts.keys, opts.allow,
-                        opts.insecure)
-        stack.callback(sub.close)
+        parts.add("subscriber", subscribe(zmq.Context.instance(), agents, store, opts.keys,
+                                          opts.allow, opts.insecure), started=True)
     if opts.alerts and not opts.simulate:
         receiver = AlertReceiver(opts.alerts, store.fold)
-        stack.callback(receiver.close)
+        parts.add("alerts", receiver, started=True)
         print(f"alerts:            {receiver.endpoint} (recipient value for kvm-warden-alert)")
     return agents
 
@@ -175,7 +179,7 @@ def _controller(opts: RunOptions, sim: SimulatedCluster | None, agents: list[str
     return controller
 
 
-def _watch_history_and_out_of_band(controller: Controller, store: Store, stack: ExitStack,
+def _watch_history_and_out_of_band(controller: Controller, store: Store, parts: Lifecycle,
                                    cib_file: str | None) -> None:
     """The history taps the event stream; libvirt events of cluster VMs that no Pacemaker
     operation explains are found and audited (engine/oob.py)."""
@@ -185,8 +189,7 @@ def _watch_history_and_out_of_band(controller: Controller, store: Store, stack: 
     oob = OutOfBandWatcher(query=lambda: query_status(cib_file),
                            vms=lambda: _vms(controller),
                            audit=controller.audit, found=controller.out_of_band)
-    oob.start()
-    stack.callback(oob.stop)
+    parts.add("out-of-band", oob)
     controller.on_transition = oob.poke
     store.taps.append(oob.offer)
 

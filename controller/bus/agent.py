@@ -15,7 +15,7 @@ from controller.bus.simulate import SimulateResult, encode_result, parse_request
 from controller.model import names
 from controller.model.errors import WardenError
 from controller.model.events import ConfigFilesSeen, DomainSeen
-from controller.threads import Watcher
+from controller.threads import Component, Lifecycle
 from probes.corosync.quorum import QuorumWatcher
 from probes.libvirt.events import LibvirtWatcher
 from probes.pacemaker.alerts import AlertReceiver
@@ -51,19 +51,23 @@ class Agent:
         self.ctx = ctx or zmq.Context.instance()
         self.publisher = Publisher(self.ctx, cfg.node, cfg.pub_endpoint, cfg.snapshot_endpoint,
                                    curve)
-        self.watchers: list[Watcher] = []
+        # name -> probe, started in this order (the publisher and relay around them)
+        self.watchers: dict[str, Component] = {}
         self._listing: DomainSeen | None = None
         if cfg.libvirt_uri:
-            self.watchers.append(LibvirtWatcher(cfg.node, cfg.libvirt_uri, self._publish,
-                                                listing_seconds=cfg.listing_seconds))
+            self.watchers["libvirt"] = LibvirtWatcher(cfg.node, cfg.libvirt_uri, self._publish,
+                                                      listing_seconds=cfg.listing_seconds)
         if cfg.corosync:
-            self.watchers.append(QuorumWatcher(cfg.node, self.publisher.publish))
+            self.watchers["corosync"] = QuorumWatcher(cfg.node, self.publisher.publish)
         if cfg.storage:
-            self.watchers.append(MountWatcher(cfg.node, self.publisher.publish))
+            self.watchers["mounts"] = MountWatcher(cfg.node, self.publisher.publish)
         self.configs: ConfigWatcher | None = None
         if cfg.config_dirs:
             self.configs = ConfigWatcher(cfg.node, cfg.config_dirs, self.publisher.publish)
-            self.watchers.append(self.configs)
+            self.watchers["configs"] = self.configs
+        # Every long-lived part of the agent: started by start(), stopped by stop(), answered
+        # for by /healthz.
+        self.lifecycle = Lifecycle()
         self.alerts: AlertReceiver | None = None
         self.console = ConsoleRelay(self.ctx, cfg.console_endpoint, curve, self.vnc_ports,
                                     {b"export": self._export, b"simulate": self._simulate}) \
@@ -117,23 +121,19 @@ class Agent:
                 and (d.vnc_listen or "127.0.0.1") in ("127.0.0.1", "::1", "localhost")}
 
     def start(self) -> None:
+        self.lifecycle.add("publisher", self.publisher)
         if self.configs is None:
             # No XML directory here: say so once (the snapshot keeps it), so the controller
             # knows this node can vouch for no config file rather than waiting to hear.
             self.publisher.publish(ConfigFilesSeen(node=self.cfg.node))
-        for w in self.watchers:
-            w.start()
+        for name, w in self.watchers.items():
+            self.lifecycle.add(name, w)
         if self.cfg.alerts:
             self.alerts = AlertReceiver(self.cfg.alerts,
                                         lambda env: self.publisher.publish(env.payload))
+            self.lifecycle.add("alerts", self.alerts)
         if self.console is not None:
-            self.console.start()
+            self.lifecycle.add("console-relay", self.console)
 
     def stop(self) -> None:
-        if self.console is not None:
-            self.console.close()
-        if self.alerts is not None:
-            self.alerts.close()
-        for w in self.watchers:
-            w.stop()
-        self.publisher.close()
+        self.lifecycle.close()  # the relay first, the publisher last

@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 
 import zmq
 
-from controller import metrics
 from controller.bus.keys import CONSOLE_DOMAIN, Curve, curve_client, curve_server
 from controller.logs import logger
+from controller.threads import Background
 
 MAX_SESSIONS = 16
 CHUNK = 65536
@@ -75,25 +75,27 @@ class ConsoleRelay:
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sessions: dict[tuple[bytes, bytes], _Session] = {}
         self._by_fd: dict[int, _Session] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="console-relay", daemon=True)
+        self._bg = Background("console-relay", self._run)
+
+    @property
+    def backgrounds(self) -> tuple[Background, ...]:
+        return (self._bg,)
 
     def start(self) -> None:
-        self._thread.start()
-        metrics.watch_thread(self._thread)
+        self._bg.start()
+
+    def stop(self) -> None:
+        self.close()
 
     def close(self) -> None:
-        metrics.forget_thread(self._thread)
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._bg.stop(timeout=5)
         for s in list(self._sessions.values()):
             self._end(s, "agent stopping")
         self.router.close()
 
-    def _run(self) -> None:
-        me = threading.current_thread().name
-        while not self._stop.is_set():
-            metrics.beat(me)
+    def _run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            self._bg.beat()
             poller = zmq.Poller()
             poller.register(self.router, zmq.POLLIN)
             for fd in self._by_fd:

@@ -11,6 +11,7 @@ from controller.bus.keys import Curve, curve_server
 from controller.bus.wire import HEARTBEAT_SECONDS, HWM, SNAPSHOT_REQUEST, encode, topic_for
 from controller.model.events import Envelope, Heartbeat, Payload, Snapshot, Snapshotted, envelope
 from controller.model.observations import KIND_OF, topics
+from controller.threads import Background
 
 SNAPSHOT_STALL_SECONDS = 30.0  # its loop comes round every 0.1 s
 MAX_CONTROL_MESSAGE = 1024  # what peers send an agent: subscriptions and snapshot requests
@@ -49,16 +50,25 @@ class Publisher:
         # With "tcp://127.0.0.1:*" the OS picks the ports; these say which.
         self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.snapshot_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._stop = threading.Event()
         self._extra: list[str] = []
-        self._thread = threading.Thread(target=self._serve, name="bus-snapshots", daemon=True)
-        self._thread.start()
-        self._hb = threading.Thread(target=self._heartbeat, name="bus-heartbeat", daemon=True)
-        self._hb.start()
         # /healthz answers for both: an agent that no longer answers snapshots or beats is
-        # not healthy, though its process lives.
-        metrics.watch_thread(self._thread, stall_after=SNAPSHOT_STALL_SECONDS)
-        metrics.watch_thread(self._hb)
+        # not healthy, though its process lives. Serving from the start: a controller may
+        # ask for a snapshot before the agent's probes have run.
+        self._serving = Background("bus-snapshots", self._serve,
+                                   stall_after=SNAPSHOT_STALL_SECONDS)
+        self._beating = Background("bus-heartbeat", self._heartbeat)
+        self._serving.start()
+        self._beating.start()
+
+    @property
+    def backgrounds(self) -> tuple[Background, ...]:
+        return (self._serving, self._beating)
+
+    def start(self) -> None:
+        """Serving since it was made (its sockets are bound then): nothing to start."""
+
+    def stop(self) -> None:
+        self.close()
 
     def also_bind(self, pub_endpoint: str, snapshot_endpoint: str) -> None:
         """Serve a second pair of endpoints (`run`: inproc for itself, loopback tcp for watch)."""
@@ -102,11 +112,11 @@ class Publisher:
             return envelope(self.node, self.seq,
                             Snapshot(node=self.node, payloads=tuple(self._state.values())))
 
-    def _serve(self) -> None:
+    def _serve(self, stopping: threading.Event) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
-        while not self._stop.is_set():
-            metrics.beat(self._thread.name)
+        while not stopping.is_set():
+            self._serving.beat()
             ready = dict(poller.poll(100))
             with self._lock:  # new subscribers are heard within a poll interval
                 self._accept_subscriptions()
@@ -121,15 +131,12 @@ class Publisher:
                 # the publish lock so its seq matches its content.
                 self.router.send_multipart([frames[0], encode(self.snapshot())])
 
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.heartbeat_seconds):
+    def _heartbeat(self, stopping: threading.Event) -> None:
+        while not stopping.wait(self.heartbeat_seconds):
             self.publish(Heartbeat(node=self.node))
 
     def close(self) -> None:
-        metrics.forget_thread(self._thread)
-        metrics.forget_thread(self._hb)
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._hb.join(timeout=3)
+        self._serving.stop(timeout=2)
+        self._beating.stop(timeout=3)
         self.pub.close()
         self.router.close()

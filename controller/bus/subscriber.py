@@ -20,6 +20,7 @@ from controller.bus.wire import HEARTBEAT_SECONDS, HWM, MISSED_HEARTBEATS, SNAPS
 from controller.logs import logger
 from controller.model.errors import BusError
 from controller.model.events import Envelope
+from controller.threads import Background
 
 STALL_SECONDS = 30.0  # the loop comes round every 0.2 s; this long without it is a stall
 MAX_SOURCES = 64  # corosync has at most 32 nodes
@@ -76,14 +77,19 @@ class Subscriber:
             self.dealers.append(dealer)
             self.name_of[id(dealer)] = peer.name
         self._pending: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bus-subscriber", daemon=True)
+        self._bg = Background("bus-subscriber", self._run, stall_after=STALL_SECONDS)
+
+    @property
+    def backgrounds(self) -> tuple[Background, ...]:
+        return (self._bg,)
 
     def start(self) -> None:
         for dealer in self.dealers:
             self._request(dealer, "connect")
-        self._thread.start()
-        metrics.watch_thread(self._thread, stall_after=STALL_SECONDS)
+        self._bg.start()
+
+    def stop(self) -> None:
+        self.close()
 
     def _request(self, dealer: zmq.Socket[bytes], reason: str) -> None:
         now = time.monotonic()
@@ -104,14 +110,14 @@ class Subscriber:
             for d in self.dealers:
                 self._request(d, reason)
 
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
         poller = zmq.Poller()
         for sub, _ in self.subs:
             poller.register(sub, zmq.POLLIN)
         for d in self.dealers:
             poller.register(d, zmq.POLLIN)
-        while not self._stop.is_set():
-            metrics.beat(self._thread.name)
+        while not stopping.is_set():
+            self._bg.beat()
             try:
                 ready = dict(poller.poll(200))
                 for sub, name in self.subs:
@@ -225,10 +231,7 @@ class Subscriber:
                 self.resync(src, "heartbeat")
 
     def close(self) -> None:
-        self._stop.set()
-        metrics.forget_thread(self._thread)
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
+        self._bg.stop(timeout=2)
         for sub, _ in self.subs:
             sub.close()
         for d in self.dealers:

@@ -144,6 +144,10 @@ class OutOfBandWatcher:
         self._bg = Background("out-of-band", lambda _: self._run())
         self._stop = self._bg.stopping
 
+    @property
+    def backgrounds(self) -> tuple[Background, ...]:
+        return (self._bg,)
+
     def start(self) -> None:
         self._bg.start()
 

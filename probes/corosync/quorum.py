@@ -99,6 +99,10 @@ class QuorumWatcher:
         self._bg = Background("corosync-quorum", lambda _: self._run())
         self._stop = self._bg.stopping
 
+    @property
+    def backgrounds(self) -> tuple[Background, ...]:
+        return (self._bg,)
+
     def start(self) -> None:
         self._bg.start()
 

@@ -67,7 +67,9 @@ def start_event_loop() -> None:
             while True:
                 libvirt.virEventRunDefaultImpl()
 
-        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        loop = threading.Thread(target=run, name="libvirt-events", daemon=True)
+        loop.start()
+        metrics.watch_thread(loop)  # process-wide: no libvirt event arrives once it is gone
         _loop_started = True
 
 
@@ -91,6 +93,10 @@ class LibvirtWatcher:
         self._work: queue.Queue[str] = queue.Queue(maxsize=1000)
         self._bg = Background("libvirt-probe", lambda _: self._run())
         self._stop = self._bg.stopping
+
+    @property
+    def backgrounds(self) -> tuple[Background, ...]:
+        return (self._bg,)
 
     def start(self) -> None:
         start_event_loop()
@@ -159,9 +165,12 @@ class LibvirtWatcher:
             self._list()
             next_listing = time.monotonic() + self.listing_seconds
             while not self._stop.is_set():
-                try:
-                    what = self._work.get(timeout=max(0.1, next_listing - time.monotonic()))
+                try:  # a second at most: its stop event is seen without a queued "stop"
+                    what = self._work.get(timeout=min(1.0, max(0.1, next_listing
+                                                               - time.monotonic())))
                 except queue.Empty:
+                    if time.monotonic() < next_listing:
+                        continue
                     what = "list"
                 if what == "stop":
                     return

@@ -88,6 +88,16 @@ class AlertReceiver:
         while len(self.last_sequence) > MAX_ALERT_NODES:
             del self.last_sequence[next(iter(self.last_sequence))]
 
+    @property
+    def backgrounds(self) -> tuple[Background, ...]:
+        return (self._bg,)
+
+    def start(self) -> None:
+        """Listening since it was made (its socket is bound then): nothing to start."""
+
+    def stop(self) -> None:
+        self.close()
+
     def close(self) -> None:
         self._bg.stop(timeout=2)
         self.sock.close()

@@ -89,6 +89,10 @@ class ConfigWatcher:
         self._wake = threading.Event()
         self._bg = Background("config-probe", self._run)
 
+    @property
+    def backgrounds(self) -> tuple[Background, ...]:
+        return (self._bg,)
+
     def start(self) -> None:
         self._bg.start()
 

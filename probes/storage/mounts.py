@@ -67,6 +67,10 @@ class MountWatcher:
         self.last: MountsSeen | None = None
         self._bg = Background("storage-probe", self._run)
 
+    @property
+    def backgrounds(self) -> tuple[Background, ...]:
+        return (self._bg,)
+
     def start(self) -> None:
         self._bg.start()
 

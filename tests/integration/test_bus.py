@@ -139,7 +139,8 @@ def test_a_silent_publisher_is_marked_stale_and_recovers(ctx: zmq.Context) -> No
     try:
         wait_for("'Heartbeat' in inbox.kinds()", lambda: "Heartbeat" in inbox.kinds(), 5.0, 0.02)
         assert not stale
-        pub._stop.set()  # heartbeats stop (the agent hangs) but the sockets stay
+        for bg in pub.backgrounds:
+            bg.stopping.set()  # heartbeats stop (the agent hangs) but the sockets stay
         wait_for("stale == ['kvm1']", lambda: stale == ["kvm1"], 3, 0.02)
         assert sample("kvm_warden_bus_publisher_stale", source="kvm1") == 1
         pub.publish(quorum(1))
@@ -213,7 +214,7 @@ def test_garbage_on_the_bus_is_counted_and_dropped(ctx: zmq.Context) -> None:
                      lambda r=reason: sample("kvm_warden_bus_rejected_total", reason=r)
                             > before[r], 5.0, 0.02)
         assert inbox.kinds() == []
-        assert sub._thread.is_alive()
+        assert all(bg.alive for bg in sub.backgrounds)
     finally:
         sub.close()
         raw.close()
@@ -247,7 +248,7 @@ def test_no_frame_and_no_failing_handler_makes_the_subscriber_deaf(ctx: zmq.Cont
         pub.publish(QuorumChanged(node="kvm1", quorate=True))
         wait_for("any(e.kind == 'QuorumChanged' for e in got)",
                  lambda: any(e.kind == "QuorumChanged" for e in got), 5, 0.02)
-        assert sub._thread.is_alive() and "bus-subscriber" not in dead_threads()
+        assert all(bg.alive for bg in sub.backgrounds) and "bus-subscriber" not in dead_threads()
     finally:
         sub.close()
         pub.close()

@@ -218,9 +218,9 @@ def test_healthz_answers_for_the_publishers_threads(ctx: zmq.Context[zmq.Socket[
     pub = Publisher(ctx, "kvm1", ANY, ANY, heartbeat_seconds=0.1)
     try:
         assert not {"bus-snapshots", "bus-heartbeat"} & set(metrics.dead_threads())
-        pub._stop.set()  # both threads end; the publisher was not closed
-        pub._thread.join(timeout=5)
-        pub._hb.join(timeout=5)
+        for bg in pub.backgrounds:
+            bg.stopping.set()  # both threads end; the publisher was not closed
+        wait_for("both threads ended", lambda: not any(bg.alive for bg in pub.backgrounds), 5)
         assert {"bus-snapshots", "bus-heartbeat"} <= set(metrics.dead_threads())
     finally:
         pub.close()
