@@ -232,7 +232,7 @@ def _enroll(out: PlanBuilder, ctx: Context, vm: Vm) -> None:
     index, desired = ctx.index, ctx.desired
     rid = vm.resource_id
     assert vm.config is not None
-    back = ctx.ledger.rolled_back.get(f"rollback:{rid}")
+    back = ctx.ledger.rolled_back.get(rid)
     if back is not None and ctx.now - back < ROLLBACK_HOLD_SECONDS:
         out.find("enroll-rolled-back", "warning", Subject(rid),
                  f"{vm.name}: its enrollment was rolled back {ctx.now - back:.0f} s ago; tried "

@@ -12,7 +12,7 @@ that are a job in progress (save, dump, snapshot), which restarting would break.
 
 from __future__ import annotations
 
-from controller.model.actions import FailResource, Plan, Subject, fail_mark
+from controller.model.actions import FailResource, Plan, Subject
 from controller.model.context import Context
 from controller.model.vms import cluster_vms
 from reconcilers.base import PlanBuilder, Scope
@@ -60,7 +60,7 @@ def _why_not(ctx: Context, rid: str, node: str, reason: str, age: float,
     # One restart per pause: once marked failed, the recovery is Pacemaker's (a stop of a
     # paused guest may wait out its graceful timeout); another --fail would only count more
     # failures towards migration-threshold. Nor while Pacemaker has an operation in flight.
-    asked = ctx.ledger.failed_at.get(fail_mark(rid, node))
+    asked = ctx.ledger.failed_at.get((rid, node))
     if asked is not None and asked >= ctx.now - age:
         return "marked failed, Pacemaker recovers it"
     if rid in ctx.index.transitioning or rid in ctx.index.migrating:

@@ -38,7 +38,7 @@ from controller.engine.guard import COOLDOWN_SECONDS
 from controller.engine.ledger import Ledger
 from controller.engine.pipeline import PassEffects, PassInput, run_pass
 from controller.engine.preview import LOCAL, InlinePreviewer, Simulator
-from controller.model.actions import ROLLBACK_MARK, TransitionStep, describe, is_fail_mark
+from controller.model.actions import TransitionStep, describe
 from controller.model.desired import DesiredState, parse_desired
 from controller.model.errors import DesiredStateError, ToolError, WardenError
 from controller.model.index import build_index
@@ -435,11 +435,10 @@ def _without_cooldowns(ledger: Ledger, now: float) -> tuple[Ledger, dict[str, fl
     """A copy of the service's ledger with its cooldowns over, and the seconds each had left:
     a review shows what the edit will do (and Pacemaker's transition for it) even right after
     kvm-warden changed that object; the loop still waits the cooldown out. Rollback holds and
-    failure marks are not cooldowns: they stay."""
+    failure marks are not cooldowns: they stay (fields of their own in the ledger)."""
     copy = ledger.tentative()
     cooling = {k: COOLDOWN_SECONDS - (now - t) for k, t in ledger.last_change.items()
-               if now - t < COOLDOWN_SECONDS and not k.startswith(ROLLBACK_MARK)
-               and not is_fail_mark(k)}
+               if now - t < COOLDOWN_SECONDS}
     for k in cooling:
         del copy.last_change[k]
     return copy, cooling

@@ -27,16 +27,16 @@ from controller.logs import logger
 from controller.model.actions import (
     PLACEMENT_FINDINGS,
     PREFER_PREFIX,
-    ROLLBACK_MARK,
     AddColocation,
     AnyAction,
     Cleanup,
+    FailResource,
     Finding,
     RemoveConstraint,
+    RemoveVm,
     SetAllowedNodes,
     SetLocation,
     SetProperty,
-    is_fail_mark,
 )
 from controller.model.context import (
     CIRCUIT_WINDOW,
@@ -81,6 +81,10 @@ class Ledger:
     last_change: dict[str, float] = field(default_factory=dict)
     moves: dict[str, float] = field(default_factory=dict)
     cleanups: CleanupHistory = field(default_factory=CleanupHistory)
+    # Memories that are not cooldowns: when kvm-warden marked a resource failed on a node (once
+    # per pause), and when an enrollment was rolled back (not retried at once).
+    failed: dict[tuple[str, str], float] = field(default_factory=dict)
+    rolled_back: dict[str, float] = field(default_factory=dict)
     finding_since: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, subject)
     saved_properties: dict[str, str | None] = field(default_factory=dict)  # a drain's: put back
     # out-of-band changes of the last hour: findings until they age out, whatever kvm-warden or
@@ -90,10 +94,7 @@ class Ledger:
     def view(self) -> LedgerView:
         return LedgerView(cleanups=self.cleanups, out_of_band=tuple(self.out_of_band),
                           saved_properties=dict(self.saved_properties),
-                          failed_at={k: t for k, t in self.last_change.items()
-                                     if is_fail_mark(k)},
-                          rolled_back={k: t for k, t in self.last_change.items()
-                                       if k.startswith(ROLLBACK_MARK)})
+                          failed_at=dict(self.failed), rolled_back=dict(self.rolled_back))
 
     def saw_out_of_band(self, changes: list[OutOfBandChange], now: float) -> None:
         self.out_of_band = [c for c in (*self.out_of_band, *changes)
@@ -108,6 +109,11 @@ class Ledger:
         """An attempt at `action` (applied or failed): its rate, its cooldown, its move."""
         self.last_change[action.key] = now
         self.by_kind.setdefault(type(action).__name__, deque()).append(now)
+        match action:
+            case FailResource(rsc=r, node=n):
+                self.failed[(r, n)] = now
+            case RemoveVm(rsc=r, rollback=True):
+                self.rolled_back[r] = now
         moved = moves_resource(action, index)
         if moved is not None:
             self.moves[moved] = now
@@ -170,9 +176,11 @@ class Ledger:
 class LedgerRecord(msgspec.Struct, kw_only=True):
     """The ledger as written to the state directory (JSON; times are wall-clock seconds)."""
 
-    version: int = 1
+    version: int = 2  # 2: failed and rolled_back have fields of their own
     by_kind: dict[str, list[float]] = msgspec.field(default_factory=dict)
     last_change: dict[str, float] = msgspec.field(default_factory=dict)
+    failed: list[tuple[str, str, float]] = msgspec.field(default_factory=list)
+    rolled_back: dict[str, float] = msgspec.field(default_factory=dict)
     moves: dict[str, float] = msgspec.field(default_factory=dict)
     cleanups: dict[str, list[float]] = msgspec.field(default_factory=dict)
     finding_since: list[tuple[str, str, float]] = msgspec.field(default_factory=list)
@@ -187,6 +195,8 @@ def to_record(ledger: Ledger, now: float) -> LedgerRecord:
     return LedgerRecord(
         by_kind={k: list(v) for k, v in ledger.by_kind.items() if v},
         last_change={k: t for k, t in ledger.last_change.items() if now - t < KEEP_SECONDS},
+        failed=[(r, n, t) for (r, n), t in ledger.failed.items() if now - t < KEEP_SECONDS],
+        rolled_back={r: t for r, t in ledger.rolled_back.items() if now - t < KEEP_SECONDS},
         moves=dict(ledger.moves),
         cleanups={k: list(v) for k, v in ledger.cleanups.attempts.items()
                   if v and now - v[-1] < CIRCUIT_WINDOW},
@@ -197,14 +207,33 @@ def to_record(ledger: Ledger, now: float) -> LedgerRecord:
 
 
 def from_record(rec: LedgerRecord) -> Ledger:
+    failed, rolled_back = _version_1_marks(rec) if rec.version < 2 else ({}, {})
     return Ledger(
         by_kind={k: deque(v) for k, v in rec.by_kind.items()},
         last_change=dict(rec.last_change), moves=dict(rec.moves),
+        failed={**failed, **{(r, n): t for r, n, t in rec.failed}},
+        rolled_back={**rolled_back, **rec.rolled_back},
         cleanups=CleanupHistory(attempts={k: tuple(v) for k, v in rec.cleanups.items()}),
         finding_since={(s, m): t for s, m, t in rec.finding_since},
         saved_properties=dict(rec.saved_properties),
         out_of_band=list(rec.out_of_band),
     )
+
+
+def _version_1_marks(rec: LedgerRecord) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
+    """A file written before the marks had fields of their own kept them among the cooldowns,
+    under their actions' keys (FailResource's fail:RSC:NODE, a rollback's rollback:RSC): read
+    once, on the upgrade, so that neither memory is lost (ids and node names hold no colon)."""
+    failed: dict[tuple[str, str], float] = {}
+    rolled_back: dict[str, float] = {}
+    for key, t in rec.last_change.items():
+        kind, _, rest = key.partition(":")
+        if kind == "fail" and rest.count(":") == 1:
+            rsc, node = rest.split(":")
+            failed[(rsc, node)] = t
+        elif kind == "rollback" and rest:
+            rolled_back[rest] = t
+    return failed, rolled_back
 
 
 class LedgerFile:

@@ -26,13 +26,8 @@ FAIL_MARK = "fail:"
 
 
 def fail_mark(rsc: str, node: str) -> str:
-    """The ledger's mark of a `crm_resource --fail` kvm-warden asked for (FailResource's key:
-    its cooldown is the once-per-pause memory). The one constructor; `is_fail_mark` the test."""
+    """FailResource's key (its cooldown); the once-per-pause memory is the ledger's `failed`."""
     return f"{FAIL_MARK}{rsc}:{node}"
-
-
-def is_fail_mark(key: str) -> bool:
-    return key.startswith(FAIL_MARK)
 
 
 class Action(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):

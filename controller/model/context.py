@@ -55,9 +55,9 @@ class LedgerView(msgspec.Struct, frozen=True, kw_only=True):
 
     cleanups: CleanupHistory = msgspec.field(default_factory=CleanupHistory)
     out_of_band: tuple[OutOfBandChange, ...] = ()
-    # when kvm-warden last marked a resource failed on a node ("fail:RSC:NODE" -> wall clock)
-    failed_at: Mapping[str, float] = msgspec.field(default_factory=dict)
-    # when an enrollment was rolled back ("rollback:RSC" -> wall clock): not retried at once
+    # when kvm-warden last marked a resource failed on a node ((rsc, node) -> wall clock)
+    failed_at: Mapping[tuple[str, str], float] = msgspec.field(default_factory=dict)
+    # when an enrollment was rolled back (rsc -> wall clock): not retried at once
     rolled_back: Mapping[str, float] = msgspec.field(default_factory=dict)
     # cluster properties a declared drain changed -> their value before it (None: unset)
     saved_properties: Mapping[str, str | None] = msgspec.field(default_factory=dict)

@@ -107,3 +107,35 @@ def test_a_move_of_a_resource_gone_from_the_cluster_is_not_in_flight() -> None:
     idx = index({"db01": None})  # db01 exists, runs nowhere yet (a move not settled)
     assert ledger.migrations_in_flight(idx, 1010.0) == {"vm-db01"}
     assert ledger.moves == {"vm-db01": 1000.0}
+
+
+def test_marks_that_are_not_cooldowns_are_typed_and_survive_a_restart(tmp_path: Path) -> None:
+    """Issue "One observation", 3: the once-per-pause mark and the rollback hold have fields
+    of their own (never told apart from cooldowns by a key's prefix), and a file written by the
+    previous version (marks among the cooldowns) keeps both memories."""
+    import json
+
+    from controller.engine.ledger import LedgerFile
+    from controller.model.actions import FailResource, RemoveVm
+
+    ledger = Ledger()
+    ledger.spend(FailResource(reconciler="paused", rsc="vm-web01", node="kvm1", why="x"),
+                 index({"web01": "kvm1"}), 100.0)
+    ledger.spend(RemoveVm(reconciler="enroll", rsc="vm-web03", rollback=True, why="x"),
+                 index({"web01": "kvm1"}), 101.0)
+    ledger.spend(SetProperty(reconciler="properties", name="x", value="1", why="x"),
+                 index({}), 102.0)
+    view = ledger.view()
+    assert view.failed_at == {("vm-web01", "kvm1"): 100.0}
+    assert view.rolled_back == {"vm-web03": 101.0}
+    LedgerFile(tmp_path).save(ledger, 103.0)
+    again = LedgerFile(tmp_path).load().view()
+    assert again.failed_at == view.failed_at and again.rolled_back == view.rolled_back
+    # version 1: the marks were cooldown keys
+    path = next(tmp_path.glob("*.json"))
+    path.write_text(json.dumps({"version": 1, "last_change": {
+        "fail:vm-db01:kvm2": 50.0, "rollback:vm-web04": 60.0, "property:x": 70.0}}))
+    old = LedgerFile(tmp_path).load()
+    assert old.view().failed_at == {("vm-db01", "kvm2"): 50.0}
+    assert old.view().rolled_back == {"vm-web04": 60.0}
+    assert old.last_change["property:x"] == 70.0

@@ -3,7 +3,7 @@ through Pacemaker (crm_resource --fail), never virsh."""
 
 from __future__ import annotations
 
-from controller.model.actions import FailResource, fail_mark
+from controller.model.actions import FailResource
 from controller.model.context import Context, LedgerView
 from controller.model.desired import parse_desired
 from controller.model.index import build_index
@@ -32,7 +32,7 @@ def ctx(reason: str, since: float, now: float, on_pause: str = "report", role: s
                      nodes=("kvm1",)),)),
         domains={"kvm1": {"web01": Domain(name="web01", state="paused", reason=reason,
                                           since=since)}})
-    ledger = LedgerView(failed_at={} if failed_at is None else {fail_mark("vm-web01", "kvm1"): failed_at})
+    ledger = LedgerView(failed_at={} if failed_at is None else {("vm-web01", "kvm1"): failed_at})
     return Context(index=build_index(observed), desired=desired, now=now, ledger=ledger)
 
 
