@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -19,14 +20,14 @@ _AGE = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def since_iso(text: str) -> str:
-    """An ISO time (compared as text: records are UTC `...Z`) or an age like `30m`."""
+def since_time(text: str) -> datetime:
+    """An ISO time (UTC unless it says otherwise, as the records are) or an age like `30m`."""
     m = _AGE.fullmatch(text.strip())
     if m:
-        at = time.time() - int(m.group(1)) * _UNIT[m.group(2)]
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+        return datetime.fromtimestamp(time.time() - int(m.group(1)) * _UNIT[m.group(2)], UTC)
     if re.fullmatch(r"\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d)?)?Z?", text.strip()):
-        return text.strip().replace(" ", "T")
+        at = datetime.fromisoformat(text.strip().replace(" ", "T").removesuffix("Z"))
+        return at.replace(tzinfo=UTC)
     raise WardenError(f"--since {text!r}: an ISO time (2026-12-01T10:00) or an age (30m, 2h, 7d)")
 
 
@@ -46,7 +47,7 @@ def service_state_dir(default_file: Path = Path("/etc/default/kvm-warden")) -> s
 
 
 def audit_command(state_dir: str | None, since: str | None, vm: str | None, as_json: bool) -> int:
-    start = since_iso(since) if since else ""
+    start = since_time(since) if since else datetime.fromtimestamp(0, UTC)
     wanted = {vm, conventional_resource(vm)} if vm else None
     where = state_dir or service_state_dir()
     if not (Path(where) / AuditLog.NAME).exists():
@@ -62,7 +63,7 @@ def audit_command(state_dir: str | None, since: str | None, vm: str | None, as_j
         else:
             extra = f" [{r.verdict}: {r.detail}]" if r.outcome == "refused" else (
                 f" error: {r.error}" if r.error else "")
-            print(for_terminal(f"{r.at} {r.who:<14} {r.outcome:<8} {r.action}  "
+            print(for_terminal(f"{r.at:%Y-%m-%dT%H:%M:%SZ} {r.who:<14} {r.outcome:<8} {r.action}  "
                                f"({r.reconciler}: {r.why}){extra}"
                                + (f" [audit {r.id}]" if r.id else "")))
     return 0

@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 from controller.app.webconfig import ConsoleLimits
 from controller.bus.console import OPEN_TIMEOUT, open_session
 from controller.bus.keys import Curve
-from controller.engine.audit import AuditRecord
+from controller.engine.audit import AuditRecord, audit_time
 from controller.engine.history import Event
 from controller.engine.loop import Controller
 from controller.logs import logger
@@ -223,7 +223,7 @@ class ConsoleBroker:
         where, which VM on which node), once when it ends (how long, why)."""
         ended = time.time()
         c = self.controller
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+        at = audit_time(started)
         if reason is None:
             self.log.info("console_session_started", vm=ticket.vm, node=node, user=ticket.user,
                           client=client)

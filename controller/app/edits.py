@@ -33,7 +33,7 @@ from ruamel.yaml.error import YAMLError
 
 from controller import commands
 from controller.app.weight import consequences, heaviest
-from controller.engine.audit import AuditLog, AuditRecord, PassAudit
+from controller.engine.audit import AuditLog, AuditRecord, PassAudit, audit_time
 from controller.engine.guard import COOLDOWN_SECONDS
 from controller.engine.ledger import Ledger
 from controller.engine.pipeline import PassEffects, PassInput, run_pass
@@ -472,7 +472,7 @@ def confirm(src: Sources, e: Edit, file_sha256: str, cib_version: ConfigVersion 
     _write_atomically(path, new)
     audit_id = secrets.token_hex(6)  # what the dialog says, and `kvm-warden audit` shows
     src.audit.write([AuditRecord(
-        at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), who=f"user:{user}",
+        at=audit_time(), who=f"user:{user}",
         outcome="applied", kind="desired-edit", reconciler="web", action=describe_edit(e),
         why="confirmed after review in the web view", before=file_sha256, after=sha256(new),
         id=audit_id)])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from controller.app.audit import service_state_dir, since_iso
+from controller.app.audit import service_state_dir, since_time
 from controller.app.text import for_terminal
 from controller.engine.history import Event, read
 from controller.model.errors import WardenError
@@ -17,9 +17,7 @@ HISTORY_FILE = "history.sqlite"
 
 
 def since_seconds(text: str) -> float:
-    iso = since_iso(text)
-    return datetime.fromisoformat(iso.replace("Z", "+00:00") if iso.endswith("Z")
-                                  else iso + "+00:00").timestamp()
+    return since_time(text).timestamp()
 
 
 def line(e: Event) -> str:

@@ -12,6 +12,7 @@ import getpass
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -28,8 +29,14 @@ RESERVE_BYTES = 1024 * 1024
 KEEP = 5  # audit.jsonl.1 .. audit.jsonl.5
 
 
+def audit_time(at: float | None = None) -> datetime:
+    """A record's time: UTC, whole seconds (written by msgspec as 2026-12-05T11:26:34Z, the
+    one place it is formatted)."""
+    return datetime.fromtimestamp(time.time() if at is None else at, UTC).replace(microsecond=0)
+
+
 class AuditRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
-    at: str  # ISO 8601, UTC
+    at: datetime  # UTC, whole seconds: see audit_time
     who: str  # "service", or "user:NAME" for plan --apply
     outcome: str  # applied | failed | refused
     action: str
@@ -56,7 +63,7 @@ def records(decisions: Sequence[Decision], outcomes: Sequence[Outcome], who: str
             error: str | None = None, previewed_by: str | None = None) -> list[AuditRecord]:
     """One record per decision: its outcome if it was sent, `failed` with `error` if the
     whole patch failed (a CIB conflict, a tool error), `refused` with the guard's reason."""
-    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    at = audit_time()
     by_action = {id(o.action): o for o in outcomes}
     out = []
     for d in decisions:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller import metrics
-from controller.engine.audit import AuditLog, AuditRecord
+from controller.engine.audit import AuditLog, AuditRecord, audit_time
 from controller.logs import logger
 from controller.model.context import OutOfBandChange
 from controller.model.errors import WardenError
@@ -244,7 +244,7 @@ class OutOfBandWatcher:
         change = OutOfBandChange(at=at, vm=name, resource=rid, node=ev.node, what=what)
         metrics.OUT_OF_BAND.labels(vm=name, node=ev.node).inc()
         self.audit.write([AuditRecord(
-            at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)), who="out-of-band",
+            at=audit_time(at), who="out-of-band",
             outcome="observed", action=f"{what} of {name} on {ev.node}", kind="out_of_band",
             reconciler="out-of-band", resource=rid, verdict="observed",
             why=f"libvirt reported {what} on {ev.node}; Pacemaker ran no matching operation "

@@ -283,12 +283,12 @@ def test_a_drain_is_lifted_by_declaring_the_node_online(tmp_path: Path) -> None:
 def test_the_checker_reads_a_live_history_and_audit(tmp_path: Path) -> None:
     """The state files as the controller writes them (sqlite in WAL mode, still open; JSON
     lines with a torn one), read without kvm-warden's readers."""
-    from controller.engine.audit import AuditLog, AuditRecord
+    from controller.engine.audit import AuditLog, AuditRecord, audit_time
     from controller.engine.history import Event, History
 
     h = History(tmp_path / "history.sqlite")
     h.add([Event(at=T0, kind="lifecycle", vm="web01"), Event(at=T0 + 1, kind="move", vm="db01")])
-    AuditLog(tmp_path).write([AuditRecord(at=stamp(T0), who="service", outcome="applied",
+    AuditLog(tmp_path).write([AuditRecord(at=audit_time(T0), who="service", outcome="applied",
                                           action="a", kind="SetMeta", reconciler="r", why="w")])
     with open(tmp_path / "audit.jsonl", "ab") as f:
         f.write(b'{"at": "torn')

@@ -6,7 +6,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from controller.engine.audit import AuditLog, AuditRecord
+from controller.engine.audit import AuditLog, AuditRecord, audit_time
 from controller.engine.history import History
 from controller.engine.ledger import Ledger, LedgerFile
 
@@ -17,7 +17,7 @@ def mode(p: Path) -> int:
 
 def test_state_files_are_not_world_readable(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    AuditLog(state).write([AuditRecord(at="2026-12-01T00:00:00Z", who="service",
+    AuditLog(state).write([AuditRecord(at=audit_time(0.0), who="service",
                                        outcome="applied", action="a", kind="SetProperty",
                                        reconciler="properties", why="w")])
     LedgerFile(state).save(Ledger(), 0.0)
@@ -46,7 +46,7 @@ def test_an_audit_write_cut_short_by_a_full_disk_leaves_no_torn_record(tmp_path:
     code = f"""
 import resource, signal, sys
 from pathlib import Path
-from controller.engine.audit import AuditLog, AuditRecord
+from controller.engine.audit import AuditLog, AuditRecord, audit_time
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, ({size + 100}, resource.RLIM_INFINITY))
 AuditLog(Path(sys.argv[1])).write([AuditRecord(at="2026-12-01T00:00:00Z", who="service",
@@ -58,3 +58,19 @@ AuditLog(Path(sys.argv[1])).write([AuditRecord(at="2026-12-01T00:00:00Z", who="s
     assert (tmp_path / AuditLog.NAME).stat().st_size == size
     AuditLog(tmp_path).write([rec(1)])
     assert [r.action for r in read(tmp_path)] == ["a0", "a1"]
+
+
+def test_an_audit_time_is_written_as_before_and_read_back_as_a_time(tmp_path: Path) -> None:
+    """Issue "One observation", 3: the record's time is a timestamp, formatted once (by the
+    encoder) exactly as the files of earlier versions hold it; those are read back too."""
+    import datetime as dt
+
+    from controller.engine.audit import read
+
+    AuditLog(tmp_path).write([AuditRecord(at=audit_time(1_764_936_000.7), who="service",
+                                          outcome="applied", action="a", kind="SetProperty",
+                                          reconciler="properties", why="w")])
+    text = (tmp_path / AuditLog.NAME).read_text()
+    assert '"at":"2025-12-05T12:00:00Z"' in text
+    (rec,) = read(tmp_path)
+    assert rec.at == dt.datetime(2025, 12, 5, 12, 0, 0, tzinfo=dt.UTC)
