@@ -32,7 +32,7 @@ def render_table(rows: tuple[VmRow, ...]) -> str:
         desired = f"{r.desired_state or '-'}@{r.desired_node or 'any'}"
         lines.append(one_line(
             f"{r.vm:<10} {r.resource:<12} {','.join(r.nodes) or '-':<8} {state_text(r):<18} "
-            f"{','.join(r.libvirt) or '-':<18} {desired:<16} {', '.join(r.drift) or 'none':<18} "
+            f"{','.join(map(str, r.libvirt)) or '-':<18} {desired:<16} {', '.join(r.drift) or 'none':<18} "
             f"{r.console or '-'}"))
         notes = (f"desired: {r.desired_note}",) if r.desired_note else ()
         for flag in (*r.flags, *r.failures, *notes):  # the whole truth, under the row

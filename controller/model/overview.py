@@ -32,6 +32,17 @@ HEALTH_WORDS = ("failed", "blocked", "outside", "unmanaged", "orphaned", "paused
                 "pending", "stopped", "absent", "ok")
 
 
+class DomainOn(msgspec.Struct, frozen=True, kw_only=True):
+    """What one node's libvirt says of a VM's domain it lists active."""
+
+    node: str
+    state: str  # libvirt's: running, paused, blocked, pmsuspended, crashed
+    reason: str = ""  # why, when libvirt says (a pause's: user, ioerror, migration, ...)
+
+    def __str__(self) -> str:
+        return f"{self.node}:{self.state}" + (f"({self.reason})" if self.reason else "")
+
+
 class VmRow(msgspec.Struct, frozen=True, kw_only=True):
     """One VM, the one row type of `status`, `/status`, the web view and the per-VM metrics."""
 
@@ -46,9 +57,9 @@ class VmRow(msgspec.Struct, frozen=True, kw_only=True):
     desired_note: str | None = None
     vnc_port: int | None
     console: str | None
-    # what libvirt says on each node that lists the domain active: "kvm1:running",
-    # "kvm2:paused(ioerror)" -- Pacemaker's role counts a paused guest as Started
-    libvirt: tuple[str, ...] = ()
+    # what libvirt says on each node that lists the domain active -- Pacemaker's role counts
+    # a paused guest as Started
+    libvirt: tuple[DomainOn, ...] = ()
     findings: tuple[FindingBrief, ...] = ()  # the last pass's findings about its resource
     # The truth in one word, worst first: failed | blocked | unmanaged | orphaned | paused |
     # migrating | pending | stopped | absent (no resource) | ok. Pacemaker's role alone says
@@ -112,7 +123,7 @@ def node_rows(observed: ObservedState, desired: DesiredState | None) -> tuple[No
         for n in sorted(observed.status.nodes.values(), key=lambda n: n.name))
 
 
-def _truth(inst: tuple[Resource, ...], libvirt: tuple[str, ...], nodes: tuple[str, ...]
+def _truth(inst: tuple[Resource, ...], libvirt: tuple[DomainOn, ...], nodes: tuple[str, ...]
            ) -> tuple[str, tuple[str, ...]]:
     """(health, flags) from crm_mon's flags and libvirt's states, worst first."""
     flags: list[str] = []
@@ -137,11 +148,11 @@ def _truth(inst: tuple[Resource, ...], libvirt: tuple[str, ...], nodes: tuple[st
         elif r.pending:
             add("pending", f"{r.pending} on {where}")
     for entry in libvirt:
-        if ":paused" in entry:
+        if entry.state == "paused":
             add("paused", f"paused in libvirt ({entry})")
     if not inst and libvirt:
-        add("outside", "outside the cluster: runs in libvirt (" + ", ".join(libvirt)
-            + ") with no Pacemaker resource")
+        add("outside", "outside the cluster: runs in libvirt ("
+            + ", ".join(map(str, libvirt)) + ") with no Pacemaker resource")
     if not words:
         return ("absent" if not inst else "ok" if nodes else "stopped"), ()
     return min(words, key=HEALTH_WORDS.index), tuple(dict.fromkeys(flags))
@@ -200,7 +211,7 @@ def _row(seen: _Seen, rid: str, vm: Vm | None, findings: tuple[FindingBrief, ...
     dom = seen.domains.get((node, name)) if node else None
     port = dom.vnc_port if dom else None
     libvirt = tuple(
-        f"{n}:{d.state}" + (f"({d.reason})" if d.reason else "")
+        DomainOn(node=n, state=d.state, reason=d.reason)
         for (n, dn), d in sorted(seen.domains.items())
         if dn == name and n not in observed.stale and d.state not in ("shutoff", "unknown"))
     health, flags = _truth(inst, libvirt, nodes)

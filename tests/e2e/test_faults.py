@@ -84,7 +84,8 @@ def test_virsh_suspend_is_a_paused_finding_within_seconds_and_resume_clears_it(
         assert f"paused on {node} (user)" in msg
         assert metric("kvm_warden_vm_paused", vm="web01", node=node, reason="user") == 1
         row = next(r for r in status()["vms"] if r["vm"] == "web01")
-        assert row["state"] == "Started" and f"{node}:paused(user)" in row["libvirt"]
+        assert row["state"] == "Started" and {"node": node, "state": "paused",
+                                                "reason": "user"} in row["libvirt"]
         # Pacemaker's monitor saw nothing wrong: no failure, no recovery.
         assert lab.vms_running()["vm-web01"] == [node]
     finally:

@@ -25,7 +25,7 @@ from controller.app.web import WebView
 from controller.app.webconfig import load_web_config
 from controller.engine.ledger import LedgerFile
 from controller.engine.loop import Controller
-from controller.model.overview import StatusDoc
+from controller.model.overview import DomainOn, StatusDoc
 from tests import cibs
 from tests.integration.test_http_hardening import PASSWORD, certificate, web_yml
 from tests.simulated import add_outside_domain, simulated
@@ -205,7 +205,7 @@ def test_a_domain_outside_the_cluster_is_enrolled_by_a_reviewed_edit(
     add_outside_domain(cib_file.with_name("kvm2.xml"), "web03")
     ctl.run_pass(now=time.time())
     (row,) = [r for r in ctl.last_rows if r.vm == "web03"]
-    assert row.health == "outside" and row.libvirt == ("kvm2:running",)
+    assert row.health == "outside" and row.libvirt == (DomainOn(node="kvm2", state="running"),)
     token = client.token("ops")
     before = desired.read_text()
     code, review = client.call("POST", "/api/edits/review", "ops",

@@ -67,7 +67,7 @@ function vmActions(doc, v, here) {
 
 // The nodes a VM is on: Pacemaker's, or libvirt's for a domain outside the cluster.
 function where(v) {
-  return v.nodes.length || v.health !== "outside" ? v.nodes : v.libvirt.map((e) => e.split(":")[0]);
+  return v.nodes.length || v.health !== "outside" ? v.nodes : v.libvirt.map((d) => d.node);
 }
 
 // Failures Pacemaker keeps for it: what a cleanup (crm_resource --cleanup) would forget.

@@ -11,7 +11,7 @@ function key(v, k) {
     case "desired": return desiredText(v);
     case "drift": return v.drift.join(",");
     case "findings": return String(100 + v.findings.length);
-    case "libvirt": return v.libvirt.join(",");
+    case "libvirt": return v.libvirt.map(domainText).join(",");
     default: return String(v[k] ?? "");
   }
 }
@@ -19,7 +19,7 @@ function key(v, k) {
 function matches(v, text, node) {
   if (node && !v.nodes.includes(node)) return false;
   if (!text) return true;
-  const hay = [v.vm, v.resource, v.state, v.health, (STATES[v.health] || [])[1], desiredText(v), ...v.nodes, ...v.libvirt, ...v.drift,
+  const hay = [v.vm, v.resource, v.state, v.health, (STATES[v.health] || [])[1], desiredText(v), ...v.nodes, ...v.libvirt.map(domainText), ...v.drift,
                ...v.findings.map((f) => f.kind + " " + f.message)].join(" ").toLowerCase();
   return text.toLowerCase().split(/\s+/).every((w) => hay.includes(w));
 }
@@ -37,7 +37,7 @@ function render() {
       el("td", {}, el("a", {href: "/vm/" + encodeURIComponent(v.vm), class: "vm"}, v.vm)),
       el("td", {class: "node"}, v.nodes.join(", ") || "-"),
       el("td", {class: "role"}, vmState(v)),
-      el("td", {class: "libvirt"}, v.libvirt.join(", ") || "-"),
+      el("td", {class: "libvirt"}, v.libvirt.map(domainText).join(", ") || "-"),
       el("td", {class: "desired"}, desiredText(v)),
       el("td", {class: "drift"}, v.drift.join(", ") || "none"),
       el("td", {class: "findings"}, ...v.findings.map(findingBadge)),

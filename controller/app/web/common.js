@@ -95,6 +95,9 @@ function ago(t) {
   return s < 90 ? s + " s ago" : s < 5400 ? Math.round(s / 60) + " min ago" : utc(t);
 }
 
+// One node's libvirt state of a VM (the API's {node, state, reason}), as `status` prints it.
+function domainText(d) { return d.node + ":" + d.state + (d.reason ? "(" + d.reason + ")" : ""); }
+
 function gib(kib) { return (kib / 1048576).toFixed(1); }
 
 // The header's summary of the cluster: quorum, fencing, the VMs, the findings, the file, the pass.

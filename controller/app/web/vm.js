@@ -44,7 +44,7 @@ async function reload() {
     ["runs on", v.nodes.join(", ") || "nowhere", "node"],
     ["state", stateCell, "role"],
     ["conditions", v.flags.concat(v.failures).join("\n") || "none", "flags"],
-    ["libvirt", v.libvirt.join(", ") || "-", "libvirt"],
+    ["libvirt", v.libvirt.map(domainText).join(", ") || "-", "libvirt"],
     ["desired", desiredText(v)],
     ["drift", v.drift.join(", ") || "none"],
     ["findings", v.findings.length ? v.findings.map((f) => f.severity + " " + f.kind + ": " + f.message).join("\n") : "none", "findings"],
