@@ -9,8 +9,16 @@ import zmq
 from controller import metrics
 from controller.bus.keys import Curve, curve_server
 from controller.bus.wire import HEARTBEAT_SECONDS, HWM, SNAPSHOT_REQUEST, encode, topic_for
-from controller.model.events import Envelope, Heartbeat, Payload, Snapshot, Snapshotted, envelope
-from controller.model.observations import KIND_OF, topics
+from controller.model.events import (
+    KIND_OF,
+    Envelope,
+    Heartbeat,
+    Payload,
+    Snapshot,
+    Snapshotted,
+    envelope,
+    topics,
+)
 from controller.threads import Background
 
 SNAPSHOT_STALL_SECONDS = 30.0  # its loop comes round every 0.1 s

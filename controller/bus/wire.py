@@ -11,9 +11,8 @@ from typing import Any
 import msgspec
 
 from controller.model.errors import BusError
-from controller.model.events import VERSION, AlertReceived, Envelope, Payload, Snapshot
+from controller.model.events import VERSION, WIRE_KINDS, AlertReceived, Envelope, Payload, Snapshot, topic
 from controller.model.names import NODE_NAME
-from controller.model.observations import WIRE_KINDS, topic
 
 MAX_SEQ = 2**53  # sequence numbers stay exact in every JSON reader
 HWM = 10_000  # messages; past it PUB drops (and the subscriber resyncs), memory stays bounded

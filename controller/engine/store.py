@@ -3,7 +3,7 @@
 Every event makes a new ObservedState (frozen, so readers never see half an update) and names
 the objects it changed, which the loop turns into its dirty set. Each kind's fold and
 freshness key (`observed_at[SourceKey("libvirt", "kvm1")]`) are declared in
-controller/model/observations.py; a publisher that went silent is listed in `stale`: its data
+controller/model/events.py (OBSERVATIONS); a publisher that went silent is listed in `stale`: its data
 is kept but not trusted.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from controller.model.events import Dirty, Envelope, Observation
-from controller.model.observations import fold as fold_observation
+from controller.model.events import fold as fold_observation
 from controller.model.observed import ObservedState
 
 

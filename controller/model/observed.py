@@ -321,7 +321,7 @@ Probe = Literal["libvirt", "corosync", "storage", "config", "agent", "pacemaker"
 
 class SourceKey(msgspec.Struct, frozen=True, order=True):
     """Whose reading a freshness time is: a probe on a node, or a cluster-wide one (node None:
-    Pacemaker, read where the controller runs). Declared per kind in model/observations.py."""
+    Pacemaker, read where the controller runs). Declared per kind in model/events.py (OBSERVATIONS)."""
 
     probe: Probe
     node: str | None = None

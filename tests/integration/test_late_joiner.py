@@ -19,7 +19,7 @@ from controller.bus.agent import Agent, AgentConfig
 from controller.bus.publisher import Publisher
 from controller.bus.subscriber import Peer, Subscriber
 from controller.engine.store import Store
-from controller.model import observations
+from controller.model import events
 from controller.model.events import (
     ConfigFilesSeen,
     DomainSeen,
@@ -53,11 +53,11 @@ def ctx() -> typing.Iterator[zmq.Context[zmq.Socket[bytes]]]:
 
 
 def test_the_snapshot_carries_exactly_the_kinds_the_registry_calls_state() -> None:
-    snapshotted = {k.payload for k in observations.OBSERVATIONS if k.snapshotted}
+    snapshotted = {k.payload for k in events.OBSERVATIONS if k.snapshotted}
     assert snapshotted == set(typing.get_args(Snapshotted))
     # What is not snapshotted is an event whose effect a snapshotted listing carries, or the
     # controller's own reading of Pacemaker (never on the bus).
-    assert {k.name for k in observations.OBSERVATIONS if not k.snapshotted} == {
+    assert {k.name for k in events.OBSERVATIONS if not k.snapshotted} == {
         "DomainLifecycle", "Heartbeat", "AlertReceived", "PacemakerSeen"}
 
 
@@ -91,7 +91,7 @@ def test_a_controller_that_connects_after_the_agent_learns_every_kind_it_holds(
         assert state.config_dirs["kvm1"] == (str(xml_dir),)
         assert "test" in state.domains["kvm1"]  # test:///default's own domain
         assert "kvm1" in state.mounts and state.quorum["kvm1"].state == "unknown"
-        for kind in observations.OBSERVATIONS:
+        for kind in events.OBSERVATIONS:
             if kind.snapshotted:
                 assert kind.source(kind.payload(node="kvm1"), "kvm1") in state.observed_at, \
                     kind.name
