@@ -131,9 +131,7 @@ def _resources(observed: ObservedState, configured: Mapping[str, ResourceConfig]
             unmanaged.add(r.id)
         # crm_mon shows a pending migrate_to/from as role "Migrating"; a primitive active on two
         # nodes outside a clone is a migration half done (migrate_from ran, stop not yet).
-        if r.role == "Migrating" or (r.pending or "").startswith("Migrat") or (
-            r.parent is None and len(r.nodes) > 1
-        ):
+        if r.migrating or (r.parent is None and len(r.nodes) > 1):
             migrating.add(r.id)
     unmanaged.update(cid for cid, coll in status.collectives.items() if not coll.managed)
     unmanaged.update(rid for rid, cfg in configured.items()

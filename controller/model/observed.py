@@ -50,6 +50,12 @@ class Resource(msgspec.Struct, frozen=True, kw_only=True):
     pending: str | None = None
     nodes: tuple[str, ...] = ()
 
+    @property
+    def migrating(self) -> bool:
+        """A live migration in flight, as crm_mon shows it: role "Migrating", or a pending
+        migrate_to/migrate_from ("Migrating")."""
+        return self.role == "Migrating" or (self.pending or "").startswith("Migrat")
+
 
 class Collective(msgspec.Struct, frozen=True, kw_only=True):
     """A clone, group or bundle: the containers crm_mon nests resources in."""

@@ -143,7 +143,7 @@ def _truth(inst: tuple[Resource, ...], libvirt: tuple[DomainOn, ...], nodes: tup
             add("unmanaged", "unmanaged (Pacemaker does not act on it)")
         if r.orphaned:
             add("orphaned", "orphaned (running, no longer in the configuration)")
-        if r.role == "Migrating" or (r.pending or "").startswith("Migrat"):
+        if r.migrating:
             add("migrating", f"migrating ({where})")
         elif r.pending:
             add("pending", f"{r.pending} on {where}")
