@@ -36,12 +36,11 @@ from controller.app.weight import consequences, heaviest
 from controller.engine.audit import AuditLog, AuditRecord, PassAudit, audit_time
 from controller.engine.guard import COOLDOWN_SECONDS
 from controller.engine.ledger import Ledger
-from controller.engine.pipeline import PassEffects, PassInput, run_pass
+from controller.engine.pipeline import PassEffects, PassInput, reconcile
 from controller.engine.preview import LOCAL, InlinePreviewer, Simulator
 from controller.model.actions import TransitionStep, describe
 from controller.model.desired import DesiredState, parse_desired
 from controller.model.errors import DesiredStateError, ToolError, WardenError
-from controller.model.index import build_index
 from controller.model.names import DOMAIN_NAME, NODE_NAME
 from controller.model.observed import ConfigVersion, ObservedState, domain_active
 from controller.model.vms import is_vm_agent
@@ -412,7 +411,7 @@ def _plan(src: Sources, observed: ObservedState, desired: DesiredState
     now = time.time()
     raw = src.current_cib()
     ledger, cooling = _without_cooldowns(src.ledger(), now)
-    out = run_pass(PassInput(build_index(observed), desired, now, now, raw),
+    out = reconcile(PassInput(observed, desired, now, now, raw),
                    PassEffects(ledger, InlinePreviewer(lambda: raw, simulator=src.simulator),
                                PassAudit(AuditLog(None), "review", dedupe=False), None))
     steps = out.preview.steps if out.preview is not None else ()

@@ -22,13 +22,12 @@ from controller.engine.audit import AuditLog, PassAudit, invoking_user
 from controller.engine.decide import Decision
 from controller.engine.ledger import DEFAULT_STATE_DIR, LedgerFile
 from controller.engine.observe import observe_once
-from controller.engine.pipeline import PassEffects, PassInput, PassOutput, drift, run_pass
+from controller.engine.pipeline import PassEffects, PassInput, PassOutput, drift, reconcile
 from controller.engine.preview import InlinePreviewer, Preview, describe_step
 from controller.engine.writer import WriterBusy, WriterLock, lock_path, offline_state_dir
 from controller.model.actions import Finding, describe
 from controller.model.desired import DesiredState, load_desired
 from controller.model.errors import DesiredStateError
-from controller.model.index import build_index
 from reconcilers.all import ORDER
 
 EXIT_BUSY = 3  # another writer (a running controller) holds the cluster
@@ -73,8 +72,8 @@ def _plan(desired: DesiredState, cib_file: str | None, as_json: bool, apply: boo
     now = time.time()
     actuator = PacemakerActuator(cib_file)
     # The CIB was just read, status included: it is the cluster as it is now.
-    out = run_pass(
-        PassInput(build_index(observed), desired, now, now, raw),
+    out = reconcile(
+        PassInput(observed, desired, now, now, raw),
         PassEffects(ledger, InlinePreviewer(lambda: raw),
                     PassAudit(AuditLog(state if apply else None), invoking_user(),
                               dedupe=False),

@@ -30,7 +30,7 @@ from controller.engine.pipeline import (
     PassOutput,
     drift,
     drift_by_resource,
-    run_pass,
+    reconcile,
 )
 from controller.engine.preview import LOCAL, InlinePreviewer, Preview, Previewer, Simulator
 from controller.engine.scheduler import Scheduler
@@ -41,7 +41,7 @@ from controller.model.context import OutOfBandChange
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
 from controller.model.events import Dirty
-from controller.model.index import ClusterIndex, build_index
+from controller.model.index import ClusterIndex
 from controller.model.observed import ObservedState, SourceKey
 from controller.model.overview import VmRow, vm_rows
 from controller.model.upgrade import progress as upgrade_progress
@@ -204,7 +204,11 @@ class Controller:
         with self._inbox_lock:
             seen, self._out_of_band = self._out_of_band, []
         self.ledger.saw_out_of_band(seen, t)
-        index = build_index(observed)
+        # Freshness is that of Pacemaker's view, which every action is planned on; a dead
+        # node's silent agent is the stale list's business, not a reason to freeze.
+        observed_at = observed.observed_at.get(SourceKey("pacemaker"), t)
+        inp = PassInput(observed, desired, t, observed_at, self.cib, only)
+        index = inp.index
         vms, names = self.view.vms, self.view.vm_names
         if only is None:  # which VMs exist changes with the CIB or the file: full passes only
             vms = cluster_vms(index, desired)
@@ -212,11 +216,8 @@ class Controller:
         if only is None and self.on_transition is not None and (
                 index.transitioning or index.migrating):
             self.on_transition()
-        # Freshness is that of Pacemaker's view, which every action is planned on; a dead
-        # node's silent agent is the stale list's business, not a reason to freeze.
-        observed_at = observed.observed_at.get(SourceKey("pacemaker"), t)
         assert self.previewer is not None
-        out = run_pass(PassInput(index, desired, t, observed_at, self.cib, only),
+        out = reconcile(inp,
                        PassEffects(self.ledger, self.previewer, self._audit, self.actuator,
                                    keep_timers=True))
         findings = self._findings(out, index, desired, only, vms)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from controller import metrics
 from controller.actuators.pacemaker import CibConflict, PacemakerActuator
@@ -26,7 +27,8 @@ from controller.logs import logger
 from controller.model.actions import CIB_ACTIONS, Finding, Outcome, describe
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
-from controller.model.index import ClusterIndex
+from controller.model.index import ClusterIndex, build_index
+from controller.model.observed import ObservedState
 from reconcilers.capacity import NAME as CAPACITY  # its sizes are the proof's baseline
 
 log = logger(component="pass")
@@ -34,14 +36,20 @@ log = logger(component="pass")
 
 @dataclass(frozen=True)
 class PassInput:
-    """What one pass plans on: one reading of the cluster, indexed, and the desired file."""
+    """What one pass plans on: one reading of the cluster and the desired file. The loop,
+    `plan` and the web view's review all make one and call reconcile: the same pass."""
 
-    index: ClusterIndex
+    observed: ObservedState
     desired: DesiredState
     now: float  # wall clock
     observed_at: float | None  # when Pacemaker was read (the guard's freshness)
     cib: bytes | None  # the CIB of that reading: the patch's base when nothing fresher is
     scope: frozenset[str] | None = None  # VM names of an incremental pass
+
+    @cached_property
+    def index(self) -> ClusterIndex:
+        """The reading indexed, once (every lookup a reconciler needs is a dict or set)."""
+        return build_index(self.observed)
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ class PassOutput:
         return any(o.applied for o in self.outcomes)
 
 
-def run_pass(inp: PassInput, fx: PassEffects) -> PassOutput:
+def reconcile(inp: PassInput, fx: PassEffects) -> PassOutput:
     decided = decide_pass(inp.index, inp.desired, Guard(fx.ledger), inp.now, inp.observed_at,
                           inp.scope)
     decisions = decided.decisions
