@@ -8,7 +8,7 @@ history) comes in through the ledger's view.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from controller.model.actions import (
     AnyAction,
@@ -34,10 +34,10 @@ class PlanBuilder:
     findings: list[Finding] = field(default_factory=list)
 
     def find(self, kind: FindingKind, severity: Severity, about: Subject, message: str,
-             urgent: bool = False) -> None:
+             urgent: bool = False, reason: str = "") -> None:
         self.findings.append(Finding(reconciler=self.reconciler, kind=kind, severity=severity,
                                      subject=str(about), rsc=about.rsc, node=about.node,
-                                     message=message, urgent=urgent))
+                                     message=message, urgent=urgent, reason=reason))
 
     def build(self) -> Plan:
         return Plan(tuple(self.actions), tuple(self.findings))
@@ -79,6 +79,13 @@ def undeclared_vms(index: ClusterIndex, desired: DesiredState) -> dict[str, str]
 
 
 Scope = Literal["vms", "cluster"]
+
+
+class Cause(NamedTuple):
+    """One cause of a finding: its machine reason (CamelCase) and its words."""
+
+    reason: str
+    text: str
 
 
 class Reconciler(Protocol):

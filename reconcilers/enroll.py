@@ -44,7 +44,7 @@ from controller.model.desired import DesiredState, Vm
 from controller.model.index import ClusterIndex
 from controller.model.observed import ConfigFile, SourceKey, domain_active
 from controller.model.pcmk import HOLD_MARK
-from reconcilers.base import PlanBuilder, Scope, under
+from reconcilers.base import Cause, PlanBuilder, Scope, under
 from reconcilers.storage import colo_id, order_id
 
 NAME = "enroll"
@@ -111,119 +111,132 @@ def _vouching(index: ClusterIndex, path: str, nodes: list[str]
     return heard, blind, unheard
 
 
-def _removed_before(index: ClusterIndex, rid: str) -> list[str]:
+def _removed_before(index: ClusterIndex, rid: str) -> list[Cause]:
     """A resource of this id deleted earlier that Pacemaker still handles: created again now,
     it would inherit the orphan's stop and its old probe results (a false rollback)."""
     orphan = sorted({n for r in index.observed.status.resources if r.id == rid and r.orphaned
                      for n in r.nodes})
     if orphan:
-        return [f"Pacemaker still stops the removed resource {rid} (an orphan on "
-                f"{', '.join(orphan)})"]
+        return [Cause("OrphanStopping", f"Pacemaker still stops the removed resource {rid} "
+                      f"(an orphan on {', '.join(orphan)})")]
     cib = index.observed.cib
     if cib is not None and rid in cib.histories:
-        return [f"the CIB still holds the history of a removed resource {rid}; Pacemaker "
-                f"forgets it once stopped (by hand: `crm_resource --refresh -r {rid}`)"]
+        return [Cause("OrphanHistory", f"the CIB still holds the history of a removed resource "
+                      f"{rid}; Pacemaker forgets it once stopped (by hand: `crm_resource "
+                      f"--refresh -r {rid}`)")]
     return []
 
 
-def checks(index: ClusterIndex, desired: DesiredState, vm: Vm) -> tuple[list[str], list[str]]:
+def checks(index: ClusterIndex, desired: DesiredState, vm: Vm
+           ) -> tuple[list[Cause], list[Cause]]:
     """(refusals, waits) for enrolling `vm`: what is wrong, and what is not known yet."""
     assert vm.config is not None
-    refuse: list[str] = []
-    wait: list[str] = []
+    refuse: list[Cause] = []
+    wait: list[Cause] = []
     nodes = _may_run(index, vm)
     wait.extend(_removed_before(index, vm.resource_id))
     offline = [n for n in nodes if not (index.nodes.get(n) and index.nodes[n].online)]
     if offline:
-        wait.append(f"{', '.join(offline)} offline: their view of {vm.config} cannot be checked")
+        wait.append(Cause("NodeOffline", f"{', '.join(offline)} offline: their view of "
+                          f"{vm.config} cannot be checked"))
     unheard = [n for n in nodes if n not in offline and not _fresh_listing(index, n)]
     if unheard:
-        wait.append(f"no fresh report from the agent on {', '.join(unheard)}")
+        wait.append(Cause("AgentSilent", f"no fresh report from the agent on {', '.join(unheard)}"))
     active = _active_on(index, vm.name)
     _domain_checks(index, vm, active, refuse, wait)
     mounts = _storage_checks(index, desired, vm, refuse)
     disks = _file_checks(index, vm, [n for n in nodes if n not in offline], active, refuse, wait)
     outside = sorted(d for d in disks if not any(under(d, m) for m in mounts))
     if mounts and outside:
-        refuse.append(f"disk {', '.join(outside)} is not on its shared storage "
-                      f"({', '.join(mounts)}): a live migration would fail")
+        refuse.append(Cause("DiskNotShared", f"disk {', '.join(outside)} is not on its shared "
+                            f"storage ({', '.join(mounts)}): a live migration would fail"))
     return refuse, wait
 
 
-def _domain_checks(index: ClusterIndex, vm: Vm, active: list[str], refuse: list[str],
-                   wait: list[str]) -> None:
+def _domain_checks(index: ClusterIndex, vm: Vm, active: list[str], refuse: list[Cause],
+                   wait: list[Cause]) -> None:
     """The running domain: listed in full, on one node, not autostarted by libvirt."""
     # A domain known only from a lifecycle event: its disks and autostart come with the
     # listing the agent makes right after.
     unlisted = [n for n in active if index.listed[vm.name][n].persistent is None]
     if unlisted:
-        wait.append(f"no full listing of {vm.name} from {', '.join(unlisted)} yet")
+        wait.append(Cause("NotListed", f"no full listing of {vm.name} from "
+                          f"{', '.join(unlisted)} yet"))
     if len(active) > 1:
-        refuse.append(f"domain {vm.name} runs on {len(active)} nodes ({', '.join(active)})")
+        refuse.append(Cause("RunsTwice", f"domain {vm.name} runs on {len(active)} nodes "
+                            f"({', '.join(active)})"))
     autostarted = sorted(n for n, d in index.listed.get(vm.name, {}).items() if d.autostart)
     if autostarted:
-        refuse.append(f"libvirt autostarts {vm.name} on {', '.join(autostarted)} (outside the "
-                      f"cluster): `virsh autostart --disable {vm.name}` there")
+        refuse.append(Cause("Autostart", f"libvirt autostarts {vm.name} on "
+                            f"{', '.join(autostarted)} (outside the cluster): `virsh autostart "
+                            f"--disable {vm.name}` there"))
     if vm.migration_transport is None:
-        refuse.append("migration_transport is not set (ssh, tcp or tls: how Pacemaker's live "
-                      "migration reaches the other node)")
+        refuse.append(Cause("NoMigrationTransport", "migration_transport is not set (ssh, tcp "
+                            "or tls: how Pacemaker's live migration reaches the other node)"))
 
 
-def _storage_checks(index: ClusterIndex, desired: DesiredState, vm: Vm, refuse: list[str]
+def _storage_checks(index: ClusterIndex, desired: DesiredState, vm: Vm, refuse: list[Cause]
                     ) -> list[str]:
     """Its storage declared and existing, its config under it; returns the mountpoints."""
     assert vm.config is not None
     storage = desired.storage_by_name()
     mounts = [storage[s].mountpoint for s in vm.storage if s in storage]
     if not mounts:
-        refuse.append("no storage declared for it: its config and disks must be on shared "
-                      "storage (`storage:`)")
+        refuse.append(Cause("NoStorage", "no storage declared for it: its config and disks "
+                            "must be on shared storage (`storage:`)"))
     for s in vm.storage:
         if s in storage and storage[s].resource not in index.exists:
-            refuse.append(f"storage {s}'s resource {storage[s].resource} does not exist")
+            refuse.append(Cause("StorageMissing", f"storage {s}'s resource "
+                                f"{storage[s].resource} does not exist"))
     if mounts and not any(under(vm.config, m) for m in mounts):
-        refuse.append(f"config {vm.config} is not under its storage ({', '.join(mounts)})")
+        refuse.append(Cause("ConfigNotShared", f"config {vm.config} is not under its storage "
+                            f"({', '.join(mounts)})"))
     return mounts
 
 
 def _file_checks(index: ClusterIndex, vm: Vm, online: list[str], active: list[str],
-                 refuse: list[str], wait: list[str]) -> set[str]:
+                 refuse: list[Cause], wait: list[Cause]) -> set[str]:
     """The XML file as the agents of the online nodes that may run it report it: the same
     everywhere, of this domain, usable by VirtualDomain. Returns every disk it and the
     running domain name."""
     assert vm.config is not None
     heard, blind, unheard_files = _vouching(index, vm.config, online)
     if unheard_files:
-        wait.append(f"no report of the XML files from the agent on {', '.join(unheard_files)} yet")
+        wait.append(Cause("FilesUnreported", "no report of the XML files from the agent on "
+                          f"{', '.join(unheard_files)} yet"))
     for n, dirs in blind:
-        refuse.append(f"the agent on {n} reads no directory holding {vm.config} (its "
-                      f"--config-dir: {', '.join(dirs) or 'none'}): it cannot vouch for the file")
+        refuse.append(Cause("ConfigUnseen", f"the agent on {n} reads no directory holding "
+                            f"{vm.config} (its --config-dir: {', '.join(dirs) or 'none'}): it "
+                            "cannot vouch for the file"))
     files = _files(index, vm.config, heard)
     present = {n: f for n, f in files.items() if f is not None}
     disks: set[str] = {d for n in active for d in index.listed[vm.name][n].disks}
     if not present:
         if not active:
-            refuse.append(f"{vm.config} exists on no node and {vm.name} runs nowhere to take "
-                          "it from")
+            refuse.append(Cause("NoSource", f"{vm.config} exists on no node and {vm.name} runs "
+                                "nowhere to take it from"))
         return disks
     missing = sorted(n for n, f in files.items() if f is None)
     if missing:
-        refuse.append(f"{vm.config} is missing on {', '.join(missing)} (present on "
-                      f"{', '.join(sorted(present))}): every node that may run it needs it")
+        refuse.append(Cause("ConfigMissing", f"{vm.config} is missing on {', '.join(missing)} "
+                            f"(present on {', '.join(sorted(present))}): every node that may "
+                            "run it needs it"))
     for n, f in sorted(present.items()):
         if f.error:
-            refuse.append(f"{vm.config} on {n}: {f.error}")
+            refuse.append(Cause("ConfigUnreadable", f"{vm.config} on {n}: {f.error}"))
     digests = {f.sha256 for f in present.values() if not f.error}
     if len(digests) > 1:
-        refuse.append(f"{vm.config} differs between nodes (" + ", ".join(
-            f"{n}: {f.sha256[:12]}" for n, f in sorted(present.items())) + ")")
+        refuse.append(Cause("ConfigDiffers", f"{vm.config} differs between nodes (" + ", ".join(
+            f"{n}: {f.sha256[:12]}" for n, f in sorted(present.items())) + ")"))
     one = next((f for f in present.values() if not f.error), None)
     if one is not None:
         if one.domain != vm.name:
-            refuse.append(f"{vm.config} defines domain {one.domain!r}, not {vm.name!r}")
+            refuse.append(Cause("WrongDomain", f"{vm.config} defines domain {one.domain!r}, "
+                                f"not {vm.name!r}"))
         if not one.name_on_own_line:
-            refuse.append(f"{vm.config}: <name> is not on a line of its own "
-                          "(VirtualDomain finds it by a line match: every start would fail)")
+            refuse.append(Cause("NameNotOnOwnLine", f"{vm.config}: <name> is not on a line of "
+                                "its own (VirtualDomain finds it by a line match: every start "
+                                "would fail)"))
         disks |= set(one.disks)
     return disks
 
@@ -239,13 +252,15 @@ def _enroll(out: PlanBuilder, ctx: Context, vm: Vm) -> None:
                  f"again {ROLLBACK_HOLD_SECONDS - (ctx.now - back):.0f} s from now")
         return
     refuse, wait = checks(index, desired, vm)
-    if refuse:
+    if refuse:  # the reason: the first cause; the message: every one
         out.find("enroll-refused", "warning", Subject(rid),
-                 f"{vm.name} is not enrolled, nothing was changed: " + "; ".join(refuse))
+                 f"{vm.name} is not enrolled, nothing was changed: "
+                 + "; ".join(c.text for c in refuse), reason=refuse[0].reason)
         return
     if wait:
         out.find("enroll-waiting", "info", Subject(rid),
-                 f"{vm.name}: enrollment waits: " + "; ".join(wait))
+                 f"{vm.name}: enrollment waits: " + "; ".join(c.text for c in wait),
+                 reason=wait[0].reason)
         return
     active = _active_on(index, vm.name)
     nodes = _may_run(index, vm)

@@ -157,7 +157,8 @@ def _where_it_runs(ctx: Context, out: PlanBuilder, vm: Vm) -> None:
         out.find("split-brain", "critical", Subject(rid, node),
                  f"split brain: domain {vm.name} was last seen running on {node}, which "
                  f"Pacemaker sees {how}; nothing proves it stopped there",
-                 urgent=st is not None and st.unclean)
+                 urgent=st is not None and st.unclean,
+                 reason="NodeUnclean" if st is not None and st.unclean else "NodeOffline")
     for c in ctx.ledger.out_of_band:
         if c.vm == vm.name:
             out.find("out-of-band", "warning", Subject(rid, c.node),
@@ -170,7 +171,7 @@ def _where_it_runs(ctx: Context, out: PlanBuilder, vm: Vm) -> None:
     placed = set(index.running.get(rid, ()))
     if len(on) > 1:
         out.find("split-brain", "critical", Subject(rid),
-                 f"split brain? domain {vm.name} runs on {', '.join(on)}")
+                 f"split brain? domain {vm.name} runs on {', '.join(on)}", reason="RunsTwice")
     elif set(on) - placed:
         out.find("unplaced-domain", "critical", Subject(rid),
                  f"domain {vm.name} runs on {on[0]} where Pacemaker does not have {rid} "
@@ -238,7 +239,7 @@ def _failed_vms(ctx: Context, out: PlanBuilder) -> None:
                  + (f" ({why})" if why else "") + "; it recovers it by its policy "
                  "(migration-threshold, on-fail), or clean it up once the cause is fixed "
                  "(the web view's clean up: clean_failures_before in the file)",
-                 urgent=True)
+                 urgent=True, reason="Failed")
 
 
 def _cannot_start(out: PlanBuilder, index: ClusterIndex, name: str, rid: str,
@@ -260,4 +261,4 @@ def _cannot_start(out: PlanBuilder, index: ClusterIndex, name: str, rid: str,
              f"{name}: {rid} cannot start, it runs nowhere ({why}); Pacemaker does not try "
              "those nodes again until the failures expire (failure-timeout) or are cleaned up "
              "once the cause is fixed (the web view's clean up: clean_failures_before in the "
-             "file)", urgent=True)
+             "file)", urgent=True, reason="CannotStart")

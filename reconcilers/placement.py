@@ -25,7 +25,14 @@ from controller.model.context import Context
 from controller.model.desired import DesiredState, Vm
 from controller.model.index import ClusterIndex
 from controller.model.observed import LocationConstraint
-from reconcilers.base import PlanBuilder, Scope, did_you_mean, remove_stale, undeclared_vms
+from reconcilers.base import (
+    Cause,
+    PlanBuilder,
+    Scope,
+    did_you_mean,
+    remove_stale,
+    undeclared_vms,
+)
 
 NAME = "placement"
 SCOPE: Scope = "vms"  # an incremental pass hands it the dirty VMs (ctx.scope, ctx.in_scope())
@@ -233,35 +240,38 @@ def report_unsatisfiable(out: PlanBuilder, ctx: Context) -> None:
         why = unsatisfiable_because(ctx, rid, prefer, vm.placement.allowed)
         out.find("placement-unsatisfiable", "warning", Subject(rid, prefer),
                  f"{vm.name} cannot run on its preferred node {prefer} (it runs on "
-                 f"{', '.join(nodes)}): {why}")
+                 f"{', '.join(nodes)}): {why.text}", reason=why.reason)
 
 
 def unsatisfiable_because(ctx: Context, rid: str, node: str,
-                          allowed: tuple[str, ...] | None) -> str:
+                          allowed: tuple[str, ...] | None) -> Cause:
     """What keeps `rid` off `node`, from the cluster's own constraints and node states."""
     index = ctx.index
     n = index.nodes.get(node)
     if n is None or not n.online:
-        return f"{node} is not online"
+        return Cause("NodeOffline", f"{node} is not online")
     if n.unclean:
-        return f"{node} is UNCLEAN"
+        return Cause("NodeUnclean", f"{node} is UNCLEAN")
     if n.standby or n.maintenance:
-        return f"{node} is in {'standby' if n.standby else 'maintenance'}"
+        return Cause("NodeStandby" if n.standby else "NodeMaintenance",
+                     f"{node} is in {'standby' if n.standby else 'maintenance'}")
     if allowed is not None and node not in allowed:
-        return f"the desired file allows it only on {', '.join(allowed)}"
+        return Cause("NotAllowed", f"the desired file allows it only on {', '.join(allowed)}")
     for cid, c in sorted(index.location.items()):
         if c.rsc == rid and c.node == node and (c.score or "").strip().lstrip("-").upper() \
                 == "INFINITY" and (c.score or "").strip().startswith("-"):
-            return (f"{cid} bans it from {node}" + (" (an operator's `pcs resource ban`: "
-                    f"`pcs resource clear {rid}` lifts it)" if cid.startswith("cli-ban-") else ""))
+            ban = cid.startswith("cli-ban-")
+            return Cause("OperatorBan" if ban else "Banned",
+                         f"{cid} bans it from {node}" + (" (an operator's `pcs resource ban`: "
+                         f"`pcs resource clear {rid}` lifts it)" if ban else ""))
     for cid, col in sorted(index.colocation.items()):
         if (col.score or "").strip().upper() != "-INFINITY" or rid not in (col.rsc, col.with_rsc):
             continue
         other = col.with_rsc if col.rsc == rid else col.rsc
         if other and node in index.running.get(other, ()):
-            return f"anti-affinity {cid} with {other}, which runs on {node}"
-    return ("a stronger score elsewhere wins (resource-stickiness, another location "
-            "constraint, utilization); `crm_simulate -sL` shows the scores")
+            return Cause("AntiAffinity", f"anti-affinity {cid} with {other}, which runs on {node}")
+    return Cause("OutScored", "a stronger score elsewhere wins (resource-stickiness, another "
+                 "location constraint, utilization); `crm_simulate -sL` shows the scores")
 
 
 def report_bans(out: PlanBuilder, ctx: Context) -> None:

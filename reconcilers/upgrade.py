@@ -27,7 +27,7 @@ def plan(ctx: Context, up: UpgradeProgress | None) -> Plan:
     if cur.step == "ready":
         out.find("upgrade-ready", "warning", Subject(node=cur.node), said)
     elif cur.step == "held":
-        out.find("upgrade-held", "warning", Subject(node=cur.node), said)
+        out.find("upgrade-held", "warning", Subject(node=cur.node), said, reason=cur.reason)
     else:
         out.find("upgrade-step", "info", Subject(node=cur.node), said)
     return out.build()

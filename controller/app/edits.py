@@ -425,7 +425,8 @@ def _plan(src: Sources, observed: ObservedState, desired: DesiredState
         "transition": msgspec.to_builtins(steps),
         "transition_error": out.preview.error if out.preview is not None else None,
         "scheduler": out.preview.scheduler if out.preview is not None else "",
-        "findings": [{"kind": f.kind, "severity": f.severity, "message": f.message,
+        "findings": [{"kind": f.kind, "reason": f.reason, "severity": f.severity,
+                      "message": f.message,
                       "resource": f.rsc, "node": f.node} for f in out.findings],
     }, steps
 

@@ -323,7 +323,7 @@ class Controller:
         now = {(f.kind, f.subject, f.message): f for f in findings}
         for key, f in now.items():
             if key not in self._logged:
-                self.log.warning("finding", reconciler=f.reconciler, kind=f.kind,
+                self.log.warning("finding", reconciler=f.reconciler, kind=f.kind, reason=f.reason,
                                  severity=f.severity, subject=f.subject, message=f.message)
         for kind, subject, message in sorted(self._logged - now.keys()):
             self.log.info("finding_gone", kind=kind, subject=subject, message=message)

@@ -409,6 +409,10 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     message: str
     rsc: str | None = None
     node: str | None = None
+    # Why, for machines (Kubernetes' Condition.reason: one CamelCase word): what code and tests
+    # read where a kind has more than one cause; "" where the kind says it all. `message` is
+    # for people and may be reworded.
+    reason: str = ""
     # Reported at once, not only once it persists: Pacemaker itself vouches for it (a guest on
     # a node it sees unclean), so no race between two readings can have made it up.
     urgent: bool = False

@@ -25,6 +25,7 @@ class FindingBrief(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
     severity: str
     message: str
+    reason: str = ""  # the finding's machine reason, where its kind has more than one cause
 
 
 # Every word of VmRow.health, worst first.
@@ -168,7 +169,8 @@ def vm_rows(observed: ObservedState, desired: DesiredState | None,
     for f in findings:
         if f.rsc is not None:
             about.setdefault(f.rsc, []).append(
-                FindingBrief(kind=f.kind, severity=f.severity, message=f.message))
+                FindingBrief(kind=f.kind, severity=f.severity, message=f.message,
+                             reason=f.reason))
     wanted = {vm.resource_id: vm for vm in (desired.vms if desired else ())}
     seen = _Seen(observed, {(node, name): d for node, doms in observed.domains.items()
                             for name, d in doms.items()},

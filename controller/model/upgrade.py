@@ -31,6 +31,7 @@ class NodeProgress(msgspec.Struct, frozen=True, kw_only=True):
     step: Step
     detail: str  # what it waits for, in an operator's words
     release: str = ""  # what the node's agent last reported ("Debian 12.12")
+    reason: str = ""  # why it is held, for machines (a CamelCase word); "" when not held
 
 
 class UpgradeProgress(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,19 +81,20 @@ def _step(node: str, release: str, to: str, desired: DesiredState,
           index: ClusterIndex) -> NodeProgress:
     st = index.nodes.get(node)
 
-    def at(step: Step, detail: str) -> NodeProgress:
-        return NodeProgress(node=node, step=step, detail=detail, release=release)
+    def at(step: Step, detail: str, reason: str = "") -> NodeProgress:
+        return NodeProgress(node=node, step=step, detail=detail, release=release, reason=reason)
 
     if st is None:
-        return at("held", f"{node} is not a node of the cluster")
+        return at("held", f"{node} is not a node of the cluster", "UnknownNode")
     upgraded = on_release(release, to)
     if not st.online:
         return at("upgrading", f"{node} is down: waiting for it to come back on {to}"
                   + (f" (it reported {release})" if release else ""))
     if st.unclean:
-        return at("held", f"{node} is unclean: waiting for fencing")
+        return at("held", f"{node} is unclean: waiting for fencing", "NodeUnclean")
     if not release:
-        return at("held", f"no report of {node}'s release from its kvm-warden agent yet")
+        return at("held", f"no report of {node}'s release from its kvm-warden agent yet",
+                  "ReleaseUnknown")
     if upgraded:
         if st.standby:
             return at("returning", f"{node} is back on {release}: taking it out of standby")
@@ -102,18 +104,19 @@ def _step(node: str, release: str, to: str, desired: DesiredState,
         return at("done", f"{node} runs {release}, verified")
     if desired.cluster.node_states().get(node, "online") != "online":
         return at("held", f"the file keeps {node} {desired.cluster.node_states()[node]}: "
-                  "the upgrade takes a node out itself (set it online)")
+                  "the upgrade takes a node out itself (set it online)", "FileKeepsNodeOut")
     vms = _vms_on(node, index)
     if st.standby and not vms:
         return at("ready", f"{node} is ready to upgrade: in standby and empty. Upgrade it to "
                   f"{to} and restart it; kvm-warden brings it back when it reports {to}")
     others = _others_out(node, index)
     if others:  # held where it is: neither drained further nor brought back
-        return at("held", f"not draining {node}: {others} (never two nodes out)")
+        return at("held", f"not draining {node}: {others} (never two nodes out)",
+                  "AnotherNodeOut")
     failed = sorted({f"{f.resource} on {f.node}" for f in index.observed.status.failures})
     if failed:  # a fault anywhere stops the upgrade where it is, until it is dealt with
         return at("held", f"not draining {node}: failed actions ({', '.join(failed)}); "
-                  "clean them up (or fix their cause) and the upgrade goes on")
+                  "clean them up (or fix their cause) and the upgrade goes on", "FailedActions")
     return at("draining", f"draining {node} (standby) before its upgrade to {to}"
               + (f": {', '.join(vms)} still on it" if vms else ""))
 

@@ -29,7 +29,7 @@ from controller.model.events import (
 )
 from controller.model.observed import ConfigFile, Domain, SourceKey
 from probes.storage.configs import read_config_file
-from tests.integration.test_enroll import CONFIG, DESIRED, Cluster, actions, findings
+from tests.integration.test_enroll import CONFIG, DESIRED, Cluster, actions, findings, reasons
 from tests.waiting import wait_for
 
 ANY = "tcp://127.0.0.1:*"
@@ -187,9 +187,8 @@ def test_an_agent_that_reads_no_directory_holding_the_file_refuses_with_the_reas
     c.store.fold(envelope("kvm3", c.seq, ConfigFilesSeen(node="kvm3", dirs=("/srv/xml",))))
     out = c.step()
     assert not {"ExportConfig", "CreateVm"} & set(actions(out))
-    refused = findings(out, "enroll-refused")
-    assert refused and "the agent on kvm3 reads no directory holding " + CONFIG in refused[0]
-    assert "/srv/xml" in refused[0]
+    assert reasons(out, "enroll-refused") == ["ConfigUnseen"]
+    assert "/srv/xml" in findings(out, "enroll-refused")[0]  # the directory it does read
 
 
 @pytest.mark.usefixtures("pacemaker_tools")
@@ -206,8 +205,8 @@ def test_a_node_whose_agent_has_not_reported_its_files_makes_enrollment_wait(
     c.store.fold(envelope("kvm1", c.seq, ConfigFilesSeen(node="kvm1", dirs=("/kvm/storage",))))
     out = c.step()
     assert not {"ExportConfig", "CreateVm"} & set(actions(out))
-    waiting = findings(out, "enroll-waiting")
-    assert waiting and "no report of the XML files from the agent on kvm2, kvm3" in waiting[0]
+    assert reasons(out, "enroll-waiting") == ["FilesUnreported"]
+    assert "kvm2, kvm3" in findings(out, "enroll-waiting")[0]  # which agents
 
 
 def test_healthz_answers_for_the_publishers_threads(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:

@@ -52,6 +52,12 @@ def said(idx: ClusterIndex, text: str = FILE) -> list[tuple[str, str | None, str
             if f.reconciler == "upgrade"]
 
 
+def why(idx: ClusterIndex, text: str = FILE) -> list[tuple[str, str | None, str]]:
+    """(kind, node, machine reason) of what the upgrade says."""
+    return [(f.kind, f.node, f.reason) for f in plan_all(ctx(idx, text)).findings
+            if f.reconciler == "upgrade"]
+
+
 def test_a_release_matches_its_target_and_finer_versions_only() -> None:
     assert on_release("Debian 13.8", "Debian 13") and on_release("Debian 13", "Debian 13")
     assert not on_release("Debian 130", "Debian 13")
@@ -108,29 +114,29 @@ def test_never_two_nodes_out() -> None:
     idx = cluster({"a": "kvm1"}, OLD, standby({"kvm1": False, "kvm2": False, "kvm3": False},
                                               offline=("kvm3",)))
     assert attrs(idx) == set()
-    ((kind, node, msg),) = said(idx)
-    assert (kind, node) == ("upgrade-held", "kvm1") and "kvm3 offline" in msg
+    assert why(idx) == [("upgrade-held", "kvm1", "AnotherNodeOut")]
+    assert "kvm3 offline" in said(idx)[0][2]  # which node, told
     # an operator's standby of another node holds it too
     idx = cluster({"a": "kvm1"}, OLD, standby({"kvm1": False, "kvm2": True, "kvm3": False}))
-    assert attrs(idx) == set() and "kvm2 in standby" in said(idx)[0][2]
+    assert attrs(idx) == set() and why(idx) == [("upgrade-held", "kvm1", "AnotherNodeOut")]
 
 
 def test_a_failed_action_anywhere_stops_the_upgrade_where_it_is() -> None:
     failed = (Failure(resource="vm-b", node="kvm3", task="monitor", rc=7, status="complete"),)
     idx = cluster({"a": "kvm1", "b": "kvm3"}, OLD, failures=failed)
     assert attrs(idx) == set()
-    ((kind, node, msg),) = said(idx)
-    assert (kind, node) == ("upgrade-held", "kvm1") and "vm-b on kvm3" in msg
+    assert why(idx) == [("upgrade-held", "kvm1", "FailedActions")]
+    assert "vm-b on kvm3" in said(idx)[0][2]  # which, told
     # mid-drain too: kvm1 stays in standby, nothing is brought back or drained further
     idx = cluster({"a": "kvm1", "b": "kvm3"}, OLD,
                   standby({"kvm1": True, "kvm2": False, "kvm3": False}), failures=failed)
-    assert attrs(idx) == set() and said(idx)[0][0] == "upgrade-held"
+    assert attrs(idx) == set() and why(idx) == [("upgrade-held", "kvm1", "FailedActions")]
 
 
 def test_a_node_with_no_report_of_its_release_is_not_drained() -> None:
     idx = cluster({"a": "kvm1"}, {"kvm2": "Debian 12.12", "kvm3": "Debian 12.12"})
     assert attrs(idx) == set()
-    assert said(idx)[0][0] == "upgrade-held" and "no report of kvm1's release" in said(idx)[0][2]
+    assert why(idx) == [("upgrade-held", "kvm1", "ReleaseUnknown")]
 
 
 def test_resumes_where_it_stands_after_a_controller_failover() -> None:
