@@ -38,166 +38,176 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from lab.base import (
+    AGENT_PORT,
+    ALERT_AGENT,
+    ALERT_SOCKET,
+    BASE,
+    BRIDGE_NS,
+    CONTROLLER,
+    COROSYNC_CONF,
+    E2E_DESIRED,
+    FENCE_AGENT,
+    HA_PASSWORD,
+    HA_PORT,
+    HA_SHARED,
+    HA_USER,
+    HA_VIP,
+    INSTALLED_MARKER,
+    INSTALLED_XML,
+    NET,
+    NODE_OS,
+    NODES,
+    PACKAGED_MARKER,
+    QEMU_CONF,
+    RELEASES_FILE,
+    ROOT,
+    SEED_CIB,
+    STORAGE,
+    VMS,
+    WARDEN_MARKER,
+    _detach,
+    _reap,
+    _wait,
+    foreign,
+    host_release,
+    in_netns,
+    installed,
+    netns_ids,
+    netns_pids,
+    node_ip,
+    node_pid,
+    node_pids,
+    node_release,
+    on,
+    packaged,
+    release_package,
+    release_root,
+    sh,
+)
+from lab.ha import (
+    _ha_user_line,
+    _remove_ha_user,
+    ha_get,
+    ha_node,
+    start_ha_controller,
+    stop_ha_controller,
+)
+from lab.install import (
+    install,
+)
+from lab.warden import (
+    _agent_line,
+    _alert,
+    _spawn,
+    audit_records,
+    kvm_warden_argv,
+    start_agent,
+    start_agents,
+    start_controller,
+    start_warden,
+    warden_get,
+)
 
-NODES = ("kvm1", "kvm2", "kvm3")
-BRIDGE_NS = "kvmlab-br"
-NET = "10.213.0"
-BASE = Path(os.environ.get("KVM_WARDEN_LAB_DIR", "/var/tmp/kvm-warden-lab"))
-STORAGE = Path("/kvm/storage")
-VMS = (("web01", 5901), ("web02", 5902), ("db01", 5903))
-ROOT = Path(__file__).resolve().parent.parent
-# The lab's qemu.conf (no cgroups, no dynamic ownership, no security driver: namespaces on one
-# host, not a production hypervisor); the libvirtd tests use the same one.
-QEMU_CONF = """user = "root"
-group = "root"
-dynamic_ownership = 0
-security_driver = "none"
-cgroup_controllers = [ ]
-remember_owner = 0
-"""
+# Every name `from lab import lab` gives: the cluster's own, and what it re-exports of
+# lab/base.py, warden.py, ha.py and install.py (the scenarios use one namespace).
+__all__ = [
+    "AGENT_PORT",
+    "ALERT_AGENT",
+    "ALERT_SOCKET",
+    "BASE",
+    "BRIDGE_NS",
+    "CONTROLLER",
+    "COROSYNC_CONF",
+    "E2E_DESIRED",
+    "FENCE_AGENT",
+    "Forwarder",
+    "HA_PASSWORD",
+    "HA_PORT",
+    "HA_SHARED",
+    "HA_USER",
+    "HA_VIP",
+    "INSTALLED_MARKER",
+    "INSTALLED_XML",
+    "NET",
+    "NODES",
+    "NODE_OS",
+    "PACKAGED_MARKER",
+    "QEMU_CONF",
+    "RELEASES_FILE",
+    "ROOT",
+    "SEED_CIB",
+    "STORAGE",
+    "VMS",
+    "WARDEN_MARKER",
+    "_agent_line",
+    "_alert",
+    "_detach",
+    "_fencing_and_alerts",
+    "_guest_xml",
+    "_ha_user_line",
+    "_network",
+    "_node_files",
+    "_node_os",
+    "_own_pacemaker_dirs",
+    "_package_mount",
+    "_reap",
+    "_release_os",
+    "_remove_ha_user",
+    "_resources",
+    "_spawn",
+    "_start_bmc",
+    "_start_node",
+    "_stop_bmc",
+    "_storage",
+    "_wait",
+    "audit_records",
+    "down",
+    "foreign",
+    "guest_processes",
+    "guests_by_node",
+    "ha_get",
+    "ha_node",
+    "host_release",
+    "in_netns",
+    "install",
+    "installed",
+    "kill_node",
+    "kvm_warden_argv",
+    "main",
+    "netns_ids",
+    "netns_pids",
+    "node_ip",
+    "node_pid",
+    "node_pids",
+    "node_release",
+    "nodes_online",
+    "on",
+    "packaged",
+    "parse_releases",
+    "release_package",
+    "release_root",
+    "restart_node",
+    "run_on",
+    "set_link",
+    "sh",
+    "start_agent",
+    "start_agents",
+    "start_controller",
+    "start_ha_controller",
+    "start_node",
+    "start_warden",
+    "stop_ha_controller",
+    "up",
+    "upgrade_node",
+    "vm_roles",
+    "vms_running",
+    "warden_get",
+]
 
-AGENT_PORT = 9820
-ALERT_SOCKET = "/run/kvm-warden/alerts.sock"  # on every node (each node has its own /run)
-FENCE_AGENT = Path("/usr/sbin/fence_kvmlab")
-ALERT_AGENT = Path("/usr/local/libexec/kvm-warden-alert")
-WARDEN_MARKER = "warden-agents"  # present: a node boots with its kvm-warden agent
-# Present: the nodes run kvm-warden from its Debian package, as installed (see install()).
-INSTALLED_MARKER = "installed"
-# Present: every node runs kvm-warden from its release's package at /opt/kvm-warden (unpacked,
-# not installed with apt): one path on every node, whichever release it runs -- a rolling
-# upgrade's HA controller fails over between releases.
-PACKAGED_MARKER = "packaged"
-# What the package writes on a node, each an overlay of the host's directory whose upper layer
-# is the node's own disk (BASE/kvmN/os): dpkg, apt and adduser work as on a real node and the
-# host's own files are never touched.
-NODE_OS = ("etc", "usr", "opt", "var/lib", "var/log", "var/cache")
-UNIT_RUNNER = ROOT / "lab" / "unit.py"  # the lab's stand-in for systemd (no systemd here)
-# Each node's Debian release ("12" or "13"): a node of another release than this machine's is
-# the same node with that release's /usr and /etc (overlays of scripts/release-root.sh's lab
-# root, LAB.md section 6) and runs kvm-warden from that release's package.
-RELEASES_FILE = "releases.json"
-INSTALLED_XML = f"{STORAGE}/xml"  # with the package: a directory of XML files kvm-warden may write
-
-COROSYNC_CONF = """totem {
-    version: 2
-    cluster_name: kvm_cluster
-    transport: knet
-    crypto_cipher: none
-    crypto_hash: none
-    token: 1000
-}
-nodelist {
-%s
-}
-quorum {
-    provider: corosync_votequorum
-}
-logging {
-    to_logfile: yes
-    logfile: /var/log/pacemaker/corosync.log
-    to_syslog: no
-}
-"""
-
-SEED_CIB = """<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.8" epoch="1" num_updates="0"
- admin_epoch="0"><configuration><crm_config><cluster_property_set id="cib-bootstrap-options">
-<nvpair id="cib-bootstrap-options-dc-deadtime" name="dc-deadtime" value="5s"/>
-<nvpair id="cib-bootstrap-options-stonith-enabled" name="stonith-enabled" value="false"/>
-<nvpair id="cib-bootstrap-options-no-quorum-policy" name="no-quorum-policy" value="freeze"/>
-<nvpair id="cib-bootstrap-options-cluster-recheck-interval" name="cluster-recheck-interval"
- value="1min"/>
-</cluster_property_set></crm_config><nodes/><resources/><constraints/></configuration><status/>
-</cib>
-"""
-
-
-
-# The desired file of the e2e scenarios and the soak (str.format: web01, web02, nodes, db01,
-# policy): web01 on kvm1, web02 on kvm2 and apart from web01, db01 anywhere.
-E2E_DESIRED = """version: 1
-cluster:
-  properties: {{no-quorum-policy: freeze}}
-  nodes: {nodes}
-storage:
-  - name: gfs2_storage
-    resource: gfs2_res01-clone
-    mountpoint: /kvm/storage
-    requires: [clvmd-clone, dlm-clone]
-vms:
-  - name: web01
-    placement: {{prefer: {web01}}}
-  - name: web02
-    placement: {{prefer: {web02}}}
-    anti_affinity: [web01]
-  - name: db01
-{db01}policy:
-  resync_seconds: 5
-  clear_move_leftovers: true
-  pause_grace_seconds: 1
-{policy}"""
-
-def sh(*argv: str, check: bool = True, timeout: float = 60, **kw: object
-       ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check,
-                          timeout=timeout, **kw)  # type: ignore[call-overload]
-
-
-def node_ip(node: str) -> str:
-    return f"{NET}.{NODES.index(node) + 1}"
-
-
-def node_pid(node: str) -> int:
-    return int((BASE / node / "pid").read_text())
-
-
-def on(node: str, *argv: str, check: bool = True, timeout: float = 60
-       ) -> subprocess.CompletedProcess[str]:
-    """Run a command "on" a node: its network, mount and UTS namespaces (LAB.md)."""
-    pid = node_pid(node)
-    return sh("nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt",
-              f"--uts=/proc/{pid}/ns/uts", *argv, check=check, timeout=timeout)
-
-
-def netns_pids(ns: str) -> list[int]:
-    out = sh("ip", "netns", "pids", ns, check=False)
-    return [int(p) for p in out.stdout.split()]
-
-
-def node_pids(node: str, pattern: str) -> list[str]:
-    """PIDs of this node's processes whose command line matches `pattern`.
-
-    The nodes share the host's PID namespace, so a bare `pgrep` "on" a node sees every node's
-    processes; the node's own are those in its network namespace.
-    """
-    mine = set(netns_pids(node))
-    out = sh("pgrep", "-f", pattern, check=False).stdout.split()
-    return [p for p in out if int(p) in mine]
-
-
-# The lab's daemons outlive the calls that start them; they are kept here (and reaped by
-# down()) so that nothing is left for the garbage collector to warn about.
-_children: list[subprocess.Popen[bytes]] = []
-
-
-def _detach(argv: list[str], log_path: Path, cwd: Path | None = None,
-            env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a lab daemon in its own session, its output appended to `log_path`."""
-    with open(log_path, "ab") as log:  # the child has its own copy of the descriptor
-        proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=cwd, env=env,
-                                start_new_session=True)
-    _children.append(proc)
-    return proc
-
-
-def _reap() -> None:
-    for proc in list(_children):
-        if proc.poll() is not None:
-            _children.remove(proc)
 
 
 def down() -> None:
@@ -268,12 +278,6 @@ def _fencing_and_alerts() -> None:
         _alert(str(ALERT_AGENT))
 
 
-def _alert(path: str) -> None:
-    on("kvm1", "pcs", "alert", "create", "id=kvm-warden", f"path={path}")
-    on("kvm1", "pcs", "alert", "recipient", "add", "kvm-warden", f"value={ALERT_SOCKET}",
-       "id=kvm-warden-agent")
-
-
 def _network() -> None:
     sh("ip", "netns", "add", BRIDGE_NS)
     sh("ip", "-n", BRIDGE_NS, "link", "add", "br0", "type", "bridge")
@@ -332,50 +336,6 @@ def start_node(node: str) -> None:
             _start_node(node)
 
 
-def installed() -> bool:
-    return (BASE / INSTALLED_MARKER).exists()
-
-
-def packaged() -> bool:
-    return (BASE / PACKAGED_MARKER).exists()
-
-
-def host_release() -> str:
-    return Path("/etc/debian_version").read_text().split(".")[0].strip()
-
-
-def node_release(node: str) -> str:
-    """The node's Debian release, as `up(releases=...)` set it (this machine's by default)."""
-    try:
-        releases: dict[str, str] = json.loads((BASE / RELEASES_FILE).read_text())
-    except (OSError, ValueError):
-        return host_release()
-    return releases.get(node, host_release())
-
-
-def foreign(node: str) -> bool:
-    """Whether the node runs another release than this machine (its own /usr and /etc)."""
-    return node_release(node) != host_release()
-
-
-def release_root(release: str) -> Path:
-    """That release's lab root (made once, cached under build/)."""
-    out = sh(str(ROOT / "scripts" / "release-root.sh"), release, "lab", check=True, timeout=1800)
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
-def release_package(release: str) -> Path:
-    """kvm-warden's package for the release, unpacked (its /opt/kvm-warden runs on that
-    release's python3)."""
-    out = sh(str(ROOT / "scripts" / "build-deb.sh"), check=True, timeout=1800,
-             env={**os.environ, "RELEASE": release})
-    deb = out.stdout.strip().splitlines()[-1].split()[1]
-    unpacked = BASE / f"package-{release}"
-    shutil.rmtree(unpacked, ignore_errors=True)
-    sh("dpkg-deb", "-x", deb, str(unpacked))
-    return unpacked
-
-
 def _release_os(node: str, d: Path) -> str:
     """For a node of another release: its /usr and /etc from that release's lab root, the
     lab's agents put in them, kvm-warden's package at /opt/kvm-warden. With an installed OS
@@ -408,44 +368,12 @@ def _package_mount(release: str) -> str:
             f"mount --bind {package} /opt/kvm-warden\n")
 
 
-def _ha_user_line() -> str:
-    """A node of the other release has its own /etc: the HA controller's user made there at
-    boot (this host's uid and gid, in its haclient) before Pacemaker may start the controller."""
-    import pwd
-    import shlex
-
-    try:
-        me = pwd.getpwnam(HA_RUN_AS)
-    except KeyError:
-        return ""
-    user = shlex.quote(HA_RUN_AS)
-    return (f"getent passwd {user} >/dev/null || {{ groupadd --gid {me.pw_gid} {user} || true; "
-            f"useradd --system --no-create-home --uid {me.pw_uid} --gid {me.pw_gid} "
-            f"--groups haclient --shell /bin/sh {user}; }}\n")
-
-
 def _own_pacemaker_dirs() -> str:
     """The node's own users own its Pacemaker directories (user ids differ between
     releases: hacluster is 102 on Debian 12 here, 101 on 13)."""
     return ("chown -R hacluster:haclient /var/lib/pacemaker/cib /var/lib/pacemaker/pengine "
             "/var/lib/pacemaker/blackbox /var/lib/pacemaker/cores /var/log/pacemaker "
             "/run/pacemaker\n")
-
-
-# The controller's process, from this tree or from a release's package (pgrep -f, an ERE).
-CONTROLLER = r"(controller\.app\.cli|/opt/kvm-warden/bin/kvm-warden) controller"
-
-# A stdlib-only snippet run "on" a node: the node's own interpreter (a node of the other release
-# has its own /usr, where this machine's interpreter is not).
-NODE_PYTHON = "/usr/bin/python3"
-
-
-def kvm_warden_argv(node: str) -> list[str]:
-    """How kvm-warden runs on the node: this tree with this interpreter, or on a node of
-    another release its package (a venv of this machine's python3 cannot run there)."""
-    if foreign(node) or packaged():
-        return ["/opt/kvm-warden/bin/kvm-warden"]
-    return [sys.executable, "-m", "controller.app.cli"]
 
 
 def _node_os(node: str, d: Path) -> str:
@@ -496,30 +424,6 @@ def _start_node(node: str) -> None:
     proc = _detach(["ip", "netns", "exec", node, "unshare", "-m", "-u", "--propagation",
                     "private", "sh", str(d / "start.sh")], d / "node.log")
     (d / "pid").write_text(str(proc.pid))
-
-
-def _agent_line(node: str) -> str:
-    """The node's kvm-warden agent, started at boot like its systemd unit would be."""
-    import shlex
-
-    argv = " ".join(shlex.quote(a) for a in _agent_argv(node))
-    if installed():  # as systemd would start the enabled unit
-        argv = f"/usr/bin/python3 {UNIT_RUNNER} start kvm-warden-agent"
-    return f"(cd {shlex.quote(str(ROOT))} && exec {argv}) >> {BASE / f'agent-{node}.log'} 2>&1 &\n"
-
-
-def _wait(what: str, cond, timeout: float, logs: list[Path]) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return
-        except (subprocess.SubprocessError, OSError, ValueError):
-            pass
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-1500:]}" for p in logs
-                      if p.exists())
-    raise SystemExit(f"lab: {what} not ready after {timeout:.0f} s\n{tails}")
 
 
 def _guest_xml(name: str, port: int) -> str:
@@ -726,121 +630,6 @@ def main() -> int:
     return 0
 
 
-# -- kvm-warden in the lab: an agent on every node, the controller on kvm1 --------------------
-
-def _keys() -> None:
-    from controller.bus.keys import generate_keys
-
-    keys, allow_agents, allow_ctl = BASE / "keys", BASE / "allow-agents", BASE / "allow-controller"
-    for d in (keys, allow_agents, allow_ctl):
-        d.mkdir(parents=True, exist_ok=True)
-    for name in (*NODES, "controller"):
-        secret = keys / f"{name}.key_secret"
-        if not secret.exists():
-            generate_keys(keys, name)
-        secret.chmod(0o600)  # a lab made by an older version left them readable
-    shutil.copy(keys / "controller.key", allow_agents / "controller.key")
-    for node in NODES:
-        shutil.copy(keys / f"{node}.key", allow_ctl / f"{node}.key")
-
-
-def _spawn(node: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-    pid = node_pid(node)
-    # Temporary files in the lab's own directory: a process the nemesis kills with SIGKILL
-    # (in the middle of a preview, say) cannot remove its own, and down() removes these.
-    tmp = BASE / "tmp"
-    tmp.mkdir(exist_ok=True)
-    tmp.chmod(0o1777)  # the HA controller's own user writes there too
-    return _detach(["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt",
-                    f"--uts=/proc/{pid}/ns/uts", *argv], BASE / f"{name}.log", cwd=ROOT,
-                   env={**os.environ, "TMPDIR": str(tmp)})
-
-
-def _agent_argv(node: str) -> list[str]:
-    keys = BASE / "keys"
-    return [*kvm_warden_argv(node), "agent", "--node", node,
-            "--bind", f"tcp://{node_ip(node)}:{AGENT_PORT}", "--libvirt-uri", "qemu:///system",
-            "--keys", str(keys / f"{node}.key_secret"), "--allow", str(BASE / "allow-agents"),
-            "--alerts", ALERT_SOCKET, "--config-dir", str(STORAGE)]
-
-
-def start_agent(node: str) -> subprocess.Popen[bytes]:
-    if installed():
-        return start_unit(node, "kvm-warden-agent", f"agent-{node}")
-    return _spawn(node, f"agent-{node}", _agent_argv(node))
-
-
-def start_unit(node: str, unit: str, log: str) -> subprocess.Popen[bytes]:
-    """An installed unit started as its unit file says (lab/unit.py, the stand-in for systemd),
-    with the node's own python3: the settings are read from the node's installed files."""
-    return _spawn(node, log, ["/usr/bin/python3", str(UNIT_RUNNER), "start", unit])
-
-
-def start_controller(desired: Path, http_port: int = 9810, state_dir: Path | None = None
-                     ) -> subprocess.Popen[bytes]:
-    if installed():  # its desired file, state and port are /etc/default/kvm-warden's
-        return start_unit("kvm1", "kvm-warden-controller", "controller")
-    keys = BASE / "keys"
-    agents = [a for n in NODES for a in ("--agent", f"{n}=tcp://{node_ip(n)}:{AGENT_PORT}")]
-    # nsenter --mount starts the command in the node's root: every path must be absolute.
-    return _spawn("kvm1", "controller", [
-        *kvm_warden_argv("kvm1"), "controller", "--desired",
-        str(desired.resolve()),
-        "--keys", str(keys / "controller.key_secret"), "--allow", str(BASE / "allow-controller"),
-        "--http-host", "127.0.0.1", "--web-config", str(_ha_web_config()),
-        "--state-dir", str(state_dir or BASE / "state"),
-        "--http-port", str(http_port), *agents])
-
-
-def start_agents() -> dict[str, subprocess.Popen[bytes]]:
-    _keys()
-    (BASE / WARDEN_MARKER).touch()  # from now on a node boots with its agent
-    return {f"agent-{n}": start_agent(n) for n in NODES}
-
-
-def start_warden(desired: Path) -> dict[str, subprocess.Popen[bytes]]:
-    procs = start_agents()
-    procs["controller"] = start_controller(desired)
-    return procs
-
-
-def warden_get(path: str, port: int = 9810) -> str:
-    """GET from the controller's HTTP port, which listens inside kvm1's network namespace
-    (HTTPS with the lab's user: the lab runs it with a web configuration, as production does)."""
-    code = (
-        "import base64, ssl, sys, urllib.request\n"
-        f"req = urllib.request.Request('https://127.0.0.1:{port}{path}')\n"
-        f"req.add_header('Authorization', 'Basic ' + base64.b64encode("
-        f"b'{HA_USER}:{HA_PASSWORD}').decode())\n"
-        f"ctx = ssl.create_default_context(cafile='{BASE / 'ha' / 'cert.pem'}')\n"
-        "sys.stdout.write(urllib.request.urlopen(req, timeout=10, context=ctx).read().decode())\n")
-    return on("kvm1", NODE_PYTHON, "-c", code, check=False).stdout
-
-
-def audit_records(name: str = "controller") -> list[dict[str, object]]:
-    out = []
-    path = BASE / f"{name}.log"
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-    return out
-
-
-def netns_ids() -> dict[str, str]:
-    """Each node's network namespace as /proc/PID/ns/net names it ("net:[4026532...]")."""
-    out = {}
-    for node in NODES:
-        try:
-            out[f"net:[{os.stat(f'/run/netns/{node}').st_ino}]"] = node
-        except OSError:
-            pass
-    return out
-
-
 def guests_by_node(ids: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Guest name -> the nodes with a live qemu process for it, read straight from /proc (fast
     enough to sample every 0.1 s: "no VM runs twice at any moment" is checked with it)."""
@@ -875,178 +664,6 @@ def set_link(node: str, up: bool) -> None:
     """Cut (or restore) a node's cable on the lab bridge: a network partition."""
     sh("ip", "-n", BRIDGE_NS, "link", "set", f"veth{NODES.index(node) + 1}",
        "up" if up else "down")
-
-
-# -- the controller as a cluster resource (config/pacemaker/controller-ha.pcs) ----------------
-
-HA_VIP = f"{NET}.100"
-HA_PORT = 9810
-HA_USER, HA_PASSWORD = "lab", "lab-password"
-HA_SHARED = BASE / "storage" / "kvm-warden"  # /kvm/storage/kvm-warden on every node
-HA_LOG = BASE / "ha" / "log"
-HA_RUN_AS = "kvm-warden"  # the HA controller's own user, as the package makes it
-_HA_USER_MADE = BASE / "ha-user-made"  # the lab made that user: down() removes it again
-
-
-def _ha_user() -> None:
-    """The controller's user as the README makes it, if this host has none yet."""
-    import pwd
-
-    try:
-        pwd.getpwnam(HA_RUN_AS)
-    except KeyError:
-        sh("useradd", "--system", "--no-create-home", "--user-group", "--groups", "haclient",
-           "--shell", "/bin/sh", HA_RUN_AS)
-        _HA_USER_MADE.touch()
-
-
-def _ha_user_on_foreign_nodes() -> None:
-    """A node of the other release has its own /etc: the controller's user there too, with
-    this host's uid and gid (the files on the shared storage are theirs) and in its haclient."""
-    import pwd
-
-    me = pwd.getpwnam(HA_RUN_AS)
-    for node in NODES:
-        if not foreign(node) or on(node, "getent", "passwd", HA_RUN_AS, check=False).stdout:
-            continue
-        on(node, "groupadd", "--gid", str(me.pw_gid), HA_RUN_AS, check=False)
-        on(node, "useradd", "--system", "--no-create-home", "--uid", str(me.pw_uid), "--gid",
-           str(me.pw_gid), "--groups", "haclient", "--shell", "/bin/sh", HA_RUN_AS)
-
-
-def _remove_ha_user() -> None:
-    if _HA_USER_MADE.exists():
-        sh("userdel", HA_RUN_AS, check=False)
-        _HA_USER_MADE.unlink()
-
-
-def _give_to_ha_user(*paths: Path, mode: int) -> None:
-    for path in paths:
-        shutil.chown(path, HA_RUN_AS, HA_RUN_AS)
-        path.chmod(mode)
-
-
-def _ha_web_config() -> Path:
-    import bcrypt
-
-    d = BASE / "ha"
-    d.mkdir(parents=True, exist_ok=True)
-    if not (d / "cert.pem").exists():
-        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-           str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "30", "-subj",
-           f"/CN={HA_VIP}", "-addext",
-           f"subjectAltName=IP:{HA_VIP},IP:127.0.0.1,DNS:localhost")
-    hashed = bcrypt.hashpw(HA_PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
-    (d / "web.yml").write_text(
-        f"tls_server_config:\n  cert_file: {d / 'cert.pem'}\n  key_file: {d / 'key.pem'}\n"
-        f"basic_auth_users:\n  {HA_USER}: '{hashed}'\n"
-        f"kvm_warden:\n  roles: {{{HA_USER}: operator}}\n")  # the lab's user opens consoles
-    return d / "web.yml"
-
-
-def ha_commands() -> list[list[str]]:
-    """config/pacemaker/controller-ha.pcs with the lab's values: the lines an operator runs."""
-    import shlex
-    from string import Template
-
-    values = {
-        "VIP": HA_VIP, "CIDR": "24", "NIC": "eth0",
-        "BIN": kvm_warden_argv("kvm1")[0] if foreign("kvm1") or packaged()
-        else str(Path(sys.executable).parent / "kvm-warden"),
-        "SHARED": f"{STORAGE}/kvm-warden", "STORAGE": "gfs2_res01-clone",
-        "KEYS": str(BASE / "keys" / "controller.key_secret"),
-        "ALLOW": str(BASE / "allow-controller"), "WEB": str(BASE / "ha" / "web.yml"),
-        "AGENTS": " ".join(f"--agent {n}=tcp://{node_ip(n)}:{AGENT_PORT}" for n in NODES),
-        "USER": HA_RUN_AS, "RUN": "/run/kvm-warden-controller", "LOG": str(HA_LOG),
-    }
-    text = (ROOT / "config" / "pacemaker" / "controller-ha.pcs").read_text()
-    return [shlex.split(Template(line).substitute(values)) for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
-
-
-def start_ha_controller(desired_text: str, via: str = "kvm1") -> None:
-    """The controller as Pacemaker's resource group warden-ctl, its files on the shared storage."""
-    _keys()
-    _ha_web_config()
-    _ha_user()
-    _ha_user_on_foreign_nodes()
-    for d in (HA_SHARED, HA_LOG):
-        d.mkdir(parents=True, exist_ok=True)
-    (HA_SHARED / "desired.yaml").write_text(desired_text)
-    _give_to_ha_user(HA_SHARED, HA_LOG, mode=0o750)
-    _give_to_ha_user(*(f for f in HA_SHARED.iterdir() if f.is_file()), mode=0o640)
-    _give_to_ha_user(BASE / "keys" / "controller.key_secret", BASE / "ha" / "key.pem",
-                     BASE / "ha" / "web.yml", mode=0o600)
-    for argv in ha_commands():
-        on(via, *argv)
-
-
-def stop_ha_controller(via: str = "kvm1") -> None:
-    on(via, "pcs", "resource", "delete", "warden-ctl", "--force", check=False, timeout=120)
-
-
-def ha_node(via: str = "kvm1") -> str | None:
-    """The node Pacemaker runs the controller's process on."""
-    from lxml import etree
-
-    out = on(via, "crm_mon", "-1", "--output-as=xml", check=False).stdout
-    try:
-        root = etree.fromstring(out.encode())
-    except etree.XMLSyntaxError:
-        return None
-    for r in root.iter("resource"):
-        if r.get("id") == "ctl-proc" and r.get("active") == "true":
-            nodes = [str(n.get("name")) for n in r.iter("node")]
-            return nodes[0] if nodes else None
-    return None
-
-
-def ha_get(path: str, via: str, auth: bool = True) -> tuple[int, str]:
-    """GET https://VIP:9810/PATH from inside a node (the lab network), as Prometheus would."""
-    code = (
-        "import base64, ssl, sys, urllib.request, urllib.error\n"
-        f"req = urllib.request.Request('https://{HA_VIP}:{HA_PORT}{path}')\n"
-        + (f"req.add_header('Authorization', 'Basic ' + base64.b64encode("
-           f"b'{HA_USER}:{HA_PASSWORD}').decode())\n" if auth else "")
-        + f"ctx = ssl.create_default_context(cafile='{BASE / 'ha' / 'cert.pem'}')\n"
-        "try:\n"
-        "    r = urllib.request.urlopen(req, timeout=5, context=ctx)\n"
-        "    sys.stdout.write(str(r.status) + '\\n' + r.read().decode())\n"
-        "except urllib.error.HTTPError as e:\n"
-        "    sys.stdout.write(str(e.code) + '\\n')\n"
-        "except OSError as e:\n"
-        "    sys.stdout.write('0\\n' + str(e))\n")
-    out = on(via, NODE_PYTHON, "-c", code, check=False, timeout=30).stdout
-    head, _, body = out.partition("\n")
-    return (int(head) if head.isdigit() else 0), body
-
-
-def in_netns(node: str, fn: Callable[[], T]) -> T:
-    """Run `fn` in a node's network namespace (on a short-lived thread: setns changes only the
-    calling thread). A socket made there stays there: the host can talk into a node with it."""
-    import ctypes
-    import threading
-
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        fd = os.open(f"/run/netns/{node}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-                raise OSError(ctypes.get_errno(), f"setns into {node}")
-            out["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            out["error"] = exc
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]  # type: ignore[no-any-return]
 
 
 class Forwarder:
@@ -1133,67 +750,3 @@ def upgrade_node(node: str, release: str, timeout: float = 120.0) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-# -- kvm-warden installed from its Debian package, as README.md's install guide says ----------
-
-def install(deb: Path, desired_text: str | None = None) -> None:
-    """README.md's "Install on a real cluster", steps 2-7, on the lab's nodes (up(installed_os=
-    True) first): the package with apt on every node, corosync told of its IPC entry, the keys
-    made and copied, the desired file from `export` (or `desired_text`), /etc/default, the alert
-    agent, then the agents and the controller started from their installed units."""
-    if not installed():
-        raise SystemExit("lab: install() needs a lab made with up(installed_os=True)")
-    xfer = BASE / "xfer"  # what an operator copies between nodes (scp), not left behind
-    shutil.rmtree(xfer, ignore_errors=True)
-    xfer.mkdir(mode=0o700)
-    for node in NODES:  # 2. the package, and corosync's IPC entry loaded
-        on(node, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-           str(deb.resolve()), timeout=300)
-        on(node, "corosync-cfgtool", "-R")
-    for node in NODES:  # 3. keys: one per node, the controller's once, copied everywhere
-        on(node, "kvm-warden", "keys", "generate", "/etc/kvm-warden/keys", node,
-           "--owner", "kvm-warden")
-        on(node, "cp", f"/etc/kvm-warden/keys/{node}.key", str(xfer))
-    on("kvm1", "kvm-warden", "keys", "generate", "/etc/kvm-warden/keys", "controller",
-       "--owner", "kvm-warden")
-    on("kvm1", "cp", "/etc/kvm-warden/keys/controller.key",
-       "/etc/kvm-warden/keys/controller.key_secret", str(xfer))
-    web = _ha_web_config()  # the lab's TLS certificate and user, copied to kvm1 below
-    for node in NODES:
-        if node != "kvm1":
-            on(node, "install", "-o", "kvm-warden", "-g", "kvm-warden", "-m", "0600",
-               str(xfer / "controller.key_secret"), "/etc/kvm-warden/keys/")
-        for peer in (*NODES, "controller"):
-            on(node, "install", "-m", "0644", str(xfer / f"{peer}.key"), "/etc/kvm-warden/allow/")
-        # 5. settings: this node's bus address; the controller's web configuration
-        on(node, "sed", "-i",
-           "-e", f"s|^KVM_WARDEN_AGENT_BIND=.*|KVM_WARDEN_AGENT_BIND=tcp://{node_ip(node)}:{AGENT_PORT}|",
-           "-e", "s|^KVM_WARDEN_WEB_CONFIG=.*|KVM_WARDEN_WEB_CONFIG=--web-config "
-           "/etc/kvm-warden/web.yml|",
-           "-e", "s|^KVM_WARDEN_AGENT_OPTIONS=.*|KVM_WARDEN_AGENT_OPTIONS="
-           f"--config-dir {STORAGE} --config-dir {INSTALLED_XML}|",
-           "/etc/default/kvm-warden")
-    # the VMs' XML directory enrollment writes to, given to the group kvm-warden (step 5)
-    shutil.rmtree(BASE / "storage" / "xml", ignore_errors=True)
-    on("kvm1", "install", "-d", "-g", "kvm-warden", "-m", "0775", INSTALLED_XML)
-    for name in ("cert.pem", "key.pem"):
-        on("kvm1", "install", "-o", "kvm-warden", "-g", "kvm-warden", "-m", "0600",
-           str(web.parent / name), f"/etc/kvm-warden/{name}")
-    (xfer / "web.yml").write_text(web.read_text().replace(str(web.parent), "/etc/kvm-warden"))
-    on("kvm1", "install", "-o", "kvm-warden", "-g", "kvm-warden", "-m", "0600",
-       str(xfer / "web.yml"), "/etc/kvm-warden/web.yml")
-    # 4. the desired file, from the cluster as it is, in the directory the controller may edit
-    desired = "/etc/kvm-warden/desired/desired.yaml"
-    if desired_text is None:
-        desired_text = on("kvm1", "kvm-warden", "export").stdout
-    (xfer / "desired.yaml").write_text(desired_text)
-    on("kvm1", "install", "-o", "kvm-warden", "-g", "kvm-warden", "-m", "0640",
-       str(xfer / "desired.yaml"), desired)
-    on("kvm1", "kvm-warden", "validate", desired)
-    shutil.rmtree(xfer)
-    _alert("/usr/lib/kvm-warden/kvm-warden-alert")  # 6. the alert agent, then the agents
-    (BASE / WARDEN_MARKER).touch()  # a node that boots again starts its agent (enabled)
-    for node in NODES:
-        start_agent(node)
-    start_controller(Path(desired))  # 7. the controller (the lab runs it on kvm1)

@@ -8,7 +8,6 @@ checks types; cross-references (VM -> storage, VM -> VM, node lists) are checked
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from controller.model.desired_checks import Path_, cross_check, field_path
 from controller.model.errors import DesiredStateError
 from controller.model.names import (
     DOMAIN_NAME,
@@ -72,8 +72,6 @@ class Recovery(_Strict):
 
 ParamValue = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]{0,1024}$", strict=True)]
 ParamName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", strict=True)]
-# VirtualDomain's own parameters kvm-warden sets itself when it enrolls a VM.
-ENROLL_PARAMS = frozenset({"config", "hypervisor", "migration_transport"})
 
 
 class Vm(_Strict):
@@ -237,7 +235,6 @@ class DesiredState(_Strict):
         return vm.recovery or self.policy.recovery
 
 
-Path_ = tuple[str | int, ...]
 
 
 def load_desired(path: str | Path) -> DesiredState:
@@ -308,10 +305,10 @@ def parse_desired(text: str, *, source: str = "<desired>") -> DesiredState:
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
-            problems.append((_line_for(loc, lines), f"{_field(loc)}: {_message(err)}"))
+            problems.append((_line_for(loc, lines), f"{field_path(loc)}: {_message(err)}"))
     problems.extend(
-        (_line_for(loc, lines), f"{_field(loc)}: {msg}")
-        for loc, msg in _cross_check(data) + _check_upgrade(data)
+        (_line_for(loc, lines), f"{field_path(loc)}: {msg}")
+        for loc, msg in cross_check(data)
     )
     if problems or result is None:
         raise DesiredStateError(_format(problems, source))
@@ -368,7 +365,7 @@ class _Converter:
         if len(path) > MAX_DEPTH:
             raise _TooLarge(f"nested more than {MAX_DEPTH} levels deep", line)
         if id(node) in self.active:
-            self.problems.append((line, f"{_field(path) or '(document)'}: an alias that "
+            self.problems.append((line, f"{field_path(path) or '(document)'}: an alias that "
                                         "contains itself"))
             return None
         self.lines[path] = line
@@ -387,16 +384,16 @@ class _Converter:
         for key_node, value_node in node.value:
             kline = key_node.start_mark.line + 1
             if key_node.tag == _MERGE_TAG:
-                self.problems.append((kline, f"{_field(path) or '(document)'}: YAML merge keys "
+                self.problems.append((kline, f"{field_path(path) or '(document)'}: YAML merge keys "
                                              "(<<) are not supported; write the keys out"))
                 continue
             key = self.scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
-                self.problems.append((kline, f"{_field(path) or '(document)'}: keys must be "
+                self.problems.append((kline, f"{field_path(path) or '(document)'}: keys must be "
                                              "strings"))
                 continue
             if key in out:
-                self.problems.append((kline, f"{_field((*path, key))}: duplicate key"))
+                self.problems.append((kline, f"{field_path((*path, key))}: duplicate key"))
                 continue
             out[key] = self.convert(value_node, (*path, key))
             self.lines[(*path, key)] = kline
@@ -407,14 +404,14 @@ class _Converter:
         if node.tag == _TIMESTAMP_TAG:
             return node.value  # as written: the field's own type parses it (its time zone too)
         if node.tag not in _SCALAR_TAGS:
-            self.problems.append((line, f"{_field(path) or '(document)'}: unsupported YAML tag "
+            self.problems.append((line, f"{field_path(path) or '(document)'}: unsupported YAML tag "
                                         f"{node.tag!r}"))
             return None
         try:
             return _constructor.construct_object(node, deep=True)
         except (ValueError, yaml.YAMLError):
             kind = node.tag.rsplit(":", 1)[-1]
-            self.problems.append((line, f"{_field(path) or '(document)'}: {node.value!r} is not "
+            self.problems.append((line, f"{field_path(path) or '(document)'}: {node.value!r} is not "
                                         f"a valid {kind}"))
             return None
 
@@ -427,13 +424,6 @@ def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:
         if loc[:end] in lines:
             return lines[loc[:end]]
     return 1
-
-
-def _field(loc: Path_) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _message(err: Any) -> str:
@@ -480,166 +470,6 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
-
-
-def _items(data: Any, key: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    seq = data.get(key) if isinstance(data, dict) else None
-    if isinstance(seq, list):
-        for i, item in enumerate(seq):
-            if isinstance(item, dict):
-                yield i, item
-
-
-def _strs(value: Any) -> list[tuple[int, str]]:
-    if isinstance(value, list):
-        return [(i, v) for i, v in enumerate(value) if isinstance(v, str)]
-    return []
-
-
-def _strs_keys(value: Any) -> list[str]:
-    return [k for k in value if isinstance(k, str)] if isinstance(value, dict) else []
-
-
-def _cross_check(data: dict[str, Any]) -> list[tuple[Path_, str]]:
-    """References inside the file: names unique, every name used is declared, no contradictions."""
-    out, storage_names, vm_names = _unique_names(data)
-    known_nodes = _known_nodes(data)
-    allowed_of: dict[str, tuple[Path_, frozenset[str]]] = {}
-    for i, vm in _items(data, "vms"):
-        out += _vm_references(i, vm, storage_names, vm_names)
-        placement = vm.get("placement")
-        if not isinstance(placement, dict):
-            continue
-        out += _vm_placement(i, placement, known_nodes)
-        allowed = [n for _, n in _strs(placement.get("allowed"))]
-        name = vm.get("name")
-        if isinstance(name, str) and allowed:
-            allowed_of[name] = (("vms", i, "placement", "allowed"), frozenset(allowed))
-    return out + _impossible_anti_affinity(data, allowed_of)
-
-
-def _unique_names(data: dict[str, Any]) -> tuple[list[tuple[Path_, str]], set[str], set[str]]:
-    """Storage and VM names each once, every resource id once: the problems, the storage
-    names and the VM names."""
-    out: list[tuple[Path_, str]] = []
-    storage_names: set[str] = set()
-    resource_ids: dict[str, Path_] = {}
-
-    def claim_resource(rid: Any, loc: Path_) -> None:
-        if isinstance(rid, str):
-            if rid in resource_ids:
-                out.append((loc, f"resource {rid!r} is already used at {_field(resource_ids[rid])}"))
-            else:
-                resource_ids[rid] = loc
-
-    for i, st in _items(data, "storage"):
-        name = st.get("name")
-        if isinstance(name, str):
-            if name in storage_names:
-                out.append((("storage", i, "name"), f"duplicate storage name {name!r}"))
-            storage_names.add(name)
-        claim_resource(st.get("resource"), ("storage", i, "resource"))
-    vm_names: set[str] = set()
-    for i, vm in _items(data, "vms"):
-        name = vm.get("name")
-        if isinstance(name, str):
-            if name in vm_names:
-                out.append((("vms", i, "name"), f"duplicate VM name {name!r}"))
-            vm_names.add(name)
-            rid = vm.get("resource", conventional_resource(name))
-            if "resource" not in vm and not RESOURCE_ID.fullmatch(rid):
-                out.append((("vms", i, "name"), f"the resource id {rid!r} derived from the name "
-                                                "is not a valid Pacemaker id: give `resource:`"))
-            claim_resource(rid, ("vms", i, "resource" if "resource" in vm else "name"))
-    return out, storage_names, vm_names
-
-
-def _vm_references(i: int, vm: dict[str, Any], storage_names: set[str], vm_names: set[str]
-                   ) -> list[tuple[Path_, str]]:
-    """A VM's storage and anti-affinity name declared entries; fields that are its own."""
-    out: list[tuple[Path_, str]] = []
-    name = vm.get("name")
-    for j, ref in _strs(vm.get("storage")):
-        if ref not in storage_names:
-            out.append((("vms", i, "storage", j), f"unknown storage {ref!r}"))
-    for j, ref in _strs(vm.get("anti_affinity")):
-        if ref == name:
-            out.append((("vms", i, "anti_affinity", j), "a VM cannot be anti-affine to itself"))
-        elif ref not in vm_names:
-            out.append((("vms", i, "anti_affinity", j), f"unknown VM {ref!r}"))
-    if vm.get("keep_running") is True and vm.get("state") != "absent":
-        out.append((("vms", i, "keep_running"), "only means something with state: absent"))
-    for key in _strs_keys(vm.get("params")):
-        if key in ENROLL_PARAMS:
-            out.append((("vms", i, "params", key), f"set {key} as the VM's own field"))
-    return out
-
-
-def _vm_placement(i: int, placement: dict[str, Any], known_nodes: set[str] | None
-                  ) -> list[tuple[Path_, str]]:
-    """A VM's placement: a preferred node it may run on, nodes the cluster has."""
-    out: list[tuple[Path_, str]] = []
-    allowed = [n for _, n in _strs(placement.get("allowed"))]
-    prefer = placement.get("prefer")
-    if isinstance(prefer, str) and "allowed" in placement and allowed and prefer not in allowed:
-        out.append(
-            (("vms", i, "placement", "prefer"), f"node {prefer!r} is not in placement.allowed")
-        )
-    if isinstance(placement.get("allowed"), list) and not placement["allowed"]:
-        out.append((("vms", i, "placement", "allowed"), "must name at least one node"))
-    if known_nodes is not None:
-        for j, n in _strs(placement.get("allowed")):
-            if n not in known_nodes:
-                out.append((("vms", i, "placement", "allowed", j), f"unknown node {n!r}"))
-        if isinstance(prefer, str) and prefer not in known_nodes:
-            out.append((("vms", i, "placement", "prefer"), f"unknown node {prefer!r}"))
-    return out
-
-
-def _impossible_anti_affinity(data: dict[str, Any],
-                              allowed_of: dict[str, tuple[Path_, frozenset[str]]]
-                              ) -> list[tuple[Path_, str]]:
-    """Two anti-affine VMs that may only run on the same single node can never both run."""
-    out: list[tuple[Path_, str]] = []
-    for i, vm in _items(data, "vms"):
-        name = vm.get("name")
-        if not isinstance(name, str) or name not in allowed_of:
-            continue
-        for j, ref in _strs(vm.get("anti_affinity")):
-            if ref in allowed_of and ref != name:
-                mine, theirs = allowed_of[name][1], allowed_of[ref][1]
-                if len(mine | theirs) == 1:
-                    out.append((("vms", i, "anti_affinity", j),
-                                f"conflict: {name!r} and {ref!r} are anti-affine but both may "
-                                f"only run on {next(iter(mine))!r}"))
-    return out
-
-
-def _known_nodes(data: dict[str, Any]) -> set[str] | None:
-    """The node names `cluster.nodes` lists (None: the file lists none)."""
-    cluster = data.get("cluster")
-    nodes = cluster.get("nodes") if isinstance(cluster, dict) else None
-    if not isinstance(nodes, list):
-        return None
-    return ({n for _, n in _strs(nodes)}
-            | {n["name"] for n in nodes if isinstance(n, dict) and isinstance(n.get("name"), str)})
-
-
-def _check_upgrade(data: dict[str, Any]) -> list[tuple[Path_, str]]:
-    """The upgrade's order: each node once, and a node of the cluster when the file lists them."""
-    up = data.get("upgrade")
-    if not isinstance(up, dict):
-        return []
-    known, seen = _known_nodes(data), set()
-    out: list[tuple[Path_, str]] = []
-    for j, n in _strs(up.get("order")):
-        if n in seen:
-            out.append((("upgrade", "order", j), f"node {n!r} is already in the order"))
-        elif known is not None and n not in known:
-            hint = did_you_mean(n, known)
-            out.append((("upgrade", "order", j), f"unknown node {n!r}{hint}"))
-        seen.add(n)
-    return out
 
 
 def desired_json_schema() -> dict[str, Any]:
