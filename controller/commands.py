@@ -79,7 +79,8 @@ def run(
         raise ToolError(args, "not installed (command not found)") from None
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        raise ToolError(args, f"timed out after {timeout:g} s (killed)", stderr=err) from None
+        raise ToolError(args, f"timed out after {timeout:g} s (killed)", stderr=err,
+                        timed_out=True) from None
     except OSError as exc:
         raise ToolError(args, f"could not start: {exc}") from None
     finally:
@@ -136,7 +137,7 @@ def finish(
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise ToolError(args, f"timed out after {timeout:g} s (killed)") from None
+        raise ToolError(args, f"timed out after {timeout:g} s (killed)", timed_out=True) from None
     stderr = err.decode(errors="replace")
     if proc.returncode not in ok_codes:
         raise ToolError(

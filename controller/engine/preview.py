@@ -30,7 +30,7 @@ from controller.engine.guard import Verdict
 from controller.logs import logger
 from controller.model.actions import CIB_ACTIONS, AnyAction, TransitionStep, describe
 from controller.model.desired import DesiredState
-from controller.model.errors import WardenError
+from controller.model.errors import ToolError, WardenError
 from controller.model.index import ClusterIndex
 from controller.model.machines import lacks, machine_on
 from controller.model.observed import ConfigVersion, Node
@@ -53,6 +53,31 @@ class Preview:
     config: ConfigVersion | None = None
     simulations: int = 0  # crm_simulate runs this preview cost (1 when the baseline was known)
     scheduler: str = ""  # whose scheduler computed it ("Pacemaker 2.1.5 ... on this node")
+    timed_out: bool = False  # the scheduler was killed at the timeout: longer may well do
+    timeout: float = 0.0  # the timeout it was given (s)
+
+
+MAX_TIMEOUT = 3600.0
+
+
+@dataclass
+class Timing:
+    """The preview's timeout, sized from what this cluster's scheduler measured: at least the
+    file's `preview_timeout_seconds`, three times the last preview that finished, and twice a
+    timeout that was not enough -- a large cluster (one transition at 16 x 1,000 takes ~35 s)
+    is previewed in full instead of having every move refused at a fixed 30 s."""
+
+    last_seconds: float = 0.0
+    after_timeout: float = 0.0
+
+    def timeout(self, configured: float) -> float:
+        return min(MAX_TIMEOUT, max(configured, 3 * self.last_seconds, self.after_timeout))
+
+    def record(self, pv: Preview) -> None:
+        if pv.timed_out:
+            self.after_timeout = min(MAX_TIMEOUT, 2 * pv.timeout)
+        elif pv.error is None and pv.simulations:
+            self.last_seconds = pv.seconds
 
 
 class Simulator(Protocol):
@@ -173,10 +198,11 @@ def preview(cib: bytes, actions: Sequence[AnyAction], timeout: float,
             if baseline is not None:
                 baseline.put(digest, base)
     except (WardenError, OSError) as exc:  # a full disk is "not proven safe", not a crash
-        return Preview(error=str(exc), seconds=time.monotonic() - started, scheduler=where)
+        return Preview(error=str(exc), seconds=time.monotonic() - started, scheduler=where,
+                       timed_out=isinstance(exc, ToolError) and exc.timed_out, timeout=timeout)
     known = set(base)
     return Preview(tuple(s for s in steps if s not in known), None,
-                   time.monotonic() - started, cib, config, runs, where)
+                   time.monotonic() - started, cib, config, runs, where, timeout=timeout)
 
 
 class Previewer(Protocol):
@@ -201,6 +227,8 @@ class InlinePreviewer:
     current: Callable[[], bytes]
     baseline: Baseline = field(default_factory=Baseline)
     simulator: Callable[[], Simulator] = lambda: LOCAL  # whose scheduler, asked each time
+    timing: Timing = field(default_factory=Timing)
+    retries: int = 2  # a scheduler killed at its timeout is asked again, given twice as long
 
     def __call__(self, actions: tuple[AnyAction, ...], planned_on: ConfigVersion | None,
                  timeout: float) -> Preview | None:
@@ -208,7 +236,13 @@ class InlinePreviewer:
             cib = self.current()
         except WardenError as exc:
             return Preview(error=f"cannot read the CIB to preview: {exc}")
-        return preview(cib, actions, timeout, self.baseline, self.simulator())
+        for _ in range(self.retries + 1):
+            pv = preview(cib, actions, self.timing.timeout(timeout), self.baseline,
+                         self.simulator())
+            self.timing.record(pv)
+            if not pv.timed_out:
+                break
+        return pv
 
 
 MAX_RESULTS = 8
@@ -224,6 +258,7 @@ class BackgroundPreviewer:
                  simulator: Callable[[], Simulator] = lambda: LOCAL):
         self.current, self.done, self.simulator = current, done, simulator
         self.baseline = Baseline()
+        self.timing = Timing()  # shared by every preview of this cluster
         self._lock = threading.Lock()
         self._running: tuple[object, ...] | None = None
         # Results of this configuration version, by patch: a pass that holds part of its patch
@@ -252,8 +287,10 @@ class BackgroundPreviewer:
     def _work(self, key: tuple[object, ...], actions: tuple[AnyAction, ...],
               planned_on: ConfigVersion | None, timeout: float) -> None:
         try:
-            pv = InlinePreviewer(self.current, self.baseline, self.simulator)(
-                actions, planned_on, timeout)
+            # No retry here: a timed-out result is not kept (below), and the next pass asks
+            # again -- given twice as long -- while the loop's other passes go on.
+            pv = InlinePreviewer(self.current, self.baseline, self.simulator, self.timing,
+                                 retries=0)(actions, planned_on, timeout)
         except Exception as exc:  # noqa: BLE001 -- a crash is "not proven safe", never a dead thread
             self.log.error("preview_crashed", error=repr(exc))
             pv = Preview(error=f"the preview crashed: {exc!r}")
@@ -261,7 +298,8 @@ class BackgroundPreviewer:
             self._running = None
             # Judged on another configuration than the one planned on: the plan is stale and
             # the result is of no use to it; the next pass plans on what the cluster is now.
-            if pv is not None and (pv.config is None or pv.config == planned_on):
+            if pv is not None and not pv.timed_out and (pv.config is None
+                                                         or pv.config == planned_on):
                 self._results = {k: v for k, v in self._results.items()
                                  if k[0] == planned_on and len(self._results) < MAX_RESULTS}
                 self._results[key] = pv

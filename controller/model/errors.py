@@ -32,11 +32,13 @@ class ToolError(WardenError):
     """An external command failed, timed out or could not be started."""
 
     def __init__(
-        self, argv: Sequence[str], message: str, *, returncode: int | None = None, stderr: str = ""
+        self, argv: Sequence[str], message: str, *, returncode: int | None = None, stderr: str = "",
+        timed_out: bool = False,
     ):
         self.argv = tuple(argv)
         self.returncode = returncode
         self.stderr = stderr
+        self.timed_out = timed_out  # killed at its timeout (it may succeed given longer)
         tail = stderr.strip().splitlines()[-3:]
         detail = f": {' | '.join(tail)}" if tail else ""
         super().__init__(f"{argv[0]}: {message}{detail}")
