@@ -111,11 +111,12 @@ def run_service(opts: RunOptions) -> int:
             print(f"kvm-warden: error: {exc}", file=sys.stderr)
             return EXIT_BUSY
         stack.callback(lock.release)
-        controller = _controller(opts, sim, agents, store, state_dir)
-        stack.callback(controller.history.close)  # type: ignore[union-attr]
+        history = History(Path(state_dir) / HISTORY_FILE)
+        stack.callback(history.close)
+        controller = _controller(opts, sim, agents, store, state_dir, history)
         stack.callback(parts.close)  # (again: now before the history closes; closing is once)
-        _watch_history_and_out_of_band(controller, store, parts, cib_file)
-        view = WebView(controller, controller.history,
+        _watch_history_and_out_of_band(controller, history, store, parts, cib_file)
+        view = WebView(controller, history,
                        broker=_console_broker(opts, agents, controller))
         server = _serve_http(opts, controller, view)
         if server is not None:
@@ -158,7 +159,7 @@ def _desired_valid(opts: RunOptions) -> bool:
 
 
 def _controller(opts: RunOptions, sim: SimulatedCluster | None, agents: list[str],
-                store: Store, state_dir: str) -> Controller:
+                store: Store, state_dir: str, history: History) -> Controller:
     """The controller with its actuator, records, scheduler's preview and N+1 checker."""
     assert opts.desired_path is not None  # _desired_valid
     controller = Controller(
@@ -168,7 +169,7 @@ def _controller(opts: RunOptions, sim: SimulatedCluster | None, agents: list[str
         desired=DesiredStore(opts.desired_path), store=store,
         after_apply=sim.settle if sim else None,
         ledger_file=LedgerFile(state_dir), audit=AuditLog(state_dir),
-        history=History(Path(state_dir) / HISTORY_FILE))
+        history=history)
     # The scheduler's preview runs on its own thread: passes go on while it computes.
     relays, curve = _relays(opts, agents)
     controller.simulator = simulators(lambda: controller.last_observed, relays, curve)
@@ -179,13 +180,11 @@ def _controller(opts: RunOptions, sim: SimulatedCluster | None, agents: list[str
     return controller
 
 
-def _watch_history_and_out_of_band(controller: Controller, store: Store, parts: Lifecycle,
-                                   cib_file: str | None) -> None:
+def _watch_history_and_out_of_band(controller: Controller, history: History, store: Store,
+                                   parts: Lifecycle, cib_file: str | None) -> None:
     """The history taps the event stream; libvirt events of cluster VMs that no Pacemaker
     operation explains are found and audited (engine/oob.py)."""
-    history = controller.history
-    store.taps.append(lambda env: history.tap(  # type: ignore[union-attr]
-        env, _vms(controller), controller.vm_names))
+    store.taps.append(lambda env: history.tap(env, _vms(controller), controller.vm_names))
     oob = OutOfBandWatcher(query=lambda: query_status(cib_file),
                            vms=lambda: _vms(controller),
                            audit=controller.audit, found=controller.out_of_band)
