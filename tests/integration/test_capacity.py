@@ -35,23 +35,29 @@ capacity:
 """
 
 
-def cluster(tmp_path: Path) -> tuple[Controller, Store, Path]:
-    where = {"vm-a": "kvm1", "vm-b": "kvm1", "vm-c": "kvm2", "vm-d": "kvm2", "vm-e": "kvm3"}
+WHERE = {"vm-a": "kvm1", "vm-b": "kvm1", "vm-c": "kvm2", "vm-d": "kvm2", "vm-e": "kvm3"}
+
+
+def cluster(tmp_path: Path, sizes: dict[str, int] | None = None, desired_text: str = DESIRED
+            ) -> tuple[Controller, Store, Path]:
+    """VMs a..e on their nodes (WHERE), each of `sizes` MiB (VM_MIB), hosts of HOST_MIB; the
+    controller on it with `desired_text`."""
+    sizes = sizes or dict.fromkeys(VMS, VM_MIB)
     prefer = "".join(f'<rsc_location id="l-{r}" rsc="{r}" node="{n}" score="100"/>'
-                     for r, n in where.items())
+                     for r, n in WHERE.items())
     cib_file = simulate(tmp_path / "cib.xml", cib("".join(vm(r) for r in VMS), prefer))
     for rid, name in ((r, n) for r in VMS for n in ("hv_memory", "host_memory")):
         # what VirtualDomain writes itself (its autoset_utilization_* options, the lab's)
         cibs.tool(["crm_resource", "--resource", rid, "--utilization", "--set-parameter",
-                   name, "--parameter-value", str(VM_MIB)], cib_file)
+                   name, "--parameter-value", str(sizes[rid])], cib_file)
     desired = tmp_path / "desired.yaml"
-    desired.write_text(DESIRED)
+    desired.write_text(desired_text)
     store_d = DesiredStore(str(desired))
     store_d.poll()
     store = Store()
     for seq, node in enumerate(NODES, start=1):  # the agents' listings, as the bus brings them
         doms = tuple(Domain(name=r.removeprefix("vm-"), state="running", vcpus=1,
-                            memory_kib=VM_MIB * 1024) for r, n in where.items() if n == node)
+                            memory_kib=sizes[r] * 1024) for r, n in WHERE.items() if n == node)
         store.fold(envelope(node, seq, DomainSeen(
             node=node, domains=doms, host=HostInfo(cpus=4, memory_kib=HOST_MIB * 1024))))
     ctl = Controller(source=pacemaker_source(str(cib_file)),
@@ -275,27 +281,9 @@ def test_a_vm_without_a_declared_node_starts_where_there_is_most_room(tmp_path: 
     with the sizes kvm-warden wrote, makes Pacemaker start a VM that names no node on the node
     with the most free capacity -- not, as its default strategy would, on the node with the
     fewest resources. Both answers are crm_simulate's."""
-    sizes = {"vm-a": 300, "vm-b": 300, "vm-c": 300, "vm-d": 300, "vm-e": 900}
-    where = {"vm-a": "kvm1", "vm-b": "kvm1", "vm-c": "kvm2", "vm-d": "kvm2", "vm-e": "kvm3"}
-    prefer = "".join(f'<rsc_location id="l-{r}" rsc="{r}" node="{n}" score="100"/>'
-                     for r, n in where.items())
-    cib_file = simulate(tmp_path / "cib.xml", cib("".join(vm(r) for r in sizes), prefer))
-    for rid, name in ((r, n) for r in sizes for n in ("hv_memory", "host_memory")):
-        # what VirtualDomain writes itself (autoset_utilization_*), as on the lab
-        cibs.tool(["crm_resource", "--resource", rid, "--utilization", "--set-parameter",
-                   name, "--parameter-value", str(sizes[rid])], cib_file)
-    desired = tmp_path / "desired.yaml"
-    desired.write_text("version: 1\nvms: []\ncapacity:\n  host_reserve_mib: 1024\n")
-    store_d = DesiredStore(str(desired))
-    store_d.poll()
-    store = Store()
-    for seq, node in enumerate(NODES, start=1):
-        doms = tuple(Domain(name=r.removeprefix("vm-"), state="running", vcpus=1,
-                            memory_kib=sizes[r] * 1024) for r, n in where.items() if n == node)
-        store.fold(envelope(node, seq, DomainSeen(
-            node=node, domains=doms, host=HostInfo(cpus=4, memory_kib=2624 * 1024))))
-    ctl = Controller(source=pacemaker_source(str(cib_file)),
-                     actuator=PacemakerActuator(str(cib_file)), desired=store_d, store=store)
+    ctl, _, cib_file = cluster(
+        tmp_path, {"vm-a": 300, "vm-b": 300, "vm-c": 300, "vm-d": 300, "vm-e": 900},
+        "version: 1\nvms: []\ncapacity:\n  host_reserve_mib: 1024\n")
     t = time.time()
     for i in range(3):
         ctl.run_pass(now=t + 11 * i)
