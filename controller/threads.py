@@ -88,6 +88,9 @@ class Lifecycle:
     def components(self) -> dict[str, Component]:
         return dict(self._components)
 
+    def holds(self, component: Component) -> bool:
+        return any(c is component for _, c in self._components)
+
     def unhealthy(self) -> list[str]:
         dead = {d.split(" (", 1)[0] for d in metrics.dead_threads()}
         return [name for name, c in self._components

@@ -136,4 +136,11 @@ class Agent:
             self.lifecycle.add("console-relay", self.console)
 
     def stop(self) -> None:
+        # What the agent owns but start() did not register (a caller that started its relay
+        # itself, or never called start()) is closed too: an open socket would keep the
+        # ZeroMQ context from terminating.
+        unregistered = [p for p in (self.console, self.publisher)
+                        if p is not None and not self.lifecycle.holds(p)]
         self.lifecycle.close()  # the relay first, the publisher last
+        for part in unregistered:
+            part.stop()
