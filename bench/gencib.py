@@ -7,6 +7,7 @@ a monitor), as LAB.md recommends: crm_simulate needs more than 12 minutes at 16 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 CHAIN = ("dlm", "clvmd", "gfs2_res01")
@@ -32,15 +33,28 @@ def _lrm(rid: str, cls: str, prov: str, typ: str) -> str:
             f'{_op(rid, "start", 0, 2)}{_op(rid, "monitor", 10000, 3)}</lrm_resource>')
 
 
-def generate(nodes: int, vms: int, *, constraints: bool = True) -> str:
+def _utilization(owner: str, mib: int) -> str:
+    return (f'<utilization id="{owner}-utilization"><nvpair id="{owner}-utilization-memory" '
+            f'name="memory" value="{mib}"/></utilization>')
+
+
+def generate(nodes: int, vms: int, *, constraints: bool = True, sizes: Sequence[int] = (),
+             node_mib: int = 0, apart: Sequence[tuple[int, int]] = ()) -> str:
+    """With `sizes` (MiB per VM, cycled), a cluster sized as kvm-warden's `capacity:` makes it:
+    each VM's memory utilization and resource-stickiness 100, each node offering `node_mib`,
+    placement-strategy balanced; `apart`: pairs of VMs kept on different nodes."""
     names = [f"kvm{i}" for i in range(1, nodes + 1)]
+    strategy = ('<nvpair id="cib-bootstrap-options-placement-strategy" '
+                'name="placement-strategy" value="balanced"/>') if sizes else ""
     out = ['<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.8" epoch="100" '
            'num_updates="0" admin_epoch="0" have-quorum="1" dc-uuid="1"><configuration>'
            '<crm_config><cluster_property_set id="cib-bootstrap-options">'
            '<nvpair id="cib-bootstrap-options-stonith-enabled" name="stonith-enabled" '
            'value="false"/><nvpair id="cib-bootstrap-options-no-quorum-policy" '
-           'name="no-quorum-policy" value="freeze"/></cluster_property_set></crm_config><nodes>']
-    out += [f'<node id="{i}" uname="{n}"/>' for i, n in enumerate(names, 1)]
+           f'name="no-quorum-policy" value="freeze"/>{strategy}</cluster_property_set>'
+           '</crm_config><nodes>']
+    out += [f'<node id="{i}" uname="{n}">{_utilization(n, node_mib)}</node>' if sizes
+            else f'<node id="{i}" uname="{n}"/>' for i, n in enumerate(names, 1)]
     out.append("</nodes><resources>")
     for rid in CHAIN:
         cls, prov, typ = AGENTS[rid]
@@ -56,8 +70,12 @@ def generate(nodes: int, vms: int, *, constraints: bool = True) -> str:
             f'<instance_attributes id="{rid}-ia"><nvpair id="{rid}-ia-config" name="config" '
             f'value="/kvm/storage/xml/{v:05d}.xml"/></instance_attributes>'
             f'<meta_attributes id="{rid}-meta"><nvpair id="{rid}-meta-allow-migrate" '
-            f'name="allow-migrate" value="true"/></meta_attributes>'
-            f'<operations><op id="{rid}-monitor" name="monitor" interval="10s"/></operations>'
+            f'name="allow-migrate" value="true"/>'
+            + (f'<nvpair id="{rid}-meta-stickiness" name="resource-stickiness" value="100"/>'
+               if sizes else "")
+            + '</meta_attributes>'
+            + (_utilization(rid, sizes[v % len(sizes)]) if sizes else "")
+            + f'<operations><op id="{rid}-monitor" name="monitor" interval="10s"/></operations>'
             "</primitive>")
     out.append("</resources><constraints>")
     out.append('<rsc_order id="o-dlm-clvmd" first="dlm-clone" then="clvmd-clone"/>'
@@ -71,6 +89,8 @@ def generate(nodes: int, vms: int, *, constraints: bool = True) -> str:
             out.append(f'<rsc_order id="o-gfs2-{rid}" first="gfs2_res01-clone" then="{rid}"/>'
                        f'<rsc_colocation id="c-{rid}-gfs2" rsc="{rid}" '
                        'with-rsc="gfs2_res01-clone" score="INFINITY"/>')
+    out += [f'<rsc_colocation id="apart-{a}-{b}" rsc="vm-{a:05d}" with-rsc="vm-{b:05d}" '
+            'score="-INFINITY"/>' for a, b in apart]
     out.append("</constraints></configuration><status>")
     for i, n in enumerate(names, 1):
         out.append(f'<node_state id="{i}" uname="{n}" in_ccm="true" crmd="online" '

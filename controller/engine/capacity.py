@@ -7,10 +7,12 @@ answer; without them Pacemaker ignores memory and every VM "fits" (Pacemaker Exp
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from controller.model.index import ClusterIndex
 from controller.model.vms import is_vm_resource
 from probes.pacemaker.read import read_status
 from probes.pacemaker.simulate import settle, simulate_failures
+from probes.xmlparse import parse_document
 
 PLACED = frozenset({"move", "migrate", "recover", "start"})
 
@@ -79,26 +82,95 @@ def node_loss(steps: Sequence[TransitionStep], group: Sequence[str], index: Clus
     return NodeLoss(node=label(group), vms=mine, placed=placed, stopped=tuple(stopped))
 
 
-def failover_report(cib: bytes, index: ClusterIndex, tolerate: int = 1) -> list[NodeLoss]:
+class LossCache:
+    """Each group's answer by what it depends on (digest(): the CIB without what changes on
+    every write -- versions, call ids, timings): a status update that changes nothing the
+    scheduler decides by asks nothing again. Any other change asks every group again: under
+    a utilization strategy Pacemaker assigns the biggest resources first, so a VM displaced by
+    one node's failure can move VMs running on the others (seen: tests/integration/
+    test_capacity_cache.py) -- no node's answer is known to be untouched by a change
+    elsewhere."""
+
+    def __init__(self, size: int = 512):
+        self.size = size
+        self._answers: OrderedDict[str, NodeLoss] = OrderedDict()
+        self._lock = threading.Lock()
+        self.asked = 0  # scheduler runs made (the bench and tests read it)
+
+    def get(self, key: str) -> NodeLoss | None:
+        with self._lock:
+            hit = self._answers.get(key)
+            if hit is not None:
+                self._answers.move_to_end(key)
+            return hit
+
+    def put(self, key: str, loss: NodeLoss) -> None:
+        with self._lock:
+            self._answers[key] = loss
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+
+
+def failover_report(cib: bytes, index: ClusterIndex, tolerate: int = 1,
+                    cache: LossCache | None = None) -> list[NodeLoss]:
     """Every online node's loss (and with `tolerate` > 1 every group's), simulated on `cib`
     (configuration and status as they are), one scheduler run each, a core each."""
-    fd, path = tempfile.mkstemp(prefix="kvm-warden-failover-", suffix=".xml")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(cib)
-        online = [n for n, st in index.nodes.items() if st.online]
-        return list(_losses(path, index, index.running,
-                            failure_groups(online, tolerate)).values())
-    finally:
-        os.unlink(path)
+    online = [n for n, st in index.nodes.items() if st.online]
+    root = parse_document(cib, source="the CIB for the failover proof")
+    return list(_losses(root, index, index.running, failure_groups(online, tolerate),
+                        cache).values())
 
 
-def _losses(cib_path: str, index: ClusterIndex, running: Mapping[str, Sequence[str]],
-            groups: list[tuple[str, ...]]) -> dict[str, NodeLoss]:
-    runs = simulate_failures(cib_path, groups, workers=os.cpu_count() or 2)
-    return {label(g): NodeLoss(node=label(g), vms=(), error=str(r)[:300])
-            if isinstance(r, WardenError) else node_loss(r, g, index, running)
-            for g, r in runs.items()}
+# Attributes that change on every write or operation but not what the scheduler decides.
+VOLATILE = frozenset({"epoch", "num_updates", "cib-last-written", "update-origin",
+                      "update-client", "update-user", "call-id", "last-rc-change", "last-run",
+                      "exec-time", "queue-time", "transition-key", "transition-magic"})
+
+
+def digest(root: etree._Element) -> str:
+    """What the scheduler's answer depends on, as a key: the CIB without the attributes that
+    change with every write or operation (versions, call ids, timings)."""
+    h = hashlib.sha256()
+    for event, el in etree.iterwalk(root, events=("start", "end")):
+        if not isinstance(el.tag, str):
+            continue
+        if event == "end":
+            h.update(b"\2")
+            continue
+        h.update(el.tag.encode())
+        for k, v in sorted(el.attrib.items()):
+            if k not in VOLATILE:
+                h.update(f"\0{k}={v}".encode())
+        h.update(b"\1")
+    return h.hexdigest()
+
+
+def _losses(cib: etree._Element, index: ClusterIndex, running: Mapping[str, Sequence[str]],
+            groups: list[tuple[str, ...]], cache: LossCache | None = None
+            ) -> dict[str, NodeLoss]:
+    key = digest(cib) if cache is not None else ""
+    out: dict[str, NodeLoss] = {}
+    files: dict[tuple[str, ...], str] = {}
+    keys: dict[tuple[str, ...], str] = {}
+    with tempfile.TemporaryDirectory(prefix="kvm-warden-failover-") as tmp:
+        for g in groups:
+            hit = cache.get(key + label(g)) if cache is not None else None
+            if hit is not None:
+                out[label(g)] = hit
+                continue
+            if not files:
+                etree.ElementTree(cib).write(str(Path(tmp, "cib.xml")))
+            files[g], keys[g] = str(Path(tmp, "cib.xml")), key + label(g)
+        runs = simulate_failures(files, workers=os.cpu_count() or 2)
+    for g, r in runs.items():
+        loss = (NodeLoss(node=label(g), vms=(), error=str(r)[:300])
+                if isinstance(r, WardenError) else node_loss(r, g, index, running))
+        if cache is not None:
+            cache.asked += 1
+            if loss.error is None:
+                cache.put(keys[g], loss)
+        out[label(g)] = loss
+    return {label(g): out[label(g)] for g in groups}
 
 
 @dataclass(frozen=True)
@@ -122,7 +194,8 @@ class Admission:
 
 
 def admission(cib: bytes, patch: Sequence[AnyAction], index: ClusterIndex,
-              baseline: Sequence[AnyAction] = (), tolerate: int = 1) -> Admission:
+              baseline: Sequence[AnyAction] = (), tolerate: int = 1,
+              cache: LossCache | None = None) -> Admission:
     """N+1 after the patch, proven by the scheduler: the patched CIB settled (its transition
     simulated), then each node's failure on it; a VM left stopped there that has room today
     (the cluster as it is, with the `baseline` actions applied) is what the patch breaks. Today
@@ -130,18 +203,18 @@ def admission(cib: bytes, patch: Sequence[AnyAction], index: ClusterIndex,
     try:
         root = patched(cib, patch)
         with tempfile.TemporaryDirectory(prefix="kvm-warden-admission-") as tmp:
-            changed, settled, now = (str(Path(tmp, n)) for n in ("p.xml", "s.xml", "n.xml"))
+            changed, settled = (str(Path(tmp, n)) for n in ("p.xml", "s.xml"))
             Path(changed).write_bytes(etree.tostring(root))
             settle(changed, settled)
             status = read_status(settled)
             running = {r.id: list(r.nodes) for r in status.resources if r.active}
             nodes = [n for n, st in status.nodes.items() if st.online]
             groups = failure_groups(nodes, tolerate)
-            after = _losses(settled, index, running, groups)
+            settled_root = parse_document(Path(settled).read_bytes(), source=settled)
+            after = _losses(settled_root, index, running, groups, cache)
             if all(loss.fits for loss in after.values()):
                 return Admission()
-            Path(now).write_bytes(etree.tostring(patched(cib, baseline)))
-            before = _losses(now, index, index.running, groups)
+            before = _losses(patched(cib, baseline), index, index.running, groups, cache)
     except (WardenError, OSError) as exc:
         return Admission(error=str(exc)[:300])
     errors = [loss.error for loss in after.values() if loss.error is not None]
@@ -168,6 +241,7 @@ class FailoverChecker:
         self.tolerate = 1
         self._running = False
         self.latest: tuple[NodeLoss, ...] = ()
+        self.cache = LossCache()
         self.log = logger(component="capacity")
 
     def offer(self, index: ClusterIndex, tolerate: int = 1) -> None:
@@ -183,7 +257,7 @@ class FailoverChecker:
 
     def _work(self, index: ClusterIndex, tolerate: int) -> None:
         try:
-            report = tuple(failover_report(self.current_cib(), index, tolerate))
+            report = tuple(failover_report(self.current_cib(), index, tolerate, self.cache))
         except Exception as exc:  # noqa: BLE001 -- a crash is "not known", never a dead loop
             self.log.error("failover_check_crashed", error=repr(exc))
             report = ()

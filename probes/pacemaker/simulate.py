@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -139,25 +139,27 @@ def allocation_scores(cib_path: str, *, timeout: float = SIMULATE_TIMEOUT
     return parse_scores(out.stdout, source=f"crm_simulate -s -x {cib_path}")
 
 
-def simulate_failures(cib_path: str, groups: Sequence[Sequence[str]], *, workers: int = 2,
+def simulate_failures(cibs: Mapping[tuple[str, ...], str], *, workers: int = 2,
                       timeout: float = SIMULATE_TIMEOUT
                       ) -> dict[tuple[str, ...], Steps | ToolError]:
     """What the scheduler does if each group of nodes fails at once (`crm_simulate
-    --node-fail`, once per node of the group): fencing them, then recovering their resources
+    --node-fail`, once per node of the group), each asked of its own CIB file (the whole
+    cluster's, or one focused on that group): fencing them, then recovering their resources
     where they fit (with utilization: or leaving them stopped). `workers` runs at a time (a
     core each); a failed run is its error."""
     out: dict[tuple[str, ...], Steps | ToolError] = {}
-    todo = [tuple(g) for g in groups]
+    todo = list(cibs.items())
     for i in range(0, len(todo), max(1, workers)):
         batch = todo[i:i + max(1, workers)]
-        procs = [(g, commands.start([*_argv(cib_path), *(a for n in g for a in ("--node-fail", n))],
-                                    env=commands.tool_env(None))) for g in batch]
-        for group, proc in procs:
+        procs = [(g, path, commands.start(
+            [*_argv(path), *(a for n in g for a in ("--node-fail", n))],
+            env=commands.tool_env(None))) for g, path in batch]
+        for group, path, proc in procs:
             said = " ".join(f"--node-fail {n}" for n in group)
             try:
                 done = commands.finish(proc, timeout=timeout)
                 out[group] = parse_transition(done.stdout,
-                                              source=f"crm_simulate -x {cib_path} {said}")
+                                              source=f"crm_simulate -x {path} {said}")
             except (ToolError, ParseError) as exc:
                 out[group] = exc if isinstance(exc, ToolError) else ToolError(
                     ("crm_simulate", *said.split()), str(exc))
