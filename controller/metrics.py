@@ -346,6 +346,21 @@ FAILOVER_STOPPED = Gauge("kvm_warden_failover_vms_stopped",
                          registry=REGISTRY)
 
 
+NODE_CPU_LOAD = Gauge("kvm_warden_node_cpu_load",
+                      "The CPU cores a node's cluster VMs used over the last listing span, "
+                      "over the node's own (libvirt's CPU time; what rebalancing evens out)",
+                      ["node"], registry=REGISTRY)
+
+
+def update_cpu_load(load: Mapping[str, float] | None) -> None:
+    """Each usable node's load (model/balance.py), or nothing while a VM's load is unknown."""
+    if load is None:
+        return  # the last known loads stand until every VM's is known again
+    NODE_CPU_LOAD.clear()
+    for node, value in load.items():
+        NODE_CPU_LOAD.labels(node=node).set(round(value, 4))
+
+
 def update_failover(report: Iterable[Any]) -> None:
     """The latest N+1 verdict (engine/capacity.py): one series per node."""
     FAILOVER_STOPPED.clear()

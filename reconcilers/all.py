@@ -17,6 +17,7 @@ from reconcilers import (
     paused,
     placement,
     properties,
+    rebalance,
     recovery,
     run_state,
     storage,
@@ -30,7 +31,7 @@ from reconcilers.base import Reconciler
 # file's explicit words come first.
 ALL: tuple[Reconciler, ...] = (
     properties, storage, placement, capacity, nodes, run_state, recovery, health, paused,
-    inventory, machines, versions)
+    inventory, machines, versions, rebalance)
 ORDER = (enroll.NAME, *(r.NAME for r in ALL), upgrade.NAME)
 
 

@@ -12,6 +12,7 @@ contradicts the file is reported.
 from __future__ import annotations
 
 from controller.model.actions import (
+    BALANCE_PREFIX,
     OWNED_PREFIX,
     PREFER_PREFIX,
     AddColocation,
@@ -67,7 +68,7 @@ def allowed_matches(c: LocationConstraint, rid: str, nodes: tuple[str, ...]) -> 
 
 def foreign(cid: str) -> bool:
     """A constraint somebody else made (pcs, an operator), not a leftover of move/ban."""
-    return not cid.startswith(OWNED) and not cid.startswith("cli-")
+    return not cid.startswith((*OWNED, BALANCE_PREFIX)) and not cid.startswith("cli-")
 
 
 class Foreign:

@@ -5,15 +5,23 @@ CIB_file=: `crm_simulate -S` plays the part of the cluster's scheduler and execu
 change. Each node's domains are served by libvirt's real `test:///` driver from a node file
 written from what Pacemaker runs there, so the console/disk facts come through libvirt's API.
 GFS2/DLM themselves cannot run on this kernel; their resources are only scheduled.
+
+libvirt's test driver reports no CPU time that moves, so each guest's is made up here: the
+cores `loads.json` in the work directory gives it ({"web01": 1.5}; absent: idle), counted
+from zero on the node it runs on (a migrated guest is a new QEMU process) -- what balancing by
+load reads on a real cluster.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+import msgspec
 
 from controller import commands
 from controller.engine.observe import Reading
@@ -28,9 +36,14 @@ from probes.pacemaker.read import read_status
 
 NODES = ("kvm1", "kvm2", "kvm3")
 XML_DIR = "/kvm/storage/xml"  # the embedded cluster's VirtualDomain configs live here
-# each simulated host: 8 CPUs, 16 GiB (libvirt's test driver reads <cpu> and <memory>, KiB)
-HOST = ("<cpu><mhz>2400</mhz><model>x86_64</model><active>8</active><max>8</max><nodes>1</nodes>"
-        "<sockets>1</sockets><cores>8</cores><threads>1</threads></cpu><memory>16777216</memory>")
+
+
+def host(cpus: int = 8) -> str:
+    """A simulated host: `cpus` CPUs, 16 GiB (libvirt's test driver reads <cpu> and <memory>,
+    KiB)."""
+    return (f"<cpu><mhz>2400</mhz><model>x86_64</model><active>{cpus}</active><max>{cpus}</max>"
+            f"<nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores><threads>1</threads>"
+            "</cpu><memory>16777216</memory>")
 
 
 def embedded_cib() -> bytes:
@@ -42,10 +55,12 @@ def embedded_desired() -> str:
 
 
 class SimulatedCluster:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, cpus: int = 8):
         self.workdir = workdir
+        self.host = host(cpus)
         self.cib_file = workdir / "cib.xml"
         self.vnc_ports: dict[str, int] = {}
+        self._cpu: dict[tuple[str, str], tuple[float, float]] = {}  # (node, vm) -> (ns, at)
 
     def create(self) -> None:
         """A fresh cluster: the embedded CIB with all nodes up, settled by the scheduler."""
@@ -76,7 +91,7 @@ class SimulatedCluster:
             self.vnc_ports.setdefault(name, 5900 + len(self.vnc_ports))
         for node, doms in per_node.items():
             body = "".join(self._domain_xml(d) for d in sorted(doms))
-            (self.workdir / f"{node}.xml").write_text(f"<node>{HOST}{body}</node>\n")
+            (self.workdir / f"{node}.xml").write_text(f"<node>{self.host}{body}</node>\n")
 
     def _domain_xml(self, name: str) -> str:
         n = escape(name)
@@ -99,7 +114,25 @@ class SimulatedCluster:
                 out[node] = list_domains(f"test://{self.workdir / (node + '.xml')}")
             except ToolError:
                 continue
-        return out
+        return self._with_cpu(out, time.time())
+
+    def loads(self) -> dict[str, float]:
+        path = self.workdir / "loads.json"
+        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()} \
+            if path.exists() else {}
+
+    def _with_cpu(self, listed: dict[str, dict[str, Domain]], now: float
+                  ) -> dict[str, dict[str, Domain]]:
+        """Each running guest's CPU time as its load (loads.json) makes it grow."""
+        load, seen = self.loads(), {}
+        for node, doms in listed.items():
+            for name, dom in doms.items():
+                ns, at = self._cpu.get((node, name), (0.0, now))
+                seen[(node, name)] = (ns + load.get(name, 0.0) * (now - at) * 1e9, now)
+                doms[name] = msgspec.structs.replace(
+                    dom, cpu_time_ns=int(seen[(node, name)][0]))
+        self._cpu = seen  # a guest gone from a node starts from zero if it comes back
+        return listed
 
     def read(self) -> Reading:
         """The engine's Source: Pacemaker's view of the CIB file and every node's domains."""

@@ -31,7 +31,7 @@ from controller.model.desired import DesiredState
 from controller.model.index import ClusterIndex
 from controller.model.machines import common_pin, lacks, machine_on
 from controller.model.vms import is_vm_resource
-from reconcilers import placement
+from reconcilers import placement, rebalance
 
 MOVES = frozenset({"migrate", "move", "start", "stop", "restart", "recover"})
 
@@ -45,6 +45,8 @@ def asked_for(patch: Sequence[AnyAction], index: ClusterIndex,
         match a:
             case SetLocation(rsc=r) | SetAllowedNodes(rsc=r) if a.reconciler == placement.NAME:
                 out.add(r)
+            case SetLocation(rsc=r) if a.reconciler == rebalance.NAME:
+                out.add(r)  # capacity.rebalance: apply asked for this one move
             case RemoveConstraint(id=i, rsc=r) if r and owned(i) and a.reconciler == placement.NAME:
                 out.add(r)  # the file released this VM's placement
             case SetMeta(rsc=r, name="target-role"):

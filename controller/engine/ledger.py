@@ -25,8 +25,9 @@ from controller import metrics
 from controller.engine.writer import make_state_dir
 from controller.logs import logger
 from controller.model.actions import (
-    PLACEMENT_FINDINGS,
+    BALANCE_PREFIX,
     PREFER_PREFIX,
+    TIMED_FINDINGS,
     AddColocation,
     AnyAction,
     Cleanup,
@@ -85,6 +86,8 @@ class Ledger:
     # per pause), and when an enrollment was rolled back (not retried at once).
     failed: dict[tuple[str, str], float] = field(default_factory=dict)
     rolled_back: dict[str, float] = field(default_factory=dict)
+    # when rebalancing last asked to move a resource (its cooldown: never moved twice in it)
+    balanced: dict[str, float] = field(default_factory=dict)
     finding_since: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, subject)
     saved_properties: dict[str, str | None] = field(default_factory=dict)  # a drain's: put back
     # out-of-band changes of the last hour: findings until they age out, whatever kvm-warden or
@@ -94,7 +97,9 @@ class Ledger:
     def view(self) -> LedgerView:
         return LedgerView(cleanups=self.cleanups, out_of_band=tuple(self.out_of_band),
                           saved_properties=dict(self.saved_properties),
-                          failed_at=dict(self.failed), rolled_back=dict(self.rolled_back))
+                          failed_at=dict(self.failed), rolled_back=dict(self.rolled_back),
+                          finding_since=dict(self.finding_since),
+                          balanced_at=dict(self.balanced))
 
     def saw_out_of_band(self, changes: list[OutOfBandChange], now: float) -> None:
         self.out_of_band = [c for c in (*self.out_of_band, *changes)
@@ -114,6 +119,8 @@ class Ledger:
                 self.failed[(r, n)] = now
             case RemoveVm(rsc=r, rollback=True):
                 self.rolled_back[r] = now
+            case SetLocation(rsc=r) if action.id.startswith(BALANCE_PREFIX):
+                self.balanced[r] = now
         moved = moves_resource(action, index)
         if moved is not None:
             self.moves[moved] = now
@@ -158,7 +165,7 @@ class Ledger:
         incremental pass sees only its VMs: it cannot)."""
         keep, young, seen = [], [], set()
         for f in findings:
-            if f.kind not in PLACEMENT_FINDINGS or f.urgent:
+            if f.kind not in TIMED_FINDINGS or f.urgent:
                 keep.append(f)
                 continue
             key = (f.kind, f.subject)
@@ -181,6 +188,7 @@ class LedgerRecord(msgspec.Struct, kw_only=True):
     last_change: dict[str, float] = msgspec.field(default_factory=dict)
     failed: list[tuple[str, str, float]] = msgspec.field(default_factory=list)
     rolled_back: dict[str, float] = msgspec.field(default_factory=dict)
+    balanced: dict[str, float] = msgspec.field(default_factory=dict)
     moves: dict[str, float] = msgspec.field(default_factory=dict)
     cleanups: dict[str, list[float]] = msgspec.field(default_factory=dict)
     finding_since: list[tuple[str, str, float]] = msgspec.field(default_factory=list)
@@ -197,6 +205,7 @@ def to_record(ledger: Ledger, now: float) -> LedgerRecord:
         last_change={k: t for k, t in ledger.last_change.items() if now - t < KEEP_SECONDS},
         failed=[(r, n, t) for (r, n), t in ledger.failed.items() if now - t < KEEP_SECONDS],
         rolled_back={r: t for r, t in ledger.rolled_back.items() if now - t < KEEP_SECONDS},
+        balanced={r: t for r, t in ledger.balanced.items() if now - t < KEEP_SECONDS},
         moves=dict(ledger.moves),
         cleanups={k: list(v) for k, v in ledger.cleanups.attempts.items()
                   if v and now - v[-1] < CIRCUIT_WINDOW},
@@ -212,7 +221,7 @@ def from_record(rec: LedgerRecord) -> Ledger:
         by_kind={k: deque(v) for k, v in rec.by_kind.items()},
         last_change=dict(rec.last_change), moves=dict(rec.moves),
         failed={**failed, **{(r, n): t for r, n, t in rec.failed}},
-        rolled_back={**rolled_back, **rec.rolled_back},
+        rolled_back={**rolled_back, **rec.rolled_back}, balanced=dict(rec.balanced),
         cleanups=CleanupHistory(attempts={k: tuple(v) for k, v in rec.cleanups.items()}),
         finding_since={(s, m): t for s, m, t in rec.finding_since},
         saved_properties=dict(rec.saved_properties),

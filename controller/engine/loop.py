@@ -36,6 +36,7 @@ from controller.engine.preview import LOCAL, InlinePreviewer, Preview, Previewer
 from controller.engine.scheduler import Scheduler
 from controller.engine.store import Store
 from controller.logs import logger
+from controller.model import balance
 from controller.model.actions import AddColocation, AddOrder, Finding, Outcome, describe
 from controller.model.context import OutOfBandChange
 from controller.model.desired import DesiredState
@@ -246,6 +247,10 @@ class Controller:
         """The pass's findings with the N+1 checker's and the file's own; an incremental
         pass checked only its VMs: the others' findings still stand."""
         findings = out.findings
+        if only is None:
+            found = balance.guests(index, desired)
+            metrics.update_cpu_load(
+                balance.loads(found, balance.node_cpus(index)) if found is not None else None)
         if self.failover is not None:
             if only is None:
                 self.failover.offer(index, desired.capacity.tolerate

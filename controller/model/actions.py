@@ -15,6 +15,9 @@ import msgspec
 
 OWNED_PREFIX = "warden-"  # every id kvm-warden creates, and only those, starts so
 PREFER_PREFIX = f"{OWNED_PREFIX}prefer-"  # placement's preference: removing it can move a VM
+# rebalance's move in progress: INFINITY on the target until the VM runs there, then removed
+# (its stickiness keeps it)
+BALANCE_PREFIX = f"{OWNED_PREFIX}balance-"
 
 
 def owned(cid: str) -> bool:
@@ -370,6 +373,8 @@ FindingKind = Literal[
     "machine-type",  # machines: a VM's QEMU machine type some node lacks (no live migration there)
     "failover-no-room",  # capacity: a node's loss would leave VMs stopped (crm_simulate says)
     "would-break-failover",  # capacity.admission warn: a change made that breaks N+1
+    "rebalance-proposed",  # rebalance: one live migration that would even out the CPU load
+    "rebalance-moving",  # rebalance: that migration under way (capacity.rebalance: apply)
     "mixed-version",  # versions: nodes run different Pacemaker versions (a rolling upgrade)
     "upgrade-step",  # upgrade: where the declared rolling upgrade stands (one per node in work)
     "upgrade-ready",  # upgrade: a node is drained and empty: the operator may upgrade it now
@@ -380,6 +385,10 @@ FindingKind = Literal[
 # events, crm_mon's snapshot); they count only once they persist (engine/ledger.py).
 SPLIT_BRAIN_FINDINGS: frozenset[FindingKind] = frozenset({"split-brain", "unplaced-domain"})
 PLACEMENT_FINDINGS: frozenset[FindingKind] = SPLIT_BRAIN_FINDINGS | {"placement-unsatisfiable"}
+# Findings said only once they persist (the ledger's timers): a reading between two others
+# cannot have made them up, and a burst of load that ends proposes no move.
+TIMED_FINDINGS: frozenset[FindingKind] = PLACEMENT_FINDINGS | {"rebalance-proposed",
+                                                                "rebalance-moving"}
 
 
 class Subject(msgspec.Struct, frozen=True):

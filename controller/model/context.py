@@ -61,6 +61,10 @@ class LedgerView(msgspec.Struct, frozen=True, kw_only=True):
     rolled_back: Mapping[str, float] = msgspec.field(default_factory=dict)
     # cluster properties a declared drain changed -> their value before it (None: unset)
     saved_properties: Mapping[str, str | None] = msgspec.field(default_factory=dict)
+    # (kind, subject) -> since when a timed finding has been seen on every full pass
+    finding_since: Mapping[tuple[str, str], float] = msgspec.field(default_factory=dict)
+    # when rebalancing last moved each resource (rsc -> wall clock)
+    balanced_at: Mapping[str, float] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -187,6 +188,11 @@ class HistoryPolicy(_Strict):
     retention_days: Annotated[StrictInt, Field(ge=1, le=3650)] = 30
 
 
+def _yaml_off(value: object) -> object:
+    """`rebalance: off` as an operator writes it: YAML 1.1 reads a bare off as false."""
+    return "off" if value is False else value
+
+
 class Capacity(_Strict):
     """Sizes and capacity in Pacemaker (utilization), so that its scheduler places VMs where
     they fit -- after a node's failure too. Each VM's utilization is its vCPUs and memory (its
@@ -203,6 +209,17 @@ class Capacity(_Strict):
     # hold: a change that would leave a VM without room after a node failure (where it has
     # room today) is not made; warn: it is made and said.
     admission: Literal["hold", "warn"] = "hold"
+    # Balance by load (controller/model/balance.py): propose one live migration at a time when
+    # the nodes' CPU load differs by more than the threshold (a fraction of a node's cores)
+    # and the move lowers it by the margin; a VM that arrived within the cooldown stays. The
+    # proposal is a finding; with apply, once the same proposal has held
+    # `rebalance_hold_seconds` (the load stays uneven over several listings), kvm-warden makes
+    # it through Pacemaker, one move at a time.
+    rebalance: Annotated[Literal["off", "propose", "apply"], BeforeValidator(_yaml_off)] = "off"
+    rebalance_threshold: Annotated[float, Field(gt=0, le=1)] = 0.3
+    rebalance_margin: Annotated[float, Field(gt=0, le=1)] = 0.1
+    rebalance_cooldown_seconds: Annotated[StrictInt, Field(ge=0, le=86400)] = 600
+    rebalance_hold_seconds: Annotated[StrictInt, Field(ge=0, le=86400)] = 90
 
 
 class Upgrade(_Strict):

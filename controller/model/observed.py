@@ -273,6 +273,11 @@ class Domain(msgspec.Struct, frozen=True, kw_only=True):
     # <os><type machine=...>: the running guest's QEMU machine type (pc-i440fx-10.0...); a
     # host whose QEMU lacks it cannot take the guest by live migration
     machine: str | None = None
+    # load: libvirt's cumulative CPU time (virDomainGetInfo) at the listing, and the CPU cores
+    # the guest used between this listing and the one before on the same node (set by the
+    # store; None until two listings agree: a migration starts the count again)
+    cpu_time_ns: int | None = None
+    cpu_cores: float | None = None
 
 
 # libvirt's states of a domain whose QEMU process exists (virDomainIsActive; "crashed" is a
@@ -349,5 +354,8 @@ class ObservedState(msgspec.Struct, frozen=True, kw_only=True):
     # node -> the directories its agent reads (`--config-dir`): a path under none is unknown there
     config_dirs: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     hosts: Mapping[str, HostInfo] = msgspec.field(default_factory=dict)  # node -> its capacity
+    # node -> when its last domain listing was taken (its agent's clock): the span of a load
+    # sample
+    listed_at: Mapping[str, float] = msgspec.field(default_factory=dict)
     stale: frozenset[str] = frozenset()  # publishers whose heartbeats are missing
     observed_at: Mapping[SourceKey, float] = msgspec.field(default_factory=dict)

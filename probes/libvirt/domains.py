@@ -187,6 +187,7 @@ def list_domains(uri: str, conn: Any = None) -> dict[str, Domain]:
             try:
                 state, reason = dom.state()
                 facts = parse_domain_xml(dom.XMLDesc(0), source=f"{uri} {dom.name()}")
+                cpu_ns = int(dom.info()[4]) if state in (1, 3) else None  # running, paused
             except (libvirt.libvirtError, ParseError):
                 continue  # vanished while listing, or XML we cannot read: next listing retries
             persistent: bool | None
@@ -198,7 +199,7 @@ def list_domains(uri: str, conn: Any = None) -> dict[str, Domain]:
             out[facts.name] = msgspec.structs.replace(
                 facts, state=STATES.get(state, "nostate"),
                 reason=paused_reason(reason) if state == 3 else "",
-                persistent=persistent, autostart=autostart)
+                persistent=persistent, autostart=autostart, cpu_time_ns=cpu_ns)
         return out
     finally:
         if own:

@@ -186,4 +186,4 @@ def test_every_reconciler_declares_its_scope_and_the_engine_keeps_to_it() -> Non
         assert runs(r, ctx) == (r.SCOPE == "vms"), r.NAME
         assert runs(r, Context(index=index, desired=ctx.desired)), r.NAME
     assert {r.NAME for r in ALL if r.SCOPE == "cluster"} == {
-        "properties", "capacity", "nodes", "inventory", "machines", "versions"}
+        "properties", "capacity", "nodes", "inventory", "machines", "versions", "rebalance"}
