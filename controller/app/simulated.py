@@ -107,14 +107,14 @@ class SimulatedCluster:
     def hosts(self) -> dict[str, HostInfo | None]:
         return {n: host_info(f"test://{self.workdir / (n + '.xml')}") for n in NODES}
 
-    def domains(self) -> dict[str, dict[str, Domain]]:
+    def domains(self, now: float | None = None) -> dict[str, dict[str, Domain]]:
         out: dict[str, dict[str, Domain]] = {}
         for node in NODES:
             try:
                 out[node] = list_domains(f"test://{self.workdir / (node + '.xml')}")
             except ToolError:
                 continue
-        return self._with_cpu(out, time.time())
+        return self._with_cpu(out, time.time() if now is None else now)
 
     def loads(self) -> dict[str, float]:
         path = self.workdir / "loads.json"
@@ -130,21 +130,21 @@ class SimulatedCluster:
                 ns, at = self._cpu.get((node, name), (0.0, now))
                 seen[(node, name)] = (ns + load.get(name, 0.0) * (now - at) * 1e9, now)
                 doms[name] = msgspec.structs.replace(
-                    dom, cpu_time_ns=int(seen[(node, name)][0]))
+                    dom, cpu_time_ns=int(seen[(node, name)][0]), cpu_at=now)
         self._cpu = seen  # a guest gone from a node starts from zero if it comes back
         return listed
 
     def read(self) -> Reading:
         """The engine's Source: Pacemaker's view of the CIB file and every node's domains."""
+        now = time.time()  # the reading's time is the guests' CPU time's: exact loads
         raw = self.cib_file.read_bytes()
         cib = parse_cib(raw, source=str(self.cib_file))
         status = read_status(str(self.cib_file))
-        domains = self.domains()
+        domains = self.domains(now)
         hosts = self.hosts()
         seen = tuple(DomainSeen(node=n, connected=n in domains, host=hosts.get(n),
                                 domains=tuple(domains.get(n, {}).values())) for n in NODES)
         # Each simulated node's agent reads the cluster's XML directory, where no file is
         # written yet: an enrollment's first step is the export from libvirt.
         configs = tuple(ConfigFilesSeen(node=n, dirs=(XML_DIR,)) for n in NODES)
-        return Reading((PacemakerSeen(status=status, cib=cib), *seen, *configs), raw,
-                       time.time())
+        return Reading((PacemakerSeen(status=status, cib=cib), *seen, *configs), raw, now)

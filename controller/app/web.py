@@ -31,7 +31,7 @@ from controller.engine.loop import Controller
 from controller.model.actions import owned
 from controller.model.desired import DesiredState
 from controller.model.errors import WardenError
-from controller.model.observed import ObservedState, domain_active
+from controller.model.observed import Domain, ObservedState, domain_active
 from controller.model.overview import VmRow
 from controller.model.pcmk import fencing_enabled
 from controller.model.stack import StackDoc, stack
@@ -58,6 +58,9 @@ class NodeItem(msgspec.Struct, frozen=True, kw_only=True):
     vcpus: int = 0
     memory_kib: int = 0
     host_cpus: int | None = None  # None: its libvirtd has not said
+    # the CPU cores its guests used over the last listing span (libvirt's CPU time: what
+    # capacity.rebalance evens out); None until every guest there has two listings
+    cpu_used: float | None = None
     host_memory_kib: int | None = None
     # a drain declared in the file: the VMs still on it (0 when drained)
     draining: bool = False
@@ -333,6 +336,12 @@ def node_state(online: bool, unclean: bool, standby: bool, maintenance: bool) ->
             "maintenance" if maintenance else "standby" if standby else "online")
 
 
+def cpu_used(guests: list[Domain]) -> float | None:
+    """The cores a node's guests used (their sum), or None while one's is not known."""
+    cores = [d.cpu_cores for d in guests]
+    return None if any(c is None for c in cores) else round(sum(c or 0.0 for c in cores), 2)
+
+
 def node_items(observed: ObservedState, desired: DesiredState | None,
                vms: tuple[VmRow, ...], failover: Mapping[str, NodeLoss] | None = None
                ) -> tuple[NodeItem, ...]:
@@ -356,6 +365,7 @@ def node_items(observed: ObservedState, desired: DesiredState | None,
             vcpus=sum(d.vcpus or 0 for d in guests),
             memory_kib=sum(d.memory_kib or 0 for d in guests),
             host_cpus=host.cpus if host is not None else None,
+            cpu_used=cpu_used(guests),
             host_memory_kib=host.memory_kib if host is not None else None,
             draining=draining,
             left=tuple(sorted(on.get(n.name, ()))) if draining else (),

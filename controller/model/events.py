@@ -201,27 +201,31 @@ def _since(old: Domain | None, new: Domain, at: float) -> Domain:
     return new if new.since == since else msgspec.structs.replace(new, since=since)
 
 
-def _load(old: Domain | None, new: Domain, seconds: float) -> Domain:
-    """`new` with the CPU cores it used since `old` (the listing before, same node): only
-    when both ran and libvirt's counter went forward (a guest restarted starts from zero)."""
-    if (old is None or old.cpu_time_ns is None or new.cpu_time_ns is None or seconds <= 0
+def _load(old: Domain | None, new: Domain) -> Domain:
+    """`new` with the CPU cores it used since `old` (the sample before, same node): only when
+    both ran, the sample is newer and libvirt's counter went forward (a guest restarted
+    starts from zero). The same sample again (a snapshot replayed) keeps what was known."""
+    if old is not None and old.cpu_at is not None and old.cpu_at == new.cpu_at:
+        return msgspec.structs.replace(new, cpu_cores=old.cpu_cores)
+    if (old is None or old.cpu_time_ns is None or new.cpu_time_ns is None
+            or old.cpu_at is None or new.cpu_at is None or new.cpu_at <= old.cpu_at
             or old.state != "running" or new.state != "running"
             or new.cpu_time_ns < old.cpu_time_ns):
         return new
-    cores = (new.cpu_time_ns - old.cpu_time_ns) / 1e9 / seconds
+    cores = (new.cpu_time_ns - old.cpu_time_ns) / 1e9 / (new.cpu_at - old.cpu_at)
     return msgspec.structs.replace(new, cpu_cores=round(cores, 4))
 
 
 def _without_load(d: Domain | None) -> Domain | None:
-    return None if d is None else msgspec.structs.replace(d, cpu_time_ns=None, cpu_cores=None)
+    return None if d is None else msgspec.structs.replace(d, cpu_time_ns=None, cpu_at=None,
+                                                            cpu_cores=None)
 
 
 def _fold_listing(state: ObservedState, p: DomainSeen, at: float) -> Folded:
     doms = {**state.domains}
     old = doms.get(p.node, {})
-    seconds = at - state.listed_at.get(p.node, at)
     if p.connected:
-        doms[p.node] = {d.name: _load(old.get(d.name), _since(old.get(d.name), d, at), seconds)
+        doms[p.node] = {d.name: _load(old.get(d.name), _since(old.get(d.name), d, at))
                         for d in p.domains}
     else:
         doms.pop(p.node, None)  # unknown, not "gone": planners never act on absence
@@ -231,8 +235,7 @@ def _fold_listing(state: ObservedState, p: DomainSeen, at: float) -> Folded:
                if _without_load(old.get(n)) != _without_load(new.get(n))}
     hosts = state.hosts if p.host is None or state.hosts.get(p.node) == p.host \
         else {**state.hosts, p.node: p.host}
-    return (msgspec.structs.replace(state, domains=doms, hosts=hosts,
-                                    listed_at={**state.listed_at, p.node: at}),
+    return (msgspec.structs.replace(state, domains=doms, hosts=hosts),
             frozenset(Dirty("domain", n) for n in changed))
 
 

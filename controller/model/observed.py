@@ -273,10 +273,12 @@ class Domain(msgspec.Struct, frozen=True, kw_only=True):
     # <os><type machine=...>: the running guest's QEMU machine type (pc-i440fx-10.0...); a
     # host whose QEMU lacks it cannot take the guest by live migration
     machine: str | None = None
-    # load: libvirt's cumulative CPU time (virDomainGetInfo) at the listing, and the CPU cores
-    # the guest used between this listing and the one before on the same node (set by the
-    # store; None until two listings agree: a migration starts the count again)
+    # load: libvirt's cumulative CPU time (virDomainGetInfo) and when it was read (the agent's
+    # clock: a sample carries its own time, whatever delays or replays its envelope), and the
+    # CPU cores the guest used between this sample and the one before on the same node (set
+    # by the store; None until two samples agree: a migration starts the count again)
     cpu_time_ns: int | None = None
+    cpu_at: float | None = None
     cpu_cores: float | None = None
 
 
@@ -354,8 +356,5 @@ class ObservedState(msgspec.Struct, frozen=True, kw_only=True):
     # node -> the directories its agent reads (`--config-dir`): a path under none is unknown there
     config_dirs: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     hosts: Mapping[str, HostInfo] = msgspec.field(default_factory=dict)  # node -> its capacity
-    # node -> when its last domain listing was taken (its agent's clock): the span of a load
-    # sample
-    listed_at: Mapping[str, float] = msgspec.field(default_factory=dict)
     stale: frozenset[str] = frozenset()  # publishers whose heartbeats are missing
     observed_at: Mapping[SourceKey, float] = msgspec.field(default_factory=dict)

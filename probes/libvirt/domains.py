@@ -7,6 +7,7 @@ through libvirt.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -188,6 +189,7 @@ def list_domains(uri: str, conn: Any = None) -> dict[str, Domain]:
                 state, reason = dom.state()
                 facts = parse_domain_xml(dom.XMLDesc(0), source=f"{uri} {dom.name()}")
                 cpu_ns = int(dom.info()[4]) if state in (1, 3) else None  # running, paused
+                cpu_at = time.time() if cpu_ns is not None else None
             except (libvirt.libvirtError, ParseError):
                 continue  # vanished while listing, or XML we cannot read: next listing retries
             persistent: bool | None
@@ -199,7 +201,8 @@ def list_domains(uri: str, conn: Any = None) -> dict[str, Domain]:
             out[facts.name] = msgspec.structs.replace(
                 facts, state=STATES.get(state, "nostate"),
                 reason=paused_reason(reason) if state == 3 else "",
-                persistent=persistent, autostart=autostart, cpu_time_ns=cpu_ns)
+                persistent=persistent, autostart=autostart, cpu_time_ns=cpu_ns,
+                cpu_at=cpu_at)
         return out
     finally:
         if own:

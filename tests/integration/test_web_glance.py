@@ -104,6 +104,14 @@ def test_summary_cards_badges_and_real_error_pages(
             assert n["release"] == os_release() and n["release"] in card.text
             assert n["libvirt"] and f"libvirt {n['libvirt']}" in card.text
         assert set(health(drv, "#vms").values()) == {"ok"} == set(health(drv, "#cards").values())
+        # the CPU its guests use (libvirt's CPU time; the simulated guests': loads.json)
+        busy = doc["vms"][0]
+        (work / "loads.json").write_text(json.dumps({busy["vm"]: 1.5}))
+        node = busy["nodes"][0]
+        wait.until(lambda d: "CPU used 1.50 / 8 cores" in d.find_element(
+            By.CSS_SELECTOR, f"#cards .card[data-node='{node}']").text)
+        assert {n["name"]: n["cpu_used"] for n in api(url)["nodes"]} == {
+            n: (1.5 if n == node else 0.0) for n in ("kvm1", "kvm2", "kvm3")}
         # the storage chain, dlm first, started on every node, and the fence device
         assert stack_cells(drv) == {c: {n: "started" for n in ("kvm1", "kvm2", "kvm3")}
                                     for c in ("dlm-clone", "clvmd-clone", "gfs2_res01-clone")}

@@ -79,10 +79,11 @@ def test_from_an_imbalance_of_0_4_it_converges_below_0_1_moving_no_vm_twice() ->
     assert imbalance(loads(g, CPUS)) <= 0.1 and len(moved) == len(set(moved)) == 2
 
 
-def _listing(store: Store, node: str, seq: int, at: float, cpu_ns: int) -> frozenset[Dirty]:
+def _listing(store: Store, node: str, seq: int, at: float, cpu_ns: int,
+             sent: float | None = None) -> frozenset[Dirty]:
     env = envelope(node, seq, DomainSeen(node=node, domains=(
-        Domain(name="web01", state="running", cpu_time_ns=cpu_ns),)))
-    return store.fold(msgspec.structs.replace(env, sent_at=at))
+        Domain(name="web01", state="running", cpu_time_ns=cpu_ns, cpu_at=at),)))
+    return store.fold(msgspec.structs.replace(env, sent_at=at if sent is None else sent))
 
 
 def test_the_load_is_libvirts_cpu_time_between_two_listings_of_one_node() -> None:
@@ -92,6 +93,9 @@ def test_the_load_is_libvirts_cpu_time_between_two_listings_of_one_node() -> Non
     changed = _listing(store, "kvm1", 2, 110.0, 15 * 10**9)
     assert store.state.domains["kvm1"]["web01"].cpu_cores == 0.5  # 5 s of CPU in 10 s
     assert changed == frozenset()  # a load alone makes no VM dirty
+    # The same sample replayed later (a snapshot after a reconnect): not a span of no CPU.
+    _listing(store, "kvm1", 3, 110.0, 15 * 10**9, sent=130.0)
+    assert store.state.domains["kvm1"]["web01"].cpu_cores == 0.5
     # Migrated to kvm2: counted again from there (no sample spans the migration).
     _listing(store, "kvm2", 1, 111.0, 16 * 10**9)
     assert store.state.domains["kvm2"]["web01"].cpu_cores is None

@@ -82,8 +82,10 @@ function capacity(n) {
     el("span", {class: "meter-label"}, label + " " + text),
     el("span", {class: "meter-bar"}, el("span", {class: "meter-fill" + (used > total ? " over" : ""),
                                                  style: "width:" + pct(used, total) + "%"})));
+  const load = n.cpu_used == null ? [] :  // libvirt's CPU time: what rebalancing evens out
+    [meter("CPU used", n.cpu_used, n.host_cpus, n.cpu_used.toFixed(2) + " / " + n.host_cpus + " cores")];
   return el("div", {class: "capacity"},
-    meter("vCPU", n.vcpus, n.host_cpus, n.vcpus + " / " + n.host_cpus),
+    meter("vCPU", n.vcpus, n.host_cpus, n.vcpus + " / " + n.host_cpus), ...load,
     meter("memory", n.memory_kib, n.host_memory_kib, gib(n.memory_kib) + " / " + gib(n.host_memory_kib) + " GiB"));
 }
 
