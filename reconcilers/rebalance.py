@@ -31,6 +31,9 @@ from reconcilers.base import PlanBuilder, Scope
 
 NAME = "rebalance"
 SCOPE: Scope = "cluster"  # full passes only
+# A move Pacemaker has not made in this long (no room there after all, a constraint it weighs
+# higher) is given up: its constraint removed, the VM left in its cooldown.
+MOVE_SECONDS = 300.0
 
 
 def balance_id(rid: str) -> str:
@@ -58,6 +61,9 @@ def _follow(ctx: Context, out: PlanBuilder, moves: dict[str, LocationConstraint]
             why = "capacity.rebalance no longer applies"
         elif target not in node_cpus(ctx.index) or rid not in index.configured:
             why = f"{target} can no longer take {rid}"
+        elif rid not in index.migrating and \
+                ctx.now - ctx.ledger.balanced_at.get(rid, ctx.now) > MOVE_SECONDS:
+            why = f"Pacemaker has not moved {rid} to {target} in {MOVE_SECONDS:.0f} s: given up"
         else:
             out.find("rebalance-moving", "info", Subject(rsc=rid, node=target),
                      f"moving {rid} to {target} to even out the CPU load ({cid})")

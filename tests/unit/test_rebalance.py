@@ -162,3 +162,8 @@ def test_apply_moves_once_the_proposal_has_held_then_lets_go_once_it_is_done() -
                                              rsc="vm-web01", why=done.actions[0].why),)
     off = rebalance.plan(_ctx(LOADS, "off", moving=moving))
     assert [type(a) for a in off.actions] == [RemoveConstraint]
+    # Not made by Pacemaker in five minutes (no room there after all): given up.
+    asked = LedgerView(balanced_at={"vm-web01": 10_000.0 - 301})
+    late = rebalance.plan(_ctx(LOADS, "apply", ledger=asked, moving=moving))
+    assert [type(a) for a in late.actions] == [RemoveConstraint]
+    assert "given up" in late.actions[0].why
