@@ -110,3 +110,20 @@ def test_a_drain_that_breaks_n_plus_1_is_held_and_a_node_loss_lands_where_predic
         lab.restart_node("kvm3")
     wait_for("kvm3 back", lambda: "Online: [ kvm1 kvm2 kvm3 ]" in lab.on(
         "kvm1", "crm_mon", "-1", check=False).stdout, 240)
+
+
+def test_the_guests_cpu_time_reaches_the_node_cards_and_metrics(cluster: Lab) -> None:
+    """Load as rebalancing reads it, on real KVM: each agent's listing carries libvirt's CPU
+    time of its guests; two listings make each node's cores used (node cards, /metrics)."""
+    wait_for("converged", converged, 180)
+    known = wait_for("every node's CPU used known", lambda: all(
+        c.get("cpu_used") is not None for c in cards().values() if c.get("online")), 150)
+    assert known
+    for name, card in cards().items():
+        used = card["cpu_used"]
+        cpus = float(str(card["host_cpus"]))
+        assert isinstance(used, float | int) and 0 <= used <= cpus, (name, used)
+    series = {line.split('node="')[1].split('"')[0]
+              for line in lab.warden_get("/metrics").splitlines()
+              if line.startswith("kvm_warden_node_cpu_load{")}
+    assert series == {n for n, c in cards().items() if c.get("online")}
