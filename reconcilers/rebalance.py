@@ -15,6 +15,8 @@ leaving, removes it too. VMs the file places (`placement.prefer`) are never move
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from controller.model.actions import (
     BALANCE_PREFIX,
     Plan,
@@ -40,9 +42,9 @@ def balance_id(rid: str) -> str:
     return f"{BALANCE_PREFIX}{rid}"
 
 
-def held(ctx: Context, seconds: int) -> frozenset[str]:
-    """VMs not to move: moved by rebalancing within the cooldown, or placed by the file."""
-    rids = cluster_vms(ctx.index, ctx.desired)
+def held(ctx: Context, rids: Mapping[str, str], seconds: int) -> frozenset[str]:
+    """VMs not to move: moved by rebalancing within the cooldown, or placed by the file.
+    `rids`: VM name -> resource id (cluster_vms)."""
     out = {vm.name for vm in ctx.desired.vms if vm.placement.prefer is not None}
     out |= {name for name, rid in rids.items()
             if ctx.now - ctx.ledger.balanced_at.get(rid, float("-inf")) < seconds}
@@ -52,6 +54,7 @@ def held(ctx: Context, seconds: int) -> frozenset[str]:
 def _follow(ctx: Context, out: PlanBuilder, moves: dict[str, LocationConstraint]) -> None:
     """The move in progress: removed once done, or when it no longer applies."""
     cap, index = ctx.desired.capacity, ctx.index
+    usable = node_cpus(index)
     for cid, c in sorted(moves.items()):
         rid, target = c.rsc or "", c.node or ""
         where = index.running.get(rid, ())
@@ -59,7 +62,7 @@ def _follow(ctx: Context, out: PlanBuilder, moves: dict[str, LocationConstraint]
             why = f"{rid} runs on {target} now: its stickiness keeps it there"
         elif cap is None or cap.rebalance != "apply":
             why = "capacity.rebalance no longer applies"
-        elif target not in node_cpus(ctx.index) or rid not in index.configured:
+        elif target not in usable or rid not in index.configured:
             why = f"{target} can no longer take {rid}"
         elif rid not in index.migrating and \
                 ctx.now - ctx.ledger.balanced_at.get(rid, ctx.now) > MOVE_SECONDS:
@@ -71,8 +74,8 @@ def _follow(ctx: Context, out: PlanBuilder, moves: dict[str, LocationConstraint]
         out.actions.append(RemoveConstraint(reconciler=NAME, id=cid, rsc=rid, why=why))
 
 
-def _propose(ctx: Context, out: PlanBuilder, cap: Capacity, move: Move) -> None:
-    rid = cluster_vms(ctx.index, ctx.desired).get(move.vm)
+def _propose(ctx: Context, out: PlanBuilder, cap: Capacity, move: Move, rid: str | None
+             ) -> None:
     about = Subject(rsc=rid, node=move.source)
     out.find("rebalance-proposed", "info", about,
              f"{move.words()} (capacity.rebalance: {cap.rebalance}; threshold "
@@ -97,9 +100,10 @@ def plan(ctx: Context) -> Plan:
     found = guests(index, ctx.desired) if cap is not None and cap.rebalance != "off" else None
     if cap is None or found is None or len(cpus) < 2:
         return out.build()
+    rids = cluster_vms(index, ctx.desired)
     move = best_move(found, cpus, threshold=cap.rebalance_threshold,
                      margin=cap.rebalance_margin,
-                     cooling=held(ctx, cap.rebalance_cooldown_seconds))
+                     cooling=held(ctx, rids, cap.rebalance_cooldown_seconds))
     if move is not None:
-        _propose(ctx, out, cap, move)
+        _propose(ctx, out, cap, move, rids.get(move.vm))
     return out.build()
